@@ -1,0 +1,44 @@
+import sys
+import time
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from insights.services import LoadRejected, presence_load
+
+LOADERS = {"presence": presence_load}
+
+
+class Command(BaseCommand):
+    help = "Load a file of pre-anonymized aggregates as a new dataset version (all or nothing)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--kind", required=True, choices=sorted(LOADERS), help="the kind of aggregate in the file")
+        parser.add_argument("file", type=Path)
+
+    def handle(self, *args, kind: str, file: Path, **options):
+        if not file.is_file():
+            raise CommandError(f"no such file: {file}")
+        started = time.monotonic()
+
+        def progress(rows: int) -> None:
+            rate = rows / max(time.monotonic() - started, 1e-9)
+            self.stderr.write(f"\r  {rows:>12,} lines read  {rate:>10,.0f} lines/s", ending="")
+            sys.stderr.flush()
+
+        try:
+            summary = LOADERS[kind](path=file, on_progress=progress)
+        except LoadRejected as rejected:
+            raise CommandError(f"{file} was not loaded; nothing changed. {rejected}") from None
+        finally:
+            self.stderr.write("")
+        if summary.already_loaded:
+            self.stdout.write(f"{file} was loaded before as dataset version {summary.version}; nothing to do.")
+            return
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"dataset version {summary.version}: {summary.rows:,} rows, {summary.cells:,} cells, "
+                f"{summary.period_start:%Y-%m-%d %H:%M}Z to {summary.period_end:%Y-%m-%d %H:%M}Z, "
+                f"loaded in {summary.duration_seconds:.1f} s ({summary.rows / summary.duration_seconds:,.0f} rows/s)"
+            )
+        )

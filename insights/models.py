@@ -1,0 +1,50 @@
+from django.contrib.gis.db import models
+
+
+class Cell(models.Model):
+    """A cell of the EPSG:3035 statistical grid; its code encodes its lower-left corner."""
+
+    code = models.CharField(max_length=40, unique=True)
+    geometry = models.PolygonField(srid=3035)
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class DatasetVersion(models.Model):
+    """One loaded batch of aggregates. Immutable once loaded; its id is the version number."""
+
+    class Kind(models.TextChoices):
+        PRESENCE = "presence"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    source = models.CharField(max_length=500)
+    sha256 = models.CharField(max_length=64)
+    rows = models.PositiveBigIntegerField()
+    cells = models.PositiveIntegerField()
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField(help_text="exclusive: the end of the last hour loaded")
+    loaded_at = models.DateTimeField(auto_now_add=True)
+    duration_seconds = models.FloatField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "sha256"], name="dataset_version_unique_content")]
+
+    def __str__(self) -> str:
+        return f"v{self.pk} {self.kind} ({self.source})"
+
+
+class Presence(models.Model):
+    """People present in a cell during an hour (UTC), per segment; '*' means all.
+
+    No foreign-key constraints: the loader writes the cells and the version in the same
+    transaction, and per-row constraint triggers would dominate the load time.
+    """
+
+    pk = models.CompositePrimaryKey("cell", "hour", "age_band", "gender")
+    cell = models.ForeignKey(Cell, on_delete=models.PROTECT, db_index=False, db_constraint=False)
+    hour = models.DateTimeField()
+    age_band = models.CharField(max_length=5)
+    gender = models.CharField(max_length=1)
+    visits = models.PositiveIntegerField()
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)

@@ -1,0 +1,66 @@
+"""One error shape for every 4xx/5xx, built on drf-standardized-errors:
+
+    {"type": "validation_error" | "client_error" | "server_error",
+     "code": "<code of the first error>", "message": "<human sentence>",
+     "errors": [{"code": ..., "detail": ..., "attr": <field or null>}]}
+"""
+
+from django.http import JsonResponse
+from drf_standardized_errors.formatter import ExceptionFormatter
+from drf_standardized_errors.handler import ExceptionHandler
+from drf_standardized_errors.types import ErrorResponse
+from rest_framework import exceptions, status
+
+from marketplace.exceptions import ServiceError
+
+
+class ErrorFormatter(ExceptionFormatter):
+    def format_error_response(self, error_response: ErrorResponse) -> dict:
+        return error_body(
+            error_type=error_response.type,
+            errors=[{"code": e.code, "detail": e.detail, "attr": e.attr} for e in error_response.errors],
+        )
+
+
+class ServiceErrorHandler(ExceptionHandler):
+    def convert_known_exceptions(self, exc: Exception) -> Exception:
+        if isinstance(exc, ServiceError):
+            return _as_api_exception(exc)
+        return super().convert_known_exceptions(exc)
+
+
+def error_body(*, error_type: str, errors: list[dict]) -> dict:
+    first = errors[0] if errors else {"code": error_type, "detail": "", "attr": None}
+    message = f"{first['attr']}: {first['detail']}" if first["attr"] else first["detail"]
+    return {"type": error_type, "code": first["code"], "message": message, "errors": errors}
+
+
+def _as_api_exception(exc: ServiceError) -> exceptions.APIException:
+    detail = exceptions.ErrorDetail(exc.message, code=exc.code)
+    if exc.status_code == status.HTTP_400_BAD_REQUEST:
+        return exceptions.ValidationError({exc.field: [detail]} if exc.field else [detail])
+    api_exception = exceptions.APIException(detail=detail, code=exc.code)
+    api_exception.status_code = exc.status_code
+    return api_exception
+
+
+def not_found(request, exception=None) -> JsonResponse:
+    body = error_body(error_type="client_error", errors=[{"code": "not_found", "detail": "Not found.", "attr": None}])
+    return JsonResponse(body, status=404)
+
+
+def server_error(request) -> JsonResponse:
+    body = error_body(
+        error_type="server_error", errors=[{"code": "error", "detail": "Server Error (500)", "attr": None}]
+    )
+    return JsonResponse(body, status=500)
+
+
+def document_code_and_message(result, generator, request, public):
+    """drf-spectacular hook: the error components gain the top-level code and message."""
+    for name, component in result.get("components", {}).get("schemas", {}).items():
+        if name.endswith("ErrorResponse") and "errors" in component.get("properties", {}):
+            component["properties"]["code"] = {"type": "string", "description": "code of the first error"}
+            component["properties"]["message"] = {"type": "string", "description": "the first error, as a sentence"}
+            component.setdefault("required", []).extend(["code", "message"])
+    return result

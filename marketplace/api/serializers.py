@@ -1,0 +1,128 @@
+import math
+
+from django.contrib.gis.geos import GEOSException, LinearRing, MultiPolygon, Polygon
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from marketplace.models import Area, Granularity, Product, Report
+
+GEOJSON_POLYGON_SCHEMA = {
+    "type": "object",
+    "description": "GeoJSON (RFC 7946) Polygon or MultiPolygon in longitude/latitude (EPSG:4326)",
+    "properties": {
+        "type": {"type": "string", "enum": ["Polygon", "MultiPolygon"]},
+        "coordinates": {"type": "array", "items": {"type": "array"}},
+    },
+    "required": ["type", "coordinates"],
+    "example": {
+        "type": "Polygon",
+        "coordinates": [[[12.36, 51.33], [12.38, 51.33], [12.38, 51.345], [12.36, 51.345], [12.36, 51.33]]],
+    },
+}
+
+
+@extend_schema_field(GEOJSON_POLYGON_SCHEMA)
+class GeoJSONPolygonField(serializers.Field):
+    """A GeoJSON Polygon or MultiPolygon, checked ring by ring, stored as a MultiPolygon."""
+
+    def to_internal_value(self, data) -> MultiPolygon:
+        if not isinstance(data, dict):
+            self._fail("invalid_geometry", "geometry must be a GeoJSON object with type and coordinates")
+        kind, coordinates = data.get("type"), data.get("coordinates")
+        if kind not in ("Polygon", "MultiPolygon"):
+            self._fail("invalid_geometry_type", f"geometry must be a GeoJSON Polygon or MultiPolygon, got {kind!r}")
+        if not isinstance(coordinates, list) or not coordinates:
+            self._fail("empty_geometry", "geometry has no coordinates")
+        polygons = [coordinates] if kind == "Polygon" else coordinates
+        shapes = [self._polygon(rings, number) for number, rings in enumerate(polygons, start=1)]
+        try:
+            geometry = MultiPolygon(shapes, srid=4326)
+        except (GEOSException, TypeError, ValueError) as exc:
+            self._fail("invalid_geometry", f"geometry could not be built: {exc}")
+        if not geometry.valid:
+            self._fail("invalid_geometry", f"geometry is not valid: {geometry.valid_reason}")
+        return geometry
+
+    def to_representation(self, value: MultiPolygon) -> dict:
+        return {"type": "MultiPolygon", "coordinates": value.coords}
+
+    def _polygon(self, rings, number: int) -> Polygon:
+        if not isinstance(rings, list) or not rings:
+            self._fail("empty_geometry", f"polygon {number} has no rings")
+        linear_rings = []
+        for ring_number, ring in enumerate(rings, start=1):
+            where = f"polygon {number}, ring {ring_number}"
+            if not isinstance(ring, list) or len(ring) < 4:
+                self._fail("invalid_ring", f"{where} needs at least 4 positions (a closed ring), got {len(ring) if isinstance(ring, list) else ring!r}")
+            positions = [self._position(position, where) for position in ring]
+            if positions[0] != positions[-1]:
+                self._fail("unclosed_ring", f"{where} is not closed: its first and last positions must be equal")
+            linear_rings.append(LinearRing(positions))
+        return Polygon(*linear_rings)
+
+    def _position(self, position, where: str) -> tuple[float, float]:
+        if (
+            not isinstance(position, list)
+            or len(position) not in (2, 3)
+            or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in position)
+        ):
+            self._fail("invalid_position", f"{where}: a position must be [longitude, latitude], got {position!r}")
+        longitude, latitude = position[0], position[1]
+        if not (-180 <= longitude <= 180 and -90 <= latitude <= 90):
+            self._fail("invalid_position", f"{where}: [{longitude}, {latitude}] is not a longitude/latitude pair")
+        return float(longitude), float(latitude)
+
+    def _fail(self, code: str, message: str):
+        raise serializers.ValidationError(message, code=code)
+
+
+class ProductOutput(serializers.ModelSerializer):
+    granted = serializers.SerializerMethodField(help_text="whether your organisation may order this product")
+
+    class Meta:
+        model = Product
+        fields = ["code", "name", "description", "granted"]
+
+    def get_granted(self, product: Product) -> bool:
+        return product.pk in self.context["granted_ids"]
+
+
+class AreaInput(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    geometry = GeoJSONPolygonField()
+
+
+class AreaOutput(serializers.ModelSerializer):
+    geometry = GeoJSONPolygonField()
+
+    class Meta:
+        model = Area
+        fields = ["id", "name", "geometry", "area_km2", "cell_count", "created_at"]
+
+
+class ReportInput(serializers.Serializer):
+    product = serializers.CharField(max_length=40, help_text="a product code, e.g. footfall")
+    area = serializers.UUIDField(required=False, help_text="id of a saved area; or give geometry instead")
+    geometry = GeoJSONPolygonField(required=False, help_text="an area drawn for this order only")
+    name = serializers.CharField(max_length=200, required=False, default="", help_text="a name for an inline area")
+    start = serializers.DateTimeField(help_text="inclusive; a time without offset is read in your time zone")
+    end = serializers.DateTimeField(help_text="exclusive")
+    granularity = serializers.ChoiceField(choices=Granularity.choices)
+
+
+class ReportOutput(serializers.ModelSerializer):
+    product = serializers.CharField(source="product.code")
+    area = serializers.UUIDField(source="area_id", allow_null=True)
+
+    class Meta:
+        model = Report
+        fields = [
+            "id", "product", "status", "progress", "area", "area_name", "area_km2", "cell_count",
+            "start", "end", "granularity", "time_zone", "dataset_version", "error",
+            "created_at", "started_at", "finished_at", "result",
+        ]
+
+
+class ReportSummaryOutput(ReportOutput):
+    class Meta(ReportOutput.Meta):
+        fields = [field for field in ReportOutput.Meta.fields if field != "result"]

@@ -1,0 +1,162 @@
+import csv
+import hashlib
+import io
+import json
+from zoneinfo import ZoneInfo
+
+import django_filters
+from django.http import HttpResponse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from marketplace import selectors, services
+from marketplace.api.permissions import ReadOrOrder
+from marketplace.api.serializers import (
+    AreaInput,
+    AreaOutput,
+    ProductOutput,
+    ReportInput,
+    ReportOutput,
+    ReportSummaryOutput,
+)
+from marketplace.exceptions import Conflict
+from marketplace.models import Report
+
+CSV_COLUMNS = ["start", "end", "hours", "visits", "suppressed"]
+
+
+class TenantViewSet(viewsets.GenericViewSet):
+    """Requests run in the caller's time zone: times without an offset are read in it."""
+
+    permission_classes = [ReadOrOrder]
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        timezone.activate(ZoneInfo(request.user.tenant.time_zone))
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        timezone.deactivate()
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+class ProductViewSet(mixins.ListModelMixin, TenantViewSet):
+    serializer_class = ProductOutput
+    pagination_class = None
+
+    def get_queryset(self):
+        return selectors.product_list()
+
+    def get_serializer_context(self):
+        granted = selectors.product_granted_list(tenant=self.request.user.tenant).values_list("pk", flat=True)
+        return {**super().get_serializer_context(), "granted_ids": set(granted)}
+
+
+class AreaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+    serializer_class = AreaOutput
+
+    def get_queryset(self):
+        return selectors.area_list(tenant=self.request.user.tenant)
+
+    @extend_schema(request=AreaInput, responses={201: AreaOutput})
+    def create(self, request):
+        data = AreaInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        area = services.area_create(tenant=request.user.tenant, **data.validated_data)
+        return Response(AreaOutput(area).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request, pk=None):
+        services.area_delete(area=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ReportFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=Report.Status.choices)
+    product = django_filters.CharFilter(field_name="product__code")
+    area = django_filters.UUIDFilter(field_name="area_id")
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Report
+        fields = ["status", "product", "area", "created_after", "created_before"]
+
+
+class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+    filterset_class = ReportFilter
+
+    def get_queryset(self):
+        reports = selectors.report_list(tenant=self.request.user.tenant)
+        return reports.defer("result", "geometry") if self.action == "list" else reports
+
+    def get_serializer_class(self):
+        return ReportSummaryOutput if self.action == "list" else ReportOutput
+
+    @extend_schema(
+        request=ReportInput,
+        responses={201: ReportOutput, 200: OpenApiResponse(ReportOutput, description="replay of an earlier order with the same Idempotency-Key")},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER,
+                description="the same key and body return the first order instead of placing another",
+            )
+        ],
+    )
+    def create(self, request):
+        data = ReportInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        order = services.ReportOrder(
+            product_code=data.validated_data["product"],
+            area_id=data.validated_data.get("area"),
+            geometry=data.validated_data.get("geometry"),
+            name=data.validated_data["name"],
+            start=data.validated_data["start"],
+            end=data.validated_data["end"],
+            granularity=data.validated_data["granularity"],
+        )
+        report, created = services.report_create(
+            principal=request.user,
+            order=order,
+            idempotency_key=request.headers.get("Idempotency-Key") or None,
+            fingerprint=hashlib.sha256(json.dumps(request.data, sort_keys=True).encode()).hexdigest(),
+        )
+        return Response(ReportOutput(report).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(request=None, responses={200: ReportOutput})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        report = services.report_cancel(report=self.get_object())
+        return Response(ReportOutput(report).data)
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["get"], url_path="result.json")
+    def result_json(self, request, pk=None):
+        report = self._succeeded_report()
+        response = Response(report.result)
+        response["Content-Disposition"] = f'attachment; filename="{report.product.code}-{report.pk}.json"'
+        return response
+
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
+    @action(detail=True, methods=["get"], url_path="result.csv")
+    def result_csv(self, request, pk=None):
+        report = self._succeeded_report()
+        content = io.StringIO()
+        writer = csv.DictWriter(content, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(report.result["series"])
+        response = HttpResponse(content.getvalue(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{report.product.code}-{report.pk}.csv"'
+        return response
+
+    def _succeeded_report(self) -> Report:
+        report = self.get_object()
+        if report.status != Report.Status.SUCCEEDED:
+            raise Conflict(
+                f"the report is {report.status}; its result can be downloaded once it has succeeded",
+                code="report_not_succeeded",
+            )
+        return report

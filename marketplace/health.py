@@ -1,0 +1,39 @@
+"""Liveness and readiness probes (no authentication)."""
+
+from django.db import connection
+from django.http import JsonResponse
+
+from marketplace.api.errors import error_body
+from marketplace.celery import app as celery_app
+
+BROKER_TIMEOUT_SECONDS = 2
+
+
+def healthz(request) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request) -> JsonResponse:
+    checks = {"database": _check_database(), "broker": _check_broker()}
+    failing = [{"code": "not_ready", "detail": f"{name}: {problem}", "attr": None} for name, problem in checks.items() if problem != "ok"]
+    if failing:
+        return JsonResponse({**error_body(error_type="server_error", errors=failing), "checks": checks}, status=503)
+    return JsonResponse({"status": "ok", "checks": checks})
+
+
+def _check_database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:
+        return f"unreachable ({type(exc).__name__})"
+    return "ok"
+
+
+def _check_broker() -> str:
+    try:
+        with celery_app.connection_for_write() as broker:
+            broker.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+    except Exception as exc:
+        return f"unreachable ({type(exc).__name__})"
+    return "ok"

@@ -1,0 +1,59 @@
+import json
+import shlex
+
+from django.contrib.gis.geos import Polygon
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from insights.synthetic import DEMO_CITY
+from marketplace.models import Product, Role, Tenant
+from marketplace.services import api_key_create, product_grant, tenant_create
+
+DEMO_TENANT = "Demo Shopping Centres GmbH"
+
+
+class Command(BaseCommand):
+    help = "Load the demo city, make a demo tenant with footfall granted, and print a new API key and a first curl."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--base-url", default="http://127.0.0.1:8000")
+
+    def handle(self, *args, base_url: str, **options):
+        call_command("generate_demo_city", stdout=self.stdout, stderr=self.stderr)
+        tenant = Tenant.objects.filter(name=DEMO_TENANT).first() or tenant_create(
+            name=DEMO_TENANT, kind=Tenant.Kind.RETAIL
+        )
+        product_grant(tenant=tenant, product=Product.objects.get(code="footfall"))
+        api_key, raw_key = api_key_create(tenant=tenant, name="demo key", role=Role.ANALYST)
+
+        order = {
+            "product": "footfall",
+            "name": DEMO_CITY.malls[0].name,
+            "geometry": json.loads(_square_around_first_mall().geojson),
+            "start": "2026-03-23T00:00:00+01:00",
+            "end": "2026-03-30T00:00:00+02:00",
+            "granularity": "day",
+        }
+        auth = f"Authorization: Api-Key {raw_key}"
+        self.stdout.write(
+            f"\nDemo tenant: {DEMO_TENANT} (analyst key {api_key.prefix}, shown only now)\n\n"
+            f"  export FOOTFALL_KEY={raw_key}\n\n"
+            "Order a daily footfall report for a week around a shopping centre (the week of the DST change):\n\n"
+            f"  curl -s -X POST {base_url}/api/v1/reports/ -H 'Authorization: Api-Key {raw_key}' \\\n"
+            f"    -H 'Content-Type: application/json' -d {shlex.quote(json.dumps(order))}\n\n"
+            "Then fetch it with the id it returned (status goes queued -> running -> succeeded):\n\n"
+            f"  curl -s {base_url}/api/v1/reports/<id>/ -H {shlex.quote(auth)}\n"
+            f"  curl -s {base_url}/api/v1/reports/<id>/result.csv -H {shlex.quote(auth)}\n\n"
+            f"API docs: {base_url}/api/v1/docs/\n"
+        )
+
+
+def _square_around_first_mall() -> Polygon:
+    mall = DEMO_CITY.malls[0]
+    east = DEMO_CITY.origin_east + mall.east_km * 1000
+    north = DEMO_CITY.origin_north + mall.north_km * 1000
+    square = Polygon.from_bbox((east - 500, north - 500, east + 500, north + 500))
+    square.srid = 3035
+    square.transform(4326)
+    # Round to ~1 m so the printed curl stays readable.
+    return Polygon([(round(x, 5), round(y, 5)) for x, y in square.exterior_ring.coords], srid=4326)

@@ -1,0 +1,163 @@
+import uuid
+import zoneinfo
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.contrib.gis.db import models
+from django.core.exceptions import ValidationError
+from django.db.models import Q
+
+
+def validate_time_zone(value: str) -> None:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin")
+
+
+class Role(models.TextChoices):
+    OWNER = "owner"
+    ANALYST = "analyst"
+    VIEWER = "viewer"
+    FINANCE = "finance"
+
+
+class Tenant(models.Model):
+    """A customer organisation. Its group carries the django-guardian grants."""
+
+    class Kind(models.TextChoices):
+        RETAIL = "retail"
+        MUNICIPALITY = "municipality"
+        OTHER = "other"
+
+    name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    time_zone = models.CharField(max_length=64, default="Europe/Berlin", validators=[validate_time_zone])
+    group = models.OneToOneField(Group, on_delete=models.PROTECT, related_name="tenant")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """A user belongs to exactly one tenant, with one role."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role} of {self.tenant})"
+
+
+class ApiKey(models.Model):
+    """A tenant-scoped key. Only its prefix and a SHA-256 of the whole key are stored."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    role = models.CharField(max_length=20, choices=Role.choices)
+    prefix = models.CharField(max_length=16, unique=True)
+    hashed_key = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name})"
+
+
+class Product(models.Model):
+    code = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["code"]
+        permissions = [("order_product", "Can order reports of this product")]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Area(models.Model):
+    """An area of interest drawn by a buyer, stored in EPSG:4326."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="areas")
+    name = models.CharField(max_length=200)
+    geometry = models.MultiPolygonField(srid=4326)
+    area_km2 = models.FloatField()
+    cell_count = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "-created_at"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Granularity(models.TextChoices):
+    HOUR = "hour"
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+
+class Report(models.Model):
+    """An order. It keeps a snapshot of its area, so deleting the area changes nothing."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="reports")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="reports")
+    area = models.ForeignKey(Area, on_delete=models.SET_NULL, null=True, blank=True, related_name="reports")
+    area_name = models.CharField(max_length=200)
+    geometry = models.MultiPolygonField(srid=4326)
+    area_km2 = models.FloatField()
+    cell_count = models.PositiveIntegerField()
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    granularity = models.CharField(max_length=10, choices=Granularity.choices)
+    time_zone = models.CharField(max_length=64)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    dataset_version = models.PositiveIntegerField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    request_fingerprint = models.CharField(max_length=64, blank=True)
+    ordered_by_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"]),
+            models.Index(fields=["status", "queued_at"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="report_unique_idempotency_key_per_tenant",
+            ),
+            models.CheckConstraint(condition=Q(start__lt=models.F("end")), name="report_start_before_end"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product_id} report {self.id}"

@@ -1,0 +1,369 @@
+"""Writes of the buyer-facing domain: tenants, keys, areas, orders and their lifecycle."""
+
+import contextlib
+import datetime as dt
+import enum
+import hashlib
+import hmac
+import logging
+import secrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.contrib.gis.geos import MultiPolygon
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+from guardian.shortcuts import assign_perm
+
+from insights import selectors as insights_selectors
+from insights import tasks as insights_tasks
+from insights.buckets import is_boundary
+from insights.reports import footfall_result
+from marketplace.exceptions import Conflict, NotPermitted, ServiceError, Unprocessable
+from marketplace.models import ApiKey, Area, Product, Report, Role, Tenant
+from marketplace.selectors import area_list, product_granted_list
+
+logger = logging.getLogger(__name__)
+
+API_KEY_PREFIX_BYTES = 4
+API_KEY_SECRET_BYTES = 32
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+# Outside-coverage tolerance: float noise of summing cell intersections.
+COVERAGE_TOLERANCE = 1e-6
+
+
+# --- tenants, grants, keys ---------------------------------------------------------
+
+
+def tenant_create(*, name: str, kind: str, time_zone: str = "Europe/Berlin") -> Tenant:
+    with transaction.atomic():
+        group = Group.objects.create(name=f"tenant:{name}")
+        tenant = Tenant(name=name, kind=kind, time_zone=time_zone, group=group)
+        tenant.full_clean()
+        tenant.save()
+    return tenant
+
+
+def product_grant(*, tenant: Tenant, product: Product) -> None:
+    assign_perm("marketplace.order_product", tenant.group, product)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a tenant, acting with the role of the API key used."""
+
+    tenant: Tenant
+    role: str
+    api_key: ApiKey
+    is_authenticated = True
+    is_anonymous = False
+
+
+def api_key_create(*, tenant: Tenant, name: str, role: str) -> tuple[ApiKey, str]:
+    """Create a key and return it with its secret, which is never stored or shown again."""
+    if role not in Role.values:
+        raise ServiceError(f"role must be one of {', '.join(Role.values)}, got {role!r}", code="invalid_role")
+    prefix = secrets.token_hex(API_KEY_PREFIX_BYTES)
+    raw_key = f"ff_{prefix}_{secrets.token_urlsafe(API_KEY_SECRET_BYTES)}"
+    api_key = ApiKey.objects.create(tenant=tenant, name=name, role=role, prefix=prefix, hashed_key=_hash_key(raw_key))
+    return api_key, raw_key
+
+
+def api_key_authenticate(*, raw_key: str) -> Principal | None:
+    """The principal for a presented key, or None if it is unknown, malformed or revoked."""
+    parts = raw_key.split("_", 2)
+    if len(parts) != 3 or parts[0] != "ff":
+        return None
+    api_key = ApiKey.objects.select_related("tenant", "tenant__group").filter(prefix=parts[1]).first()
+    if api_key is None or api_key.revoked_at is not None:
+        return None
+    # The key is 256 random bits, so one fast hash is enough; compare in constant time.
+    if not hmac.compare_digest(api_key.hashed_key, _hash_key(raw_key)):
+        return None
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+    return Principal(tenant=api_key.tenant, role=api_key.role, api_key=api_key)
+
+
+def api_key_revoke(*, api_key: ApiKey) -> None:
+    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def _hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+# --- areas -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MeasuredArea:
+    geometry: MultiPolygon
+    area_km2: float
+    cell_count: int
+
+
+def area_measure(*, geometry: MultiPolygon) -> MeasuredArea:
+    """Check an area against the size limits and the data coverage."""
+    cells = insights_selectors.area_cells(geometry=geometry)
+    if cells.area_km2 < settings.AREA_MIN_KM2:
+        raise ServiceError(
+            f"area must be at least {settings.AREA_MIN_KM2:g} km², got {cells.area_km2:.3f} km²",
+            code="area_too_small",
+            field="geometry",
+        )
+    if cells.area_km2 > settings.AREA_MAX_KM2:
+        raise ServiceError(
+            f"area must be at most {settings.AREA_MAX_KM2:g} km², got {cells.area_km2:.1f} km²",
+            code="area_too_large",
+            field="geometry",
+        )
+    outside_km2 = cells.area_km2 - cells.covered_km2
+    if outside_km2 > cells.area_km2 * COVERAGE_TOLERANCE:
+        raise ServiceError(
+            f"{outside_km2:.3f} km² of the area's {cells.area_km2:.3f} km² lie outside the data coverage;"
+            " draw the area inside the covered region",
+            code="outside_coverage",
+            field="geometry",
+        )
+    return MeasuredArea(geometry=geometry, area_km2=cells.area_km2, cell_count=cells.cell_count)
+
+
+def area_create(*, tenant: Tenant, name: str, geometry: MultiPolygon) -> Area:
+    measured = area_measure(geometry=geometry)
+    return Area.objects.create(
+        tenant=tenant, name=name, geometry=geometry, area_km2=measured.area_km2, cell_count=measured.cell_count
+    )
+
+
+def area_delete(*, area: Area) -> None:
+    area.delete()  # reports keep their own snapshot of the area
+
+
+# --- report orders -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportOrder:
+    product_code: str
+    start: dt.datetime
+    end: dt.datetime
+    granularity: str
+    area_id: uuid.UUID | None = None
+    geometry: MultiPolygon | None = None
+    name: str = ""
+
+
+def report_create(
+    *, principal: Principal, order: ReportOrder, idempotency_key: str | None = None, fingerprint: str = ""
+) -> tuple[Report, bool]:
+    """Place an order; returns (report, created). A repeated idempotency key returns the first report."""
+    tenant = principal.tenant
+    if idempotency_key:
+        existing = Report.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
+        if existing:
+            return _replayed(existing, fingerprint), False
+
+    product = _orderable_product(tenant=tenant, code=order.product_code)
+    name, measured, area = _order_area(tenant=tenant, order=order)
+    _check_period(order=order, time_zone=tenant.time_zone)
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            report = Report.objects.create(
+                tenant=tenant,
+                product=product,
+                area=area,
+                area_name=name,
+                geometry=measured.geometry,
+                area_km2=measured.area_km2,
+                cell_count=measured.cell_count,
+                start=order.start,
+                end=order.end,
+                granularity=order.granularity,
+                time_zone=tenant.time_zone,
+                idempotency_key=idempotency_key,
+                request_fingerprint=fingerprint,
+                ordered_by_key=principal.api_key,
+                queued_at=now,
+            )
+            transaction.on_commit(partial(_enqueue, report.pk))
+    except IntegrityError:
+        # A concurrent request with the same idempotency key won the race.
+        existing = Report.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
+        if existing is None:
+            raise
+        return _replayed(existing, fingerprint), False
+    return report, True
+
+
+def _replayed(report: Report, fingerprint: str) -> Report:
+    if report.request_fingerprint != fingerprint:
+        raise Unprocessable(
+            "this Idempotency-Key was already used with a different request body; use a new key for a new order",
+            code="idempotency_key_reused",
+        )
+    return report
+
+
+def _orderable_product(*, tenant: Tenant, code: str) -> Product:
+    product = Product.objects.filter(code=code, is_active=True).first()
+    if product is None:
+        raise ServiceError(f"unknown product {code!r}", code="unknown_product", field="product")
+    if not product_granted_list(tenant=tenant).filter(pk=product.pk).exists():
+        raise NotPermitted(
+            f"your organisation has no licence for the product {code!r}; ask your account manager",
+            code="product_not_granted",
+        )
+    return product
+
+
+def _order_area(*, tenant: Tenant, order: ReportOrder) -> tuple[str, MeasuredArea, Area | None]:
+    if (order.area_id is None) == (order.geometry is None):
+        raise ServiceError("give exactly one of area (a saved area's id) or geometry", code="area_or_geometry")
+    if order.geometry is not None:
+        return order.name or "unnamed area", area_measure(geometry=order.geometry), None
+    area = area_list(tenant=tenant).filter(pk=order.area_id).first()
+    if area is None:
+        raise ServiceError(f"no area with id {order.area_id}", code="does_not_exist", field="area")
+    measured = MeasuredArea(geometry=area.geometry, area_km2=area.area_km2, cell_count=area.cell_count)
+    return area.name, measured, area
+
+
+def _check_period(*, order: ReportOrder, time_zone: str) -> None:
+    tz = ZoneInfo(time_zone)
+    if order.start >= order.end:
+        raise ServiceError(
+            f"end must be after start, got start {order.start.isoformat()} and end {order.end.isoformat()}",
+            code="end_not_after_start",
+            field="end",
+        )
+    for field, instant in (("start", order.start), ("end", order.end)):
+        if not is_boundary(instant, order.granularity, tz):
+            raise ServiceError(
+                f"{field} must fall on a {order.granularity} boundary in {time_zone}, got {instant.astimezone(tz).isoformat()}",
+                code="not_on_bucket_boundary",
+                field=field,
+            )
+    coverage = insights_selectors.presence_coverage()
+    if coverage is None:
+        raise ServiceError("no data has been loaded yet", code="no_data", field="start")
+    if order.start < coverage.start or order.end > coverage.end:
+        raise ServiceError(
+            f"the loaded data covers {coverage.start.astimezone(tz).isoformat()} to"
+            f" {coverage.end.astimezone(tz).isoformat()}; got {order.start.astimezone(tz).isoformat()}"
+            f" to {order.end.astimezone(tz).isoformat()}",
+            code="outside_loaded_data",
+            field="start" if order.start < coverage.start else "end",
+        )
+
+
+def report_cancel(*, report: Report) -> Report:
+    cancelled = (
+        Report.objects.filter(pk=report.pk)
+        .exclude(status__in=Report.FINAL_STATUSES)
+        .update(status=Report.Status.CANCELLED, finished_at=timezone.now())
+    )
+    report.refresh_from_db()
+    if not cancelled:
+        raise Conflict(f"the report has already {report.status}; only queued or running reports can be cancelled",
+                       code="report_final")
+    return report
+
+
+def _enqueue(report_id: uuid.UUID) -> None:
+    try:
+        insights_tasks.compute_report.delay(str(report_id))
+    except Exception:  # the broker may be down: the order is safe in the database
+        logger.warning("could not queue report %s; the sweeper will queue it again", report_id, exc_info=True)
+
+
+# --- running reports (called by the worker) --------------------------------------------
+
+
+class RunOutcome(enum.Enum):
+    FINISHED = "finished"  # computed now, or already final
+    BUSY = "busy"  # another worker holds the report
+
+
+def report_run(*, report_id: str) -> RunOutcome:
+    """Compute a report at most once at a time; safe to call again after a crash."""
+    with _report_lock(report_id) as acquired:
+        if not acquired:
+            return RunOutcome.BUSY
+        report = Report.objects.filter(pk=report_id).first()
+        if report is None or report.status in Report.FINAL_STATUSES:
+            return RunOutcome.FINISHED
+        Report.objects.filter(pk=report_id).update(
+            status=Report.Status.RUNNING, attempts=F("attempts") + 1, started_at=timezone.now(), progress=0.0
+        )
+        coverage = insights_selectors.presence_coverage()
+        try:
+            result = footfall_result(
+                geometry=report.geometry,
+                start=report.start,
+                end=report.end,
+                granularity=report.granularity,
+                time_zone=report.time_zone,
+                version=coverage.latest_version,
+            )
+        except DatabaseError:
+            raise  # transient: the task retries
+        except Exception as exc:
+            logger.exception("report %s failed", report_id)
+            _report_finish(report_id, status=Report.Status.FAILED, error=f"the report could not be computed ({type(exc).__name__}); our team was notified")
+            return RunOutcome.FINISHED
+        _report_finish(
+            report_id, status=Report.Status.SUCCEEDED, result=result, dataset_version=coverage.latest_version
+        )
+        return RunOutcome.FINISHED
+
+
+def _report_finish(report_id: str, **fields) -> None:
+    with transaction.atomic():
+        # A report cancelled while it ran stays cancelled.
+        Report.objects.filter(pk=report_id).exclude(status__in=Report.FINAL_STATUSES).update(
+            finished_at=timezone.now(), progress=1.0, **fields
+        )
+
+
+def reports_requeue_stuck() -> int:
+    """Queue again what a lost message or a dead worker left behind; returns how many."""
+    now = timezone.now()
+    cutoff = now - dt.timedelta(seconds=settings.REPORT_REQUEUE_AFTER_SECONDS)
+    stale_queued = list(Report.objects.filter(status=Report.Status.QUEUED, queued_at__lt=cutoff).values_list("pk", flat=True))
+    Report.objects.filter(pk__in=stale_queued).update(queued_at=now)
+    orphaned = []
+    for report_id in Report.objects.filter(status=Report.Status.RUNNING).values_list("pk", flat=True):
+        # A free lock on a running report means no live worker holds it.
+        with _report_lock(report_id) as acquired:
+            if acquired and Report.objects.filter(pk=report_id, status=Report.Status.RUNNING).update(
+                status=Report.Status.QUEUED, queued_at=now
+            ):
+                orphaned.append(report_id)
+    for report_id in stale_queued + orphaned:
+        _enqueue(report_id)
+    return len(stale_queued) + len(orphaned)
+
+
+@contextlib.contextmanager
+def _report_lock(report_id) -> Iterator[bool]:
+    """A session advisory lock: PostgreSQL frees it when the holder's connection dies."""
+    key = uuid.UUID(str(report_id)).int >> 64
+    key -= (key >> 63) << 64  # as a signed bigint
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        acquired = cursor.fetchone()[0]
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with contextlib.suppress(DatabaseError), connection.cursor() as cursor:  # a lost connection freed it already
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])

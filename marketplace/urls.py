@@ -1,0 +1,25 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from marketplace.api.views import AreaViewSet, ProductViewSet, ReportViewSet
+from marketplace.health import healthz, readyz
+
+router = DefaultRouter(trailing_slash=True)
+router.include_root_view = False
+router.register("products", ProductViewSet, basename="product")
+router.register("areas", AreaViewSet, basename="area")
+router.register("reports", ReportViewSet, basename="report")
+
+urlpatterns = [
+    path("api/v1/", include(router.urls)),
+    path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+]
+
+handler404 = "marketplace.api.errors.not_found"
+handler500 = "marketplace.api.errors.server_error"
