@@ -34,11 +34,14 @@ def bucket_next(bucket_start: dt.datetime, granularity: str, tz: ZoneInfo) -> dt
 
 
 def buckets(start: dt.datetime, end: dt.datetime, granularity: str, tz: ZoneInfo) -> Iterator[tuple[dt.datetime, dt.datetime]]:
-    """Every bucket in [start, end), as (bucket start, bucket end) in the local zone."""
+    """Every bucket in [start, end), as (bucket start, bucket end) in UTC.
+
+    UTC, so that subtracting them gives elapsed time rather than wall-clock time.
+    """
     current = bucket_floor(start, granularity, tz)
     while current < end:
         following = bucket_next(current, granularity, tz)
-        yield current.astimezone(tz), following.astimezone(tz)
+        yield current, following
         current = following
 
 

@@ -18,14 +18,15 @@ def footfall_result(
     totals = presence_totals(
         geometry=geometry, start=start, end=end, granularity=granularity, time_zone=time_zone, version=version
     )
+    tz = ZoneInfo(time_zone)
     series = []
-    for bucket_start, bucket_end in buckets(start, end, granularity, ZoneInfo(time_zone)):
+    for bucket_start, bucket_end in buckets(start, end, granularity, tz):
         # A bucket with no rows had only counts the operator dropped upstream as too small.
         released = release_count(totals.get(bucket_start, 0.0))
         series.append(
             {
-                "start": bucket_start.isoformat(),
-                "end": bucket_end.isoformat(),
+                "start": bucket_start.astimezone(tz).isoformat(),
+                "end": bucket_end.astimezone(tz).isoformat(),
                 "hours": int((bucket_end - bucket_start) / HOUR),
                 "visits": released.value,
                 "suppressed": released.suppressed,
@@ -36,8 +37,8 @@ def footfall_result(
         "metric": "visits",
         "granularity": granularity,
         "time_zone": time_zone,
-        "start": start.astimezone(ZoneInfo(time_zone)).isoformat(),
-        "end": end.astimezone(ZoneInfo(time_zone)).isoformat(),
+        "start": start.astimezone(tz).isoformat(),
+        "end": end.astimezone(tz).isoformat(),
         "dataset_version": version,
         "privacy": {
             "k": settings.PRIVACY_K,

@@ -55,6 +55,8 @@ def presence_load(*, path: Path, on_progress: Callable[[int], None] | None = Non
 
     started = time.monotonic()
     with transaction.atomic(), connection.cursor() as cursor:
+        # Dropped first too: ON COMMIT DROP does not fire inside an enclosing transaction.
+        cursor.execute("DROP TABLE IF EXISTS presence_staging")
         cursor.execute(
             "CREATE TEMP TABLE presence_staging (line integer, cell_code text, hour timestamptz,"
             " age_band text, gender text, visits integer) ON COMMIT DROP"

@@ -172,8 +172,8 @@ def report_create(
             return _replayed(existing, fingerprint), False
 
     product = _orderable_product(tenant=tenant, code=order.product_code)
-    name, measured, area = _order_area(tenant=tenant, order=order)
     _check_period(order=order, time_zone=tenant.time_zone)
+    name, measured, area = _order_area(tenant=tenant, order=order)
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -353,11 +353,16 @@ def reports_requeue_stuck() -> int:
     return len(stale_queued) + len(orphaned)
 
 
+def report_lock_key(report_id) -> int:
+    """The advisory-lock key of a report: the top 64 bits of its UUID as a signed bigint."""
+    key = uuid.UUID(str(report_id)).int >> 64
+    return key - ((key >> 63) << 64)
+
+
 @contextlib.contextmanager
 def _report_lock(report_id) -> Iterator[bool]:
     """A session advisory lock: PostgreSQL frees it when the holder's connection dies."""
-    key = uuid.UUID(str(report_id)).int >> 64
-    key -= (key >> 63) << 64  # as a signed bigint
+    key = report_lock_key(report_id)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
         acquired = cursor.fetchone()[0]

@@ -12,8 +12,14 @@ router.register("products", ProductViewSet, basename="product")
 router.register("areas", AreaViewSet, basename="area")
 router.register("reports", ReportViewSet, basename="report")
 
+# Downloads are named like files, so they take no trailing slash.
+report_downloads = [
+    path(f"reports/<uuid:pk>/result.{fmt}", ReportViewSet.as_view({"get": f"result_{fmt}"}), name=f"report-result-{fmt}")
+    for fmt in ("json", "csv")
+]
+
 urlpatterns = [
-    path("api/v1/", include(router.urls)),
+    path("api/v1/", include(report_downloads + router.urls)),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", healthz, name="healthz"),

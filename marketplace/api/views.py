@@ -133,7 +133,6 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
         return Response(ReportOutput(report).data)
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
-    @action(detail=True, methods=["get"], url_path="result.json")
     def result_json(self, request, pk=None):
         report = self._succeeded_report()
         response = Response(report.result)
@@ -141,7 +140,6 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
         return response
 
     @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
-    @action(detail=True, methods=["get"], url_path="result.csv")
     def result_csv(self, request, pk=None):
         report = self._succeeded_report()
         content = io.StringIO()

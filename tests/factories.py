@@ -1,0 +1,33 @@
+import factory
+
+from marketplace.models import Product, Role, Tenant
+from marketplace.services import api_key_create, product_grant, tenant_create
+
+
+class TenantFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Tenant
+
+    name = factory.Sequence(lambda n: f"Tenant {n}")
+    kind = Tenant.Kind.RETAIL
+    time_zone = "Europe/Berlin"
+
+    @classmethod
+    def _create(cls, model_class, **kwargs):
+        return tenant_create(**kwargs)
+
+
+def footfall_product() -> Product:
+    # Transactional tests flush the table the catalog migration filled, so make sure it is there.
+    product, _ = Product.objects.get_or_create(code="footfall", defaults={"name": "Footfall"})
+    return product
+
+
+def granted_tenant(**kwargs) -> Tenant:
+    tenant = TenantFactory(**kwargs)
+    product_grant(tenant=tenant, product=footfall_product())
+    return tenant
+
+
+def raw_api_key(tenant: Tenant, role: str = Role.ANALYST) -> str:
+    return api_key_create(tenant=tenant, name=f"{role} key", role=role)[1]

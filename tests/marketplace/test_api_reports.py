@@ -1,0 +1,228 @@
+import datetime as dt
+from collections import defaultdict
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from insights import tasks as insights_tasks
+from marketplace.models import Report, Role
+from tests import grid
+from tests.factories import TenantFactory, granted_tenant
+
+BERLIN = ZoneInfo("Europe/Berlin")
+REPORTS = "/api/v1/reports/"
+
+
+def order_body(**overrides) -> dict:
+    return {
+        "product": "footfall",
+        "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
+        "start": "2026-03-27T00:00:00+01:00",
+        "end": "2026-04-01T00:00:00+02:00",
+        "granularity": "day",
+        **overrides,
+    }
+
+
+@pytest.fixture
+def place(api, django_capture_on_commit_callbacks):
+    """POST an order and run what it queued (the task, eagerly)."""
+
+    def post(body, client=None, **headers):
+        with django_capture_on_commit_callbacks(execute=True):
+            return (client or api).post(REPORTS, body, format="json", **headers)
+
+    return post
+
+
+def assert_error(response, status: int, code: str, attr: str | None = None):
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["code"] == code
+    assert body["errors"][0]["code"] == code
+    assert body["errors"][0]["attr"] == attr
+    assert body["message"]
+
+
+def test_an_order_is_computed_and_downloadable_as_json_and_csv(api, city, place):
+    response = place(order_body(name="Block"))
+
+    assert response.status_code == 201
+    assert response.json()["status"] == "queued"
+    report = api.get(f"{REPORTS}{response.json()['id']}/").json()
+    days = defaultdict(int)
+    for (_, hour), visits in city.items():
+        days[hour.astimezone(BERLIN).date()] += visits
+    assert report["status"] == "succeeded"
+    assert (report["progress"], report["area_name"], report["cell_count"]) == (1.0, "Block", 16)
+    assert report["area_km2"] == pytest.approx(1.0, rel=1e-6)
+    assert [row["visits"] for row in report["result"]["series"]] == [days[day] for day in sorted(days)]
+    assert [row["hours"] for row in report["result"]["series"]] == [24, 24, 23, 24, 24]
+
+    as_json = api.get(f"{REPORTS}{report['id']}/result.json")
+    assert as_json.status_code == 200 and as_json.json() == report["result"]
+    as_csv = api.get(f"{REPORTS}{report['id']}/result.csv")
+    assert as_csv["Content-Type"] == "text/csv; charset=utf-8"
+    lines = as_csv.content.decode().splitlines()
+    assert lines[0] == "start,end,hours,visits,suppressed"
+    assert lines[3] == f"2026-03-29T00:00:00+01:00,2026-03-30T00:00:00+02:00,23,{days[dt.date(2026, 3, 29)]},False"
+    assert len(lines) == 6
+
+
+def test_an_order_over_a_saved_area_snapshots_it(api, city, place):
+    area = api.post("/api/v1/areas/", {"name": "West", "geometry": grid.geojson(grid.square(0, 0, 2, 2))}, format="json").json()
+
+    response = place({k: v for k, v in order_body(area=area["id"]).items() if k != "geometry"})
+
+    assert response.status_code == 201
+    assert (response.json()["area"], response.json()["area_name"], response.json()["cell_count"]) == (area["id"], "West", 4)
+    api.delete(f"/api/v1/areas/{area['id']}/")
+    kept = api.get(f"{REPORTS}{response.json()['id']}/").json()
+    assert (kept["area"], kept["area_name"], kept["status"]) == (None, "West", "succeeded")
+
+
+def test_times_without_an_offset_are_read_in_the_tenants_time_zone(api, city, place):
+    response = place(order_body(start="2026-03-27T00:00:00", end="2026-03-30T00:00:00"))
+
+    assert response.status_code == 201
+    report = Report.objects.get()
+    assert report.start == dt.datetime(2026, 3, 27, tzinfo=BERLIN)
+    assert report.end == dt.datetime(2026, 3, 30, tzinfo=BERLIN)
+
+
+@pytest.mark.parametrize(
+    "overrides, status, code, attr",
+    [
+        ({"end": "2026-03-27T00:00:00+01:00"}, 400, "end_not_after_start", "end"),
+        ({"start": "2026-03-28T00:00:00+01:00", "end": "2026-03-27T00:00:00+01:00"}, 400, "end_not_after_start", "end"),
+        ({"start": "2026-03-20T00:00:00+01:00"}, 400, "outside_loaded_data", "start"),
+        ({"end": "2026-04-03T00:00:00+02:00"}, 400, "outside_loaded_data", "end"),
+        ({"granularity": "minute"}, 400, "invalid_choice", "granularity"),
+        ({"product": "weather"}, 400, "unknown_product", "product"),
+        ({"start": "2026-03-27T05:00:00+01:00"}, 400, "not_on_bucket_boundary", "start"),
+        ({"start": "2026-03-29T02:30:00"}, 400, "not_on_bucket_boundary", "start"),  # a local time DST skips
+        ({"start": "not a date"}, 400, "invalid", "start"),
+        ({"geometry": {"type": "Point", "coordinates": [12.3, 51.3]}}, 400, "invalid_geometry_type", "geometry"),
+        ({"geometry": grid.geojson(grid.square(3, 3, 2, 2))}, 400, "outside_coverage", "geometry"),
+        ({"geometry": grid.geojson(grid.square(0, 0, 1, 1))}, 400, "area_too_small", "geometry"),
+        ({"area": "8a3c9a52-0e55-4a46-b2cf-3f0f5fb1a4b1"}, 400, "area_or_geometry", None),
+    ],
+)
+def test_a_bad_order_is_refused_and_nothing_is_stored(city, place, overrides, status, code, attr):
+    assert_error(place(order_body(**overrides)), status, code, attr)
+    assert Report.objects.count() == 0
+
+
+def test_an_order_without_area_or_geometry_is_refused(city, place):
+    body = {k: v for k, v in order_body().items() if k != "geometry"}
+
+    assert_error(place(body), 400, "area_or_geometry")
+    assert Report.objects.count() == 0
+
+
+def test_malformed_json_is_refused(api, city):
+    response = api.post(REPORTS, '{"product": "footfall",', content_type="application/json")
+
+    assert_error(response, 400, "parse_error")
+    assert Report.objects.count() == 0
+
+
+def test_another_tenants_area_cannot_be_ordered(api, city, place, client_for):
+    stranger = client_for(granted_tenant())
+    foreign = stranger.post("/api/v1/areas/", {"name": "Theirs", "geometry": order_body()["geometry"]}, format="json").json()
+    body = {k: v for k, v in order_body(area=foreign["id"]).items() if k != "geometry"}
+
+    assert_error(place(body), 400, "does_not_exist", "area")
+    assert Report.objects.count() == 0
+
+
+def test_a_product_the_tenant_is_not_granted_is_refused(city, place, client_for):
+    ungranted = client_for(TenantFactory())
+
+    assert_error(place(order_body(), client=ungranted), 403, "product_not_granted")
+    assert Report.objects.count() == 0
+
+
+def test_a_viewer_cannot_order(city, place, tenant, client_for):
+    assert_error(place(order_body(), client=client_for(tenant, Role.VIEWER)), 403, "permission_denied")
+    assert Report.objects.count() == 0
+
+
+def test_an_order_before_any_data_is_loaded_is_refused(db, place):
+    assert_error(place(order_body()), 400, "no_data", "start")
+    assert Report.objects.count() == 0
+
+
+def test_the_same_idempotency_key_and_body_return_the_first_report(city, place):
+    first = place(order_body(), HTTP_IDEMPOTENCY_KEY="order-1")
+    again = place(order_body(), HTTP_IDEMPOTENCY_KEY="order-1")
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert Report.objects.count() == 1
+    assert Report.objects.get().attempts == 1
+
+
+def test_the_same_idempotency_key_with_another_body_is_refused(city, place):
+    place(order_body(), HTTP_IDEMPOTENCY_KEY="order-1")
+
+    response = place(order_body(granularity="hour"), HTTP_IDEMPOTENCY_KEY="order-1")
+
+    assert_error(response, 422, "idempotency_key_reused")
+    assert Report.objects.count() == 1
+
+
+def test_idempotency_keys_are_per_tenant(city, place, client_for):
+    place(order_body(), HTTP_IDEMPOTENCY_KEY="order-1")
+
+    other = place(order_body(), client=client_for(granted_tenant()), HTTP_IDEMPOTENCY_KEY="order-1")
+
+    assert other.status_code == 201
+    assert Report.objects.count() == 2
+
+
+def test_the_list_shows_only_own_reports_and_filters_them(api, city, place, client_for):
+    place(order_body())
+    with_granularity_hour = place(order_body(granularity="hour", start="2026-03-27T00:00:00+01:00", end="2026-03-27T06:00:00+01:00"))
+    place(order_body(), client=client_for(granted_tenant()))
+    api.post(f"{REPORTS}{with_granularity_hour.json()['id']}/cancel/")  # already succeeded: refused, stays
+
+    listed = api.get(REPORTS).json()
+    assert listed["count"] == 2
+    assert "result" not in listed["results"][0]
+    assert api.get(REPORTS, {"status": "succeeded"}).json()["count"] == 2
+    assert api.get(REPORTS, {"status": "queued"}).json()["count"] == 0
+    assert api.get(REPORTS, {"product": "footfall"}).json()["count"] == 2
+    assert api.get(REPORTS, {"product": "dwell"}).json()["count"] == 0
+    assert_error(api.get(REPORTS, {"status": "bogus"}), 400, "invalid_choice", "status")
+
+
+def test_another_tenants_report_is_not_found(api, city, place, client_for):
+    stranger = client_for(granted_tenant())
+    theirs = place(order_body(), client=stranger).json()["id"]
+
+    for path in (f"{REPORTS}{theirs}/", f"{REPORTS}{theirs}/result.json", f"{REPORTS}{theirs}/result.csv"):
+        assert_error(api.get(path), 404, "not_found")
+    assert_error(api.post(f"{REPORTS}{theirs}/cancel/"), 404, "not_found")
+    assert Report.objects.get(pk=theirs).status == "succeeded"
+
+
+def test_a_queued_report_has_no_result_yet_and_can_be_cancelled(api, city):
+    report_id = api.post(REPORTS, order_body(), format="json").json()["id"]  # on_commit not run: stays queued
+
+    assert_error(api.get(f"{REPORTS}{report_id}/result.csv"), 409, "report_not_succeeded")
+    cancelled = api.post(f"{REPORTS}{report_id}/cancel/")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert_error(api.post(f"{REPORTS}{report_id}/cancel/"), 409, "report_final")
+
+
+def test_an_order_is_kept_when_the_broker_is_down(api, city, place, monkeypatch):
+    def broker_down(*args, **kwargs):
+        raise ConnectionRefusedError("broker down")
+
+    monkeypatch.setattr(insights_tasks.compute_report, "delay", broker_down)
+
+    response = place(order_body())
+
+    assert response.status_code == 201
+    assert Report.objects.get().status == "queued"

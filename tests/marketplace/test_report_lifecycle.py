@@ -1,0 +1,145 @@
+"""A report is computed once, whatever happens to workers and messages."""
+
+import datetime as dt
+
+import psycopg
+import pytest
+from django.contrib.gis.geos import MultiPolygon
+from django.db import OperationalError, connection
+from django.utils import timezone
+
+from marketplace import services
+from marketplace.models import Report
+from tests import grid
+from tests.conftest import CITY_END, CITY_START
+
+
+@pytest.fixture
+def queued_report(tenant, city) -> Report:
+    """A report whose queue message has not been delivered (on_commit callbacks do not run here)."""
+    principal = services.Principal(tenant=tenant, role="analyst", api_key=None)
+    order = services.ReportOrder(
+        product_code="footfall", geometry=MultiPolygon(grid.square(0, 0, 4, 4), srid=4326),
+        start=CITY_START, end=CITY_END, granularity="hour",
+    )
+    report, _ = services.report_create(principal=principal, order=order)
+    return report
+
+
+@pytest.fixture
+def other_connection():
+    """A second database session, standing in for another worker."""
+    settings = connection.settings_dict
+    with psycopg.connect(dbname=settings["NAME"], host=settings["HOST"], port=settings["PORT"] or 5432,
+                         user=settings["USER"], autocommit=True) as other:
+        yield other
+
+
+def test_running_a_report_computes_it_and_running_it_again_changes_nothing(queued_report):
+    assert services.report_run(report_id=queued_report.pk) is services.RunOutcome.FINISHED
+    queued_report.refresh_from_db()
+    assert (queued_report.status, queued_report.attempts, queued_report.progress) == ("succeeded", 1, 1.0)
+    assert len(queued_report.result["series"]) == len(grid.hours(CITY_START, CITY_END))
+    finished_at = queued_report.finished_at
+
+    assert services.report_run(report_id=queued_report.pk) is services.RunOutcome.FINISHED
+
+    queued_report.refresh_from_db()
+    assert (queued_report.attempts, queued_report.finished_at) == (1, finished_at)
+
+
+def test_a_report_another_worker_holds_is_left_alone(queued_report, other_connection):
+    other_connection.execute("SELECT pg_advisory_lock(%s)", [services.report_lock_key(queued_report.pk)])
+
+    assert services.report_run(report_id=queued_report.pk) is services.RunOutcome.BUSY
+
+    queued_report.refresh_from_db()
+    assert (queued_report.status, queued_report.attempts) == ("queued", 0)
+
+
+def test_a_report_left_running_by_a_dead_worker_is_computed_by_the_next(queued_report):
+    Report.objects.filter(pk=queued_report.pk).update(status="running", attempts=1)
+
+    services.report_run(report_id=queued_report.pk)
+
+    queued_report.refresh_from_db()
+    assert (queued_report.status, queued_report.attempts) == ("succeeded", 2)
+
+
+def test_a_report_cancelled_while_it_runs_stays_cancelled(queued_report, monkeypatch):
+    real_result = services.footfall_result
+
+    def cancel_midway(**kwargs):
+        services.report_cancel(report=Report.objects.get(pk=queued_report.pk))
+        return real_result(**kwargs)
+
+    monkeypatch.setattr(services, "footfall_result", cancel_midway)
+
+    services.report_run(report_id=queued_report.pk)
+
+    queued_report.refresh_from_db()
+    assert (queued_report.status, queued_report.result) == ("cancelled", None)
+
+
+def test_a_report_that_cannot_be_computed_fails_with_a_message(queued_report, monkeypatch):
+    def broken(**kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(services, "footfall_result", broken)
+
+    services.report_run(report_id=queued_report.pk)
+
+    queued_report.refresh_from_db()
+    assert queued_report.status == "failed"
+    assert queued_report.error == "the report could not be computed (ValueError); our team was notified"
+    assert queued_report.finished_at is not None
+
+
+def test_a_database_error_is_left_to_the_task_to_retry(queued_report, monkeypatch):
+    def database_gone(**kwargs):
+        raise OperationalError("server closed the connection")
+
+    monkeypatch.setattr(services, "footfall_result", database_gone)
+
+    with pytest.raises(OperationalError):
+        services.report_run(report_id=queued_report.pk)
+
+    queued_report.refresh_from_db()
+    assert queued_report.status == "running"
+
+
+def test_the_sweeper_queues_again_a_report_whose_message_was_lost(queued_report, settings):
+    Report.objects.filter(pk=queued_report.pk).update(
+        queued_at=timezone.now() - dt.timedelta(seconds=settings.REPORT_REQUEUE_AFTER_SECONDS + 1)
+    )
+
+    assert services.reports_requeue_stuck() == 1
+
+    queued_report.refresh_from_db()
+    assert (queued_report.status, queued_report.attempts) == ("succeeded", 1)
+
+
+def test_the_sweeper_leaves_a_freshly_queued_report_to_its_message(queued_report):
+    assert services.reports_requeue_stuck() == 0
+
+    queued_report.refresh_from_db()
+    assert queued_report.status == "queued"
+
+
+def test_the_sweeper_queues_again_a_running_report_no_worker_holds(queued_report):
+    Report.objects.filter(pk=queued_report.pk).update(status="running", attempts=1)
+
+    assert services.reports_requeue_stuck() == 1
+
+    queued_report.refresh_from_db()
+    assert (queued_report.status, queued_report.attempts) == ("succeeded", 2)
+
+
+def test_the_sweeper_leaves_a_running_report_a_live_worker_holds(queued_report, other_connection):
+    Report.objects.filter(pk=queued_report.pk).update(status="running", attempts=1)
+    other_connection.execute("SELECT pg_advisory_lock(%s)", [services.report_lock_key(queued_report.pk)])
+
+    assert services.reports_requeue_stuck() == 0
+
+    queued_report.refresh_from_db()
+    assert (queued_report.status, queued_report.attempts) == ("running", 1)
