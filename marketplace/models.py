@@ -28,7 +28,8 @@ class Tenant(models.Model):
         MUNICIPALITY = "municipality"
         OTHER = "other"
 
-    name = models.CharField(max_length=200, unique=True)
+    # 140 so that its group, "tenant:<name>", fits auth.Group's 150 characters.
+    name = models.CharField(max_length=140, unique=True)
     kind = models.CharField(max_length=20, choices=Kind.choices)
     time_zone = models.CharField(max_length=64, default="Europe/Berlin", validators=[validate_time_zone])
     group = models.OneToOneField(Group, on_delete=models.PROTECT, related_name="tenant")

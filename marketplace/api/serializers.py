@@ -64,13 +64,14 @@ class GeoJSONPolygonField(serializers.Field):
         if (
             not isinstance(position, list)
             or len(position) not in (2, 3)
-            or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in position)
+            or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in position)
+            or not all(math.isfinite(c) for c in position if isinstance(c, float))
         ):
             self._fail("invalid_position", f"{where}: a position must be [longitude, latitude], got {position!r}")
         longitude, latitude = position[0], position[1]
         if not (-180 <= longitude <= 180 and -90 <= latitude <= 90):
             self._fail("invalid_position", f"{where}: [{longitude}, {latitude}] is not a longitude/latitude pair")
-        return float(longitude), float(latitude)
+        return float(longitude), float(latitude)  # in range, so even a JSON integer converts
 
     def _fail(self, code: str, message: str):
         raise serializers.ValidationError(message, code=code)

@@ -9,7 +9,7 @@ from marketplace import services
 from marketplace.models import Area, Role
 from tests.factories import granted_tenant
 from tests.grid import CELL, ORIGIN_EAST, ORIGIN_NORTH, geojson, square
-from tests.marketplace.test_health_and_errors import assert_error
+from tests.errors import assert_error
 
 AREAS = "/api/v1/areas/"
 

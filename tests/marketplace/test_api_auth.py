@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from marketplace import services
 from marketplace.models import ApiKey, Area, Role
 from tests.factories import TenantFactory, footfall_product
-from tests.marketplace.test_health_and_errors import assert_error
+from tests.errors import assert_error
 
 PRODUCTS = "/api/v1/products/"
 AREAS = "/api/v1/areas/"

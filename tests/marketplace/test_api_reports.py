@@ -7,6 +7,7 @@ import pytest
 from insights import tasks as insights_tasks
 from marketplace.models import Report, Role
 from tests import grid
+from tests.errors import assert_error
 from tests.factories import TenantFactory, granted_tenant
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -33,15 +34,6 @@ def place(api, django_capture_on_commit_callbacks):
             return (client or api).post(REPORTS, body, format="json", **headers)
 
     return post
-
-
-def assert_error(response, status: int, code: str, attr: str | None = None):
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["code"] == code
-    assert body["errors"][0]["code"] == code
-    assert body["errors"][0]["attr"] == attr
-    assert body["message"]
 
 
 def test_an_order_is_computed_and_downloadable_as_json_and_csv(api, city, place):
@@ -109,7 +101,7 @@ def test_times_without_an_offset_are_read_in_the_tenants_time_zone(api, city, pl
     ],
 )
 def test_a_bad_order_is_refused_and_nothing_is_stored(city, place, overrides, status, code, attr):
-    assert_error(place(order_body(**overrides)), status, code, attr)
+    assert_error(place(order_body(**overrides)), status, code, attr=attr)
     assert Report.objects.count() == 0
 
 
@@ -132,7 +124,7 @@ def test_another_tenants_area_cannot_be_ordered(api, city, place, client_for):
     foreign = stranger.post("/api/v1/areas/", {"name": "Theirs", "geometry": order_body()["geometry"]}, format="json").json()
     body = {k: v for k, v in order_body(area=foreign["id"]).items() if k != "geometry"}
 
-    assert_error(place(body), 400, "does_not_exist", "area")
+    assert_error(place(body), 400, "does_not_exist", attr="area")
     assert Report.objects.count() == 0
 
 
@@ -149,7 +141,7 @@ def test_a_viewer_cannot_order(city, place, tenant, client_for):
 
 
 def test_an_order_before_any_data_is_loaded_is_refused(db, place):
-    assert_error(place(order_body()), 400, "no_data", "start")
+    assert_error(place(order_body()), 400, "no_data", attr="start")
     assert Report.objects.count() == 0
 
 
@@ -194,7 +186,7 @@ def test_the_list_shows_only_own_reports_and_filters_them(api, city, place, clie
     assert api.get(REPORTS, {"status": "queued"}).json()["count"] == 0
     assert api.get(REPORTS, {"product": "footfall"}).json()["count"] == 2
     assert api.get(REPORTS, {"product": "dwell"}).json()["count"] == 0
-    assert_error(api.get(REPORTS, {"status": "bogus"}), 400, "invalid_choice", "status")
+    assert_error(api.get(REPORTS, {"status": "bogus"}), 400, "invalid_choice", attr="status")
 
 
 def test_another_tenants_report_is_not_found(api, city, place, client_for):

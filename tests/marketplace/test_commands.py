@@ -28,13 +28,14 @@ def counts() -> tuple[int, int, int, int]:
 
 
 def test_create_tenant(db):
+    tenants_before, groups_before, _, _ = counts()
+
     stdout, _ = run("create_tenant", "Acme", kind="retail")
 
     tenant = Tenant.objects.get(name="Acme")
-    assert tenant.kind == Tenant.Kind.RETAIL
-    assert tenant.time_zone == "Europe/Berlin"
-    assert tenant.group.name == "tenant:Acme"
-    assert "Acme" in stdout
+    assert (tenant.kind, tenant.time_zone) == (Tenant.Kind.RETAIL, "Europe/Berlin")
+    assert (Tenant.objects.count(), Group.objects.count()) == (tenants_before + 1, groups_before + 1)
+    assert "created tenant 'Acme'" in stdout
 
 
 def test_create_tenant_with_a_time_zone(db):
