@@ -33,7 +33,9 @@ def bucket_next(bucket_start: dt.datetime, granularity: str, tz: ZoneInfo) -> dt
     return _local_midnight(dt.date(local_day.year + year, month + 1, 1), tz)
 
 
-def buckets(start: dt.datetime, end: dt.datetime, granularity: str, tz: ZoneInfo) -> Iterator[tuple[dt.datetime, dt.datetime]]:
+def buckets(
+    start: dt.datetime, end: dt.datetime, granularity: str, tz: ZoneInfo
+) -> Iterator[tuple[dt.datetime, dt.datetime]]:
     """Every bucket in [start, end), as (bucket start, bucket end) in UTC.
 
     UTC, so that subtracting them gives elapsed time rather than wall-clock time.

@@ -160,7 +160,9 @@ def _copy_validated_presence(cursor, path: Path, on_progress) -> _ParsedFile:
         copy.write("".join(batch))
     if on_progress:
         on_progress(rows)
-    return _ParsedFile(rows=rows, cell_corners=cell_corners, first_hour=min(hours.values()), last_hour=max(hours.values()))
+    return _ParsedFile(
+        rows=rows, cell_corners=cell_corners, first_hour=min(hours.values()), last_hour=max(hours.values())
+    )
 
 
 def _hour_problem(hour: str) -> str | None:

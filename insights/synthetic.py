@@ -104,9 +104,13 @@ def write_presence_csv(*, path: Path, start: dt.date, days: int, seed: int, city
     east, north = city.cell_centres_km()
 
     def bump(place: Place) -> np.ndarray:
-        return place.people * np.exp(-((east - place.east_km) ** 2 + (north - place.north_km) ** 2) / (2 * place.radius_km**2))
+        return place.people * np.exp(
+            -((east - place.east_km) ** 2 + (north - place.north_km) ** 2) / (2 * place.radius_km**2)
+        )
 
-    residents = 60 + 420 * np.exp(-((east - city.centre.east_km) ** 2 + (north - city.centre.north_km) ** 2) / (2 * 2.2**2))
+    residents = 60 + 420 * np.exp(
+        -((east - city.centre.east_km) ** 2 + (north - city.centre.north_km) ** 2) / (2 * 2.2**2)
+    )
     residents *= rng.uniform(0.7, 1.3, size=east.size)
     office = bump(city.centre)
     shopping = sum(bump(mall) for mall in city.malls)

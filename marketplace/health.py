@@ -15,7 +15,11 @@ def healthz(request) -> JsonResponse:
 
 def readyz(request) -> JsonResponse:
     checks = {"database": _check_database(), "broker": _check_broker()}
-    failing = [{"code": "not_ready", "detail": f"{name}: {problem}", "attr": None} for name, problem in checks.items() if problem != "ok"]
+    failing = [
+        {"code": "not_ready", "detail": f"{name}: {problem}", "attr": None}
+        for name, problem in checks.items()
+        if problem != "ok"
+    ]
     if failing:
         return JsonResponse({**error_body(error_type="server_error", errors=failing), "checks": checks}, status=503)
     return JsonResponse({"status": "ok", "checks": checks})

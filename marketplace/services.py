@@ -247,8 +247,9 @@ def _check_period(*, order: ReportOrder, time_zone: str) -> None:
         )
     for field, instant in (("start", order.start), ("end", order.end)):
         if not is_boundary(instant, order.granularity, tz):
+            local = instant.astimezone(tz).isoformat()
             raise ServiceError(
-                f"{field} must fall on a {order.granularity} boundary in {time_zone}, got {instant.astimezone(tz).isoformat()}",
+                f"{field} must fall on a {order.granularity} boundary in {time_zone}, got {local}",
                 code="not_on_bucket_boundary",
                 field=field,
             )
@@ -273,8 +274,10 @@ def report_cancel(*, report: Report) -> Report:
     )
     report.refresh_from_db()
     if not cancelled:
-        raise Conflict(f"the report has already {report.status}; only queued or running reports can be cancelled",
-                       code="report_final")
+        raise Conflict(
+            f"the report has already {report.status}; only queued or running reports can be cancelled",
+            code="report_final",
+        )
     return report
 
 
@@ -318,7 +321,11 @@ def report_run(*, report_id: str) -> RunOutcome:
             raise  # transient: the task retries
         except Exception as exc:
             logger.exception("report %s failed", report_id)
-            _report_finish(report_id, status=Report.Status.FAILED, error=f"the report could not be computed ({type(exc).__name__}); our team was notified")
+            _report_finish(
+                report_id,
+                status=Report.Status.FAILED,
+                error=f"the report could not be computed ({type(exc).__name__}); our team was notified",
+            )
             return RunOutcome.FINISHED
         _report_finish(
             report_id, status=Report.Status.SUCCEEDED, result=result, dataset_version=coverage.latest_version
@@ -338,7 +345,9 @@ def reports_requeue_stuck() -> int:
     """Queue again what a lost message or a dead worker left behind; returns how many."""
     now = timezone.now()
     cutoff = now - dt.timedelta(seconds=settings.REPORT_REQUEUE_AFTER_SECONDS)
-    stale_queued = list(Report.objects.filter(status=Report.Status.QUEUED, queued_at__lt=cutoff).values_list("pk", flat=True))
+    stale_queued = list(
+        Report.objects.filter(status=Report.Status.QUEUED, queued_at__lt=cutoff).values_list("pk", flat=True)
+    )
     Report.objects.filter(pk__in=stale_queued).update(queued_at=now)
     orphaned = []
     for report_id in Report.objects.filter(status=Report.Status.RUNNING).values_list("pk", flat=True):
@@ -370,5 +379,8 @@ def _report_lock(report_id) -> Iterator[bool]:
         yield acquired
     finally:
         if acquired:
-            with contextlib.suppress(DatabaseError), connection.cursor() as cursor:  # a lost connection freed it already
+            with (
+                contextlib.suppress(DatabaseError),
+                connection.cursor() as cursor,
+            ):  # a lost connection freed it already
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [key])

@@ -15,7 +15,9 @@ router.register("reports", ReportViewSet, basename="report")
 
 # Downloads are named like files, so they take no trailing slash.
 report_downloads = [
-    path(f"reports/<uuid:pk>/result.{fmt}", ReportViewSet.as_view({"get": f"result_{fmt}"}), name=f"report-result-{fmt}")
+    path(
+        f"reports/<uuid:pk>/result.{fmt}", ReportViewSet.as_view({"get": f"result_{fmt}"}), name=f"report-result-{fmt}"
+    )
     for fmt in ("json", "csv")
 ]
 

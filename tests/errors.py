@@ -1,5 +1,12 @@
-def assert_error(response, status: int, code: str, *, error_type: str | None = None, attr: str | None = None,
-                 extra_keys: frozenset = frozenset()) -> dict:
+def assert_error(
+    response,
+    status: int,
+    code: str,
+    *,
+    error_type: str | None = None,
+    attr: str | None = None,
+    extra_keys: frozenset = frozenset(),
+) -> dict:
     """The response is an error of the one shape: {type, code, message, errors: [{code, detail, attr}]}."""
     assert response.status_code == status, response.content
     assert response["Content-Type"].startswith("application/json")

@@ -1,8 +1,8 @@
 """One error shape for every 4xx/5xx, built on drf-standardized-errors:
 
-    {"type": "validation_error" | "client_error" | "server_error",
-     "code": "<code of the first error>", "message": "<human sentence>",
-     "errors": [{"code": ..., "detail": ..., "attr": <field or null>}]}
+{"type": "validation_error" | "client_error" | "server_error",
+ "code": "<code of the first error>", "message": "<human sentence>",
+ "errors": [{"code": ..., "detail": ..., "attr": <field or null>}]}
 """
 
 from django.http import JsonResponse

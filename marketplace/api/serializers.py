@@ -53,7 +53,8 @@ class GeoJSONPolygonField(serializers.Field):
         for ring_number, ring in enumerate(rings, start=1):
             where = f"polygon {number}, ring {ring_number}"
             if not isinstance(ring, list) or len(ring) < 4:
-                self._fail("invalid_ring", f"{where} needs at least 4 positions (a closed ring), got {len(ring) if isinstance(ring, list) else ring!r}")
+                got = len(ring) if isinstance(ring, list) else repr(ring)
+                self._fail("invalid_ring", f"{where} needs at least 4 positions (a closed ring), got {got}")
             positions = [self._position(position, where) for position in ring]
             if positions[0] != positions[-1]:
                 self._fail("unclosed_ring", f"{where} is not closed: its first and last positions must be equal")
@@ -118,9 +119,24 @@ class ReportOutput(serializers.ModelSerializer):
     class Meta:
         model = Report
         fields = [
-            "id", "product", "status", "progress", "area", "area_name", "area_km2", "cell_count",
-            "start", "end", "granularity", "time_zone", "dataset_version", "error",
-            "created_at", "started_at", "finished_at", "result",
+            "id",
+            "product",
+            "status",
+            "progress",
+            "area",
+            "area_name",
+            "area_km2",
+            "cell_count",
+            "start",
+            "end",
+            "granularity",
+            "time_zone",
+            "dataset_version",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "result",
         ]
 
 

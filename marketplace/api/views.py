@@ -103,10 +103,15 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
 
     @extend_schema(
         request=ReportInput,
-        responses={201: ReportOutput, 200: OpenApiResponse(ReportOutput, description="replay of an earlier order with the same Idempotency-Key")},
+        responses={
+            201: ReportOutput,
+            200: OpenApiResponse(ReportOutput, description="replay of an earlier order with the same Idempotency-Key"),
+        },
         parameters=[
             OpenApiParameter(
-                "Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER,
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
                 description="the same key and body return the first order instead of placing another",
             )
         ],

@@ -39,10 +39,28 @@ class Workers:
     def start(self) -> subprocess.Popen:
         log = open(self.log_dir / f"worker-{len(self.processes)}.log", "w")
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "marketplace", "worker", "--pool", "prefork",
-             "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-             "--hostname", f"e2e-{uuid.uuid4().hex[:8]}@%h"],
-            cwd=django_settings.BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "marketplace",
+                "worker",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                "1",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--hostname",
+                f"e2e-{uuid.uuid4().hex[:8]}@%h",
+            ],
+            cwd=django_settings.BASE_DIR,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so a kill takes its pool children too
         )
         self.processes.append(process)

@@ -45,8 +45,9 @@ def test_an_order_is_computed_by_a_worker_and_downloadable(api, city, workers):
 def test_a_worker_killed_mid_report_leaves_nothing_stuck(api, city, workers):
     # Hold the aggregate table so the first worker blocks inside the computation.
     settings = connection.settings_dict
-    with psycopg.connect(dbname=settings["NAME"], host=settings["HOST"], port=settings["PORT"] or 5432,
-                         user=settings["USER"]) as blocker:
+    with psycopg.connect(
+        dbname=settings["NAME"], host=settings["HOST"], port=settings["PORT"] or 5432, user=settings["USER"]
+    ) as blocker:
         blocker.execute("LOCK TABLE insights_presence IN ACCESS EXCLUSIVE MODE")
         first = workers.start()
         report_id = api.post("/api/v1/reports/", ORDER, format="json").json()["id"]

@@ -31,7 +31,12 @@ def local_days(loaded: dict, weights: dict) -> dict[dt.date, float]:
 
 def result(polygon, start, end, granularity, version) -> dict:
     return footfall_result(
-        geometry=area(polygon), start=start, end=end, granularity=granularity, time_zone="Europe/Berlin", version=version
+        geometry=area(polygon),
+        start=start,
+        end=end,
+        granularity=granularity,
+        time_zone="Europe/Berlin",
+        version=version,
     )
 
 
@@ -48,8 +53,11 @@ def test_an_area_over_whole_cells_sums_their_counts_per_local_day_including_the_
     report = result(grid.square(0, 0, 2, 2), CITY_START, CITY_END, "day", version_of(city))
 
     assert [row["start"] for row in report["series"]] == [
-        "2026-03-27T00:00:00+01:00", "2026-03-28T00:00:00+01:00", "2026-03-29T00:00:00+01:00",
-        "2026-03-30T00:00:00+02:00", "2026-03-31T00:00:00+02:00",
+        "2026-03-27T00:00:00+01:00",
+        "2026-03-28T00:00:00+01:00",
+        "2026-03-29T00:00:00+01:00",
+        "2026-03-30T00:00:00+02:00",
+        "2026-03-31T00:00:00+02:00",
     ]
     assert [row["hours"] for row in report["series"]] == [24, 24, 23, 24, 24]
     assert [row["visits"] for row in report["series"]] == [round(expected[day]) for day in sorted(expected)]
@@ -61,7 +69,12 @@ def test_a_cell_half_inside_the_area_counts_half(city):
     polygon = area(grid.square(0, 0, 1.5, 2))
 
     totals = presence_totals(
-        geometry=polygon, start=CITY_START, end=CITY_END, granularity="hour", time_zone="Europe/Berlin", version=version_of(city)
+        geometry=polygon,
+        start=CITY_START,
+        end=CITY_END,
+        granularity="hour",
+        time_zone="Europe/Berlin",
+        version=version_of(city),
     )
 
     assert len(totals) == len(grid.hours(CITY_START, CITY_END))
@@ -81,13 +94,17 @@ def test_an_area_along_grid_lines_covers_exactly_its_cells(city):
 
 def test_the_autumn_day_has_25_hours_and_all_their_counts(db, tmp_path):
     start, end = dt.datetime(2026, 10, 23, 22, tzinfo=UTC), dt.datetime(2026, 10, 26, 23, tzinfo=UTC)
-    loaded = grid.load_totals(tmp_path / "autumn.csv", cells=[(0, 0)], start=start, end=end, visits=lambda cell, hour: 100 + hour.hour)
+    loaded = grid.load_totals(
+        tmp_path / "autumn.csv", cells=[(0, 0)], start=start, end=end, visits=lambda cell, hour: 100 + hour.hour
+    )
 
     report = result(grid.square(0, 0, 1, 1), start, end, "day", version_of(loaded))
 
     autumn_day = report["series"][1]
     assert (autumn_day["start"], autumn_day["end"], autumn_day["hours"]) == (
-        "2026-10-25T00:00:00+02:00", "2026-10-26T00:00:00+01:00", 25,
+        "2026-10-25T00:00:00+02:00",
+        "2026-10-26T00:00:00+01:00",
+        25,
     )
     assert [row["visits"] for row in report["series"]] == [
         round(v) for _, v in sorted(local_days(loaded, {(0, 0): 1.0}).items())
@@ -98,10 +115,22 @@ def test_week_and_month_buckets_sum_every_hour_in_them(city):
     everything = {cell: 1.0 for cell in {cell for cell, _ in city}}
     total = sum(city.values())
 
-    month = result(grid.square(0, 0, 4, 4), dt.datetime(2026, 3, 1, tzinfo=BERLIN), dt.datetime(2026, 4, 1, tzinfo=BERLIN), "month", version_of(city))
+    month = result(
+        grid.square(0, 0, 4, 4),
+        dt.datetime(2026, 3, 1, tzinfo=BERLIN),
+        dt.datetime(2026, 4, 1, tzinfo=BERLIN),
+        "month",
+        version_of(city),
+    )
 
     assert [(row["start"], row["visits"]) for row in month["series"]] == [("2026-03-01T00:00:00+01:00", total)]
-    week = result(grid.square(0, 0, 4, 4), dt.datetime(2026, 3, 23, tzinfo=BERLIN), dt.datetime(2026, 4, 6, tzinfo=BERLIN), "week", version_of(city))
+    week = result(
+        grid.square(0, 0, 4, 4),
+        dt.datetime(2026, 3, 23, tzinfo=BERLIN),
+        dt.datetime(2026, 4, 6, tzinfo=BERLIN),
+        "week",
+        version_of(city),
+    )
     by_week = defaultdict(int)
     for day, visits in local_days(city, everything).items():
         by_week[day - dt.timedelta(days=day.weekday())] += visits
@@ -125,8 +154,16 @@ def test_values_under_k_are_released_as_null_and_flagged(db, tmp_path, settings)
 
 def test_a_report_reads_only_the_dataset_versions_up_to_its_own(db, tmp_path):
     start = dt.datetime(2026, 3, 1, 23, tzinfo=UTC)
-    first = grid.load_totals(tmp_path / "a.csv", cells=[(0, 0)], start=start, end=start + dt.timedelta(hours=24), visits=lambda c, h: 50)
-    grid.load_totals(tmp_path / "b.csv", cells=[(0, 0)], start=start + dt.timedelta(hours=24), end=start + dt.timedelta(hours=48), visits=lambda c, h: 70)
+    first = grid.load_totals(
+        tmp_path / "a.csv", cells=[(0, 0)], start=start, end=start + dt.timedelta(hours=24), visits=lambda c, h: 50
+    )
+    grid.load_totals(
+        tmp_path / "b.csv",
+        cells=[(0, 0)],
+        start=start + dt.timedelta(hours=24),
+        end=start + dt.timedelta(hours=48),
+        visits=lambda c, h: 70,
+    )
     first_version = version_of(first) - 1
 
     report = result(grid.square(0, 0, 1, 1), start, start + dt.timedelta(hours=48), "day", first_version)

@@ -38,14 +38,21 @@ def test_a_good_file_becomes_a_dataset_version_with_its_cells_and_rows(db, tmp_p
     assert (summary.period_start, summary.period_end) == (HOUR0, HOUR0 + dt.timedelta(hours=2))
     version = DatasetVersion.objects.get()
     assert version.pk == summary.version and version.rows == 4
-    assert sorted(Presence.objects.values_list("cell__code", "hour", "age_band", "gender", "visits")) == sorted([
-        (grid.code(0, 0), HOUR0, "*", "*", 412),
-        (grid.code(0, 0), HOUR0, "25-34", "*", 88),
-        (grid.code(0, 0), HOUR0, "*", "f", 190),
-        (grid.code(1, 0), HOUR0 + dt.timedelta(hours=1), "*", "*", 7),
-    ])
+    assert sorted(Presence.objects.values_list("cell__code", "hour", "age_band", "gender", "visits")) == sorted(
+        [
+            (grid.code(0, 0), HOUR0, "*", "*", 412),
+            (grid.code(0, 0), HOUR0, "25-34", "*", 88),
+            (grid.code(0, 0), HOUR0, "*", "f", 190),
+            (grid.code(1, 0), HOUR0 + dt.timedelta(hours=1), "*", "*", 7),
+        ]
+    )
     cell = Cell.objects.get(code=grid.code(1, 0))
-    assert cell.geometry.extent == (grid.ORIGIN_EAST + 250, grid.ORIGIN_NORTH, grid.ORIGIN_EAST + 500, grid.ORIGIN_NORTH + 250)
+    assert cell.geometry.extent == (
+        grid.ORIGIN_EAST + 250,
+        grid.ORIGIN_NORTH,
+        grid.ORIGIN_EAST + 500,
+        grid.ORIGIN_NORTH + 250,
+    )
 
 
 def test_loading_the_same_file_again_is_a_no_op(db, tmp_path):
@@ -133,7 +140,9 @@ def test_the_command_reports_a_summary(db, tmp_path, capsys):
     call_command("load_aggregates", str(write(tmp_path, GOOD)), kind="presence")
 
     version = DatasetVersion.objects.get().pk
-    assert f"dataset version {version}: 1 rows, 1 cells, 2026-03-29 00:00Z to 2026-03-29 01:00Z" in capsys.readouterr().out
+    assert (
+        f"dataset version {version}: 1 rows, 1 cells, 2026-03-29 00:00Z to 2026-03-29 01:00Z" in capsys.readouterr().out
+    )
 
 
 def test_the_command_refuses_a_bad_file_and_names_the_lines(db, tmp_path):

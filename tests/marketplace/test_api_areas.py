@@ -7,9 +7,9 @@ from django.contrib.gis.geos import MultiPolygon, Point
 
 from marketplace import services
 from marketplace.models import Area, Role
+from tests.errors import assert_error
 from tests.factories import granted_tenant
 from tests.grid import CELL, ORIGIN_EAST, ORIGIN_NORTH, geojson, square
-from tests.errors import assert_error
 
 AREAS = "/api/v1/areas/"
 

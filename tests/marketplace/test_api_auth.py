@@ -9,8 +9,8 @@ from rest_framework.test import APIClient
 
 from marketplace import services
 from marketplace.models import ApiKey, Area, Role
-from tests.factories import TenantFactory, footfall_product
 from tests.errors import assert_error
+from tests.factories import TenantFactory, footfall_product
 
 PRODUCTS = "/api/v1/products/"
 AREAS = "/api/v1/areas/"

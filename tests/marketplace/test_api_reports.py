@@ -62,12 +62,18 @@ def test_an_order_is_computed_and_downloadable_as_json_and_csv(api, city, place)
 
 
 def test_an_order_over_a_saved_area_snapshots_it(api, city, place):
-    area = api.post("/api/v1/areas/", {"name": "West", "geometry": grid.geojson(grid.square(0, 0, 2, 2))}, format="json").json()
+    area = api.post(
+        "/api/v1/areas/", {"name": "West", "geometry": grid.geojson(grid.square(0, 0, 2, 2))}, format="json"
+    ).json()
 
     response = place({k: v for k, v in order_body(area=area["id"]).items() if k != "geometry"})
 
     assert response.status_code == 201
-    assert (response.json()["area"], response.json()["area_name"], response.json()["cell_count"]) == (area["id"], "West", 4)
+    assert (response.json()["area"], response.json()["area_name"], response.json()["cell_count"]) == (
+        area["id"],
+        "West",
+        4,
+    )
     api.delete(f"/api/v1/areas/{area['id']}/")
     kept = api.get(f"{REPORTS}{response.json()['id']}/").json()
     assert (kept["area"], kept["area_name"], kept["status"]) == (None, "West", "succeeded")
@@ -121,7 +127,9 @@ def test_malformed_json_is_refused(api, city):
 
 def test_another_tenants_area_cannot_be_ordered(api, city, place, client_for):
     stranger = client_for(granted_tenant())
-    foreign = stranger.post("/api/v1/areas/", {"name": "Theirs", "geometry": order_body()["geometry"]}, format="json").json()
+    foreign = stranger.post(
+        "/api/v1/areas/", {"name": "Theirs", "geometry": order_body()["geometry"]}, format="json"
+    ).json()
     body = {k: v for k, v in order_body(area=foreign["id"]).items() if k != "geometry"}
 
     assert_error(place(body), 400, "does_not_exist", attr="area")
@@ -175,7 +183,9 @@ def test_idempotency_keys_are_per_tenant(city, place, client_for):
 
 def test_the_list_shows_only_own_reports_and_filters_them(api, city, place, client_for):
     place(order_body())
-    with_granularity_hour = place(order_body(granularity="hour", start="2026-03-27T00:00:00+01:00", end="2026-03-27T06:00:00+01:00"))
+    with_granularity_hour = place(
+        order_body(granularity="hour", start="2026-03-27T00:00:00+01:00", end="2026-03-27T06:00:00+01:00")
+    )
     place(order_body(), client=client_for(granted_tenant()))
     api.post(f"{REPORTS}{with_granularity_hour.json()['id']}/cancel/")  # already succeeded: refused, stays
 

@@ -19,8 +19,11 @@ def queued_report(tenant, city) -> Report:
     """A report whose queue message has not been delivered (on_commit callbacks do not run here)."""
     principal = services.Principal(tenant=tenant, role="analyst", api_key=None)
     order = services.ReportOrder(
-        product_code="footfall", geometry=MultiPolygon(grid.square(0, 0, 4, 4), srid=4326),
-        start=CITY_START, end=CITY_END, granularity="hour",
+        product_code="footfall",
+        geometry=MultiPolygon(grid.square(0, 0, 4, 4), srid=4326),
+        start=CITY_START,
+        end=CITY_END,
+        granularity="hour",
     )
     report, _ = services.report_create(principal=principal, order=order)
     return report
@@ -30,8 +33,13 @@ def queued_report(tenant, city) -> Report:
 def other_connection():
     """A second database session, standing in for another worker."""
     settings = connection.settings_dict
-    with psycopg.connect(dbname=settings["NAME"], host=settings["HOST"], port=settings["PORT"] or 5432,
-                         user=settings["USER"], autocommit=True) as other:
+    with psycopg.connect(
+        dbname=settings["NAME"],
+        host=settings["HOST"],
+        port=settings["PORT"] or 5432,
+        user=settings["USER"],
+        autocommit=True,
+    ) as other:
         yield other
 
 

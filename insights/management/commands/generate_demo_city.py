@@ -13,10 +13,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--seed", type=int, default=42)
-        parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2026, 3, 2),
-                            help="first local day (default 2026-03-02, so the data spans the spring DST change)")
+        parser.add_argument(
+            "--start",
+            type=dt.date.fromisoformat,
+            default=dt.date(2026, 3, 2),
+            help="first local day (default 2026-03-02, so the data spans the spring DST change)",
+        )
         parser.add_argument("--days", type=int, default=35)
-        parser.add_argument("--out", type=Path, help="CSV to write (default var/demo/presence-<seed>-<start>-<days>d.csv)")
+        parser.add_argument(
+            "--out", type=Path, help="CSV to write (default var/demo/presence-<seed>-<start>-<days>d.csv)"
+        )
         parser.add_argument("--no-load", action="store_true", help="only write the CSV")
 
     def handle(self, *args, seed: int, start: dt.date, days: int, out: Path | None, no_load: bool, **options):
