@@ -196,6 +196,8 @@ def report_create(
             )
             transaction.on_commit(partial(_enqueue, report.pk))
     except IntegrityError:
+        if not idempotency_key:
+            raise
         # A concurrent request with the same idempotency key won the race.
         existing = Report.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
         if existing is None:
@@ -301,12 +303,15 @@ def report_run(*, report_id: str) -> RunOutcome:
     with _report_lock(report_id) as acquired:
         if not acquired:
             return RunOutcome.BUSY
-        report = Report.objects.filter(pk=report_id).first()
-        if report is None or report.status in Report.FINAL_STATUSES:
-            return RunOutcome.FINISHED
-        Report.objects.filter(pk=report_id).update(
-            status=Report.Status.RUNNING, attempts=F("attempts") + 1, started_at=timezone.now(), progress=0.0
+        # Conditional, so a report cancelled a moment ago is not revived.
+        claimed = (
+            Report.objects.filter(pk=report_id)
+            .exclude(status__in=Report.FINAL_STATUSES)
+            .update(status=Report.Status.RUNNING, attempts=F("attempts") + 1, started_at=timezone.now(), progress=0.0)
         )
+        if not claimed:
+            return RunOutcome.FINISHED
+        report = Report.objects.get(pk=report_id)
         coverage = insights_selectors.presence_coverage()
         try:
             result = footfall_result(

@@ -74,6 +74,15 @@ def test_a_report_left_running_by_a_dead_worker_is_computed_by_the_next(queued_r
     assert (queued_report.status, queued_report.attempts) == ("succeeded", 2)
 
 
+def test_a_cancelled_report_is_not_run(queued_report):
+    services.report_cancel(report=queued_report)
+
+    assert services.report_run(report_id=queued_report.pk) is services.RunOutcome.FINISHED
+
+    queued_report.refresh_from_db()
+    assert (queued_report.status, queued_report.attempts, queued_report.result) == ("cancelled", 0, None)
+
+
 def test_a_report_cancelled_while_it_runs_stays_cancelled(queued_report, monkeypatch):
     real_result = services.footfall_result
 
