@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 API_KEY_PREFIX_BYTES = 4
 API_KEY_SECRET_BYTES = 32
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+IDEMPOTENCY_KEY_MAX_LENGTH = Report._meta.get_field("idempotency_key").max_length
 # Outside-coverage tolerance: float noise of summing cell intersections.
 COVERAGE_TOLERANCE = 1e-6
 
@@ -166,6 +167,12 @@ def report_create(
 ) -> tuple[Report, bool]:
     """Place an order; returns (report, created). A repeated idempotency key returns the first report."""
     tenant = principal.tenant
+    if idempotency_key and len(idempotency_key) > IDEMPOTENCY_KEY_MAX_LENGTH:
+        raise ServiceError(
+            f"the Idempotency-Key header must be at most {IDEMPOTENCY_KEY_MAX_LENGTH} characters,"
+            f" got {len(idempotency_key)}",
+            code="invalid_idempotency_key",
+        )
     if idempotency_key:
         existing = Report.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
         if existing:

@@ -172,6 +172,13 @@ def test_the_same_idempotency_key_with_another_body_is_refused(city, place):
     assert Report.objects.count() == 1
 
 
+def test_an_overlong_idempotency_key_is_refused(city, place):
+    response = place(order_body(), HTTP_IDEMPOTENCY_KEY="k" * 256)
+
+    assert_error(response, 400, "invalid_idempotency_key")
+    assert Report.objects.count() == 0
+
+
 def test_idempotency_keys_are_per_tenant(city, place, client_for):
     place(order_body(), HTTP_IDEMPOTENCY_KEY="order-1")
 
