@@ -1,0 +1,42 @@
+"""The API fuzzed from its own OpenAPI schema: whatever a client sends, never a 5xx."""
+
+import pytest
+import schemathesis
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+
+from marketplace.models import Role
+from marketplace.wsgi import application
+from tests.factories import raw_api_key
+
+EXAMPLES_PER_OPERATION = 30
+
+# Generating the schema reads no database, so it can be loaded when the module is collected.
+api_schema = schemathesis.openapi.from_wsgi("/api/v1/schema/", application)
+
+
+@pytest.fixture
+def analyst_key(tenant) -> str:
+    return raw_api_key(tenant, Role.ANALYST)
+
+
+@pytest.fixture
+def requests_keep_the_test_transaction():
+    """As Django's test client does: the test's transaction must outlive each request."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@api_schema.parametrize()
+@settings(
+    max_examples=EXAMPLES_PER_OPERATION,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+def test_no_request_gets_a_server_error(case, city, analyst_key, requests_keep_the_test_transaction):
+    case.call_and_validate(headers={"Authorization": f"Api-Key {analyst_key}"}, checks=[not_a_server_error])
