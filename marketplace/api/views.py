@@ -1,4 +1,5 @@
 import csv
+import datetime as dt
 import hashlib
 import io
 import json
@@ -77,12 +78,19 @@ class AreaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSe
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class UTCIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """Compares in UTC: PostgreSQL refuses offsets beyond ±15:59 that ISO 8601 allows."""
+
+    def filter(self, qs, value):
+        return super().filter(qs, value.astimezone(dt.UTC) if value else value)
+
+
 class ReportFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=Report.Status.choices)
     product = django_filters.CharFilter(field_name="product__code")
     area = django_filters.UUIDFilter(field_name="area_id")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UTCIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Report

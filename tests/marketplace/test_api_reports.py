@@ -188,6 +188,21 @@ def test_idempotency_keys_are_per_tenant(city, place, client_for):
     assert Report.objects.count() == 2
 
 
+def test_an_offset_postgresql_cannot_store_is_taken_as_its_instant(city, place):
+    # ISO 8601 allows -19:00; PostgreSQL's limit is ±15:59.
+    response = place(order_body(granularity="hour", start="2026-03-27T04:00:00-19:00", end="2026-03-28T04:00:00+01:00"))
+
+    assert response.status_code == 201, response.content
+    assert Report.objects.get().start == dt.datetime(2026, 3, 27, 23, tzinfo=dt.UTC)
+
+
+def test_the_list_filters_by_creation_time_whatever_the_offset(api, city, place):
+    place(order_body())
+
+    assert api.get(REPORTS, {"created_after": "2000-01-01T00:00:00-19:39"}).json()["count"] == 1
+    assert api.get(REPORTS, {"created_before": "2000-01-01T00:00:00-19:39"}).json()["count"] == 0
+
+
 def test_the_list_shows_only_own_reports_and_filters_them(api, city, place, client_for):
     place(order_body())
     with_granularity_hour = place(
