@@ -1,5 +1,7 @@
 """The API fuzzed from its own OpenAPI schema: whatever a client sends, never a 5xx."""
 
+import os
+
 import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started
@@ -11,7 +13,8 @@ from marketplace.models import Role
 from marketplace.wsgi import application
 from tests.factories import raw_api_key
 
-EXAMPLES_PER_OPERATION = 30
+# FUZZ_EXAMPLES=300 bin/test tests/marketplace/test_api_fuzz.py for a deeper search.
+EXAMPLES_PER_OPERATION = int(os.environ.get("FUZZ_EXAMPLES", "30"))
 
 # Generating the schema reads no database, so it can be loaded when the module is collected.
 api_schema = schemathesis.openapi.from_wsgi("/api/v1/schema/", application)
@@ -36,6 +39,7 @@ def requests_keep_the_test_transaction():
 @settings(
     max_examples=EXAMPLES_PER_OPERATION,
     deadline=None,
+    derandomize=os.environ.get("CI") == "true",  # CI replays the same examples; local runs explore
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 def test_no_request_gets_a_server_error(case, city, analyst_key, requests_keep_the_test_transaction):
