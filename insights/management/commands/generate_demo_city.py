@@ -34,4 +34,5 @@ class Command(BaseCommand):
             rows = write_presence_csv(path=out, start=start, days=days, seed=seed)
             self.stdout.write(f"wrote {rows:,} presence rows to {out}")
         if not no_load:
-            call_command("load_aggregates", str(out), kind="presence", stdout=self.stdout, stderr=self.stderr)
+            # stderr stays the real terminal, so the progress meter can redraw its line.
+            call_command("load_aggregates", str(out), kind="presence", stdout=self.stdout)

@@ -19,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")
 
     def handle(self, *args, base_url: str, **options):
-        call_command("generate_demo_city", stdout=self.stdout, stderr=self.stderr)
+        call_command("generate_demo_city", stdout=self.stdout)  # progress goes to the real stderr
         tenant = Tenant.objects.filter(name=DEMO_TENANT).first() or tenant_create(
             name=DEMO_TENANT, kind=Tenant.Kind.RETAIL
         )
