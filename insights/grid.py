@@ -27,3 +27,9 @@ def cell_corner(code: str) -> tuple[int, int]:
 
 def cell_code(northing: int, easting: int) -> str:
     return f"CRS3035RES{settings.GRID_RESOLUTION_M}mN{northing}E{easting}"
+
+
+def cell_id(northing: int, easting: int) -> int:
+    """A cell's id, derived from its corner so that loading needs no lookup: N index, then E index."""
+    resolution = settings.GRID_RESOLUTION_M
+    return (northing // resolution) * 100_000 + easting // resolution

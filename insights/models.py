@@ -4,6 +4,7 @@ from django.contrib.gis.db import models
 class Cell(models.Model):
     """A cell of the EPSG:3035 statistical grid; its code encodes its lower-left corner."""
 
+    id = models.BigIntegerField(primary_key=True, help_text="from the corner: northing index × 100000 + easting index")
     code = models.CharField(max_length=40, unique=True)
     geometry = models.PolygonField(srid=3035)
 
@@ -35,16 +36,18 @@ class DatasetVersion(models.Model):
 
 
 class Presence(models.Model):
-    """People present in a cell during an hour (UTC), per segment; '*' means all.
+    """People present in a cell during an hour (UTC), per segment.
 
-    No foreign-key constraints: the loader writes the cells and the version in the same
-    transaction, and per-row constraint triggers would dominate the load time.
+    Partitioned by UTC month (migration 0002); the loader creates the partitions.
+    Segments are codes into insights.segments (0 = all). No foreign-key constraints:
+    the loader writes the cells and the version in the same transaction, and per-row
+    constraint triggers would dominate the load time.
     """
 
     pk = models.CompositePrimaryKey("cell", "hour", "age_band", "gender")
     cell = models.ForeignKey(Cell, on_delete=models.PROTECT, db_index=False, db_constraint=False)
     hour = models.DateTimeField()
-    age_band = models.CharField(max_length=5)
-    gender = models.CharField(max_length=1)
+    age_band = models.PositiveSmallIntegerField(help_text="index into insights.segments.AGE_BANDS")
+    gender = models.PositiveSmallIntegerField(help_text="index into insights.segments.GENDERS")
     visits = models.PositiveIntegerField()
     dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)

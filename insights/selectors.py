@@ -77,7 +77,8 @@ def presence_totals(
             f" SELECT {bucket} AS bucket, sum(p.visits * s.share)"
             " FROM insights_presence p JOIN covered s ON s.cell_id = p.cell_id"
             " WHERE p.hour >= %(start)s AND p.hour < %(end)s"
-            "   AND p.age_band = '*' AND p.gender = '*' AND p.dataset_version_id <= %(version)s"
+            "   AND p.age_band = 0 AND p.gender = 0"  # 0: all ages, all genders (insights.segments)
+            "   AND p.dataset_version_id <= %(version)s"
             " GROUP BY 1",
             {
                 "geometry": bytes(geometry.ewkb),

@@ -9,27 +9,19 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
-from insights.grid import InvalidCellCode, cell_corner
+from insights.ingest import MAX_LISTED_ERRORS, LoadRejected, PresenceReader, presence_csv, staging_csv
 from insights.models import DatasetVersion
 
-PRESENCE_HEADER = "cell,hour,age_band,gender,visits"
-AGE_BANDS = frozenset({"18-24", "25-34", "35-44", "45-54", "55-64", "65+", "*"})
-GENDERS = frozenset({"f", "m", "*"})
-MAX_LISTED_ERRORS = 20
-MAX_VISITS = 2**31 - 1
-COPY_BATCH_LINES = 20_000
-PROGRESS_EVERY_LINES = 200_000
+__all__ = ["LoadRejected", "LoadSummary", "presence_load"]
 
-
-class LoadRejected(Exception):
-    """The file was not loaded at all; `errors` names its first bad lines."""
-
-    def __init__(self, errors: list[str], total: int):
-        self.errors = errors
-        self.total = total
-        more = f" (and {total - len(errors)} more)" if total > len(errors) else ""
-        super().__init__(f"{total} bad line(s){more}:\n" + "\n".join(errors))
+COPY_PRESENCE = (
+    "COPY {table} (cell_id, hour, age_band, gender, visits, dataset_version_id) FROM STDIN (FORMAT csv{options})"
+)
+# Sorting a month's primary key in memory rather than on disk.
+INDEX_BUILD_MEMORY = "512MB"
+PRESENCE_KEY = "cell_id, hour, age_band, gender"
 
 
 @dataclass(frozen=True)
@@ -44,7 +36,7 @@ class LoadSummary:
 
 
 def presence_load(*, path: Path, on_progress: Callable[[int], None] | None = None) -> LoadSummary:
-    """Load a presence CSV as a new dataset version, all or nothing.
+    """Load a presence file (CSV or Parquet) as a new dataset version, all or nothing.
 
     Loading a file whose content was loaded before is a no-op that returns that version.
     """
@@ -54,163 +46,139 @@ def presence_load(*, path: Path, on_progress: Callable[[int], None] | None = Non
         return _summary(existing, already_loaded=True)
 
     started = time.monotonic()
-    with transaction.atomic(), connection.cursor() as cursor:
-        # Dropped first too: ON COMMIT DROP does not fire inside an enclosing transaction.
-        cursor.execute("DROP TABLE IF EXISTS presence_staging")
-        cursor.execute(
-            "CREATE TEMP TABLE presence_staging (line integer, cell_code text, hour timestamptz,"
-            " age_band text, gender text, visits integer) ON COMMIT DROP"
-        )
-        parsed = _copy_validated_presence(cursor, path, on_progress)
-        _insert_cells(cursor, parsed.cell_corners)
-        version = DatasetVersion.objects.create(
-            kind=DatasetVersion.Kind.PRESENCE,
-            source=path.name,
-            sha256=sha256,
-            rows=parsed.rows,
-            cells=len(parsed.cell_corners),
-            period_start=parsed.first_hour,
-            period_end=parsed.last_hour + dt.timedelta(hours=1),
-            duration_seconds=0.0,
-        )
-        try:
-            with transaction.atomic():
-                cursor.execute(
-                    "INSERT INTO insights_presence (cell_id, hour, age_band, gender, visits, dataset_version_id)"
-                    " SELECT c.id, s.hour, s.age_band, s.gender, s.visits, %s"
-                    " FROM presence_staging s JOIN insights_cell c ON c.code = s.cell_code",
-                    [version.pk],
-                )
-        except IntegrityError:
-            errors, total = _duplicate_lines(cursor)
-            raise LoadRejected(errors, total) from None
-        version.duration_seconds = time.monotonic() - started
-        version.save(update_fields=["duration_seconds"])
+    reader = PresenceReader(path)
+    try:
+        with transaction.atomic():
+            version, new_partitions = _load_presence(reader, sha256, on_progress)
+            version.duration_seconds = time.monotonic() - started
+            version.save(update_fields=["duration_seconds"])
+    except IntegrityError:
+        errors, total = _duplicate_lines(path)
+        raise LoadRejected(errors, total) from None
     with connection.cursor() as cursor:
+        for partition in new_partitions:
+            cursor.execute(f"ANALYZE {partition}")
         cursor.execute("ANALYZE insights_presence")
     return _summary(version, already_loaded=False)
 
 
-@dataclass
-class _ParsedFile:
-    rows: int
-    cell_corners: dict[str, tuple[int, int]]
-    first_hour: dt.datetime
-    last_hour: dt.datetime
-
-
-def _copy_validated_presence(cursor, path: Path, on_progress) -> _ParsedFile:
-    """Validate every line and stream the good ones into the staging table."""
-    errors: list[str] = []
-    error_total = 0
-    cell_corners: dict[str, tuple[int, int]] = {}
-    hours: dict[str, dt.datetime] = {}
-    rows = 0
-    batch: list[str] = []
-
-    def reject(line_number: int, reason: str) -> None:
-        nonlocal error_total
-        error_total += 1
-        if len(errors) < MAX_LISTED_ERRORS:
-            errors.append(f"line {line_number}: {reason}")
-
-    with path.open(encoding="utf-8-sig", newline="") as lines, cursor.copy("COPY presence_staging FROM STDIN") as copy:
-        header = lines.readline().rstrip("\r\n")
-        if header != PRESENCE_HEADER:
-            raise LoadRejected([f"line 1: header must be exactly {PRESENCE_HEADER!r}, got {header!r}"], 1)
-        for line_number, raw in enumerate(lines, start=2):
-            fields = raw.rstrip("\r\n").split(",")
-            if len(fields) != 5:
-                reject(line_number, f"expected 5 comma-separated fields, got {len(fields)}")
-                continue
-            code, hour, age_band, gender, visits = fields
-            if code not in cell_corners:
-                try:
-                    cell_corners[code] = cell_corner(code)
-                except InvalidCellCode as exc:
-                    reject(line_number, str(exc))
-                    continue
-            if hour not in hours:
-                problem = _hour_problem(hour)
-                if problem:
-                    reject(line_number, problem)
-                    continue
-                hours[hour] = dt.datetime.fromisoformat(hour)
-            if age_band not in AGE_BANDS:
-                reject(line_number, f"age_band must be one of {' '.join(sorted(AGE_BANDS))}, got {age_band!r}")
-                continue
-            if gender not in GENDERS:
-                reject(line_number, f"gender must be f, m or *, got {gender!r}")
-                continue
-            if not (visits.isascii() and visits.isdigit()) or int(visits) > MAX_VISITS:
-                reject(line_number, f"visits must be a non-negative integer, got {visits!r}")
-                continue
-            rows += 1
-            if not errors:
-                batch.append(f"{line_number}\t{code}\t{hour}\t{age_band}\t{gender}\t{visits}\n")
-                if len(batch) >= COPY_BATCH_LINES:
-                    copy.write("".join(batch))
-                    batch.clear()
-            if on_progress and line_number % PROGRESS_EVERY_LINES == 0:
-                on_progress(line_number - 1)
-        if errors:
-            raise LoadRejected(errors, error_total)
-        if not rows:
-            raise LoadRejected(["the file has a header but no data lines"], 1)
-        copy.write("".join(batch))
-    if on_progress:
-        on_progress(rows)
-    return _ParsedFile(
-        rows=rows, cell_corners=cell_corners, first_hour=min(hours.values()), last_hour=max(hours.values())
+def _load_presence(reader: PresenceReader, sha256: str, on_progress) -> tuple[DatasetVersion, list[str]]:
+    """COPY each month: a month seen for the first time goes to a fresh table that gets its
+    primary key after the rows are in (much faster than maintaining it) and is then attached."""
+    placeholder = timezone.now()
+    version = DatasetVersion.objects.create(
+        kind=DatasetVersion.Kind.PRESENCE,
+        source=reader.path.name,
+        sha256=sha256,
+        rows=0,
+        cells=0,
+        period_start=placeholder,
+        period_end=placeholder,
+        duration_seconds=0.0,
     )
+    with connection.cursor() as cursor:
+        attached = _presence_partitions(cursor)
+        new_months: list[dt.date] = []
+        for batch in reader.batches():
+            for month, rows in batch.by_month.items():
+                if month not in attached and month not in new_months:
+                    cursor.execute(f"CREATE TABLE {_partition(month)} (LIKE insights_presence INCLUDING CONSTRAINTS)")
+                    new_months.append(month)
+                # A table created in this transaction can take its rows already frozen.
+                fresh = month in new_months
+                statement = COPY_PRESENCE.format(
+                    table=_partition(month) if fresh else "insights_presence", options=", FREEZE" if fresh else ""
+                )
+                # COPY bypasses Django's cursor wrapper: translate psycopg's errors as execute() would.
+                with connection.wrap_database_errors, cursor.copy(statement) as copy:
+                    copy.write(presence_csv(rows, version.pk))
+            if on_progress:
+                on_progress(reader.rows)
+        cursor.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
+        for month in new_months:
+            cursor.execute(f"ALTER TABLE {_partition(month)} ADD PRIMARY KEY ({PRESENCE_KEY})")
+            cursor.execute(
+                f"ALTER TABLE insights_presence ATTACH PARTITION {_partition(month)} FOR VALUES FROM (%s) TO (%s)",
+                [_month_start(month), _month_start(_next_month(month))],
+            )
+        _insert_cells(cursor, reader.cell_ids)
+    version.rows = reader.rows
+    version.cells = len(reader.cell_ids)
+    version.period_start = reader.first_hour
+    version.period_end = reader.last_hour + dt.timedelta(hours=1)
+    version.save(update_fields=["rows", "cells", "period_start", "period_end"])
+    return version, [_partition(month) for month in new_months]
 
 
-def _hour_problem(hour: str) -> str | None:
-    try:
-        parsed = dt.datetime.fromisoformat(hour)
-    except ValueError:
-        return f"hour must be an ISO 8601 UTC time such as 2026-03-29T00:00:00Z, got {hour!r}"
-    if parsed.utcoffset() != dt.timedelta(0):
-        return f"hour must be in UTC (Z or +00:00), got {hour!r}"
-    if (parsed.minute, parsed.second, parsed.microsecond) != (0, 0, 0):
-        return f"hour must be the start of an hour, got {hour!r}"
-    return None
-
-
-def _insert_cells(cursor, cell_corners: dict[str, tuple[int, int]]) -> None:
-    codes = list(cell_corners)
+def _presence_partitions(cursor) -> set[dt.date]:
     cursor.execute(
-        "INSERT INTO insights_cell (code, geometry)"
-        " SELECT code, ST_MakeEnvelope(easting, northing, easting + %(res)s, northing + %(res)s, 3035)"
-        " FROM unnest(%(codes)s::text[], %(northings)s::int[], %(eastings)s::int[]) AS t(code, northing, easting)"
-        " ON CONFLICT (code) DO NOTHING",
+        "SELECT child.relname FROM pg_inherits JOIN pg_class child ON child.oid = pg_inherits.inhrelid"
+        " WHERE pg_inherits.inhparent = 'insights_presence'::regclass"
+    )
+    return {
+        dt.datetime.strptime(name.removeprefix("insights_presence_p"), "%Y%m").date() for (name,) in cursor.fetchall()
+    }
+
+
+def _partition(month: dt.date) -> str:
+    return f"insights_presence_p{month:%Y%m}"
+
+
+def _month_start(month: dt.date) -> dt.datetime:
+    return dt.datetime(month.year, month.month, 1, tzinfo=dt.UTC)
+
+
+def _next_month(month: dt.date) -> dt.date:
+    return dt.date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def _insert_cells(cursor, cells: dict[int, tuple[str, int, int]]) -> None:
+    ids = list(cells)
+    cursor.execute(
+        "INSERT INTO insights_cell (id, code, geometry)"
+        " SELECT id, code, ST_MakeEnvelope(easting, northing, easting + %(res)s, northing + %(res)s, 3035)"
+        " FROM unnest(%(ids)s::bigint[], %(codes)s::text[], %(northings)s::int[], %(eastings)s::int[])"
+        "   AS t(id, code, northing, easting)"
+        " ON CONFLICT (id) DO NOTHING",
         {
             "res": settings.GRID_RESOLUTION_M,
-            "codes": codes,
-            "northings": [cell_corners[code][0] for code in codes],
-            "eastings": [cell_corners[code][1] for code in codes],
+            "ids": ids,
+            "codes": [cells[i][0] for i in ids],
+            "northings": [cells[i][1] for i in ids],
+            "eastings": [cells[i][2] for i in ids],
         },
     )
 
 
-def _duplicate_lines(cursor) -> tuple[list[str], int]:
-    """Explain a failed insert: rows repeated in the file, or rows already loaded earlier."""
-    cursor.execute(
-        "SELECT min(line), max(line), count(*) FROM presence_staging"
-        " GROUP BY cell_code, hour, age_band, gender HAVING count(*) > 1 ORDER BY 1"
-    )
-    repeated = cursor.fetchall()
-    errors = [f"line {last}: repeats line {first} (same cell, hour, age_band, gender)" for first, last, _ in repeated]
-    cursor.execute(
-        "SELECT s.line, p.dataset_version_id FROM presence_staging s"
-        " JOIN insights_cell c ON c.code = s.cell_code"
-        " JOIN insights_presence p ON p.cell_id = c.id AND p.hour = s.hour"
-        " AND p.age_band = s.age_band AND p.gender = s.gender ORDER BY 1"
-    )
-    loaded = cursor.fetchall()
-    errors += [f"line {line}: already loaded in dataset version {version}" for line, version in loaded]
-    errors.sort(key=lambda error: int(error.split(":")[0].removeprefix("line ")))
-    return errors[:MAX_LISTED_ERRORS], len(errors)
+def _duplicate_lines(path: Path) -> tuple[list[str], int]:
+    """Explain a refused load: rows repeated in the file, or rows already loaded earlier."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Dropped first too: ON COMMIT DROP does not fire inside an enclosing transaction.
+        cursor.execute("DROP TABLE IF EXISTS presence_staging")
+        cursor.execute(
+            "CREATE TEMP TABLE presence_staging (line integer, cell_id bigint, hour timestamptz,"
+            " age_band smallint, gender smallint) ON COMMIT DROP"
+        )
+        for batch in PresenceReader(path).batches():
+            for rows in batch.by_month.values():
+                with cursor.copy("COPY presence_staging FROM STDIN (FORMAT csv)") as copy:
+                    copy.write(staging_csv(rows))
+        cursor.execute(
+            f"SELECT min(line), max(line) FROM presence_staging GROUP BY {PRESENCE_KEY} HAVING count(*) > 1 ORDER BY 1"
+        )
+        errors = [
+            (last, f"line {last}: repeats line {first} (same cell, hour, age_band, gender)")
+            for first, last in cursor.fetchall()
+        ]
+        cursor.execute(
+            "SELECT s.line, p.dataset_version_id FROM presence_staging s"
+            f" JOIN insights_presence p USING ({PRESENCE_KEY})"
+        )
+        errors += [
+            (line, f"line {line}: already loaded in dataset version {version}") for line, version in cursor.fetchall()
+        ]
+    errors.sort()
+    return [message for _, message in errors[:MAX_LISTED_ERRORS]], len(errors)
 
 
 def _file_sha256(path: Path) -> str:

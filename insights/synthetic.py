@@ -13,14 +13,14 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from insights.grid import cell_code
-from insights.services import AGE_BANDS, PRESENCE_HEADER
+from insights.ingest import PRESENCE_HEADER
+from insights.segments import AGE_BANDS
 
 CELL_M = 250
 LOCAL_ZONE = ZoneInfo("Europe/Berlin")
 # The operator drops every row under this count before the data reaches us.
 UPSTREAM_MIN_COUNT = 5
-AGE_ORDER = ["18-24", "25-34", "35-44", "45-54", "55-64", "65+"]
-assert set(AGE_ORDER) | {"*"} == AGE_BANDS
+AGE_ORDER = AGE_BANDS[1:]  # without "*", all ages
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,18 @@
 import datetime as dt
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
+from insights.grid import cell_id
 from insights.models import Cell, DatasetVersion, Presence
+from insights.segments import AGE_BANDS, ALL_CODE, GENDERS
 from insights.services import LoadRejected, presence_load
 from tests import grid
+
+ALL = ALL_CODE
 
 UTC = dt.UTC
 HOUR0 = dt.datetime(2026, 3, 29, 0, tzinfo=UTC)
@@ -40,10 +47,10 @@ def test_a_good_file_becomes_a_dataset_version_with_its_cells_and_rows(db, tmp_p
     assert version.pk == summary.version and version.rows == 4
     assert sorted(Presence.objects.values_list("cell__code", "hour", "age_band", "gender", "visits")) == sorted(
         [
-            (grid.code(0, 0), HOUR0, "*", "*", 412),
-            (grid.code(0, 0), HOUR0, "25-34", "*", 88),
-            (grid.code(0, 0), HOUR0, "*", "f", 190),
-            (grid.code(1, 0), HOUR0 + dt.timedelta(hours=1), "*", "*", 7),
+            (grid.code(0, 0), HOUR0, ALL, ALL, 412),
+            (grid.code(0, 0), HOUR0, AGE_BANDS.index("25-34"), ALL, 88),
+            (grid.code(0, 0), HOUR0, ALL, GENDERS.index("f"), 190),
+            (grid.code(1, 0), HOUR0 + dt.timedelta(hours=1), ALL, ALL, 7),
         ]
     )
     cell = Cell.objects.get(code=grid.code(1, 0))
@@ -149,3 +156,82 @@ def test_the_command_refuses_a_bad_file_and_names_the_lines(db, tmp_path):
     with pytest.raises(CommandError, match=r"was not loaded; nothing changed. 1 bad line\(s\):\nline 2: gender"):
         call_command("load_aggregates", str(write(tmp_path, GOOD.replace(",*,412", ",q,412"))), kind="presence")
     assert_nothing_loaded()
+
+
+def partitions() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'insights_presence'::regclass ORDER BY 1"
+        )
+        return [name for (name,) in cursor.fetchall()]
+
+
+def test_each_utc_month_gets_its_own_partition(db, tmp_path):
+    march_end = f"{grid.code(0, 0)},2026-03-31T23:00:00Z,*,*,5"
+    april_start = f"{grid.code(0, 0)},2026-04-01T00:00:00Z,*,*,6"
+
+    presence_load(path=write(tmp_path, march_end, april_start))
+
+    assert partitions() == ["insights_presence_p202603", "insights_presence_p202604"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT visits FROM insights_presence_p202604")
+        assert cursor.fetchall() == [(6,)]
+
+
+def test_a_later_batch_adds_to_a_month_already_loaded(db, tmp_path):
+    presence_load(path=write(tmp_path, GOOD))
+    later = tmp_path / "later.csv"
+    later.write_text(f"{HEADER}\n{GOOD.replace('T00', 'T01')}\n")
+
+    presence_load(path=later)
+
+    assert partitions() == ["insights_presence_p202603"]
+    assert Presence.objects.count() == 2
+
+
+def test_a_repeat_within_a_new_month_is_found_after_the_copy(db, tmp_path):
+    # A new month's key is built after its rows are in; a repeat fails there, and is named.
+    first_of_may = f"{grid.code(0, 0)},2026-05-01T00:00:00Z,*,*,5"
+
+    with pytest.raises(LoadRejected) as rejected:
+        presence_load(path=write(tmp_path, first_of_may, GOOD, first_of_may))
+
+    assert rejected.value.errors == ["line 4: repeats line 2 (same cell, hour, age_band, gender)"]
+    assert_nothing_loaded()
+    assert partitions() == []
+
+
+def test_a_parquet_file_loads_like_its_csv(db, tmp_path):
+    table = pa.table(
+        {
+            "cell": [grid.code(0, 0), grid.code(0, 0)],
+            "hour": pa.array([HOUR0, HOUR0 + dt.timedelta(hours=1)], pa.timestamp("s", tz="UTC")),
+            "age_band": ["*", "65+"],
+            "gender": ["*", "m"],
+            "visits": pa.array([412, 12], pa.int64()),
+        }
+    )
+    pq.write_table(table, tmp_path / "batch.parquet")
+
+    summary = presence_load(path=tmp_path / "batch.parquet")
+
+    assert (summary.rows, summary.cells) == (2, 1)
+    assert sorted(Presence.objects.values_list("hour", "age_band", "gender", "visits")) == [
+        (HOUR0, ALL, ALL, 412),
+        (HOUR0 + dt.timedelta(hours=1), AGE_BANDS.index("65+"), GENDERS.index("m"), 12),
+    ]
+
+
+def test_a_parquet_file_without_a_column_is_rejected(db, tmp_path):
+    pq.write_table(pa.table({"cell": [grid.code(0, 0)], "visits": [3]}), tmp_path / "batch.parquet")
+
+    with pytest.raises(LoadRejected, match="lacks the column"):
+        presence_load(path=tmp_path / "batch.parquet")
+    assert_nothing_loaded()
+
+
+def test_a_cells_id_is_derived_from_its_corner(db, tmp_path):
+    presence_load(path=write(tmp_path, GOOD))
+
+    assert Cell.objects.get().pk == cell_id(grid.ORIGIN_NORTH, grid.ORIGIN_EAST) == 1254617932
