@@ -10,6 +10,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pyarrow as pa
@@ -52,6 +53,7 @@ class PresenceReader:
     """Streams a presence file as validated batches and collects what it saw."""
 
     path: Path
+    rollup_time_zone: str = "Europe/Berlin"
     rows: int = 0
     cell_ids: dict[int, tuple[str, int, int]] = field(default_factory=dict)
     first_hour: dt.datetime | None = None
@@ -128,9 +130,16 @@ class PresenceReader:
                 "age_band": pc.cast(ages, pa.int16()),
                 "gender": pc.cast(genders, pa.int16()),
                 "visits": pc.cast(batch["visits"], pa.string()),
+                "count": visits,
                 "month": _per_value(batch["hour"], _utc_months),
+                "day": _per_value(batch["hour"], self._local_days),
             }
         )
+
+    def _local_days(self, values: pa.Array) -> pa.Array:
+        zone = ZoneInfo(self.rollup_time_zone)
+        days = [dt.datetime.fromisoformat(hour).astimezone(zone).date() for hour in values.to_pylist()]
+        return pa.array(days, pa.date32())
 
     def _cell_ids(self, codes: pa.Array) -> pa.Array:
         ids = []
@@ -170,11 +179,20 @@ def _lines_with_wrong_field_count(path: Path) -> tuple[list[str], int]:
 
 def presence_csv(table: pa.Table, version: int) -> bytes:
     """The COPY ... (FORMAT csv) payload for a validated month of rows."""
-    out = table.drop_columns(["month", "line"]).append_column(
+    out = table.select(["cell_id", "hour", "age_band", "gender", "visits"]).append_column(
         "dataset_version_id", pa.array(np.full(table.num_rows, version, dtype=np.int64))
     )
     buffer = io.BytesIO()
     pacsv.write_csv(out, buffer, pacsv.WriteOptions(include_header=False))
+    return buffer.getvalue()
+
+
+def day_sums_csv(table: pa.Table) -> bytes:
+    """COPY payload of (cell_id, day, age_band, gender, visits): this batch's sums per local day."""
+    keys = ["cell_id", "day", "age_band", "gender"]
+    sums = table.group_by(keys).aggregate([("count", "sum")]).select([*keys, "count_sum"])
+    buffer = io.BytesIO()
+    pacsv.write_csv(sums, buffer, pacsv.WriteOptions(include_header=False))
     return buffer.getvalue()
 
 

@@ -51,3 +51,36 @@ class Presence(models.Model):
     gender = models.PositiveSmallIntegerField(help_text="index into insights.segments.GENDERS")
     visits = models.PositiveIntegerField()
     dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)
+
+
+class PresenceDay(models.Model):
+    """Presence summed per local day of settings.ROLLUP_TIME_ZONE, kept per dataset version
+    so a report pinned to a version reads exactly what it read before."""
+
+    pk = models.CompositePrimaryKey("cell", "day", "age_band", "gender", "dataset_version")
+    cell = models.ForeignKey(Cell, on_delete=models.PROTECT, db_index=False, db_constraint=False)
+    day = models.DateField()
+    age_band = models.PositiveSmallIntegerField()
+    gender = models.PositiveSmallIntegerField()
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)
+    visits = models.PositiveBigIntegerField()
+
+
+class PresenceWeek(models.Model):
+    """Presence summed per local week (Monday to Sunday) of settings.ROLLUP_TIME_ZONE."""
+
+    pk = models.CompositePrimaryKey("cell", "week", "age_band", "gender", "dataset_version")
+    cell = models.ForeignKey(Cell, on_delete=models.PROTECT, db_index=False, db_constraint=False)
+    week = models.DateField(help_text="the Monday that starts the week")
+    age_band = models.PositiveSmallIntegerField()
+    gender = models.PositiveSmallIntegerField()
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)
+    visits = models.PositiveBigIntegerField()
+
+
+class RetentionMark(models.Model):
+    """Data of a kind before `retained_from` has been dropped by the retention command."""
+
+    kind = models.CharField(max_length=20, choices=DatasetVersion.Kind.choices, unique=True)
+    retained_from = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)

@@ -1,6 +1,7 @@
 """The report engine: turns an order into the released result document."""
 
 import datetime as dt
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -12,11 +13,24 @@ from insights.selectors import presence_totals
 
 
 def footfall_result(
-    *, geometry: GEOSGeometry, start: dt.datetime, end: dt.datetime, granularity: str, time_zone: str, version: int
+    *,
+    geometry: GEOSGeometry,
+    start: dt.datetime,
+    end: dt.datetime,
+    granularity: str,
+    time_zone: str,
+    version: int,
+    on_progress: Callable[[float], None] | None = None,
 ) -> dict:
     """People present per local bucket: the sum over the bucket's hours of the hourly counts."""
     totals = presence_totals(
-        geometry=geometry, start=start, end=end, granularity=granularity, time_zone=time_zone, version=version
+        geometry=geometry,
+        start=start,
+        end=end,
+        granularity=granularity,
+        time_zone=time_zone,
+        version=version,
+        on_progress=on_progress,
     )
     tz = ZoneInfo(time_zone)
     series = []

@@ -1,13 +1,20 @@
 """Reads of the data side: coverage, cells under an area, and aggregate sums."""
 
+import contextlib
 import datetime as dt
+import itertools
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.contrib.gis.geos import GEOSGeometry
 from django.db import connection
 from django.db.models import Max, Min
 
-from insights.models import DatasetVersion
+from insights.buckets import buckets
+from insights.models import DatasetVersion, RetentionMark
 
 # The cells an area covers, each weighted by the share of the cell inside the area.
 # Areas arrive in EPSG:4326 and are evaluated in EPSG:3035, an equal-area projection.
@@ -48,7 +55,9 @@ def presence_coverage() -> PresenceCoverage | None:
     )
     if span["latest"] is None:
         return None
-    return PresenceCoverage(start=span["start"], end=span["end"], latest_version=span["latest"])
+    mark = RetentionMark.objects.filter(kind=DatasetVersion.Kind.PRESENCE).first()
+    start = max(span["start"], mark.retained_from) if mark else span["start"]
+    return PresenceCoverage(start=start, end=span["end"], latest_version=span["latest"])
 
 
 def area_cells(*, geometry: GEOSGeometry) -> AreaCells:
@@ -65,29 +74,94 @@ def area_cells(*, geometry: GEOSGeometry) -> AreaCells:
     return AreaCells(area_km2=area_km2, covered_km2=covered_km2, cell_count=cell_count)
 
 
+# Where a report's numbers come from: the coarsest table that answers it exactly.
+# Rollups are kept per local day and week of ROLLUP_TIME_ZONE only.
+_SOURCES = {
+    "hour": (
+        "insights_presence t",
+        "t.hour >= %(start)s AND t.hour < %(end)s",
+        {"hour": "t.hour", "day": "date_trunc(%(granularity)s, t.hour, %(time_zone)s)"},
+    ),
+    "day": (
+        "insights_presenceday t",
+        "t.day >= %(start_day)s AND t.day < %(end_day)s",
+        {"day": "(date_trunc(%(granularity)s, t.day)::date)::timestamp AT TIME ZONE %(time_zone)s"},
+    ),
+    "week": (
+        "insights_presenceweek t",
+        "t.week >= %(start_day)s AND t.week < %(end_day)s",
+        {"day": "t.week::timestamp AT TIME ZONE %(time_zone)s"},
+    ),
+}
+PROGRESS_STEPS = 20
+
+
+def presence_source(*, granularity: str, time_zone: str) -> str:
+    """'hour', 'day' or 'week': the table a report of this granularity and zone reads."""
+    if time_zone != settings.ROLLUP_TIME_ZONE or granularity == "hour":
+        return "hour"
+    return "week" if granularity == "week" else "day"
+
+
 def presence_totals(
-    *, geometry: GEOSGeometry, start: dt.datetime, end: dt.datetime, granularity: str, time_zone: str, version: int
+    *,
+    geometry: GEOSGeometry,
+    start: dt.datetime,
+    end: dt.datetime,
+    granularity: str,
+    time_zone: str,
+    version: int,
+    source: str | None = None,
+    on_progress: Callable[[float], None] | None = None,
 ) -> dict[dt.datetime, float]:
-    """Area-weighted sums of people present (all ages, all genders) per local time bucket."""
-    # Hour buckets are the stored UTC hours; coarser ones are local calendar units.
-    bucket = "p.hour" if granularity == "hour" else "date_trunc(%(granularity)s, p.hour, %(time_zone)s)"
+    """Area-weighted sums of people present (all ages, all genders) per local time bucket.
+
+    The area's cells are weighed once; the period is then summed in up to PROGRESS_STEPS
+    chunks of whole buckets, reporting the fraction done after each.
+    """
+    source = source or presence_source(granularity=granularity, time_zone=time_zone)
+    table, period, buckets_by_kind = _SOURCES[source]
+    bucket = buckets_by_kind["hour" if granularity == "hour" else "day"]
+    zone = ZoneInfo(time_zone)
+    bucket_starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
+    step = math.ceil(len(bucket_starts) / PROGRESS_STEPS)
+    chunk_bounds = bucket_starts[::step] + [end]
+    chunks = list(itertools.pairwise(chunk_bounds))
+    totals: dict[dt.datetime, float] = {}
+    with _report_cells(geometry) as cursor:
+        for done, (chunk_start, chunk_end) in enumerate(chunks, start=1):
+            cursor.execute(
+                f"SELECT {bucket} AS bucket, sum(t.visits * c.share) FROM {table} JOIN report_cells c USING (cell_id)"
+                f" WHERE {period}"
+                "   AND t.age_band = 0 AND t.gender = 0"  # 0: all ages, all genders (insights.segments)
+                "   AND t.dataset_version_id <= %(version)s"
+                " GROUP BY 1",
+                {
+                    "start": chunk_start,
+                    "end": chunk_end,
+                    "start_day": chunk_start.astimezone(zone).date(),
+                    "end_day": chunk_end.astimezone(zone).date(),
+                    "granularity": granularity,
+                    "time_zone": time_zone,
+                    "version": version,
+                },
+            )
+            totals.update(cursor.fetchall())
+            if on_progress:
+                on_progress(done / len(chunks))
+    return totals
+
+
+@contextlib.contextmanager
+def _report_cells(geometry: GEOSGeometry) -> Iterator:
+    """A session temp table of the area's cells and shares, dropped afterwards."""
     with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS report_cells")
         cursor.execute(
-            f"WITH {_CELL_SHARES}"
-            f" SELECT {bucket} AS bucket, sum(p.visits * s.share)"
-            " FROM insights_presence p JOIN covered s ON s.cell_id = p.cell_id"
-            " WHERE p.hour >= %(start)s AND p.hour < %(end)s"
-            "   AND p.age_band = 0 AND p.gender = 0"  # 0: all ages, all genders (insights.segments)
-            "   AND p.dataset_version_id <= %(version)s"
-            " GROUP BY 1",
-            {
-                "geometry": bytes(geometry.ewkb),
-                "start": start,
-                "end": end,
-                "granularity": granularity,
-                "time_zone": time_zone,
-                "version": version,
-                "min_share": MIN_SHARE,
-            },
+            f"CREATE TEMP TABLE report_cells AS WITH {_CELL_SHARES} SELECT cell_id, share FROM covered",
+            {"geometry": bytes(geometry.ewkb), "min_share": MIN_SHARE},
         )
-        return dict(cursor.fetchall())
+        try:
+            yield cursor
+        finally:
+            cursor.execute("DROP TABLE IF EXISTS report_cells")

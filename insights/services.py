@@ -11,10 +11,17 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from insights.ingest import MAX_LISTED_ERRORS, LoadRejected, PresenceReader, presence_csv, staging_csv
-from insights.models import DatasetVersion
+from insights.ingest import (
+    MAX_LISTED_ERRORS,
+    LoadRejected,
+    PresenceReader,
+    day_sums_csv,
+    presence_csv,
+    staging_csv,
+)
+from insights.models import DatasetVersion, RetentionMark
 
-__all__ = ["LoadRejected", "LoadSummary", "presence_load"]
+__all__ = ["LoadRejected", "LoadSummary", "RetentionSummary", "presence_load", "presence_retain", "retention_cutoff"]
 
 COPY_PRESENCE = (
     "COPY {table} (cell_id, hour, age_band, gender, visits, dataset_version_id) FROM STDIN (FORMAT csv{options})"
@@ -46,7 +53,7 @@ def presence_load(*, path: Path, on_progress: Callable[[int], None] | None = Non
         return _summary(existing, already_loaded=True)
 
     started = time.monotonic()
-    reader = PresenceReader(path)
+    reader = PresenceReader(path, rollup_time_zone=settings.ROLLUP_TIME_ZONE)
     try:
         with transaction.atomic():
             version, new_partitions = _load_presence(reader, sha256, on_progress)
@@ -59,6 +66,8 @@ def presence_load(*, path: Path, on_progress: Callable[[int], None] | None = Non
         for partition in new_partitions:
             cursor.execute(f"ANALYZE {partition}")
         cursor.execute("ANALYZE insights_presence")
+        cursor.execute("ANALYZE insights_presenceday")
+        cursor.execute("ANALYZE insights_presenceweek")
     return _summary(version, already_loaded=False)
 
 
@@ -79,8 +88,15 @@ def _load_presence(reader: PresenceReader, sha256: str, on_progress) -> tuple[Da
     with connection.cursor() as cursor:
         attached = _presence_partitions(cursor)
         new_months: list[dt.date] = []
+        cursor.execute("DROP TABLE IF EXISTS day_sums")  # ON COMMIT DROP does not fire in an enclosing transaction
+        cursor.execute(
+            "CREATE TEMP TABLE day_sums (cell_id bigint, day date, age_band smallint, gender smallint, visits bigint)"
+            " ON COMMIT DROP"
+        )
         for batch in reader.batches():
             for month, rows in batch.by_month.items():
+                with connection.wrap_database_errors, cursor.copy("COPY day_sums FROM STDIN (FORMAT csv)") as copy:
+                    copy.write(day_sums_csv(rows))
                 if month not in attached and month not in new_months:
                     cursor.execute(f"CREATE TABLE {_partition(month)} (LIKE insights_presence INCLUDING CONSTRAINTS)")
                     new_months.append(month)
@@ -102,12 +118,64 @@ def _load_presence(reader: PresenceReader, sha256: str, on_progress) -> tuple[Da
                 [_month_start(month), _month_start(_next_month(month))],
             )
         _insert_cells(cursor, reader.cell_ids)
+        _roll_up(cursor, version=version.pk)
     version.rows = reader.rows
     version.cells = len(reader.cell_ids)
     version.period_start = reader.first_hour
     version.period_end = reader.last_hour + dt.timedelta(hours=1)
     version.save(update_fields=["rows", "cells", "period_start", "period_end"])
     return version, [_partition(month) for month in new_months]
+
+
+def _roll_up(cursor, *, version: int) -> None:
+    """Combine the batches' day sums into local days, and those days into local weeks."""
+    cursor.execute(
+        "INSERT INTO insights_presenceday (cell_id, day, age_band, gender, dataset_version_id, visits)"
+        " SELECT cell_id, day, age_band, gender, %(version)s, sum(visits) FROM day_sums GROUP BY 1, 2, 3, 4",
+        {"version": version},
+    )
+    cursor.execute(
+        "INSERT INTO insights_presenceweek (cell_id, week, age_band, gender, dataset_version_id, visits)"
+        " SELECT cell_id, date_trunc('week', day)::date, age_band, gender, dataset_version_id, sum(visits)"
+        " FROM insights_presenceday WHERE dataset_version_id = %(version)s"
+        " GROUP BY 1, 2, 3, 4, 5",
+        {"version": version},
+    )
+
+
+@dataclass(frozen=True)
+class RetentionSummary:
+    dropped_months: list[dt.date]
+    retained_from: dt.datetime | None
+
+
+def retention_cutoff() -> dt.datetime:
+    return timezone.now() - dt.timedelta(days=settings.DATA_RETENTION_DAYS)
+
+
+def presence_retain(*, before: dt.datetime) -> RetentionSummary:
+    """Drop every whole UTC month of presence that ends on or before `before`, with the
+    rollup days and weeks that started before the first hour kept."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        old_months = sorted(
+            month for month in _presence_partitions(cursor) if _month_start(_next_month(month)) <= before
+        )
+        if not old_months:
+            mark = RetentionMark.objects.filter(kind=DatasetVersion.Kind.PRESENCE).first()
+            return RetentionSummary(dropped_months=[], retained_from=mark.retained_from if mark else None)
+        for month in old_months:
+            cursor.execute(f"DROP TABLE {_partition(month)}")
+        retained_from = _month_start(_next_month(old_months[-1]))
+        # A rollup day or week that began before the cut holds hours that are gone.
+        for table, column in (("insights_presenceday", "day"), ("insights_presenceweek", "week")):
+            cursor.execute(
+                f"DELETE FROM {table} WHERE ({column}::timestamp AT TIME ZONE %(zone)s) < %(cut)s",
+                {"zone": settings.ROLLUP_TIME_ZONE, "cut": retained_from},
+            )
+        RetentionMark.objects.update_or_create(
+            kind=DatasetVersion.Kind.PRESENCE, defaults={"retained_from": retained_from}
+        )
+    return RetentionSummary(dropped_months=old_months, retained_from=retained_from)
 
 
 def _presence_partitions(cursor) -> set[dt.date]:

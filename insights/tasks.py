@@ -20,3 +20,10 @@ def sweep_stuck_reports() -> int:
     from marketplace.services import reports_requeue_stuck
 
     return reports_requeue_stuck()
+
+
+@shared_task
+def drop_old_data() -> None:
+    from insights.services import presence_retain, retention_cutoff
+
+    presence_retain(before=retention_cutoff())

@@ -328,6 +328,7 @@ def report_run(*, report_id: str) -> RunOutcome:
                 granularity=report.granularity,
                 time_zone=report.time_zone,
                 version=coverage.latest_version,
+                on_progress=partial(_report_progress, report_id),
             )
         except DatabaseError:
             raise  # transient: the task retries
@@ -343,6 +344,11 @@ def report_run(*, report_id: str) -> RunOutcome:
             report_id, status=Report.Status.SUCCEEDED, result=result, dataset_version=coverage.latest_version
         )
         return RunOutcome.FINISHED
+
+
+def _report_progress(report_id: str, fraction: float) -> None:
+    # Kept under 1.0: the report is done only when its result is stored.
+    Report.objects.filter(pk=report_id, status=Report.Status.RUNNING).update(progress=min(fraction, 0.99))
 
 
 def _report_finish(report_id: str, **fields) -> None:

@@ -177,12 +177,18 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-reports": {"task": "insights.tasks.sweep_stuck_reports", "schedule": 60.0},
+    "drop-old-data": {"task": "insights.tasks.drop_old_data", "schedule": 24 * 3600.0},
 }
 
 # --- Product rules ---------------------------------------------------------------
 GRID_RESOLUTION_M = 250
 AREA_MIN_KM2 = env.float("AREA_MIN_KM2", default=0.25)
 AREA_MAX_KM2 = env.float("AREA_MAX_KM2", default=1500.0)
+# Day and week rollups are kept in this zone (the operator's); reports in another zone
+# are computed from the hourly data.
+ROLLUP_TIME_ZONE = env("ROLLUP_TIME_ZONE", default="Europe/Berlin")
+# The retention command drops whole months of data older than this.
+DATA_RETENTION_DAYS = env.int("DATA_RETENTION_DAYS", default=730)
 PRIVACY_K = env.int("PRIVACY_K", default=10)
 if PRIVACY_K < 2:
     raise ImproperlyConfigured(f"PRIVACY_K must be at least 2, got {PRIVACY_K}")

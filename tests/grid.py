@@ -7,6 +7,7 @@ from pathlib import Path
 from django.contrib.gis.geos import Polygon
 
 from insights.grid import cell_code
+from insights.grid import cell_id as grid_cell_id
 from insights.services import presence_load
 
 ORIGIN_EAST = 4_483_000
@@ -17,6 +18,11 @@ HOUR = dt.timedelta(hours=1)
 
 def code(col: int, row: int) -> str:
     return cell_code(ORIGIN_NORTH + row * CELL, ORIGIN_EAST + col * CELL)
+
+
+def cell_id_of(cell: tuple[int, int]) -> int:
+    col, row = cell
+    return grid_cell_id(ORIGIN_NORTH + row * CELL, ORIGIN_EAST + col * CELL)
 
 
 def hours(start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:

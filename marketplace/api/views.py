@@ -1,12 +1,10 @@
-import csv
 import datetime as dt
 import hashlib
-import io
 import json
 from zoneinfo import ZoneInfo
 
 import django_filters
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -15,6 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
+from insights import renderers
 from marketplace import selectors, services
 from marketplace.api.permissions import ReadOrOrder
 from marketplace.api.serializers import (
@@ -28,7 +27,7 @@ from marketplace.api.serializers import (
 from marketplace.exceptions import Conflict
 from marketplace.models import Area, Report
 
-CSV_COLUMNS = ["start", "end", "hours", "visits", "suppressed"]
+PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 
 
 class TenantViewSet(viewsets.GenericViewSet):
@@ -150,23 +149,46 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
         report = services.report_cancel(report=self.get_object())
         return Response(ReportOutput(report).data)
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="the result document")})
     def result_json(self, request, pk=None):
         report = self._succeeded_report()
-        response = Response(report.result)
-        response["Content-Disposition"] = f'attachment; filename="{report.product.code}-{report.pk}.json"'
-        return response
+        return _as_attachment(Response(report.result), report, "json")
 
-    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
+    @extend_schema(
+        responses={
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR, description="start,end,hours,visits,suppressed: one line per bucket"
+            )
+        }
+    )
     def result_csv(self, request, pk=None):
         report = self._succeeded_report()
-        content = io.StringIO()
-        writer = csv.DictWriter(content, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(report.result["series"])
-        response = HttpResponse(content.getvalue(), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="{report.product.code}-{report.pk}.csv"'
-        return response
+        response = StreamingHttpResponse(renderers.csv_rows(report.result), content_type="text/csv; charset=utf-8")
+        return _as_attachment(response, report, "csv")
+
+    @extend_schema(
+        responses={
+            (200, PARQUET_CONTENT_TYPE): OpenApiResponse(
+                OpenApiTypes.BINARY, description="one row per bucket; the report's context in the file's metadata"
+            )
+        }
+    )
+    def result_parquet(self, request, pk=None):
+        report = self._succeeded_report()
+        response = HttpResponse(renderers.parquet_bytes(report.result), content_type=PARQUET_CONTENT_TYPE)
+        return _as_attachment(response, report, "parquet")
+
+    @extend_schema(
+        responses={
+            (200, "image/png"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="a 1200 x 600 chart of the series, withheld buckets as grey gaps"
+            )
+        }
+    )
+    def result_png(self, request, pk=None):
+        report = self._succeeded_report()
+        response = HttpResponse(renderers.png_chart(report.result, title=report.area_name), content_type="image/png")
+        return _as_attachment(response, report, "png")
 
     def _succeeded_report(self) -> Report:
         report = self.get_object()
@@ -176,3 +198,8 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
                 code="report_not_succeeded",
             )
         return report
+
+
+def _as_attachment(response, report: Report, extension: str):
+    response["Content-Disposition"] = f'attachment; filename="{report.product.code}-{report.pk}.{extension}"'
+    return response

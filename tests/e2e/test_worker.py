@@ -38,17 +38,20 @@ def test_an_order_is_computed_by_a_worker_and_downloadable(api, city, workers):
     report = api.get(f"/api/v1/reports/{created.json()['id']}/").json()
     assert report["status"] == "succeeded"
     assert [row["visits"] for row in report["result"]["series"]] == expected_days(city)
-    csv_lines = api.get(f"/api/v1/reports/{report['id']}/result.csv").content.decode().splitlines()
+    csv_download = api.get(f"/api/v1/reports/{report['id']}/result.csv")
+    csv_lines = b"".join(csv_download.streaming_content).decode().splitlines()
     assert len(csv_lines) == 1 + len(expected_days(city))
 
 
 def test_a_worker_killed_mid_report_leaves_nothing_stuck(api, city, workers):
-    # Hold the aggregate table so the first worker blocks inside the computation.
+    # Hold the aggregate tables so the first worker blocks inside the computation.
     settings = connection.settings_dict
     with psycopg.connect(
         dbname=settings["NAME"], host=settings["HOST"], port=settings["PORT"] or 5432, user=settings["USER"]
     ) as blocker:
-        blocker.execute("LOCK TABLE insights_presence IN ACCESS EXCLUSIVE MODE")
+        blocker.execute(
+            "LOCK TABLE insights_presence, insights_presenceday, insights_presenceweek IN ACCESS EXCLUSIVE MODE"
+        )
         first = workers.start()
         report_id = api.post("/api/v1/reports/", ORDER, format="json").json()["id"]
         assert wait_for_status(report_id, "running").attempts == 1

@@ -17,6 +17,8 @@ EXPECTED_PATHS = {
     "/api/v1/reports/{id}/cancel/",
     "/api/v1/reports/{id}/result.csv",
     "/api/v1/reports/{id}/result.json",
+    "/api/v1/reports/{id}/result.parquet",
+    "/api/v1/reports/{id}/result.png",
     "/api/v1/products/",
 }
 

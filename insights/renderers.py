@@ -1,0 +1,174 @@
+"""A report's result document rendered as the files a buyer downloads: CSV, Parquet, a PNG chart."""
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Iterator
+from zoneinfo import ZoneInfo
+
+import matplotlib.dates as mdates
+import pyarrow as pa
+import pyarrow.parquet as pq
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator, StrMethodFormatter
+
+CSV_COLUMNS = ["start", "end", "hours", "visits", "suppressed"]
+
+CHART_WIDTH_INCHES, CHART_HEIGHT_INCHES, CHART_DPI = 12, 6, 100
+RELEASED_COLOUR = "#1f5fa8"
+WITHHELD_COLOUR = "#d9d9d9"
+MARK_EVERY_VALUE_UP_TO = 100  # buckets; beyond, markers on a 1200 px chart overlap
+
+
+class _LineBuffer:
+    """A file the csv writer writes to that hands each line back instead of keeping it."""
+
+    def write(self, line: str) -> str:
+        return line
+
+
+def csv_rows(result: dict) -> Iterator[str]:
+    """The header, then one line per bucket: visits empty when suppressed, suppressed as true/false."""
+    writer = csv.writer(_LineBuffer())
+    yield writer.writerow(CSV_COLUMNS)
+    for row in result["series"]:
+        yield writer.writerow(
+            [
+                row["start"],
+                row["end"],
+                row["hours"],
+                "" if row["visits"] is None else row["visits"],
+                "true" if row["suppressed"] else "false",
+            ]
+        )
+
+
+def parquet_bytes(result: dict) -> bytes:
+    """One row per bucket, times in the report's time zone; the report's context in the file's metadata."""
+    timestamp = pa.timestamp("us", tz=result["time_zone"])
+    schema = pa.schema(
+        [
+            pa.field("start", timestamp, nullable=False),
+            pa.field("end", timestamp, nullable=False),
+            pa.field("hours", pa.int16(), nullable=False),
+            pa.field("visits", pa.int64()),
+            pa.field("suppressed", pa.bool_(), nullable=False),
+        ],
+        metadata={
+            "product": result["product"],
+            "metric": result["metric"],
+            "granularity": result["granularity"],
+            "time_zone": result["time_zone"],
+            "dataset_version": str(result["dataset_version"]),
+            "privacy_k": str(result["privacy"]["k"]),
+        },
+    )
+    series = result["series"]
+    table = pa.table(
+        {
+            "start": [dt.datetime.fromisoformat(row["start"]) for row in series],
+            "end": [dt.datetime.fromisoformat(row["end"]) for row in series],
+            "hours": [row["hours"] for row in series],
+            "visits": [row["visits"] for row in series],
+            "suppressed": [row["suppressed"] for row in series],
+        },
+        schema=schema,
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def png_chart(result: dict, *, title: str | None = None) -> bytes:
+    """Visits over time, 1200 x 600 px; withheld buckets are gaps under a grey band.
+
+    title names what the report covers (the area) and follows the product and granularity in the heading.
+    """
+    tz = ZoneInfo(result["time_zone"])
+    series = result["series"]
+    starts = [dt.datetime.fromisoformat(row["start"]) for row in series]
+    # NaN breaks the line, so a withheld bucket is a gap rather than a guess.
+    visits = [float("nan") if row["visits"] is None else row["visits"] for row in series]
+
+    figure = Figure(figsize=(CHART_WIDTH_INCHES, CHART_HEIGHT_INCHES), dpi=CHART_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    # A long series reads better as a bare line, but a value between two gaps has no line: it keeps its marker.
+    marked = list(range(len(series))) if len(series) <= MARK_EVERY_VALUE_UP_TO else _lone_values(series)
+    [released_line] = axes.plot(
+        starts,
+        visits,
+        color=RELEASED_COLOUR,
+        linewidth=2,
+        marker="o",
+        markersize=4,
+        markevery=marked,
+        label="people present",
+        clip_on=False,  # a marker on the first or last bucket sits on the frame: show all of it
+    )
+    for withheld_start, withheld_end in _withheld_periods(series):
+        axes.axvspan(withheld_start, withheld_end, color=WITHHELD_COLOUR, linewidth=0, zorder=0)
+
+    axes.set_xlim(dt.datetime.fromisoformat(result["start"]), dt.datetime.fromisoformat(result["end"]))
+    locator = mdates.AutoDateLocator(tz=tz)
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=tz))
+    axes.set_xlabel(f"bucket start ({result['time_zone']})")
+    released_values = [row["visits"] for row in series if row["visits"] is not None]
+    if released_values:
+        axes.set_ylim(0, max(released_values) * 1.1)
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    else:
+        # With no value the y scale means nothing; say why the chart is empty instead.
+        axes.set_yticks([])
+        axes.text(0.5, 0.5, "every bucket withheld (under k)", transform=axes.transAxes, ha="center", fontsize=14)
+    axes.set_ylabel("people present (sum of hourly counts)")
+    axes.grid(axis="y", color="#e6e6e6")
+    axes.spines[["top", "right"]].set_visible(False)
+
+    heading = [result["product"].capitalize(), result["granularity"]]
+    if title:
+        heading.append(title)
+    axes.set_title(" · ".join(heading), loc="left", fontsize=14)
+    # Above the plot, beside the title, so that it never covers a value.
+    axes.legend(
+        handles=[released_line, Patch(color=WITHHELD_COLOUR, label="withheld (under k)")],
+        loc="lower right",
+        bbox_to_anchor=(1, 1),
+        ncols=2,
+        frameon=False,
+    )
+
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=CHART_DPI)
+    return png.getvalue()
+
+
+def _withheld_periods(series: list[dict]) -> Iterator[tuple[dt.datetime, dt.datetime]]:
+    """Runs of consecutive suppressed buckets, each as one (start, end): adjacent bands would show seams."""
+    run_start = run_end = None
+    for row in series:
+        if row["suppressed"]:
+            if run_start is None:
+                run_start = dt.datetime.fromisoformat(row["start"])
+            run_end = dt.datetime.fromisoformat(row["end"])
+        elif run_start is not None:
+            yield run_start, run_end
+            run_start = run_end = None
+    if run_start is not None:
+        yield run_start, run_end
+
+
+def _lone_values(series: list[dict]) -> list[int]:
+    """Indexes of released buckets whose neighbours are both withheld or absent."""
+    released = [row["visits"] is not None for row in series]
+    return [
+        index
+        for index, is_released in enumerate(released)
+        if is_released
+        and (index == 0 or not released[index - 1])
+        and (index == len(released) - 1 or not released[index + 1])
+    ]

@@ -1,0 +1,154 @@
+"""Rollups answer exactly what the hourly data answers; the planner picks the coarsest."""
+
+import datetime as dt
+from collections import defaultdict
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.contrib.gis.geos import MultiPolygon
+
+from insights.models import DatasetVersion, PresenceDay, PresenceWeek
+from insights.reports import footfall_result
+from insights.selectors import PROGRESS_STEPS, presence_source, presence_totals
+from tests import grid
+from tests.conftest import CITY_CELLS, city_visits
+
+BERLIN = ZoneInfo("Europe/Berlin")
+NEW_YORK = ZoneInfo("America/New_York")
+UTC = dt.UTC
+# Four weeks around the spring DST change, Monday to Monday in Berlin.
+START = dt.datetime(2026, 3, 16, tzinfo=BERLIN)
+END = dt.datetime(2026, 4, 13, tzinfo=BERLIN)
+
+
+@pytest.fixture
+def month_of_data(db, tmp_path):
+    loaded = grid.load_totals(
+        tmp_path / "month.csv",
+        cells=CITY_CELLS,
+        start=START.astimezone(UTC),
+        end=END.astimezone(UTC),
+        visits=city_visits,
+    )
+    return loaded, DatasetVersion.objects.latest("pk").pk
+
+
+def totals(granularity, version, *, source=None, start=START, end=END, time_zone="Europe/Berlin", polygon=None):
+    return presence_totals(
+        geometry=MultiPolygon(polygon or grid.square(0.5, 0, 2, 3), srid=4326),
+        start=start,
+        end=end,
+        granularity=granularity,
+        time_zone=time_zone,
+        version=version,
+        source=source,
+    )
+
+
+@pytest.mark.parametrize(
+    "granularity, time_zone, source",
+    [
+        ("hour", "Europe/Berlin", "hour"),
+        ("day", "Europe/Berlin", "day"),
+        ("month", "Europe/Berlin", "day"),
+        ("week", "Europe/Berlin", "week"),
+        ("day", "America/New_York", "hour"),
+        ("week", "Asia/Kolkata", "hour"),
+    ],
+)
+def test_the_planner_reads_rollups_only_in_their_own_zone(granularity, time_zone, source):
+    assert presence_source(granularity=granularity, time_zone=time_zone) == source
+
+
+@pytest.mark.parametrize("granularity, rollup", [("day", "day"), ("week", "week"), ("month", "day")])
+def test_a_rollup_gives_the_same_numbers_as_the_hours(month_of_data, granularity, rollup):
+    _, version = month_of_data
+    start, end = (
+        (dt.datetime(2026, 3, 1, tzinfo=BERLIN), dt.datetime(2026, 5, 1, tzinfo=BERLIN))
+        if granularity == "month"
+        else (START, END)
+    )
+
+    from_hours = totals(granularity, version, source="hour", start=start, end=end)
+    from_rollup = totals(granularity, version, source=rollup, start=start, end=end)
+
+    assert from_hours.keys() == from_rollup.keys()
+    assert len(from_hours) == {"day": 28, "week": 4, "month": 2}[granularity]
+    for bucket, value in from_hours.items():
+        assert from_rollup[bucket] == pytest.approx(value, rel=1e-9)
+
+
+def test_another_zone_is_summed_from_the_hours_by_its_own_local_days(month_of_data):
+    loaded, version = month_of_data
+    start, end = dt.datetime(2026, 3, 17, tzinfo=NEW_YORK), dt.datetime(2026, 4, 10, tzinfo=NEW_YORK)
+    expected = defaultdict(int)
+    for (cell, hour), visits in loaded.items():
+        if cell in {(0, 0), (1, 0), (0, 1), (1, 1)} and start <= hour < end:
+            expected[hour.astimezone(NEW_YORK).date()] += visits
+
+    report = footfall_result(
+        geometry=MultiPolygon(grid.square(0, 0, 2, 2), srid=4326),
+        start=start,
+        end=end,
+        granularity="day",
+        time_zone="America/New_York",
+        version=version,
+    )
+
+    assert [row["visits"] for row in report["series"]] == [expected[day] for day in sorted(expected)]
+    assert report["series"][0]["start"] == "2026-03-17T00:00:00-04:00"
+
+
+def test_the_rollups_hold_the_sums_of_the_hours(month_of_data):
+    loaded, _ = month_of_data
+    days, weeks = defaultdict(int), defaultdict(int)
+    for (cell, hour), visits in loaded.items():
+        day = hour.astimezone(BERLIN).date()
+        days[(grid.cell_id_of(cell), day)] += visits
+        weeks[(grid.cell_id_of(cell), day - dt.timedelta(days=day.weekday()))] += visits
+
+    stored_days = {(row.cell_id, row.day): row.visits for row in PresenceDay.objects.all()}
+    stored_weeks = {(row.cell_id, row.week): row.visits for row in PresenceWeek.objects.all()}
+    assert stored_days == days
+    assert stored_weeks == weeks
+
+
+def test_a_report_pinned_to_a_version_reads_only_its_part_of_a_shared_day(db, tmp_path):
+    # Two batches split the local day of 20 March at 12:00 local time.
+    noon = dt.datetime(2026, 3, 20, 12, tzinfo=BERLIN).astimezone(UTC)
+    day_start, day_end = dt.datetime(2026, 3, 20, tzinfo=BERLIN), dt.datetime(2026, 3, 21, tzinfo=BERLIN)
+    grid.load_totals(
+        tmp_path / "a.csv", cells=[(0, 0)], start=day_start.astimezone(UTC), end=noon, visits=lambda c, h: 10
+    )
+    first = DatasetVersion.objects.latest("pk").pk
+    grid.load_totals(
+        tmp_path / "b.csv", cells=[(0, 0)], start=noon, end=day_end.astimezone(UTC), visits=lambda c, h: 20
+    )
+    second = DatasetVersion.objects.latest("pk").pk
+    polygon = grid.square(0, 0, 1, 1)
+
+    pinned = totals("day", first, start=day_start, end=day_end, polygon=polygon)
+    latest = totals("day", second, start=day_start, end=day_end, polygon=polygon)
+
+    assert pinned == {day_start: pytest.approx(12 * 10, rel=1e-5)}  # 0.3 mm reprojection drift
+    assert latest == {day_start: pytest.approx(12 * 10 + 12 * 20, rel=1e-5)}
+    assert PresenceDay.objects.count() == 2
+
+
+def test_progress_is_reported_in_whole_buckets_up_to_one(month_of_data):
+    _, version = month_of_data
+    fractions = []
+
+    presence_totals(
+        geometry=MultiPolygon(grid.square(0, 0, 2, 2), srid=4326),
+        start=START,
+        end=END,
+        granularity="hour",
+        time_zone="Europe/Berlin",
+        version=version,
+        on_progress=fractions.append,
+    )
+
+    assert len(fractions) <= PROGRESS_STEPS
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert len(fractions) > 1
