@@ -1,4 +1,6 @@
-"""A report's result document rendered as the files a buyer downloads: CSV, Parquet, a PNG chart."""
+"""A report's result document rendered as the files a buyer downloads: CSV, Parquet, a PNG chart.
+
+CSV and Parquet hold every row (totals and segments); the chart shows the totals."""
 
 import csv
 import datetime as dt
@@ -14,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
-CSV_COLUMNS = ["start", "end", "hours", "visits", "suppressed"]
+CSV_COLUMNS = ["start", "end", "hours", "age_band", "gender", "visits", "suppressed"]
 
 CHART_WIDTH_INCHES, CHART_HEIGHT_INCHES, CHART_DPI = 12, 6, 100
 RELEASED_COLOUR = "#1f5fa8"
@@ -29,16 +31,23 @@ class _LineBuffer:
         return line
 
 
+def all_rows(result: dict) -> list[dict]:
+    """The totals per bucket ("*" segments), then the broken-down rows if any."""
+    return result["series"] + result.get("segments", [])
+
+
 def csv_rows(result: dict) -> Iterator[str]:
-    """The header, then one line per bucket: visits empty when suppressed, suppressed as true/false."""
+    """The header, then one line per bucket and segment: visits empty when suppressed, suppressed as true/false."""
     writer = csv.writer(_LineBuffer())
     yield writer.writerow(CSV_COLUMNS)
-    for row in result["series"]:
+    for row in all_rows(result):
         yield writer.writerow(
             [
                 row["start"],
                 row["end"],
                 row["hours"],
+                row["age_band"],
+                row["gender"],
                 "" if row["visits"] is None else row["visits"],
                 "true" if row["suppressed"] else "false",
             ]
@@ -53,6 +62,8 @@ def parquet_bytes(result: dict) -> bytes:
             pa.field("start", timestamp, nullable=False),
             pa.field("end", timestamp, nullable=False),
             pa.field("hours", pa.int16(), nullable=False),
+            pa.field("age_band", pa.string(), nullable=False),
+            pa.field("gender", pa.string(), nullable=False),
             pa.field("visits", pa.int64()),
             pa.field("suppressed", pa.bool_(), nullable=False),
         ],
@@ -65,14 +76,16 @@ def parquet_bytes(result: dict) -> bytes:
             "privacy_k": str(result["privacy"]["k"]),
         },
     )
-    series = result["series"]
+    rows = all_rows(result)
     table = pa.table(
         {
-            "start": [dt.datetime.fromisoformat(row["start"]) for row in series],
-            "end": [dt.datetime.fromisoformat(row["end"]) for row in series],
-            "hours": [row["hours"] for row in series],
-            "visits": [row["visits"] for row in series],
-            "suppressed": [row["suppressed"] for row in series],
+            "start": [dt.datetime.fromisoformat(row["start"]) for row in rows],
+            "end": [dt.datetime.fromisoformat(row["end"]) for row in rows],
+            "hours": [row["hours"] for row in rows],
+            "age_band": [row["age_band"] for row in rows],
+            "gender": [row["gender"] for row in rows],
+            "visits": [row["visits"] for row in rows],
+            "suppressed": [row["suppressed"] for row in rows],
         },
         schema=schema,
     )

@@ -1,7 +1,8 @@
 """The report engine: turns an order into the released result document."""
 
 import datetime as dt
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Collection
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -9,7 +10,11 @@ from django.contrib.gis.geos import GEOSGeometry
 
 from insights.buckets import HOUR, buckets
 from insights.privacy import release_count
+from insights.segments import AGE_BANDS, GENDERS
 from insights.selectors import presence_totals
+
+# Each dimension a report may break down by, with its labels (code 0 is "all").
+DIMENSIONS = {"age_band": AGE_BANDS, "gender": GENDERS}
 
 
 def footfall_result(
@@ -20,33 +25,26 @@ def footfall_result(
     granularity: str,
     time_zone: str,
     version: int,
+    breakdowns: Collection[str] = (),
     on_progress: Callable[[float], None] | None = None,
 ) -> dict:
-    """People present per local bucket: the sum over the bucket's hours of the hourly counts."""
-    totals = presence_totals(
-        geometry=geometry,
-        start=start,
-        end=end,
-        granularity=granularity,
-        time_zone=time_zone,
-        version=version,
-        on_progress=on_progress,
-    )
+    """People present per local bucket (the sum over the bucket's hours of the hourly
+    counts), and per segment of the requested breakdowns."""
+    query = {
+        "geometry": geometry,
+        "start": start,
+        "end": end,
+        "granularity": granularity,
+        "time_zone": time_zone,
+        "version": version,
+    }
+    # With a breakdown there are two passes, each half of the work.
+    passes = 2 if breakdowns else 1
+    totals = presence_totals(**query, on_progress=_part_of(on_progress, first=0, of=passes))
     tz = ZoneInfo(time_zone)
-    series = []
-    for bucket_start, bucket_end in buckets(start, end, granularity, tz):
-        # A bucket with no rows had only counts the operator dropped upstream as too small.
-        released = release_count(totals.get(bucket_start, 0.0))
-        series.append(
-            {
-                "start": bucket_start.astimezone(tz).isoformat(),
-                "end": bucket_end.astimezone(tz).isoformat(),
-                "hours": int((bucket_end - bucket_start) / HOUR),
-                "visits": released.value,
-                "suppressed": released.suppressed,
-            }
-        )
-    return {
+    periods = list(buckets(start, end, granularity, tz))
+    series = [_row(totals, bucket, tz, 0, 0) for bucket in periods]
+    result = {
         "product": "footfall",
         "metric": "visits",
         "granularity": granularity,
@@ -54,9 +52,42 @@ def footfall_result(
         "start": start.astimezone(tz).isoformat(),
         "end": end.astimezone(tz).isoformat(),
         "dataset_version": version,
-        "privacy": {
-            "k": settings.PRIVACY_K,
-            "suppressed_buckets": sum(1 for row in series if row["suppressed"]),
-        },
+        "breakdowns": list(breakdowns),
         "series": series,
+    }
+    suppressed = sum(row["suppressed"] for row in series)
+    if breakdowns:
+        by_segment = presence_totals(
+            **query,
+            breakdowns=breakdowns,
+            on_progress=_part_of(on_progress, first=1, of=passes),
+        )
+        codes = [range(1, len(labels)) if name in breakdowns else [0] for name, labels in DIMENSIONS.items()]
+        result["segments"] = [
+            _row(by_segment, bucket, tz, age, gender) for bucket in periods for age, gender in itertools.product(*codes)
+        ]
+        suppressed += sum(row["suppressed"] for row in result["segments"])
+    result["privacy"] = {"k": settings.PRIVACY_K, "suppressed_values": suppressed}
+    return result
+
+
+def _part_of(on_progress, *, first: int, of: int) -> Callable[[float], None] | None:
+    """Report pass number `first` (from 0) of `of` passes as its share of the whole."""
+    if on_progress is None:
+        return None
+    return lambda done: on_progress((first + done) / of)
+
+
+def _row(sums: dict, bucket: tuple[dt.datetime, dt.datetime], tz: ZoneInfo, age: int, gender: int) -> dict:
+    bucket_start, bucket_end = bucket
+    # A value with no rows had only counts the operator dropped upstream as too small.
+    released = release_count(sums.get((bucket_start, age, gender), 0.0))
+    return {
+        "start": bucket_start.astimezone(tz).isoformat(),
+        "end": bucket_end.astimezone(tz).isoformat(),
+        "hours": int((bucket_end - bucket_start) / HOUR),
+        "age_band": AGE_BANDS[age],
+        "gender": GENDERS[gender],
+        "visits": released.value,
+        "suppressed": released.suppressed,
     }

@@ -4,7 +4,7 @@ import contextlib
 import datetime as dt
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -111,14 +111,20 @@ def presence_totals(
     granularity: str,
     time_zone: str,
     version: int,
+    breakdowns: Collection[str] = (),
     source: str | None = None,
     on_progress: Callable[[float], None] | None = None,
-) -> dict[dt.datetime, float]:
-    """Area-weighted sums of people present (all ages, all genders) per local time bucket.
+) -> dict[tuple[dt.datetime, int, int], float]:
+    """Area-weighted sums of people present per local time bucket and segment, keyed by
+    (bucket start, age band code, gender code); a dimension not broken down is 0, all.
 
     The area's cells are weighed once; the period is then summed in up to PROGRESS_STEPS
     chunks of whole buckets, reporting the fraction done after each.
     """
+    # A dimension broken down reads its specific rows (code > 0), the other its total (0).
+    segments = " AND ".join(
+        f"t.{dimension} {'>' if dimension in breakdowns else '='} 0" for dimension in ("age_band", "gender")
+    )
     source = source or presence_source(granularity=granularity, time_zone=time_zone)
     table, period, buckets_by_kind = _SOURCES[source]
     bucket = buckets_by_kind["hour" if granularity == "hour" else "day"]
@@ -127,15 +133,14 @@ def presence_totals(
     step = math.ceil(len(bucket_starts) / PROGRESS_STEPS)
     chunk_bounds = bucket_starts[::step] + [end]
     chunks = list(itertools.pairwise(chunk_bounds))
-    totals: dict[dt.datetime, float] = {}
+    totals: dict[tuple[dt.datetime, int, int], float] = {}
     with _report_cells(geometry) as cursor:
         for done, (chunk_start, chunk_end) in enumerate(chunks, start=1):
             cursor.execute(
-                f"SELECT {bucket} AS bucket, sum(t.visits * c.share) FROM {table} JOIN report_cells c USING (cell_id)"
-                f" WHERE {period}"
-                "   AND t.age_band = 0 AND t.gender = 0"  # 0: all ages, all genders (insights.segments)
-                "   AND t.dataset_version_id <= %(version)s"
-                " GROUP BY 1",
+                f"SELECT {bucket} AS bucket, t.age_band, t.gender, sum(t.visits * c.share)"
+                f" FROM {table} JOIN report_cells c USING (cell_id)"
+                f" WHERE {period} AND {segments} AND t.dataset_version_id <= %(version)s"
+                " GROUP BY 1, 2, 3",
                 {
                     "start": chunk_start,
                     "end": chunk_end,
@@ -146,7 +151,7 @@ def presence_totals(
                     "version": version,
                 },
             )
-            totals.update(cursor.fetchall())
+            totals.update(((bucket, age, gender), visits) for bucket, age, gender, visits in cursor.fetchall())
             if on_progress:
                 on_progress(done / len(chunks))
     return totals

@@ -71,6 +71,7 @@ class Product(models.Model):
     code = models.SlugField(max_length=40, unique=True)
     name = models.CharField(max_length=100)
     description = models.TextField(blank=True)
+    breakdowns = models.JSONField(default=list, blank=True, help_text="what a report may be broken down by")
     is_active = models.BooleanField(default=True)
 
     class Meta:
@@ -98,6 +99,11 @@ class Area(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Breakdown(models.TextChoices):
+    AGE_BAND = "age_band"
+    GENDER = "gender"
 
 
 class Granularity(models.TextChoices):
@@ -130,6 +136,7 @@ class Report(models.Model):
     start = models.DateTimeField()
     end = models.DateTimeField()
     granularity = models.CharField(max_length=10, choices=Granularity.choices)
+    breakdowns = models.JSONField(default=list, blank=True)
     time_zone = models.CharField(max_length=64)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     progress = models.FloatField(default=0.0)

@@ -160,6 +160,7 @@ class ReportOrder:
     area_id: uuid.UUID | None = None
     geometry: MultiPolygon | None = None
     name: str = ""
+    breakdowns: tuple[str, ...] = ()
 
 
 def report_create(
@@ -179,6 +180,7 @@ def report_create(
             return _replayed(existing, fingerprint), False
 
     product = _orderable_product(tenant=tenant, code=order.product_code)
+    _check_breakdowns(order=order, product=product)
     _check_period(order=order, time_zone=tenant.time_zone)
     name, measured, area = _order_area(tenant=tenant, order=order)
     now = timezone.now()
@@ -195,6 +197,7 @@ def report_create(
                 start=order.start,
                 end=order.end,
                 granularity=order.granularity,
+                breakdowns=list(order.breakdowns),
                 time_zone=tenant.time_zone,
                 idempotency_key=idempotency_key,
                 request_fingerprint=fingerprint,
@@ -244,6 +247,17 @@ def _order_area(*, tenant: Tenant, order: ReportOrder) -> tuple[str, MeasuredAre
         raise ServiceError(f"no area with id {order.area_id}", code="does_not_exist", field="area")
     measured = MeasuredArea(geometry=area.geometry, area_km2=area.area_km2, cell_count=area.cell_count)
     return area.name, measured, area
+
+
+def _check_breakdowns(*, order: ReportOrder, product: Product) -> None:
+    for breakdown in order.breakdowns:
+        if breakdown not in product.breakdowns:
+            offered = ", ".join(product.breakdowns) or "none"
+            raise ServiceError(
+                f"{product.code} cannot be broken down by {breakdown}; it offers: {offered}",
+                code="breakdown_not_offered",
+                field="breakdowns",
+            )
 
 
 def _check_period(*, order: ReportOrder, time_zone: str) -> None:
@@ -328,6 +342,7 @@ def report_run(*, report_id: str) -> RunOutcome:
                 granularity=report.granularity,
                 time_zone=report.time_zone,
                 version=coverage.latest_version,
+                breakdowns=report.breakdowns,
                 on_progress=partial(_report_progress, report_id),
             )
         except DatabaseError:

@@ -19,7 +19,9 @@ class TenantFactory(factory.django.DjangoModelFactory):
 
 def footfall_product() -> Product:
     # Transactional tests flush the table the catalog migration filled, so make sure it is there.
-    product, _ = Product.objects.get_or_create(code="footfall", defaults={"name": "Footfall"})
+    product, _ = Product.objects.get_or_create(
+        code="footfall", defaults={"name": "Footfall", "breakdowns": ["age_band", "gender"]}
+    )
     return product
 
 

@@ -4,7 +4,7 @@ from django.contrib.gis.geos import GEOSException, LinearRing, MultiPolygon, Pol
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from marketplace.models import Area, Granularity, Product, Report
+from marketplace.models import Area, Breakdown, Granularity, Product, Report
 
 GEOJSON_POLYGON_SCHEMA = {
     "type": "object",
@@ -80,10 +80,11 @@ class GeoJSONPolygonField(serializers.Field):
 
 class ProductOutput(serializers.ModelSerializer):
     granted = serializers.SerializerMethodField(help_text="whether your organisation may order this product")
+    breakdowns = serializers.ListField(child=serializers.CharField(), help_text="what an order may break down by")
 
     class Meta:
         model = Product
-        fields = ["code", "name", "description", "granted"]
+        fields = ["code", "name", "description", "breakdowns", "granted"]
 
     def get_granted(self, product: Product) -> bool:
         return product.pk in self.context["granted_ids"]
@@ -110,6 +111,18 @@ class ReportInput(serializers.Serializer):
     start = serializers.DateTimeField(help_text="inclusive; a time without offset is read in your time zone")
     end = serializers.DateTimeField(help_text="exclusive")
     granularity = serializers.ChoiceField(choices=Granularity.choices)
+    breakdowns = serializers.ListField(
+        child=serializers.ChoiceField(choices=Breakdown.choices),
+        required=False,
+        default=list,
+        max_length=len(Breakdown.choices),
+        help_text="segments to break the counts down by, as the product offers (see products)",
+    )
+
+    def validate_breakdowns(self, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise serializers.ValidationError("each breakdown may be named once", code="repeated_breakdown")
+        return value
 
 
 class ReportOutput(serializers.ModelSerializer):
@@ -130,6 +143,7 @@ class ReportOutput(serializers.ModelSerializer):
             "start",
             "end",
             "granularity",
+            "breakdowns",
             "time_zone",
             "dataset_version",
             "error",

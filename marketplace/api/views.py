@@ -134,6 +134,7 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
             start=data.validated_data["start"],
             end=data.validated_data["end"],
             granularity=data.validated_data["granularity"],
+            breakdowns=tuple(data.validated_data["breakdowns"]),
         )
         report, created = services.report_create(
             principal=request.user,

@@ -78,7 +78,7 @@ def test_a_cell_half_inside_the_area_counts_half(city):
     )
 
     assert len(totals) == len(grid.hours(CITY_START, CITY_END))
-    for hour, total in totals.items():
+    for (hour, _, _), total in totals.items():
         expected = sum(weight * city[(cell, hour)] for cell, weight in weights.items())
         assert total == pytest.approx(expected, rel=1e-6)
     assert area_cells(geometry=polygon).cell_count == 4
@@ -149,7 +149,7 @@ def test_values_under_k_are_released_as_null_and_flagged(db, tmp_path, settings)
 
     assert [row["visits"] for row in report["series"]] == [None] * 24 + [10, None]
     assert [row["suppressed"] for row in report["series"]] == [True] * 24 + [False, True]
-    assert report["privacy"] == {"k": 10, "suppressed_buckets": 25}
+    assert report["privacy"] == {"k": 10, "suppressed_values": 25}
 
 
 def test_a_report_reads_only_the_dataset_versions_up_to_its_own(db, tmp_path):

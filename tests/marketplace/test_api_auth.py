@@ -180,6 +180,7 @@ def test_products_show_footfall_granted_for_a_granted_tenant(api):
             "code": "footfall",
             "name": "Footfall",
             "description": footfall_product().description,
+            "breakdowns": ["age_band", "gender"],
             "granted": True,
         }
     ]

@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from insights import tasks as insights_tasks
-from marketplace.models import Report, Role
+from marketplace.models import Product, Report, Role
 from tests import grid
 from tests.errors import assert_error
 from tests.factories import TenantFactory, granted_tenant
@@ -56,8 +56,8 @@ def test_an_order_is_computed_and_downloadable_as_json_and_csv(api, city, place)
     as_csv = api.get(f"{REPORTS}{report['id']}/result.csv")
     assert as_csv["Content-Type"] == "text/csv; charset=utf-8"
     lines = b"".join(as_csv.streaming_content).decode().splitlines()
-    assert lines[0] == "start,end,hours,visits,suppressed"
-    assert lines[3] == f"2026-03-29T00:00:00+01:00,2026-03-30T00:00:00+02:00,23,{days[dt.date(2026, 3, 29)]},false"
+    assert lines[0] == "start,end,hours,age_band,gender,visits,suppressed"
+    assert lines[3] == f"2026-03-29T00:00:00+01:00,2026-03-30T00:00:00+02:00,23,*,*,{days[dt.date(2026, 3, 29)]},false"
     assert len(lines) == 6
 
 
@@ -250,3 +250,35 @@ def test_an_order_is_kept_when_the_broker_is_down(api, city, place, monkeypatch)
 
     assert response.status_code == 201
     assert Report.objects.get().status == "queued"
+
+
+def test_an_order_broken_down_by_age_band_returns_its_segments(api, city, place):
+    response = place(order_body(breakdowns=["age_band"]))
+
+    assert response.status_code == 201, response.content
+    report = api.get(f"{REPORTS}{response.json()['id']}/").json()
+    assert report["breakdowns"] == ["age_band"]
+    assert report["result"]["breakdowns"] == ["age_band"]
+    # The test city has totals only: every age band is withheld, never guessed.
+    assert len(report["result"]["segments"]) == 5 * 6
+    assert all(row["suppressed"] and row["visits"] is None for row in report["result"]["segments"])
+
+
+@pytest.mark.parametrize(
+    "breakdowns, code, attr",
+    [
+        (["income"], "invalid_choice", "breakdowns.0"),
+        (["gender", "gender"], "repeated_breakdown", "breakdowns"),
+        ("gender", "not_a_list", "breakdowns"),
+    ],
+)
+def test_a_bad_breakdown_is_refused(city, place, breakdowns, code, attr):
+    assert_error(place(order_body(breakdowns=breakdowns)), 400, code, attr=attr)
+    assert Report.objects.count() == 0
+
+
+def test_a_breakdown_the_product_does_not_offer_is_refused(city, place):
+    Product.objects.filter(code="footfall").update(breakdowns=["age_band"])
+
+    assert_error(place(order_body(breakdowns=["gender"])), 400, "breakdown_not_offered", attr="breakdowns")
+    assert Report.objects.count() == 0

@@ -63,8 +63,8 @@ def download(api, report: dict, extension: str, content_type: str):
 
 
 def csv_lines(series: list[dict]) -> list[str]:
-    return ["start,end,hours,visits,suppressed"] + [
-        f"{row['start']},{row['end']},{row['hours']},{'' if row['visits'] is None else row['visits']},"
+    return ["start,end,hours,age_band,gender,visits,suppressed"] + [
+        f"{row['start']},{row['end']},{row['hours']},*,*,{'' if row['visits'] is None else row['visits']},"
         f"{'true' if row['suppressed'] else 'false'}"
         for row in series
     ]
@@ -110,8 +110,8 @@ def test_the_parquet_download_holds_the_series_and_the_reports_context(api, succ
 
     series = result["series"]
     berlin = pa.timestamp("us", tz="Europe/Berlin")
-    assert table.schema.types == [berlin, berlin, pa.int16(), pa.int64(), pa.bool_()]
-    assert table.column_names == ["start", "end", "hours", "visits", "suppressed"]
+    assert table.schema.types == [berlin, berlin, pa.int16(), pa.string(), pa.string(), pa.int64(), pa.bool_()]
+    assert table.column_names == ["start", "end", "hours", "age_band", "gender", "visits", "suppressed"]
     assert table.column("start").to_pylist() == [dt.datetime.fromisoformat(row["start"]) for row in series]
     assert table.column("end").to_pylist() == [dt.datetime.fromisoformat(row["end"]) for row in series]
     assert table.column("hours").to_pylist() == [row["hours"] for row in series]
@@ -131,7 +131,7 @@ def test_the_png_download_is_a_1200_by_600_chart_with_gaps_where_withheld(api, s
     # Hourly values of the test city run from 584 (UTC midnight) up: k = 700 withholds each night.
     settings.PRIVACY_K = 700
     report = succeeded(granularity="hour", name="Westpark Centre")
-    assert 0 < report["result"]["privacy"]["suppressed_buckets"] < len(report["result"]["series"])
+    assert 0 < report["result"]["privacy"]["suppressed_values"] < len(report["result"]["series"])
 
     response = download(api, report, "png", "image/png")
 
@@ -152,7 +152,7 @@ def test_a_report_with_every_bucket_withheld_still_downloads(api, succeeded, set
 
     lines = b"".join(as_csv.streaming_content).decode().splitlines()
     assert lines == csv_lines(series)
-    assert lines[1].endswith(",24,,true")
+    assert lines[1].endswith(",24,*,*,,true")
     table, metadata = read_parquet(as_parquet.content)
     assert table.column("visits").to_pylist() == [None] * len(series)
     assert table.column("suppressed").to_pylist() == [True] * len(series)
