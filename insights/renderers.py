@@ -16,11 +16,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
-CSV_COLUMNS = ["start", "end", "hours", "age_band", "gender", "visits", "suppressed"]
-
 CHART_WIDTH_INCHES, CHART_HEIGHT_INCHES, CHART_DPI = 12, 6, 100
 RELEASED_COLOUR = "#1f5fa8"
 WITHHELD_COLOUR = "#d9d9d9"
+COMPARISON_COLOUR = "#e07b00"
 MARK_EVERY_VALUE_UP_TO = 100  # buckets; beyond, markers on a 1200 px chart overlap
 
 
@@ -36,37 +35,52 @@ def all_rows(result: dict) -> list[dict]:
     return result["series"] + result.get("segments", [])
 
 
+def columns(result: dict) -> dict[str, pa.DataType]:
+    """The downloads' columns and their types; a comparison adds its own."""
+    timestamp = pa.timestamp("us", tz=result["time_zone"])
+    types = {
+        "start": timestamp,
+        "end": timestamp,
+        "hours": pa.int16(),
+        "age_band": pa.string(),
+        "gender": pa.string(),
+        "visits": pa.int64(),
+        "suppressed": pa.bool_(),
+    }
+    if result["product"] == "compare":
+        types |= {
+            "comparison_start": timestamp,
+            "comparison_end": timestamp,
+            "comparison_visits": pa.int64(),
+            "comparison_suppressed": pa.bool_(),
+            "change": pa.int64(),
+            "change_pct": pa.float64(),
+        }
+    return types
+
+
 def csv_rows(result: dict) -> Iterator[str]:
-    """The header, then one line per bucket and segment: visits empty when suppressed, suppressed as true/false."""
+    """The header, then one line per bucket and segment: empty where withheld, booleans as true/false."""
     writer = csv.writer(_LineBuffer())
-    yield writer.writerow(CSV_COLUMNS)
+    names = list(columns(result))
+    yield writer.writerow(names)
     for row in all_rows(result):
-        yield writer.writerow(
-            [
-                row["start"],
-                row["end"],
-                row["hours"],
-                row["age_band"],
-                row["gender"],
-                "" if row["visits"] is None else row["visits"],
-                "true" if row["suppressed"] else "false",
-            ]
-        )
+        yield writer.writerow([_csv_value(row[name]) for name in names])
+
+
+def _csv_value(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def parquet_bytes(result: dict) -> bytes:
-    """One row per bucket, times in the report's time zone; the report's context in the file's metadata."""
-    timestamp = pa.timestamp("us", tz=result["time_zone"])
+    """One row per bucket and segment, times in the report's time zone; the report's context in the metadata."""
+    types = columns(result)
     schema = pa.schema(
-        [
-            pa.field("start", timestamp, nullable=False),
-            pa.field("end", timestamp, nullable=False),
-            pa.field("hours", pa.int16(), nullable=False),
-            pa.field("age_band", pa.string(), nullable=False),
-            pa.field("gender", pa.string(), nullable=False),
-            pa.field("visits", pa.int64()),
-            pa.field("suppressed", pa.bool_(), nullable=False),
-        ],
+        [pa.field(name, kind) for name, kind in types.items()],
         metadata={
             "product": result["product"],
             "metric": result["metric"],
@@ -79,13 +93,8 @@ def parquet_bytes(result: dict) -> bytes:
     rows = all_rows(result)
     table = pa.table(
         {
-            "start": [dt.datetime.fromisoformat(row["start"]) for row in rows],
-            "end": [dt.datetime.fromisoformat(row["end"]) for row in rows],
-            "hours": [row["hours"] for row in rows],
-            "age_band": [row["age_band"] for row in rows],
-            "gender": [row["gender"] for row in rows],
-            "visits": [row["visits"] for row in rows],
-            "suppressed": [row["suppressed"] for row in rows],
+            name: [dt.datetime.fromisoformat(row[name]) if pa.types.is_timestamp(kind) else row[name] for row in rows]
+            for name, kind in types.items()
         },
         schema=schema,
     )
@@ -118,9 +127,21 @@ def png_chart(result: dict, *, title: str | None = None) -> bytes:
         marker="o",
         markersize=4,
         markevery=marked,
-        label="people present",
+        label=_ordered_label(result),
         clip_on=False,  # a marker on the first or last bucket sits on the frame: show all of it
     )
+    handles = [released_line]
+    if result["product"] == "compare":
+        compared = [float("nan") if row["comparison_visits"] is None else row["comparison_visits"] for row in series]
+        [comparison_line] = axes.plot(
+            starts,
+            compared,
+            color=COMPARISON_COLOUR,
+            linewidth=2,
+            linestyle="--",
+            label=_comparison_label(result),
+        )
+        handles.append(comparison_line)
     for withheld_start, withheld_end in _withheld_periods(series):
         axes.axvspan(withheld_start, withheld_end, color=WITHHELD_COLOUR, linewidth=0, zorder=0)
 
@@ -129,7 +150,9 @@ def png_chart(result: dict, *, title: str | None = None) -> bytes:
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=tz))
     axes.set_xlabel(f"bucket start ({result['time_zone']})")
-    released_values = [row["visits"] for row in series if row["visits"] is not None]
+    released_values = [
+        row[key] for row in series for key in ("visits", "comparison_visits") if row.get(key) is not None
+    ]
     if released_values:
         axes.set_ylim(0, max(released_values) * 1.1)
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -148,16 +171,28 @@ def png_chart(result: dict, *, title: str | None = None) -> bytes:
     axes.set_title(" · ".join(heading), loc="left", fontsize=14)
     # Above the plot, beside the title, so that it never covers a value.
     axes.legend(
-        handles=[released_line, Patch(color=WITHHELD_COLOUR, label="withheld (under k)")],
+        handles=[*handles, Patch(color=WITHHELD_COLOUR, label="withheld (under k)")],
         loc="lower right",
         bbox_to_anchor=(1, 1),
-        ncols=2,
+        ncols=len(handles) + 1,
         frameon=False,
     )
 
     png = io.BytesIO()
     figure.savefig(png, format="png", dpi=CHART_DPI)
     return png.getvalue()
+
+
+def _ordered_label(result: dict) -> str:
+    if result["product"] != "compare":
+        return "people present"
+    return "this area" if result["comparison"]["other_area"] else f"period from {result['start'][:10]}"
+
+
+def _comparison_label(result: dict) -> str:
+    if result["comparison"]["other_area"]:
+        return "comparison area"
+    return f"period from {result['comparison']['start'][:10]}"
 
 
 def _withheld_periods(series: list[dict]) -> Iterator[tuple[dt.datetime, dt.datetime]]:

@@ -91,3 +91,58 @@ def _row(sums: dict, bucket: tuple[dt.datetime, dt.datetime], tz: ZoneInfo, age:
         "visits": released.value,
         "suppressed": released.suppressed,
     }
+
+
+def compare_result(
+    *,
+    geometry: GEOSGeometry,
+    start: dt.datetime,
+    end: dt.datetime,
+    granularity: str,
+    time_zone: str,
+    version: int,
+    comparison_start: dt.datetime | None = None,
+    comparison_end: dt.datetime | None = None,
+    comparison_geometry: GEOSGeometry | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> dict:
+    """Footfall of the ordered period and area beside a comparison period or area, bucket by
+    bucket, with the change from the comparison (which is the reference, e.g. last year)."""
+    common = {"granularity": granularity, "time_zone": time_zone, "version": version}
+    ordered = footfall_result(
+        geometry=geometry, start=start, end=end, **common, on_progress=_part_of(on_progress, first=0, of=2)
+    )
+    comparison = footfall_result(
+        geometry=comparison_geometry or geometry,
+        start=comparison_start or start,
+        end=comparison_end or end,
+        **common,
+        on_progress=_part_of(on_progress, first=1, of=2),
+    )
+    series = [_paired(mine, theirs) for mine, theirs in zip(ordered["series"], comparison["series"], strict=True)]
+    return {
+        **{key: ordered[key] for key in ("metric", "granularity", "time_zone", "start", "end", "dataset_version")},
+        "product": "compare",
+        "breakdowns": [],
+        "comparison": {"start": comparison["start"], "end": comparison["end"], "other_area": bool(comparison_geometry)},
+        "series": series,
+        "privacy": {
+            "k": settings.PRIVACY_K,
+            "suppressed_values": ordered["privacy"]["suppressed_values"] + comparison["privacy"]["suppressed_values"],
+        },
+    }
+
+
+def _paired(mine: dict, theirs: dict) -> dict:
+    # A change is only given between two released numbers: it must not reveal a withheld one.
+    both = mine["visits"] is not None and theirs["visits"] is not None
+    change = mine["visits"] - theirs["visits"] if both else None
+    return {
+        **mine,
+        "comparison_start": theirs["start"],
+        "comparison_end": theirs["end"],
+        "comparison_visits": theirs["visits"],
+        "comparison_suppressed": theirs["suppressed"],
+        "change": change,
+        "change_pct": round(100 * change / theirs["visits"], 1) if change is not None else None,
+    }

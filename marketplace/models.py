@@ -137,6 +137,13 @@ class Report(models.Model):
     end = models.DateTimeField()
     granularity = models.CharField(max_length=10, choices=Granularity.choices)
     breakdowns = models.JSONField(default=list, blank=True)
+    # compare: a second period, or a second area (snapshot), set side by side with the first.
+    compare_start = models.DateTimeField(null=True, blank=True)
+    compare_end = models.DateTimeField(null=True, blank=True)
+    compare_area_name = models.CharField(max_length=200, blank=True)
+    compare_geometry = models.MultiPolygonField(srid=4326, null=True, blank=True)
+    compare_area_km2 = models.FloatField(null=True, blank=True)
+    compare_cell_count = models.PositiveIntegerField(null=True, blank=True)
     time_zone = models.CharField(max_length=64)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     progress = models.FloatField(default=0.0)

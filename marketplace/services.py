@@ -23,8 +23,8 @@ from guardian.shortcuts import assign_perm
 
 from insights import selectors as insights_selectors
 from insights import tasks as insights_tasks
-from insights.buckets import is_boundary
-from insights.reports import footfall_result
+from insights.buckets import buckets, is_boundary
+from insights.reports import compare_result, footfall_result
 from marketplace.exceptions import Conflict, NotPermitted, ServiceError, Unprocessable
 from marketplace.models import ApiKey, Area, Product, Report, Role, Tenant
 from marketplace.selectors import area_list, product_granted_list
@@ -111,20 +111,20 @@ class MeasuredArea:
     cell_count: int
 
 
-def area_measure(*, geometry: MultiPolygon) -> MeasuredArea:
+def area_measure(*, geometry: MultiPolygon, field: str = "geometry") -> MeasuredArea:
     """Check an area against the size limits and the data coverage."""
     cells = insights_selectors.area_cells(geometry=geometry)
     if cells.area_km2 < settings.AREA_MIN_KM2:
         raise ServiceError(
             f"area must be at least {settings.AREA_MIN_KM2:g} km², got {cells.area_km2:.3f} km²",
             code="area_too_small",
-            field="geometry",
+            field=field,
         )
     if cells.area_km2 > settings.AREA_MAX_KM2:
         raise ServiceError(
             f"area must be at most {settings.AREA_MAX_KM2:g} km², got {cells.area_km2:.1f} km²",
             code="area_too_large",
-            field="geometry",
+            field=field,
         )
     outside_km2 = cells.area_km2 - cells.covered_km2
     if outside_km2 > cells.area_km2 * COVERAGE_TOLERANCE:
@@ -132,7 +132,7 @@ def area_measure(*, geometry: MultiPolygon) -> MeasuredArea:
             f"{outside_km2:.3f} km² of the area's {cells.area_km2:.3f} km² lie outside the data coverage;"
             " draw the area inside the covered region",
             code="outside_coverage",
-            field="geometry",
+            field=field,
         )
     return MeasuredArea(geometry=geometry, area_km2=cells.area_km2, cell_count=cells.cell_count)
 
@@ -161,6 +161,11 @@ class ReportOrder:
     geometry: MultiPolygon | None = None
     name: str = ""
     breakdowns: tuple[str, ...] = ()
+    compare_start: dt.datetime | None = None
+    compare_end: dt.datetime | None = None
+    compare_area_id: uuid.UUID | None = None
+    compare_geometry: MultiPolygon | None = None
+    compare_name: str = ""
 
 
 def report_create(
@@ -181,8 +186,9 @@ def report_create(
 
     product = _orderable_product(tenant=tenant, code=order.product_code)
     _check_breakdowns(order=order, product=product)
-    _check_period(order=order, time_zone=tenant.time_zone)
-    name, measured, area = _order_area(tenant=tenant, order=order)
+    _check_period(start=order.start, end=order.end, granularity=order.granularity, time_zone=tenant.time_zone)
+    name, measured, area = _order_area(tenant=tenant, area_id=order.area_id, geometry=order.geometry, name=order.name)
+    comparison = _order_comparison(tenant=tenant, order=order, product=product)
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -203,6 +209,7 @@ def report_create(
                 request_fingerprint=fingerprint,
                 ordered_by_key=principal.api_key,
                 queued_at=now,
+                **comparison,
             )
             transaction.on_commit(partial(_enqueue, report.pk))
     except IntegrityError:
@@ -237,16 +244,78 @@ def _orderable_product(*, tenant: Tenant, code: str) -> Product:
     return product
 
 
-def _order_area(*, tenant: Tenant, order: ReportOrder) -> tuple[str, MeasuredArea, Area | None]:
-    if (order.area_id is None) == (order.geometry is None):
-        raise ServiceError("give exactly one of area (a saved area's id) or geometry", code="area_or_geometry")
-    if order.geometry is not None:
-        return order.name or "unnamed area", area_measure(geometry=order.geometry), None
-    area = area_list(tenant=tenant).filter(pk=order.area_id).first()
+def _order_area(
+    *,
+    tenant: Tenant,
+    area_id: uuid.UUID | None,
+    geometry: MultiPolygon | None,
+    name: str,
+    fields: tuple[str, str] = ("area", "geometry"),
+) -> tuple[str, MeasuredArea, Area | None]:
+    area_field, geometry_field = fields
+    if (area_id is None) == (geometry is None):
+        raise ServiceError(
+            f"give exactly one of {area_field} (a saved area's id) or {geometry_field}", code="area_or_geometry"
+        )
+    if geometry is not None:
+        return name or "unnamed area", area_measure(geometry=geometry, field=geometry_field), None
+    area = area_list(tenant=tenant).filter(pk=area_id).first()
     if area is None:
-        raise ServiceError(f"no area with id {order.area_id}", code="does_not_exist", field="area")
+        raise ServiceError(f"no area with id {area_id}", code="does_not_exist", field=area_field)
     measured = MeasuredArea(geometry=area.geometry, area_km2=area.area_km2, cell_count=area.cell_count)
     return area.name, measured, area
+
+
+def _order_comparison(*, tenant: Tenant, order: ReportOrder, product: Product) -> dict:
+    """The Report fields of a compare order's second period or second area; {} for other products."""
+    wants_period = order.compare_start is not None or order.compare_end is not None
+    wants_area = order.compare_area_id is not None or order.compare_geometry is not None
+    if product.code != "compare":
+        if wants_period or wants_area:
+            raise ServiceError(
+                f"{product.code} takes no comparison; order the compare product", code="comparison_not_offered"
+            )
+        return {}
+    if wants_period == wants_area:
+        raise ServiceError(
+            "give a comparison period (compare_start and compare_end) or a comparison area"
+            " (compare_area or compare_geometry), one of the two",
+            code="comparison_required",
+        )
+    if wants_area:
+        name, measured, _ = _order_area(
+            tenant=tenant,
+            area_id=order.compare_area_id,
+            geometry=order.compare_geometry,
+            name=order.compare_name,
+            fields=("compare_area", "compare_geometry"),
+        )
+        return {
+            "compare_area_name": name,
+            "compare_geometry": measured.geometry,
+            "compare_area_km2": measured.area_km2,
+            "compare_cell_count": measured.cell_count,
+        }
+    if order.compare_start is None or order.compare_end is None:
+        raise ServiceError("give both compare_start and compare_end", code="comparison_period_incomplete")
+    _check_period(
+        start=order.compare_start,
+        end=order.compare_end,
+        granularity=order.granularity,
+        time_zone=tenant.time_zone,
+        fields=("compare_start", "compare_end"),
+    )
+    zone = ZoneInfo(tenant.time_zone)
+    ordered = len(list(buckets(order.start, order.end, order.granularity, zone)))
+    compared = len(list(buckets(order.compare_start, order.compare_end, order.granularity, zone)))
+    if ordered != compared:
+        raise ServiceError(
+            f"the comparison period has {compared} {order.granularity} buckets and the period {ordered};"
+            " they must have the same number",
+            code="comparison_length_differs",
+            field="compare_end",
+        )
+    return {"compare_start": order.compare_start, "compare_end": order.compare_end}
 
 
 def _check_breakdowns(*, order: ReportOrder, product: Product) -> None:
@@ -260,32 +329,40 @@ def _check_breakdowns(*, order: ReportOrder, product: Product) -> None:
             )
 
 
-def _check_period(*, order: ReportOrder, time_zone: str) -> None:
+def _check_period(
+    *,
+    start: dt.datetime,
+    end: dt.datetime,
+    granularity: str,
+    time_zone: str,
+    fields: tuple[str, str] = ("start", "end"),
+) -> None:
+    start_field, end_field = fields
     tz = ZoneInfo(time_zone)
-    if order.start >= order.end:
+    if start >= end:
         raise ServiceError(
-            f"end must be after start, got start {order.start.isoformat()} and end {order.end.isoformat()}",
+            f"{end_field} must be after {start_field}, got {start.isoformat()} and {end.isoformat()}",
             code="end_not_after_start",
-            field="end",
+            field=end_field,
         )
-    for field, instant in (("start", order.start), ("end", order.end)):
-        if not is_boundary(instant, order.granularity, tz):
+    for field, instant in ((start_field, start), (end_field, end)):
+        if not is_boundary(instant, granularity, tz):
             local = instant.astimezone(tz).isoformat()
             raise ServiceError(
-                f"{field} must fall on a {order.granularity} boundary in {time_zone}, got {local}",
+                f"{field} must fall on a {granularity} boundary in {time_zone}, got {local}",
                 code="not_on_bucket_boundary",
                 field=field,
             )
     coverage = insights_selectors.presence_coverage()
     if coverage is None:
-        raise ServiceError("no data has been loaded yet", code="no_data", field="start")
-    if order.start < coverage.start or order.end > coverage.end:
+        raise ServiceError("no data has been loaded yet", code="no_data", field=start_field)
+    if start < coverage.start or end > coverage.end:
         raise ServiceError(
             f"the loaded data covers {coverage.start.astimezone(tz).isoformat()} to"
-            f" {coverage.end.astimezone(tz).isoformat()}; got {order.start.astimezone(tz).isoformat()}"
-            f" to {order.end.astimezone(tz).isoformat()}",
+            f" {coverage.end.astimezone(tz).isoformat()}; got {start.astimezone(tz).isoformat()}"
+            f" to {end.astimezone(tz).isoformat()}",
             code="outside_loaded_data",
-            field="start" if order.start < coverage.start else "end",
+            field=start_field if start < coverage.start else end_field,
         )
 
 
@@ -332,19 +409,10 @@ def report_run(*, report_id: str) -> RunOutcome:
         )
         if not claimed:
             return RunOutcome.FINISHED
-        report = Report.objects.get(pk=report_id)
+        report = Report.objects.select_related("product").get(pk=report_id)
         coverage = insights_selectors.presence_coverage()
         try:
-            result = footfall_result(
-                geometry=report.geometry,
-                start=report.start,
-                end=report.end,
-                granularity=report.granularity,
-                time_zone=report.time_zone,
-                version=coverage.latest_version,
-                breakdowns=report.breakdowns,
-                on_progress=partial(_report_progress, report_id),
-            )
+            result = _report_result(report, version=coverage.latest_version)
         except DatabaseError:
             raise  # transient: the task retries
         except Exception as exc:
@@ -359,6 +427,27 @@ def report_run(*, report_id: str) -> RunOutcome:
             report_id, status=Report.Status.SUCCEEDED, result=result, dataset_version=coverage.latest_version
         )
         return RunOutcome.FINISHED
+
+
+def _report_result(report: Report, *, version: int) -> dict:
+    """The engine's result for the report's product."""
+    common = {
+        "geometry": report.geometry,
+        "start": report.start,
+        "end": report.end,
+        "granularity": report.granularity,
+        "time_zone": report.time_zone,
+        "version": version,
+        "on_progress": partial(_report_progress, report.pk),
+    }
+    if report.product.code == "compare":
+        return compare_result(
+            **common,
+            comparison_start=report.compare_start,
+            comparison_end=report.compare_end,
+            comparison_geometry=report.compare_geometry,
+        )
+    return footfall_result(**common, breakdowns=report.breakdowns)
 
 
 def _report_progress(report_id: str, fraction: float) -> None:

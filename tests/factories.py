@@ -25,6 +25,11 @@ def footfall_product() -> Product:
     return product
 
 
+def compare_product() -> Product:
+    product, _ = Product.objects.get_or_create(code="compare", defaults={"name": "Compare", "breakdowns": []})
+    return product
+
+
 def granted_tenant(**kwargs) -> Tenant:
     tenant = TenantFactory(**kwargs)
     product_grant(tenant=tenant, product=footfall_product())

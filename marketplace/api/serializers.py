@@ -119,6 +119,16 @@ class ReportInput(serializers.Serializer):
         help_text="segments to break the counts down by, as the product offers (see products)",
     )
 
+    compare_start = serializers.DateTimeField(
+        required=False, help_text="compare only: the start of the comparison period, e.g. the same week last year"
+    )
+    compare_end = serializers.DateTimeField(
+        required=False, help_text="compare only: its end; it must hold as many buckets as the period"
+    )
+    compare_area = serializers.UUIDField(required=False, help_text="compare only: a saved area to compare with")
+    compare_geometry = GeoJSONPolygonField(required=False, help_text="compare only: an area drawn to compare with")
+    compare_name = serializers.CharField(max_length=200, required=False, default="")
+
     def validate_breakdowns(self, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise serializers.ValidationError("each breakdown may be named once", code="repeated_breakdown")
@@ -144,6 +154,11 @@ class ReportOutput(serializers.ModelSerializer):
             "end",
             "granularity",
             "breakdowns",
+            "compare_start",
+            "compare_end",
+            "compare_area_name",
+            "compare_area_km2",
+            "compare_cell_count",
             "time_zone",
             "dataset_version",
             "error",

@@ -135,6 +135,11 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
             end=data.validated_data["end"],
             granularity=data.validated_data["granularity"],
             breakdowns=tuple(data.validated_data["breakdowns"]),
+            compare_start=data.validated_data.get("compare_start"),
+            compare_end=data.validated_data.get("compare_end"),
+            compare_area_id=data.validated_data.get("compare_area"),
+            compare_geometry=data.validated_data.get("compare_geometry"),
+            compare_name=data.validated_data["compare_name"],
         )
         report, created = services.report_create(
             principal=request.user,

@@ -10,6 +10,7 @@ from marketplace.models import Product, Role, Tenant
 from marketplace.services import api_key_create, product_grant, tenant_create
 
 DEMO_TENANT = "Demo Shopping Centres GmbH"
+DEMO_PRODUCTS = ("footfall", "compare")
 
 
 class Command(BaseCommand):
@@ -23,7 +24,8 @@ class Command(BaseCommand):
         tenant = Tenant.objects.filter(name=DEMO_TENANT).first() or tenant_create(
             name=DEMO_TENANT, kind=Tenant.Kind.RETAIL
         )
-        product_grant(tenant=tenant, product=Product.objects.get(code="footfall"))
+        for product in Product.objects.filter(code__in=DEMO_PRODUCTS):
+            product_grant(tenant=tenant, product=product)
         api_key, raw_key = api_key_create(tenant=tenant, name="demo key", role=Role.ANALYST)
 
         order = {

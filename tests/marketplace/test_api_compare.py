@@ -1,0 +1,201 @@
+"""The compare product: two periods or two areas side by side, with the change."""
+
+from collections import defaultdict
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from marketplace.models import Report
+from marketplace.services import product_grant
+from tests import grid
+from tests.errors import assert_error
+from tests.factories import compare_product
+
+BERLIN = ZoneInfo("Europe/Berlin")
+REPORTS = "/api/v1/reports/"
+WEST = grid.square(0, 0, 2, 2)  # cells (0..1, 0..1)
+EAST = grid.square(2, 0, 2, 2)  # cells (2..3, 0..1)
+
+
+@pytest.fixture
+def compare_granted(tenant):
+    product_grant(tenant=tenant, product=compare_product())
+    return tenant
+
+
+@pytest.fixture
+def order(api, compare_granted, city, django_capture_on_commit_callbacks):
+    def post(**fields):
+        body = {"product": "compare", "geometry": grid.geojson(WEST), "granularity": "day", **fields}
+        with django_capture_on_commit_callbacks(execute=True):
+            return api.post(REPORTS, body, format="json")
+
+    return post
+
+
+def daily(city, cols) -> dict[str, int]:
+    days = defaultdict(int)
+    for ((col, row), hour), visits in city.items():
+        if col in cols and row in (0, 1):
+            days[hour.astimezone(BERLIN).date().isoformat()] += visits
+    return days
+
+
+def result_of(api, response) -> dict:
+    assert response.status_code == 201, response.content
+    return api.get(f"{REPORTS}{response.json()['id']}/").json()["result"]
+
+
+def test_two_periods_side_by_side_with_the_change(api, city, order):
+    result = result_of(
+        api,
+        order(
+            start="2026-03-30T00:00:00+02:00",
+            end="2026-04-01T00:00:00+02:00",
+            compare_start="2026-03-27T00:00:00+01:00",
+            compare_end="2026-03-29T00:00:00+01:00",
+        ),
+    )
+
+    days = daily(city, cols=(0, 1))
+    assert [(row["start"][:10], row["visits"]) for row in result["series"]] == [
+        ("2026-03-30", days["2026-03-30"]),
+        ("2026-03-31", days["2026-03-31"]),
+    ]
+    assert [(row["comparison_start"][:10], row["comparison_visits"]) for row in result["series"]] == [
+        ("2026-03-27", days["2026-03-27"]),
+        ("2026-03-28", days["2026-03-28"]),
+    ]
+    first = result["series"][0]
+    assert first["change"] == days["2026-03-30"] - days["2026-03-27"]
+    assert first["change_pct"] == round(100 * first["change"] / days["2026-03-27"], 1)
+    assert result["comparison"] == {
+        "start": "2026-03-27T00:00:00+01:00",
+        "end": "2026-03-29T00:00:00+01:00",
+        "other_area": False,
+    }
+
+
+def test_two_areas_side_by_side_over_the_same_period(api, city, order):
+    result = result_of(
+        api,
+        order(
+            start="2026-03-27T00:00:00+01:00",
+            end="2026-03-29T00:00:00+01:00",
+            compare_geometry=grid.geojson(EAST),
+            compare_name="East",
+        ),
+    )
+
+    west, east = daily(city, cols=(0, 1)), daily(city, cols=(2, 3))
+    assert [(row["visits"], row["comparison_visits"], row["change"]) for row in result["series"]] == [
+        (west[day], east[day], west[day] - east[day]) for day in ("2026-03-27", "2026-03-28")
+    ]
+    report = Report.objects.get()
+    assert (report.compare_area_name, report.compare_cell_count) == ("East", 4)
+
+
+def test_no_change_is_given_next_to_a_withheld_number(api, city, order, settings):
+    settings.PRIVACY_K = 1_000_000  # above every daily sum of the test city: all withheld
+    result = result_of(
+        api,
+        order(
+            start="2026-03-27T00:00:00+01:00",
+            end="2026-03-28T00:00:00+01:00",
+            compare_geometry=grid.geojson(EAST),
+        ),
+    )
+
+    [row] = result["series"]
+    assert (row["visits"], row["comparison_visits"], row["change"], row["change_pct"]) == (None, None, None, None)
+    assert result["privacy"]["suppressed_values"] == 2
+
+
+PERIOD = {"start": "2026-03-30T00:00:00+02:00", "end": "2026-04-01T00:00:00+02:00"}
+
+
+@pytest.mark.parametrize(
+    "fields, code, attr",
+    [
+        (PERIOD, "comparison_required", None),
+        (
+            {
+                **PERIOD,
+                "compare_start": "2026-03-27T00:00:00+01:00",
+                "compare_end": "2026-03-29T00:00:00+01:00",
+                "compare_geometry": grid.geojson(EAST),
+            },
+            "comparison_required",
+            None,
+        ),
+        ({**PERIOD, "compare_start": "2026-03-27T00:00:00+01:00"}, "comparison_period_incomplete", None),
+        (
+            {**PERIOD, "compare_start": "2026-03-27T00:00:00+01:00", "compare_end": "2026-03-30T00:00:00+02:00"},
+            "comparison_length_differs",
+            "compare_end",
+        ),
+        (
+            {**PERIOD, "compare_start": "2026-03-20T00:00:00+01:00", "compare_end": "2026-03-22T00:00:00+01:00"},
+            "outside_loaded_data",
+            "compare_start",
+        ),
+        (
+            {**PERIOD, "compare_start": "2026-03-27T06:00:00+01:00", "compare_end": "2026-03-29T06:00:00+01:00"},
+            "not_on_bucket_boundary",
+            "compare_start",
+        ),
+        ({**PERIOD, "compare_geometry": grid.geojson(grid.square(2, 0, 1, 1))}, "area_too_small", "compare_geometry"),
+        ({**PERIOD, "compare_area": "8a3c9a52-0e55-4a46-b2cf-3f0f5fb1a4b1"}, "does_not_exist", "compare_area"),
+    ],
+)
+def test_a_bad_comparison_is_refused_and_nothing_is_stored(order, fields, code, attr):
+    assert_error(order(**fields), 400, code, attr=attr)
+    assert Report.objects.count() == 0
+
+
+def test_footfall_takes_no_comparison(api, city, django_capture_on_commit_callbacks):
+    body = {
+        "product": "footfall",
+        "geometry": grid.geojson(WEST),
+        "granularity": "day",
+        **PERIOD,
+        "compare_geometry": grid.geojson(EAST),
+    }
+
+    assert_error(api.post(REPORTS, body, format="json"), 400, "comparison_not_offered")
+    assert Report.objects.count() == 0
+
+
+def test_compare_needs_its_own_licence(api, city):
+    compare_product()
+    body = {
+        "product": "compare",
+        "geometry": grid.geojson(WEST),
+        "granularity": "day",
+        **PERIOD,
+        "compare_geometry": grid.geojson(EAST),
+    }
+
+    assert_error(api.post(REPORTS, body, format="json"), 403, "product_not_granted")
+    assert Report.objects.count() == 0
+
+
+def test_a_comparison_downloads_with_its_columns(api, city, order):
+    response = order(**PERIOD, compare_geometry=grid.geojson(EAST))
+    report_id = response.json()["id"]
+    series = result_of(api, response)["series"]
+
+    csv_lines = b"".join(api.get(f"{REPORTS}{report_id}/result.csv").streaming_content).decode().splitlines()
+    parquet = pq.read_table(pa.BufferReader(api.get(f"{REPORTS}{report_id}/result.parquet").content))
+    png = api.get(f"{REPORTS}{report_id}/result.png")
+
+    assert csv_lines[0] == (
+        "start,end,hours,age_band,gender,visits,suppressed,"
+        "comparison_start,comparison_end,comparison_visits,comparison_suppressed,change,change_pct"
+    )
+    assert len(csv_lines) == 1 + len(series)
+    assert parquet.column("change").to_pylist() == [row["change"] for row in series]
+    assert parquet.column("change_pct").to_pylist() == [row["change_pct"] for row in series]
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
