@@ -5,21 +5,28 @@ CSV and Parquet hold every row (totals and segments); the chart shows the totals
 import csv
 import datetime as dt
 import io
+import json
 from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
 import matplotlib.dates as mdates
 import pyarrow as pa
 import pyarrow.parquet as pq
+from django.conf import settings
+from django.contrib.gis.gdal import CoordTransform, SpatialReference
+from django.contrib.gis.geos import Polygon
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
+from insights.grid import cell_corner
+
 CHART_WIDTH_INCHES, CHART_HEIGHT_INCHES, CHART_DPI = 12, 6, 100
 RELEASED_COLOUR = "#1f5fa8"
 WITHHELD_COLOUR = "#d9d9d9"
 COMPARISON_COLOUR = "#e07b00"
+GEOJSON_DECIMALS = 7  # about 1 cm
 MARK_EVERY_VALUE_UP_TO = 100  # buckets; beyond, markers on a 1200 px chart overlap
 
 
@@ -220,3 +227,24 @@ def _lone_values(series: list[dict]) -> list[int]:
         and (index == 0 or not released[index - 1])
         and (index == len(released) - 1 or not released[index + 1])
     ]
+
+
+def geojson_bytes(result: dict) -> bytes:
+    """The area's cells for a map (RFC 7946, longitude/latitude): each with its share inside
+    the area and its people present over the whole period, null where withheld."""
+    to_lonlat = CoordTransform(SpatialReference(3035), SpatialReference(4326))
+    size = settings.GRID_RESOLUTION_M
+    features = []
+    for cell in result["cells"]:
+        northing, easting = cell_corner(cell["cell"])
+        square = Polygon.from_bbox((easting, northing, easting + size, northing + size))
+        square.srid = 3035
+        square.transform(to_lonlat)
+        ring = [[round(x, GEOJSON_DECIMALS), round(y, GEOJSON_DECIMALS)] for x, y in square.exterior_ring.coords]
+        features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": cell})
+    collection = {
+        "type": "FeatureCollection",
+        "features": features,
+        "properties": {key: result[key] for key in ("product", "metric", "start", "end", "time_zone", "privacy")},
+    }
+    return json.dumps(collection).encode()

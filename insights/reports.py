@@ -11,7 +11,7 @@ from django.contrib.gis.geos import GEOSGeometry
 from insights.buckets import HOUR, buckets
 from insights.privacy import release_count
 from insights.segments import AGE_BANDS, GENDERS
-from insights.selectors import presence_totals
+from insights.selectors import presence_cell_totals, presence_totals
 
 # Each dimension a report may break down by, with its labels (code 0 is "all").
 DIMENSIONS = {"age_band": AGE_BANDS, "gender": GENDERS}
@@ -26,10 +26,11 @@ def footfall_result(
     time_zone: str,
     version: int,
     breakdowns: Collection[str] = (),
+    with_cells: bool = True,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict:
     """People present per local bucket (the sum over the bucket's hours of the hourly
-    counts), and per segment of the requested breakdowns."""
+    counts), per segment of the requested breakdowns, and per cell over the whole period."""
     query = {
         "geometry": geometry,
         "start": start,
@@ -67,8 +68,17 @@ def footfall_result(
             _row(by_segment, bucket, tz, age, gender) for bucket in periods for age, gender in itertools.product(*codes)
         ]
         suppressed += sum(row["suppressed"] for row in result["segments"])
+    if with_cells:
+        cells = presence_cell_totals(**query)
+        result["cells"] = [_cell(code, share, visits) for code, share, visits in cells]
+        suppressed += sum(cell["suppressed"] for cell in result["cells"])
     result["privacy"] = {"k": settings.PRIVACY_K, "suppressed_values": suppressed}
     return result
+
+
+def _cell(code: str, share: float, visits: float) -> dict:
+    released = release_count(visits)
+    return {"cell": code, "share": round(share, 6), "visits": released.value, "suppressed": released.suppressed}
 
 
 def _part_of(on_progress, *, first: int, of: int) -> Callable[[float], None] | None:
@@ -109,6 +119,7 @@ def compare_result(
     """Footfall of the ordered period and area beside a comparison period or area, bucket by
     bucket, with the change from the comparison (which is the reference, e.g. last year)."""
     common = {"granularity": granularity, "time_zone": time_zone, "version": version}
+    common = {**common, "with_cells": False}
     ordered = footfall_result(
         geometry=geometry, start=start, end=end, **common, on_progress=_part_of(on_progress, first=0, of=2)
     )
@@ -128,7 +139,7 @@ def compare_result(
         "series": series,
         "privacy": {
             "k": settings.PRIVACY_K,
-            "suppressed_values": ordered["privacy"]["suppressed_values"] + comparison["privacy"]["suppressed_values"],
+            "suppressed_values": sum(row["suppressed"] + row["comparison_suppressed"] for row in series),
         },
     }
 

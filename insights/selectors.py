@@ -170,3 +170,29 @@ def _report_cells(geometry: GEOSGeometry) -> Iterator:
             yield cursor
         finally:
             cursor.execute("DROP TABLE IF EXISTS report_cells")
+
+
+def presence_cell_totals(
+    *, geometry: GEOSGeometry, start: dt.datetime, end: dt.datetime, granularity: str, time_zone: str, version: int
+) -> list[tuple[str, float, float]]:
+    """(cell code, share of the cell inside the area, area-weighted people present over the
+    whole period) for every cell the area covers, all ages and genders."""
+    source = presence_source(granularity=granularity, time_zone=time_zone)
+    table, period, _ = _SOURCES[source]
+    zone = ZoneInfo(time_zone)
+    with _report_cells(geometry) as cursor:
+        cursor.execute(
+            f"SELECT cell.code, c.share, coalesce(sum(t.visits * c.share), 0)"
+            f" FROM report_cells c JOIN insights_cell cell ON cell.id = c.cell_id"
+            f" LEFT JOIN {table} ON t.cell_id = c.cell_id AND {period}"
+            "   AND t.age_band = 0 AND t.gender = 0 AND t.dataset_version_id <= %(version)s"
+            " GROUP BY cell.code, c.share ORDER BY cell.code",
+            {
+                "start": start,
+                "end": end,
+                "start_day": start.astimezone(zone).date(),
+                "end_day": end.astimezone(zone).date(),
+                "version": version,
+            },
+        )
+        return cursor.fetchall()

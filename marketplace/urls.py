@@ -18,7 +18,7 @@ report_downloads = [
     path(
         f"reports/<uuid:pk>/result.{fmt}", ReportViewSet.as_view({"get": f"result_{fmt}"}), name=f"report-result-{fmt}"
     )
-    for fmt in ("json", "csv", "parquet", "png")
+    for fmt in ("json", "csv", "parquet", "png", "geojson")
 ]
 
 urlpatterns = [

@@ -196,6 +196,21 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
         response = HttpResponse(renderers.png_chart(report.result, title=report.area_name), content_type="image/png")
         return _as_attachment(response, report, "png")
 
+    @extend_schema(
+        responses={
+            (200, "application/geo+json"): OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description="a FeatureCollection of the area's grid cells, each with its share and people present",
+            )
+        }
+    )
+    def result_geojson(self, request, pk=None):
+        report = self._succeeded_report()
+        if "cells" not in report.result:
+            raise Conflict(f"a {report.product.code} result has no per-cell values to map", code="format_not_offered")
+        response = HttpResponse(renderers.geojson_bytes(report.result), content_type="application/geo+json")
+        return _as_attachment(response, report, "geojson")
+
     def _succeeded_report(self) -> Report:
         report = self.get_object()
         if report.status != Report.Status.SUCCEEDED:

@@ -199,3 +199,9 @@ def test_a_comparison_downloads_with_its_columns(api, city, order):
     assert parquet.column("change").to_pylist() == [row["change"] for row in series]
     assert parquet.column("change_pct").to_pylist() == [row["change_pct"] for row in series]
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+
+
+def test_a_comparison_has_no_map(api, city, order):
+    response = order(**PERIOD, compare_geometry=grid.geojson(EAST))
+
+    assert_error(api.get(f"{REPORTS}{response.json()['id']}/result.geojson"), 409, "format_not_offered")

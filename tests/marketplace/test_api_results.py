@@ -1,6 +1,7 @@
 """A succeeded report's result downloads as JSON, CSV, Parquet and a PNG chart."""
 
 import datetime as dt
+import json
 import struct
 
 import pyarrow as pa
@@ -14,7 +15,7 @@ from tests.errors import assert_error
 from tests.factories import granted_tenant
 
 REPORTS = "/api/v1/reports/"
-FORMATS = ["json", "csv", "parquet", "png"]
+FORMATS = ["json", "csv", "parquet", "png", "geojson"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHART_FILE = "/tmp/result-chart.png"
 
@@ -189,3 +190,26 @@ def test_each_download_is_documented_with_its_media_type(db, extension, media_ty
     responses = schema["paths"][f"/api/v1/reports/{{id}}/result.{extension}"]["get"]["responses"]
 
     assert list(responses["200"]["content"]) == [media_type]
+
+
+def test_the_geojson_download_maps_each_cell_with_its_share_and_people(api, city, succeeded):
+    report = succeeded()
+
+    response = download(api, report, "geojson", "application/geo+json")
+
+    collection = json.loads(response.content)
+    assert collection["type"] == "FeatureCollection"
+    assert len(collection["features"]) == report["cell_count"] == 16
+    by_cell = {feature["properties"]["cell"]: feature for feature in collection["features"]}
+    first = by_cell[grid.code(0, 0)]
+    # The whole period's hours of that cell (the ordered area covers every cell whole).
+    expected = sum(visits for (cell, hour), visits in city.items() if cell == (0, 0) and _in_report(report, hour))
+    assert first["properties"] == {"cell": grid.code(0, 0), "share": 1.0, "visits": expected, "suppressed": False}
+    [ring] = first["geometry"]["coordinates"]
+    corner = grid.square(0, 0, 1, 1).exterior_ring.coords
+    assert ring[0] == pytest.approx(list(corner[0]), abs=1e-6)
+    assert collection["properties"]["privacy"]["k"] == report["result"]["privacy"]["k"]
+
+
+def _in_report(report: dict, hour) -> bool:
+    return dt.datetime.fromisoformat(report["start"]) <= hour < dt.datetime.fromisoformat(report["end"])

@@ -19,6 +19,7 @@ EXPECTED_PATHS = {
     "/api/v1/reports/{id}/result.json",
     "/api/v1/reports/{id}/result.parquet",
     "/api/v1/reports/{id}/result.png",
+    "/api/v1/reports/{id}/result.geojson",
     "/api/v1/products/",
 }
 
