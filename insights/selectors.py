@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.contrib.gis.geos import GEOSGeometry
 from django.db import connection
-from django.db.models import Max, Min
+from django.db.models import Max
 
 from insights.buckets import buckets
 from insights.models import DatasetVersion, RetentionMark
@@ -39,6 +39,12 @@ class PresenceCoverage:
     start: dt.datetime
     end: dt.datetime
     latest_version: int
+    gaps: tuple[tuple[dt.datetime, dt.datetime], ...] = ()  # spans between loads that no load covers
+
+    def first_gap_in(self, start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.datetime] | None:
+        return next(
+            ((gap_start, gap_end) for gap_start, gap_end in self.gaps if gap_start < end and start < gap_end), None
+        )
 
 
 @dataclass(frozen=True)
@@ -49,15 +55,21 @@ class AreaCells:
 
 
 def presence_coverage() -> PresenceCoverage | None:
-    """The period the loaded presence data spans, or None before the first load."""
-    span = DatasetVersion.objects.filter(kind=DatasetVersion.Kind.PRESENCE).aggregate(
-        start=Min("period_start"), end=Max("period_end"), latest=Max("id")
-    )
-    if span["latest"] is None:
+    """The period the loaded presence data spans, with its gaps, or None before the first load."""
+    versions = DatasetVersion.objects.filter(kind=DatasetVersion.Kind.PRESENCE)
+    periods = sorted(versions.values_list("period_start", "period_end"))
+    if not periods:
         return None
+    gaps, covered_until = [], periods[0][1]
+    for period_start, period_end in periods[1:]:
+        if period_start > covered_until:
+            gaps.append((covered_until, period_start))
+        covered_until = max(covered_until, period_end)
     mark = RetentionMark.objects.filter(kind=DatasetVersion.Kind.PRESENCE).first()
-    start = max(span["start"], mark.retained_from) if mark else span["start"]
-    return PresenceCoverage(start=start, end=span["end"], latest_version=span["latest"])
+    start = max(periods[0][0], mark.retained_from) if mark else periods[0][0]
+    return PresenceCoverage(
+        start=start, end=covered_until, latest_version=versions.aggregate(latest=Max("id"))["latest"], gaps=tuple(gaps)
+    )
 
 
 def area_cells(*, geometry: GEOSGeometry) -> AreaCells:

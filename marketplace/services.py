@@ -364,6 +364,14 @@ def _check_period(
             code="outside_loaded_data",
             field=start_field if start < coverage.start else end_field,
         )
+    gap = coverage.first_gap_in(start, end)
+    if gap:
+        raise ServiceError(
+            f"no data was loaded for {gap[0].astimezone(tz).isoformat()} to {gap[1].astimezone(tz).isoformat()};"
+            " choose a period without it",
+            code="no_data_in_period",
+            field=start_field,
+        )
 
 
 def report_cancel(*, report: Report) -> Report:

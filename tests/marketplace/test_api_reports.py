@@ -282,3 +282,19 @@ def test_a_breakdown_the_product_does_not_offer_is_refused(city, place):
 
     assert_error(place(order_body(breakdowns=["gender"])), 400, "breakdown_not_offered", attr="breakdowns")
     assert Report.objects.count() == 0
+
+
+def test_a_period_across_a_gap_between_loads_is_refused(api, city, place, tmp_path):
+    # A second load starting two days after the city's data ends leaves a gap.
+    later = dt.datetime(2026, 4, 3, 22, tzinfo=dt.UTC)
+    grid.load_totals(
+        tmp_path / "later.csv", cells=[(0, 0)], start=later, end=later + dt.timedelta(days=1), visits=lambda c, h: 50
+    )
+
+    across = place(order_body(end="2026-04-05T00:00:00+02:00"))
+    before = place(order_body())
+
+    assert_error(across, 400, "no_data_in_period", attr="start")
+    assert "2026-04-01T00:00:00+02:00 to 2026-04-04T00:00:00+02:00" in across.json()["message"]
+    assert before.status_code == 201
+    assert Report.objects.count() == 1
