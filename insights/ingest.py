@@ -1,4 +1,5 @@
-"""Reading and validating presence files in column batches (pyarrow), CSV or Parquet.
+"""Reading and validating aggregate files keyed by cell and hour, in column batches
+(pyarrow), CSV or Parquet.
 
 Cell codes, hours and segments repeat on nearly every line, so they are read
 dictionary-encoded and each distinct value is checked once per batch; only the lines
@@ -19,12 +20,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from insights.grid import InvalidCellCode, cell_corner, cell_id
-from insights.segments import AGE_BANDS, GENDERS
+from insights.kinds import PRESENCE, CellHourKind
 
-PRESENCE_COLUMNS = ["cell", "hour", "age_band", "gender", "visits"]
-PRESENCE_HEADER = ",".join(PRESENCE_COLUMNS)
+PRESENCE_HEADER = PRESENCE.header
 MAX_LISTED_ERRORS = 20
-MAX_VISITS = 2**31 - 1
+MAX_COUNT = 2**31 - 1
 BATCH_BYTES = 16 << 20
 TEXT = pa.dictionary(pa.int32(), pa.string())
 HOUR_TEXT = r"^(?P<hour>\d{4}-\d\d-\d\dT\d\d):00:00(?:Z|\+00:00)$"
@@ -41,7 +41,7 @@ class LoadRejected(Exception):
 
 
 @dataclass
-class PresenceBatch:
+class CellHourBatch:
     """Valid rows of one batch, ready for COPY, grouped by UTC month."""
 
     first_line: int
@@ -49,10 +49,11 @@ class PresenceBatch:
 
 
 @dataclass
-class PresenceReader:
-    """Streams a presence file as validated batches and collects what it saw."""
+class CellHourReader:
+    """Streams a file of one kind as validated batches and collects what it saw."""
 
     path: Path
+    kind: CellHourKind = PRESENCE
     rollup_time_zone: str = "Europe/Berlin"
     rows: int = 0
     cell_ids: dict[int, tuple[str, int, int]] = field(default_factory=dict)
@@ -62,7 +63,7 @@ class PresenceReader:
     error_total: int = 0
     _malformed_rows: int = 0
 
-    def batches(self) -> Iterator[PresenceBatch]:
+    def batches(self) -> Iterator[CellHourBatch]:
         """Valid batches until the first bad line; after that only errors are collected."""
         next_line = 2
         for batch in self._raw_batches():
@@ -73,22 +74,23 @@ class PresenceReader:
             self.rows += batch.num_rows
             if valid is not None and not self.errors:
                 valid = valid.append_column("line", pa.array(np.arange(first_line, next_line)))
-                yield PresenceBatch(first_line=first_line, by_month=_split_by_month(valid))
+                yield CellHourBatch(first_line=first_line, by_month=_split_by_month(valid))
         if self._malformed_rows:
-            self.errors, self.error_total = _lines_with_wrong_field_count(self.path)
+            self.errors, self.error_total = _lines_with_wrong_field_count(self.path, len(self.kind.columns))
         if self.errors:
             raise LoadRejected(self.errors, self.error_total)
         if not self.rows:
             raise LoadRejected(["the file has a header but no data lines"], 1)
 
     def _raw_batches(self) -> Iterator[pa.RecordBatch]:
+        columns = self.kind.columns
         if self.path.suffix == ".parquet":
-            yield from _parquet_batches(self.path)
+            yield from _parquet_batches(self.path, columns)
             return
         with self.path.open(encoding="utf-8-sig", newline="") as head:
             header = head.readline().rstrip("\r\n")
-        if header != PRESENCE_HEADER:
-            raise LoadRejected([f"line 1: header must be exactly {PRESENCE_HEADER!r}, got {header!r}"], 1)
+        if header != self.kind.header:
+            raise LoadRejected([f"line 1: header must be exactly {self.kind.header!r}, got {header!r}"], 1)
 
         def wrong_field_count(row) -> str:
             self._malformed_rows += 1
@@ -96,10 +98,10 @@ class PresenceReader:
 
         yield from pacsv.open_csv(
             self.path,
-            read_options=pacsv.ReadOptions(block_size=BATCH_BYTES, skip_rows=1, column_names=PRESENCE_COLUMNS),
+            read_options=pacsv.ReadOptions(block_size=BATCH_BYTES, skip_rows=1, column_names=columns),
             parse_options=pacsv.ParseOptions(invalid_row_handler=wrong_field_count),
             convert_options=pacsv.ConvertOptions(
-                column_types={name: TEXT for name in PRESENCE_COLUMNS},
+                column_types={name: TEXT for name in columns},
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
@@ -108,17 +110,18 @@ class PresenceReader:
     def _validate(self, batch: pa.RecordBatch, first_line: int) -> pa.Table | None:
         cells = _per_value(batch["cell"], self._cell_ids)
         hours = _per_value(batch["hour"], _utc_hours)
-        ages = _per_value(batch["age_band"], lambda v: pc.index_in(v, value_set=pa.array(AGE_BANDS)))
-        genders = _per_value(batch["gender"], lambda v: pc.index_in(v, value_set=pa.array(GENDERS)))
-        visits = _per_value(batch["visits"], _visit_counts)
-        valid = pc.and_(
-            pc.and_(pc.is_valid(cells), pc.is_valid(hours)),
-            pc.and_(pc.and_(pc.is_valid(ages), pc.is_valid(genders)), pc.is_valid(visits)),
-        )
+        codes = {
+            name: _per_value(batch[name], lambda values, labels=labels: pc.index_in(values, value_set=pa.array(labels)))
+            for name, labels in self.kind.segments.items()
+        }
+        counts = _per_value(batch[self.kind.value], _counts)
+        valid = pc.and_(pc.and_(pc.is_valid(cells), pc.is_valid(hours)), pc.is_valid(counts))
+        for segment in codes.values():
+            valid = pc.and_(valid, pc.is_valid(segment))
         bad = np.flatnonzero(~valid.to_numpy(zero_copy_only=False))
         room = max(MAX_LISTED_ERRORS - len(self.errors), 0)
         for index in bad[:room]:
-            self._reject(first_line + int(index), _why(batch, int(index)))
+            self._reject(first_line + int(index), _why(self.kind, batch, int(index)))
         self.error_total += max(len(bad) - room, 0)  # counted, not listed
         if len(bad):
             return None
@@ -127,10 +130,9 @@ class PresenceReader:
             {
                 "cell_id": cells,
                 "hour": pc.cast(batch["hour"], pa.string()),
-                "age_band": pc.cast(ages, pa.int16()),
-                "gender": pc.cast(genders, pa.int16()),
-                "visits": pc.cast(batch["visits"], pa.string()),
-                "count": visits,
+                **{name: pc.cast(segment, pa.int16()) for name, segment in codes.items()},
+                "value": pc.cast(batch[self.kind.value], pa.string()),
+                "count": counts,
                 "month": _per_value(batch["hour"], _utc_months),
                 "day": _per_value(batch["hour"], self._local_days),
             }
@@ -165,42 +167,40 @@ class PresenceReader:
             self.errors.append(f"line {line_number}: {reason}")
 
 
-def _lines_with_wrong_field_count(path: Path) -> tuple[list[str], int]:
+def _lines_with_wrong_field_count(path: Path, expected: int) -> tuple[list[str], int]:
     errors, total = [], 0
     with path.open(encoding="utf-8-sig", newline="") as lines:
         for line_number, line in enumerate(lines, start=1):
             fields = line.rstrip("\r\n").count(",") + 1
-            if line_number > 1 and fields != len(PRESENCE_COLUMNS):
+            if line_number > 1 and fields != expected:
                 total += 1
                 if len(errors) < MAX_LISTED_ERRORS:
-                    errors.append(f"line {line_number}: expected 5 comma-separated fields, got {fields}")
+                    errors.append(f"line {line_number}: expected {expected} comma-separated fields, got {fields}")
     return errors, total
 
 
-def presence_csv(table: pa.Table, version: int) -> bytes:
-    """The COPY ... (FORMAT csv) payload for a validated month of rows."""
-    out = table.select(["cell_id", "hour", "age_band", "gender", "visits"]).append_column(
+def rows_csv(kind: CellHourKind, table: pa.Table, version: int) -> bytes:
+    """The COPY ... (FORMAT csv) payload of validated rows: the kind's key, value and version."""
+    out = table.select(["cell_id", "hour", *kind.segments, "value"]).append_column(
         "dataset_version_id", pa.array(np.full(table.num_rows, version, dtype=np.int64))
     )
+    return _csv(out)
+
+
+def day_sums_csv(kind: CellHourKind, table: pa.Table) -> bytes:
+    """COPY payload of (cell_id, day, segments..., sum): this batch's sums per local day."""
+    keys = ["cell_id", "day", *kind.segments]
+    return _csv(table.group_by(keys).aggregate([("count", "sum")]).select([*keys, "count_sum"]))
+
+
+def staging_csv(kind: CellHourKind, table: pa.Table) -> bytes:
+    """COPY payload of (line, key...), to find repeated rows."""
+    return _csv(table.select(["line", "cell_id", "hour", *kind.segments]))
+
+
+def _csv(table: pa.Table) -> bytes:
     buffer = io.BytesIO()
-    pacsv.write_csv(out, buffer, pacsv.WriteOptions(include_header=False))
-    return buffer.getvalue()
-
-
-def day_sums_csv(table: pa.Table) -> bytes:
-    """COPY payload of (cell_id, day, age_band, gender, visits): this batch's sums per local day."""
-    keys = ["cell_id", "day", "age_band", "gender"]
-    sums = table.group_by(keys).aggregate([("count", "sum")]).select([*keys, "count_sum"])
-    buffer = io.BytesIO()
-    pacsv.write_csv(sums, buffer, pacsv.WriteOptions(include_header=False))
-    return buffer.getvalue()
-
-
-def staging_csv(table: pa.Table) -> bytes:
-    """COPY payload of (line, cell_id, hour, age_band, gender), to find repeated rows."""
-    buffer = io.BytesIO()
-    columns = ["line", "cell_id", "hour", "age_band", "gender"]
-    pacsv.write_csv(table.select(columns), buffer, pacsv.WriteOptions(include_header=False))
+    pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
     return buffer.getvalue()
 
 
@@ -221,10 +221,10 @@ def _utc_months(values: pa.Array) -> pa.Array:
     return pc.strptime(pc.utf8_slice_codeunits(values, 0, 7), format="%Y-%m", unit="s", error_is_null=True)
 
 
-def _visit_counts(values: pa.Array) -> pa.Array:
+def _counts(values: pa.Array) -> pa.Array:
     digits = pc.match_substring_regex(values, r"^\d{1,10}$")
     counts = pc.cast(pc.if_else(digits, values, "0"), pa.int64())
-    return pc.if_else(pc.and_(digits, pc.less_equal(counts, MAX_VISITS)), counts, None)
+    return pc.if_else(pc.and_(digits, pc.less_equal(counts, MAX_COUNT)), counts, None)
 
 
 def _split_by_month(table: pa.Table) -> dict[dt.date, pa.Table]:
@@ -234,21 +234,20 @@ def _split_by_month(table: pa.Table) -> dict[dt.date, pa.Table]:
     return {month.date(): table.filter(pc.equal(table["month"], month)) for month in months}
 
 
-def _why(batch: pa.RecordBatch, index: int) -> str:
+def _why(kind: CellHourKind, batch: pa.RecordBatch, index: int) -> str:
     """The reason one line is bad, in the words of the per-value checks."""
-    code, hour, age_band, gender, visits = (batch[name][index].as_py() for name in PRESENCE_COLUMNS)
+    value = {name: batch[name][index].as_py() for name in kind.columns}
     try:
-        cell_corner(code)
+        cell_corner(value["cell"])
     except InvalidCellCode as exc:
         return str(exc)
-    problem = hour_problem(hour)
+    problem = hour_problem(value["hour"])
     if problem:
         return problem
-    if age_band not in AGE_BANDS:
-        return f"age_band must be one of {' '.join(AGE_BANDS)}, got {age_band!r}"
-    if gender not in GENDERS:
-        return f"gender must be f, m or *, got {gender!r}"
-    return f"visits must be a non-negative integer below 2^31, got {visits!r}"
+    for name, labels in kind.segments.items():
+        if value[name] not in labels:
+            return f"{name} must be one of {' '.join(labels)}, got {value[name]!r}"
+    return f"{kind.value} must be a non-negative integer below 2^31, got {value[kind.value]!r}"
 
 
 def hour_problem(hour: str) -> str | None:
@@ -263,17 +262,17 @@ def hour_problem(hour: str) -> str | None:
     return None
 
 
-def _parquet_batches(path: Path) -> Iterator[pa.RecordBatch]:
+def _parquet_batches(path: Path, names: list[str]) -> Iterator[pa.RecordBatch]:
     """Parquet columns may be typed; turn them into the text the checks expect."""
     source = pq.ParquetFile(path)
-    missing = [name for name in PRESENCE_COLUMNS if name not in source.schema_arrow.names]
+    missing = [name for name in names if name not in source.schema_arrow.names]
     if missing:
         raise LoadRejected([f"the Parquet file lacks the column(s) {', '.join(missing)}"], 1)
-    for batch in source.iter_batches(batch_size=1 << 20, columns=PRESENCE_COLUMNS):
+    for batch in source.iter_batches(batch_size=1 << 20, columns=names):
         columns = []
-        for name in PRESENCE_COLUMNS:
+        for name in names:
             column = batch[name]
             if pa.types.is_timestamp(column.type):
                 column = pc.strftime(pc.cast(column, pa.timestamp("s", tz="UTC")), format="%Y-%m-%dT%H:%M:%SZ")
             columns.append(pc.dictionary_encode(pc.cast(column, pa.string())))
-        yield pa.RecordBatch.from_arrays(columns, names=PRESENCE_COLUMNS)
+        yield pa.RecordBatch.from_arrays(columns, names=names)

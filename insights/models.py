@@ -17,6 +17,7 @@ class DatasetVersion(models.Model):
 
     class Kind(models.TextChoices):
         PRESENCE = "presence"
+        DWELL = "dwell"
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     source = models.CharField(max_length=500)
@@ -84,3 +85,32 @@ class RetentionMark(models.Model):
     kind = models.CharField(max_length=20, choices=DatasetVersion.Kind.choices, unique=True)
     retained_from = models.DateTimeField()
     updated_at = models.DateTimeField(auto_now=True)
+
+
+class Dwell(models.Model):
+    """Visitors of a cell in an hour (UTC) by how long they stayed; partitioned like Presence."""
+
+    pk = models.CompositePrimaryKey("cell", "hour", "dwell_band")
+    cell = models.ForeignKey(Cell, on_delete=models.PROTECT, db_index=False, db_constraint=False)
+    hour = models.DateTimeField()
+    dwell_band = models.PositiveSmallIntegerField(help_text="index into insights.kinds.DWELL_BANDS")
+    visitors = models.PositiveIntegerField()
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)
+
+
+class DwellDay(models.Model):
+    pk = models.CompositePrimaryKey("cell", "day", "dwell_band", "dataset_version")
+    cell = models.ForeignKey(Cell, on_delete=models.PROTECT, db_index=False, db_constraint=False)
+    day = models.DateField()
+    dwell_band = models.PositiveSmallIntegerField()
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)
+    visitors = models.PositiveBigIntegerField()
+
+
+class DwellWeek(models.Model):
+    pk = models.CompositePrimaryKey("cell", "week", "dwell_band", "dataset_version")
+    cell = models.ForeignKey(Cell, on_delete=models.PROTECT, db_index=False, db_constraint=False)
+    week = models.DateField()
+    dwell_band = models.PositiveSmallIntegerField()
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)
+    visitors = models.PositiveBigIntegerField()

@@ -21,11 +21,14 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
 from insights.grid import cell_corner
+from insights.kinds import PRODUCT_KINDS
 
 CHART_WIDTH_INCHES, CHART_HEIGHT_INCHES, CHART_DPI = 12, 6, 100
 RELEASED_COLOUR = "#1f5fa8"
 WITHHELD_COLOUR = "#d9d9d9"
 COMPARISON_COLOUR = "#e07b00"
+Y_LABELS = {"visits": "people present (sum of hourly counts)", "visitors": "visitors (arrivals, in all dwell bands)"}
+LINE_LABELS = {"visits": "people present", "visitors": "visitors"}
 GEOJSON_DECIMALS = 7  # about 1 cm
 MARK_EVERY_VALUE_UP_TO = 100  # buckets; beyond, markers on a 1200 px chart overlap
 
@@ -45,13 +48,13 @@ def all_rows(result: dict) -> list[dict]:
 def columns(result: dict) -> dict[str, pa.DataType]:
     """The downloads' columns and their types; a comparison adds its own."""
     timestamp = pa.timestamp("us", tz=result["time_zone"])
+    segments = PRODUCT_KINDS[result["product"]].segments
     types = {
         "start": timestamp,
         "end": timestamp,
         "hours": pa.int16(),
-        "age_band": pa.string(),
-        "gender": pa.string(),
-        "visits": pa.int64(),
+        **{name: pa.string() for name in segments},
+        result["metric"]: pa.int64(),
         "suppressed": pa.bool_(),
     }
     if result["product"] == "compare":
@@ -119,13 +122,14 @@ def png_chart(result: dict, *, title: str | None = None) -> bytes:
     series = result["series"]
     starts = [dt.datetime.fromisoformat(row["start"]) for row in series]
     # NaN breaks the line, so a withheld bucket is a gap rather than a guess.
-    visits = [float("nan") if row["visits"] is None else row["visits"] for row in series]
+    metric = result["metric"]
+    visits = [float("nan") if row[metric] is None else row[metric] for row in series]
 
     figure = Figure(figsize=(CHART_WIDTH_INCHES, CHART_HEIGHT_INCHES), dpi=CHART_DPI, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     # A long series reads better as a bare line, but a value between two gaps has no line: it keeps its marker.
-    marked = list(range(len(series))) if len(series) <= MARK_EVERY_VALUE_UP_TO else _lone_values(series)
+    marked = list(range(len(series))) if len(series) <= MARK_EVERY_VALUE_UP_TO else _lone_values(series, metric)
     [released_line] = axes.plot(
         starts,
         visits,
@@ -157,9 +161,7 @@ def png_chart(result: dict, *, title: str | None = None) -> bytes:
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=tz))
     axes.set_xlabel(f"bucket start ({result['time_zone']})")
-    released_values = [
-        row[key] for row in series for key in ("visits", "comparison_visits") if row.get(key) is not None
-    ]
+    released_values = [row[key] for row in series for key in (metric, "comparison_visits") if row.get(key) is not None]
     if released_values:
         axes.set_ylim(0, max(released_values) * 1.1)
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -168,7 +170,7 @@ def png_chart(result: dict, *, title: str | None = None) -> bytes:
         # With no value the y scale means nothing; say why the chart is empty instead.
         axes.set_yticks([])
         axes.text(0.5, 0.5, "every bucket withheld (under k)", transform=axes.transAxes, ha="center", fontsize=14)
-    axes.set_ylabel("people present (sum of hourly counts)")
+    axes.set_ylabel(Y_LABELS[metric])
     axes.grid(axis="y", color="#e6e6e6")
     axes.spines[["top", "right"]].set_visible(False)
 
@@ -192,7 +194,7 @@ def png_chart(result: dict, *, title: str | None = None) -> bytes:
 
 def _ordered_label(result: dict) -> str:
     if result["product"] != "compare":
-        return "people present"
+        return LINE_LABELS[result["metric"]]
     return "this area" if result["comparison"]["other_area"] else f"period from {result['start'][:10]}"
 
 
@@ -217,9 +219,9 @@ def _withheld_periods(series: list[dict]) -> Iterator[tuple[dt.datetime, dt.date
         yield run_start, run_end
 
 
-def _lone_values(series: list[dict]) -> list[int]:
+def _lone_values(series: list[dict], metric: str) -> list[int]:
     """Indexes of released buckets whose neighbours are both withheld or absent."""
-    released = [row["visits"] is not None for row in series]
+    released = [row[metric] is not None for row in series]
     return [
         index
         for index, is_released in enumerate(released)

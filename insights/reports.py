@@ -9,12 +9,9 @@ from django.conf import settings
 from django.contrib.gis.geos import GEOSGeometry
 
 from insights.buckets import HOUR, buckets
+from insights.kinds import DWELL, PRESENCE, CellHourKind
 from insights.privacy import release_count
-from insights.segments import AGE_BANDS, GENDERS
-from insights.selectors import presence_cell_totals, presence_totals
-
-# Each dimension a report may break down by, with its labels (code 0 is "all").
-DIMENSIONS = {"age_band": AGE_BANDS, "gender": GENDERS}
+from insights.selectors import cell_hour_totals, cell_totals
 
 
 def footfall_result(
@@ -31,7 +28,63 @@ def footfall_result(
 ) -> dict:
     """People present per local bucket (the sum over the bucket's hours of the hourly
     counts), per segment of the requested breakdowns, and per cell over the whole period."""
+    return _cell_hour_result(
+        kind=PRESENCE,
+        product="footfall",
+        geometry=geometry,
+        start=start,
+        end=end,
+        granularity=granularity,
+        time_zone=time_zone,
+        version=version,
+        breakdowns=breakdowns,
+        with_cells=with_cells,
+        on_progress=on_progress,
+    )
+
+
+def dwell_result(
+    *,
+    geometry: GEOSGeometry,
+    start: dt.datetime,
+    end: dt.datetime,
+    granularity: str,
+    time_zone: str,
+    version: int,
+    on_progress: Callable[[float], None] | None = None,
+) -> dict:
+    """Visitors per local bucket, in all and per dwell band (how long they stayed)."""
+    return _cell_hour_result(
+        kind=DWELL,
+        product="dwell",
+        geometry=geometry,
+        start=start,
+        end=end,
+        granularity=granularity,
+        time_zone=time_zone,
+        version=version,
+        breakdowns=("dwell_band",),
+        with_cells=True,
+        on_progress=on_progress,
+    )
+
+
+def _cell_hour_result(
+    *,
+    kind: CellHourKind,
+    product: str,
+    geometry: GEOSGeometry,
+    start: dt.datetime,
+    end: dt.datetime,
+    granularity: str,
+    time_zone: str,
+    version: int,
+    breakdowns: Collection[str],
+    with_cells: bool,
+    on_progress: Callable[[float], None] | None,
+) -> dict:
     query = {
+        "kind": kind,
         "geometry": geometry,
         "start": start,
         "end": end,
@@ -41,13 +94,14 @@ def footfall_result(
     }
     # With a breakdown there are two passes, each half of the work.
     passes = 2 if breakdowns else 1
-    totals = presence_totals(**query, on_progress=_part_of(on_progress, first=0, of=passes))
+    totals = cell_hour_totals(**query, on_progress=_part_of(on_progress, first=0, of=passes))
     tz = ZoneInfo(time_zone)
     periods = list(buckets(start, end, granularity, tz))
-    series = [_row(totals, bucket, tz, 0, 0) for bucket in periods]
+    everyone = (0,) * len(kind.segments)
+    series = [_row(kind, totals, bucket, tz, everyone) for bucket in periods]
     result = {
-        "product": "footfall",
-        "metric": "visits",
+        "product": product,
+        "metric": kind.value,
         "granularity": granularity,
         "time_zone": time_zone,
         "start": start.astimezone(tz).isoformat(),
@@ -58,27 +112,25 @@ def footfall_result(
     }
     suppressed = sum(row["suppressed"] for row in series)
     if breakdowns:
-        by_segment = presence_totals(
-            **query,
-            breakdowns=breakdowns,
-            on_progress=_part_of(on_progress, first=1, of=passes),
+        by_segment = cell_hour_totals(
+            **query, breakdowns=breakdowns, on_progress=_part_of(on_progress, first=1, of=passes)
         )
-        codes = [range(1, len(labels)) if name in breakdowns else [0] for name, labels in DIMENSIONS.items()]
+        codes = [range(1, len(labels)) if name in breakdowns else [0] for name, labels in kind.segments.items()]
         result["segments"] = [
-            _row(by_segment, bucket, tz, age, gender) for bucket in periods for age, gender in itertools.product(*codes)
+            _row(kind, by_segment, bucket, tz, segment) for bucket in periods for segment in itertools.product(*codes)
         ]
         suppressed += sum(row["suppressed"] for row in result["segments"])
     if with_cells:
-        cells = presence_cell_totals(**query)
-        result["cells"] = [_cell(code, share, visits) for code, share, visits in cells]
+        cells = cell_totals(**query)
+        result["cells"] = [_cell(kind, code, share, count) for code, share, count in cells]
         suppressed += sum(cell["suppressed"] for cell in result["cells"])
     result["privacy"] = {"k": settings.PRIVACY_K, "suppressed_values": suppressed}
     return result
 
 
-def _cell(code: str, share: float, visits: float) -> dict:
-    released = release_count(visits)
-    return {"cell": code, "share": round(share, 6), "visits": released.value, "suppressed": released.suppressed}
+def _cell(kind: CellHourKind, code: str, share: float, count: float) -> dict:
+    released = release_count(count)
+    return {"cell": code, "share": round(share, 6), kind.value: released.value, "suppressed": released.suppressed}
 
 
 def _part_of(on_progress, *, first: int, of: int) -> Callable[[float], None] | None:
@@ -88,17 +140,17 @@ def _part_of(on_progress, *, first: int, of: int) -> Callable[[float], None] | N
     return lambda done: on_progress((first + done) / of)
 
 
-def _row(sums: dict, bucket: tuple[dt.datetime, dt.datetime], tz: ZoneInfo, age: int, gender: int) -> dict:
+def _row(kind: CellHourKind, sums: dict, bucket: tuple[dt.datetime, dt.datetime], tz: ZoneInfo, codes: tuple) -> dict:
     bucket_start, bucket_end = bucket
     # A value with no rows had only counts the operator dropped upstream as too small.
-    released = release_count(sums.get((bucket_start, age, gender), 0.0))
+    released = release_count(sums.get((bucket_start, *codes), 0.0))
+    labels = {name: kind.segments[name][code] for name, code in zip(kind.segments, codes, strict=True)}
     return {
         "start": bucket_start.astimezone(tz).isoformat(),
         "end": bucket_end.astimezone(tz).isoformat(),
         "hours": int((bucket_end - bucket_start) / HOUR),
-        "age_band": AGE_BANDS[age],
-        "gender": GENDERS[gender],
-        "visits": released.value,
+        **labels,
+        kind.value: released.value,
         "suppressed": released.suppressed,
     }
 

@@ -6,6 +6,7 @@ import itertools
 import math
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
+from functools import partial
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -14,6 +15,7 @@ from django.db import connection
 from django.db.models import Max
 
 from insights.buckets import buckets
+from insights.kinds import PRESENCE, CellHourKind
 from insights.models import DatasetVersion, RetentionMark
 
 # The cells an area covers, each weighted by the share of the cell inside the area.
@@ -35,7 +37,7 @@ _CELL_SHARES = """
 
 
 @dataclass(frozen=True)
-class PresenceCoverage:
+class Coverage:
     start: dt.datetime
     end: dt.datetime
     latest_version: int
@@ -54,9 +56,9 @@ class AreaCells:
     cell_count: int
 
 
-def presence_coverage() -> PresenceCoverage | None:
-    """The period the loaded presence data spans, with its gaps, or None before the first load."""
-    versions = DatasetVersion.objects.filter(kind=DatasetVersion.Kind.PRESENCE)
+def coverage(*, kind: CellHourKind) -> Coverage | None:
+    """The period the loaded data of a kind spans, with its gaps, or None before the first load."""
+    versions = DatasetVersion.objects.filter(kind=kind.name)
     periods = sorted(versions.values_list("period_start", "period_end"))
     if not periods:
         return None
@@ -65,9 +67,9 @@ def presence_coverage() -> PresenceCoverage | None:
         if period_start > covered_until:
             gaps.append((covered_until, period_start))
         covered_until = max(covered_until, period_end)
-    mark = RetentionMark.objects.filter(kind=DatasetVersion.Kind.PRESENCE).first()
+    mark = RetentionMark.objects.filter(kind=kind.name).first()
     start = max(periods[0][0], mark.retained_from) if mark else periods[0][0]
-    return PresenceCoverage(
+    return Coverage(
         start=start, end=covered_until, latest_version=versions.aggregate(latest=Max("id"))["latest"], gaps=tuple(gaps)
     )
 
@@ -88,19 +90,20 @@ def area_cells(*, geometry: GEOSGeometry) -> AreaCells:
 
 # Where a report's numbers come from: the coarsest table that answers it exactly.
 # Rollups are kept per local day and week of ROLLUP_TIME_ZONE only.
+# Per source: the table's suffix, the period filter, and the bucket for hour and coarser.
 _SOURCES = {
     "hour": (
-        "insights_presence t",
+        "",
         "t.hour >= %(start)s AND t.hour < %(end)s",
         {"hour": "t.hour", "day": "date_trunc(%(granularity)s, t.hour, %(time_zone)s)"},
     ),
     "day": (
-        "insights_presenceday t",
+        "day",
         "t.day >= %(start_day)s AND t.day < %(end_day)s",
         {"day": "(date_trunc(%(granularity)s, t.day)::date)::timestamp AT TIME ZONE %(time_zone)s"},
     ),
     "week": (
-        "insights_presenceweek t",
+        "week",
         "t.week >= %(start_day)s AND t.week < %(end_day)s",
         {"day": "t.week::timestamp AT TIME ZONE %(time_zone)s"},
     ),
@@ -115,8 +118,9 @@ def presence_source(*, granularity: str, time_zone: str) -> str:
     return "week" if granularity == "week" else "day"
 
 
-def presence_totals(
+def cell_hour_totals(
     *,
+    kind: CellHourKind,
     geometry: GEOSGeometry,
     start: dt.datetime,
     end: dt.datetime,
@@ -126,33 +130,33 @@ def presence_totals(
     breakdowns: Collection[str] = (),
     source: str | None = None,
     on_progress: Callable[[float], None] | None = None,
-) -> dict[tuple[dt.datetime, int, int], float]:
-    """Area-weighted sums of people present per local time bucket and segment, keyed by
-    (bucket start, age band code, gender code); a dimension not broken down is 0, all.
+) -> dict[tuple, float]:
+    """Area-weighted sums of the kind's counts per local time bucket and segment, keyed by
+    (bucket start, *segment codes); a segment column not broken down is 0, all.
 
     The area's cells are weighed once; the period is then summed in up to PROGRESS_STEPS
     chunks of whole buckets, reporting the fraction done after each.
     """
-    # A dimension broken down reads its specific rows (code > 0), the other its total (0).
-    segments = " AND ".join(
-        f"t.{dimension} {'>' if dimension in breakdowns else '='} 0" for dimension in ("age_band", "gender")
-    )
+    # A segment broken down reads its specific rows (code > 0), the other its total (0).
+    columns = ", ".join(f"t.{name}" for name in kind.segments)
+    segments = " AND ".join(f"t.{name} {'>' if name in breakdowns else '='} 0" for name in kind.segments)
     source = source or presence_source(granularity=granularity, time_zone=time_zone)
-    table, period, buckets_by_kind = _SOURCES[source]
+    suffix, period, buckets_by_kind = _SOURCES[source]
+    table = f"{kind.table}{suffix} t"
     bucket = buckets_by_kind["hour" if granularity == "hour" else "day"]
     zone = ZoneInfo(time_zone)
     bucket_starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
     step = math.ceil(len(bucket_starts) / PROGRESS_STEPS)
     chunk_bounds = bucket_starts[::step] + [end]
     chunks = list(itertools.pairwise(chunk_bounds))
-    totals: dict[tuple[dt.datetime, int, int], float] = {}
+    totals: dict[tuple, float] = {}
     with _report_cells(geometry) as cursor:
         for done, (chunk_start, chunk_end) in enumerate(chunks, start=1):
             cursor.execute(
-                f"SELECT {bucket} AS bucket, t.age_band, t.gender, sum(t.visits * c.share)"
+                f"SELECT {bucket} AS bucket, {columns}, sum(t.{kind.value} * c.share)"
                 f" FROM {table} JOIN report_cells c USING (cell_id)"
                 f" WHERE {period} AND {segments} AND t.dataset_version_id <= %(version)s"
-                " GROUP BY 1, 2, 3",
+                f" GROUP BY bucket, {columns}",
                 {
                     "start": chunk_start,
                     "end": chunk_end,
@@ -163,7 +167,7 @@ def presence_totals(
                     "version": version,
                 },
             )
-            totals.update(((bucket, age, gender), visits) for bucket, age, gender, visits in cursor.fetchall())
+            totals.update((tuple(row[:-1]), row[-1]) for row in cursor.fetchall())
             if on_progress:
                 on_progress(done / len(chunks))
     return totals
@@ -184,20 +188,29 @@ def _report_cells(geometry: GEOSGeometry) -> Iterator:
             cursor.execute("DROP TABLE IF EXISTS report_cells")
 
 
-def presence_cell_totals(
-    *, geometry: GEOSGeometry, start: dt.datetime, end: dt.datetime, granularity: str, time_zone: str, version: int
+def cell_totals(
+    *,
+    kind: CellHourKind,
+    geometry: GEOSGeometry,
+    start: dt.datetime,
+    end: dt.datetime,
+    granularity: str,
+    time_zone: str,
+    version: int,
 ) -> list[tuple[str, float, float]]:
-    """(cell code, share of the cell inside the area, area-weighted people present over the
-    whole period) for every cell the area covers, all ages and genders."""
+    """(cell code, share of the cell inside the area, area-weighted count over the whole
+    period, all segments) for every cell the area covers."""
     source = presence_source(granularity=granularity, time_zone=time_zone)
-    table, period, _ = _SOURCES[source]
+    suffix, period, _ = _SOURCES[source]
+    table = f"{kind.table}{suffix} t"
+    all_segments = " AND ".join(f"t.{name} = 0" for name in kind.segments)
     zone = ZoneInfo(time_zone)
     with _report_cells(geometry) as cursor:
         cursor.execute(
-            f"SELECT cell.code, c.share, coalesce(sum(t.visits * c.share), 0)"
+            f"SELECT cell.code, c.share, coalesce(sum(t.{kind.value} * c.share), 0)"
             f" FROM report_cells c JOIN insights_cell cell ON cell.id = c.cell_id"
             f" LEFT JOIN {table} ON t.cell_id = c.cell_id AND {period}"
-            "   AND t.age_band = 0 AND t.gender = 0 AND t.dataset_version_id <= %(version)s"
+            f"   AND {all_segments} AND t.dataset_version_id <= %(version)s"
             " GROUP BY cell.code, c.share ORDER BY cell.code",
             {
                 "start": start,
@@ -208,3 +221,8 @@ def presence_cell_totals(
             },
         )
         return cursor.fetchall()
+
+
+presence_coverage = partial(coverage, kind=PRESENCE)
+presence_totals = partial(cell_hour_totals, kind=PRESENCE)
+presence_cell_totals = partial(cell_totals, kind=PRESENCE)

@@ -1,34 +1,34 @@
-"""Writes of the data side: loading aggregate batches."""
+"""Writes of the data side: loading aggregate batches, and dropping old ones."""
 
 import datetime as dt
 import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from insights.ingest import (
-    MAX_LISTED_ERRORS,
-    LoadRejected,
-    PresenceReader,
-    day_sums_csv,
-    presence_csv,
-    staging_csv,
-)
+from insights.ingest import MAX_LISTED_ERRORS, CellHourReader, LoadRejected, day_sums_csv, rows_csv, staging_csv
+from insights.kinds import DWELL, KINDS, PRESENCE, CellHourKind
 from insights.models import DatasetVersion, RetentionMark
 
-__all__ = ["LoadRejected", "LoadSummary", "RetentionSummary", "presence_load", "presence_retain", "retention_cutoff"]
+__all__ = [
+    "LoadRejected",
+    "LoadSummary",
+    "RetentionSummary",
+    "aggregates_load",
+    "dwell_load",
+    "aggregates_retain",
+    "presence_load",
+    "retention_cutoff",
+]
 
-COPY_PRESENCE = (
-    "COPY {table} (cell_id, hour, age_band, gender, visits, dataset_version_id) FROM STDIN (FORMAT csv{options})"
-)
 # Sorting a month's primary key in memory rather than on disk.
 INDEX_BUILD_MEMORY = "512MB"
-PRESENCE_KEY = "cell_id, hour, age_band, gender"
 
 
 @dataclass(frozen=True)
@@ -42,41 +42,43 @@ class LoadSummary:
     already_loaded: bool
 
 
-def presence_load(*, path: Path, on_progress: Callable[[int], None] | None = None) -> LoadSummary:
-    """Load a presence file (CSV or Parquet) as a new dataset version, all or nothing.
+def aggregates_load(*, kind: CellHourKind, path: Path, on_progress: Callable[[int], None] | None = None) -> LoadSummary:
+    """Load a file of one kind (CSV or Parquet) as a new dataset version, all or nothing.
 
     Loading a file whose content was loaded before is a no-op that returns that version.
     """
     sha256 = _file_sha256(path)
-    existing = DatasetVersion.objects.filter(kind=DatasetVersion.Kind.PRESENCE, sha256=sha256).first()
+    existing = DatasetVersion.objects.filter(kind=kind.name, sha256=sha256).first()
     if existing:
         return _summary(existing, already_loaded=True)
 
     started = time.monotonic()
-    reader = PresenceReader(path, rollup_time_zone=settings.ROLLUP_TIME_ZONE)
+    reader = CellHourReader(path, kind=kind, rollup_time_zone=settings.ROLLUP_TIME_ZONE)
     try:
         with transaction.atomic():
-            version, new_partitions = _load_presence(reader, sha256, on_progress)
+            version, new_partitions = _load(reader, sha256, on_progress)
             version.duration_seconds = time.monotonic() - started
             version.save(update_fields=["duration_seconds"])
     except IntegrityError:
-        errors, total = _duplicate_lines(path)
+        errors, total = _duplicate_lines(kind, path)
         raise LoadRejected(errors, total) from None
     with connection.cursor() as cursor:
-        for partition in new_partitions:
-            cursor.execute(f"ANALYZE {partition}")
-        cursor.execute("ANALYZE insights_presence")
-        cursor.execute("ANALYZE insights_presenceday")
-        cursor.execute("ANALYZE insights_presenceweek")
+        for table in [*new_partitions, kind.table, f"{kind.table}day", f"{kind.table}week"]:
+            cursor.execute(f"ANALYZE {table}")
     return _summary(version, already_loaded=False)
 
 
-def _load_presence(reader: PresenceReader, sha256: str, on_progress) -> tuple[DatasetVersion, list[str]]:
+presence_load = partial(aggregates_load, kind=PRESENCE)
+dwell_load = partial(aggregates_load, kind=DWELL)
+
+
+def _load(reader: CellHourReader, sha256: str, on_progress) -> tuple[DatasetVersion, list[str]]:
     """COPY each month: a month seen for the first time goes to a fresh table that gets its
     primary key after the rows are in (much faster than maintaining it) and is then attached."""
+    kind = reader.kind
     placeholder = timezone.now()
     version = DatasetVersion.objects.create(
-        kind=DatasetVersion.Kind.PRESENCE,
+        kind=kind.name,
         source=reader.path.name,
         sha256=sha256,
         rows=0,
@@ -85,60 +87,62 @@ def _load_presence(reader: PresenceReader, sha256: str, on_progress) -> tuple[Da
         period_end=placeholder,
         duration_seconds=0.0,
     )
+    copy_rows = f"COPY {{table}} ({kind.key}, {kind.value}, dataset_version_id) FROM STDIN (FORMAT csv{{options}})"
+    segments = ", ".join(f"{name} smallint" for name in kind.segments)
     with connection.cursor() as cursor:
-        attached = _presence_partitions(cursor)
+        attached = _partitions(cursor, kind)
         new_months: list[dt.date] = []
         cursor.execute("DROP TABLE IF EXISTS day_sums")  # ON COMMIT DROP does not fire in an enclosing transaction
         cursor.execute(
-            "CREATE TEMP TABLE day_sums (cell_id bigint, day date, age_band smallint, gender smallint, visits bigint)"
-            " ON COMMIT DROP"
+            f"CREATE TEMP TABLE day_sums (cell_id bigint, day date, {segments}, total bigint) ON COMMIT DROP"
         )
         for batch in reader.batches():
             for month, rows in batch.by_month.items():
                 with connection.wrap_database_errors, cursor.copy("COPY day_sums FROM STDIN (FORMAT csv)") as copy:
-                    copy.write(day_sums_csv(rows))
+                    copy.write(day_sums_csv(kind, rows))
                 if month not in attached and month not in new_months:
-                    cursor.execute(f"CREATE TABLE {_partition(month)} (LIKE insights_presence INCLUDING CONSTRAINTS)")
+                    cursor.execute(f"CREATE TABLE {_partition(kind, month)} (LIKE {kind.table} INCLUDING CONSTRAINTS)")
                     new_months.append(month)
                 # A table created in this transaction can take its rows already frozen.
                 fresh = month in new_months
-                statement = COPY_PRESENCE.format(
-                    table=_partition(month) if fresh else "insights_presence", options=", FREEZE" if fresh else ""
+                statement = copy_rows.format(
+                    table=_partition(kind, month) if fresh else kind.table, options=", FREEZE" if fresh else ""
                 )
                 # COPY bypasses Django's cursor wrapper: translate psycopg's errors as execute() would.
                 with connection.wrap_database_errors, cursor.copy(statement) as copy:
-                    copy.write(presence_csv(rows, version.pk))
+                    copy.write(rows_csv(kind, rows, version.pk))
             if on_progress:
                 on_progress(reader.rows)
         cursor.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
         for month in new_months:
-            cursor.execute(f"ALTER TABLE {_partition(month)} ADD PRIMARY KEY ({PRESENCE_KEY})")
+            cursor.execute(f"ALTER TABLE {_partition(kind, month)} ADD PRIMARY KEY ({kind.key})")
             cursor.execute(
-                f"ALTER TABLE insights_presence ATTACH PARTITION {_partition(month)} FOR VALUES FROM (%s) TO (%s)",
+                f"ALTER TABLE {kind.table} ATTACH PARTITION {_partition(kind, month)} FOR VALUES FROM (%s) TO (%s)",
                 [_month_start(month), _month_start(_next_month(month))],
             )
         _insert_cells(cursor, reader.cell_ids)
-        _roll_up(cursor, version=version.pk)
+        _roll_up(cursor, kind, version=version.pk)
     version.rows = reader.rows
     version.cells = len(reader.cell_ids)
     version.period_start = reader.first_hour
     version.period_end = reader.last_hour + dt.timedelta(hours=1)
     version.save(update_fields=["rows", "cells", "period_start", "period_end"])
-    return version, [_partition(month) for month in new_months]
+    return version, [_partition(kind, month) for month in new_months]
 
 
-def _roll_up(cursor, *, version: int) -> None:
+def _roll_up(cursor, kind: CellHourKind, *, version: int) -> None:
     """Combine the batches' day sums into local days, and those days into local weeks."""
+    segments = ", ".join(kind.segments)
     cursor.execute(
-        "INSERT INTO insights_presenceday (cell_id, day, age_band, gender, dataset_version_id, visits)"
-        " SELECT cell_id, day, age_band, gender, %(version)s, sum(visits) FROM day_sums GROUP BY 1, 2, 3, 4",
+        f"INSERT INTO {kind.table}day (cell_id, day, {segments}, dataset_version_id, {kind.value})"
+        f" SELECT cell_id, day, {segments}, %(version)s, sum(total) FROM day_sums GROUP BY cell_id, day, {segments}",
         {"version": version},
     )
     cursor.execute(
-        "INSERT INTO insights_presenceweek (cell_id, week, age_band, gender, dataset_version_id, visits)"
-        " SELECT cell_id, date_trunc('week', day)::date, age_band, gender, dataset_version_id, sum(visits)"
-        " FROM insights_presenceday WHERE dataset_version_id = %(version)s"
-        " GROUP BY 1, 2, 3, 4, 5",
+        f"INSERT INTO {kind.table}week (cell_id, week, {segments}, dataset_version_id, {kind.value})"
+        f" SELECT cell_id, date_trunc('week', day)::date, {segments}, dataset_version_id, sum({kind.value})"
+        f" FROM {kind.table}day WHERE dataset_version_id = %(version)s"
+        f" GROUP BY cell_id, 2, {segments}, dataset_version_id",
         {"version": version},
     )
 
@@ -153,43 +157,43 @@ def retention_cutoff() -> dt.datetime:
     return timezone.now() - dt.timedelta(days=settings.DATA_RETENTION_DAYS)
 
 
-def presence_retain(*, before: dt.datetime) -> RetentionSummary:
-    """Drop every whole UTC month of presence that ends on or before `before`, with the
+def aggregates_retain(*, before: dt.datetime) -> dict[str, RetentionSummary]:
+    """Drop every whole UTC month that ends on or before `before`, of every kind, with the
     rollup days and weeks that started before the first hour kept."""
+    return {name: _retain(kind, before=before) for name, kind in KINDS.items()}
+
+
+def _retain(kind: CellHourKind, *, before: dt.datetime) -> RetentionSummary:
     with transaction.atomic(), connection.cursor() as cursor:
-        old_months = sorted(
-            month for month in _presence_partitions(cursor) if _month_start(_next_month(month)) <= before
-        )
+        old_months = sorted(month for month in _partitions(cursor, kind) if _month_start(_next_month(month)) <= before)
         if not old_months:
-            mark = RetentionMark.objects.filter(kind=DatasetVersion.Kind.PRESENCE).first()
+            mark = RetentionMark.objects.filter(kind=kind.name).first()
             return RetentionSummary(dropped_months=[], retained_from=mark.retained_from if mark else None)
         for month in old_months:
-            cursor.execute(f"DROP TABLE {_partition(month)}")
+            cursor.execute(f"DROP TABLE {_partition(kind, month)}")
         retained_from = _month_start(_next_month(old_months[-1]))
         # A rollup day or week that began before the cut holds hours that are gone.
-        for table, column in (("insights_presenceday", "day"), ("insights_presenceweek", "week")):
+        for table, column in ((f"{kind.table}day", "day"), (f"{kind.table}week", "week")):
             cursor.execute(
                 f"DELETE FROM {table} WHERE ({column}::timestamp AT TIME ZONE %(zone)s) < %(cut)s",
                 {"zone": settings.ROLLUP_TIME_ZONE, "cut": retained_from},
             )
-        RetentionMark.objects.update_or_create(
-            kind=DatasetVersion.Kind.PRESENCE, defaults={"retained_from": retained_from}
-        )
+        RetentionMark.objects.update_or_create(kind=kind.name, defaults={"retained_from": retained_from})
     return RetentionSummary(dropped_months=old_months, retained_from=retained_from)
 
 
-def _presence_partitions(cursor) -> set[dt.date]:
+def _partitions(cursor, kind: CellHourKind) -> set[dt.date]:
     cursor.execute(
         "SELECT child.relname FROM pg_inherits JOIN pg_class child ON child.oid = pg_inherits.inhrelid"
-        " WHERE pg_inherits.inhparent = 'insights_presence'::regclass"
+        " WHERE pg_inherits.inhparent = %s::regclass",
+        [kind.table],
     )
-    return {
-        dt.datetime.strptime(name.removeprefix("insights_presence_p"), "%Y%m").date() for (name,) in cursor.fetchall()
-    }
+    prefix = f"{kind.table}_p"
+    return {dt.datetime.strptime(name.removeprefix(prefix), "%Y%m").date() for (name,) in cursor.fetchall()}
 
 
-def _partition(month: dt.date) -> str:
-    return f"insights_presence_p{month:%Y%m}"
+def _partition(kind: CellHourKind, month: dt.date) -> str:
+    return f"{kind.table}_p{month:%Y%m}"
 
 
 def _month_start(month: dt.date) -> dt.datetime:
@@ -218,30 +222,23 @@ def _insert_cells(cursor, cells: dict[int, tuple[str, int, int]]) -> None:
     )
 
 
-def _duplicate_lines(path: Path) -> tuple[list[str], int]:
+def _duplicate_lines(kind: CellHourKind, path: Path) -> tuple[list[str], int]:
     """Explain a refused load: rows repeated in the file, or rows already loaded earlier."""
+    segments = ", ".join(f"{name} smallint" for name in kind.segments)
     with transaction.atomic(), connection.cursor() as cursor:
         # Dropped first too: ON COMMIT DROP does not fire inside an enclosing transaction.
-        cursor.execute("DROP TABLE IF EXISTS presence_staging")
+        cursor.execute("DROP TABLE IF EXISTS staging")
         cursor.execute(
-            "CREATE TEMP TABLE presence_staging (line integer, cell_id bigint, hour timestamptz,"
-            " age_band smallint, gender smallint) ON COMMIT DROP"
+            f"CREATE TEMP TABLE staging (line integer, cell_id bigint, hour timestamptz, {segments}) ON COMMIT DROP"
         )
-        for batch in PresenceReader(path).batches():
+        for batch in CellHourReader(path, kind=kind).batches():
             for rows in batch.by_month.values():
-                with cursor.copy("COPY presence_staging FROM STDIN (FORMAT csv)") as copy:
-                    copy.write(staging_csv(rows))
-        cursor.execute(
-            f"SELECT min(line), max(line) FROM presence_staging GROUP BY {PRESENCE_KEY} HAVING count(*) > 1 ORDER BY 1"
-        )
-        errors = [
-            (last, f"line {last}: repeats line {first} (same cell, hour, age_band, gender)")
-            for first, last in cursor.fetchall()
-        ]
-        cursor.execute(
-            "SELECT s.line, p.dataset_version_id FROM presence_staging s"
-            f" JOIN insights_presence p USING ({PRESENCE_KEY})"
-        )
+                with cursor.copy("COPY staging FROM STDIN (FORMAT csv)") as copy:
+                    copy.write(staging_csv(kind, rows))
+        cursor.execute(f"SELECT min(line), max(line) FROM staging GROUP BY {kind.key} HAVING count(*) > 1 ORDER BY 1")
+        same = ", ".join(["cell", "hour", *kind.segments])
+        errors = [(last, f"line {last}: repeats line {first} (same {same})") for first, last in cursor.fetchall()]
+        cursor.execute(f"SELECT s.line, t.dataset_version_id FROM staging s JOIN {kind.table} t USING ({kind.key})")
         errors += [
             (line, f"line {line}: already loaded in dataset version {version}") for line, version in cursor.fetchall()
         ]

@@ -14,6 +14,7 @@ import numpy as np
 
 from insights.grid import cell_code
 from insights.ingest import PRESENCE_HEADER
+from insights.kinds import DWELL, DWELL_BANDS
 from insights.segments import AGE_BANDS
 
 CELL_M = 250
@@ -98,49 +99,88 @@ def _shopping_rhythm(hour: int, weekday: int) -> float:
     return 0.55 if 16 <= hour < 19 else 0.35
 
 
-def write_presence_csv(*, path: Path, start: dt.date, days: int, seed: int, city: City = DEMO_CITY) -> int:
-    """Write `days` days of hourly presence from local midnight of `start`; returns the row count."""
-    rng = np.random.default_rng(seed)
+# Of the people present in an hour, the share who arrived in it, and how long they stay.
+ARRIVING = {"home": 0.04, "office": 0.12, "shopping": 0.45}
+DWELL_SHARES = {
+    "home": np.array([0.05, 0.05, 0.10, 0.80]),
+    "office": np.array([0.05, 0.10, 0.15, 0.70]),
+    "shopping": np.array([0.15, 0.45, 0.35, 0.05]),
+}
+
+
+def _places(city: City, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """People present per cell at full rhythm, per kind of place."""
     east, north = city.cell_centres_km()
 
     def bump(place: Place) -> np.ndarray:
-        return place.people * np.exp(
-            -((east - place.east_km) ** 2 + (north - place.north_km) ** 2) / (2 * place.radius_km**2)
-        )
+        distance2 = (east - place.east_km) ** 2 + (north - place.north_km) ** 2
+        return place.people * np.exp(-distance2 / (2 * place.radius_km**2))
 
-    residents = 60 + 420 * np.exp(
-        -((east - city.centre.east_km) ** 2 + (north - city.centre.north_km) ** 2) / (2 * 2.2**2)
-    )
-    residents *= rng.uniform(0.7, 1.3, size=east.size)
-    office = bump(city.centre)
-    shopping = sum(bump(mall) for mall in city.malls)
+    centre2 = (east - city.centre.east_km) ** 2 + (north - city.centre.north_km) ** 2
+    residents = (60 + 420 * np.exp(-centre2 / (2 * 2.2**2))) * rng.uniform(0.7, 1.3, size=east.size)
+    return {"home": residents, "office": bump(city.centre), "shopping": sum(bump(mall) for mall in city.malls)}
 
+
+def _hours(start: dt.date, days: int) -> list[dt.datetime]:
     first = dt.datetime.combine(start, dt.time(), tzinfo=LOCAL_ZONE).astimezone(dt.UTC)
     last = dt.datetime.combine(start + dt.timedelta(days=days), dt.time(), tzinfo=LOCAL_ZONE).astimezone(dt.UTC)
-    hours = [first + dt.timedelta(hours=h) for h in range(int((last - first) / dt.timedelta(hours=1)))]
+    return [first + dt.timedelta(hours=h) for h in range(int((last - first) / dt.timedelta(hours=1)))]
+
+
+def _present(places: dict[str, np.ndarray], hour: dt.datetime) -> dict[str, np.ndarray]:
+    local = hour.astimezone(LOCAL_ZONE)
+    rhythm = {"home": _home_rhythm, "office": _office_rhythm, "shopping": _shopping_rhythm}
+    return {kind: people * rhythm[kind](local.hour, local.weekday()) for kind, people in places.items()}
+
+
+def _lines(codes: list[str], stamp: str, segments: list[tuple[tuple[str, ...], np.ndarray]]) -> list[str]:
+    """CSV lines of the counts at or above the operator's minimum: the rest never reach us."""
+    lines = []
+    for labels, values in segments:
+        counts = np.rint(values).astype(np.int64)
+        prefix = ",".join(labels)
+        for cell in np.flatnonzero(counts >= UPSTREAM_MIN_COUNT):
+            lines.append(f"{codes[cell]},{stamp},{prefix},{counts[cell]}\n")
+    return lines
+
+
+def write_dwell_csv(*, path: Path, start: dt.date, days: int, seed: int, city: City = DEMO_CITY) -> int:
+    """Write `days` days of hourly dwell counts from local midnight of `start`; returns the row count."""
+    rng = np.random.default_rng(seed + 1)
+    places = _places(city, np.random.default_rng(seed))  # the same city as its presence
+    codes = city.cell_codes()
+    rows = 0
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write(DWELL.header + "\n")
+        for hour in _hours(start, days):
+            present = _present(places, hour)
+            noise = rng.lognormal(0.0, 0.1, size=len(codes))
+            bands = sum(np.outer(present[kind] * ARRIVING[kind] * noise, DWELL_SHARES[kind]) for kind in present)
+            segments = [(("*",), bands.sum(axis=1))]
+            segments += [((band,), bands[:, i]) for i, band in enumerate(DWELL_BANDS[1:])]
+            lines = _lines(codes, hour.strftime("%Y-%m-%dT%H:00:00Z"), segments)
+            out.writelines(lines)
+            rows += len(lines)
+    return rows
+
+
+def write_presence_csv(*, path: Path, start: dt.date, days: int, seed: int, city: City = DEMO_CITY) -> int:
+    """Write `days` days of hourly presence from local midnight of `start`; returns the row count."""
+    rng = np.random.default_rng(seed)
+    places = _places(city, rng)
     codes = city.cell_codes()
     rows = 0
     with path.open("w", encoding="utf-8", newline="") as out:
         out.write(PRESENCE_HEADER + "\n")
-        for hour in hours:
-            local = hour.astimezone(LOCAL_ZONE)
-            parts = {
-                "home": residents * _home_rhythm(local.hour, local.weekday()),
-                "office": office * _office_rhythm(local.hour, local.weekday()),
-                "shopping": shopping * _shopping_rhythm(local.hour, local.weekday()),
-            }
-            noise = rng.lognormal(0.0, 0.08, size=east.size)
-            total = sum(parts.values()) * noise
-            ages = sum(np.outer(parts[kind] * noise, AGE_SHARES[kind]) for kind in parts)
-            female = sum(parts[kind] * noise * FEMALE_SHARE[kind] for kind in parts)
-            segments = [("*", "*", total), ("*", "f", female), ("*", "m", total - female)]
-            segments += [(band, "*", ages[:, i]) for i, band in enumerate(AGE_ORDER)]
-            stamp = hour.strftime("%Y-%m-%dT%H:00:00Z")
-            lines = []
-            for age_band, gender, values in segments:
-                counts = np.rint(values).astype(np.int64)
-                for cell in np.flatnonzero(counts >= UPSTREAM_MIN_COUNT):
-                    lines.append(f"{codes[cell]},{stamp},{age_band},{gender},{counts[cell]}\n")
+        for hour in _hours(start, days):
+            present = _present(places, hour)
+            noise = rng.lognormal(0.0, 0.08, size=len(codes))
+            total = sum(present.values()) * noise
+            ages = sum(np.outer(present[kind] * noise, AGE_SHARES[kind]) for kind in present)
+            female = sum(present[kind] * noise * FEMALE_SHARE[kind] for kind in present)
+            segments = [(("*", "*"), total), (("*", "f"), female), (("*", "m"), total - female)]
+            segments += [((band, "*"), ages[:, i]) for i, band in enumerate(AGE_ORDER)]
+            lines = _lines(codes, hour.strftime("%Y-%m-%dT%H:00:00Z"), segments)
             out.writelines(lines)
             rows += len(lines)
     return rows

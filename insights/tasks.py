@@ -24,6 +24,6 @@ def sweep_stuck_reports() -> int:
 
 @shared_task
 def drop_old_data() -> None:
-    from insights.services import presence_retain, retention_cutoff
+    from insights.services import aggregates_retain, retention_cutoff
 
-    presence_retain(before=retention_cutoff())
+    aggregates_retain(before=retention_cutoff())

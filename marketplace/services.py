@@ -24,7 +24,8 @@ from guardian.shortcuts import assign_perm
 from insights import selectors as insights_selectors
 from insights import tasks as insights_tasks
 from insights.buckets import buckets, is_boundary
-from insights.reports import compare_result, footfall_result
+from insights.kinds import PRODUCT_KINDS
+from insights.reports import compare_result, dwell_result, footfall_result
 from marketplace.exceptions import Conflict, NotPermitted, ServiceError, Unprocessable
 from marketplace.models import ApiKey, Area, Product, Report, Role, Tenant
 from marketplace.selectors import area_list, product_granted_list
@@ -186,7 +187,9 @@ def report_create(
 
     product = _orderable_product(tenant=tenant, code=order.product_code)
     _check_breakdowns(order=order, product=product)
-    _check_period(start=order.start, end=order.end, granularity=order.granularity, time_zone=tenant.time_zone)
+    _check_period(
+        product=product, start=order.start, end=order.end, granularity=order.granularity, time_zone=tenant.time_zone
+    )
     name, measured, area = _order_area(tenant=tenant, area_id=order.area_id, geometry=order.geometry, name=order.name)
     comparison = _order_comparison(tenant=tenant, order=order, product=product)
     now = timezone.now()
@@ -299,6 +302,7 @@ def _order_comparison(*, tenant: Tenant, order: ReportOrder, product: Product) -
     if order.compare_start is None or order.compare_end is None:
         raise ServiceError("give both compare_start and compare_end", code="comparison_period_incomplete")
     _check_period(
+        product=product,
         start=order.compare_start,
         end=order.compare_end,
         granularity=order.granularity,
@@ -331,6 +335,7 @@ def _check_breakdowns(*, order: ReportOrder, product: Product) -> None:
 
 def _check_period(
     *,
+    product: Product,
     start: dt.datetime,
     end: dt.datetime,
     granularity: str,
@@ -353,7 +358,7 @@ def _check_period(
                 code="not_on_bucket_boundary",
                 field=field,
             )
-    coverage = insights_selectors.presence_coverage()
+    coverage = insights_selectors.coverage(kind=PRODUCT_KINDS[product.code])
     if coverage is None:
         raise ServiceError("no data has been loaded yet", code="no_data", field=start_field)
     if start < coverage.start or end > coverage.end:
@@ -418,7 +423,7 @@ def report_run(*, report_id: str) -> RunOutcome:
         if not claimed:
             return RunOutcome.FINISHED
         report = Report.objects.select_related("product").get(pk=report_id)
-        coverage = insights_selectors.presence_coverage()
+        coverage = insights_selectors.coverage(kind=PRODUCT_KINDS[report.product.code])
         try:
             result = _report_result(report, version=coverage.latest_version)
         except DatabaseError:
@@ -455,6 +460,8 @@ def _report_result(report: Report, *, version: int) -> dict:
             comparison_end=report.compare_end,
             comparison_geometry=report.compare_geometry,
         )
+    if report.product.code == "dwell":
+        return dwell_result(**common)
     return footfall_result(**common, breakdowns=report.breakdowns)
 
 

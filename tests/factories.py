@@ -30,6 +30,11 @@ def compare_product() -> Product:
     return product
 
 
+def dwell_product() -> Product:
+    product, _ = Product.objects.get_or_create(code="dwell", defaults={"name": "Dwell time", "breakdowns": []})
+    return product
+
+
 def granted_tenant(**kwargs) -> Tenant:
     tenant = TenantFactory(**kwargs)
     product_grant(tenant=tenant, product=footfall_product())

@@ -83,7 +83,7 @@ def test_loading_the_same_file_again_is_a_no_op(db, tmp_path):
         ("CRS3035RES250mN3136500E4483000,2026-03-29T01:00:00+01:00,*,*,5", "must be in UTC"),
         ("CRS3035RES250mN3136500E4483000,yesterday,*,*,5", "must be an ISO 8601 UTC time"),
         ("CRS3035RES250mN3136500E4483000,2026-03-29T00:00:00Z,18-30,*,5", "age_band must be one of"),
-        ("CRS3035RES250mN3136500E4483000,2026-03-29T00:00:00Z,*,x,5", "gender must be f, m or *"),
+        ("CRS3035RES250mN3136500E4483000,2026-03-29T00:00:00Z,*,x,5", "gender must be one of * f m"),
         ("CRS3035RES250mN3136500E4483000,2026-03-29T00:00:00Z,*,*,-3", "visits must be a non-negative integer"),
         ("CRS3035RES250mN3136500E4483000,2026-03-29T00:00:00Z,*,*,2.5", "visits must be a non-negative integer"),
     ],

@@ -6,7 +6,7 @@ from django.db import connection
 
 from insights.models import DatasetVersion, PresenceDay, PresenceWeek, RetentionMark
 from insights.selectors import presence_coverage
-from insights.services import presence_retain
+from insights.services import aggregates_retain
 from tests import grid
 
 UTC = dt.UTC
@@ -30,7 +30,7 @@ def load_february_to_april(tmp_path):
 def test_whole_months_before_the_cut_are_dropped_with_their_rollups(db, tmp_path):
     load_february_to_april(tmp_path)
 
-    summary = presence_retain(before=dt.datetime(2026, 4, 5, tzinfo=UTC))
+    summary = aggregates_retain(before=dt.datetime(2026, 4, 5, tzinfo=UTC))["presence"]
 
     assert summary.dropped_months == [dt.date(2026, 2, 1), dt.date(2026, 3, 1)]
     assert summary.retained_from == dt.datetime(2026, 4, 1, tzinfo=UTC)
@@ -45,7 +45,7 @@ def test_whole_months_before_the_cut_are_dropped_with_their_rollups(db, tmp_path
 def test_nothing_is_dropped_when_no_month_has_ended_before_the_cut(db, tmp_path):
     load_february_to_april(tmp_path)
 
-    summary = presence_retain(before=dt.datetime(2026, 2, 28, tzinfo=UTC))
+    summary = aggregates_retain(before=dt.datetime(2026, 2, 28, tzinfo=UTC))["presence"]
 
     assert summary.dropped_months == []
     assert months_loaded() == ["202602", "202603", "202604"]
@@ -57,5 +57,8 @@ def test_the_command_drops_by_date_and_says_what_is_left(db, tmp_path, capsys):
 
     call_command("drop_old_data", before=dt.date(2026, 3, 1))
 
-    assert capsys.readouterr().out.strip() == "dropped 2026-02; presence data now starts 2026-03-01 00:00Z"
+    assert capsys.readouterr().out.splitlines() == [
+        "presence: dropped 2026-02; data now starts 2026-03-01 00:00Z",
+        "dwell: nothing ends before 2026-03-01 00:00Z; nothing dropped",
+    ]
     assert months_loaded() == ["202603", "202604"]

@@ -2,7 +2,7 @@ import datetime as dt
 
 from django.core.management.base import BaseCommand
 
-from insights.services import presence_retain, retention_cutoff
+from insights.services import aggregates_retain, retention_cutoff
 
 
 class Command(BaseCommand):
@@ -15,11 +15,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, before: dt.date | None, **options):
         cut = dt.datetime.combine(before, dt.time(), tzinfo=dt.UTC) if before else retention_cutoff()
-        summary = presence_retain(before=cut)
-        if not summary.dropped_months:
-            self.stdout.write(f"nothing ends before {cut:%Y-%m-%d %H:%M}Z; nothing dropped")
-            return
-        months = ", ".join(f"{month:%Y-%m}" for month in summary.dropped_months)
-        self.stdout.write(
-            self.style.SUCCESS(f"dropped {months}; presence data now starts {summary.retained_from:%Y-%m-%d %H:%M}Z")
-        )
+        for kind, summary in aggregates_retain(before=cut).items():
+            if not summary.dropped_months:
+                self.stdout.write(f"{kind}: nothing ends before {cut:%Y-%m-%d %H:%M}Z; nothing dropped")
+                continue
+            months = ", ".join(f"{month:%Y-%m}" for month in summary.dropped_months)
+            self.stdout.write(
+                self.style.SUCCESS(f"{kind}: dropped {months}; data now starts {summary.retained_from:%Y-%m-%d %H:%M}Z")
+            )

@@ -5,11 +5,13 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from insights.synthetic import write_presence_csv
+from insights.synthetic import write_dwell_csv, write_presence_csv
+
+WRITERS = {"presence": write_presence_csv, "dwell": write_dwell_csv}
 
 
 class Command(BaseCommand):
-    help = "Write (and by default load) presence aggregates of a synthetic city; deterministic for a seed."
+    help = "Write (and by default load) presence and dwell aggregates of a synthetic city; deterministic for a seed."
 
     def add_arguments(self, parser):
         parser.add_argument("--seed", type=int, default=42)
@@ -20,19 +22,19 @@ class Command(BaseCommand):
             help="first local day (default 2026-03-02, so the data spans the spring DST change)",
         )
         parser.add_argument("--days", type=int, default=35)
-        parser.add_argument(
-            "--out", type=Path, help="CSV to write (default var/demo/presence-<seed>-<start>-<days>d.csv)"
-        )
-        parser.add_argument("--no-load", action="store_true", help="only write the CSV")
+        parser.add_argument("--out-dir", type=Path, help="where to write the CSVs (default var/demo)")
+        parser.add_argument("--no-load", action="store_true", help="only write the CSVs")
 
-    def handle(self, *args, seed: int, start: dt.date, days: int, out: Path | None, no_load: bool, **options):
-        out = out or Path(settings.BASE_DIR) / "var" / "demo" / f"presence-{seed}-{start}-{days}d.csv"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            self.stdout.write(f"{out} exists; not writing it again")
-        else:
-            rows = write_presence_csv(path=out, start=start, days=days, seed=seed)
-            self.stdout.write(f"wrote {rows:,} presence rows to {out}")
-        if not no_load:
-            # stderr stays the real terminal, so the progress meter can redraw its line.
-            call_command("load_aggregates", str(out), kind="presence", stdout=self.stdout)
+    def handle(self, *args, seed: int, start: dt.date, days: int, out_dir: Path | None, no_load: bool, **options):
+        out_dir = out_dir or Path(settings.BASE_DIR) / "var" / "demo"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for kind, write in WRITERS.items():
+            path = out_dir / f"{kind}-{seed}-{start}-{days}d.csv"
+            if path.exists():
+                self.stdout.write(f"{path} exists; not writing it again")
+            else:
+                rows = write(path=path, start=start, days=days, seed=seed)
+                self.stdout.write(f"wrote {rows:,} {kind} rows to {path}")
+            if not no_load:
+                # stderr stays the real terminal, so the progress meter can redraw its line.
+                call_command("load_aggregates", str(path), kind=kind, stdout=self.stdout)

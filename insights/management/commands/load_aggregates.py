@@ -4,9 +4,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from insights.services import LoadRejected, presence_load
+from insights.services import LoadRejected, dwell_load, presence_load
 
-LOADERS = {"presence": presence_load}
+LOADERS = {"presence": presence_load, "dwell": dwell_load}
 
 
 class Command(BaseCommand):

@@ -10,7 +10,7 @@ from marketplace.models import Product, Role, Tenant
 from marketplace.services import api_key_create, product_grant, tenant_create
 
 DEMO_TENANT = "Demo Shopping Centres GmbH"
-DEMO_PRODUCTS = ("footfall", "compare")
+DEMO_PRODUCTS = ("footfall", "compare", "dwell")
 
 
 class Command(BaseCommand):

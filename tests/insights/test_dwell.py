@@ -1,0 +1,82 @@
+"""Dwell: visitors by how long they stayed, loaded, rolled up and summed like presence."""
+
+import datetime as dt
+from collections import defaultdict
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.contrib.gis.geos import MultiPolygon
+
+from insights.kinds import DWELL_BANDS
+from insights.models import Dwell, DwellDay
+from insights.reports import dwell_result
+from insights.services import LoadRejected, dwell_load
+from tests import grid
+from tests.conftest import DWELL_END as END
+from tests.conftest import DWELL_START as START
+
+BERLIN = ZoneInfo("Europe/Berlin")
+UTC = dt.UTC
+HEADER = "cell,hour,dwell_band,visitors"
+
+
+def by_local_day(rows, band) -> dict[str, int]:
+    days = defaultdict(int)
+    for (_, hour, row_band), value in rows.items():
+        if row_band == band:
+            days[hour.astimezone(BERLIN).date().isoformat()] += value
+    return days
+
+
+@pytest.mark.parametrize("granularity", ["day", "hour"])
+def test_visitors_per_dwell_band_are_the_sums_of_their_rows(dwell, granularity):
+    rows, version = dwell
+
+    result = dwell_result(
+        geometry=MultiPolygon(grid.square(0, 0, 2, 2), srid=4326),
+        start=START,
+        end=END,
+        granularity=granularity,
+        time_zone="Europe/Berlin",
+        version=version,
+    )
+
+    assert result["metric"] == "visitors"
+    for band in DWELL_BANDS[1:]:
+        released = defaultdict(int)
+        for row in result["segments"]:
+            if row["dwell_band"] == band:
+                released[row["start"][:10]] += row["visitors"]
+        assert dict(released) == by_local_day(rows, band)
+    totals = defaultdict(int)
+    for row in result["series"]:
+        totals[row["start"][:10]] += row["visitors"]
+    assert dict(totals) == by_local_day(rows, "*")
+    assert {row["dwell_band"] for row in result["series"]} == {"*"}
+
+
+def test_dwell_is_partitioned_and_rolled_up(dwell):
+    rows, _ = dwell
+
+    assert Dwell.objects.count() == len(rows)
+    stored = sum(DwellDay.objects.values_list("visitors", flat=True))
+    assert stored == sum(rows.values())
+
+
+def test_a_bad_dwell_band_is_named(db, tmp_path):
+    path = tmp_path / "dwell.csv"
+    path.write_text(f"{HEADER}\n{grid.code(0, 0)},2026-03-29T00:00:00Z,2-4h,9\n")
+
+    with pytest.raises(LoadRejected) as rejected:
+        dwell_load(path=path)
+
+    assert rejected.value.errors == ["line 2: dwell_band must be one of * <15m 15-60m 1-3h >3h, got '2-4h'"]
+    assert not Dwell.objects.exists()
+
+
+def test_a_presence_file_is_not_a_dwell_file(db, tmp_path):
+    path = tmp_path / "presence.csv"
+    path.write_text(f"cell,hour,age_band,gender,visits\n{grid.code(0, 0)},2026-03-29T00:00:00Z,*,*,9\n")
+
+    with pytest.raises(LoadRejected, match="header must be exactly 'cell,hour,dwell_band,visitors'"):
+        dwell_load(path=path)
