@@ -74,6 +74,8 @@ class CellHourReader:
             self.rows += batch.num_rows
             if valid is not None and not self.errors:
                 valid = valid.append_column("line", pa.array(np.arange(first_line, next_line)))
+                # Stored cell by cell, a report over a few cells reads a few pages, not one page per row.
+                valid = valid.sort_by([("cell_id", "ascending"), ("hour", "ascending")])
                 yield CellHourBatch(first_line=first_line, by_month=_split_by_month(valid))
         if self._malformed_rows:
             self.errors, self.error_total = _lines_with_wrong_field_count(self.path, len(self.kind.columns))

@@ -182,6 +182,9 @@ def _report_cells(geometry: GEOSGeometry) -> Iterator:
             f"CREATE TEMP TABLE report_cells AS WITH {_CELL_SHARES} SELECT cell_id, share FROM covered",
             {"geometry": bytes(geometry.ewkb), "min_share": MIN_SHARE},
         )
+        # Autovacuum never analyzes temp tables; without row counts the planner would scan
+        # whole partitions instead of looking the few cells up by key.
+        cursor.execute("ANALYZE report_cells")
         try:
             yield cursor
         finally:
