@@ -66,6 +66,10 @@ class PresenceDay(models.Model):
     dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)
     visits = models.PositiveBigIntegerField()
 
+    class Meta:
+        # The key serves "these cells"; this serves "every cell of the area, these days".
+        indexes = [models.Index(fields=["day"], name="presenceday_day")]
+
 
 class PresenceWeek(models.Model):
     """Presence summed per local week (Monday to Sunday) of settings.ROLLUP_TIME_ZONE."""
@@ -77,6 +81,10 @@ class PresenceWeek(models.Model):
     gender = models.PositiveSmallIntegerField()
     dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)
     visits = models.PositiveBigIntegerField()
+
+    class Meta:
+        # The key serves "these cells"; this serves "every cell of the area, these weeks".
+        indexes = [models.Index(fields=["week"], name="presenceweek_week")]
 
 
 class RetentionMark(models.Model):
@@ -106,6 +114,10 @@ class DwellDay(models.Model):
     dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)
     visitors = models.PositiveBigIntegerField()
 
+    class Meta:
+        # The key serves "these cells"; this serves "every cell of the area, these days".
+        indexes = [models.Index(fields=["day"], name="dwellday_day")]
+
 
 class DwellWeek(models.Model):
     pk = models.CompositePrimaryKey("cell", "week", "dwell_band", "dataset_version")
@@ -114,3 +126,7 @@ class DwellWeek(models.Model):
     dwell_band = models.PositiveSmallIntegerField()
     dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)
     visitors = models.PositiveBigIntegerField()
+
+    class Meta:
+        # The key serves "these cells"; this serves "every cell of the area, these weeks".
+        indexes = [models.Index(fields=["week"], name="dwellweek_week")]

@@ -11,7 +11,7 @@ from django.contrib.gis.geos import GEOSGeometry
 from insights.buckets import HOUR, buckets
 from insights.kinds import DWELL, PRESENCE, CellHourKind
 from insights.privacy import release_count
-from insights.selectors import cell_hour_totals, cell_totals
+from insights.selectors import cell_hour_sums, cell_hour_totals
 
 
 def footfall_result(
@@ -94,7 +94,8 @@ def _cell_hour_result(
     }
     # With a breakdown there are two passes, each half of the work.
     passes = 2 if breakdowns else 1
-    totals = cell_hour_totals(**query, on_progress=_part_of(on_progress, first=0, of=passes))
+    sums = cell_hour_sums(**query, with_cells=with_cells, on_progress=_part_of(on_progress, first=0, of=passes))
+    totals = sums.by_bucket
     tz = ZoneInfo(time_zone)
     periods = list(buckets(start, end, granularity, tz))
     everyone = (0,) * len(kind.segments)
@@ -121,8 +122,7 @@ def _cell_hour_result(
         ]
         suppressed += sum(row["suppressed"] for row in result["segments"])
     if with_cells:
-        cells = cell_totals(**query)
-        result["cells"] = [_cell(kind, code, share, count) for code, share, count in cells]
+        result["cells"] = [_cell(kind, code, share, count) for code, share, count in sums.by_cell]
         suppressed += sum(cell["suppressed"] for cell in result["cells"])
     result["privacy"] = {"k": settings.PRIVACY_K, "suppressed_values": suppressed}
     return result

@@ -118,7 +118,13 @@ def presence_source(*, granularity: str, time_zone: str) -> str:
     return "week" if granularity == "week" else "day"
 
 
-def cell_hour_totals(
+@dataclass(frozen=True)
+class Sums:
+    by_bucket: dict[tuple, float]  # (bucket start, *segment codes): area-weighted count
+    by_cell: list[tuple[str, float, float]]  # (cell code, share inside the area, count over the period)
+
+
+def cell_hour_sums(
     *,
     kind: CellHourKind,
     geometry: GEOSGeometry,
@@ -128,18 +134,21 @@ def cell_hour_totals(
     time_zone: str,
     version: int,
     breakdowns: Collection[str] = (),
+    with_cells: bool = False,
     source: str | None = None,
     on_progress: Callable[[float], None] | None = None,
-) -> dict[tuple, float]:
-    """Area-weighted sums of the kind's counts per local time bucket and segment, keyed by
-    (bucket start, *segment codes); a segment column not broken down is 0, all.
+) -> Sums:
+    """Area-weighted sums of the kind's counts per local time bucket and segment (a segment
+    column not broken down is 0, all) and, with_cells, per cell over the whole period.
 
     The area's cells are weighed once; the period is then summed in up to PROGRESS_STEPS
-    chunks of whole buckets, reporting the fraction done after each.
+    chunks of whole buckets, reporting the fraction done after each. Buckets and cells come
+    from the same scan (grouping sets).
     """
     # A segment broken down reads its specific rows (code > 0), the other its total (0).
     columns = ", ".join(f"t.{name}" for name in kind.segments)
     segments = " AND ".join(f"t.{name} {'>' if name in breakdowns else '='} 0" for name in kind.segments)
+    grouping = f"GROUPING SETS ((bucket, {columns}), (t.cell_id))" if with_cells else f"bucket, {columns}"
     source = source or presence_source(granularity=granularity, time_zone=time_zone)
     suffix, period, buckets_by_kind = _SOURCES[source]
     table = f"{kind.table}{suffix} t"
@@ -149,14 +158,16 @@ def cell_hour_totals(
     step = math.ceil(len(bucket_starts) / PROGRESS_STEPS)
     chunk_bounds = bucket_starts[::step] + [end]
     chunks = list(itertools.pairwise(chunk_bounds))
-    totals: dict[tuple, float] = {}
+    by_bucket: dict[tuple, float] = {}
+    by_cell: dict[int, float] = {}
     with _report_cells(geometry) as cursor:
         for done, (chunk_start, chunk_end) in enumerate(chunks, start=1):
             cursor.execute(
-                f"SELECT {bucket} AS bucket, {columns}, sum(t.{kind.value} * c.share)"
+                f"SELECT {bucket} AS bucket, {columns}, {'t.cell_id' if with_cells else 'NULL'},"
+                f" sum(t.{kind.value} * c.share)"
                 f" FROM {table} JOIN report_cells c USING (cell_id)"
                 f" WHERE {period} AND {segments} AND t.dataset_version_id <= %(version)s"
-                f" GROUP BY bucket, {columns}",
+                f" GROUP BY {grouping}",
                 {
                     "start": chunk_start,
                     "end": chunk_end,
@@ -167,10 +178,26 @@ def cell_hour_totals(
                     "version": version,
                 },
             )
-            totals.update((tuple(row[:-1]), row[-1]) for row in cursor.fetchall())
+            for *key, cell, total in cursor.fetchall():
+                if cell is None:
+                    by_bucket[tuple(key)] = total
+                else:
+                    by_cell[cell] = by_cell.get(cell, 0.0) + total
             if on_progress:
                 on_progress(done / len(chunks))
-    return totals
+        cells = []
+        if with_cells:
+            cursor.execute(
+                "SELECT c.cell_id, cell.code, c.share"
+                " FROM report_cells c JOIN insights_cell cell ON cell.id = c.cell_id ORDER BY cell.code"
+            )
+            cells = [(code, share, by_cell.get(cell, 0.0)) for cell, code, share in cursor.fetchall()]
+    return Sums(by_bucket=by_bucket, by_cell=cells)
+
+
+def cell_hour_totals(**query) -> dict[tuple, float]:
+    """The per-bucket sums of cell_hour_sums, keyed by (bucket start, *segment codes)."""
+    return cell_hour_sums(**query).by_bucket
 
 
 @contextlib.contextmanager
