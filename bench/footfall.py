@@ -1,0 +1,555 @@
+"""The footfall benchmark (bench/run --size S|M|L): builds the synthetic metro at a size and
+times three footfall reports in the engine, against the bare SQL floor and DuckDB.
+
+For each report it prints the engine's time (footfall_result as a worker runs it, in a
+process of its own, the median of the timed runs), the SQL floor (the minimal hand-written
+query over the table the engine's planner reads, run with psycopg), DuckDB over the same
+hourly data (loaded from the same Parquet file, cell shares computed once in PostGIS, buckets
+in Europe/Berlin with DuckDB's built-in ICU), the engine process's peak RSS, and whether all
+three return the same numbers: the sums per bucket and per cell. It also reports the load
+rate of presence_load and checks the targets.
+
+It uses its own database, footfall_bench, which holds one size at a time, and keeps its
+files in var/bench/.
+"""
+
+import argparse
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import django
+import duckdb
+import psycopg
+import pyarrow as pa
+from django.contrib.gis.geos import MultiPolygon, Polygon
+
+from insights.metro import HAFEN_ARKADEN, ORIGIN_EAST, ORIGIN_NORTH, SIZES, YEAR_DAYS, Size, metro_file_name
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / "var" / "bench"
+BENCH_DATABASE = "footfall_bench"
+BENCH_DATABASE_URL = f"postgis://root@127.0.0.1:5432/{BENCH_DATABASE}"
+BENCH_CONNINFO = f"host=127.0.0.1 port=5432 user=root dbname={BENCH_DATABASE}"
+TIME_ZONE = "Europe/Berlin"
+SIZE_ORDER = ("S", "M", "L")
+SAME_NUMBERS_RELATIVE = 1e-6
+
+# Targets from the issue.
+FASTER_THAN_DUCKDB = 3.0
+WITHIN_SQL_FLOOR = 1.2
+MAX_GROWTH = 1.3
+MAX_WORKER_RSS_MB = 300
+MIN_LOAD_ROWS_PER_S = 500_000
+
+# The cells of an area with the share of each inside it, as the engine weighs them; materialized,
+# so that each cell's share is computed once rather than again for each of its rows.
+SHARES = """
+    area AS (SELECT ST_Transform(ST_GeomFromEWKB(%(geometry)s), 3035) AS g),
+    shares AS MATERIALIZED (
+        SELECT c.id AS cell_id, ST_Area(ST_Intersection(c.geometry, area.g)) / ST_Area(c.geometry) AS share
+        FROM insights_cell c JOIN area ON ST_Intersects(c.geometry, area.g)
+    )
+"""
+# The least SQL any correct implementation runs for a footfall result, per table the engine's
+# planner may read: the area's sums per bucket and per cell (for the map), in one pass.
+FLOOR_FILTER = "s.share >= %(min_share)s AND t.age_band = 0 AND t.gender = 0 AND t.dataset_version_id <= %(version)s"
+FLOOR_SQL = {
+    "hour": f"WITH {SHARES} SELECT t.hour, t.cell_id, sum(t.visits * s.share)"
+    " FROM insights_presence t JOIN shares s USING (cell_id)"
+    f" WHERE t.hour >= %(start)s AND t.hour < %(end)s AND {FLOOR_FILTER}"
+    " GROUP BY GROUPING SETS ((t.hour), (t.cell_id))",
+    "day": f"WITH {SHARES} SELECT t.day, t.cell_id, sum(t.visits * s.share)"
+    " FROM insights_presenceday t JOIN shares s USING (cell_id)"
+    f" WHERE t.day >= %(start_day)s AND t.day < %(end_day)s AND {FLOOR_FILTER}"
+    " GROUP BY GROUPING SETS ((t.day), (t.cell_id))",
+    "week": f"WITH {SHARES} SELECT t.week, t.cell_id, sum(t.visits * s.share)"
+    " FROM insights_presenceweek t JOIN shares s USING (cell_id)"
+    f" WHERE t.week >= %(start_day)s AND t.week < %(end_day)s AND {FLOOR_FILTER}"
+    " GROUP BY GROUPING SETS ((t.week), (t.cell_id))",
+}
+ADVERB = {"hour": "hourly", "day": "daily", "week": "weekly"}
+DUCKDB_BUCKET = {"hour": "p.hour", "day": "date_trunc('day', p.hour)", "week": "date_trunc('week', p.hour)"}
+# Nothing may be downloaded: ICU (time zones) and Parquet are linked into the duckdb wheel.
+DUCKDB_CONFIG = {"autoinstall_known_extensions": False}
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    name: str
+    granularity: str
+    days: int
+    # west, south, east, north in km from the metro's south-west corner; None: the size's whole window.
+    bounds_km: tuple[float, float, float, float] | None
+
+    def bounds(self, size: Size) -> tuple[float, float, float, float]:
+        if self.bounds_km is None:
+            return size.west_km, size.south_km, size.west_km + size.width_km, size.south_km + size.height_km
+        return self.bounds_km
+
+    def fits(self, size: Size) -> bool:
+        west, south, east, north = self.bounds(size)
+        inside = (
+            size.west_km <= west
+            and east <= size.west_km + size.width_km
+            and size.south_km <= south
+            and north <= size.south_km + size.height_km
+        )
+        return inside and self.days <= size.days
+
+    def area_km2(self, size: Size) -> float:
+        west, south, east, north = self.bounds(size)
+        return (east - west) * (north - south)
+
+
+@dataclasses.dataclass
+class Outcome:
+    report: Report
+    area_km2: float
+    cells: int
+    buckets: int
+    engine_s: float
+    floor_s: float
+    duckdb_s: float
+    started_rss_mb: float
+    peak_rss_mb: float
+    worst_relative_difference: float
+
+
+def square_km(east_km: float, north_km: float, side_km: float) -> tuple[float, float, float, float]:
+    half = side_km / 2
+    return east_km - half, north_km - half, east_km + half, north_km + half
+
+
+REPORTS = (
+    # Drawn off the grid lines, as a customer would: the edge cells count in part.
+    Report("shopping centre", "hour", 90, square_km(HAFEN_ARKADEN.east_km, HAFEN_ARKADEN.north_km, 1.0)),
+    Report("district", "day", YEAR_DAYS, square_km(18.1, 15.1, 8.0)),
+    Report("whole metro", "week", YEAR_DAYS, None),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
+    parser.add_argument("--size", required=True, choices=SIZE_ORDER)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per report, after one warm-up (default 5)")
+    args = parser.parse_args()
+    # Everything this runs, the processes it starts too, uses the bench database, never the development one.
+    os.environ["DATABASE_URL"] = BENCH_DATABASE_URL
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings")
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    size = SIZES[args.size]
+    parquet = BENCH_DIR / metro_file_name(size=size.name, seed=args.seed)
+
+    lines = [f"Footfall benchmark, size {size.name}, seed {args.seed}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"]
+    lines += machine_lines(args.runs) + sizes_lines()
+    lines.append(generate(parquet, size=size.name, seed=args.seed))
+    database_prepare(file_sha256(parquet))
+    django.setup()
+    load_line, load_rate = load(parquet)
+    lines.append(load_line)
+    store, duckdb_line = duckdb_store(parquet)
+    lines.append(duckdb_line)
+    outcomes = [measure(report, size=size, store=store, runs=args.runs) for report in REPORTS if report.fits(size)]
+    lines += [
+        "",
+        *outcome_lines(outcomes),
+        "",
+        *verdict_lines(outcomes, size=size.name, seed=args.seed, load_rate=load_rate),
+    ]
+    results_save(outcomes, size=size.name, seed=args.seed)
+    print("\n".join(lines))
+    if any(outcome.worst_relative_difference > SAME_NUMBERS_RELATIVE for outcome in outcomes):
+        sys.exit("the engine, the SQL floor and DuckDB disagree: see 'same numbers' above")
+
+
+def machine_lines(runs: int) -> list[str]:
+    postgres = psql_as_postgres("SHOW server_version")
+    return [
+        f"  machine: {os.cpu_count()} cores, {platform.machine()}, PostgreSQL {postgres}, DuckDB {duckdb.__version__}"
+        " (ICU time zones built in, nothing downloaded)",
+        "  the machine is shared with another engineer's test runs: the figures are noisy",
+        f"  times: median of {runs} runs after a warm-up, engine, floor and DuckDB taking turns",
+    ]
+
+
+def sizes_lines() -> list[str]:
+    lines = ["", "Sizes (windows of one metro in space and time):"]
+    for name in SIZE_ORDER:
+        size = SIZES[name]
+        holds = ", ".join(report.name for report in REPORTS if report.fits(size))
+        lines.append(
+            f"  {name}  {size.width_km:g} km × {size.height_km:g} km, {size.cells:>6,} cells,"
+            f" {size.days:>3} days from {size.first_day}: {holds}"
+        )
+    return lines + [""]
+
+
+def generate(parquet: Path, *, size: str, seed: int) -> str:
+    if parquet.exists():
+        return f"Generate: {parquet.relative_to(ROOT)} exists (generated by an earlier run)"
+    command = [sys.executable, "manage.py", "generate_metro", "--size", size, "--seed", str(seed), "--out", BENCH_DIR]
+    started = time.perf_counter()
+    written = subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
+    return f"Generate: {written.removeprefix('wrote ')}; {time.perf_counter() - started:.1f} s with start-up"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as content:
+        for block in iter(lambda: content.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def psql_as_postgres(sql: str) -> str:
+    command = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qtA"]
+    return subprocess.run([*command, "-c", sql], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def database_create() -> None:
+    psql_as_postgres(f"CREATE DATABASE {BENCH_DATABASE} TEMPLATE footfall_template OWNER root")
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True)
+
+
+def database_prepare(file_sha256: str) -> None:
+    """footfall_bench exists, is migrated and holds no data but this file's: one size at a time."""
+    if not psql_as_postgres(f"SELECT 1 FROM pg_database WHERE datname = '{BENCH_DATABASE}'"):
+        database_create()
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True)
+    with psycopg.connect(BENCH_CONNINFO) as connection:
+        loaded = {sha for (sha,) in connection.execute("SELECT sha256 FROM insights_datasetversion")}
+    if loaded - {file_sha256}:
+        print(f"{BENCH_DATABASE} holds another size or seed: creating it afresh", file=sys.stderr)
+        psql_as_postgres(f"DROP DATABASE {BENCH_DATABASE}")
+        database_create()
+
+
+def load(parquet: Path) -> tuple[str, float]:
+    """Load the file through presence_load; the rate is that of its load, in this run or an earlier one."""
+    from insights.services import presence_load
+
+    def progress(rows: int) -> None:
+        print(f"\r  loading: {rows:>12,} rows read", end="", file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    summary = presence_load(path=parquet, on_progress=progress)
+    wall_s = time.perf_counter() - started
+    print(file=sys.stderr)
+    rate = summary.rows / summary.duration_seconds
+    line = f"Load (presence_load): {summary.rows:,} rows, {summary.cells:,} cells in {summary.duration_seconds:.1f} s"
+    if summary.already_loaded:
+        return f"{line} = {rate / 1000:,.0f}k rows/s (the earlier run's load of the same file)", rate
+    # Leave the tables as autovacuum would (hint bits, visibility map, statistics of the new
+    # cells too), so that it does not do so during the timings.
+    with psycopg.connect(BENCH_CONNINFO, autocommit=True) as bench:
+        bench.execute("VACUUM (ANALYZE) insights_cell, insights_presence, insights_presenceday, insights_presenceweek")
+    return f"{line} = {rate / 1000:,.0f}k rows/s ({wall_s:.1f} s with hashing the file and ANALYZE)", rate
+
+
+def duckdb_store(parquet: Path) -> tuple[Path, str]:
+    """A DuckDB database of the file's hourly rows, keyed like insights_presence; built once per file."""
+    from django.conf import settings
+
+    store = parquet.with_suffix(".duckdb")
+    if store.exists() and store.stat().st_mtime >= parquet.stat().st_mtime:
+        return store, f"DuckDB: {store.relative_to(ROOT)} exists (built by an earlier run from the same file)"
+    building = store.with_name(store.name + ".partial")
+    building.unlink(missing_ok=True)
+    resolution = settings.GRID_RESOLUTION_M
+    # insights.grid.cell_id: northing index × 100000 + easting index.
+    cell_id = (
+        f"CAST(regexp_extract(cell, 'N(\\d+)E', 1) AS BIGINT) // {resolution} * 100000"
+        f" + CAST(regexp_extract(cell, 'E(\\d+)$', 1) AS BIGINT) // {resolution}"
+    )
+    started = time.perf_counter()
+    with duckdb.connect(str(building), config=DUCKDB_CONFIG) as duck:
+        rows = duck.execute(
+            f"CREATE TABLE presence AS SELECT {cell_id} AS cell_id, hour, visits FROM read_parquet('{parquet}')"
+            " WHERE age_band = '*' AND gender = '*'"
+        ).fetchone()[0]
+    building.rename(store)
+    return store, f"DuckDB: {rows:,} rows loaded from the same Parquet file in {time.perf_counter() - started:.1f} s"
+
+
+def measure(report: Report, *, size: Size, store: Path, runs: int) -> Outcome:
+    # The engine's modules need Django set up first.
+    from insights.buckets import buckets
+    from insights.models import DatasetVersion
+    from insights.selectors import MIN_SHARE, presence_source
+
+    print(f"  timing the {report.name} report", file=sys.stderr)
+    west, south, east, north = report.bounds(size)
+    box = Polygon.from_bbox(
+        (ORIGIN_EAST + west * 1000, ORIGIN_NORTH + south * 1000, ORIGIN_EAST + east * 1000, ORIGIN_NORTH + north * 1000)
+    )
+    box.srid = 3035
+    box.transform(4326)  # customers draw in longitude/latitude
+    geometry = MultiPolygon(box, srid=4326)
+    zone = ZoneInfo(TIME_ZONE)
+    start = size.start()
+    end = dt.datetime.combine(size.first_day + dt.timedelta(days=report.days), dt.time(), tzinfo=zone).astimezone(
+        dt.UTC
+    )
+    version = DatasetVersion.objects.latest("pk").pk
+    source = presence_source(granularity=report.granularity, time_zone=TIME_ZONE)
+    floor_parameters = {
+        "geometry": bytes(geometry.ewkb),
+        "min_share": MIN_SHARE,
+        "start": start,
+        "end": end,
+        "start_day": start.astimezone(zone).date(),
+        "end_day": end.astimezone(zone).date(),
+        "version": version,
+    }
+    duckdb_sql = (
+        f"SELECT epoch({DUCKDB_BUCKET[report.granularity]}) AS bucket, p.cell_id, sum(p.visits * s.share)"
+        " FROM presence p JOIN shares s USING (cell_id)"
+        " WHERE p.hour >= ?::TIMESTAMPTZ AND p.hour < ?::TIMESTAMPTZ"
+        " GROUP BY GROUPING SETS ((bucket), (p.cell_id))"
+    )
+    engine = EngineProcess(
+        {
+            "geometry_hexewkb": geometry.hexewkb.decode(),
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "granularity": report.granularity,
+            "time_zone": TIME_ZONE,
+            "version": version,
+        }
+    )
+    times = {"engine": [], "floor": [], "duckdb": []}
+    with (
+        psycopg.connect(BENCH_CONNINFO) as floor,
+        duckdb.connect(str(store), read_only=True, config=DUCKDB_CONFIG) as duck,
+    ):
+        shares = floor.execute(
+            f"WITH {SHARES} SELECT cell_id, share FROM shares WHERE share >= %(min_share)s", floor_parameters
+        ).fetchall()
+        duck.register("area_shares", pa.table({"cell_id": [c for c, _ in shares], "share": [s for _, s in shares]}))
+        duck.execute("CREATE TEMP TABLE shares AS SELECT * FROM area_shares")
+        duck.execute(f"SET TimeZone = '{TIME_ZONE}'")
+        for run in range(runs + 1):  # the first is a warm-up
+            engine_s = engine.time_report()
+            floor_s, floor_rows = timed(lambda: floor.execute(FLOOR_SQL[source], floor_parameters).fetchall())
+            duckdb_s, duckdb_rows = timed(
+                lambda: duck.execute(duckdb_sql, [start.isoformat(), end.isoformat()]).fetchall()
+            )
+            if run:
+                times["engine"].append(engine_s)
+                times["floor"].append(floor_s)
+                times["duckdb"].append(duckdb_s)
+    engine_sums = engine.sums()
+    started_rss_mb, peak_rss_mb = engine.finish()
+    engine_series = {round(bucket): visits for bucket, visits in engine_sums["series"]}
+    # The engine lists every covered cell; one without rows in the period sums to 0.
+    engine_cells = {cell_id: visits for cell_id, visits in engine_sums["cells"] if visits}
+    floor_series, floor_cells = split_sums(floor_rows, lambda bucket: bucket_epoch(bucket, zone))
+    duckdb_series, duckdb_cells = split_sums(duckdb_rows, round)
+    return Outcome(
+        report=report,
+        area_km2=report.area_km2(size),
+        cells=len(shares),
+        buckets=len(list(buckets(start, end, report.granularity, zone))),
+        engine_s=statistics.median(times["engine"]),
+        floor_s=statistics.median(times["floor"]),
+        duckdb_s=statistics.median(times["duckdb"]),
+        started_rss_mb=started_rss_mb,
+        peak_rss_mb=peak_rss_mb,
+        worst_relative_difference=max(
+            relative_difference(engine_series, floor_series),
+            relative_difference(engine_series, duckdb_series),
+            relative_difference(engine_cells, floor_cells),
+            relative_difference(engine_cells, duckdb_cells),
+        ),
+    )
+
+
+class EngineProcess:
+    """bench/engine_report.py running one report in a fresh process."""
+
+    def __init__(self, report: dict):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.engine_report", json.dumps(report)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.started_rss_mb = self._answer()["started_rss_mb"]
+
+    def time_report(self) -> float:
+        return self._ask("run")["seconds"]
+
+    def sums(self) -> dict[str, list]:
+        """The engine's sums: "series", [bucket epoch, visits], and "cells", [cell id, visits]."""
+        return self._ask("sums")
+
+    def finish(self) -> tuple[float, float]:
+        """Its RSS when started and its peak RSS."""
+        self.process.stdin.close()
+        peak_rss_mb = self._answer()["peak_rss_mb"]
+        self.process.wait()
+        return self.started_rss_mb, peak_rss_mb
+
+    def _ask(self, command: str) -> dict:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+    def _answer(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            sys.exit(f"the engine process ended early (exit status {self.process.wait()}); its error is above")
+        return json.loads(line)
+
+
+def timed(work):
+    started = time.perf_counter()
+    result = work()
+    return time.perf_counter() - started, result
+
+
+def split_sums(rows: list[tuple], bucket_key) -> tuple[dict, dict]:
+    """GROUPING SETS rows (bucket, cell, sum) into the series by bucket key and the sums by cell."""
+    series = {bucket_key(bucket): visits for bucket, cell_id, visits in rows if cell_id is None}
+    cells = {cell_id: visits for bucket, cell_id, visits in rows if bucket is None}
+    return series, cells
+
+
+def bucket_epoch(bucket: dt.datetime | dt.date, zone: ZoneInfo) -> int:
+    """Epoch seconds of an hour, or of the local midnight that starts a day or week."""
+    if isinstance(bucket, dt.datetime):
+        return round(bucket.timestamp())
+    return round(dt.datetime.combine(bucket, dt.time(), tzinfo=zone).timestamp())
+
+
+def relative_difference(expected: dict[int, float], actual: dict[int, float]) -> float:
+    """The largest relative difference between two series of bucket sums; infinite if their buckets differ."""
+    if expected.keys() != actual.keys():
+        return float("inf")
+    return max((abs(actual[bucket] - value) / max(abs(value), 1.0) for bucket, value in expected.items()), default=0.0)
+
+
+def outcome_lines(outcomes: list[Outcome]) -> list[str]:
+    header = (
+        f"{'report':<32} {'area':>9} {'cells':>6} {'buckets':>7} {'engine':>9} {'SQL floor':>9} {'DuckDB':>9}"
+        f" {'engine/floor':>12} {'DuckDB/engine':>13} {'worker RSS':>10}  same numbers"
+    )
+    lines = [header, "-" * len(header)]
+    for outcome in outcomes:
+        report = outcome.report
+        same = (
+            "yes"
+            if outcome.worst_relative_difference <= SAME_NUMBERS_RELATIVE
+            else f"NO ({outcome.worst_relative_difference:.1e})"
+        )
+        lines.append(
+            f"{f'{report.name}, {report.days} d {ADVERB[report.granularity]}':<32} {outcome.area_km2:>6g} km²"
+            f" {outcome.cells:>6,} {outcome.buckets:>7,} {milliseconds(outcome.engine_s):>9}"
+            f" {milliseconds(outcome.floor_s):>9} {milliseconds(outcome.duckdb_s):>9}"
+            f" {outcome.engine_s / outcome.floor_s:>11.3g}× {outcome.duckdb_s / outcome.engine_s:>12.3g}×"
+            f" {outcome.peak_rss_mb:>7.0f} MB  {same}"
+        )
+    return lines
+
+
+def milliseconds(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f} ms"
+
+
+def verdict_lines(outcomes: list[Outcome], *, size: str, seed: int, load_rate: float) -> list[str]:
+    def verdict(met: bool, text: str) -> str:
+        return f"  [{'met' if met else 'MISSED'}] {text}"
+
+    lines = ["Targets:"]
+    for outcome in outcomes:
+        faster = outcome.duckdb_s / outcome.engine_s
+        near_floor = outcome.engine_s / outcome.floor_s
+        name = outcome.report.name
+        lines.append(
+            verdict(faster >= FASTER_THAN_DUCKDB, f"{name}: ≥{FASTER_THAN_DUCKDB:g}× faster than DuckDB: {faster:.3g}×")
+        )
+        lines.append(
+            verdict(
+                near_floor <= WITHIN_SQL_FLOOR,
+                f"{name}: within {WITHIN_SQL_FLOOR:g}× of the SQL floor: {near_floor:.3g}×",
+            )
+        )
+    peak = max(outcome.peak_rss_mb for outcome in outcomes)
+    started = max(outcome.started_rss_mb for outcome in outcomes)
+    lines.append(
+        verdict(
+            peak < MAX_WORKER_RSS_MB,
+            f"worker peak RSS < {MAX_WORKER_RSS_MB} MB: {peak:.0f} MB ({started:.0f} MB of it before the first report)",
+        )
+    )
+    lines.append(
+        verdict(
+            load_rate >= MIN_LOAD_ROWS_PER_S,
+            f"load ≥ {MIN_LOAD_ROWS_PER_S // 1000}k rows/s: {load_rate / 1000:,.0f}k rows/s",
+        )
+    )
+    lines += growth_lines(outcomes, size=size, seed=seed, verdict=verdict)
+    return lines
+
+
+def growth_lines(outcomes: list[Outcome], *, size: str, seed: int, verdict) -> list[str]:
+    """Time growth of each report against the smaller sizes that held it (from their saved results)."""
+    lines = []
+    for smaller in SIZE_ORDER[: SIZE_ORDER.index(size)]:
+        path = results_path(size=smaller, seed=seed)
+        if not path.exists():
+            lines.append(
+                f"  [—] growth {smaller}→{size}: no saved results of size {smaller} (bench/run --size {smaller})"
+            )
+            continue
+        earlier = json.loads(path.read_text())
+        for outcome in outcomes:
+            before = earlier["reports"].get(outcome.report.name)
+            if before:
+                growth = outcome.engine_s / before["engine_s"]
+                lines.append(
+                    verdict(
+                        growth <= MAX_GROWTH,
+                        f"{outcome.report.name}: time growth {smaller}→{size} ≤ {MAX_GROWTH:g}×: {growth:.2f}×"
+                        f" ({milliseconds(before['engine_s'])} at {smaller}, run {earlier['when']})",
+                    )
+                )
+    if size != "L":
+        lines.append("  [—] growth S→L: needs a run at size L")
+    return lines
+
+
+def results_path(*, size: str, seed: int) -> Path:
+    return BENCH_DIR / f"results-{size}-seed{seed}.json"
+
+
+def results_save(outcomes: list[Outcome], *, size: str, seed: int) -> None:
+    results = {
+        "when": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        "reports": {
+            outcome.report.name: {
+                "engine_s": outcome.engine_s,
+                "floor_s": outcome.floor_s,
+                "duckdb_s": outcome.duckdb_s,
+                "peak_rss_mb": outcome.peak_rss_mb,
+            }
+            for outcome in outcomes
+        },
+    }
+    results_path(size=size, seed=seed).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
