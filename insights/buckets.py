@@ -18,7 +18,7 @@ def bucket_floor(instant: dt.datetime, granularity: str, tz: ZoneInfo) -> dt.dat
         local_day -= dt.timedelta(days=local_day.weekday())
     elif granularity == "month":
         local_day = local_day.replace(day=1)
-    return _local_midnight(local_day, tz)
+    return local_midnight(local_day, tz)
 
 
 def bucket_next(bucket_start: dt.datetime, granularity: str, tz: ZoneInfo) -> dt.datetime:
@@ -26,11 +26,11 @@ def bucket_next(bucket_start: dt.datetime, granularity: str, tz: ZoneInfo) -> dt
         return bucket_start + HOUR
     local_day = bucket_start.astimezone(tz).date()
     if granularity == "day":
-        return _local_midnight(local_day + dt.timedelta(days=1), tz)
+        return local_midnight(local_day + dt.timedelta(days=1), tz)
     if granularity == "week":
-        return _local_midnight(local_day + dt.timedelta(days=7), tz)
+        return local_midnight(local_day + dt.timedelta(days=7), tz)
     year, month = divmod(local_day.month, 12)
-    return _local_midnight(dt.date(local_day.year + year, month + 1, 1), tz)
+    return local_midnight(dt.date(local_day.year + year, month + 1, 1), tz)
 
 
 def buckets(
@@ -51,6 +51,7 @@ def is_boundary(instant: dt.datetime, granularity: str, tz: ZoneInfo) -> bool:
     return bucket_floor(instant, granularity, tz) == instant
 
 
-def _local_midnight(day: dt.date, tz: ZoneInfo) -> dt.datetime:
+def local_midnight(day: dt.date, tz: ZoneInfo) -> dt.datetime:
+    """The instant (in UTC) a local calendar day begins."""
     # Round-trip through UTC so a midnight that falls in a DST gap resolves to a real instant.
     return dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.UTC)

@@ -271,10 +271,15 @@ def _parquet_batches(path: Path, names: list[str]) -> Iterator[pa.RecordBatch]:
     if missing:
         raise LoadRejected([f"the Parquet file lacks the column(s) {', '.join(missing)}"], 1)
     for batch in source.iter_batches(batch_size=1 << 20, columns=names):
-        columns = []
-        for name in names:
-            column = batch[name]
-            if pa.types.is_timestamp(column.type):
-                column = pc.strftime(pc.cast(column, pa.timestamp("s", tz="UTC")), format="%Y-%m-%dT%H:%M:%SZ")
-            columns.append(pc.dictionary_encode(pc.cast(column, pa.string())))
-        yield pa.RecordBatch.from_arrays(columns, names=names)
+        yield pa.RecordBatch.from_arrays([_as_text_dictionary(batch[name]) for name in names], names=names)
+
+
+def _as_text_dictionary(column: pa.Array) -> pa.DictionaryArray:
+    """The dictionary-encoded text the checks expect, formatting each distinct value once."""
+    if pa.types.is_dictionary(column.type) and pa.types.is_string(column.type.value_type):
+        return column
+    if pa.types.is_timestamp(column.type):
+        encoded = pc.dictionary_encode(pc.cast(column, pa.timestamp("s", tz="UTC")))
+        text = pc.strftime(encoded.dictionary, format="%Y-%m-%dT%H:%M:%SZ")
+        return pa.DictionaryArray.from_arrays(encoded.indices, text)
+    return pc.dictionary_encode(pc.cast(column, pa.string()))

@@ -14,7 +14,7 @@ from django.contrib.gis.geos import GEOSGeometry
 from django.db import connection
 from django.db.models import Max
 
-from insights.buckets import buckets
+from insights.buckets import buckets, local_midnight
 from insights.kinds import PRESENCE, CellHourKind
 from insights.models import DatasetVersion, RetentionMark
 
@@ -97,15 +97,16 @@ _SOURCES = {
         "t.hour >= %(start)s AND t.hour < %(end)s",
         {"hour": "t.hour", "day": "date_trunc(%(granularity)s, t.hour, %(time_zone)s)"},
     ),
+    # Rollups give local dates; they become instants in Python, once per bucket, not per row.
     "day": (
         "day",
         "t.day >= %(start_day)s AND t.day < %(end_day)s",
-        {"day": "(date_trunc(%(granularity)s, t.day)::date)::timestamp AT TIME ZONE %(time_zone)s"},
+        {"day": "date_trunc(%(granularity)s, t.day)::date"},
     ),
     "week": (
         "week",
         "t.week >= %(start_day)s AND t.week < %(end_day)s",
-        {"day": "t.week::timestamp AT TIME ZONE %(time_zone)s"},
+        {"day": "t.week"},
     ),
 }
 PROGRESS_STEPS = 20
@@ -155,7 +156,8 @@ def cell_hour_sums(
     bucket = buckets_by_kind["hour" if granularity == "hour" else "day"]
     zone = ZoneInfo(time_zone)
     bucket_starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
-    step = math.ceil(len(bucket_starts) / PROGRESS_STEPS)
+    # Only hourly data is large enough to be worth reading in steps; a rollup is read at once.
+    step = math.ceil(len(bucket_starts) / PROGRESS_STEPS) if source == "hour" else len(bucket_starts)
     chunk_bounds = bucket_starts[::step] + [end]
     chunks = list(itertools.pairwise(chunk_bounds))
     by_bucket: dict[tuple, float] = {}
@@ -178,9 +180,11 @@ def cell_hour_sums(
                     "version": version,
                 },
             )
-            for *key, cell, total in cursor.fetchall():
+            for bucket_start, *codes, cell, total in cursor.fetchall():
                 if cell is None:
-                    by_bucket[tuple(key)] = total
+                    if source != "hour":
+                        bucket_start = local_midnight(bucket_start, zone)
+                    by_bucket[(bucket_start, *codes)] = total
                 else:
                     by_cell[cell] = by_cell.get(cell, 0.0) + total
             if on_progress:
