@@ -110,6 +110,7 @@ _SOURCES = {
     ),
 }
 PROGRESS_STEPS = 20
+CELL_HOURS_PER_STEP = 2_000_000
 
 
 def presence_source(*, granularity: str, time_zone: str) -> str:
@@ -156,13 +157,14 @@ def cell_hour_sums(
     bucket = buckets_by_kind["hour" if granularity == "hour" else "day"]
     zone = ZoneInfo(time_zone)
     bucket_starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
-    # Only hourly data is large enough to be worth reading in steps; a rollup is read at once.
-    step = math.ceil(len(bucket_starts) / PROGRESS_STEPS) if source == "hour" else len(bucket_starts)
-    chunk_bounds = bucket_starts[::step] + [end]
-    chunks = list(itertools.pairwise(chunk_bounds))
     by_bucket: dict[tuple, float] = {}
     by_cell: dict[int, float] = {}
     with _report_cells(geometry) as cursor:
+        # Steps cost a statement each: only hourly reads of many cell-hours are worth watching.
+        cell_hours = _cell_count(cursor) * (end - start) / dt.timedelta(hours=1)
+        steps = min(PROGRESS_STEPS, math.ceil(cell_hours / CELL_HOURS_PER_STEP)) if source == "hour" else 1
+        step = math.ceil(len(bucket_starts) / max(steps, 1))
+        chunks = list(itertools.pairwise(bucket_starts[::step] + [end]))
         for done, (chunk_start, chunk_end) in enumerate(chunks, start=1):
             cursor.execute(
                 f"SELECT {bucket} AS bucket, {columns}, {'t.cell_id' if with_cells else 'NULL'},"
@@ -202,6 +204,11 @@ def cell_hour_sums(
 def cell_hour_totals(**query) -> dict[tuple, float]:
     """The per-bucket sums of cell_hour_sums, keyed by (bucket start, *segment codes)."""
     return cell_hour_sums(**query).by_bucket
+
+
+def _cell_count(cursor) -> int:
+    cursor.execute("SELECT count(*) FROM report_cells")
+    return cursor.fetchone()[0]
 
 
 @contextlib.contextmanager

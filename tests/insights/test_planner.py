@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.contrib.gis.geos import MultiPolygon
 
+from insights import selectors
 from insights.models import DatasetVersion, PresenceDay, PresenceWeek
 from insights.reports import footfall_result
 from insights.selectors import PROGRESS_STEPS, presence_source, presence_totals
@@ -137,10 +138,8 @@ def test_a_report_pinned_to_a_version_reads_only_its_part_of_a_shared_day(db, tm
     assert PresenceDay.objects.count() == 2
 
 
-def test_progress_is_reported_in_whole_buckets_up_to_one(month_of_data):
-    _, version = month_of_data
+def hourly_progress(version) -> list[float]:
     fractions = []
-
     presence_totals(
         geometry=MultiPolygon(grid.square(0, 0, 2, 2), srid=4326),
         start=START,
@@ -150,7 +149,20 @@ def test_progress_is_reported_in_whole_buckets_up_to_one(month_of_data):
         version=version,
         on_progress=fractions.append,
     )
+    return fractions
 
-    assert len(fractions) <= PROGRESS_STEPS
+
+def test_a_large_hourly_read_reports_progress_in_steps_up_to_one(month_of_data, monkeypatch):
+    _, version = month_of_data
+    monkeypatch.setattr(selectors, "CELL_HOURS_PER_STEP", 100)  # 4 cells x 672 hours: 27 steps' worth
+
+    fractions = hourly_progress(version)
+
+    assert len(fractions) == PROGRESS_STEPS
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert len(fractions) > 1
+
+
+def test_a_small_read_is_one_statement(month_of_data):
+    _, version = month_of_data
+
+    assert hourly_progress(version) == [1.0]
