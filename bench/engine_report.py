@@ -1,7 +1,7 @@
 """One footfall report in a process of its own, so that the process's peak RSS is what a
 worker needs to compute it. bench/footfall.py starts it with the report as JSON and talks
 to it one line at a time: "run" times the report (footfall_result), "sums" returns the
-engine's sums per bucket (presence_totals) and per cell (presence_cell_totals); at the end of
+engine's sums per bucket and per cell (cell_hour_sums, the scan footfall_result runs); at the end of
 its input it answers with its peak RSS.
 """
 
@@ -32,8 +32,9 @@ def main() -> None:
     from django.contrib.gis.geos import GEOSGeometry
 
     from insights.grid import cell_corner, cell_id
+    from insights.kinds import PRESENCE
     from insights.reports import footfall_result
-    from insights.selectors import presence_cell_totals, presence_totals
+    from insights.selectors import cell_hour_sums
 
     query = {
         "geometry": GEOSGeometry(report["geometry_hexewkb"]),
@@ -51,9 +52,10 @@ def main() -> None:
             footfall_result(**query)
             answer({"seconds": time.perf_counter() - started})
         elif command == "sums":
+            sums = cell_hour_sums(kind=PRESENCE, **query, with_cells=True)
             # Without breakdowns every key is (bucket start, all ages, all genders).
-            series = [[bucket.timestamp(), visits] for (bucket, _, _), visits in presence_totals(**query).items()]
-            cells = [[cell_id(*cell_corner(code)), visits] for code, _, visits in presence_cell_totals(**query)]
+            series = [[bucket.timestamp(), visits] for (bucket, _, _), visits in sums.by_bucket.items()]
+            cells = [[cell_id(*cell_corner(code)), visits] for code, _, visits in sums.by_cell]
             answer({"series": series, "cells": cells})
         else:
             raise SystemExit(f"unknown command {command!r}")

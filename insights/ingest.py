@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 from insights.grid import InvalidCellCode, cell_corner, cell_id
 from insights.kinds import PRESENCE, CellHourKind
 
-PRESENCE_HEADER = PRESENCE.header
 MAX_LISTED_ERRORS = 20
 MAX_COUNT = 2**31 - 1
 BATCH_BYTES = 16 << 20
@@ -41,14 +40,6 @@ class LoadRejected(Exception):
 
 
 @dataclass
-class CellHourBatch:
-    """Valid rows of one batch, ready for COPY, grouped by UTC month."""
-
-    first_line: int
-    by_month: dict[dt.date, pa.Table]
-
-
-@dataclass
 class CellHourReader:
     """Streams a file of one kind as validated batches and collects what it saw."""
 
@@ -63,8 +54,9 @@ class CellHourReader:
     error_total: int = 0
     _malformed_rows: int = 0
 
-    def batches(self) -> Iterator[CellHourBatch]:
-        """Valid batches until the first bad line; after that only errors are collected."""
+    def batches(self) -> Iterator[dict[dt.date, pa.Table]]:
+        """Valid batches, each as its rows per UTC month, until the first bad line; after
+        that only errors are collected."""
         next_line = 2
         for batch in self._raw_batches():
             if self._malformed_rows:  # this batch skipped lines, so its line numbers are off
@@ -76,7 +68,7 @@ class CellHourReader:
                 valid = valid.append_column("line", pa.array(np.arange(first_line, next_line)))
                 # Stored cell by cell, a report over a few cells reads a few pages, not one page per row.
                 valid = valid.sort_by([("cell_id", "ascending"), ("hour", "ascending")])
-                yield CellHourBatch(first_line=first_line, by_month=_split_by_month(valid))
+                yield _split_by_month(valid)
         if self._malformed_rows:
             self.errors, self.error_total = _lines_with_wrong_field_count(self.path, len(self.kind.columns))
         if self.errors:

@@ -36,34 +36,42 @@ class DatasetVersion(models.Model):
         return f"v{self.pk} {self.kind} ({self.source})"
 
 
-class Presence(models.Model):
+class CellCount(models.Model):
+    """A count of a cell from a dataset version: what every aggregate table holds.
+
+    No foreign-key constraints: the loader writes the cells and the version in the same
+    transaction, and per-row constraint triggers would dominate the load time.
+    """
+
+    cell = models.ForeignKey(Cell, on_delete=models.PROTECT, db_index=False, db_constraint=False)
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)
+
+    class Meta:
+        abstract = True
+
+
+class Presence(CellCount):
     """People present in a cell during an hour (UTC), per segment.
 
     Partitioned by UTC month (migration 0002); the loader creates the partitions.
-    Segments are codes into insights.segments (0 = all). No foreign-key constraints:
-    the loader writes the cells and the version in the same transaction, and per-row
-    constraint triggers would dominate the load time.
+    Segments are codes into insights.segments (0 = all).
     """
 
     pk = models.CompositePrimaryKey("cell", "hour", "age_band", "gender")
-    cell = models.ForeignKey(Cell, on_delete=models.PROTECT, db_index=False, db_constraint=False)
     hour = models.DateTimeField()
     age_band = models.PositiveSmallIntegerField(help_text="index into insights.segments.AGE_BANDS")
     gender = models.PositiveSmallIntegerField(help_text="index into insights.segments.GENDERS")
     visits = models.PositiveIntegerField()
-    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)
 
 
-class PresenceDay(models.Model):
+class PresenceDay(CellCount):
     """Presence summed per local day of settings.ROLLUP_TIME_ZONE, kept per dataset version
     so a report pinned to a version reads exactly what it read before."""
 
     pk = models.CompositePrimaryKey("cell", "day", "age_band", "gender", "dataset_version")
-    cell = models.ForeignKey(Cell, on_delete=models.PROTECT, db_index=False, db_constraint=False)
     day = models.DateField()
     age_band = models.PositiveSmallIntegerField()
     gender = models.PositiveSmallIntegerField()
-    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)
     visits = models.PositiveBigIntegerField()
 
     class Meta:
@@ -71,15 +79,13 @@ class PresenceDay(models.Model):
         indexes = [models.Index(fields=["day"], name="presenceday_day")]
 
 
-class PresenceWeek(models.Model):
+class PresenceWeek(CellCount):
     """Presence summed per local week (Monday to Sunday) of settings.ROLLUP_TIME_ZONE."""
 
     pk = models.CompositePrimaryKey("cell", "week", "age_band", "gender", "dataset_version")
-    cell = models.ForeignKey(Cell, on_delete=models.PROTECT, db_index=False, db_constraint=False)
     week = models.DateField(help_text="the Monday that starts the week")
     age_band = models.PositiveSmallIntegerField()
     gender = models.PositiveSmallIntegerField()
-    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)
     visits = models.PositiveBigIntegerField()
 
     class Meta:
@@ -95,23 +101,19 @@ class RetentionMark(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
 
-class Dwell(models.Model):
+class Dwell(CellCount):
     """Visitors of a cell in an hour (UTC) by how long they stayed; partitioned like Presence."""
 
     pk = models.CompositePrimaryKey("cell", "hour", "dwell_band")
-    cell = models.ForeignKey(Cell, on_delete=models.PROTECT, db_index=False, db_constraint=False)
     hour = models.DateTimeField()
     dwell_band = models.PositiveSmallIntegerField(help_text="index into insights.kinds.DWELL_BANDS")
     visitors = models.PositiveIntegerField()
-    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)
 
 
-class DwellDay(models.Model):
+class DwellDay(CellCount):
     pk = models.CompositePrimaryKey("cell", "day", "dwell_band", "dataset_version")
-    cell = models.ForeignKey(Cell, on_delete=models.PROTECT, db_index=False, db_constraint=False)
     day = models.DateField()
     dwell_band = models.PositiveSmallIntegerField()
-    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)
     visitors = models.PositiveBigIntegerField()
 
     class Meta:
@@ -119,12 +121,10 @@ class DwellDay(models.Model):
         indexes = [models.Index(fields=["day"], name="dwellday_day")]
 
 
-class DwellWeek(models.Model):
+class DwellWeek(CellCount):
     pk = models.CompositePrimaryKey("cell", "week", "dwell_band", "dataset_version")
-    cell = models.ForeignKey(Cell, on_delete=models.PROTECT, db_index=False, db_constraint=False)
     week = models.DateField()
     dwell_band = models.PositiveSmallIntegerField()
-    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)
     visitors = models.PositiveBigIntegerField()
 
     class Meta:

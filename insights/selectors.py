@@ -229,41 +229,5 @@ def _report_cells(geometry: GEOSGeometry) -> Iterator:
             cursor.execute("DROP TABLE IF EXISTS report_cells")
 
 
-def cell_totals(
-    *,
-    kind: CellHourKind,
-    geometry: GEOSGeometry,
-    start: dt.datetime,
-    end: dt.datetime,
-    granularity: str,
-    time_zone: str,
-    version: int,
-) -> list[tuple[str, float, float]]:
-    """(cell code, share of the cell inside the area, area-weighted count over the whole
-    period, all segments) for every cell the area covers."""
-    source = presence_source(granularity=granularity, time_zone=time_zone)
-    suffix, period, _ = _SOURCES[source]
-    table = f"{kind.table}{suffix} t"
-    all_segments = " AND ".join(f"t.{name} = 0" for name in kind.segments)
-    zone = ZoneInfo(time_zone)
-    with _report_cells(geometry) as cursor:
-        cursor.execute(
-            f"SELECT cell.code, c.share, coalesce(sum(t.{kind.value} * c.share), 0)"
-            f" FROM report_cells c JOIN insights_cell cell ON cell.id = c.cell_id"
-            f" LEFT JOIN {table} ON t.cell_id = c.cell_id AND {period}"
-            f"   AND {all_segments} AND t.dataset_version_id <= %(version)s"
-            " GROUP BY cell.code, c.share ORDER BY cell.code",
-            {
-                "start": start,
-                "end": end,
-                "start_day": start.astimezone(zone).date(),
-                "end_day": end.astimezone(zone).date(),
-                "version": version,
-            },
-        )
-        return cursor.fetchall()
-
-
 presence_coverage = partial(coverage, kind=PRESENCE)
 presence_totals = partial(cell_hour_totals, kind=PRESENCE)
-presence_cell_totals = partial(cell_totals, kind=PRESENCE)

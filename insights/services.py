@@ -96,8 +96,8 @@ def _load(reader: CellHourReader, sha256: str, on_progress) -> tuple[DatasetVers
         cursor.execute(
             f"CREATE TEMP TABLE day_sums (cell_id bigint, day date, {segments}, total bigint) ON COMMIT DROP"
         )
-        for batch in reader.batches():
-            for month, rows in batch.by_month.items():
+        for by_month in reader.batches():
+            for month, rows in by_month.items():
                 with connection.wrap_database_errors, cursor.copy("COPY day_sums FROM STDIN (FORMAT csv)") as copy:
                     copy.write(day_sums_csv(kind, rows))
                 if month not in attached and month not in new_months:
@@ -232,8 +232,8 @@ def _duplicate_lines(kind: CellHourKind, path: Path) -> tuple[list[str], int]:
         cursor.execute(
             f"CREATE TEMP TABLE staging (line integer, cell_id bigint, hour timestamptz, {segments}) ON COMMIT DROP"
         )
-        for batch in CellHourReader(path, kind=kind).batches():
-            for rows in batch.by_month.values():
+        for by_month in CellHourReader(path, kind=kind).batches():
+            for rows in by_month.values():
                 with cursor.copy("COPY staging FROM STDIN (FORMAT csv)") as copy:
                     copy.write(staging_csv(kind, rows))
         cursor.execute(f"SELECT min(line), max(line) FROM staging GROUP BY {kind.key} HAVING count(*) > 1 ORDER BY 1")

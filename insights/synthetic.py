@@ -13,8 +13,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from insights.grid import cell_code
-from insights.ingest import PRESENCE_HEADER
-from insights.kinds import DWELL, DWELL_BANDS
+from insights.kinds import DWELL, DWELL_BANDS, PRESENCE
 from insights.segments import AGE_BANDS
 
 CELL_M = 250
@@ -171,7 +170,7 @@ def write_presence_csv(*, path: Path, start: dt.date, days: int, seed: int, city
     codes = city.cell_codes()
     rows = 0
     with path.open("w", encoding="utf-8", newline="") as out:
-        out.write(PRESENCE_HEADER + "\n")
+        out.write(PRESENCE.header + "\n")
         for hour in _hours(start, days):
             present = _present(places, hour)
             noise = rng.lognormal(0.0, 0.08, size=len(codes))

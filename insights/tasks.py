@@ -4,6 +4,8 @@ from celery import shared_task
 from django.conf import settings
 from django.db import DatabaseError
 
+from insights.services import aggregates_retain, retention_cutoff
+
 
 @shared_task(bind=True, autoretry_for=(DatabaseError,), retry_backoff=True, max_retries=5)
 def compute_report(self, report_id: str) -> None:
@@ -24,6 +26,4 @@ def sweep_stuck_reports() -> int:
 
 @shared_task
 def drop_old_data() -> None:
-    from insights.services import aggregates_retain, retention_cutoff
-
     aggregates_retain(before=retention_cutoff())
