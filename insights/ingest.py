@@ -1,7 +1,7 @@
-"""Reading and validating aggregate files keyed by cell and hour, in column batches
-(pyarrow), CSV or Parquet.
+"""Reading and validating aggregate files keyed by place (grid cell or region) and hour, in
+column batches (pyarrow), CSV or Parquet.
 
-Cell codes, hours and segments repeat on nearly every line, so they are read
+Places, hours and segments repeat on nearly every line, so they are read
 dictionary-encoded and each distinct value is checked once per batch; only the lines
 that fail are looked at one by one, to say exactly why.
 """
@@ -20,7 +20,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from insights.grid import InvalidCellCode, cell_corner, cell_id
-from insights.kinds import PRESENCE, CellHourKind
+from insights.kinds import PRESENCE, AggregateKind, RegionCodes
 
 MAX_LISTED_ERRORS = 20
 MAX_COUNT = 2**31 - 1
@@ -44,15 +44,21 @@ class CellHourReader:
     """Streams a file of one kind as validated batches and collects what it saw."""
 
     path: Path
-    kind: CellHourKind = PRESENCE
+    kind: AggregateKind = PRESENCE
     rollup_time_zone: str = "Europe/Berlin"
     rows: int = 0
     cell_ids: dict[int, tuple[str, int, int]] = field(default_factory=dict)
+    zone_ids: set[int] = field(default_factory=set)
     first_hour: dt.datetime | None = None
     last_hour: dt.datetime | None = None
     errors: list[str] = field(default_factory=list)
     error_total: int = 0
     _malformed_rows: int = 0
+
+    def __post_init__(self):
+        self.labels = self.kind.labels()
+        # Trips name their origin zone by region code, which the destination's labels list too.
+        self._region_codes = RegionCodes(with_all=False).labels() if not self.kind.in_grid else ()
 
     def batches(self) -> Iterator[dict[dt.date, pa.Table]]:
         """Valid batches, each as its rows per UTC month, until the first bad line; after
@@ -67,7 +73,7 @@ class CellHourReader:
             if valid is not None and not self.errors:
                 valid = valid.append_column("line", pa.array(np.arange(first_line, next_line)))
                 # Stored cell by cell, a report over a few cells reads a few pages, not one page per row.
-                valid = valid.sort_by([("cell_id", "ascending"), ("hour", "ascending")])
+                valid = valid.sort_by([("place_id", "ascending"), ("hour", "ascending")])
                 yield _split_by_month(valid)
         if self._malformed_rows:
             self.errors, self.error_total = _lines_with_wrong_field_count(self.path, len(self.kind.columns))
@@ -102,27 +108,27 @@ class CellHourReader:
         )
 
     def _validate(self, batch: pa.RecordBatch, first_line: int) -> pa.Table | None:
-        cells = _per_value(batch["cell"], self._cell_ids)
+        places = _per_value(batch[self.kind.place], self._cell_ids if self.kind.in_grid else self._zone_ids)
         hours = _per_value(batch["hour"], _utc_hours)
         codes = {
             name: _per_value(batch[name], lambda values, labels=labels: pc.index_in(values, value_set=pa.array(labels)))
-            for name, labels in self.kind.segments.items()
+            for name, labels in self.labels.items()
         }
         counts = _per_value(batch[self.kind.value], _counts)
-        valid = pc.and_(pc.and_(pc.is_valid(cells), pc.is_valid(hours)), pc.is_valid(counts))
+        valid = pc.and_(pc.and_(pc.is_valid(places), pc.is_valid(hours)), pc.is_valid(counts))
         for segment in codes.values():
             valid = pc.and_(valid, pc.is_valid(segment))
         bad = np.flatnonzero(~valid.to_numpy(zero_copy_only=False))
         room = max(MAX_LISTED_ERRORS - len(self.errors), 0)
         for index in bad[:room]:
-            self._reject(first_line + int(index), _why(self.kind, batch, int(index)))
+            self._reject(first_line + int(index), self._why(batch, int(index)))
         self.error_total += max(len(bad) - room, 0)  # counted, not listed
         if len(bad):
             return None
         self._note_hours(hours)
         return pa.table(
             {
-                "cell_id": cells,
+                "place_id": places,
                 "hour": pc.cast(batch["hour"], pa.string()),
                 **{name: pc.cast(segment, pa.int16()) for name, segment in codes.items()},
                 "value": pc.cast(batch[self.kind.value], pa.string()),
@@ -149,6 +155,33 @@ class CellHourReader:
             self.cell_ids.setdefault(ids[-1], (code, northing, easting))
         return pa.array(ids, pa.int64())
 
+    def _zone_ids(self, codes: pa.Array) -> pa.Array:
+        ids = pc.index_in(codes, value_set=pa.array(self._region_codes, pa.string()))
+        self.zone_ids.update(ids.drop_null().to_pylist())
+        return ids
+
+    def _why(self, batch: pa.RecordBatch, index: int) -> str:
+        """The reason one line is bad, in the words of the per-value checks."""
+        value = {name: batch[name][index].as_py() for name in self.kind.columns}
+        place = value[self.kind.place]
+        if self.kind.in_grid:
+            try:
+                cell_corner(place)
+            except InvalidCellCode as exc:
+                return str(exc)
+        elif place not in self._region_codes:
+            return f"{self.kind.place} must be the code of a loaded region (load_regions), got {place!r}"
+        problem = hour_problem(value["hour"])
+        if problem:
+            return problem
+        for name, labels in self.labels.items():
+            if value[name] not in labels:
+                if isinstance(self.kind.segments[name], RegionCodes):
+                    everyone = " or *" if self.kind.segments[name].with_all else ""
+                    return f"{name} must be the code of a loaded region (load_regions){everyone}, got {value[name]!r}"
+                return f"{name} must be one of {' '.join(labels)}, got {value[name]!r}"
+        return f"{self.kind.value} must be a non-negative integer below 2^31, got {value[self.kind.value]!r}"
+
     def _note_hours(self, hours: pa.Array) -> None:
         span = pc.min_max(hours).as_py()
         first, last = span["min"], span["max"]
@@ -173,23 +206,23 @@ def _lines_with_wrong_field_count(path: Path, expected: int) -> tuple[list[str],
     return errors, total
 
 
-def rows_csv(kind: CellHourKind, table: pa.Table, version: int) -> bytes:
+def rows_csv(kind: AggregateKind, table: pa.Table, version: int) -> bytes:
     """The COPY ... (FORMAT csv) payload of validated rows: the kind's key, value and version."""
-    out = table.select(["cell_id", "hour", *kind.segments, "value"]).append_column(
+    out = table.select(["place_id", "hour", *kind.segments, "value"]).append_column(
         "dataset_version_id", pa.array(np.full(table.num_rows, version, dtype=np.int64))
     )
     return _csv(out)
 
 
-def day_sums_csv(kind: CellHourKind, table: pa.Table) -> bytes:
-    """COPY payload of (cell_id, day, segments..., sum): this batch's sums per local day."""
-    keys = ["cell_id", "day", *kind.segments]
+def day_sums_csv(kind: AggregateKind, table: pa.Table) -> bytes:
+    """COPY payload of (place_id, day, segments..., sum): this batch's sums per local day."""
+    keys = ["place_id", "day", *kind.segments]
     return _csv(table.group_by(keys).aggregate([("count", "sum")]).select([*keys, "count_sum"]))
 
 
-def staging_csv(kind: CellHourKind, table: pa.Table) -> bytes:
+def staging_csv(kind: AggregateKind, table: pa.Table) -> bytes:
     """COPY payload of (line, key...), to find repeated rows."""
-    return _csv(table.select(["line", "cell_id", "hour", *kind.segments]))
+    return _csv(table.select(["line", "place_id", "hour", *kind.segments]))
 
 
 def _csv(table: pa.Table) -> bytes:
@@ -226,22 +259,6 @@ def _split_by_month(table: pa.Table) -> dict[dt.date, pa.Table]:
     if len(months) == 1:
         return {months[0].date(): table}
     return {month.date(): table.filter(pc.equal(table["month"], month)) for month in months}
-
-
-def _why(kind: CellHourKind, batch: pa.RecordBatch, index: int) -> str:
-    """The reason one line is bad, in the words of the per-value checks."""
-    value = {name: batch[name][index].as_py() for name in kind.columns}
-    try:
-        cell_corner(value["cell"])
-    except InvalidCellCode as exc:
-        return str(exc)
-    problem = hour_problem(value["hour"])
-    if problem:
-        return problem
-    for name, labels in kind.segments.items():
-        if value[name] not in labels:
-            return f"{name} must be one of {' '.join(labels)}, got {value[name]!r}"
-    return f"{kind.value} must be a non-negative integer below 2^31, got {value[kind.value]!r}"
 
 
 def hour_problem(hour: str) -> str | None:

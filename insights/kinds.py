@@ -1,4 +1,5 @@
-"""Aggregate kinds keyed by cell and hour: what their files hold and where they are stored."""
+"""Aggregate kinds keyed by a place (a grid cell or a region) and an hour: what their files
+hold and where they are stored."""
 
 from dataclasses import dataclass
 
@@ -9,14 +10,35 @@ DWELL_BANDS = (ALL, "<15m", "15-60m", "1-3h", ">3h")
 
 
 @dataclass(frozen=True)
-class CellHourKind:
+class RegionCodes:
+    """A segment whose labels are the loaded regions' codes; a region's code is its id.
+
+    with_all: whether "*" (everyone, code 0) is a label too.
+    """
+
+    with_all: bool
+
+    def labels(self) -> tuple[str | None, ...]:
+        from insights.models import Region
+
+        codes = dict(Region.objects.values_list("id", "code"))
+        # Position = region id; ids freed by a deleted region stay unused (None).
+        return (ALL if self.with_all else None, *(codes.get(number) for number in range(1, max(codes, default=0) + 1)))
+
+
+@dataclass(frozen=True)
+class AggregateKind:
     name: str
-    segments: dict[str, tuple[str, ...]]  # column: its labels, a label's code being its position (0 = all)
+    # column: its labels, a label's code being its position (0 = all), or RegionCodes
+    segments: dict[str, tuple[str, ...] | RegionCodes]
     value: str  # the counted column
+    place: str = "cell"  # the file column that says where: a grid cell code, or "origin" (a region code)
 
     @property
     def columns(self) -> list[str]:
-        return ["cell", "hour", *self.segments, self.value]
+        if not self.in_grid:  # origin,destination read as a pair
+            return [self.place, *self.segments, "hour", self.value]
+        return [self.place, "hour", *self.segments, self.value]
 
     @property
     def header(self) -> str:
@@ -27,13 +49,31 @@ class CellHourKind:
         return f"insights_{self.name}"
 
     @property
+    def place_key(self) -> str:
+        """The database column of the place: a cell id, or a region id."""
+        return f"{self.place}_id"
+
+    @property
+    def in_grid(self) -> bool:
+        return self.place == "cell"
+
+    @property
     def key(self) -> str:
-        return ", ".join(["cell_id", "hour", *self.segments])
+        return ", ".join([self.place_key, "hour", *self.segments])
+
+    def labels(self) -> dict[str, tuple[str | None, ...]]:
+        """Each segment's labels by code, with region codes looked up now."""
+        return {
+            name: labels.labels() if isinstance(labels, RegionCodes) else labels
+            for name, labels in self.segments.items()
+        }
 
 
-PRESENCE = CellHourKind("presence", {"age_band": AGE_BANDS, "gender": GENDERS}, "visits")
-DWELL = CellHourKind("dwell", {"dwell_band": DWELL_BANDS}, "visitors")
-KINDS = {kind.name: kind for kind in (PRESENCE, DWELL)}
+PRESENCE = AggregateKind("presence", {"age_band": AGE_BANDS, "gender": GENDERS}, "visits")
+DWELL = AggregateKind("dwell", {"dwell_band": DWELL_BANDS}, "visitors")
+HOME = AggregateKind("home", {"home_region": RegionCodes(with_all=True)}, "visitors")
+TRIPS = AggregateKind("trips", {"destination": RegionCodes(with_all=False)}, "trips", place="origin")
+KINDS = {kind.name: kind for kind in (PRESENCE, DWELL, HOME, TRIPS)}
 
 # The data each product is computed from.
-PRODUCT_KINDS = {"footfall": PRESENCE, "compare": PRESENCE, "dwell": DWELL}
+PRODUCT_KINDS = {"footfall": PRESENCE, "compare": PRESENCE, "dwell": DWELL, "catchment": HOME, "od-matrix": TRIPS}

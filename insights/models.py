@@ -12,18 +12,33 @@ class Cell(models.Model):
         return self.code
 
 
+class Region(models.Model):
+    """A named area such as a municipality or a district: a home region for catchment, a
+    zone for origin-destination trips. Its id is the code the aggregate tables store."""
+
+    id = models.SmallAutoField(primary_key=True)
+    code = models.CharField(max_length=20, unique=True)
+    name = models.CharField(max_length=200)
+    geometry = models.MultiPolygonField(srid=3035)
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.name}"
+
+
 class DatasetVersion(models.Model):
     """One loaded batch of aggregates. Immutable once loaded; its id is the version number."""
 
     class Kind(models.TextChoices):
         PRESENCE = "presence"
         DWELL = "dwell"
+        HOME = "home"
+        TRIPS = "trips"
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     source = models.CharField(max_length=500)
     sha256 = models.CharField(max_length=64)
     rows = models.PositiveBigIntegerField()
-    cells = models.PositiveIntegerField()
+    cells = models.PositiveIntegerField(help_text="distinct places: grid cells, or origin zones for trips")
     period_start = models.DateTimeField()
     period_end = models.DateTimeField(help_text="exclusive: the end of the last hour loaded")
     loaded_at = models.DateTimeField(auto_now_add=True)
@@ -130,3 +145,67 @@ class DwellWeek(CellCount):
     class Meta:
         # The key serves "these cells"; this serves "every cell of the area, these weeks".
         indexes = [models.Index(fields=["week"], name="dwellweek_week")]
+
+
+class Home(CellCount):
+    """People present in a cell during an hour (UTC) by home region; partitioned like Presence."""
+
+    pk = models.CompositePrimaryKey("cell", "hour", "home_region")
+    hour = models.DateTimeField()
+    home_region = models.PositiveSmallIntegerField(help_text="a Region id, 0 = everyone")
+    visitors = models.PositiveIntegerField()
+
+
+class HomeDay(CellCount):
+    pk = models.CompositePrimaryKey("cell", "day", "home_region", "dataset_version")
+    day = models.DateField()
+    home_region = models.PositiveSmallIntegerField()
+    visitors = models.PositiveBigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["day"], name="homeday_day")]
+
+
+class HomeWeek(CellCount):
+    pk = models.CompositePrimaryKey("cell", "week", "home_region", "dataset_version")
+    week = models.DateField()
+    home_region = models.PositiveSmallIntegerField()
+    visitors = models.PositiveBigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["week"], name="homeweek_week")]
+
+
+class TripCount(models.Model):
+    """Trips from an origin zone to a destination zone (both regions) from a dataset version."""
+
+    origin = models.ForeignKey(Region, on_delete=models.PROTECT, db_index=False, db_constraint=False)
+    destination = models.PositiveSmallIntegerField(help_text="a Region id")
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, db_index=False, db_constraint=False)
+    trips = models.PositiveBigIntegerField()
+
+    class Meta:
+        abstract = True
+
+
+class Trips(TripCount):
+    """Trips that started during an hour (UTC); partitioned like Presence."""
+
+    pk = models.CompositePrimaryKey("origin", "hour", "destination")
+    hour = models.DateTimeField()
+
+
+class TripsDay(TripCount):
+    pk = models.CompositePrimaryKey("origin", "day", "destination", "dataset_version")
+    day = models.DateField()
+
+    class Meta:
+        indexes = [models.Index(fields=["day"], name="tripsday_day")]
+
+
+class TripsWeek(TripCount):
+    pk = models.CompositePrimaryKey("origin", "week", "destination", "dataset_version")
+    week = models.DateField()
+
+    class Meta:
+        indexes = [models.Index(fields=["week"], name="tripsweek_week")]

@@ -9,12 +9,13 @@ import json
 from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
+import matplotlib
 import matplotlib.dates as mdates
 import pyarrow as pa
 import pyarrow.parquet as pq
 from django.conf import settings
 from django.contrib.gis.gdal import CoordTransform, SpatialReference
-from django.contrib.gis.geos import Polygon
+from django.contrib.gis.geos import LineString, Polygon
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -22,11 +23,13 @@ from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
 from insights.grid import cell_corner
 from insights.kinds import PRODUCT_KINDS
+from insights.selectors import region_shapes
 
 CHART_WIDTH_INCHES, CHART_HEIGHT_INCHES, CHART_DPI = 12, 6, 100
 RELEASED_COLOUR = "#1f5fa8"
 WITHHELD_COLOUR = "#d9d9d9"
 COMPARISON_COLOUR = "#e07b00"
+CATCHMENT_BARS = 20  # the largest regions; the CSV lists them all
 Y_LABELS = {"visits": "people present (sum of hourly counts)", "visitors": "visitors (arrivals, in all dwell bands)"}
 LINE_LABELS = {"visits": "people present", "visitors": "visitors"}
 GEOJSON_DECIMALS = 7  # about 1 cm
@@ -41,13 +44,36 @@ class _LineBuffer:
 
 
 def all_rows(result: dict) -> list[dict]:
-    """The totals per bucket ("*" segments), then the broken-down rows if any."""
+    """The rows of the downloads: a catchment's regions, an od-matrix's flows; otherwise the
+    totals per bucket ("*" segments), then the broken-down rows if any."""
+    if result["product"] == "catchment":
+        return result["regions"]
+    if result["product"] == "od-matrix":
+        return result["flows"]
     return result["series"] + result.get("segments", [])
 
 
 def columns(result: dict) -> dict[str, pa.DataType]:
     """The downloads' columns and their types; a comparison adds its own."""
     timestamp = pa.timestamp("us", tz=result["time_zone"])
+    if result["product"] == "catchment":
+        return {
+            "region": pa.string(),
+            "name": pa.string(),
+            "visitors": pa.int64(),
+            "share": pa.float64(),
+            "suppressed": pa.bool_(),
+        }
+    if result["product"] == "od-matrix":
+        return {
+            "start": timestamp,
+            "end": timestamp,
+            "hours": pa.int16(),
+            "origin": pa.string(),
+            "destination": pa.string(),
+            "trips": pa.int64(),
+            "suppressed": pa.bool_(),
+        }
     segments = PRODUCT_KINDS[result["product"]].segments
     types = {
         "start": timestamp,
@@ -117,7 +143,12 @@ def png_chart(result: dict, *, title: str | None = None) -> bytes:
     """Visits over time, 1200 x 600 px; withheld buckets are gaps under a grey band.
 
     title names what the report covers (the area) and follows the product and granularity in the heading.
+    A catchment is drawn as its regions' shares, an od-matrix as a heat map of its matrix.
     """
+    if result["product"] == "catchment":
+        return _catchment_chart(result, title=title)
+    if result["product"] == "od-matrix":
+        return _matrix_chart(result, title=title)
     tz = ZoneInfo(result["time_zone"])
     series = result["series"]
     starts = [dt.datetime.fromisoformat(row["start"]) for row in series]
@@ -231,9 +262,56 @@ def _lone_values(series: list[dict], metric: str) -> list[int]:
     ]
 
 
+def has_map(result: dict) -> bool:
+    """Whether the result has places to map (a compare result has none)."""
+    return result["product"] in ("catchment", "od-matrix") or "cells" in result
+
+
 def geojson_bytes(result: dict) -> bytes:
-    """The area's cells for a map (RFC 7946, longitude/latitude): each with its share inside
-    the area and its people present over the whole period, null where withheld."""
+    """A map (RFC 7946, longitude/latitude): a catchment's home regions with their counts and
+    shares; an od-matrix's zones with the trips out and in, and a line per origin-destination
+    pair; otherwise the area's cells, each with its share inside the area and its count over
+    the whole period. Null where withheld."""
+    if result["product"] == "catchment":
+        shapes = region_shapes([row["region"] for row in result["regions"]])
+        features = [_feature(shapes[row["region"]], row) for row in result["regions"]]
+    elif result["product"] == "od-matrix":
+        features = _od_features(result)
+    else:
+        features = _cell_features(result)
+    collection = {
+        "type": "FeatureCollection",
+        "features": features,
+        "properties": {key: result[key] for key in ("product", "metric", "start", "end", "time_zone", "privacy")},
+    }
+    return json.dumps(collection).encode()
+
+
+def _feature(geometry, properties: dict) -> dict:
+    return {"type": "Feature", "geometry": json.loads(geometry.json), "properties": properties}
+
+
+def _od_features(result: dict) -> list[dict]:
+    codes = [zone["zone"] for zone in result["zones"]]
+    shapes = region_shapes(codes)
+    matrix = result["matrix"]
+    features = []
+    for row, zone in enumerate(result["zones"]):
+        # Sums of released pairs only: a withheld pair adds nothing, so nothing withheld can be recovered.
+        out = sum(value for value in matrix[row] if value is not None)
+        into = sum(matrix[origin][row] for origin in range(len(codes)) if matrix[origin][row] is not None)
+        features.append(_feature(shapes[zone["zone"]], {**zone, "released_trips_out": out, "released_trips_in": into}))
+    for row, origin in enumerate(codes):
+        for column, destination in enumerate(codes):
+            if origin != destination and matrix[row][column] is not None:
+                line = LineString(shapes[origin].point_on_surface, shapes[destination].point_on_surface, srid=4326)
+                features.append(
+                    _feature(line, {"origin": origin, "destination": destination, "trips": matrix[row][column]})
+                )
+    return features
+
+
+def _cell_features(result: dict) -> list[dict]:
     to_lonlat = CoordTransform(SpatialReference(3035), SpatialReference(4326))
     size = settings.GRID_RESOLUTION_M
     features = []
@@ -244,9 +322,68 @@ def geojson_bytes(result: dict) -> bytes:
         square.transform(to_lonlat)
         ring = [[round(x, GEOJSON_DECIMALS), round(y, GEOJSON_DECIMALS)] for x, y in square.exterior_ring.coords]
         features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": cell})
-    collection = {
-        "type": "FeatureCollection",
-        "features": features,
-        "properties": {key: result[key] for key in ("product", "metric", "start", "end", "time_zone", "privacy")},
-    }
-    return json.dumps(collection).encode()
+    return features
+
+
+def _figure() -> tuple[Figure, object]:
+    figure = Figure(figsize=(CHART_WIDTH_INCHES, CHART_HEIGHT_INCHES), dpi=CHART_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure, figure.add_subplot()
+
+
+def _heading(result: dict, title: str | None) -> str:
+    period = f"{result['start'][:10]} to {result['end'][:10]}"
+    return " · ".join(part for part in (result["product"].capitalize(), period, title) if part)
+
+
+def _png(figure: Figure) -> bytes:
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=CHART_DPI)
+    return png.getvalue()
+
+
+def _catchment_chart(result: dict, *, title: str | None) -> bytes:
+    """The largest home regions' shares of everyone present, as horizontal bars."""
+    figure, axes = _figure()
+    released = [row for row in result["regions"] if row["share"] is not None][:CATCHMENT_BARS]
+    if released:
+        labels = [f"{row['name']} ({row['region']})" for row in reversed(released)]
+        axes.barh(labels, [100 * row["share"] for row in reversed(released)], color=RELEASED_COLOUR)
+        axes.xaxis.set_major_formatter(StrMethodFormatter("{x:.0f} %"))
+        axes.set_xlabel("share of the people present (sum of hourly counts) who live in the region")
+    else:
+        axes.set_xticks([])
+        axes.text(0.5, 0.5, "every region withheld (under k)", transform=axes.transAxes, ha="center", fontsize=14)
+    withheld = sum(row["suppressed"] for row in result["regions"])
+    if withheld:
+        axes.annotate(
+            f"{withheld} region(s) withheld (under k)", (1, 0), xycoords="axes fraction", ha="right", va="bottom"
+        )
+    axes.spines[["top", "right"]].set_visible(False)
+    axes.set_title(_heading(result, title), loc="left", fontsize=14)
+    return _png(figure)
+
+
+def _matrix_chart(result: dict, *, title: str | None) -> bytes:
+    """Trips over the period from each origin (rows) to each destination (columns); withheld pairs grey."""
+    figure, axes = _figure()
+    codes = [zone["zone"] for zone in result["zones"]]
+    values = [[float("nan") if value is None else value for value in row] for row in result["matrix"]]
+    colours = matplotlib.colormaps["Blues"].with_extremes(bad=WITHHELD_COLOUR)
+    image = axes.imshow(values, cmap=colours, aspect="auto")
+    figure.colorbar(image, ax=axes, label="trips over the period", format=StrMethodFormatter("{x:,.0f}"))
+    ticks = range(len(codes))
+    # Beyond ~40 zones the labels overlap; then every n-th is shown.
+    every = max(1, len(codes) // 40)
+    axes.set_xticks(ticks[::every], codes[::every], rotation=90)
+    axes.set_yticks(ticks[::every], codes[::every])
+    axes.set_xlabel("destination zone")
+    axes.set_ylabel("origin zone")
+    axes.legend(
+        handles=[Patch(color=WITHHELD_COLOUR, label="withheld (under k)")],
+        loc="lower right",
+        bbox_to_anchor=(1, 1),
+        frameon=False,
+    )
+    axes.set_title(_heading(result, title), loc="left", fontsize=14)
+    return _png(figure)

@@ -9,9 +9,9 @@ from django.conf import settings
 from django.contrib.gis.geos import GEOSGeometry
 
 from insights.buckets import HOUR, buckets
-from insights.kinds import DWELL, PRESENCE, CellHourKind
+from insights.kinds import DWELL, HOME, PRESENCE, AggregateKind
 from insights.privacy import release_count
-from insights.selectors import cell_hour_sums, cell_hour_totals
+from insights.selectors import cell_hour_sums, cell_hour_totals, region_names_by_id, trip_sums
 
 
 def footfall_result(
@@ -28,7 +28,7 @@ def footfall_result(
 ) -> dict:
     """People present per local bucket (the sum over the bucket's hours of the hourly
     counts), per segment of the requested breakdowns, and per cell over the whole period."""
-    return _cell_hour_result(
+    result, _ = _cell_hour_result(
         kind=PRESENCE,
         product="footfall",
         geometry=geometry,
@@ -41,6 +41,7 @@ def footfall_result(
         with_cells=with_cells,
         on_progress=on_progress,
     )
+    return result
 
 
 def dwell_result(
@@ -54,7 +55,7 @@ def dwell_result(
     on_progress: Callable[[float], None] | None = None,
 ) -> dict:
     """Visitors per local bucket, in all and per dwell band (how long they stayed)."""
-    return _cell_hour_result(
+    result, _ = _cell_hour_result(
         kind=DWELL,
         product="dwell",
         geometry=geometry,
@@ -67,11 +68,12 @@ def dwell_result(
         with_cells=True,
         on_progress=on_progress,
     )
+    return result
 
 
 def _cell_hour_result(
     *,
-    kind: CellHourKind,
+    kind: AggregateKind,
     product: str,
     geometry: GEOSGeometry,
     start: dt.datetime,
@@ -82,7 +84,8 @@ def _cell_hour_result(
     breakdowns: Collection[str],
     with_cells: bool,
     on_progress: Callable[[float], None] | None,
-) -> dict:
+) -> tuple[dict, dict[tuple, float]]:
+    """The result document, and the unreleased per-bucket totals it was made from."""
     query = {
         "kind": kind,
         "geometry": geometry,
@@ -99,7 +102,8 @@ def _cell_hour_result(
     tz = ZoneInfo(time_zone)
     periods = list(buckets(start, end, granularity, tz))
     everyone = (0,) * len(kind.segments)
-    series = [_row(kind, totals, bucket, tz, everyone) for bucket in periods]
+    labels = kind.labels()
+    series = [_row(kind, labels, totals, bucket, tz, everyone) for bucket in periods]
     result = {
         "product": product,
         "metric": kind.value,
@@ -118,17 +122,19 @@ def _cell_hour_result(
         )
         codes = [range(1, len(labels)) if name in breakdowns else [0] for name, labels in kind.segments.items()]
         result["segments"] = [
-            _row(kind, by_segment, bucket, tz, segment) for bucket in periods for segment in itertools.product(*codes)
+            _row(kind, labels, by_segment, bucket, tz, segment)
+            for bucket in periods
+            for segment in itertools.product(*codes)
         ]
         suppressed += sum(row["suppressed"] for row in result["segments"])
     if with_cells:
         result["cells"] = [_cell(kind, code, share, count) for code, share, count in sums.by_cell]
         suppressed += sum(cell["suppressed"] for cell in result["cells"])
     result["privacy"] = {"k": settings.PRIVACY_K, "suppressed_values": suppressed}
-    return result
+    return result, totals
 
 
-def _cell(kind: CellHourKind, code: str, share: float, count: float) -> dict:
+def _cell(kind: AggregateKind, code: str, share: float, count: float) -> dict:
     released = release_count(count)
     return {"cell": code, "share": round(share, 6), kind.value: released.value, "suppressed": released.suppressed}
 
@@ -140,11 +146,18 @@ def _part_of(on_progress, *, first: int, of: int) -> Callable[[float], None] | N
     return lambda done: on_progress((first + done) / of)
 
 
-def _row(kind: CellHourKind, sums: dict, bucket: tuple[dt.datetime, dt.datetime], tz: ZoneInfo, codes: tuple) -> dict:
+def _row(
+    kind: AggregateKind,
+    labels_by_code: dict[str, tuple],
+    sums: dict,
+    bucket: tuple[dt.datetime, dt.datetime],
+    tz: ZoneInfo,
+    codes: tuple,
+) -> dict:
     bucket_start, bucket_end = bucket
     # A value with no rows had only counts the operator dropped upstream as too small.
     released = release_count(sums.get((bucket_start, *codes), 0.0))
-    labels = {name: kind.segments[name][code] for name, code in zip(kind.segments, codes, strict=True)}
+    labels = {name: labels_by_code[name][code] for name, code in zip(kind.segments, codes, strict=True)}
     return {
         "start": bucket_start.astimezone(tz).isoformat(),
         "end": bucket_end.astimezone(tz).isoformat(),
@@ -208,4 +221,135 @@ def _paired(mine: dict, theirs: dict) -> dict:
         "comparison_suppressed": theirs["suppressed"],
         "change": change,
         "change_pct": round(100 * change / theirs["visits"], 1) if change is not None else None,
+    }
+
+
+def catchment_result(
+    *,
+    geometry: GEOSGeometry,
+    start: dt.datetime,
+    end: dt.datetime,
+    granularity: str,
+    time_zone: str,
+    version: int,
+    regions: dict[int, tuple[str, str]] | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> dict:
+    """Where the people present in the area live: per home region over the whole period,
+    its count (the sum of hourly counts) and its share of everyone present; and everyone
+    present per local bucket and per cell.
+
+    regions: the home regions to list, {region id: (code, name)}; by default every one with visitors.
+    """
+    result, totals = _cell_hour_result(
+        kind=HOME,
+        product="catchment",
+        geometry=geometry,
+        start=start,
+        end=end,
+        granularity=granularity,
+        time_zone=time_zone,
+        version=version,
+        breakdowns=(),
+        with_cells=True,
+        on_progress=_part_of(on_progress, first=0, of=2),
+    )
+    by_region: dict[int, float] = {}
+    by_bucket_and_region = cell_hour_totals(
+        kind=HOME,
+        geometry=geometry,
+        start=start,
+        end=end,
+        granularity=granularity,
+        time_zone=time_zone,
+        version=version,
+        breakdowns=("home_region",),
+        on_progress=_part_of(on_progress, first=1, of=2),
+    )
+    for (_, region), count in by_bucket_and_region.items():
+        by_region[region] = by_region.get(region, 0.0) + count
+    everyone = release_count(sum(totals.values()))
+    regions = regions or region_names_by_id(by_region)
+    rows = []
+    for region, (code, name) in regions.items():
+        released = release_count(by_region.get(region, 0.0))
+        # Shares come from released numbers only, so they reveal nothing the counts do not.
+        share = released.value / everyone.value if released.value is not None and everyone.value else None
+        rows.append(
+            {
+                "region": code,
+                "name": name,
+                "visitors": released.value,
+                "share": round(share, 4) if share is not None else None,
+                "suppressed": released.suppressed,
+            }
+        )
+    rows.sort(key=lambda row: (row["visitors"] is None, -(row["visitors"] or 0), row["region"]))
+    result["everyone"] = {"visitors": everyone.value, "suppressed": everyone.suppressed}
+    result["regions"] = rows
+    result["privacy"]["suppressed_values"] += sum(row["suppressed"] for row in rows) + everyone.suppressed
+    return result
+
+
+def od_matrix_result(
+    *,
+    start: dt.datetime,
+    end: dt.datetime,
+    granularity: str,
+    time_zone: str,
+    version: int,
+    zones: dict[int, tuple[str, str]],
+    on_progress: Callable[[float], None] | None = None,
+) -> dict:
+    """Trips between the zones: a flow list per local bucket and origin-destination pair,
+    and an origin x destination matrix over the whole period.
+
+    zones: {region id: (code, name)} in the order of the matrix's rows and columns.
+    """
+    tz = ZoneInfo(time_zone)
+    sums = trip_sums(
+        zones=list(zones),
+        start=start,
+        end=end,
+        granularity=granularity,
+        time_zone=time_zone,
+        version=version,
+        on_progress=on_progress,
+    )
+    bucket_ends = dict(buckets(start, end, granularity, tz))
+    flows, by_pair = [], {}
+    for (bucket_start, origin, destination), trips in sorted(sums.items()):
+        by_pair[(origin, destination)] = by_pair.get((origin, destination), 0) + trips
+        released = release_count(trips)
+        bucket_end = bucket_ends[bucket_start]
+        flows.append(
+            {
+                "start": bucket_start.astimezone(tz).isoformat(),
+                "end": bucket_end.astimezone(tz).isoformat(),
+                "hours": int((bucket_end - bucket_start) / HOUR),
+                "origin": zones[origin][0],
+                "destination": zones[destination][0],
+                "trips": released.value,
+                "suppressed": released.suppressed,
+            }
+        )
+    # A pair absent from every bucket had no trips the operator released: withheld, like a small count.
+    matrix = [[release_count(by_pair.get((origin, destination), 0)) for destination in zones] for origin in zones]
+    return {
+        "product": "od-matrix",
+        "metric": "trips",
+        "granularity": granularity,
+        "time_zone": time_zone,
+        "start": start.astimezone(tz).isoformat(),
+        "end": end.astimezone(tz).isoformat(),
+        "dataset_version": version,
+        "breakdowns": [],
+        "zones": [{"zone": code, "name": name} for code, name in zones.values()],
+        "matrix": [[released.value for released in row] for row in matrix],
+        "flows": flows,
+        "privacy": {
+            "k": settings.PRIVACY_K,
+            "suppressed_values": sum(flow["suppressed"] for flow in flows)
+            + sum(released.suppressed for row in matrix for released in row),
+        },
     }

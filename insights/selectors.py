@@ -10,13 +10,14 @@ from functools import partial
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.contrib.gis.db.models.functions import Transform
 from django.contrib.gis.geos import GEOSGeometry
 from django.db import connection
 from django.db.models import Max
 
 from insights.buckets import buckets, local_midnight
-from insights.kinds import PRESENCE, CellHourKind
-from insights.models import DatasetVersion, RetentionMark
+from insights.kinds import PRESENCE, TRIPS, AggregateKind
+from insights.models import DatasetVersion, Region, RetentionMark
 
 # The cells an area covers, each weighted by the share of the cell inside the area.
 # Areas arrive in EPSG:4326 and are evaluated in EPSG:3035, an equal-area projection.
@@ -56,7 +57,7 @@ class AreaCells:
     cell_count: int
 
 
-def coverage(*, kind: CellHourKind) -> Coverage | None:
+def coverage(*, kind: AggregateKind) -> Coverage | None:
     """The period the loaded data of a kind spans, with its gaps, or None before the first load."""
     versions = DatasetVersion.objects.filter(kind=kind.name)
     periods = sorted(versions.values_list("period_start", "period_end"))
@@ -128,7 +129,7 @@ class Sums:
 
 def cell_hour_sums(
     *,
-    kind: CellHourKind,
+    kind: AggregateKind,
     geometry: GEOSGeometry,
     start: dt.datetime,
     end: dt.datetime,
@@ -160,11 +161,7 @@ def cell_hour_sums(
     by_bucket: dict[tuple, float] = {}
     by_cell: dict[int, float] = {}
     with _report_cells(geometry) as cursor:
-        # Steps cost a statement each: only hourly reads of many cell-hours are worth watching.
-        cell_hours = _cell_count(cursor) * (end - start) / dt.timedelta(hours=1)
-        steps = min(PROGRESS_STEPS, math.ceil(cell_hours / CELL_HOURS_PER_STEP)) if source == "hour" else 1
-        step = math.ceil(len(bucket_starts) / max(steps, 1))
-        chunks = list(itertools.pairwise(bucket_starts[::step] + [end]))
+        chunks = _chunks(bucket_starts, end, places=_cell_count(cursor), source=source)
         for done, (chunk_start, chunk_end) in enumerate(chunks, start=1):
             cursor.execute(
                 f"SELECT {bucket} AS bucket, {columns}, {'t.cell_id' if with_cells else 'NULL'},"
@@ -199,6 +196,106 @@ def cell_hour_sums(
             )
             cells = [(code, share, by_cell.get(cell, 0.0)) for cell, code, share in cursor.fetchall()]
     return Sums(by_bucket=by_bucket, by_cell=cells)
+
+
+def _chunks(
+    bucket_starts: list[dt.datetime], end: dt.datetime, *, places: int, source: str
+) -> list[tuple[dt.datetime, dt.datetime]]:
+    """The period in runs of whole buckets, one statement and one progress step each.
+
+    Steps cost a statement each: only hourly reads of many place-hours are worth watching.
+    """
+    place_hours = places * (end - bucket_starts[0]) / dt.timedelta(hours=1)
+    steps = min(PROGRESS_STEPS, math.ceil(place_hours / CELL_HOURS_PER_STEP)) if source == "hour" else 1
+    step = math.ceil(len(bucket_starts) / max(steps, 1))
+    return list(itertools.pairwise(bucket_starts[::step] + [end]))
+
+
+def trip_sums(
+    *,
+    zones: Collection[int],
+    start: dt.datetime,
+    end: dt.datetime,
+    granularity: str,
+    time_zone: str,
+    version: int,
+    on_progress: Callable[[float], None] | None = None,
+) -> dict[tuple[dt.datetime, int, int], int]:
+    """Trips between the zones (region ids) per local time bucket: (bucket start, origin, destination): trips.
+
+    Only pairs with trips in a bucket appear; the others had none the operator released."""
+    source = presence_source(granularity=granularity, time_zone=time_zone)
+    suffix, period, buckets_by_kind = _SOURCES[source]
+    bucket = buckets_by_kind["hour" if granularity == "hour" else "day"]
+    zone = ZoneInfo(time_zone)
+    bucket_starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
+    chunks = _chunks(bucket_starts, end, places=len(zones) ** 2, source=source)
+    sums = {}
+    with connection.cursor() as cursor:
+        for done, (chunk_start, chunk_end) in enumerate(chunks, start=1):
+            cursor.execute(
+                f"SELECT {bucket} AS bucket, t.origin_id, t.destination, sum(t.trips)"
+                f" FROM {TRIPS.table}{suffix} t"
+                f" WHERE t.origin_id = ANY(%(zones)s) AND t.destination = ANY(%(zones)s)"
+                f" AND {period} AND t.dataset_version_id <= %(version)s"
+                f" GROUP BY 1, 2, 3",
+                {
+                    "zones": list(zones),
+                    "start": chunk_start,
+                    "end": chunk_end,
+                    "start_day": chunk_start.astimezone(zone).date(),
+                    "end_day": chunk_end.astimezone(zone).date(),
+                    "granularity": granularity,
+                    "time_zone": time_zone,
+                    "version": version,
+                },
+            )
+            for bucket_start, origin, destination, trips in cursor.fetchall():
+                if source != "hour":
+                    bucket_start = local_midnight(bucket_start, zone)
+                sums[(bucket_start, origin, destination)] = int(trips)
+            if on_progress:
+                on_progress(done / len(chunks))
+    return sums
+
+
+def regions_by_code(codes: Collection[str]) -> dict[str, Region]:
+    return {region.code: region for region in Region.objects.filter(code__in=codes).defer("geometry")}
+
+
+def region_names(codes: Collection[str]) -> dict[int, tuple[str, str]]:
+    """{region id: (code, name)} of the loaded regions among the codes, in the codes' order."""
+    by_code = regions_by_code(codes)
+    return {by_code[code].id: (code, by_code[code].name) for code in codes if code in by_code}
+
+
+def region_shapes(codes: Collection[str]) -> dict[str, GEOSGeometry]:
+    """{code: boundary in EPSG:4326}, for maps."""
+    regions = Region.objects.filter(code__in=codes).annotate(lonlat=Transform("geometry", 4326))
+    return {region.code: region.lonlat for region in regions}
+
+
+def region_names_by_id(ids: Collection[int]) -> dict[int, tuple[str, str]]:
+    return {region.id: (region.code, region.name) for region in Region.objects.filter(id__in=ids).defer("geometry")}
+
+
+# A region overlaps an area when the overlap is at least this share of the smaller of the
+# two: a boundary drawn along a region's edge does not pull in its neighbour.
+MIN_REGION_OVERLAP = 0.01
+
+
+def regions_in_area(*, geometry: GEOSGeometry) -> list[Region]:
+    """The regions the area overlaps, by code."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH area AS (SELECT ST_Transform(ST_GeomFromEWKB(%(geometry)s), 3035) AS g)"
+            " SELECT r.id FROM insights_region r JOIN area ON ST_Intersects(r.geometry, area.g)"
+            " WHERE ST_Area(ST_Intersection(r.geometry, area.g))"
+            "       >= %(overlap)s * least(ST_Area(r.geometry), ST_Area(area.g))",
+            {"geometry": bytes(geometry.ewkb), "overlap": MIN_REGION_OVERLAP},
+        )
+        ids = [region_id for (region_id,) in cursor.fetchall()]
+    return list(Region.objects.filter(id__in=ids).defer("geometry").order_by("code"))
 
 
 def cell_hour_totals(**query) -> dict[tuple, float]:

@@ -2,6 +2,8 @@
 
 import datetime as dt
 import hashlib
+import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,12 +11,13 @@ from functools import partial
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.gis.geos import GEOSException, GEOSGeometry, MultiPolygon
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from insights.ingest import MAX_LISTED_ERRORS, CellHourReader, LoadRejected, day_sums_csv, rows_csv, staging_csv
-from insights.kinds import DWELL, KINDS, PRESENCE, CellHourKind
-from insights.models import DatasetVersion, RetentionMark
+from insights.kinds import DWELL, HOME, KINDS, PRESENCE, TRIPS, AggregateKind
+from insights.models import DatasetVersion, Region, RetentionMark
 
 __all__ = [
     "LoadRejected",
@@ -24,6 +27,9 @@ __all__ = [
     "dwell_load",
     "aggregates_retain",
     "presence_load",
+    "home_load",
+    "trips_load",
+    "regions_load",
     "retention_cutoff",
 ]
 
@@ -42,7 +48,9 @@ class LoadSummary:
     already_loaded: bool
 
 
-def aggregates_load(*, kind: CellHourKind, path: Path, on_progress: Callable[[int], None] | None = None) -> LoadSummary:
+def aggregates_load(
+    *, kind: AggregateKind, path: Path, on_progress: Callable[[int], None] | None = None
+) -> LoadSummary:
     """Load a file of one kind (CSV or Parquet) as a new dataset version, all or nothing.
 
     Loading a file whose content was loaded before is a no-op that returns that version.
@@ -70,6 +78,8 @@ def aggregates_load(*, kind: CellHourKind, path: Path, on_progress: Callable[[in
 
 presence_load = partial(aggregates_load, kind=PRESENCE)
 dwell_load = partial(aggregates_load, kind=DWELL)
+home_load = partial(aggregates_load, kind=HOME)
+trips_load = partial(aggregates_load, kind=TRIPS)
 
 
 def _load(reader: CellHourReader, sha256: str, on_progress) -> tuple[DatasetVersion, list[str]]:
@@ -94,7 +104,7 @@ def _load(reader: CellHourReader, sha256: str, on_progress) -> tuple[DatasetVers
         new_months: list[dt.date] = []
         cursor.execute("DROP TABLE IF EXISTS day_sums")  # ON COMMIT DROP does not fire in an enclosing transaction
         cursor.execute(
-            f"CREATE TEMP TABLE day_sums (cell_id bigint, day date, {segments}, total bigint) ON COMMIT DROP"
+            f"CREATE TEMP TABLE day_sums ({kind.place_key} bigint, day date, {segments}, total bigint) ON COMMIT DROP"
         )
         for by_month in reader.batches():
             for month, rows in by_month.items():
@@ -120,32 +130,95 @@ def _load(reader: CellHourReader, sha256: str, on_progress) -> tuple[DatasetVers
                 f"ALTER TABLE {kind.table} ATTACH PARTITION {_partition(kind, month)} FOR VALUES FROM (%s) TO (%s)",
                 [_month_start(month), _month_start(_next_month(month))],
             )
-        _insert_cells(cursor, reader.cell_ids)
+        if kind.in_grid:
+            _insert_cells(cursor, reader.cell_ids)
         _roll_up(cursor, kind, version=version.pk)
     version.rows = reader.rows
-    version.cells = len(reader.cell_ids)
+    version.cells = len(reader.cell_ids) if kind.in_grid else len(reader.zone_ids)
     version.period_start = reader.first_hour
     version.period_end = reader.last_hour + dt.timedelta(hours=1)
     version.save(update_fields=["rows", "cells", "period_start", "period_end"])
     return version, [_partition(kind, month) for month in new_months]
 
 
-def _roll_up(cursor, kind: CellHourKind, *, version: int) -> None:
+def _roll_up(cursor, kind: AggregateKind, *, version: int) -> None:
     """Combine the batches' day sums into local days, and those days into local weeks."""
-    segments = ", ".join(kind.segments)
+    segments, place = ", ".join(kind.segments), kind.place_key
     cursor.execute(
-        f"INSERT INTO {kind.table}day (cell_id, day, {segments}, dataset_version_id, {kind.value})"
-        f" SELECT cell_id, day, {segments}, %(version)s, sum(total) FROM day_sums GROUP BY cell_id, day, {segments}"
-        f" ORDER BY cell_id, day",  # stored in key order: an area's days sit on few pages
+        f"INSERT INTO {kind.table}day ({place}, day, {segments}, dataset_version_id, {kind.value})"
+        f" SELECT {place}, day, {segments}, %(version)s, sum(total) FROM day_sums GROUP BY {place}, day, {segments}"
+        f" ORDER BY {place}, day",  # stored in key order: an area's days sit on few pages
         {"version": version},
     )
     cursor.execute(
-        f"INSERT INTO {kind.table}week (cell_id, week, {segments}, dataset_version_id, {kind.value})"
-        f" SELECT cell_id, date_trunc('week', day)::date, {segments}, dataset_version_id, sum({kind.value})"
+        f"INSERT INTO {kind.table}week ({place}, week, {segments}, dataset_version_id, {kind.value})"
+        f" SELECT {place}, date_trunc('week', day)::date, {segments}, dataset_version_id, sum({kind.value})"
         f" FROM {kind.table}day WHERE dataset_version_id = %(version)s"
-        f" GROUP BY cell_id, 2, {segments}, dataset_version_id ORDER BY cell_id, 2",
+        f" GROUP BY {place}, 2, {segments}, dataset_version_id ORDER BY {place}, 2",
         {"version": version},
     )
+
+
+REGION_CODE = re.compile(r"^[A-Za-z0-9_-]{1,20}$")
+
+
+@dataclass(frozen=True)
+class RegionsSummary:
+    created: int
+    updated: int
+
+
+def regions_load(*, path: Path) -> RegionsSummary:
+    """Load home regions / zones from a GeoJSON FeatureCollection (EPSG:4326), all or nothing.
+
+    A region already loaded (same code) takes the new name and boundary; its id, which the
+    aggregate tables store, stays.
+    """
+    try:
+        collection = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LoadRejected([f"not a GeoJSON file: {exc}"], 1) from None
+    features = collection.get("features") if isinstance(collection, dict) else None
+    if collection.get("type") != "FeatureCollection" or not isinstance(features, list) or not features:
+        raise LoadRejected(["expected a GeoJSON FeatureCollection with at least one feature"], 1)
+    regions, errors = {}, []
+    for number, feature in enumerate(features, start=1):
+        try:
+            code, name, geometry = _region(feature, seen=regions)
+        except ValueError as exc:
+            errors.append(f"feature {number}: {exc}")
+            continue
+        regions[code] = (name, geometry)
+    if errors:
+        raise LoadRejected(errors[:MAX_LISTED_ERRORS], len(errors))
+    with transaction.atomic():
+        existing = set(Region.objects.filter(code__in=regions).values_list("code", flat=True))
+        for code, (name, geometry) in regions.items():
+            Region.objects.update_or_create(code=code, defaults={"name": name, "geometry": geometry})
+    return RegionsSummary(created=len(regions) - len(existing), updated=len(existing))
+
+
+def _region(feature, *, seen: dict) -> tuple[str, str, MultiPolygon]:
+    properties = feature.get("properties") if isinstance(feature, dict) else None
+    if not isinstance(properties, dict):
+        raise ValueError("a feature needs properties with a code and a name")
+    code, name = properties.get("code"), properties.get("name")
+    if not isinstance(code, str) or not REGION_CODE.match(code):
+        raise ValueError(f"code must be 1-20 letters, digits, '-' or '_', got {code!r}")
+    if code in seen:
+        raise ValueError(f"code {code!r} appears twice")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"region {code} needs a name")
+    try:
+        geometry = GEOSGeometry(json.dumps(feature.get("geometry")), srid=4326)
+    except (GEOSException, ValueError, TypeError):
+        raise ValueError(f"region {code} has no readable GeoJSON geometry") from None
+    if geometry.geom_type == "Polygon":
+        geometry = MultiPolygon(geometry, srid=4326)
+    if geometry.geom_type != "MultiPolygon" or not geometry.valid or geometry.empty:
+        raise ValueError(f"region {code} needs a valid Polygon or MultiPolygon, got {geometry.geom_type}")
+    geometry.transform(3035)
+    return code, name.strip(), geometry
 
 
 @dataclass(frozen=True)
@@ -164,7 +237,7 @@ def aggregates_retain(*, before: dt.datetime) -> dict[str, RetentionSummary]:
     return {name: _retain(kind, before=before) for name, kind in KINDS.items()}
 
 
-def _retain(kind: CellHourKind, *, before: dt.datetime) -> RetentionSummary:
+def _retain(kind: AggregateKind, *, before: dt.datetime) -> RetentionSummary:
     with transaction.atomic(), connection.cursor() as cursor:
         old_months = sorted(month for month in _partitions(cursor, kind) if _month_start(_next_month(month)) <= before)
         if not old_months:
@@ -183,7 +256,7 @@ def _retain(kind: CellHourKind, *, before: dt.datetime) -> RetentionSummary:
     return RetentionSummary(dropped_months=old_months, retained_from=retained_from)
 
 
-def _partitions(cursor, kind: CellHourKind) -> set[dt.date]:
+def _partitions(cursor, kind: AggregateKind) -> set[dt.date]:
     cursor.execute(
         "SELECT child.relname FROM pg_inherits JOIN pg_class child ON child.oid = pg_inherits.inhrelid"
         " WHERE pg_inherits.inhparent = %s::regclass",
@@ -193,7 +266,7 @@ def _partitions(cursor, kind: CellHourKind) -> set[dt.date]:
     return {dt.datetime.strptime(name.removeprefix(prefix), "%Y%m").date() for (name,) in cursor.fetchall()}
 
 
-def _partition(kind: CellHourKind, month: dt.date) -> str:
+def _partition(kind: AggregateKind, month: dt.date) -> str:
     return f"{kind.table}_p{month:%Y%m}"
 
 
@@ -223,21 +296,22 @@ def _insert_cells(cursor, cells: dict[int, tuple[str, int, int]]) -> None:
     )
 
 
-def _duplicate_lines(kind: CellHourKind, path: Path) -> tuple[list[str], int]:
+def _duplicate_lines(kind: AggregateKind, path: Path) -> tuple[list[str], int]:
     """Explain a refused load: rows repeated in the file, or rows already loaded earlier."""
     segments = ", ".join(f"{name} smallint" for name in kind.segments)
     with transaction.atomic(), connection.cursor() as cursor:
         # Dropped first too: ON COMMIT DROP does not fire inside an enclosing transaction.
         cursor.execute("DROP TABLE IF EXISTS staging")
         cursor.execute(
-            f"CREATE TEMP TABLE staging (line integer, cell_id bigint, hour timestamptz, {segments}) ON COMMIT DROP"
+            f"CREATE TEMP TABLE staging (line integer, {kind.place_key} bigint, hour timestamptz, {segments})"
+            " ON COMMIT DROP"
         )
         for by_month in CellHourReader(path, kind=kind).batches():
             for rows in by_month.values():
                 with cursor.copy("COPY staging FROM STDIN (FORMAT csv)") as copy:
                     copy.write(staging_csv(kind, rows))
         cursor.execute(f"SELECT min(line), max(line) FROM staging GROUP BY {kind.key} HAVING count(*) > 1 ORDER BY 1")
-        same = ", ".join(["cell", "hour", *kind.segments])
+        same = ", ".join([kind.place, "hour", *kind.segments])
         errors = [(last, f"line {last}: repeats line {first} (same {same})") for first, last in cursor.fetchall()]
         cursor.execute(f"SELECT s.line, t.dataset_version_id FROM staging s JOIN {kind.table} t USING ({kind.key})")
         errors += [

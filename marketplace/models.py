@@ -144,6 +144,12 @@ class Report(models.Model):
     compare_geometry = models.MultiPolygonField(srid=4326, null=True, blank=True)
     compare_area_km2 = models.FloatField(null=True, blank=True)
     compare_cell_count = models.PositiveIntegerField(null=True, blank=True)
+    regions = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="region codes: catchment, the home regions to list (empty: every one with visitors);"
+        " od-matrix, the zones trips are counted between",
+    )
     time_zone = models.CharField(max_length=64)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     progress = models.FloatField(default=0.0)

@@ -25,7 +25,7 @@ from insights import selectors as insights_selectors
 from insights import tasks as insights_tasks
 from insights.buckets import buckets, is_boundary
 from insights.kinds import PRODUCT_KINDS
-from insights.reports import compare_result, dwell_result, footfall_result
+from insights.reports import catchment_result, compare_result, dwell_result, footfall_result, od_matrix_result
 from marketplace.exceptions import Conflict, NotPermitted, ServiceError, Unprocessable
 from marketplace.models import ApiKey, Area, Product, Report, Role, Tenant
 from marketplace.selectors import area_list, product_granted_list
@@ -112,8 +112,9 @@ class MeasuredArea:
     cell_count: int
 
 
-def area_measure(*, geometry: MultiPolygon, field: str = "geometry") -> MeasuredArea:
-    """Check an area against the size limits and the data coverage."""
+def area_measure(*, geometry: MultiPolygon, field: str = "geometry", in_grid: bool = True) -> MeasuredArea:
+    """Check an area against the size limits and, in_grid, the coverage of the grid cells
+    (an od-matrix reads zones instead, and checks those)."""
     cells = insights_selectors.area_cells(geometry=geometry)
     if cells.area_km2 < settings.AREA_MIN_KM2:
         raise ServiceError(
@@ -128,7 +129,7 @@ def area_measure(*, geometry: MultiPolygon, field: str = "geometry") -> Measured
             field=field,
         )
     outside_km2 = cells.area_km2 - cells.covered_km2
-    if outside_km2 > cells.area_km2 * COVERAGE_TOLERANCE:
+    if in_grid and outside_km2 > cells.area_km2 * COVERAGE_TOLERANCE:
         raise ServiceError(
             f"{outside_km2:.3f} km² of the area's {cells.area_km2:.3f} km² lie outside the data coverage;"
             " draw the area inside the covered region",
@@ -162,6 +163,7 @@ class ReportOrder:
     geometry: MultiPolygon | None = None
     name: str = ""
     breakdowns: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
     compare_start: dt.datetime | None = None
     compare_end: dt.datetime | None = None
     compare_area_id: uuid.UUID | None = None
@@ -190,8 +192,15 @@ def report_create(
     _check_period(
         product=product, start=order.start, end=order.end, granularity=order.granularity, time_zone=tenant.time_zone
     )
-    name, measured, area = _order_area(tenant=tenant, area_id=order.area_id, geometry=order.geometry, name=order.name)
+    name, measured, area = _order_area(
+        tenant=tenant,
+        area_id=order.area_id,
+        geometry=order.geometry,
+        name=order.name,
+        in_grid=PRODUCT_KINDS[product.code].in_grid,
+    )
     comparison = _order_comparison(tenant=tenant, order=order, product=product)
+    regions = _order_regions(order=order, product=product, geometry=measured.geometry)
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -207,6 +216,7 @@ def report_create(
                 end=order.end,
                 granularity=order.granularity,
                 breakdowns=list(order.breakdowns),
+                regions=regions,
                 time_zone=tenant.time_zone,
                 idempotency_key=idempotency_key,
                 request_fingerprint=fingerprint,
@@ -254,6 +264,7 @@ def _order_area(
     geometry: MultiPolygon | None,
     name: str,
     fields: tuple[str, str] = ("area", "geometry"),
+    in_grid: bool = True,
 ) -> tuple[str, MeasuredArea, Area | None]:
     area_field, geometry_field = fields
     if (area_id is None) == (geometry is None):
@@ -261,7 +272,7 @@ def _order_area(
             f"give exactly one of {area_field} (a saved area's id) or {geometry_field}", code="area_or_geometry"
         )
     if geometry is not None:
-        return name or "unnamed area", area_measure(geometry=geometry, field=geometry_field), None
+        return name or "unnamed area", area_measure(geometry=geometry, field=geometry_field, in_grid=in_grid), None
     area = area_list(tenant=tenant).filter(pk=area_id).first()
     if area is None:
         raise ServiceError(f"no area with id {area_id}", code="does_not_exist", field=area_field)
@@ -320,6 +331,56 @@ def _order_comparison(*, tenant: Tenant, order: ReportOrder, product: Product) -
             field="compare_end",
         )
     return {"compare_start": order.compare_start, "compare_end": order.compare_end}
+
+
+# Trips are counted between every pair: the matrix grows with the square of the zones.
+MAX_OD_ZONES = 100
+
+
+def _order_regions(*, order: ReportOrder, product: Product, geometry: MultiPolygon) -> list[str]:
+    """The region codes the report keeps: the catchment's home regions to list, or the
+    od-matrix's zones (by default, every zone the area overlaps)."""
+    if product.code not in ("catchment", "od-matrix"):
+        if order.regions:
+            raise ServiceError(
+                f"{product.code} takes no regions; catchment and od-matrix do", code="regions_not_offered"
+            )
+        return []
+    codes = list(dict.fromkeys(order.regions))  # once each, in the buyer's order
+    known = insights_selectors.regions_by_code(codes)
+    unknown = [code for code in codes if code not in known]
+    if unknown:
+        raise ServiceError(
+            f"unknown region(s): {', '.join(unknown)}; GET /api/v1/regions/ lists the loaded ones",
+            code="unknown_regions",
+            field="regions",
+        )
+    if product.code == "catchment":
+        return codes
+    in_area = [region.code for region in insights_selectors.regions_in_area(geometry=geometry)]
+    if not codes:
+        codes = in_area
+        if not codes:
+            raise ServiceError(
+                "the area overlaps no zone; draw it over the zones whose trips you want (GET /api/v1/regions/)",
+                code="no_zones_in_area",
+                field="geometry",
+            )
+    outside = [code for code in codes if code not in in_area]
+    if outside:
+        raise ServiceError(
+            f"zone(s) {', '.join(outside)} lie outside the area; choose zones the area overlaps",
+            code="zones_outside_area",
+            field="regions",
+        )
+    if len(codes) > MAX_OD_ZONES:
+        raise ServiceError(
+            f"an od-matrix holds at most {MAX_OD_ZONES} zones, the area overlaps {len(codes)};"
+            " choose some with regions, or draw a smaller area",
+            code="too_many_zones",
+            field="regions",
+        )
+    return codes
 
 
 def _check_breakdowns(*, order: ReportOrder, product: Product) -> None:
@@ -462,6 +523,11 @@ def _report_result(report: Report, *, version: int) -> dict:
         )
     if report.product.code == "dwell":
         return dwell_result(**common)
+    if report.product.code == "catchment":
+        return catchment_result(**common, regions=insights_selectors.region_names(report.regions))
+    if report.product.code == "od-matrix":
+        del common["geometry"]  # the zones say where
+        return od_matrix_result(**common, zones=insights_selectors.region_names(report.regions))
     return footfall_result(**common, breakdowns=report.breakdowns)
 
 

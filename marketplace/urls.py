@@ -4,13 +4,14 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from marketplace.api.views import AreaViewSet, ProductViewSet, ReportViewSet
+from marketplace.api.views import AreaViewSet, ProductViewSet, RegionViewSet, ReportViewSet
 from marketplace.health import healthz, readyz
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
 router.register("products", ProductViewSet, basename="product")
 router.register("areas", AreaViewSet, basename="area")
+router.register("regions", RegionViewSet, basename="region")
 router.register("reports", ReportViewSet, basename="report")
 
 # Downloads are named like files, so they take no trailing slash.

@@ -1,11 +1,12 @@
 import datetime as dt
+import json
 from zoneinfo import ZoneInfo
 
 import pytest
 from rest_framework.test import APIClient
 
 from insights.kinds import DWELL_BANDS
-from insights.services import dwell_load
+from insights.services import dwell_load, home_load, regions_load, trips_load
 from marketplace.celery import app as celery_app
 from marketplace.models import Role
 from tests import grid
@@ -86,3 +87,78 @@ def dwell(db, tmp_path):
         out.write("cell,hour,dwell_band,visitors\n")
         out.writelines(f"{grid.code(*c)},{h:%Y-%m-%dT%H:%M:%SZ},{b},{v}\n" for (c, h, b), v in rows.items())
     return rows, dwell_load(path=path).version
+
+
+# Regions over the test grid: two districts splitting the 4 x 4 city block, one north of
+# it, and a municipality far away (a home region only).
+REGION_SQUARES = {"W": (0, 0, 2, 4), "E": (2, 0, 2, 4), "N": (0, 4, 4, 4), "FAR": (40, 40, 4, 4)}
+HOME_CELLS = [(0, 0), (1, 0), (0, 1), (1, 1)]
+
+
+def home_visitors(cell: tuple[int, int], hour: dt.datetime, region: str) -> int:
+    """Per home region; FAR is 3 an hour, under k hourly but not over a day."""
+    col, row = cell
+    return {"W": 20 + col + hour.hour % 4, "E": 8 + row, "N": 11, "FAR": 3}[region]
+
+
+def trips_between(origin: str, destination: str, hour: dt.datetime) -> int | None:
+    """Trips per hour; N -> E is 2 an hour (under k hourly), E -> N is absent (suppressed upstream)."""
+    if (origin, destination) == ("E", "N"):
+        return None
+    if (origin, destination) == ("N", "E"):
+        return 2
+    return 10 + 3 * "WEN".index(origin) + "WEN".index(destination) + hour.hour % 5
+
+
+@pytest.fixture
+def regions(db, tmp_path):
+    """Loads REGION_SQUARES; returns the GeoJSON file."""
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"code": code, "name": f"Region {code}"},
+            "geometry": grid.geojson(grid.square(*box)),
+        }
+        for code, box in REGION_SQUARES.items()
+    ]
+    path = tmp_path / "regions.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    regions_load(path=path)
+    return path
+
+
+@pytest.fixture
+def home(regions, tmp_path):
+    """Loads home counts of a 2 x 2 block over the dwell days (with the DST change);
+    returns ({(cell, utc hour, region): visitors}, dataset version). The "*" row also counts
+    9 people an hour whose home is unknown."""
+    rows = {}
+    for cell in HOME_CELLS:
+        for hour in grid.hours(DWELL_START.astimezone(UTC), DWELL_END.astimezone(UTC)):
+            by_region = {region: home_visitors(cell, hour, region) for region in REGION_SQUARES}
+            rows |= {(cell, hour, region): value for region, value in by_region.items()}
+            rows[(cell, hour, "*")] = sum(by_region.values()) + 9
+    path = tmp_path / "home.csv"
+    with path.open("w") as out:
+        out.write("cell,hour,home_region,visitors\n")
+        out.writelines(f"{grid.code(*c)},{h:%Y-%m-%dT%H:%M:%SZ},{r},{v}\n" for (c, h, r), v in rows.items())
+    return rows, home_load(path=path).version
+
+
+@pytest.fixture
+def trips(regions, tmp_path):
+    """Loads trips between W, E and N over the dwell days.
+
+    Returns ({(origin, destination, utc hour): trips}, dataset version)."""
+    rows = {
+        (origin, destination, hour): trips_between(origin, destination, hour)
+        for origin in "WEN"
+        for destination in "WEN"
+        for hour in grid.hours(DWELL_START.astimezone(UTC), DWELL_END.astimezone(UTC))
+        if trips_between(origin, destination, hour) is not None
+    }
+    path = tmp_path / "trips.csv"
+    with path.open("w") as out:
+        out.write("origin,destination,hour,trips\n")
+        out.writelines(f"{o},{d},{h:%Y-%m-%dT%H:%M:%SZ},{v}\n" for (o, d, h), v in rows.items())
+    return rows, trips_load(path=path).version

@@ -35,6 +35,16 @@ def dwell_product() -> Product:
     return product
 
 
+def catchment_product() -> Product:
+    product, _ = Product.objects.get_or_create(code="catchment", defaults={"name": "Catchment", "breakdowns": []})
+    return product
+
+
+def od_matrix_product() -> Product:
+    product, _ = Product.objects.get_or_create(code="od-matrix", defaults={"name": "OD matrix", "breakdowns": []})
+    return product
+
+
 def granted_tenant(**kwargs) -> Tenant:
     tenant = TenantFactory(**kwargs)
     product_grant(tenant=tenant, product=footfall_product())

@@ -4,6 +4,7 @@ from django.contrib.gis.geos import GEOSException, LinearRing, MultiPolygon, Pol
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from insights.models import Region
 from marketplace.models import Area, Breakdown, Granularity, Product, Report
 
 GEOJSON_POLYGON_SCHEMA = {
@@ -128,6 +129,14 @@ class ReportInput(serializers.Serializer):
     compare_area = serializers.UUIDField(required=False, help_text="compare only: a saved area to compare with")
     compare_geometry = GeoJSONPolygonField(required=False, help_text="compare only: an area drawn to compare with")
     compare_name = serializers.CharField(max_length=200, required=False, default="")
+    regions = serializers.ListField(
+        child=serializers.CharField(max_length=20),
+        required=False,
+        default=list,
+        max_length=1000,
+        help_text="catchment: the home regions to list (default: every one with visitors); od-matrix: the zones"
+        " to count trips between (default: every zone the area overlaps); codes from GET /api/v1/regions/",
+    )
 
     def validate_breakdowns(self, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
@@ -154,6 +163,7 @@ class ReportOutput(serializers.ModelSerializer):
             "end",
             "granularity",
             "breakdowns",
+            "regions",
             "compare_start",
             "compare_end",
             "compare_area_name",
@@ -172,3 +182,15 @@ class ReportOutput(serializers.ModelSerializer):
 class ReportSummaryOutput(ReportOutput):
     class Meta(ReportOutput.Meta):
         fields = [field for field in ReportOutput.Meta.fields if field != "result"]
+
+
+class RegionOutput(serializers.ModelSerializer):
+    geometry = GeoJSONPolygonField(source="geometry_4326", read_only=True)
+    area_km2 = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Region
+        fields = ["code", "name", "area_km2", "geometry"]
+
+    def get_area_km2(self, region) -> float:
+        return round(region.area_m2.sq_km, 3)

@@ -20,6 +20,7 @@ from marketplace.api.serializers import (
     AreaInput,
     AreaOutput,
     ProductOutput,
+    RegionOutput,
     ReportInput,
     ReportOutput,
     ReportSummaryOutput,
@@ -54,6 +55,15 @@ class ProductViewSet(mixins.ListModelMixin, TenantViewSet):
     def get_serializer_context(self):
         granted = selectors.product_granted_list(tenant=self.request.user.tenant).values_list("pk", flat=True)
         return {**super().get_serializer_context(), "granted_ids": set(granted)}
+
+
+class RegionViewSet(mixins.ListModelMixin, TenantViewSet):
+    """The loaded home regions (catchment) and zones (od-matrix), by code."""
+
+    serializer_class = RegionOutput
+
+    def get_queryset(self):
+        return selectors.region_list()
 
 
 class AreaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
@@ -140,6 +150,7 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
             compare_area_id=data.validated_data.get("compare_area"),
             compare_geometry=data.validated_data.get("compare_geometry"),
             compare_name=data.validated_data["compare_name"],
+            regions=tuple(data.validated_data["regions"]),
         )
         report, created = services.report_create(
             principal=request.user,
@@ -163,7 +174,8 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
     @extend_schema(
         responses={
             (200, "text/csv"): OpenApiResponse(
-                OpenApiTypes.STR, description="start,end,hours,visits,suppressed: one line per bucket"
+                OpenApiTypes.STR,
+                description="one line per bucket (and segment); a catchment's per region, an od-matrix's per flow",
             )
         }
     )
@@ -187,7 +199,9 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
     @extend_schema(
         responses={
             (200, "image/png"): OpenApiResponse(
-                OpenApiTypes.BINARY, description="a 1200 x 600 chart of the series, withheld buckets as grey gaps"
+                OpenApiTypes.BINARY,
+                description="a 1200 x 600 chart: the series, withheld buckets as grey gaps; a catchment's regions"
+                " as bars; an od-matrix as a heat map",
             )
         }
     )
@@ -200,13 +214,14 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
         responses={
             (200, "application/geo+json"): OpenApiResponse(
                 OpenApiTypes.OBJECT,
-                description="a FeatureCollection of the area's grid cells, each with its share and people present",
+                description="a FeatureCollection: the area's grid cells with their counts; a catchment's home"
+                " regions; an od-matrix's zones and flow lines",
             )
         }
     )
     def result_geojson(self, request, pk=None):
         report = self._succeeded_report()
-        if "cells" not in report.result:
+        if not renderers.has_map(report.result):
             raise Conflict(f"a {report.product.code} result has no per-cell values to map", code="format_not_offered")
         response = HttpResponse(renderers.geojson_bytes(report.result), content_type="application/geo+json")
         return _as_attachment(response, report, "geojson")

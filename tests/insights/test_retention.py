@@ -60,5 +60,7 @@ def test_the_command_drops_by_date_and_says_what_is_left(db, tmp_path, capsys):
     assert capsys.readouterr().out.splitlines() == [
         "presence: dropped 2026-02; data now starts 2026-03-01 00:00Z",
         "dwell: nothing ends before 2026-03-01 00:00Z; nothing dropped",
+        "home: nothing ends before 2026-03-01 00:00Z; nothing dropped",
+        "trips: nothing ends before 2026-03-01 00:00Z; nothing dropped",
     ]
     assert months_loaded() == ["202603", "202604"]

@@ -21,6 +21,7 @@ EXPECTED_PATHS = {
     "/api/v1/reports/{id}/result.png",
     "/api/v1/reports/{id}/result.geojson",
     "/api/v1/products/",
+    "/api/v1/regions/",
 }
 
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from insights.services import LoadRejected, dwell_load, presence_load
+from insights.services import LoadRejected, dwell_load, home_load, presence_load, trips_load
 
-LOADERS = {"presence": presence_load, "dwell": dwell_load}
+LOADERS = {"presence": presence_load, "dwell": dwell_load, "home": home_load, "trips": trips_load}
 
 
 class Command(BaseCommand):
@@ -32,12 +32,13 @@ class Command(BaseCommand):
             raise CommandError(f"{file} was not loaded; nothing changed. {rejected}") from None
         finally:
             self.stderr.write("")
+        places = "origin zones" if kind == "trips" else "cells"
         if summary.already_loaded:
             self.stdout.write(f"{file} was loaded before as dataset version {summary.version}; nothing to do.")
             return
         self.stdout.write(
             self.style.SUCCESS(
-                f"dataset version {summary.version}: {summary.rows:,} rows, {summary.cells:,} cells, "
+                f"dataset version {summary.version}: {summary.rows:,} rows, {summary.cells:,} {places}, "
                 f"{summary.period_start:%Y-%m-%d %H:%M}Z to {summary.period_end:%Y-%m-%d %H:%M}Z, "
                 f"loaded in {summary.duration_seconds:.1f} s ({summary.rows / summary.duration_seconds:,.0f} rows/s)"
             )
