@@ -101,9 +101,9 @@ def _cell_hour_result(
     totals = sums.by_bucket
     tz = ZoneInfo(time_zone)
     periods = list(buckets(start, end, granularity, tz))
-    everyone = (0,) * len(kind.segments)
+    stamps = _bucket_stamps(periods, tz)
     labels = kind.labels()
-    series = [_row(kind, labels, totals, bucket, tz, everyone) for bucket in periods]
+    series = _rows(kind, labels, totals, periods, stamps, segments=[(0,) * len(kind.segments)])
     result = {
         "product": product,
         "metric": kind.value,
@@ -120,12 +120,8 @@ def _cell_hour_result(
         by_segment = cell_hour_totals(
             **query, breakdowns=breakdowns, on_progress=_part_of(on_progress, first=1, of=passes)
         )
-        codes = [range(1, len(labels)) if name in breakdowns else [0] for name, labels in kind.segments.items()]
-        result["segments"] = [
-            _row(kind, labels, by_segment, bucket, tz, segment)
-            for bucket in periods
-            for segment in itertools.product(*codes)
-        ]
+        codes = [range(1, len(labels[name])) if name in breakdowns else [0] for name in kind.segments]
+        result["segments"] = _rows(kind, labels, by_segment, periods, stamps, segments=list(itertools.product(*codes)))
         suppressed += sum(row["suppressed"] for row in result["segments"])
     if with_cells:
         result["cells"] = [_cell(kind, code, share, count) for code, share, count in sums.by_cell]
@@ -146,26 +142,42 @@ def _part_of(on_progress, *, first: int, of: int) -> Callable[[float], None] | N
     return lambda done: on_progress((first + done) / of)
 
 
-def _row(
+def _bucket_stamps(periods: list[tuple[dt.datetime, dt.datetime]], tz: ZoneInfo) -> list[tuple[str, str, int]]:
+    """Each bucket's local start and end as text, and its hours; a boundary is formatted once."""
+    boundaries = [bucket_start for bucket_start, _ in periods] + [periods[-1][1]]
+    text = [boundary.astimezone(tz).isoformat() for boundary in boundaries]
+    return [
+        (text[index], text[index + 1], int((bucket_end - bucket_start) / HOUR))
+        for index, (bucket_start, bucket_end) in enumerate(periods)
+    ]
+
+
+def _rows(
     kind: AggregateKind,
     labels_by_code: dict[str, tuple],
     sums: dict,
-    bucket: tuple[dt.datetime, dt.datetime],
-    tz: ZoneInfo,
-    codes: tuple,
-) -> dict:
-    bucket_start, bucket_end = bucket
-    # A value with no rows had only counts the operator dropped upstream as too small.
-    released = release_count(sums.get((bucket_start, *codes), 0.0))
-    labels = {name: labels_by_code[name][code] for name, code in zip(kind.segments, codes, strict=True)}
-    return {
-        "start": bucket_start.astimezone(tz).isoformat(),
-        "end": bucket_end.astimezone(tz).isoformat(),
-        "hours": int((bucket_end - bucket_start) / HOUR),
-        **labels,
-        kind.value: released.value,
-        "suppressed": released.suppressed,
-    }
+    periods: list[tuple[dt.datetime, dt.datetime]],
+    stamps: list[tuple[str, str, int]],
+    *,
+    segments: list[tuple],
+) -> list[dict]:
+    """One row per bucket and segment (a tuple of segment codes), bucket by bucket."""
+    labelled = [
+        (codes, {name: labels_by_code[name][code] for name, code in zip(kind.segments, codes, strict=True)})
+        for codes in segments
+    ]
+    rows = []
+    metric = kind.value
+    for (bucket_start, _), (start_text, end_text, hours) in zip(periods, stamps, strict=True):
+        for codes, labels in labelled:
+            # A value with no rows had only counts the operator dropped upstream as too small.
+            value = release_count(sums.get((bucket_start, *codes), 0.0)).value
+            row = {"start": start_text, "end": end_text, "hours": hours}
+            row.update(labels)
+            row[metric] = value
+            row["suppressed"] = value is None
+            rows.append(row)
+    return rows
 
 
 def compare_result(
