@@ -33,6 +33,7 @@ class AggregateKind:
     segments: dict[str, tuple[str, ...] | RegionCodes]
     value: str  # the counted column
     place: str = "cell"  # the file column that says where: a grid cell code, or "origin" (a region code)
+    value_type: str = "int4"  # the counted column's database type
 
     @property
     def columns(self) -> list[str]:
@@ -54,6 +55,11 @@ class AggregateKind:
         return f"{self.place}_id"
 
     @property
+    def place_type(self) -> str:
+        """The place's database type: cell ids are bigint, region ids smallint."""
+        return "int8" if self.in_grid else "int2"
+
+    @property
     def in_grid(self) -> bool:
         return self.place == "cell"
 
@@ -72,7 +78,7 @@ class AggregateKind:
 PRESENCE = AggregateKind("presence", {"age_band": AGE_BANDS, "gender": GENDERS}, "visits")
 DWELL = AggregateKind("dwell", {"dwell_band": DWELL_BANDS}, "visitors")
 HOME = AggregateKind("home", {"home_region": RegionCodes(with_all=True)}, "visitors")
-TRIPS = AggregateKind("trips", {"destination": RegionCodes(with_all=False)}, "trips", place="origin")
+TRIPS = AggregateKind("trips", {"destination": RegionCodes(with_all=False)}, "trips", place="origin", value_type="int8")
 KINDS = {kind.name: kind for kind in (PRESENCE, DWELL, HOME, TRIPS)}
 
 # The data each product is computed from.

@@ -15,7 +15,15 @@ from django.contrib.gis.geos import GEOSException, GEOSGeometry, MultiPolygon
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from insights.ingest import MAX_LISTED_ERRORS, CellHourReader, LoadRejected, day_sums_csv, rows_csv, staging_csv
+from insights.ingest import (
+    MAX_LISTED_ERRORS,
+    CellHourReader,
+    LoadRejected,
+    day_sums_csv,
+    read_ahead,
+    rows_binary,
+    staging_csv,
+)
 from insights.kinds import DWELL, HOME, KINDS, PRESENCE, TRIPS, AggregateKind
 from insights.models import DatasetVersion, Region, RetentionMark
 
@@ -97,7 +105,7 @@ def _load(reader: CellHourReader, sha256: str, on_progress) -> tuple[DatasetVers
         period_end=placeholder,
         duration_seconds=0.0,
     )
-    copy_rows = f"COPY {{table}} ({kind.key}, {kind.value}, dataset_version_id) FROM STDIN (FORMAT csv{{options}})"
+    copy_rows = f"COPY {{table}} ({kind.key}, {kind.value}, dataset_version_id) FROM STDIN (FORMAT binary{{options}})"
     segments = ", ".join(f"{name} smallint" for name in kind.segments)
     with connection.cursor() as cursor:
         attached = _partitions(cursor, kind)
@@ -106,10 +114,15 @@ def _load(reader: CellHourReader, sha256: str, on_progress) -> tuple[DatasetVers
         cursor.execute(
             f"CREATE TEMP TABLE day_sums ({kind.place_key} bigint, day date, {segments}, total bigint) ON COMMIT DROP"
         )
-        for by_month in reader.batches():
-            for month, rows in by_month.items():
+        # The next batches are read, checked and encoded in a thread while this one is copied.
+        payloads = (
+            [(month, day_sums_csv(kind, rows), rows_binary(kind, rows, version.pk)) for month, rows in by_month.items()]
+            for by_month in reader.batches()
+        )
+        for batch in read_ahead(payloads):
+            for month, day_sums, rows in batch:
                 with connection.wrap_database_errors, cursor.copy("COPY day_sums FROM STDIN (FORMAT csv)") as copy:
-                    copy.write(day_sums_csv(kind, rows))
+                    copy.write(day_sums)
                 if month not in attached and month not in new_months:
                     cursor.execute(f"CREATE TABLE {_partition(kind, month)} (LIKE {kind.table} INCLUDING CONSTRAINTS)")
                     new_months.append(month)
@@ -120,7 +133,7 @@ def _load(reader: CellHourReader, sha256: str, on_progress) -> tuple[DatasetVers
                 )
                 # COPY bypasses Django's cursor wrapper: translate psycopg's errors as execute() would.
                 with connection.wrap_database_errors, cursor.copy(statement) as copy:
-                    copy.write(rows_csv(kind, rows, version.pk))
+                    copy.write(rows)
             if on_progress:
                 on_progress(reader.rows)
         cursor.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
