@@ -5,8 +5,10 @@ CSV and Parquet hold every row (totals and segments); the chart shows the totals
 import csv
 import datetime as dt
 import io
+import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
 import matplotlib
@@ -43,14 +45,21 @@ class _LineBuffer:
         return line
 
 
-def all_rows(result: dict) -> list[dict]:
+# The arrays of a result document that hold its rows: big, so paged and streamed.
+ROW_ARRAYS = {"catchment": ("regions",), "od-matrix": ("flows",)}
+DEFAULT_ROW_ARRAYS = ("series", "segments")
+# Arrays besides the rows that a document may hold, as big as the area or the zones.
+LIST_ARRAYS = ("series", "segments", "cells", "regions", "flows")
+
+
+def row_arrays(product: str) -> tuple[str, ...]:
     """The rows of the downloads: a catchment's regions, an od-matrix's flows; otherwise the
     totals per bucket ("*" segments), then the broken-down rows if any."""
-    if result["product"] == "catchment":
-        return result["regions"]
-    if result["product"] == "od-matrix":
-        return result["flows"]
-    return result["series"] + result.get("segments", [])
+    return ROW_ARRAYS.get(product, DEFAULT_ROW_ARRAYS)
+
+
+def all_rows(result: dict) -> list[dict]:
+    return [row for key in row_arrays(result["product"]) for row in result.get(key, [])]
 
 
 def columns(result: dict) -> dict[str, pa.DataType]:
@@ -95,12 +104,14 @@ def columns(result: dict) -> dict[str, pa.DataType]:
     return types
 
 
-def csv_rows(result: dict) -> Iterator[str]:
-    """The header, then one line per bucket and segment: empty where withheld, booleans as true/false."""
+def csv_rows(head: dict, rows: Iterable[dict]) -> Iterator[str]:
+    """The header, then one line per row: empty where withheld, booleans as true/false.
+
+    head: the result document (its arrays are not read); rows: its rows, e.g. streamed."""
     writer = csv.writer(_LineBuffer())
-    names = list(columns(result))
+    names = list(columns(head))
     yield writer.writerow(names)
-    for row in all_rows(result):
+    for row in rows:
         yield writer.writerow([_csv_value(row[name]) for name in names])
 
 
@@ -112,31 +123,39 @@ def _csv_value(value) -> str:
     return str(value)
 
 
-def parquet_bytes(result: dict) -> bytes:
-    """One row per bucket and segment, times in the report's time zone; the report's context in the metadata."""
-    types = columns(result)
+PARQUET_ROW_GROUP = 50_000
+
+
+def parquet_write(head: dict, rows: Iterable[dict], out: BinaryIO) -> None:
+    """The rows as Parquet, times in the report's time zone, the report's context in the
+    metadata; written a row group at a time, so memory stays bounded whatever the rows."""
+    types = columns(head)
     schema = pa.schema(
         [pa.field(name, kind) for name, kind in types.items()],
         metadata={
-            "product": result["product"],
-            "metric": result["metric"],
-            "granularity": result["granularity"],
-            "time_zone": result["time_zone"],
-            "dataset_version": str(result["dataset_version"]),
-            "privacy_k": str(result["privacy"]["k"]),
+            "product": head["product"],
+            "metric": head["metric"],
+            "granularity": head["granularity"],
+            "time_zone": head["time_zone"],
+            "dataset_version": str(head["dataset_version"]),
+            "privacy_k": str(head["privacy"]["k"]),
         },
     )
-    rows = all_rows(result)
-    table = pa.table(
-        {
-            name: [dt.datetime.fromisoformat(row[name]) if pa.types.is_timestamp(kind) else row[name] for row in rows]
-            for name, kind in types.items()
-        },
-        schema=schema,
-    )
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes()
+    timestamps = [name for name, kind in types.items() if pa.types.is_timestamp(kind)]
+    with pq.ParquetWriter(out, schema) as writer:
+        rows = iter(rows)
+        while group := list(itertools.islice(rows, PARQUET_ROW_GROUP)):
+            columns_of_group = {name: [row[name] for row in group] for name in types}
+            for name in timestamps:
+                columns_of_group[name] = [dt.datetime.fromisoformat(text) for text in columns_of_group[name]]
+            writer.write_table(pa.table(columns_of_group, schema=schema))
+
+
+def parquet_bytes(result: dict) -> bytes:
+    """The whole result as Parquet in memory: for small results and tests."""
+    out = io.BytesIO()
+    parquet_write(result, all_rows(result), out)
+    return out.getvalue()
 
 
 def png_chart(result: dict, *, title: str | None = None) -> bytes:

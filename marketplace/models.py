@@ -157,6 +157,9 @@ class Report(models.Model):
     error = models.TextField(blank=True)
     dataset_version = models.PositiveIntegerField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)
+    result_rows = models.PositiveIntegerField(
+        null=True, blank=True, help_text="the rows of the result's downloads (CSV lines after the header)"
+    )
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     request_fingerprint = models.CharField(max_length=64, blank=True)
     ordered_by_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True)

@@ -21,6 +21,7 @@ from django.db.models import F
 from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
+from insights import renderers
 from insights import selectors as insights_selectors
 from insights import tasks as insights_tasks
 from insights.buckets import buckets, is_boundary
@@ -498,7 +499,11 @@ def report_run(*, report_id: str) -> RunOutcome:
             )
             return RunOutcome.FINISHED
         _report_finish(
-            report_id, status=Report.Status.SUCCEEDED, result=result, dataset_version=coverage.latest_version
+            report_id,
+            status=Report.Status.SUCCEEDED,
+            result=result,
+            result_rows=len(renderers.all_rows(result)),
+            dataset_version=coverage.latest_version,
         )
         return RunOutcome.FINISHED
 

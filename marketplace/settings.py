@@ -184,6 +184,9 @@ CELERY_BEAT_SCHEDULE = {
 GRID_RESOLUTION_M = 250
 AREA_MIN_KM2 = env.float("AREA_MIN_KM2", default=0.25)
 AREA_MAX_KM2 = env.float("AREA_MAX_KM2", default=1500.0)
+# A result with more rows than this is not inlined in GET /reports/{id}/: page through
+# /reports/{id}/rows/ or download it (downloads stream from the database).
+RESULT_INLINE_MAX_ROWS = env.int("RESULT_INLINE_MAX_ROWS", default=2000)
 # Day and week rollups are kept in this zone (the operator's); reports in another zone
 # are computed from the hourly data.
 ROLLUP_TIME_ZONE = env("ROLLUP_TIME_ZONE", default="Europe/Berlin")

@@ -1,5 +1,6 @@
 import math
 
+from django.conf import settings
 from django.contrib.gis.geos import GEOSException, LinearRing, MultiPolygon, Polygon
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -147,6 +148,16 @@ class ReportInput(serializers.Serializer):
 class ReportOutput(serializers.ModelSerializer):
     product = serializers.CharField(source="product.code")
     area = serializers.UUIDField(source="area_id", allow_null=True)
+    result = serializers.SerializerMethodField(
+        help_text="the result document once succeeded, when it has at most RESULT_INLINE_MAX_ROWS rows"
+        " (2000 by default); a larger one is null here: page through rows/ or download it"
+    )
+
+    @extend_schema_field(serializers.JSONField(allow_null=True))
+    def get_result(self, report: Report) -> dict | None:
+        if report.result_rows is None or report.result_rows > settings.RESULT_INLINE_MAX_ROWS:
+            return None
+        return report.result
 
     class Meta:
         model = Report
@@ -175,6 +186,7 @@ class ReportOutput(serializers.ModelSerializer):
             "created_at",
             "started_at",
             "finished_at",
+            "result_rows",
             "result",
         ]
 
@@ -182,6 +194,15 @@ class ReportOutput(serializers.ModelSerializer):
 class ReportSummaryOutput(ReportOutput):
     class Meta(ReportOutput.Meta):
         fields = [field for field in ReportOutput.Meta.fields if field != "result"]
+
+
+class ResultRowsPage(serializers.Serializer):
+    count = serializers.IntegerField(help_text="the result's rows in all")
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = serializers.ListField(
+        child=serializers.DictField(), help_text="rows as in the CSV download: per bucket (and segment), region or flow"
+    )
 
 
 class RegionOutput(serializers.ModelSerializer):

@@ -1,15 +1,19 @@
 import datetime as dt
 import hashlib
+import itertools
 import json
+import tempfile
+from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
 import django_filters
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
@@ -24,11 +28,47 @@ from marketplace.api.serializers import (
     ReportInput,
     ReportOutput,
     ReportSummaryOutput,
+    ResultRowsPage,
 )
 from marketplace.exceptions import Conflict
 from marketplace.models import Area, Report
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+PARQUET_IN_MEMORY_BYTES = 8 << 20
+JSON_ROWS_PER_CHUNK = 1000
+
+
+class ResultRowsPagination(LimitOffsetPagination):
+    default_limit = 1000
+    max_limit = 10_000
+
+
+class _ResultRows:
+    """A succeeded report's rows as a sequence the paginator can count and slice: a page per query."""
+
+    def __init__(self, report: Report):
+        self.report = report
+
+    def __len__(self) -> int:
+        return self.report.result_rows or 0
+
+    def __getitem__(self, page: slice) -> list[dict]:
+        return selectors.report_result_rows(report=self.report, offset=page.start, limit=page.stop - page.start)
+
+
+def _json_chunks(report: Report) -> Iterator[str]:
+    """The result document, its long arrays streamed from the database a few rows at a time."""
+    head, arrays = selectors.report_result_head(report=report)
+    yield json.dumps(head)[:-1]  # the closing brace comes after the arrays
+    for name in arrays:
+        yield f", {json.dumps(name)}: ["
+        rows = selectors.report_result_stream(report=report, arrays=(name,))
+        first = True
+        while chunk := list(itertools.islice(rows, JSON_ROWS_PER_CHUNK)):
+            yield ("" if first else ",") + ",".join(json.dumps(row) for row in chunk)
+            first = False
+        yield "]"
+    yield "}"
 
 
 class TenantViewSet(viewsets.GenericViewSet):
@@ -113,7 +153,8 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
         if getattr(self, "swagger_fake_view", False):  # schema generation has no caller
             return Report.objects.none()
         reports = selectors.report_list(tenant=self.request.user.tenant)
-        return reports.defer("result", "geometry") if self.action == "list" else reports
+        # A result may be large: it is read only when small enough to inline, or a part at a time.
+        return reports.defer("result", "geometry") if self.action == "list" else reports.defer("result")
 
     def get_serializer_class(self):
         return ReportSummaryOutput if self.action == "list" else ReportOutput
@@ -169,7 +210,8 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
     @extend_schema(responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="the result document")})
     def result_json(self, request, pk=None):
         report = self._succeeded_report()
-        return _as_attachment(Response(report.result), report, "json")
+        response = StreamingHttpResponse(_json_chunks(report), content_type="application/json")
+        return _as_attachment(response, report, "json")
 
     @extend_schema(
         responses={
@@ -181,7 +223,9 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
     )
     def result_csv(self, request, pk=None):
         report = self._succeeded_report()
-        response = StreamingHttpResponse(renderers.csv_rows(report.result), content_type="text/csv; charset=utf-8")
+        head, _ = selectors.report_result_head(report=report)
+        rows = selectors.report_result_stream(report=report)
+        response = StreamingHttpResponse(renderers.csv_rows(head, rows), content_type="text/csv; charset=utf-8")
         return _as_attachment(response, report, "csv")
 
     @extend_schema(
@@ -193,7 +237,12 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
     )
     def result_parquet(self, request, pk=None):
         report = self._succeeded_report()
-        response = HttpResponse(renderers.parquet_bytes(report.result), content_type=PARQUET_CONTENT_TYPE)
+        head, _ = selectors.report_result_head(report=report)
+        # Written a row group at a time; spills to disk beyond a few MB.
+        out = tempfile.SpooledTemporaryFile(max_size=PARQUET_IN_MEMORY_BYTES)
+        renderers.parquet_write(head, selectors.report_result_stream(report=report), out)
+        out.seek(0)
+        response = FileResponse(out, content_type=PARQUET_CONTENT_TYPE)
         return _as_attachment(response, report, "parquet")
 
     @extend_schema(
@@ -207,7 +256,9 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
     )
     def result_png(self, request, pk=None):
         report = self._succeeded_report()
-        response = HttpResponse(renderers.png_chart(report.result, title=report.area_name), content_type="image/png")
+        # A chart draws the series, a catchment's regions or an od-matrix's matrix: never the segments or cells.
+        drawn, _ = selectors.report_result_head(report=report, keep=("series", "regions"))
+        response = HttpResponse(renderers.png_chart(drawn, title=report.area_name), content_type="image/png")
         return _as_attachment(response, report, "png")
 
     @extend_schema(
@@ -221,10 +272,25 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
     )
     def result_geojson(self, request, pk=None):
         report = self._succeeded_report()
-        if not renderers.has_map(report.result):
+        mapped, _ = selectors.report_result_head(report=report, keep=("cells", "regions"))
+        if not renderers.has_map(mapped):
             raise Conflict(f"a {report.product.code} result has no per-cell values to map", code="format_not_offered")
-        response = HttpResponse(renderers.geojson_bytes(report.result), content_type="application/geo+json")
+        response = HttpResponse(renderers.geojson_bytes(mapped), content_type="application/geo+json")
         return _as_attachment(response, report, "geojson")
+
+    @extend_schema(
+        responses={200: ResultRowsPage},
+        parameters=[
+            OpenApiParameter("limit", OpenApiTypes.INT, description="rows per page (default 1000, at most 10000)"),
+            OpenApiParameter("offset", OpenApiTypes.INT, description="the first row's position, from 0"),
+        ],
+    )
+    @action(detail=True, methods=["get"], pagination_class=ResultRowsPagination, filter_backends=[])
+    def rows(self, request, pk=None):
+        """The result's rows a page at a time (as in the CSV): for results too large to inline."""
+        report = self._succeeded_report()
+        page = self.paginate_queryset(_ResultRows(report))
+        return self.get_paginated_response(page)
 
     def _succeeded_report(self) -> Report:
         report = self.get_object()

@@ -8,6 +8,7 @@ import pytest
 from marketplace.models import Report
 from marketplace.services import product_grant
 from tests import grid
+from tests.downloads import content
 from tests.errors import assert_error
 from tests.factories import catchment_product, od_matrix_product
 
@@ -58,7 +59,7 @@ def test_a_catchment_is_ordered_and_downloaded(api, home, granted, django_captur
     csv_lines = b"".join(download(api, report, "csv").streaming_content).decode().splitlines()
     assert csv_lines[0] == "region,name,visitors,share,suppressed"
     assert csv_lines[1].startswith(f"W,Region W,{result['regions'][0]['visitors']},")
-    table = pq.read_table(io.BytesIO(download(api, report, "parquet").content))
+    table = pq.read_table(io.BytesIO(content(download(api, report, "parquet"))))
     assert table.column("region").to_pylist() == ["W", "N", "E", "FAR"]
     assert download(api, report, "png").content.startswith(b"\x89PNG")
     features = download(api, report, "geojson").json()["features"]

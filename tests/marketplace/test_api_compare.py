@@ -10,6 +10,7 @@ import pytest
 from marketplace.models import Report
 from marketplace.services import product_grant
 from tests import grid
+from tests.downloads import content
 from tests.errors import assert_error
 from tests.factories import compare_product
 
@@ -188,7 +189,7 @@ def test_a_comparison_downloads_with_its_columns(api, city, order):
     series = result_of(api, response)["series"]
 
     csv_lines = b"".join(api.get(f"{REPORTS}{report_id}/result.csv").streaming_content).decode().splitlines()
-    parquet = pq.read_table(pa.BufferReader(api.get(f"{REPORTS}{report_id}/result.parquet").content))
+    parquet = pq.read_table(pa.BufferReader(content(api.get(f"{REPORTS}{report_id}/result.parquet"))))
     png = api.get(f"{REPORTS}{report_id}/result.png")
 
     assert csv_lines[0] == (

@@ -10,7 +10,9 @@ import pytest
 import yaml
 from rest_framework.test import APIClient
 
+from marketplace.models import Report
 from tests import grid
+from tests.downloads import as_json, content
 from tests.errors import assert_error
 from tests.factories import granted_tenant
 
@@ -89,7 +91,7 @@ def test_the_json_download_is_the_result(api, succeeded):
 
     response = download(api, report, "json", "application/json")
 
-    assert response.json() == report["result"]
+    assert as_json(response) == report["result"]
 
 
 def test_the_csv_download_is_streamed_one_line_per_bucket(api, succeeded):
@@ -107,7 +109,7 @@ def test_the_parquet_download_holds_the_series_and_the_reports_context(api, succ
     report = succeeded()
     result = report["result"]
 
-    table, metadata = read_parquet(download(api, report, "parquet", "application/vnd.apache.parquet").content)
+    table, metadata = read_parquet(content(download(api, report, "parquet", "application/vnd.apache.parquet")))
 
     series = result["series"]
     berlin = pa.timestamp("us", tz="Europe/Berlin")
@@ -154,7 +156,7 @@ def test_a_report_with_every_bucket_withheld_still_downloads(api, succeeded, set
     lines = b"".join(as_csv.streaming_content).decode().splitlines()
     assert lines == csv_lines(series)
     assert lines[1].endswith(",24,*,*,,true")
-    table, metadata = read_parquet(as_parquet.content)
+    table, metadata = read_parquet(content(as_parquet))
     assert table.column("visits").to_pylist() == [None] * len(series)
     assert table.column("suppressed").to_pylist() == [True] * len(series)
     assert metadata["privacy_k"] == str(10**9)
@@ -213,3 +215,42 @@ def test_the_geojson_download_maps_each_cell_with_its_share_and_people(api, city
 
 def _in_report(report: dict, hour) -> bool:
     return dt.datetime.fromisoformat(report["start"]) <= hour < dt.datetime.fromisoformat(report["end"])
+
+
+def test_a_large_result_is_paged_not_inlined_and_downloads_whole(api, succeeded, settings):
+    settings.RESULT_INLINE_MAX_ROWS = 10
+    report = succeeded(granularity="hour")  # 119 hours, the short DST day included
+    stored = Report.objects.get(pk=report["id"]).result
+
+    assert report["result"] is None
+    assert report["result_rows"] == 119
+    first = api.get(f"{REPORTS}{report['id']}/rows/", {"limit": 100}).json()
+    rest = api.get(first["next"]).json()
+    assert first["count"] == 119 and len(first["results"]) == 100 and rest["next"] is None
+    assert first["results"] + rest["results"] == stored["series"]
+    assert as_json(download(api, report, "json", "application/json")) == stored
+    lines = content(download(api, report, "csv", "text/csv; charset=utf-8")).decode().splitlines()
+    assert lines == csv_lines(stored["series"])
+    table, _ = read_parquet(content(download(api, report, "parquet", "application/vnd.apache.parquet")))
+    assert table.column("visits").to_pylist() == [row["visits"] for row in stored["series"]]
+
+
+def test_a_broken_down_results_rows_are_the_totals_then_the_segments(api, succeeded):
+    report = succeeded(breakdowns=["gender"])
+
+    rows = api.get(f"{REPORTS}{report['id']}/rows/").json()
+
+    assert rows["count"] == report["result_rows"] == 5 + 5 * 2
+    assert rows["results"] == report["result"]["series"] + report["result"]["segments"]
+
+
+def test_rows_of_a_report_not_yet_succeeded_are_a_conflict(api, city):
+    report_id = api.post(REPORTS, order_body(), format="json").json()["id"]  # on_commit not run: stays queued
+
+    assert_error(api.get(f"{REPORTS}{report_id}/rows/"), 409, "report_not_succeeded")
+
+
+def test_another_tenants_rows_are_not_found(api, city, place, client_for):
+    theirs = place(order_body(), client=client_for(granted_tenant())).json()["id"]
+
+    assert_error(api.get(f"{REPORTS}{theirs}/rows/"), 404, "not_found")

@@ -15,6 +15,7 @@ EXPECTED_PATHS = {
     "/api/v1/reports/",
     "/api/v1/reports/{id}/",
     "/api/v1/reports/{id}/cancel/",
+    "/api/v1/reports/{id}/rows/",
     "/api/v1/reports/{id}/result.csv",
     "/api/v1/reports/{id}/result.json",
     "/api/v1/reports/{id}/result.parquet",
