@@ -1,6 +1,7 @@
 from django.contrib import admin
+from django.contrib.gis.admin import GISModelAdmin
 
-from insights.models import DatasetVersion
+from insights.models import DatasetVersion, Region
 
 
 @admin.register(DatasetVersion)
@@ -20,3 +21,12 @@ class DatasetVersionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False  # dataset versions are immutable
+
+
+@admin.register(Region)
+class RegionAdmin(GISModelAdmin):
+    """Home regions and zones, loaded with load_regions; their boundaries on a map."""
+
+    list_display = ["code", "name"]
+    search_fields = ["code", "name"]
+    ordering = ["code"]
