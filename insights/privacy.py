@@ -1,19 +1,184 @@
-"""The release rule every number passes before a buyer sees it."""
+"""The privacy guard: every number a report releases passes through it.
 
-from dataclasses import dataclass
+A report registers each count it wants to release (exact, as computed) and the sums that
+tie counts together (a bucket's total is the sum of its segments; the buckets add up to
+the same as the cells). The guard then decides, for all of them at once:
+
+1. primary suppression: a count under k is withheld;
+2. secondary suppression: where counts are tied by a sum, enough further counts are withheld
+   that no withheld one, nor the sum of the withheld ones, can be recomputed by subtraction
+   and found under k;
+3. optional sticky noise, the same for the same question (seeded by a secret and by what is
+   counted), so asking again and averaging gains nothing;
+4. rounding to a base.
+
+Only the guard turns a registered count into a released number.
+"""
+
+import hashlib
+import hmac
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
+BELOW_K = "below_k"  # under the threshold
+COMPLEMENTARY = "complementary"  # withheld so that another withheld value cannot be recomputed
+
 
 @dataclass(frozen=True)
-class Released:
-    value: int | None
-    suppressed: bool
+class Policy:
+    """What the guard enforces; settings give the defaults, a product may be stricter."""
+
+    k: int
+    round_to: int
+    min_area_km2: float
+    min_cells: int
+    noise_scale: float  # 0: no noise; else the Laplace scale, in people
+    query_budget: int  # overlapping orders a tenant may place over the same cells and period
+
+    def __post_init__(self):
+        problems = [
+            f"k must be at least 2, got {self.k}" if self.k < 2 else "",
+            f"round_to must be at least 1, got {self.round_to}" if self.round_to < 1 else "",
+            f"min_area_km2 must not be negative, got {self.min_area_km2}" if self.min_area_km2 < 0 else "",
+            f"min_cells must be at least 1, got {self.min_cells}" if self.min_cells < 1 else "",
+            f"noise_scale must not be negative, got {self.noise_scale}" if self.noise_scale < 0 else "",
+            f"query_budget must be at least 1, got {self.query_budget}" if self.query_budget < 1 else "",
+        ]
+        if any(problems):
+            raise ValueError("; ".join(problem for problem in problems if problem))
+
+    def summary(self) -> dict:
+        """What a buyer may know of the policy, stated in each result."""
+        return {"k": self.k, "round_to": self.round_to, "noise": self.noise_scale > 0}
 
 
-def release_count(value: float) -> Released:
-    """A count under the threshold k is withheld: it could single out a small group."""
-    rounded = round(value)
-    if rounded < settings.PRIVACY_K:
-        return Released(value=None, suppressed=True)
-    return Released(value=rounded, suppressed=False)
+def default_policy(**overrides) -> Policy:
+    values = {
+        "k": settings.PRIVACY_K,
+        "round_to": settings.PRIVACY_ROUND_TO,
+        "min_area_km2": settings.AREA_MIN_KM2,
+        "min_cells": settings.PRIVACY_MIN_CELLS,
+        "noise_scale": settings.PRIVACY_NOISE_SCALE,
+        "query_budget": settings.PRIVACY_QUERY_BUDGET,
+    }
+    return Policy(**{**values, **{name: value for name, value in overrides.items() if value is not None}})
+
+
+@dataclass(eq=False)
+class Count:
+    """A count registered for release: filled into row[field] by the guard."""
+
+    row: dict
+    field: str
+    flag: str
+    exact: float
+    key: tuple
+    reason: str | None = None
+    released: int | None = None
+
+
+@dataclass
+class Guard:
+    policy: Policy
+    scope: tuple  # what the report counts over, e.g. (kind, dataset version, area cells): part of the noise seed
+    counts: list[Count] = field(default_factory=list)
+    relations: list[tuple[list[Count], list[Count]]] = field(default_factory=list)
+    released: bool = False
+
+    def count(self, row: dict, name: str, exact: float, *key, flag: str = "suppressed") -> Count:
+        """Register row[name] for release; key says what is counted (bucket, segment, cell...)."""
+        assert not self.released, "the guard has released already"
+        count = Count(row=row, field=name, flag=flag, exact=exact, key=key)
+        row[name] = None  # nothing is released before the guard decides
+        self.counts.append(count)
+        return count
+
+    def relate(self, left: Iterable[Count], right: Iterable[Count]) -> None:
+        """The exact counts on the left add up to those on the right."""
+        self.relations.append((list(left), list(right)))
+
+    def release(self) -> int:
+        """Decide, fill every registered field, and return how many values are withheld."""
+        assert not self.released, "the guard has released already"
+        self.released = True
+        for count in self.counts:
+            count.released = self._rounded(count.exact + self._noise(count))
+            if round(count.exact) < self.policy.k or count.released < self.policy.k:
+                count.reason = BELOW_K
+        self._suppress_complementary()
+        for count in self.counts:
+            count.row[count.field] = None if count.reason else count.released
+            count.row[count.flag] = count.reason is not None
+            count.row[f"{count.flag}_reason"] = count.reason
+        return sum(count.reason is not None for count in self.counts)
+
+    def _suppress_complementary(self) -> None:
+        """Withhold more until, in every sum, the withheld counts are safe: either withheld on
+        both sides (only a difference of unknowns can be learnt), or at least two of them on
+        one side adding up to k or more. A sum is looked at again when one of its counts is
+        withheld for another sum; every step withholds one more count, so it ends."""
+        sums_of: dict[int, list[int]] = {}
+        for number, (left, right) in enumerate(self.relations):
+            for count in (*left, *right):
+                sums_of.setdefault(id(count), []).append(number)
+        waiting = deque(range(len(self.relations)))
+        queued = set(waiting)
+        while waiting:
+            number = waiting.popleft()
+            queued.discard(number)
+            left, right = self.relations[number]
+            while not self._secure(left, right):
+                candidate = self._smallest_released(left, right)
+                if candidate is None:
+                    break
+                candidate.reason = COMPLEMENTARY
+                for other in sums_of[id(candidate)]:
+                    if other != number and other not in queued:
+                        waiting.append(other)
+                        queued.add(other)
+
+    def _secure(self, left: list[Count], right: list[Count]) -> bool:
+        """Whether subtracting what is released on one side from the other side reveals
+        nothing under k. With counts withheld on one side only, that difference (the rest) is
+        the sum of the withheld counts, plus whatever the sum does not break down (people of
+        unknown age, say): it must be nobody, or k or more spread over two withheld counts or
+        more, so that no single one can be told."""
+        held_left = [count for count in left if count.reason]
+        held_right = [count for count in right if count.reason]
+        if not held_left and not held_right:
+            return True
+        if held_left and held_right:
+            return True  # only a difference of withheld counts can be learnt
+        held, held_side, other_side = (held_left, left, right) if held_left else (held_right, right, left)
+        rest = sum(count.exact for count in other_side) - sum(count.exact for count in held_side if not count.reason)
+        if round(rest) == 0:
+            return True  # the withheld counts are nobody
+        return len(held) >= 2 and rest >= self.policy.k
+
+    @staticmethod
+    def _smallest_released(left: list[Count], right: list[Count]) -> Count | None:
+        """The next to withhold: from the side already holding withheld counts, the smallest
+        released one; if that side has none left, the other side's smallest."""
+        held_side, other_side = (left, right) if any(count.reason for count in left) else (right, left)
+        for side in (held_side, other_side):
+            released = [count for count in side if not count.reason]
+            if released:
+                return min(released, key=lambda count: count.exact)
+        return None
+
+    def _rounded(self, value: float) -> int:
+        base = self.policy.round_to
+        return int(base * math.floor(value / base + 0.5))
+
+    def _noise(self, count: Count) -> float:
+        """Laplace noise drawn from an HMAC of the question: the same question gets the same noise."""
+        if not self.policy.noise_scale:
+            return 0.0
+        message = repr((self.scope, count.key)).encode()
+        digest = hmac.new(settings.PRIVACY_NOISE_SECRET.encode(), message, hashlib.sha256).digest()
+        uniform = (int.from_bytes(digest[:8], "big") + 0.5) / 2**64 - 0.5  # in (-0.5, 0.5)
+        return -self.policy.noise_scale * math.copysign(1.0, uniform) * math.log(1 - 2 * abs(uniform))

@@ -72,6 +72,7 @@ def columns(result: dict) -> dict[str, pa.DataType]:
             "visitors": pa.int64(),
             "share": pa.float64(),
             "suppressed": pa.bool_(),
+            "suppressed_reason": pa.string(),
         }
     if result["product"] == "od-matrix":
         return {
@@ -82,6 +83,7 @@ def columns(result: dict) -> dict[str, pa.DataType]:
             "destination": pa.string(),
             "trips": pa.int64(),
             "suppressed": pa.bool_(),
+            "suppressed_reason": pa.string(),
         }
     segments = PRODUCT_KINDS[result["product"]].segments
     types = {
@@ -91,6 +93,7 @@ def columns(result: dict) -> dict[str, pa.DataType]:
         **{name: pa.string() for name in segments},
         result["metric"]: pa.int64(),
         "suppressed": pa.bool_(),
+        "suppressed_reason": pa.string(),
     }
     if result["product"] == "compare":
         types |= {
@@ -98,6 +101,7 @@ def columns(result: dict) -> dict[str, pa.DataType]:
             "comparison_end": timestamp,
             "comparison_visits": pa.int64(),
             "comparison_suppressed": pa.bool_(),
+            "comparison_suppressed_reason": pa.string(),
             "change": pa.int64(),
             "change_pct": pa.float64(),
         }

@@ -1,16 +1,17 @@
 """The report engine: turns an order into the released result document."""
 
 import datetime as dt
+import hashlib
 import itertools
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.contrib.gis.geos import GEOSGeometry
 
 from insights.buckets import HOUR, buckets
 from insights.kinds import DWELL, HOME, PRESENCE, AggregateKind
-from insights.privacy import release_count
+from insights.privacy import Count, Guard, Policy, default_policy
 from insights.selectors import cell_hour_sums, cell_hour_totals, region_names_by_id, trip_sums
 
 
@@ -24,11 +25,12 @@ def footfall_result(
     version: int,
     breakdowns: Collection[str] = (),
     with_cells: bool = True,
+    policy: Policy | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict:
     """People present per local bucket (the sum over the bucket's hours of the hourly
     counts), per segment of the requested breakdowns, and per cell over the whole period."""
-    result, _ = _cell_hour_result(
+    draft = _cell_hour_draft(
         kind=PRESENCE,
         product="footfall",
         geometry=geometry,
@@ -39,9 +41,10 @@ def footfall_result(
         version=version,
         breakdowns=breakdowns,
         with_cells=with_cells,
+        policy=policy or default_policy(),
         on_progress=on_progress,
     )
-    return result
+    return _released(draft)
 
 
 def dwell_result(
@@ -52,10 +55,11 @@ def dwell_result(
     granularity: str,
     time_zone: str,
     version: int,
+    policy: Policy | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict:
     """Visitors per local bucket, in all and per dwell band (how long they stayed)."""
-    result, _ = _cell_hour_result(
+    draft = _cell_hour_draft(
         kind=DWELL,
         product="dwell",
         geometry=geometry,
@@ -66,12 +70,24 @@ def dwell_result(
         version=version,
         breakdowns=("dwell_band",),
         with_cells=True,
+        policy=policy or default_policy(),
         on_progress=on_progress,
     )
-    return result
+    return _released(draft)
 
 
-def _cell_hour_result(
+@dataclass
+class _Draft:
+    """A cell-hour result before the guard has released it, with the counts it registered."""
+
+    result: dict
+    guard: Guard
+    series: list[Count]
+    cells: list[Count]
+    totals: dict[tuple, float]  # exact per-bucket totals
+
+
+def _cell_hour_draft(
     *,
     kind: AggregateKind,
     product: str,
@@ -83,9 +99,9 @@ def _cell_hour_result(
     version: int,
     breakdowns: Collection[str],
     with_cells: bool,
+    policy: Policy,
     on_progress: Callable[[float], None] | None,
-) -> tuple[dict, dict[tuple, float]]:
-    """The result document, and the unreleased per-bucket totals it was made from."""
+) -> _Draft:
     query = {
         "kind": kind,
         "geometry": geometry,
@@ -97,13 +113,15 @@ def _cell_hour_result(
     }
     # With a breakdown there are two passes, each half of the work.
     passes = 2 if breakdowns else 1
-    sums = cell_hour_sums(**query, with_cells=with_cells, on_progress=_part_of(on_progress, first=0, of=passes))
-    totals = sums.by_bucket
+    # Cells are always summed: they say what the area covers, which seeds the guard's noise.
+    sums = cell_hour_sums(**query, with_cells=True, on_progress=_part_of(on_progress, first=0, of=passes))
+    guard = Guard(policy, scope=(product, granularity, time_zone, _area_key(sums.by_cell)))
     tz = ZoneInfo(time_zone)
     periods = list(buckets(start, end, granularity, tz))
     stamps = _bucket_stamps(periods, tz)
     labels = kind.labels()
-    series = _rows(kind, labels, totals, periods, stamps, segments=[(0,) * len(kind.segments)])
+    everyone = (0,) * len(kind.segments)
+    series, series_counts = _rows(kind, labels, sums.by_bucket, periods, stamps, guard, segments=[everyone])
     result = {
         "product": product,
         "metric": kind.value,
@@ -115,24 +133,40 @@ def _cell_hour_result(
         "breakdowns": list(breakdowns),
         "series": series,
     }
-    suppressed = sum(row["suppressed"] for row in series)
     if breakdowns:
         by_segment = cell_hour_totals(
             **query, breakdowns=breakdowns, on_progress=_part_of(on_progress, first=1, of=passes)
         )
         codes = [range(1, len(labels[name])) if name in breakdowns else [0] for name in kind.segments]
-        result["segments"] = _rows(kind, labels, by_segment, periods, stamps, segments=list(itertools.product(*codes)))
-        suppressed += sum(row["suppressed"] for row in result["segments"])
+        segments = list(itertools.product(*codes))
+        result["segments"], segment_counts = _rows(kind, labels, by_segment, periods, stamps, guard, segments=segments)
+        # A bucket's total is the sum of its segments.
+        for number, total in enumerate(series_counts):
+            guard.relate([total], segment_counts[number * len(segments) : (number + 1) * len(segments)])
+    cell_counts = []
     if with_cells:
-        result["cells"] = [_cell(kind, code, share, count) for code, share, count in sums.by_cell]
-        suppressed += sum(cell["suppressed"] for cell in result["cells"])
-    result["privacy"] = {"k": settings.PRIVACY_K, "suppressed_values": suppressed}
-    return result, totals
+        result["cells"] = []
+        for code, share, count in sums.by_cell:
+            row = {"cell": code, "share": round(share, 6)}
+            cell_counts.append(guard.count(row, kind.value, count, "cell", code))
+            result["cells"].append(row)
+        # Over the period, the buckets add up to the same as the cells.
+        guard.relate(series_counts, cell_counts)
+    return _Draft(result=result, guard=guard, series=series_counts, cells=cell_counts, totals=sums.by_bucket)
 
 
-def _cell(kind: AggregateKind, code: str, share: float, count: float) -> dict:
-    released = release_count(count)
-    return {"cell": code, "share": round(share, 6), kind.value: released.value, "suppressed": released.suppressed}
+def _released(draft: _Draft) -> dict:
+    """The draft's numbers as the guard releases them, and what it withheld."""
+    suppressed = draft.guard.release()
+    draft.result["privacy"] = {**draft.guard.policy.summary(), "suppressed_values": suppressed}
+    return draft.result
+
+
+def _area_key(cells: list[tuple[str, float, float]]) -> str:
+    """The area as the data sees it: its cells and their shares. The same area asked again
+    gets the same noise."""
+    text = ";".join(f"{code}:{share:.6f}" for code, share, _ in cells)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _part_of(on_progress, *, first: int, of: int) -> Callable[[float], None] | None:
@@ -158,26 +192,26 @@ def _rows(
     sums: dict,
     periods: list[tuple[dt.datetime, dt.datetime]],
     stamps: list[tuple[str, str, int]],
+    guard: Guard,
     *,
     segments: list[tuple],
-) -> list[dict]:
-    """One row per bucket and segment (a tuple of segment codes), bucket by bucket."""
+) -> tuple[list[dict], list[Count]]:
+    """One row per bucket and segment (a tuple of segment codes), bucket by bucket, each
+    registered with the guard."""
     labelled = [
         (codes, {name: labels_by_code[name][code] for name, code in zip(kind.segments, codes, strict=True)})
         for codes in segments
     ]
-    rows = []
+    rows, counts = [], []
     metric = kind.value
     for (bucket_start, _), (start_text, end_text, hours) in zip(periods, stamps, strict=True):
         for codes, labels in labelled:
-            # A value with no rows had only counts the operator dropped upstream as too small.
-            value = release_count(sums.get((bucket_start, *codes), 0.0)).value
             row = {"start": start_text, "end": end_text, "hours": hours}
             row.update(labels)
-            row[metric] = value
-            row["suppressed"] = value is None
+            # A value with no rows had only counts the operator dropped upstream as too small.
+            counts.append(guard.count(row, metric, sums.get((bucket_start, *codes), 0.0), start_text, codes))
             rows.append(row)
-    return rows
+    return rows, counts
 
 
 def compare_result(
@@ -191,12 +225,13 @@ def compare_result(
     comparison_start: dt.datetime | None = None,
     comparison_end: dt.datetime | None = None,
     comparison_geometry: GEOSGeometry | None = None,
+    policy: Policy | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict:
     """Footfall of the ordered period and area beside a comparison period or area, bucket by
     bucket, with the change from the comparison (which is the reference, e.g. last year)."""
     common = {"granularity": granularity, "time_zone": time_zone, "version": version}
-    common = {**common, "with_cells": False}
+    common = {**common, "with_cells": False, "policy": policy or default_policy()}
     ordered = footfall_result(
         geometry=geometry, start=start, end=end, **common, on_progress=_part_of(on_progress, first=0, of=2)
     )
@@ -215,8 +250,8 @@ def compare_result(
         "comparison": {"start": comparison["start"], "end": comparison["end"], "other_area": bool(comparison_geometry)},
         "series": series,
         "privacy": {
-            "k": settings.PRIVACY_K,
-            "suppressed_values": sum(row["suppressed"] + row["comparison_suppressed"] for row in series),
+            **ordered["privacy"],
+            "suppressed_values": ordered["privacy"]["suppressed_values"] + comparison["privacy"]["suppressed_values"],
         },
     }
 
@@ -231,6 +266,7 @@ def _paired(mine: dict, theirs: dict) -> dict:
         "comparison_end": theirs["end"],
         "comparison_visits": theirs["visits"],
         "comparison_suppressed": theirs["suppressed"],
+        "comparison_suppressed_reason": theirs["suppressed_reason"],
         "change": change,
         "change_pct": round(100 * change / theirs["visits"], 1) if change is not None else None,
     }
@@ -245,6 +281,7 @@ def catchment_result(
     time_zone: str,
     version: int,
     regions: dict[int, tuple[str, str]] | None = None,
+    policy: Policy | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict:
     """Where the people present in the area live: per home region over the whole period,
@@ -253,7 +290,7 @@ def catchment_result(
 
     regions: the home regions to list, {region id: (code, name)}; by default every one with visitors.
     """
-    result, totals = _cell_hour_result(
+    draft = _cell_hour_draft(
         kind=HOME,
         product="catchment",
         geometry=geometry,
@@ -264,9 +301,9 @@ def catchment_result(
         version=version,
         breakdowns=(),
         with_cells=True,
+        policy=policy or default_policy(),
         on_progress=_part_of(on_progress, first=0, of=2),
     )
-    by_region: dict[int, float] = {}
     by_bucket_and_region = cell_hour_totals(
         kind=HOME,
         geometry=geometry,
@@ -278,28 +315,29 @@ def catchment_result(
         breakdowns=("home_region",),
         on_progress=_part_of(on_progress, first=1, of=2),
     )
+    by_region: dict[int, float] = {}
     for (_, region), count in by_bucket_and_region.items():
         by_region[region] = by_region.get(region, 0.0) + count
-    everyone = release_count(sum(totals.values()))
-    regions = regions or region_names_by_id(by_region)
-    rows = []
-    for region, (code, name) in regions.items():
-        released = release_count(by_region.get(region, 0.0))
-        # Shares come from released numbers only, so they reveal nothing the counts do not.
-        share = released.value / everyone.value if released.value is not None and everyone.value else None
-        rows.append(
-            {
-                "region": code,
-                "name": name,
-                "visitors": released.value,
-                "share": round(share, 4) if share is not None else None,
-                "suppressed": released.suppressed,
-            }
-        )
-    rows.sort(key=lambda row: (row["visitors"] is None, -(row["visitors"] or 0), row["region"]))
-    result["everyone"] = {"visitors": everyone.value, "suppressed": everyone.suppressed}
+    guard = draft.guard
+    result = draft.result
+    result["everyone"] = {}
+    everyone = guard.count(result["everyone"], "visitors", sum(draft.totals.values()), "everyone")
+    guard.relate([everyone], draft.series)
+    rows, region_counts = [], []
+    for region, (code, name) in (regions or region_names_by_id(by_region)).items():
+        row = {"region": code, "name": name}
+        region_counts.append(guard.count(row, "visitors", by_region.get(region, 0.0), "region", code))
+        rows.append(row)
+    # Everyone includes people of unknown home, so the regions add up to less; withholding
+    # as if they added up to everyone only withholds more.
+    guard.relate([everyone], region_counts)
     result["regions"] = rows
-    result["privacy"]["suppressed_values"] += sum(row["suppressed"] for row in rows) + everyone.suppressed
+    _released(draft)
+    for row in rows:
+        # Shares come from released numbers only, so they reveal nothing the counts do not.
+        released = row["visitors"] is not None and result["everyone"]["visitors"]
+        row["share"] = round(row["visitors"] / result["everyone"]["visitors"], 4) if released else None
+    rows.sort(key=lambda row: (row["visitors"] is None, -(row["visitors"] or 0), row["region"]))
     return result
 
 
@@ -311,6 +349,7 @@ def od_matrix_result(
     time_zone: str,
     version: int,
     zones: dict[int, tuple[str, str]],
+    policy: Policy | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict:
     """Trips between the zones: a flow list per local bucket and origin-destination pair,
@@ -328,25 +367,28 @@ def od_matrix_result(
         version=version,
         on_progress=on_progress,
     )
+    guard = Guard(policy or default_policy(), scope=("od-matrix", granularity, time_zone, tuple(zones)))
     bucket_ends = dict(buckets(start, end, granularity, tz))
-    flows, by_pair = [], {}
+    flows, flows_of_pair = [], {}
     for (bucket_start, origin, destination), trips in sorted(sums.items()):
-        by_pair[(origin, destination)] = by_pair.get((origin, destination), 0) + trips
-        released = release_count(trips)
         bucket_end = bucket_ends[bucket_start]
-        flows.append(
-            {
-                "start": bucket_start.astimezone(tz).isoformat(),
-                "end": bucket_end.astimezone(tz).isoformat(),
-                "hours": int((bucket_end - bucket_start) / HOUR),
-                "origin": zones[origin][0],
-                "destination": zones[destination][0],
-                "trips": released.value,
-                "suppressed": released.suppressed,
-            }
-        )
+        flow = {
+            "start": bucket_start.astimezone(tz).isoformat(),
+            "end": bucket_end.astimezone(tz).isoformat(),
+            "hours": int((bucket_end - bucket_start) / HOUR),
+            "origin": zones[origin][0],
+            "destination": zones[destination][0],
+        }
+        count = guard.count(flow, "trips", trips, flow["start"], origin, destination)
+        flows_of_pair.setdefault((origin, destination), []).append(count)
+        flows.append(flow)
     # A pair absent from every bucket had no trips the operator released: withheld, like a small count.
-    matrix = [[release_count(by_pair.get((origin, destination), 0)) for destination in zones] for origin in zones]
+    cells = {(origin, destination): {} for origin in zones for destination in zones}
+    for (origin, destination), cell in cells.items():
+        pair_flows = flows_of_pair.get((origin, destination), [])
+        total = guard.count(cell, "trips", sum(count.exact for count in pair_flows), "period", origin, destination)
+        guard.relate([total], pair_flows)
+    suppressed = guard.release()
     return {
         "product": "od-matrix",
         "metric": "trips",
@@ -357,11 +399,7 @@ def od_matrix_result(
         "dataset_version": version,
         "breakdowns": [],
         "zones": [{"zone": code, "name": name} for code, name in zones.values()],
-        "matrix": [[released.value for released in row] for row in matrix],
+        "matrix": [[cells[(origin, destination)]["trips"] for destination in zones] for origin in zones],
         "flows": flows,
-        "privacy": {
-            "k": settings.PRIVACY_K,
-            "suppressed_values": sum(flow["suppressed"] for flow in flows)
-            + sum(released.suppressed for row in matrix for released in row),
-        },
+        "privacy": {**guard.policy.summary(), "suppressed_values": suppressed},
     }

@@ -334,3 +334,14 @@ def _report_cells(geometry: GEOSGeometry) -> Iterator:
 
 presence_coverage = partial(coverage, kind=PRESENCE)
 presence_totals = partial(cell_hour_totals, kind=PRESENCE)
+
+
+def difference_km2(first: GEOSGeometry, second: GEOSGeometry) -> float:
+    """The area of what lies in one geometry but not the other, in an equal-area projection."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT ST_Area(ST_SymDifference(ST_Transform(ST_GeomFromEWKB(%s), 3035),"
+            " ST_Transform(ST_GeomFromEWKB(%s), 3035))) / 1e6",
+            [bytes(first.ewkb), bytes(second.ewkb)],
+        )
+        return cursor.fetchone()[0]

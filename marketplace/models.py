@@ -7,6 +7,8 @@ from django.contrib.gis.db import models
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 
+from insights.privacy import Policy, default_policy
+
 
 def validate_time_zone(value: str) -> None:
     if value not in zoneinfo.available_timezones():
@@ -73,10 +75,53 @@ class Product(models.Model):
     description = models.TextField(blank=True)
     breakdowns = models.JSONField(default=list, blank=True, help_text="what a report may be broken down by")
     is_active = models.BooleanField(default=True)
+    # The privacy guard's settings for this product; empty: the service-wide default (docs/privacy.md).
+    privacy_k = models.PositiveIntegerField(null=True, blank=True, help_text="withhold values under k (at least 2)")
+    privacy_round_to = models.PositiveIntegerField(null=True, blank=True, help_text="round released counts to this")
+    privacy_min_area_km2 = models.FloatField(null=True, blank=True, help_text="the smallest area that may be ordered")
+    privacy_min_cells = models.PositiveIntegerField(
+        null=True, blank=True, help_text="the fewest grid cells an area covers"
+    )
+    privacy_noise_scale = models.FloatField(null=True, blank=True, help_text="sticky Laplace noise, in people; 0: none")
+    privacy_query_budget = models.PositiveIntegerField(
+        null=True, blank=True, help_text="overlapping orders a tenant may place over the same cells and period"
+    )
 
     class Meta:
         ordering = ["code"]
         permissions = [("order_product", "Can order reports of this product")]
+        constraints = [
+            models.CheckConstraint(condition=Q(privacy_k__isnull=True) | Q(privacy_k__gte=2), name="product_privacy_k"),
+            models.CheckConstraint(
+                condition=Q(privacy_round_to__isnull=True) | Q(privacy_round_to__gte=1), name="product_privacy_round_to"
+            ),
+            models.CheckConstraint(
+                condition=Q(privacy_min_area_km2__isnull=True) | Q(privacy_min_area_km2__gte=0),
+                name="product_privacy_min_area",
+            ),
+            models.CheckConstraint(
+                condition=Q(privacy_min_cells__isnull=True) | Q(privacy_min_cells__gte=1),
+                name="product_privacy_min_cells",
+            ),
+            models.CheckConstraint(
+                condition=Q(privacy_noise_scale__isnull=True) | Q(privacy_noise_scale__gte=0),
+                name="product_privacy_noise",
+            ),
+            models.CheckConstraint(
+                condition=Q(privacy_query_budget__isnull=True) | Q(privacy_query_budget__gte=1),
+                name="product_privacy_budget",
+            ),
+        ]
+
+    def privacy_policy(self) -> Policy:
+        return default_policy(
+            k=self.privacy_k,
+            round_to=self.privacy_round_to,
+            min_area_km2=self.privacy_min_area_km2,
+            min_cells=self.privacy_min_cells,
+            noise_scale=self.privacy_noise_scale,
+            query_budget=self.privacy_query_budget,
+        )
 
     def __str__(self) -> str:
         return self.code
@@ -157,6 +202,9 @@ class Report(models.Model):
     error = models.TextField(blank=True)
     dataset_version = models.PositiveIntegerField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)
+    query_budget_remaining = models.PositiveIntegerField(
+        null=True, blank=True, help_text="overlapping orders the tenant may still place over these cells and period"
+    )
     result_rows = models.PositiveIntegerField(
         null=True, blank=True, help_text="the rows of the result's downloads (CSV lines after the header)"
     )
@@ -185,3 +233,26 @@ class Report(models.Model):
 
     def __str__(self) -> str:
         return f"{self.product_id} report {self.id}"
+
+
+class Release(models.Model):
+    """A released report, for audit: who received what, from which data. Append-only: the
+    database refuses to change or delete a row (migration 0010)."""
+
+    report = models.OneToOneField(Report, on_delete=models.PROTECT, related_name="release")
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="releases")
+    ordered_by_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    product = models.CharField(max_length=40)
+    geometry = models.MultiPolygonField(srid=4326)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    dataset_version = models.PositiveIntegerField()
+    parameters = models.JSONField(help_text="the order as the engine read it: granularity, breakdowns, regions, ...")
+    result_sha256 = models.CharField(max_length=64, help_text="SHA-256 of the released result (canonical JSON)")
+    released_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-released_at"]
+
+    def __str__(self) -> str:
+        return f"{self.product} for {self.tenant} at {self.released_at:%Y-%m-%d %H:%M}"

@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from django.contrib.gis.db.models.functions import Area as AreaOf
 from django.contrib.gis.db.models.functions import Transform
@@ -49,6 +50,8 @@ _RESULT_ROWS = """
     ORDER BY array_name.position, element.number
 """
 STREAMED_ROWS_PER_FETCH = 2000
+# Two drawings of the same area differ by reprojection noise (well under 1 m²): the same area.
+SAME_AREA_KM2 = 1e-6
 
 
 def report_result_rows(*, report: Report, offset: int = 0, limit: int | None = None) -> list[dict]:
@@ -84,3 +87,68 @@ def report_result_head(*, report: Report, keep: tuple[str, ...] = ()) -> tuple[d
         )
         head, left_out = cursor.fetchone()
     return json.loads(head), left_out
+
+
+# The areas a tenant has ordered (both areas of a compare report), with their periods:
+# what a new order could be subtracted from. Failed and cancelled orders released nothing.
+_ORDERED_AREAS = """
+    ordered AS (
+        SELECT report.id, report.area_name AS name, report.geometry, report.start, report."end"
+        FROM marketplace_report report JOIN marketplace_product product ON product.id = report.product_id
+        WHERE report.tenant_id = %(tenant)s AND product.code = ANY(%(products)s)
+          AND report.status IN ('queued', 'running', 'succeeded')
+        UNION ALL
+        SELECT report.id, report.compare_area_name, coalesce(report.compare_geometry, report.geometry),
+               coalesce(report.compare_start, report.start), coalesce(report.compare_end, report."end")
+        FROM marketplace_report report JOIN marketplace_product product ON product.id = report.product_id
+        WHERE report.tenant_id = %(tenant)s AND product.code = ANY(%(products)s)
+          AND report.status IN ('queued', 'running', 'succeeded')
+          AND (report.compare_geometry IS NOT NULL OR report.compare_start IS NOT NULL)
+    ),
+    new AS (SELECT ST_GeomFromEWKB(%(geometry)s) AS g),
+    overlapping AS (
+        SELECT ordered.* FROM ordered, new
+        WHERE ordered.start < %(end)s AND ordered."end" > %(start)s AND ST_Intersects(ordered.geometry, new.g)
+    )
+"""
+
+
+@dataclass(frozen=True)
+class Sliver:
+    report_id: str
+    area_name: str
+    difference_km2: float
+
+
+def report_sliver(*, tenant: Tenant, products: list[str], geometry, start, end, below_km2: float) -> Sliver | None:
+    """An earlier order of the tenant over an overlapping period whose area differs from this
+    one, but by less than below_km2 (in an equal-area projection)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH {_ORDERED_AREAS},"
+            " differences AS (SELECT overlapping.id, overlapping.name,"
+            "   ST_Area(ST_SymDifference(ST_Transform(overlapping.geometry, 3035), ST_Transform(new.g, 3035))) / 1e6"
+            "   AS km2 FROM overlapping, new)"
+            " SELECT id, name, km2 FROM differences WHERE km2 > %(same)s AND km2 < %(below)s ORDER BY km2 LIMIT 1",
+            {
+                "tenant": tenant.pk,
+                "products": products,
+                "geometry": bytes(geometry.ewkb),
+                "start": start,
+                "end": end,
+                "below": below_km2,
+                "same": SAME_AREA_KM2,
+            },
+        )
+        found = cursor.fetchone()
+    return Sliver(report_id=str(found[0]), area_name=found[1], difference_km2=found[2]) if found else None
+
+
+def report_overlapping_count(*, tenant: Tenant, products: list[str], geometry, start, end) -> int:
+    """The tenant's orders (each area of a compare report counted) over an overlapping area and period."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH {_ORDERED_AREAS} SELECT count(*) FROM overlapping",
+            {"tenant": tenant.pk, "products": products, "geometry": bytes(geometry.ewkb), "start": start, "end": end},
+        )
+        return cursor.fetchone()[0]

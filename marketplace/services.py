@@ -5,6 +5,7 @@ import datetime as dt
 import enum
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import uuid
@@ -26,9 +27,11 @@ from insights import selectors as insights_selectors
 from insights import tasks as insights_tasks
 from insights.buckets import buckets, is_boundary
 from insights.kinds import PRODUCT_KINDS
+from insights.privacy import Policy, default_policy
 from insights.reports import catchment_result, compare_result, dwell_result, footfall_result, od_matrix_result
+from marketplace import selectors
 from marketplace.exceptions import Conflict, NotPermitted, ServiceError, Unprocessable
-from marketplace.models import ApiKey, Area, Product, Report, Role, Tenant
+from marketplace.models import ApiKey, Area, Product, Release, Report, Role, Tenant
 from marketplace.selectors import area_list, product_granted_list
 
 logger = logging.getLogger(__name__)
@@ -113,13 +116,16 @@ class MeasuredArea:
     cell_count: int
 
 
-def area_measure(*, geometry: MultiPolygon, field: str = "geometry", in_grid: bool = True) -> MeasuredArea:
-    """Check an area against the size limits and, in_grid, the coverage of the grid cells
-    (an od-matrix reads zones instead, and checks those)."""
+def area_measure(
+    *, geometry: MultiPolygon, field: str = "geometry", in_grid: bool = True, policy: Policy | None = None
+) -> MeasuredArea:
+    """Check an area against the privacy guard's minimums, the size limit and, in_grid, the
+    coverage of the grid cells (an od-matrix reads zones instead, and checks those)."""
+    policy = policy or default_policy()
     cells = insights_selectors.area_cells(geometry=geometry)
-    if cells.area_km2 < settings.AREA_MIN_KM2:
+    if cells.area_km2 < policy.min_area_km2:
         raise ServiceError(
-            f"area must be at least {settings.AREA_MIN_KM2:g} km², got {cells.area_km2:.3f} km²",
+            f"area must be at least {policy.min_area_km2:g} km², got {cells.area_km2:.3f} km²",
             code="area_too_small",
             field=field,
         )
@@ -135,6 +141,12 @@ def area_measure(*, geometry: MultiPolygon, field: str = "geometry", in_grid: bo
             f"{outside_km2:.3f} km² of the area's {cells.area_km2:.3f} km² lie outside the data coverage;"
             " draw the area inside the covered region",
             code="outside_coverage",
+            field=field,
+        )
+    if in_grid and cells.cell_count < policy.min_cells:
+        raise ServiceError(
+            f"area must cover at least {policy.min_cells} grid cells, it covers {cells.cell_count}",
+            code="area_too_few_cells",
             field=field,
         )
     return MeasuredArea(geometry=geometry, area_km2=cells.area_km2, cell_count=cells.cell_count)
@@ -193,18 +205,30 @@ def report_create(
     _check_period(
         product=product, start=order.start, end=order.end, granularity=order.granularity, time_zone=tenant.time_zone
     )
+    policy = product.privacy_policy()
     name, measured, area = _order_area(
         tenant=tenant,
         area_id=order.area_id,
         geometry=order.geometry,
         name=order.name,
         in_grid=PRODUCT_KINDS[product.code].in_grid,
+        policy=policy,
     )
-    comparison = _order_comparison(tenant=tenant, order=order, product=product)
+    comparison = _order_comparison(tenant=tenant, order=order, product=product, policy=policy)
     regions = _order_regions(order=order, product=product, geometry=measured.geometry)
     now = timezone.now()
     try:
         with transaction.atomic():
+            # One order of a tenant at a time past this point: two at once could each pass the
+            # privacy checks against what was ordered before, but not against each other.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [TENANT_ORDER_LOCK, tenant.pk])
+            budget_remaining = _check_privacy_history(
+                tenant=tenant,
+                product=product,
+                policy=policy,
+                queries=_queries(order, measured.geometry, comparison),
+            )
             report = Report.objects.create(
                 tenant=tenant,
                 product=product,
@@ -218,6 +242,7 @@ def report_create(
                 granularity=order.granularity,
                 breakdowns=list(order.breakdowns),
                 regions=regions,
+                query_budget_remaining=budget_remaining,
                 time_zone=tenant.time_zone,
                 idempotency_key=idempotency_key,
                 request_fingerprint=fingerprint,
@@ -266,6 +291,7 @@ def _order_area(
     name: str,
     fields: tuple[str, str] = ("area", "geometry"),
     in_grid: bool = True,
+    policy: Policy | None = None,
 ) -> tuple[str, MeasuredArea, Area | None]:
     area_field, geometry_field = fields
     if (area_id is None) == (geometry is None):
@@ -273,7 +299,8 @@ def _order_area(
             f"give exactly one of {area_field} (a saved area's id) or {geometry_field}", code="area_or_geometry"
         )
     if geometry is not None:
-        return name or "unnamed area", area_measure(geometry=geometry, field=geometry_field, in_grid=in_grid), None
+        measured = area_measure(geometry=geometry, field=geometry_field, in_grid=in_grid, policy=policy)
+        return name or "unnamed area", measured, None
     area = area_list(tenant=tenant).filter(pk=area_id).first()
     if area is None:
         raise ServiceError(f"no area with id {area_id}", code="does_not_exist", field=area_field)
@@ -281,7 +308,7 @@ def _order_area(
     return area.name, measured, area
 
 
-def _order_comparison(*, tenant: Tenant, order: ReportOrder, product: Product) -> dict:
+def _order_comparison(*, tenant: Tenant, order: ReportOrder, product: Product, policy: Policy) -> dict:
     """The Report fields of a compare order's second period or second area; {} for other products."""
     wants_period = order.compare_start is not None or order.compare_end is not None
     wants_area = order.compare_area_id is not None or order.compare_geometry is not None
@@ -304,6 +331,7 @@ def _order_comparison(*, tenant: Tenant, order: ReportOrder, product: Product) -
             geometry=order.compare_geometry,
             name=order.compare_name,
             fields=("compare_area", "compare_geometry"),
+            policy=policy,
         )
         return {
             "compare_area_name": name,
@@ -332,6 +360,72 @@ def _order_comparison(*, tenant: Tenant, order: ReportOrder, product: Product) -
             field="compare_end",
         )
     return {"compare_start": order.compare_start, "compare_end": order.compare_end}
+
+
+def _queries(order: ReportOrder, geometry: MultiPolygon, comparison: dict) -> list[tuple]:
+    """What an order asks about: its area and period, and a compare order's second ones."""
+    queries = [(geometry, order.start, order.end)]
+    if comparison:
+        compared_geometry = comparison.get("compare_geometry") or geometry
+        queries.append(
+            (
+                compared_geometry,
+                comparison.get("compare_start") or order.start,
+                comparison.get("compare_end") or order.end,
+            )
+        )
+    return queries
+
+
+def _check_privacy_history(
+    *, tenant: Tenant, product: Product, policy: Policy, queries: list[tuple[MultiPolygon, dt.datetime, dt.datetime]]
+) -> int:
+    """Refuse an order whose area differs from an area the tenant ordered before (or from its
+    own other area) by less than the minimum area over an overlapping period: subtracting the
+    two would single out the sliver between them. And count it against the query budget.
+    Returns the budget left after this order."""
+    kind = PRODUCT_KINDS[product.code]
+    same_data = [code for code, product_kind in PRODUCT_KINDS.items() if product_kind == kind]
+    seen: list[tuple[MultiPolygon, dt.datetime, dt.datetime]] = []
+    for geometry, start, end in queries:
+        sliver = selectors.report_sliver(
+            tenant=tenant, products=same_data, geometry=geometry, start=start, end=end, below_km2=policy.min_area_km2
+        )
+        if sliver:
+            raise ServiceError(
+                f"this area differs from the area of your organisation's report {sliver.report_id}"
+                f" ({sliver.area_name!r}, over an overlapping period) by only {sliver.difference_km2:.3f} km²;"
+                f" areas must differ by at least {policy.min_area_km2:g} km², or be the same, so that"
+                " subtracting one report from the other cannot single out a small group",
+                code="area_too_similar",
+                field="geometry",
+            )
+        for other, other_start, other_end in seen:
+            difference_km2 = insights_selectors.difference_km2(geometry, other)
+            overlapping = start < other_end and other_start < end
+            if overlapping and selectors.SAME_AREA_KM2 < difference_km2 < policy.min_area_km2:
+                raise ServiceError(
+                    f"the two areas differ by only {difference_km2:.3f} km²; they must differ by at least"
+                    f" {policy.min_area_km2:g} km², or be the same",
+                    code="area_too_similar",
+                    field="compare_geometry",
+                )
+        seen.append((geometry, start, end))
+    geometry, start, end = queries[0]
+    used = selectors.report_overlapping_count(
+        tenant=tenant, products=same_data, geometry=geometry, start=start, end=end
+    )
+    if used >= policy.query_budget:
+        raise NotPermitted(
+            f"your organisation has placed {used} orders over cells and a period overlapping this one, the most"
+            f" the privacy guard allows ({policy.query_budget}); ask your account manager",
+            code="query_budget_exhausted",
+        )
+    return policy.query_budget - used - 1
+
+
+# The first key of the advisory lock that serializes a tenant's orders (the second is the tenant id).
+TENANT_ORDER_LOCK = 0x4F52  # "OR"
 
 
 # Trips are counted between every pair: the matrix grows with the square of the zones.
@@ -498,13 +592,7 @@ def report_run(*, report_id: str) -> RunOutcome:
                 error=f"the report could not be computed ({type(exc).__name__}); our team was notified",
             )
             return RunOutcome.FINISHED
-        _report_finish(
-            report_id,
-            status=Report.Status.SUCCEEDED,
-            result=result,
-            result_rows=len(renderers.all_rows(result)),
-            dataset_version=coverage.latest_version,
-        )
+        _report_release(report, result, version=coverage.latest_version)
         return RunOutcome.FINISHED
 
 
@@ -519,6 +607,7 @@ def _report_result(report: Report, *, version: int) -> dict:
         "version": version,
         "on_progress": partial(_report_progress, report.pk),
     }
+    common["policy"] = report.product.privacy_policy()
     if report.product.code == "compare":
         return compare_result(
             **common,
@@ -536,16 +625,54 @@ def _report_result(report: Report, *, version: int) -> dict:
     return footfall_result(**common, breakdowns=report.breakdowns)
 
 
+def _report_release(report: Report, result: dict, *, version: int) -> None:
+    """Store the result and log its release, together: a report is released exactly when it succeeds."""
+    with transaction.atomic():
+        succeeded = _report_finish(
+            report.pk,
+            status=Report.Status.SUCCEEDED,
+            result=result,
+            result_rows=len(renderers.all_rows(result)),
+            dataset_version=version,
+        )
+        if succeeded:
+            Release.objects.create(
+                report=report,
+                tenant_id=report.tenant_id,
+                ordered_by_key_id=report.ordered_by_key_id,
+                product=report.product.code,
+                geometry=report.geometry,
+                start=report.start,
+                end=report.end,
+                dataset_version=version,
+                parameters={
+                    "granularity": report.granularity,
+                    "time_zone": report.time_zone,
+                    "breakdowns": report.breakdowns,
+                    "regions": report.regions,
+                    "compare_start": report.compare_start.isoformat() if report.compare_start else None,
+                    "compare_end": report.compare_end.isoformat() if report.compare_end else None,
+                    "compare_geometry": report.compare_geometry.geojson if report.compare_geometry else None,
+                    "privacy": result["privacy"],
+                },
+                result_sha256=hashlib.sha256(
+                    json.dumps(result, sort_keys=True, separators=(",", ":")).encode()
+                ).hexdigest(),
+            )
+
+
 def _report_progress(report_id: str, fraction: float) -> None:
     # Kept under 1.0: the report is done only when its result is stored.
     Report.objects.filter(pk=report_id, status=Report.Status.RUNNING).update(progress=min(fraction, 0.99))
 
 
-def _report_finish(report_id: str, **fields) -> None:
+def _report_finish(report_id: str, **fields) -> bool:
+    """Whether the report took the fields: a report cancelled while it ran stays cancelled."""
     with transaction.atomic():
-        # A report cancelled while it ran stays cancelled.
-        Report.objects.filter(pk=report_id).exclude(status__in=Report.FINAL_STATUSES).update(
-            finished_at=timezone.now(), progress=1.0, **fields
+        return bool(
+            Report.objects.filter(pk=report_id)
+            .exclude(status__in=Report.FINAL_STATUSES)
+            .update(finished_at=timezone.now(), progress=1.0, **fields)
         )
 
 

@@ -10,6 +10,8 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
+from insights.privacy import Policy
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -192,11 +194,26 @@ RESULT_INLINE_MAX_ROWS = env.int("RESULT_INLINE_MAX_ROWS", default=2000)
 ROLLUP_TIME_ZONE = env("ROLLUP_TIME_ZONE", default="Europe/Berlin")
 # The retention command drops whole months of data older than this.
 DATA_RETENTION_DAYS = env.int("DATA_RETENTION_DAYS", default=730)
-PRIVACY_K = env.int("PRIVACY_K", default=10)
-if PRIVACY_K < 2:
-    raise ImproperlyConfigured(f"PRIVACY_K must be at least 2, got {PRIVACY_K}")
-if AREA_MIN_KM2 <= 0 or AREA_MAX_KM2 <= AREA_MIN_KM2:
-    raise ImproperlyConfigured("need 0 < AREA_MIN_KM2 < AREA_MAX_KM2")
+# The privacy guard's defaults (docs/privacy.md); a product may be stricter.
+PRIVACY_K = env.int("PRIVACY_K", default=10)  # a released value under k is withheld
+PRIVACY_ROUND_TO = env.int("PRIVACY_ROUND_TO", default=5)  # released counts are rounded to this base
+PRIVACY_MIN_CELLS = env.int("PRIVACY_MIN_CELLS", default=4)  # an area covers at least this many grid cells
+PRIVACY_NOISE_SCALE = env.float("PRIVACY_NOISE_SCALE", default=0.0)  # sticky Laplace noise, in people; 0: off
+PRIVACY_NOISE_SECRET = env("PRIVACY_NOISE_SECRET", default="") or f"noise:{SECRET_KEY}"
+PRIVACY_QUERY_BUDGET = env.int("PRIVACY_QUERY_BUDGET", default=50)  # overlapping orders per tenant
+if AREA_MAX_KM2 <= AREA_MIN_KM2:
+    raise ImproperlyConfigured("need AREA_MIN_KM2 < AREA_MAX_KM2")
+try:  # bad guard parameters refuse to start
+    Policy(
+        k=PRIVACY_K,
+        round_to=PRIVACY_ROUND_TO,
+        min_area_km2=AREA_MIN_KM2,
+        min_cells=PRIVACY_MIN_CELLS,
+        noise_scale=PRIVACY_NOISE_SCALE,
+        query_budget=PRIVACY_QUERY_BUDGET,
+    )
+except ValueError as exc:
+    raise ImproperlyConfigured(f"privacy settings: {exc}") from None
 # A report still queued this long after it was (re-)queued is sent to the broker again.
 REPORT_REQUEUE_AFTER_SECONDS = env.int("REPORT_REQUEUE_AFTER_SECONDS", default=600)
 # A worker that finds a report locked by another worker retries after this many seconds.

@@ -16,6 +16,13 @@ UTC = dt.UTC
 
 
 @pytest.fixture(autouse=True)
+def unrounded(settings):
+    """The engine's numbers are checked against independent sums: released unrounded here.
+    The privacy tests (tests/privacy/) set the guard as they need it."""
+    settings.PRIVACY_ROUND_TO = 1
+
+
+@pytest.fixture(autouse=True)
 def eager_celery():
     """Unit tests run tasks in-process; tests/e2e starts a real worker instead."""
     celery_app.conf.task_always_eager = True

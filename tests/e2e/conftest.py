@@ -34,6 +34,8 @@ class Workers:
             "DATABASE_URL": f"postgis://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}",
             "CELERY_QUEUE": django_settings.CELERY_TASK_DEFAULT_QUEUE,
             "REPORT_LOCK_RETRY_SECONDS": "1",
+            # The tests check the numbers against exact sums (as tests/conftest.py does in-process).
+            "PRIVACY_ROUND_TO": str(django_settings.PRIVACY_ROUND_TO),
         }
 
     def start(self) -> subprocess.Popen:

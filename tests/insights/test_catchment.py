@@ -86,7 +86,14 @@ def test_a_region_under_k_over_the_period_is_withheld(home, settings):
     result = catchment(version)
 
     far = next(row for row in result["regions"] if row["region"] == "FAR")
-    assert far == {"region": "FAR", "name": "Region FAR", "visitors": None, "share": None, "suppressed": True}
+    assert far == {
+        "region": "FAR",
+        "name": "Region FAR",
+        "visitors": None,
+        "share": None,
+        "suppressed": True,
+        "suppressed_reason": "below_k",
+    }
     assert result["privacy"]["suppressed_values"] >= 1
 
 

@@ -149,7 +149,7 @@ def test_values_under_k_are_released_as_null_and_flagged(db, tmp_path, settings)
 
     assert [row["visits"] for row in report["series"]] == [None] * 24 + [10, None]
     assert [row["suppressed"] for row in report["series"]] == [True] * 24 + [False, True]
-    assert report["privacy"] == {"k": 10, "suppressed_values": 25}
+    assert report["privacy"] == {"k": 10, "round_to": 1, "noise": False, "suppressed_values": 25}
 
 
 def test_a_report_reads_only_the_dataset_versions_up_to_its_own(db, tmp_path):

@@ -57,7 +57,7 @@ def test_a_catchment_is_ordered_and_downloaded(api, home, granted, django_captur
     assert [row["region"] for row in result["regions"]] == ["W", "N", "E", "FAR"]
     assert report["regions"] == []
     csv_lines = b"".join(download(api, report, "csv").streaming_content).decode().splitlines()
-    assert csv_lines[0] == "region,name,visitors,share,suppressed"
+    assert csv_lines[0] == "region,name,visitors,share,suppressed,suppressed_reason"
     assert csv_lines[1].startswith(f"W,Region W,{result['regions'][0]['visitors']},")
     table = pq.read_table(io.BytesIO(content(download(api, report, "parquet"))))
     assert table.column("region").to_pylist() == ["W", "N", "E", "FAR"]
@@ -77,7 +77,7 @@ def test_an_od_matrix_is_ordered_between_the_zones_of_the_area(api, trips, grant
     assert len(result["matrix"]) == 3 and all(len(row) == 3 for row in result["matrix"])
     assert len(result["flows"]) == 4 * 8  # four days, eight pairs (E -> N has none)
     csv_lines = b"".join(download(api, report, "csv").streaming_content).decode().splitlines()
-    assert csv_lines[0] == "start,end,hours,origin,destination,trips,suppressed"
+    assert csv_lines[0] == "start,end,hours,origin,destination,trips,suppressed,suppressed_reason"
     assert len(csv_lines) == 1 + 32
     assert download(api, report, "png").content.startswith(b"\x89PNG")
     features = download(api, report, "geojson").json()["features"]

@@ -193,8 +193,8 @@ def test_a_comparison_downloads_with_its_columns(api, city, order):
     png = api.get(f"{REPORTS}{report_id}/result.png")
 
     assert csv_lines[0] == (
-        "start,end,hours,age_band,gender,visits,suppressed,"
-        "comparison_start,comparison_end,comparison_visits,comparison_suppressed,change,change_pct"
+        "start,end,hours,age_band,gender,visits,suppressed,suppressed_reason,comparison_start,comparison_end,"
+        "comparison_visits,comparison_suppressed,comparison_suppressed_reason,change,change_pct"
     )
     assert len(csv_lines) == 1 + len(series)
     assert parquet.column("change").to_pylist() == [row["change"] for row in series]

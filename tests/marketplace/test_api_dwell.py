@@ -31,7 +31,7 @@ def test_a_dwell_report_is_ordered_and_downloaded(api, dwell, dwell_granted, dja
     assert report["status"] == "succeeded"
     assert len(report["result"]["segments"]) == 4 * (len(DWELL_BANDS) - 1)
     lines = b"".join(api.get(f"{REPORTS}{report['id']}/result.csv").streaming_content).decode().splitlines()
-    assert lines[0] == "start,end,hours,dwell_band,visitors,suppressed"
+    assert lines[0] == "start,end,hours,dwell_band,visitors,suppressed,suppressed_reason"
     assert len(lines) == 1 + 4 + 4 * 4
     assert api.get(f"{REPORTS}{report['id']}/result.png").status_code == 200
     assert api.get(f"{REPORTS}{report['id']}/result.geojson").status_code == 200

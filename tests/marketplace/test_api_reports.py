@@ -57,8 +57,8 @@ def test_an_order_is_computed_and_downloadable_as_json_and_csv(api, city, place)
     as_csv = api.get(f"{REPORTS}{report['id']}/result.csv")
     assert as_csv["Content-Type"] == "text/csv; charset=utf-8"
     lines = b"".join(as_csv.streaming_content).decode().splitlines()
-    assert lines[0] == "start,end,hours,age_band,gender,visits,suppressed"
-    assert lines[3] == f"2026-03-29T00:00:00+01:00,2026-03-30T00:00:00+02:00,23,*,*,{days[dt.date(2026, 3, 29)]},false"
+    assert lines[0] == "start,end,hours,age_band,gender,visits,suppressed,suppressed_reason"
+    assert lines[3] == f"2026-03-29T00:00:00+01:00,2026-03-30T00:00:00+02:00,23,*,*,{days[dt.date(2026, 3, 29)]},false,"
     assert len(lines) == 6
 
 

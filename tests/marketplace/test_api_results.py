@@ -66,9 +66,9 @@ def download(api, report: dict, extension: str, content_type: str):
 
 
 def csv_lines(series: list[dict]) -> list[str]:
-    return ["start,end,hours,age_band,gender,visits,suppressed"] + [
+    return ["start,end,hours,age_band,gender,visits,suppressed,suppressed_reason"] + [
         f"{row['start']},{row['end']},{row['hours']},*,*,{'' if row['visits'] is None else row['visits']},"
-        f"{'true' if row['suppressed'] else 'false'}"
+        f"{'true' if row['suppressed'] else 'false'},{row['suppressed_reason'] or ''}"
         for row in series
     ]
 
@@ -113,8 +113,26 @@ def test_the_parquet_download_holds_the_series_and_the_reports_context(api, succ
 
     series = result["series"]
     berlin = pa.timestamp("us", tz="Europe/Berlin")
-    assert table.schema.types == [berlin, berlin, pa.int16(), pa.string(), pa.string(), pa.int64(), pa.bool_()]
-    assert table.column_names == ["start", "end", "hours", "age_band", "gender", "visits", "suppressed"]
+    assert table.schema.types == [
+        berlin,
+        berlin,
+        pa.int16(),
+        pa.string(),
+        pa.string(),
+        pa.int64(),
+        pa.bool_(),
+        pa.string(),
+    ]
+    assert table.column_names == [
+        "start",
+        "end",
+        "hours",
+        "age_band",
+        "gender",
+        "visits",
+        "suppressed",
+        "suppressed_reason",
+    ]
     assert table.column("start").to_pylist() == [dt.datetime.fromisoformat(row["start"]) for row in series]
     assert table.column("end").to_pylist() == [dt.datetime.fromisoformat(row["end"]) for row in series]
     assert table.column("hours").to_pylist() == [row["hours"] for row in series]
@@ -155,7 +173,7 @@ def test_a_report_with_every_bucket_withheld_still_downloads(api, succeeded, set
 
     lines = b"".join(as_csv.streaming_content).decode().splitlines()
     assert lines == csv_lines(series)
-    assert lines[1].endswith(",24,*,*,,true")
+    assert lines[1].endswith(",24,*,*,,true,below_k")
     table, metadata = read_parquet(content(as_parquet))
     assert table.column("visits").to_pylist() == [None] * len(series)
     assert table.column("suppressed").to_pylist() == [True] * len(series)
@@ -206,7 +224,13 @@ def test_the_geojson_download_maps_each_cell_with_its_share_and_people(api, city
     first = by_cell[grid.code(0, 0)]
     # The whole period's hours of that cell (the ordered area covers every cell whole).
     expected = sum(visits for (cell, hour), visits in city.items() if cell == (0, 0) and _in_report(report, hour))
-    assert first["properties"] == {"cell": grid.code(0, 0), "share": 1.0, "visits": expected, "suppressed": False}
+    assert first["properties"] == {
+        "cell": grid.code(0, 0),
+        "share": 1.0,
+        "visits": expected,
+        "suppressed": False,
+        "suppressed_reason": None,
+    }
     [ring] = first["geometry"]["coordinates"]
     corner = grid.square(0, 0, 1, 1).exterior_ring.coords
     assert ring[0] == pytest.approx(list(corner[0]), abs=1e-6)
