@@ -15,8 +15,11 @@ the same as the cells). The guard then decides, for all of them at once:
 Only the guard turns a registered count into a released number.
 """
 
+import bisect
+import datetime as dt
 import hashlib
 import hmac
+import itertools
 import math
 from collections import deque
 from collections.abc import Iterable
@@ -26,6 +29,7 @@ from django.conf import settings
 
 BELOW_K = "below_k"  # under the threshold
 COMPLEMENTARY = "complementary"  # withheld so that another withheld value cannot be recomputed
+RELEASED_BEFORE = "released_before"  # a count of an earlier report, withheld there: fixed, never released here
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class Count:
     key: tuple
     reason: str | None = None
     released: int | None = None
+    fixed: bool = False  # decided by an earlier report: the guard may not change it
+    withhold: bool = False  # withheld whatever its value, because of what was released before
 
 
 @dataclass
@@ -101,6 +107,36 @@ class Guard:
         """The exact counts on the left add up to those on the right."""
         self.relations.append((list(left), list(right)))
 
+    def earlier(self, rows: list[dict], metric: str, new: list[Count], labels: tuple[str, ...]) -> None:
+        """Tie this report's buckets to the buckets of the tenant's earlier reports over the
+        same area: a day released before is the sum of the hours asked for now, and the other
+        way round. Without this, slicing time finer in a second report would recompute what
+        the first withheld. rows: the earlier reports' released rows (start, end, labels, metric)."""
+        new_spans = _spans(((*_interval(count.row), count) for count in new), [count.row for count in new], labels)
+        old_spans = _spans(((*_interval(row), row) for row in rows), rows, labels)
+        for label, spans in old_spans.items():
+            for start, end, row in spans:
+                inside = _within(new_spans.get(label, []), start, end)
+                if _tiles([count.row for count in inside], start, end):
+                    # Its exact count is the sum of the new ones it holds.
+                    before = Count(
+                        row={},
+                        field=metric,
+                        flag="suppressed",
+                        exact=sum(count.exact for count in inside),
+                        key=("earlier",),
+                        reason=RELEASED_BEFORE if row.get(metric) is None else None,
+                        fixed=True,
+                    )
+                    self.relate([before], inside)
+        # A bucket asked for now that holds buckets released before, one of them withheld: the
+        # new total minus the released ones would give the withheld ones away.
+        for label, spans in new_spans.items():
+            for start, end, count in spans:
+                parts = _within(old_spans.get(label, []), start, end)
+                if any(part.get(metric) is None for part in parts) and _tiles(parts, start, end):
+                    count.withhold = True
+
     def release(self) -> int:
         """Decide, fill every registered field, and return how many values are withheld."""
         assert not self.released, "the guard has released already"
@@ -109,8 +145,12 @@ class Guard:
             count.released = self._rounded(count.exact + self._noise(count))
             if round(count.exact) < self.policy.k or count.released < self.policy.k:
                 count.reason = BELOW_K
+            elif count.withhold:
+                count.reason = COMPLEMENTARY
         self._suppress_complementary()
         for count in self.counts:
+            if count.fixed:
+                continue
             count.row[count.field] = None if count.reason else count.released
             count.row[count.flag] = count.reason is not None
             count.row[f"{count.flag}_reason"] = count.reason
@@ -165,7 +205,7 @@ class Guard:
         released one; if that side has none left, the other side's smallest."""
         held_side, other_side = (left, right) if any(count.reason for count in left) else (right, left)
         for side in (held_side, other_side):
-            released = [count for count in side if not count.reason]
+            released = [count for count in side if not count.reason and not count.fixed]
             if released:
                 return min(released, key=lambda count: count.exact)
         return None
@@ -182,3 +222,37 @@ class Guard:
         digest = hmac.new(settings.PRIVACY_NOISE_SECRET.encode(), message, hashlib.sha256).digest()
         uniform = (int.from_bytes(digest[:8], "big") + 0.5) / 2**64 - 0.5  # in (-0.5, 0.5)
         return -self.policy.noise_scale * math.copysign(1.0, uniform) * math.log(1 - 2 * abs(uniform))
+
+
+def _interval(row: dict) -> tuple[dt.datetime, dt.datetime]:
+    return dt.datetime.fromisoformat(row["start"]), dt.datetime.fromisoformat(row["end"])
+
+
+def _spans(spans, rows: list[dict], labels: tuple[str, ...]) -> dict[tuple, list[tuple]]:
+    """(start, end, item) per segment label, sorted by start."""
+    by_label: dict[tuple, list[tuple]] = {}
+    for span, row in zip(spans, rows, strict=True):
+        by_label.setdefault(tuple(row.get(name) for name in labels), []).append(span)
+    for spans_of_label in by_label.values():
+        spans_of_label.sort(key=lambda span: span[0])
+    return by_label
+
+
+def _within(spans: list[tuple], start: dt.datetime, end: dt.datetime) -> list:
+    """The items of the sorted spans that lie inside [start, end)."""
+    first = bisect.bisect_left(spans, start, key=lambda span: span[0])
+    items = []
+    for span_start, span_end, item in spans[first:]:
+        if span_start >= end:
+            break
+        if span_end <= end:
+            items.append(item)
+    return items
+
+
+def _tiles(rows: list[dict], start: dt.datetime, end: dt.datetime) -> bool:
+    """Whether the rows' buckets cover [start, end) exactly, one after the other."""
+    intervals = sorted(_interval(row) for row in rows)
+    if not intervals or intervals[0][0] != start or intervals[-1][1] != end:
+        return False
+    return all(previous[1] == following[0] for previous, following in itertools.pairwise(intervals))

@@ -26,6 +26,7 @@ def footfall_result(
     breakdowns: Collection[str] = (),
     with_cells: bool = True,
     policy: Policy | None = None,
+    released_before: list[dict] | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict:
     """People present per local bucket (the sum over the bucket's hours of the hourly
@@ -43,6 +44,7 @@ def footfall_result(
         with_cells=with_cells,
         policy=policy or default_policy(),
         on_progress=on_progress,
+        released_before=released_before,
     )
     return _released(draft)
 
@@ -56,6 +58,7 @@ def dwell_result(
     time_zone: str,
     version: int,
     policy: Policy | None = None,
+    released_before: list[dict] | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict:
     """Visitors per local bucket, in all and per dwell band (how long they stayed)."""
@@ -72,6 +75,7 @@ def dwell_result(
         with_cells=True,
         policy=policy or default_policy(),
         on_progress=on_progress,
+        released_before=released_before,
     )
     return _released(draft)
 
@@ -101,6 +105,7 @@ def _cell_hour_draft(
     with_cells: bool,
     policy: Policy,
     on_progress: Callable[[float], None] | None,
+    released_before: list[dict] | None = None,
 ) -> _Draft:
     query = {
         "kind": kind,
@@ -143,6 +148,10 @@ def _cell_hour_draft(
         # A bucket's total is the sum of its segments.
         for number, total in enumerate(series_counts):
             guard.relate([total], segment_counts[number * len(segments) : (number + 1) * len(segments)])
+        if released_before:
+            guard.earlier(released_before, kind.value, segment_counts, labels=tuple(kind.segments))
+    if released_before:
+        guard.earlier(released_before, kind.value, series_counts, labels=tuple(kind.segments))
     cell_counts = []
     if with_cells:
         result["cells"] = []
@@ -226,6 +235,7 @@ def compare_result(
     comparison_end: dt.datetime | None = None,
     comparison_geometry: GEOSGeometry | None = None,
     policy: Policy | None = None,
+    released_before: list[dict] | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict:
     """Footfall of the ordered period and area beside a comparison period or area, bucket by
@@ -233,7 +243,12 @@ def compare_result(
     common = {"granularity": granularity, "time_zone": time_zone, "version": version}
     common = {**common, "with_cells": False, "policy": policy or default_policy()}
     ordered = footfall_result(
-        geometry=geometry, start=start, end=end, **common, on_progress=_part_of(on_progress, first=0, of=2)
+        geometry=geometry,
+        start=start,
+        end=end,
+        **common,
+        on_progress=_part_of(on_progress, first=0, of=2),
+        released_before=released_before,
     )
     comparison = footfall_result(
         geometry=comparison_geometry or geometry,
@@ -241,6 +256,8 @@ def compare_result(
         end=comparison_end or end,
         **common,
         on_progress=_part_of(on_progress, first=1, of=2),
+        # What was released before is over the ordered area.
+        released_before=None if comparison_geometry else released_before,
     )
     series = [_paired(mine, theirs) for mine, theirs in zip(ordered["series"], comparison["series"], strict=True)]
     return {
@@ -282,6 +299,7 @@ def catchment_result(
     version: int,
     regions: dict[int, tuple[str, str]] | None = None,
     policy: Policy | None = None,
+    released_before: list[dict] | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict:
     """Where the people present in the area live: per home region over the whole period,
@@ -303,6 +321,7 @@ def catchment_result(
         with_cells=True,
         policy=policy or default_policy(),
         on_progress=_part_of(on_progress, first=0, of=2),
+        released_before=released_before,
     )
     by_bucket_and_region = cell_hour_totals(
         kind=HOME,

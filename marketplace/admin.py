@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.gis.admin import GISModelAdmin
 from guardian.admin import GuardedModelAdmin
 
-from marketplace.models import ApiKey, Area, Membership, Product, Report, Tenant
+from marketplace.models import ApiKey, Area, Membership, Product, Release, Report, Tenant
 
 
 class MembershipInline(admin.TabularInline):
@@ -31,7 +31,23 @@ class TenantAdmin(admin.ModelAdmin):
 
 @admin.register(Product)
 class ProductAdmin(GuardedModelAdmin):
-    list_display = ["code", "name", "is_active"]
+    list_display = ["code", "name", "is_active", "privacy_k", "privacy_round_to", "privacy_min_area_km2"]
+    fieldsets = [
+        (None, {"fields": ["code", "name", "description", "breakdowns", "is_active"]}),
+        (
+            "Privacy guard (empty: the service-wide default, see docs/privacy.md)",
+            {
+                "fields": [
+                    "privacy_k",
+                    "privacy_round_to",
+                    "privacy_min_area_km2",
+                    "privacy_min_cells",
+                    "privacy_noise_scale",
+                    "privacy_query_budget",
+                ]
+            },
+        ),
+    ]
 
 
 @admin.register(Area)
@@ -48,3 +64,23 @@ class ReportAdmin(GISModelAdmin):
     list_filter = ["status", "product", "granularity", "tenant"]
     search_fields = ["id", "tenant__name", "area_name"]
     readonly_fields = [field.name for field in Report._meta.fields if field.name != "geometry"]
+
+
+@admin.register(Release)
+class ReleaseAdmin(GISModelAdmin):
+    """The release log: read-only here, and the database refuses changes and deletions."""
+
+    list_display = ["released_at", "tenant", "product", "ordered_by_key", "start", "end", "dataset_version"]
+    list_filter = ["product", "tenant"]
+    search_fields = ["tenant__name", "report__id", "result_sha256"]
+    readonly_fields = [field.name for field in Release._meta.fields if field.name != "geometry"]
+    date_hierarchy = "released_at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -152,3 +152,31 @@ def report_overlapping_count(*, tenant: Tenant, products: list[str], geometry, s
             {"tenant": tenant.pk, "products": products, "geometry": bytes(geometry.ewkb), "start": start, "end": end},
         )
         return cursor.fetchone()[0]
+
+
+def report_released_before(*, report: Report, products: list[str]) -> list[dict]:
+    """The rows (series and segments) of the tenant's earlier succeeded reports over the same
+    area and an overlapping period, from the same data: what the guard must stay consistent with."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT element.row FROM marketplace_report earlier"
+            " JOIN marketplace_product product ON product.id = earlier.product_id,"
+            " unnest(ARRAY['series', 'segments']) AS array_name(name),"
+            " jsonb_array_elements(coalesce(earlier.result -> array_name.name, '[]'::jsonb)) AS element(row)"
+            " WHERE earlier.tenant_id = %(tenant)s AND earlier.id <> %(report)s AND earlier.status = 'succeeded'"
+            "   AND product.code = ANY(%(products)s)"
+            '   AND earlier.start < %(end)s AND earlier."end" > %(start)s'
+            "   AND ST_Intersects(earlier.geometry, ST_GeomFromEWKB(%(geometry)s))"
+            "   AND ST_Area(ST_SymDifference(ST_Transform(earlier.geometry, 3035),"
+            "       ST_Transform(ST_GeomFromEWKB(%(geometry)s), 3035))) / 1e6 <= %(same)s",
+            {
+                "tenant": report.tenant_id,
+                "report": report.pk,
+                "products": products,
+                "start": report.start,
+                "end": report.end,
+                "geometry": bytes(report.geometry.ewkb),
+                "same": SAME_AREA_KM2,
+            },
+        )
+        return [json.loads(row) for (row,) in cursor.fetchall()]

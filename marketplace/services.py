@@ -362,6 +362,12 @@ def _order_comparison(*, tenant: Tenant, order: ReportOrder, product: Product, p
     return {"compare_start": order.compare_start, "compare_end": order.compare_end}
 
 
+def _same_data(product_code: str) -> list[str]:
+    """The products computed from the same kind of data as this one."""
+    kind = PRODUCT_KINDS[product_code]
+    return [code for code, product_kind in PRODUCT_KINDS.items() if product_kind == kind]
+
+
 def _queries(order: ReportOrder, geometry: MultiPolygon, comparison: dict) -> list[tuple]:
     """What an order asks about: its area and period, and a compare order's second ones."""
     queries = [(geometry, order.start, order.end)]
@@ -384,8 +390,7 @@ def _check_privacy_history(
     own other area) by less than the minimum area over an overlapping period: subtracting the
     two would single out the sliver between them. And count it against the query budget.
     Returns the budget left after this order."""
-    kind = PRODUCT_KINDS[product.code]
-    same_data = [code for code, product_kind in PRODUCT_KINDS.items() if product_kind == kind]
+    same_data = _same_data(product.code)
     seen: list[tuple[MultiPolygon, dt.datetime, dt.datetime]] = []
     for geometry, start, end in queries:
         sliver = selectors.report_sliver(
@@ -608,6 +613,10 @@ def _report_result(report: Report, *, version: int) -> dict:
         "on_progress": partial(_report_progress, report.pk),
     }
     common["policy"] = report.product.privacy_policy()
+    if PRODUCT_KINDS[report.product.code].in_grid:
+        common["released_before"] = selectors.report_released_before(
+            report=report, products=_same_data(report.product.code)
+        )
     if report.product.code == "compare":
         return compare_result(
             **common,

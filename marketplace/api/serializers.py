@@ -186,6 +186,7 @@ class ReportOutput(serializers.ModelSerializer):
             "created_at",
             "started_at",
             "finished_at",
+            "query_budget_remaining",
             "result_rows",
             "result",
         ]
