@@ -143,7 +143,7 @@ class Guard:
         self.released = True
         for count in self.counts:
             count.released = self._rounded(count.exact + self._noise(count))
-            if round(count.exact) < self.policy.k or count.released < self.policy.k:
+            if self._below_threshold(count):
                 count.reason = BELOW_K
             elif count.withhold:
                 count.reason = COMPLEMENTARY
@@ -155,6 +155,10 @@ class Guard:
             count.row[count.flag] = count.reason is not None
             count.row[f"{count.flag}_reason"] = count.reason
         return sum(count.reason is not None for count in self.counts)
+
+    def _below_threshold(self, count: Count) -> bool:
+        """Under k as counted, or as it would be released (noise and rounding can take it under)."""
+        return round(count.exact) < self.policy.k or count.released < self.policy.k
 
     def _suppress_complementary(self) -> None:
         """Withhold more until, in every sum, the withheld counts are safe: either withheld on

@@ -123,12 +123,7 @@ def area_measure(
     coverage of the grid cells (an od-matrix reads zones instead, and checks those)."""
     policy = policy or default_policy()
     cells = insights_selectors.area_cells(geometry=geometry)
-    if cells.area_km2 < policy.min_area_km2:
-        raise ServiceError(
-            f"area must be at least {policy.min_area_km2:g} km², got {cells.area_km2:.3f} km²",
-            code="area_too_small",
-            field=field,
-        )
+    _check_area_minimum(cells, policy=policy, field=field)
     if cells.area_km2 > settings.AREA_MAX_KM2:
         raise ServiceError(
             f"area must be at most {settings.AREA_MAX_KM2:g} km², got {cells.area_km2:.1f} km²",
@@ -143,13 +138,28 @@ def area_measure(
             code="outside_coverage",
             field=field,
         )
-    if in_grid and cells.cell_count < policy.min_cells:
+    if in_grid:  # after the coverage: cells outside it are no cells at all
+        _check_cell_minimum(cells, policy=policy, field=field)
+    return MeasuredArea(geometry=geometry, area_km2=cells.area_km2, cell_count=cells.cell_count)
+
+
+def _check_area_minimum(cells, *, policy: Policy, field: str) -> None:
+    """The privacy guard's smallest area: a count over a few places is too easily one household's."""
+    if cells.area_km2 < policy.min_area_km2:
+        raise ServiceError(
+            f"area must be at least {policy.min_area_km2:g} km², got {cells.area_km2:.3f} km²",
+            code="area_too_small",
+            field=field,
+        )
+
+
+def _check_cell_minimum(cells, *, policy: Policy, field: str) -> None:
+    if cells.cell_count < policy.min_cells:
         raise ServiceError(
             f"area must cover at least {policy.min_cells} grid cells, it covers {cells.cell_count}",
             code="area_too_few_cells",
             field=field,
         )
-    return MeasuredArea(geometry=geometry, area_km2=cells.area_km2, cell_count=cells.cell_count)
 
 
 def area_create(*, tenant: Tenant, name: str, geometry: MultiPolygon) -> Area:
@@ -386,10 +396,17 @@ def _queries(order: ReportOrder, geometry: MultiPolygon, comparison: dict) -> li
 def _check_privacy_history(
     *, tenant: Tenant, product: Product, policy: Policy, queries: list[tuple[MultiPolygon, dt.datetime, dt.datetime]]
 ) -> int:
+    """The privacy checks against what the tenant ordered before; returns the query budget left."""
+    _check_differencing(tenant=tenant, product=product, policy=policy, queries=queries)
+    return _check_budget(tenant=tenant, product=product, policy=policy, query=queries[0])
+
+
+def _check_differencing(
+    *, tenant: Tenant, product: Product, policy: Policy, queries: list[tuple[MultiPolygon, dt.datetime, dt.datetime]]
+) -> None:
     """Refuse an order whose area differs from an area the tenant ordered before (or from its
     own other area) by less than the minimum area over an overlapping period: subtracting the
-    two would single out the sliver between them. And count it against the query budget.
-    Returns the budget left after this order."""
+    two would single out the sliver between them."""
     same_data = _same_data(product.code)
     seen: list[tuple[MultiPolygon, dt.datetime, dt.datetime]] = []
     for geometry, start, end in queries:
@@ -416,7 +433,15 @@ def _check_privacy_history(
                     field="compare_geometry",
                 )
         seen.append((geometry, start, end))
-    geometry, start, end = queries[0]
+
+
+def _check_budget(
+    *, tenant: Tenant, product: Product, policy: Policy, query: tuple[MultiPolygon, dt.datetime, dt.datetime]
+) -> int:
+    """Count the order against the tenant's query budget over these cells and this period;
+    returns what is left after it."""
+    geometry, start, end = query
+    same_data = _same_data(product.code)
     used = selectors.report_overlapping_count(
         tenant=tenant, products=same_data, geometry=geometry, start=start, end=end
     )

@@ -15,6 +15,17 @@ from tests.factories import granted_tenant, raw_api_key
 UTC = dt.UTC
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--without-defence",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="switch a privacy defence off, to watch the attack tests in tests/privacy/ fail"
+        " (threshold, secondary, differencing, noise, budget, history, min-area)",
+    )
+
+
 @pytest.fixture(autouse=True)
 def unrounded(settings):
     """The engine's numbers are checked against independent sums: released unrounded here.
