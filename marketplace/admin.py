@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.gis.admin import GISModelAdmin
 from guardian.admin import GuardedModelAdmin
 
-from marketplace.models import ApiKey, Area, Membership, Product, Release, Report, Tenant
+from marketplace.models import ApiKey, Area, AuditEvent, Membership, Product, Release, Report, Tenant
 
 
 class MembershipInline(admin.TabularInline):
@@ -13,7 +13,7 @@ class MembershipInline(admin.TabularInline):
 class ApiKeyInline(admin.TabularInline):
     model = ApiKey
     extra = 0
-    fields = ["name", "prefix", "role", "created_at", "last_used_at", "revoked_at"]
+    fields = ["name", "prefix", "role", "created_at", "last_used_at", "expires_at", "revoked_at"]
     readonly_fields = ["prefix", "created_at", "last_used_at"]
     can_delete = False
 
@@ -75,6 +75,26 @@ class ReleaseAdmin(GISModelAdmin):
     search_fields = ["tenant__name", "report__id", "result_sha256"]
     readonly_fields = [field.name for field in Release._meta.fields if field.name != "geometry"]
     date_hierarchy = "released_at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Who did what; read-only here, and the database refuses changes and deletions."""
+
+    list_display = ["at", "tenant", "actor", "action", "target"]
+    list_filter = ["action", "tenant"]
+    search_fields = ["tenant__name", "target", "actor__prefix"]
+    date_hierarchy = "at"
+    readonly_fields = [field.name for field in AuditEvent._meta.fields]
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -23,3 +23,13 @@ class Conflict(ServiceError):
 
 class Unprocessable(ServiceError):
     status_code = 422
+
+
+class TooManyRequests(ServiceError):
+    """Over a limit that frees up with time: answered 429 with Retry-After."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, code: str, retry_after: int):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after

@@ -64,6 +64,7 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="empty: the key does not expire")
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.name})"
@@ -256,3 +257,43 @@ class Release(models.Model):
 
     def __str__(self) -> str:
         return f"{self.product} for {self.tenant} at {self.released_at:%Y-%m-%d %H:%M}"
+
+
+class Share(models.Model):
+    """An area or a report shown to a viewer key: viewers see only what is shared with them."""
+
+    viewer = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="shares")
+    area = models.ForeignKey(Area, on_delete=models.CASCADE, null=True, blank=True, related_name="shares")
+    report = models.ForeignKey(Report, on_delete=models.CASCADE, null=True, blank=True, related_name="shares")
+    shared_by = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(area__isnull=True, report__isnull=False) | Q(area__isnull=False, report__isnull=True),
+                name="share_one_object",
+            ),
+            models.UniqueConstraint(fields=["viewer", "area"], name="share_area_once"),
+            models.UniqueConstraint(fields=["viewer", "report"], name="share_report_once"),
+        ]
+
+
+class AuditEvent(models.Model):
+    """Who did what: keys, shares, grants and orders. Append-only, like the release log."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="audit_events")
+    actor = models.ForeignKey(
+        ApiKey, on_delete=models.PROTECT, null=True, blank=True, related_name="+", help_text="empty: staff or a command"
+    )
+    action = models.CharField(max_length=40)
+    target = models.CharField(max_length=200, help_text="what was acted on")
+    details = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["tenant", "-at"], name="audit_tenant_at")]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target}"

@@ -12,7 +12,7 @@ from guardian.shortcuts import get_objects_for_group
 
 from insights.models import Region
 from insights.renderers import LIST_ARRAYS, row_arrays
-from marketplace.models import Area, Product, Report, Tenant
+from marketplace.models import ApiKey, Area, Product, Report, Role, Tenant
 
 
 def product_list() -> QuerySet[Product]:
@@ -29,6 +29,21 @@ def area_list(*, tenant: Tenant) -> QuerySet[Area]:
 
 def report_list(*, tenant: Tenant) -> QuerySet[Report]:
     return Report.objects.filter(tenant=tenant).select_related("product")
+
+
+def area_visible_list(*, tenant: Tenant, role: str, api_key: ApiKey) -> QuerySet[Area]:
+    """What the caller may see: the tenant's areas, or for a viewer those shared with it."""
+    areas = area_list(tenant=tenant)
+    return areas.filter(shares__viewer=api_key) if role == Role.VIEWER else areas
+
+
+def report_visible_list(*, tenant: Tenant, role: str, api_key: ApiKey) -> QuerySet[Report]:
+    reports = report_list(tenant=tenant)
+    return reports.filter(shares__viewer=api_key) if role == Role.VIEWER else reports
+
+
+def api_key_list(*, tenant: Tenant) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(tenant=tenant).order_by("-created_at")
 
 
 def region_list() -> QuerySet[Region]:

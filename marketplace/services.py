@@ -30,8 +30,8 @@ from insights.kinds import PRODUCT_KINDS
 from insights.privacy import Policy, default_policy
 from insights.reports import catchment_result, compare_result, dwell_result, footfall_result, od_matrix_result
 from marketplace import selectors
-from marketplace.exceptions import Conflict, NotPermitted, ServiceError, Unprocessable
-from marketplace.models import ApiKey, Area, Product, Release, Report, Role, Tenant
+from marketplace.exceptions import Conflict, NotPermitted, ServiceError, TooManyRequests, Unprocessable
+from marketplace.models import ApiKey, Area, AuditEvent, Product, Release, Report, Role, Share, Tenant
 from marketplace.selectors import area_list, product_granted_list
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,12 @@ def tenant_create(*, name: str, kind: str, time_zone: str = "Europe/Berlin") -> 
 
 def product_grant(*, tenant: Tenant, product: Product) -> None:
     assign_perm("marketplace.order_product", tenant.group, product)
+    audit(tenant=tenant, actor=None, action="product.granted", target=product.code)
+
+
+def audit(*, tenant: Tenant, actor: ApiKey | None, action: str, target: str, **details) -> None:
+    """Record who did what; the log is append-only."""
+    AuditEvent.objects.create(tenant=tenant, actor=actor, action=action, target=target[:200], details=details)
 
 
 @dataclass(frozen=True)
@@ -71,14 +77,38 @@ class Principal:
     is_anonymous = False
 
 
-def api_key_create(*, tenant: Tenant, name: str, role: str) -> tuple[ApiKey, str]:
+def api_key_create(
+    *,
+    tenant: Tenant,
+    name: str,
+    role: str,
+    expires_at: dt.datetime | None = None,
+    actor: ApiKey | None = None,
+) -> tuple[ApiKey, str]:
     """Create a key and return it with its secret, which is never stored or shown again."""
     if role not in Role.values:
         raise ServiceError(f"role must be one of {', '.join(Role.values)}, got {role!r}", code="invalid_role")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ServiceError("expires_at must be in the future", code="expiry_in_past", field="expires_at")
     prefix = secrets.token_hex(API_KEY_PREFIX_BYTES)
     raw_key = f"ff_{prefix}_{secrets.token_urlsafe(API_KEY_SECRET_BYTES)}"
-    api_key = ApiKey.objects.create(tenant=tenant, name=name, role=role, prefix=prefix, hashed_key=_hash_key(raw_key))
+    api_key = ApiKey.objects.create(
+        tenant=tenant, name=name, role=role, prefix=prefix, hashed_key=_hash_key(raw_key), expires_at=expires_at
+    )
+    audit(tenant=tenant, actor=actor, action="api_key.created", target=f"{prefix} {name}", role=role)
     return api_key, raw_key
+
+
+def api_key_rotate(*, api_key: ApiKey, actor: ApiKey | None = None) -> tuple[ApiKey, str]:
+    """A new key with the old one's name, role and expiry; the old one is revoked at once."""
+    if api_key.revoked_at is not None:
+        raise Conflict("the key is revoked; create a new one instead", code="api_key_revoked")
+    with transaction.atomic():
+        api_key_revoke(api_key=api_key, actor=actor)
+        expires_at = api_key.expires_at if api_key.expires_at and api_key.expires_at > timezone.now() else None
+        return api_key_create(
+            tenant=api_key.tenant, name=api_key.name, role=api_key.role, expires_at=expires_at, actor=actor
+        )
 
 
 def api_key_authenticate(*, raw_key: str) -> Principal | None:
@@ -89,6 +119,8 @@ def api_key_authenticate(*, raw_key: str) -> Principal | None:
     api_key = ApiKey.objects.select_related("tenant", "tenant__group").filter(prefix=parts[1]).first()
     if api_key is None or api_key.revoked_at is not None:
         return None
+    if api_key.expires_at is not None and api_key.expires_at <= timezone.now():
+        return None
     # The key is 256 random bits, so one fast hash is enough; compare in constant time.
     if not hmac.compare_digest(api_key.hashed_key, _hash_key(raw_key)):
         return None
@@ -98,8 +130,31 @@ def api_key_authenticate(*, raw_key: str) -> Principal | None:
     return Principal(tenant=api_key.tenant, role=api_key.role, api_key=api_key)
 
 
-def api_key_revoke(*, api_key: ApiKey) -> None:
-    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+def api_key_revoke(*, api_key: ApiKey, actor: ApiKey | None = None) -> None:
+    revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    if revoked:
+        audit(tenant=api_key.tenant, actor=actor, action="api_key.revoked", target=f"{api_key.prefix} {api_key.name}")
+    api_key.refresh_from_db()
+
+
+def share_create(*, principal: Principal, viewer_prefix: str, area: Area | None = None, report: Report | None = None):
+    """Show an area or a report to a viewer key of the same organisation."""
+    viewer = ApiKey.objects.filter(tenant=principal.tenant, prefix=viewer_prefix, revoked_at__isnull=True).first()
+    if viewer is None:
+        raise ServiceError(f"your organisation has no active key {viewer_prefix!r}", code="unknown_key", field="viewer")
+    if viewer.role != Role.VIEWER:
+        raise ServiceError(
+            f"key {viewer_prefix} is a {viewer.role} key, which sees everything already; share with viewer keys",
+            code="not_a_viewer",
+            field="viewer",
+        )
+    share, created = Share.objects.get_or_create(
+        viewer=viewer, area=area, report=report, defaults={"shared_by": principal.api_key}
+    )
+    if created:
+        target = f"area {area.pk}" if area else f"report {report.pk}"
+        audit(tenant=principal.tenant, actor=principal.api_key, action="shared", target=target, viewer=viewer.prefix)
+    return share
 
 
 def _hash_key(raw_key: str) -> str:
@@ -233,6 +288,7 @@ def report_create(
             # privacy checks against what was ordered before, but not against each other.
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [TENANT_ORDER_LOCK, tenant.pk])
+            _check_reports_in_progress(tenant=tenant)
             budget_remaining = _check_privacy_history(
                 tenant=tenant,
                 product=product,
@@ -259,6 +315,13 @@ def report_create(
                 ordered_by_key=principal.api_key,
                 queued_at=now,
                 **comparison,
+            )
+            audit(
+                tenant=tenant,
+                actor=principal.api_key,
+                action="report.ordered",
+                target=f"report {report.pk}",
+                product=product.code,
             )
             transaction.on_commit(partial(_enqueue, report.pk))
     except IntegrityError:
@@ -370,6 +433,17 @@ def _order_comparison(*, tenant: Tenant, order: ReportOrder, product: Product, p
             field="compare_end",
         )
     return {"compare_start": order.compare_start, "compare_end": order.compare_end}
+
+
+def _check_reports_in_progress(*, tenant: Tenant) -> None:
+    in_progress = Report.objects.filter(tenant=tenant, status__in=[Report.Status.QUEUED, Report.Status.RUNNING]).count()
+    if in_progress >= settings.MAX_REPORTS_IN_PROGRESS:
+        raise TooManyRequests(
+            f"your organisation has {in_progress} reports queued or running, the most at once"
+            f" ({settings.MAX_REPORTS_IN_PROGRESS}); order again when one has finished",
+            code="too_many_reports_in_progress",
+            retry_after=settings.REPORTS_IN_PROGRESS_RETRY_SECONDS,
+        )
 
 
 def _same_data(product_code: str) -> list[str]:
@@ -565,7 +639,7 @@ def _check_period(
         )
 
 
-def report_cancel(*, report: Report) -> Report:
+def report_cancel(*, report: Report, actor: ApiKey | None = None) -> Report:
     cancelled = (
         Report.objects.filter(pk=report.pk)
         .exclude(status__in=Report.FINAL_STATUSES)
@@ -577,6 +651,7 @@ def report_cancel(*, report: Report) -> Report:
             f"the report has already {report.status}; only queued or running reports can be cancelled",
             code="report_final",
         )
+    audit(tenant=report.tenant, actor=actor, action="report.cancelled", target=f"report {report.pk}")
     return report
 
 

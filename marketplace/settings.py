@@ -135,6 +135,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_standardized_errors.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "drf_standardized_errors.handler.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["marketplace.api.throttling.TenantRateThrottle"],
     "URL_FORMAT_OVERRIDE": None,
 }
 DRF_STANDARDIZED_ERRORS = {
@@ -214,6 +215,11 @@ try:  # bad guard parameters refuse to start
     )
 except ValueError as exc:
     raise ImproperlyConfigured(f"privacy settings: {exc}") from None
+# Per tenant: API requests a minute (429 with Retry-After beyond), and reports queued or
+# running at once.
+API_REQUESTS_PER_MINUTE = env.int("API_REQUESTS_PER_MINUTE", default=600)
+MAX_REPORTS_IN_PROGRESS = env.int("MAX_REPORTS_IN_PROGRESS", default=10)
+REPORTS_IN_PROGRESS_RETRY_SECONDS = 30
 # A report still queued this long after it was (re-)queued is sent to the broker again.
 REPORT_REQUEUE_AFTER_SECONDS = env.int("REPORT_REQUEUE_AFTER_SECONDS", default=600)
 # A worker that finds a report locked by another worker retries after this many seconds.

@@ -4,7 +4,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from marketplace.api.views import AreaViewSet, ProductViewSet, RegionViewSet, ReportViewSet
+from marketplace.api.views import ApiKeyViewSet, AreaViewSet, ProductViewSet, RegionViewSet, ReportViewSet
 from marketplace.health import healthz, readyz
 
 router = DefaultRouter(trailing_slash=True)
@@ -13,6 +13,7 @@ router.register("products", ProductViewSet, basename="product")
 router.register("areas", AreaViewSet, basename="area")
 router.register("regions", RegionViewSet, basename="region")
 router.register("reports", ReportViewSet, basename="report")
+router.register("api-keys", ApiKeyViewSet, basename="api-key")
 
 # Downloads are named like files, so they take no trailing slash.
 report_downloads = [

@@ -34,6 +34,12 @@ def unrounded(settings):
 
 
 @pytest.fixture(autouse=True)
+def unthrottled(settings):
+    """Request limits are tested on their own (test_throttling.py); the fuzzer alone sends hundreds."""
+    settings.API_REQUESTS_PER_MINUTE = 1_000_000
+
+
+@pytest.fixture(autouse=True)
 def eager_celery():
     """Unit tests run tasks in-process; tests/e2e starts a real worker instead."""
     celery_app.conf.task_always_eager = True

@@ -11,7 +11,7 @@ from drf_standardized_errors.handler import ExceptionHandler
 from drf_standardized_errors.types import ErrorResponse
 from rest_framework import exceptions, status
 
-from marketplace.exceptions import ServiceError
+from marketplace.exceptions import ServiceError, TooManyRequests
 
 
 class ErrorFormatter(ExceptionFormatter):
@@ -37,6 +37,8 @@ def error_body(*, error_type: str, errors: list[dict]) -> dict:
 
 def _as_api_exception(exc: ServiceError) -> exceptions.APIException:
     detail = exceptions.ErrorDetail(exc.message, code=exc.code)
+    if isinstance(exc, TooManyRequests):
+        return exceptions.Throttled(wait=exc.retry_after, detail=detail, code=exc.code)
     if exc.status_code == status.HTTP_400_BAD_REQUEST:
         return exceptions.ValidationError({exc.field: [detail]} if exc.field else [detail])
     api_exception = exceptions.APIException(detail=detail, code=exc.code)

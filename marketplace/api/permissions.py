@@ -2,13 +2,23 @@ from rest_framework import permissions
 
 from marketplace.models import Role
 
+ALL_ROLES = tuple(Role.values)
 ROLES_THAT_ORDER = (Role.OWNER, Role.ANALYST)
 
 
-class ReadOrOrder(permissions.BasePermission):
-    """Every role reads; owners and analysts create, cancel and delete."""
+class RolePermission(permissions.BasePermission):
+    """What each role may do on a view: its read_roles read, its write_roles change.
 
-    message = "your role may only read; owners and analysts manage areas and orders"
+    Which objects a role sees is the queryset's business (a viewer sees what is shared with it)."""
+
+    message = "your role may not do this"
 
     def has_permission(self, request, view) -> bool:
-        return request.method in permissions.SAFE_METHODS or request.user.role in ROLES_THAT_ORDER
+        if request.method in permissions.SAFE_METHODS:
+            allowed = getattr(view, "read_roles", ALL_ROLES)
+        else:
+            allowed = getattr(view, "write_roles", ROLES_THAT_ORDER)
+        if request.user.role in allowed:
+            return True
+        self.message = f"a {request.user.role} key may not do this; it takes a key of role {' or '.join(allowed)}"
+        return False

@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from insights.models import Region
-from marketplace.models import Area, Breakdown, Granularity, Product, Report
+from marketplace.models import ApiKey, Area, Breakdown, Granularity, Product, Report, Role
 
 GEOJSON_POLYGON_SCHEMA = {
     "type": "object",
@@ -216,3 +216,28 @@ class RegionOutput(serializers.ModelSerializer):
 
     def get_area_km2(self, region) -> float:
         return round(region.area_m2.sq_km, 3)
+
+
+class ShareInput(serializers.Serializer):
+    viewer = serializers.CharField(max_length=16, help_text="the prefix of a viewer key of your organisation")
+
+
+class ApiKeyInput(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    role = serializers.ChoiceField(choices=Role.choices)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, help_text="empty: never expires")
+
+
+class ApiKeyOutput(serializers.ModelSerializer):
+    id = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = ApiKey
+        fields = ["id", "prefix", "name", "role", "created_at", "last_used_at", "expires_at", "revoked_at"]
+
+
+class ApiKeyCreated(ApiKeyOutput):
+    key = serializers.CharField(help_text="the whole key: shown this once, stored only as a hash")
+
+    class Meta(ApiKeyOutput.Meta):
+        fields = [*ApiKeyOutput.Meta.fields, "key"]

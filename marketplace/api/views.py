@@ -19,8 +19,11 @@ from rest_framework.response import Response
 
 from insights import renderers
 from marketplace import selectors, services
-from marketplace.api.permissions import ReadOrOrder
+from marketplace.api.permissions import RolePermission
 from marketplace.api.serializers import (
+    ApiKeyCreated,
+    ApiKeyInput,
+    ApiKeyOutput,
     AreaInput,
     AreaOutput,
     ProductOutput,
@@ -29,9 +32,10 @@ from marketplace.api.serializers import (
     ReportOutput,
     ReportSummaryOutput,
     ResultRowsPage,
+    ShareInput,
 )
 from marketplace.exceptions import Conflict
-from marketplace.models import Area, Report
+from marketplace.models import ApiKey, Area, Report, Role
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 PARQUET_IN_MEMORY_BYTES = 8 << 20
@@ -56,6 +60,10 @@ class _ResultRows:
         return selectors.report_result_rows(report=self.report, offset=page.start, limit=page.stop - page.start)
 
 
+def _caller(request) -> dict:
+    return {"tenant": request.user.tenant, "role": request.user.role, "api_key": request.user.api_key}
+
+
 def _json_chunks(report: Report) -> Iterator[str]:
     """The result document, its long arrays streamed from the database a few rows at a time."""
     head, arrays = selectors.report_result_head(report=report)
@@ -74,7 +82,7 @@ def _json_chunks(report: Report) -> Iterator[str]:
 class TenantViewSet(viewsets.GenericViewSet):
     """Requests run in the caller's time zone: times without an offset are read in it."""
 
-    permission_classes = [IsAuthenticated, ReadOrOrder]
+    permission_classes = [IsAuthenticated, RolePermission]
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
@@ -112,7 +120,7 @@ class AreaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSe
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no caller
             return Area.objects.none()
-        return selectors.area_list(tenant=self.request.user.tenant)
+        return selectors.area_visible_list(**_caller(self.request))
 
     @extend_schema(request=AreaInput, responses={201: AreaOutput})
     def create(self, request):
@@ -124,6 +132,17 @@ class AreaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSe
     @extend_schema(responses={204: None})
     def destroy(self, request, pk=None):
         services.area_delete(area=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=ShareInput, responses={204: None})
+    @action(detail=True, methods=["post"])
+    def share(self, request, pk=None):
+        """Show the area to a viewer key of your organisation."""
+        data = ShareInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.share_create(
+            principal=request.user, viewer_prefix=data.validated_data["viewer"], area=self.get_object()
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -152,7 +171,7 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no caller
             return Report.objects.none()
-        reports = selectors.report_list(tenant=self.request.user.tenant)
+        reports = selectors.report_visible_list(**_caller(self.request))
         # A result may be large: it is read only when small enough to inline, or a part at a time.
         return reports.defer("result", "geometry") if self.action == "list" else reports.defer("result")
 
@@ -201,10 +220,21 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
         )
         return Response(ReportOutput(report).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
+    @extend_schema(request=ShareInput, responses={204: None})
+    @action(detail=True, methods=["post"])
+    def share(self, request, pk=None):
+        """Show the report to a viewer key of your organisation."""
+        data = ShareInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.share_create(
+            principal=request.user, viewer_prefix=data.validated_data["viewer"], report=self.get_object()
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
     @extend_schema(request=None, responses={200: ReportOutput})
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
-        report = services.report_cancel(report=self.get_object())
+        report = services.report_cancel(report=self.get_object(), actor=self.request.user.api_key)
         return Response(ReportOutput(report).data)
 
     @extend_schema(responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="the result document")})
@@ -305,3 +335,39 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
 def _as_attachment(response, report: Report, extension: str):
     response["Content-Disposition"] = f'attachment; filename="{report.product.code}-{report.pk}.{extension}"'
     return response
+
+
+class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+    """Your organisation's API keys; owners only. A key's secret is shown once, when it is made."""
+
+    serializer_class = ApiKeyOutput
+    read_roles = (Role.OWNER,)
+    write_roles = (Role.OWNER,)
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return ApiKey.objects.none()
+        return selectors.api_key_list(tenant=self.request.user.tenant)
+
+    @extend_schema(request=ApiKeyInput, responses={201: ApiKeyCreated})
+    def create(self, request):
+        data = ApiKeyInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        api_key, raw_key = services.api_key_create(
+            tenant=request.user.tenant, actor=request.user.api_key, **data.validated_data
+        )
+        return Response(ApiKeyCreated({**ApiKeyOutput(api_key).data, "key": raw_key}).data, status=201)
+
+    @extend_schema(request=None, responses={200: ApiKeyOutput})
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, pk=None):
+        api_key = self.get_object()
+        services.api_key_revoke(api_key=api_key, actor=request.user.api_key)
+        return Response(ApiKeyOutput(api_key).data)
+
+    @extend_schema(request=None, responses={201: ApiKeyCreated})
+    @action(detail=True, methods=["post"])
+    def rotate(self, request, pk=None):
+        """A new secret for the key's name, role and expiry; the old secret stops working now."""
+        api_key, raw_key = services.api_key_rotate(api_key=self.get_object(), actor=request.user.api_key)
+        return Response(ApiKeyCreated({**ApiKeyOutput(api_key).data, "key": raw_key}).data, status=201)

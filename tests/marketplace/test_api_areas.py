@@ -4,6 +4,7 @@ import json
 
 import pytest
 from django.contrib.gis.geos import MultiPolygon, Point
+from rest_framework.test import APIClient
 
 from marketplace import services
 from marketplace.models import Area, Role
@@ -169,13 +170,18 @@ def test_another_tenants_area_cannot_be_deleted(api, city):
 # --- roles -------------------------------------------------------------------------------
 
 
-def test_a_viewer_can_list_areas(tenant, client_for, city):
-    area = area_of(tenant, "Mine")
+def test_a_viewer_sees_only_the_areas_shared_with_it(tenant, api, city):
+    shared, _ = area_of(tenant, "Shared"), area_of(tenant, "Not shared")
+    viewer_key, raw_key = services.api_key_create(tenant=tenant, name="board", role=Role.VIEWER)
+    viewer = APIClient()
+    viewer.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")
+    assert viewer.get(AREAS).json()["results"] == []
 
-    response = client_for(tenant, Role.VIEWER).get(AREAS)
+    response = api.post(f"{AREAS}{shared.pk}/share/", {"viewer": viewer_key.prefix}, format="json")
 
-    assert response.status_code == 200
-    assert [result["id"] for result in response.json()["results"]] == [str(area.pk)]
+    assert response.status_code == 204
+    assert [result["id"] for result in viewer.get(AREAS).json()["results"]] == [str(shared.pk)]
+    assert viewer.get(f"{AREAS}{shared.pk}/").status_code == 200
 
 
 def test_a_viewer_cannot_create_an_area(tenant, client_for, city):

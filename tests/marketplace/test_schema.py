@@ -10,6 +10,12 @@ from drf_spectacular.plumbing import _load_enum_name_overrides
 from rest_framework.test import APIClient
 
 EXPECTED_PATHS = {
+    "/api/v1/api-keys/",
+    "/api/v1/api-keys/{id}/",
+    "/api/v1/api-keys/{id}/revoke/",
+    "/api/v1/api-keys/{id}/rotate/",
+    "/api/v1/areas/{id}/share/",
+    "/api/v1/reports/{id}/share/",
     "/api/v1/areas/",
     "/api/v1/areas/{id}/",
     "/api/v1/reports/",
