@@ -2,7 +2,17 @@ from django.contrib import admin
 from django.contrib.gis.admin import GISModelAdmin
 from guardian.admin import GuardedModelAdmin
 
-from marketplace.models import ApiKey, Area, AuditEvent, Membership, Product, Release, Report, Tenant
+from marketplace.models import (
+    ApiKey,
+    Area,
+    AuditEvent,
+    LicensedRegion,
+    Membership,
+    Product,
+    Release,
+    Report,
+    Tenant,
+)
 
 
 class MembershipInline(admin.TabularInline):
@@ -104,3 +114,11 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(LicensedRegion)
+class LicensedRegionAdmin(GuardedModelAdmin, GISModelAdmin):
+    """Where tenants may order; grant a region to a tenant's group under "Object permissions"."""
+
+    list_display = ["name", "valid_from", "valid_until", "created_at"]
+    search_fields = ["name"]

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.contrib.gis.db import models
 from django.core.exceptions import ValidationError
-from django.db.models import Q
+from django.db.models import F, Q
 
 from insights.privacy import Policy, default_policy
 
@@ -297,3 +297,26 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.target}"
+
+
+class LicensedRegion(models.Model):
+    """Where a tenant may order: a city its territory, a retailer its catchment. Granted to a
+    tenant's group as the django-guardian permission order_in_region, for a validity period."""
+
+    name = models.CharField(max_length=200)
+    geometry = models.MultiPolygonField(srid=4326)
+    valid_from = models.DateTimeField(null=True, blank=True, help_text="empty: from the start")
+    valid_until = models.DateTimeField(null=True, blank=True, help_text="exclusive; empty: no end")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        permissions = [("order_in_region", "Can order reports inside this region")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(valid_from__isnull=True) | Q(valid_until__isnull=True) | Q(valid_until__gt=F("valid_from")),
+                name="licensed_region_valid_period",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from django.contrib.gis.db.models.functions import Area as AreaOf
 from django.contrib.gis.db.models.functions import Transform
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from guardian.shortcuts import get_objects_for_group
 
 from insights.models import Region
 from insights.renderers import LIST_ARRAYS, row_arrays
-from marketplace.models import ApiKey, Area, Product, Report, Role, Tenant
+from marketplace.models import ApiKey, Area, LicensedRegion, Product, Report, Role, Tenant
 
 
 def product_list() -> QuerySet[Product]:
@@ -195,3 +195,25 @@ def report_released_before(*, report: Report, products: list[str]) -> list[dict]
             },
         )
         return [json.loads(row) for (row,) in cursor.fetchall()]
+
+
+def licensed_region_list(*, tenant: Tenant, at) -> list[LicensedRegion]:
+    """The regions the tenant may order in at that time (None: at any time)."""
+    valid = LicensedRegion.objects.all()
+    if at is not None:
+        valid = valid.filter(Q(valid_from__isnull=True) | Q(valid_from__lte=at)).filter(
+            Q(valid_until__isnull=True) | Q(valid_until__gt=at)
+        )
+    return list(get_objects_for_group(tenant.group, "marketplace.order_in_region", klass=valid).order_by("name"))
+
+
+def km2_outside(*, geometry, regions: list[LicensedRegion]) -> float:
+    """How much of the area lies outside all the regions, in an equal-area projection."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT ST_Area(ST_Difference(ST_Transform(ST_GeomFromEWKB(%(geometry)s), 3035),"
+            " ST_Transform(ST_Union(region.geometry), 3035))) / 1e6"
+            " FROM marketplace_licensedregion region WHERE region.id = ANY(%(regions)s)",
+            {"geometry": bytes(geometry.ewkb), "regions": [region.pk for region in regions]},
+        )
+        return cursor.fetchone()[0]

@@ -31,7 +31,18 @@ from insights.privacy import Policy, default_policy
 from insights.reports import catchment_result, compare_result, dwell_result, footfall_result, od_matrix_result
 from marketplace import selectors
 from marketplace.exceptions import Conflict, NotPermitted, ServiceError, TooManyRequests, Unprocessable
-from marketplace.models import ApiKey, Area, AuditEvent, Product, Release, Report, Role, Share, Tenant
+from marketplace.models import (
+    ApiKey,
+    Area,
+    AuditEvent,
+    LicensedRegion,
+    Product,
+    Release,
+    Report,
+    Role,
+    Share,
+    Tenant,
+)
 from marketplace.selectors import area_list, product_granted_list
 
 logger = logging.getLogger(__name__)
@@ -57,8 +68,43 @@ def tenant_create(*, name: str, kind: str, time_zone: str = "Europe/Berlin") -> 
 
 
 def product_grant(*, tenant: Tenant, product: Product) -> None:
+    if product_granted_list(tenant=tenant).filter(pk=product.pk).exists():
+        return
     assign_perm("marketplace.order_product", tenant.group, product)
     audit(tenant=tenant, actor=None, action="product.granted", target=product.code)
+
+
+def licensed_region_create(
+    *, name: str, geometry: MultiPolygon, valid_from: dt.datetime | None = None, valid_until: dt.datetime | None = None
+) -> LicensedRegion:
+    if valid_from and valid_until and valid_until <= valid_from:
+        raise ServiceError("valid_until must be after valid_from", code="invalid_period", field="valid_until")
+    return LicensedRegion.objects.create(name=name, geometry=geometry, valid_from=valid_from, valid_until=valid_until)
+
+
+def region_license(*, tenant: Tenant, region: LicensedRegion) -> None:
+    """Let the tenant order inside the region (during its validity)."""
+    if region in selectors.licensed_region_list(tenant=tenant, at=None):
+        return
+    assign_perm("marketplace.order_in_region", tenant.group, region)
+    audit(tenant=tenant, actor=None, action="region.licensed", target=region.name)
+
+
+def _check_licence(*, tenant: Tenant, geometry: MultiPolygon, field: str) -> None:
+    """An order must lie inside the regions the tenant is licensed for today."""
+    regions = selectors.licensed_region_list(tenant=tenant, at=timezone.now())
+    if not regions:
+        raise NotPermitted(
+            "your organisation has no licensed region to order in today; ask your account manager",
+            code="no_licensed_region",
+        )
+    outside_km2 = selectors.km2_outside(geometry=geometry, regions=regions)
+    if outside_km2 > LICENCE_TOLERANCE_KM2:
+        names = ", ".join(region.name for region in regions)
+        raise NotPermitted(
+            f"{outside_km2:.3f} km² of the area lie outside your organisation's licensed regions ({names})",
+            code="outside_licensed_region",
+        )
 
 
 def audit(*, tenant: Tenant, actor: ApiKey | None, action: str, target: str, **details) -> None:
@@ -280,6 +326,9 @@ def report_create(
         policy=policy,
     )
     comparison = _order_comparison(tenant=tenant, order=order, product=product, policy=policy)
+    _check_licence(tenant=tenant, geometry=measured.geometry, field="geometry")
+    if comparison.get("compare_geometry"):
+        _check_licence(tenant=tenant, geometry=comparison["compare_geometry"], field="compare_geometry")
     regions = _order_regions(order=order, product=product, geometry=measured.geometry)
     now = timezone.now()
     try:
@@ -528,6 +577,8 @@ def _check_budget(
     return policy.query_budget - used - 1
 
 
+# Reprojection noise along a licensed region's edge, not area outside it.
+LICENCE_TOLERANCE_KM2 = 1e-6
 # The first key of the advisory lock that serializes a tenant's orders (the second is the tenant id).
 TENANT_ORDER_LOCK = 0x4F52  # "OR"
 

@@ -1,7 +1,9 @@
 import factory
+from django.contrib.gis.geos import MultiPolygon, Polygon
 
-from marketplace.models import Product, Role, Tenant
-from marketplace.services import api_key_create, product_grant, tenant_create
+from marketplace.models import LicensedRegion, Product, Role, Tenant
+from marketplace.services import api_key_create, licensed_region_create, product_grant, region_license, tenant_create
+from tests import grid
 
 
 class TenantFactory(factory.django.DjangoModelFactory):
@@ -46,9 +48,29 @@ def od_matrix_product() -> Product:
 
 
 def granted_tenant(**kwargs) -> Tenant:
+    """A tenant that may order footfall anywhere near the test grid."""
     tenant = TenantFactory(**kwargs)
     product_grant(tenant=tenant, product=footfall_product())
+    region_license(tenant=tenant, region=test_region())
     return tenant
+
+
+def test_region() -> LicensedRegion:
+    """50 km around the test grid."""
+    region = LicensedRegion.objects.filter(name="Test country").first()
+    if region is None:
+        box = Polygon.from_bbox(
+            (
+                grid.ORIGIN_EAST - 50_000,
+                grid.ORIGIN_NORTH - 50_000,
+                grid.ORIGIN_EAST + 50_000,
+                grid.ORIGIN_NORTH + 50_000,
+            )
+        )
+        box.srid = 3035
+        box.transform(4326)
+        region = licensed_region_create(name="Test country", geometry=MultiPolygon(box, srid=4326))
+    return region
 
 
 def raw_api_key(tenant: Tenant, role: str = Role.ANALYST) -> str:

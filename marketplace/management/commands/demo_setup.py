@@ -1,15 +1,16 @@
 import json
 import shlex
 
-from django.contrib.gis.geos import Polygon
+from django.contrib.gis.geos import MultiPolygon, Polygon
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from insights.synthetic import DEMO_CITY
-from marketplace.models import Product, Role, Tenant
-from marketplace.services import api_key_create, product_grant, tenant_create
+from marketplace.models import LicensedRegion, Product, Role, Tenant
+from marketplace.services import api_key_create, licensed_region_create, product_grant, region_license, tenant_create
 
 DEMO_TENANT = "Demo Shopping Centres GmbH"
+DEMO_REGION = "Demo city"
 DEMO_PRODUCTS = ("footfall", "compare", "dwell")
 
 
@@ -26,6 +27,10 @@ class Command(BaseCommand):
         )
         for product in Product.objects.filter(code__in=DEMO_PRODUCTS):
             product_grant(tenant=tenant, product=product)
+        region = LicensedRegion.objects.filter(name=DEMO_REGION).first() or licensed_region_create(
+            name=DEMO_REGION, geometry=_demo_city_outline()
+        )
+        region_license(tenant=tenant, region=region)
         api_key, raw_key = api_key_create(tenant=tenant, name="demo key", role=Role.ANALYST)
 
         order = {
@@ -48,6 +53,22 @@ class Command(BaseCommand):
             f"  curl -s {base_url}/api/v1/reports/<id>/result.csv -H {shlex.quote(auth)}\n\n"
             f"API docs: {base_url}/api/v1/docs/\n"
         )
+
+
+def _demo_city_outline() -> MultiPolygon:
+    """The demo city's grid with a kilometre around it."""
+    city = DEMO_CITY
+    box = Polygon.from_bbox(
+        (
+            city.origin_east - 1000,
+            city.origin_north - 1000,
+            city.origin_east + city.cols * 250 + 1000,
+            city.origin_north + city.rows * 250 + 1000,
+        )
+    )
+    box.srid = 3035
+    box.transform(4326)
+    return MultiPolygon(box, srid=4326)
 
 
 def _square_around_first_mall() -> Polygon:

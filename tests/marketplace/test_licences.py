@@ -1,0 +1,92 @@
+"""Entitlements: a tenant orders only products it was granted, inside regions it is licensed for."""
+
+import datetime as dt
+import io
+import json
+
+import pytest
+from django.contrib.gis.geos import MultiPolygon
+from django.core.management import call_command
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from marketplace.models import AuditEvent, Report
+from marketplace.services import licensed_region_create, product_grant, region_license
+from tests import grid
+from tests.errors import assert_error
+from tests.factories import TenantFactory, footfall_product, raw_api_key
+
+ORDER = {
+    "product": "footfall",
+    "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
+    "start": "2026-03-27T00:00:00+01:00",
+    "end": "2026-03-28T00:00:00+01:00",
+    "granularity": "day",
+}
+
+
+@pytest.fixture
+def city_tenant(db):
+    """A municipality licensed for the western half of the test block only."""
+    tenant = TenantFactory(kind="municipality")
+    product_grant(tenant=tenant, product=footfall_product())
+    return tenant
+
+
+def licensed(tenant, polygon, **period):
+    region = licensed_region_create(name="West", geometry=MultiPolygon(polygon, srid=4326), **period)
+    region_license(tenant=tenant, region=region)
+    return region
+
+
+def caller(tenant) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_api_key(tenant)}")
+    return client
+
+
+def test_an_order_inside_the_licensed_region_is_taken(city_tenant, city):
+    licensed(city_tenant, grid.square(0, 0, 4, 4))
+
+    assert caller(city_tenant).post("/api/v1/reports/", ORDER, format="json").status_code == 201
+
+
+def test_an_order_reaching_outside_the_licensed_region_is_refused(city_tenant, city):
+    licensed(city_tenant, grid.square(0, 0, 2, 4))
+
+    response = caller(city_tenant).post("/api/v1/reports/", ORDER, format="json")
+
+    assert_error(response, 403, "outside_licensed_region")
+    assert "0.500 km²" in response.json()["message"]
+    assert Report.objects.count() == 0
+
+
+def test_without_a_licence_nothing_can_be_ordered(city_tenant, city):
+    assert_error(caller(city_tenant).post("/api/v1/reports/", ORDER, format="json"), 403, "no_licensed_region")
+
+
+@pytest.mark.parametrize(
+    "period",
+    [
+        {"valid_until": timezone.now() - dt.timedelta(days=1)},
+        {"valid_from": timezone.now() + dt.timedelta(days=1)},
+    ],
+    ids=["expired", "not yet valid"],
+)
+def test_a_licence_counts_only_in_its_validity_period(city_tenant, city, period):
+    licensed(city_tenant, grid.square(0, 0, 4, 4), **period)
+
+    assert_error(caller(city_tenant).post("/api/v1/reports/", ORDER, format="json"), 403, "no_licensed_region")
+    assert Report.objects.count() == 0
+
+
+def test_an_account_manager_licenses_a_region_from_a_file(city_tenant, city, tmp_path):
+    path = tmp_path / "west.geojson"
+    path.write_text(
+        json.dumps({"type": "Feature", "properties": {}, "geometry": grid.geojson(grid.square(0, 0, 4, 4))})
+    )
+
+    call_command("license_region", city_tenant.name, str(path), name="Westend", stdout=io.StringIO())
+
+    assert caller(city_tenant).post("/api/v1/reports/", ORDER, format="json").status_code == 201
+    assert AuditEvent.objects.filter(tenant=city_tenant, action="region.licensed", target="Westend").exists()
