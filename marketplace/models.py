@@ -320,3 +320,40 @@ class LicensedRegion(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class WebhookEndpoint(models.Model):
+    """Where a tenant wants to hear that a report finished. Deliveries are signed with its secret."""
+
+    class Event(models.TextChoices):
+        REPORT_SUCCEEDED = "report.succeeded"
+        REPORT_FAILED = "report.failed"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="webhook_endpoints")
+    url = models.URLField(max_length=500)
+    events = models.JSONField(default=list, help_text="the events to deliver: report.succeeded, report.failed")
+    secret = models.CharField(max_length=64, help_text="HMAC-SHA256 key of the signatures; shown once")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint, tried until it is taken (2xx) or the attempts run out."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=40)
+    payload = models.JSONField()
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_response = models.TextField(blank=True, help_text="the start of the last answer, or the error")
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    gave_up_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]

@@ -12,7 +12,7 @@ from guardian.shortcuts import get_objects_for_group
 
 from insights.models import Region
 from insights.renderers import LIST_ARRAYS, row_arrays
-from marketplace.models import ApiKey, Area, LicensedRegion, Product, Report, Role, Tenant
+from marketplace.models import ApiKey, Area, LicensedRegion, Product, Report, Role, Tenant, WebhookEndpoint
 
 
 def product_list() -> QuerySet[Product]:
@@ -217,3 +217,7 @@ def km2_outside(*, geometry, regions: list[LicensedRegion]) -> float:
             {"geometry": bytes(geometry.ewkb), "regions": [region.pk for region in regions]},
         )
         return cursor.fetchone()[0]
+
+
+def webhook_endpoint_list(*, tenant: Tenant) -> QuerySet[WebhookEndpoint]:
+    return WebhookEndpoint.objects.filter(tenant=tenant).order_by("created_at")

@@ -220,6 +220,8 @@ except ValueError as exc:
 API_REQUESTS_PER_MINUTE = env.int("API_REQUESTS_PER_MINUTE", default=600)
 MAX_REPORTS_IN_PROGRESS = env.int("MAX_REPORTS_IN_PROGRESS", default=10)
 REPORTS_IN_PROGRESS_RETRY_SECONDS = 30
+# Webhook URLs must be https://, unless this is set (local development and tests).
+WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=False)
 # A report still queued this long after it was (re-)queued is sent to the broker again.
 REPORT_REQUEUE_AFTER_SECONDS = env.int("REPORT_REQUEUE_AFTER_SECONDS", default=600)
 # A worker that finds a report locked by another worker retries after this many seconds.

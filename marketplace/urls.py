@@ -4,7 +4,14 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from marketplace.api.views import ApiKeyViewSet, AreaViewSet, ProductViewSet, RegionViewSet, ReportViewSet
+from marketplace.api.views import (
+    ApiKeyViewSet,
+    AreaViewSet,
+    ProductViewSet,
+    RegionViewSet,
+    ReportViewSet,
+    WebhookViewSet,
+)
 from marketplace.health import healthz, readyz
 
 router = DefaultRouter(trailing_slash=True)
@@ -14,6 +21,7 @@ router.register("areas", AreaViewSet, basename="area")
 router.register("regions", RegionViewSet, basename="region")
 router.register("reports", ReportViewSet, basename="report")
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
+router.register("webhooks", WebhookViewSet, basename="webhook")
 
 # Downloads are named like files, so they take no trailing slash.
 report_downloads = [

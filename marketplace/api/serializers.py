@@ -6,7 +6,17 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from insights.models import Region
-from marketplace.models import ApiKey, Area, Breakdown, Granularity, Product, Report, Role
+from marketplace.models import (
+    ApiKey,
+    Area,
+    Breakdown,
+    Granularity,
+    Product,
+    Report,
+    Role,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 GEOJSON_POLYGON_SCHEMA = {
     "type": "object",
@@ -241,3 +251,40 @@ class ApiKeyCreated(ApiKeyOutput):
 
     class Meta(ApiKeyOutput.Meta):
         fields = [*ApiKeyOutput.Meta.fields, "key"]
+
+
+class WebhookInput(serializers.Serializer):
+    url = serializers.URLField(max_length=500, help_text="https:// only")
+    events = serializers.ListField(
+        child=serializers.ChoiceField(choices=WebhookEndpoint.Event.choices),
+        help_text="report.succeeded, report.failed",
+    )
+
+
+class WebhookOutput(serializers.ModelSerializer):
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["id", "url", "events", "is_active", "created_at"]
+
+
+class WebhookCreated(WebhookOutput):
+    secret = serializers.CharField(help_text="the HMAC-SHA256 key of the signatures: shown this once")
+
+    class Meta(WebhookOutput.Meta):
+        fields = [*WebhookOutput.Meta.fields, "secret"]
+
+
+class WebhookDeliveryOutput(serializers.ModelSerializer):
+    class Meta:
+        model = WebhookDelivery
+        fields = [
+            "id",
+            "event",
+            "attempts",
+            "last_status_code",
+            "last_response",
+            "delivered_at",
+            "gave_up_at",
+            "created_at",
+            "updated_at",
+        ]

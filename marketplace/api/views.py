@@ -33,9 +33,13 @@ from marketplace.api.serializers import (
     ReportSummaryOutput,
     ResultRowsPage,
     ShareInput,
+    WebhookCreated,
+    WebhookDeliveryOutput,
+    WebhookInput,
+    WebhookOutput,
 )
 from marketplace.exceptions import Conflict
-from marketplace.models import ApiKey, Area, Report, Role
+from marketplace.models import ApiKey, Area, Report, Role, WebhookEndpoint
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 PARQUET_IN_MEMORY_BYTES = 8 << 20
@@ -371,3 +375,35 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
         """A new secret for the key's name, role and expiry; the old secret stops working now."""
         api_key, raw_key = services.api_key_rotate(api_key=self.get_object(), actor=request.user.api_key)
         return Response(ApiKeyCreated({**ApiKeyOutput(api_key).data, "key": raw_key}).data, status=201)
+
+
+class WebhookViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+    """Endpoints told when a report succeeds or fails; owners only. Signed as docs/webhooks.md shows."""
+
+    serializer_class = WebhookOutput
+    read_roles = (Role.OWNER,)
+    write_roles = (Role.OWNER,)
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return WebhookEndpoint.objects.none()
+        return selectors.webhook_endpoint_list(tenant=self.request.user.tenant)
+
+    @extend_schema(request=WebhookInput, responses={201: WebhookCreated})
+    def create(self, request):
+        data = WebhookInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        endpoint = services.webhook_endpoint_create(principal=request.user, **data.validated_data)
+        return Response(WebhookCreated(endpoint).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request, pk=None):
+        services.webhook_endpoint_delete(principal=request.user, endpoint=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(responses={200: WebhookDeliveryOutput(many=True)})
+    @action(detail=True, methods=["get"])
+    def deliveries(self, request, pk=None):
+        """The endpoint's deliveries, newest first, with the answers they got."""
+        deliveries = self.paginate_queryset(self.get_object().deliveries.all())
+        return self.get_paginated_response(WebhookDeliveryOutput(deliveries, many=True).data)

@@ -6,7 +6,7 @@ from django.contrib.gis.geos import MultiPolygon
 from rest_framework.test import APIClient
 
 from marketplace import services
-from marketplace.models import ApiKey, Area, AuditEvent, Report, Role, Share
+from marketplace.models import ApiKey, Area, AuditEvent, Report, Role, Share, WebhookEndpoint
 from tests import grid
 from tests.factories import granted_tenant
 
@@ -43,6 +43,11 @@ ENDPOINTS = [
     ("get", "/api/v1/api-keys/{key}/", None, KEYS_READ),
     ("post", "/api/v1/api-keys/{key}/revoke/", None, KEYS_CHANGE),
     ("post", "/api/v1/api-keys/{key}/rotate/", None, KEYS_CHANGE),
+    ("get", "/api/v1/webhooks/", None, KEYS_READ),
+    ("post", "/api/v1/webhooks/", {"url": "https://buyer.example/hook", "events": ["report.failed"]}, KEYS_CHANGE),
+    ("get", "/api/v1/webhooks/{webhook}/", None, KEYS_READ),
+    ("get", "/api/v1/webhooks/{webhook}/deliveries/", None, KEYS_READ),
+    ("delete", "/api/v1/webhooks/{webhook}/", None, KEYS_CHANGE),
 ]
 # What each kind of endpoint answers each role of the organisation (a viewer sees nothing
 # that was not shared with it: its reads of an id are 404). A cancel of the succeeded report
@@ -56,7 +61,15 @@ ANSWERS = {
     KEYS_READ: {Role.OWNER: 200, Role.ANALYST: 403, Role.FINANCE: 403, Role.VIEWER: 403},
     KEYS_CHANGE: {Role.OWNER: "ok", Role.ANALYST: 403, Role.FINANCE: 403, Role.VIEWER: 403},
 }
-CHANGED_OK = {"delete": 204, "share": 204, "cancel": 409, "revoke": 200, "rotate": 201, "api-keys/": 201}
+CHANGED_OK = {
+    "delete": 204,
+    "share": 204,
+    "cancel": 409,
+    "revoke": 200,
+    "rotate": 201,
+    "api-keys/": 201,
+    "webhooks/": 201,
+}
 
 
 @pytest.fixture
@@ -70,7 +83,11 @@ def world(tenant, city, django_capture_on_commit_callbacks):
         report_id = owner.post("/api/v1/reports/", ORDER_BODY, format="json").json()["id"]
     key, _ = services.api_key_create(tenant=tenant, name="service", role=Role.ANALYST)
     viewer, _ = services.api_key_create(tenant=tenant, name="board", role=Role.VIEWER)
-    return {"area": area.pk, "report": report_id, "key": key.pk, "viewer": viewer.prefix}
+    owner_principal = services.Principal(tenant=tenant, role=Role.OWNER, api_key=owner_key)
+    webhook = services.webhook_endpoint_create(
+        principal=owner_principal, url="https://buyer.example/hook", events=["report.succeeded"]
+    )
+    return {"area": area.pk, "report": report_id, "key": key.pk, "viewer": viewer.prefix, "webhook": webhook.pk}
 
 
 def client(actor: str, tenant) -> APIClient:
@@ -105,6 +122,7 @@ def snapshot(tenant) -> dict:
         "keys": list(ApiKey.objects.filter(tenant=tenant).values_list("pk", "revoked_at", "hashed_key")),
         "shares": Share.objects.count(),
         "audit": AuditEvent.objects.filter(tenant=tenant).count(),
+        "webhooks": list(WebhookEndpoint.objects.filter(tenant=tenant).values_list("pk", "url")),
     }
 
 
@@ -123,5 +141,5 @@ def test_the_permission_matrix(world, tenant, actor, method, path, body, kind, d
     if response.status_code >= 400:
         assert snapshot(tenant) == before, "a refused call changed something"
     if actor == "other_tenant" and response.status_code == 200 and method == "get" and "results" in response.json():
-        ours = {str(world["area"]), world["report"], str(world["key"])}
+        ours = {str(world["area"]), world["report"], str(world["key"]), str(world["webhook"])}
         assert not ours & {str(item.get("id")) for item in response.json()["results"]}, "another organisation's ids"

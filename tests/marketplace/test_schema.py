@@ -10,6 +10,9 @@ from drf_spectacular.plumbing import _load_enum_name_overrides
 from rest_framework.test import APIClient
 
 EXPECTED_PATHS = {
+    "/api/v1/webhooks/",
+    "/api/v1/webhooks/{id}/",
+    "/api/v1/webhooks/{id}/deliveries/",
     "/api/v1/api-keys/",
     "/api/v1/api-keys/{id}/",
     "/api/v1/api-keys/{id}/revoke/",
