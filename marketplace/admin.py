@@ -1,7 +1,13 @@
 from django.contrib import admin
 from django.contrib.gis.admin import GISModelAdmin
+from django.db.models import Count
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from guardian.admin import GuardedModelAdmin
 
+from marketplace import selectors, services
+from marketplace.exceptions import ServiceError
 from marketplace.models import (
     ApiKey,
     Area,
@@ -37,6 +43,37 @@ class TenantAdmin(admin.ModelAdmin):
     list_filter = ["kind"]
     search_fields = ["name"]
     inlines = [MembershipInline, ApiKeyInline]
+    readonly_fields = ["this_month", "licences"]
+
+    @admin.display(description="This month's orders")
+    def this_month(self, tenant: Tenant) -> str:
+        """At a glance: the month's orders per product and status."""
+        if tenant.pk is None:
+            return "-"
+        start = timezone.localdate().replace(day=1)
+        rows = (
+            Report.objects.filter(tenant=tenant, created_at__date__gte=start)
+            .values_list("product__code", "status")
+            .annotate(count=Count("id"))
+            .order_by("product__code", "status")
+        )
+        if not rows:
+            return f"no orders since {start:%d %B %Y}"
+        return format_html_join(
+            mark_safe("<br>"), "{}: {} {}", ((product, count, status) for product, status, count in rows)
+        )
+
+    @admin.display(description="Licensed regions and products")
+    def licences(self, tenant: Tenant) -> str:
+        if tenant.pk is None:
+            return "-"
+        regions = selectors.licensed_region_list(tenant=tenant, at=None)
+        products = selectors.product_granted_list(tenant=tenant)
+        return format_html(
+            "regions: {}<br>products: {}",
+            ", ".join(region.name for region in regions) or "none",
+            ", ".join(product.code for product in products) or "none",
+        )
 
 
 @admin.register(Product)
@@ -70,10 +107,44 @@ class AreaAdmin(GISModelAdmin):
 
 @admin.register(Report)
 class ReportAdmin(GISModelAdmin):
-    list_display = ["id", "tenant", "product", "status", "granularity", "start", "end", "created_at", "finished_at"]
+    list_display = [
+        "id",
+        "tenant",
+        "product",
+        "status",
+        "granularity",
+        "start",
+        "end",
+        "created_at",
+        "finished_at",
+        "duration",
+    ]
     list_filter = ["status", "product", "granularity", "tenant"]
     search_fields = ["id", "tenant__name", "area_name"]
     readonly_fields = [field.name for field in Report._meta.fields if field.name != "geometry"]
+    actions = ["rerun_failed", "cancel"]
+
+    @admin.display(description="took")
+    def duration(self, report: Report) -> str:
+        if report.started_at and report.finished_at:
+            return f"{(report.finished_at - report.started_at).total_seconds():.1f} s"
+        return "-"
+
+    @admin.action(description="Run the selected failed reports again")
+    def rerun_failed(self, request, queryset):
+        rerun = sum(services.report_rerun(report=report) for report in queryset)
+        self.message_user(request, f"{rerun} failed report(s) queued again; others were left as they were")
+
+    @admin.action(description="Cancel the selected queued or running reports")
+    def cancel(self, request, queryset):
+        cancelled = 0
+        for report in queryset.exclude(status__in=Report.FINAL_STATUSES):
+            try:
+                services.report_cancel(report=report)
+                cancelled += 1
+            except ServiceError:
+                pass  # it finished meanwhile
+        self.message_user(request, f"{cancelled} report(s) cancelled")
 
 
 @admin.register(Release)

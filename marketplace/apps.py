@@ -6,4 +6,10 @@ class MarketplaceConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
         from . import schema  # noqa: F401  registers the Api-Key auth scheme with drf-spectacular
+        from .staff import ensure_account_managers_group
+
+        # After the whole migrate, when every app's permissions exist.
+        post_migrate.connect(ensure_account_managers_group, sender=self, dispatch_uid="account-managers")

@@ -943,6 +943,18 @@ def webhook_deliver(*, delivery_id: str) -> int | None:
     return min(10 * 2 ** (delivery.attempts - 1), 3600)  # 10 s, 20 s, 40 s, ... at most an hour
 
 
+def report_rerun(*, report: Report) -> bool:
+    """Account managers: queue a failed report again (say, after a fix). False if it had not failed."""
+    with transaction.atomic():
+        rerun = Report.objects.filter(pk=report.pk, status=Report.Status.FAILED).update(
+            status=Report.Status.QUEUED, error="", progress=0.0, finished_at=None, queued_at=timezone.now()
+        )
+        if rerun:
+            audit(tenant=report.tenant, actor=None, action="report.rerun", target=f"report {report.pk}")
+            transaction.on_commit(partial(_enqueue, report.pk))
+    return bool(rerun)
+
+
 def reports_requeue_stuck() -> int:
     """Queue again what a lost message or a dead worker left behind; returns how many."""
     now = timezone.now()

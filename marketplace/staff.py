@@ -1,0 +1,41 @@
+"""The account managers' staff group: exactly the admin permissions their work needs."""
+
+from django.apps import apps
+from django.contrib.auth.management import create_permissions
+from django.contrib.auth.models import Group, Permission
+
+ACCOUNT_MANAGERS = "Account managers"
+# model: the actions allowed on it (Django's add / change / delete / view).
+ACCOUNT_MANAGER_PERMISSIONS = {
+    ("marketplace", "tenant"): ("add", "change", "view"),
+    ("marketplace", "membership"): ("add", "change", "delete", "view"),
+    ("marketplace", "apikey"): ("change", "view"),  # revoke; keys are created where their secret can be shown
+    ("marketplace", "product"): ("view",),
+    ("marketplace", "licensedregion"): ("add", "change", "view"),
+    ("marketplace", "area"): ("view",),
+    ("marketplace", "report"): ("change", "view"),  # re-run and cancel
+    ("marketplace", "share"): ("view",),
+    ("marketplace", "release"): ("view",),
+    ("marketplace", "auditevent"): ("view",),
+    ("marketplace", "webhookendpoint"): ("view",),
+    ("marketplace", "webhookdelivery"): ("view",),
+    ("insights", "datasetversion"): ("view",),
+    ("insights", "region"): ("view",),
+    ("auth", "user"): ("add", "change", "view"),
+    # Granting products and regions to a tenant's group happens on their object permissions.
+    ("guardian", "groupobjectpermission"): ("add", "change", "delete", "view"),
+}
+
+
+def ensure_account_managers_group(**kwargs) -> None:
+    """Create or correct the group after every migrate (post_migrate)."""
+    # Other apps' permissions may be created after this app's post_migrate: make sure of them.
+    for app_config in apps.get_app_configs():
+        create_permissions(app_config, verbosity=0)
+    group, _ = Group.objects.get_or_create(name=ACCOUNT_MANAGERS)
+    wanted = [
+        Permission.objects.get(content_type__app_label=app, codename=f"{action}_{model}")
+        for (app, model), actions in ACCOUNT_MANAGER_PERMISSIONS.items()
+        for action in actions
+    ]
+    group.permissions.set(wanted)

@@ -1,0 +1,65 @@
+"""The admin for account managers: staff in the account managers' group, not superusers."""
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from marketplace.models import Report
+from marketplace.staff import ACCOUNT_MANAGERS
+from tests import grid
+
+ORDER = {
+    "product": "footfall",
+    "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
+    "start": "2026-03-27T00:00:00+01:00",
+    "end": "2026-03-28T00:00:00+01:00",
+    "granularity": "day",
+}
+
+
+@pytest.fixture
+def account_manager(db, client):
+    user = User.objects.create_user("anna", password="not-used", is_staff=True)
+    user.groups.add(Group.objects.get(name=ACCOUNT_MANAGERS))
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def failed_report(tenant, city, api):
+    """An order whose computation failed (its task never ran here)."""
+    report = Report.objects.get(pk=api.post("/api/v1/reports/", ORDER, format="json").json()["id"])
+    Report.objects.filter(pk=report.pk).update(status=Report.Status.FAILED, error="the worker lost its database")
+    return report
+
+
+def test_an_account_manager_sees_a_tenant_at_a_glance(account_manager, tenant, failed_report):
+    page = account_manager.get(f"/admin/marketplace/tenant/{tenant.pk}/change/")
+
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "footfall: 1 failed" in text and "Test country" in text
+
+
+def test_an_account_manager_reruns_a_failed_report(account_manager, failed_report, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = account_manager.post(
+            "/admin/marketplace/report/", {"action": "rerun_failed", "_selected_action": [str(failed_report.pk)]}
+        )
+
+    assert response.status_code == 302
+    failed_report.refresh_from_db()
+    assert failed_report.status == Report.Status.SUCCEEDED
+
+
+def test_an_account_manager_cannot_touch_the_release_log_or_staff_groups(account_manager):
+    assert account_manager.get("/admin/marketplace/release/").status_code == 200
+    assert account_manager.get("/admin/marketplace/release/add/").status_code == 403
+    assert account_manager.get("/admin/auth/group/").status_code == 403  # not a superuser
+
+
+def test_only_staff_get_in(db, client):
+    client.force_login(User.objects.create_user("buyer", password="not-used"))
+
+    response = client.get("/admin/")
+
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
