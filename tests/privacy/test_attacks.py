@@ -4,7 +4,9 @@ cannot be learned; `--without-defence NAME` switches the defence off to watch it
 
 import statistics
 
+import pytest
 from django.contrib.gis.geos import MultiPolygon, Polygon
+from django.db import ProgrammingError, transaction
 
 from marketplace.models import Release, Report
 from tests import grid
@@ -141,3 +143,13 @@ def test_every_release_is_logged(village, order, tenant):
     release = Release.objects.get(report_id=report["id"])
     assert (release.tenant, release.product, release.dataset_version) == (tenant, "footfall", report["dataset_version"])
     assert release.parameters["privacy"]["k"] == K
+
+
+def test_the_release_log_cannot_be_changed_or_deleted(village, order):
+    _, report = order(body(BLOCK_AREA))
+    release = Release.objects.get(report_id=report["id"])
+
+    for change in (lambda: Release.objects.filter(pk=release.pk).update(result_sha256="0" * 64), release.delete):
+        with pytest.raises(ProgrammingError, match="append-only"), transaction.atomic():
+            change()
+    assert Release.objects.get(pk=release.pk).result_sha256 == release.result_sha256
