@@ -20,5 +20,6 @@ class RolePermission(permissions.BasePermission):
             allowed = getattr(view, "write_roles", ROLES_THAT_ORDER)
         if request.user.role in allowed:
             return True
-        self.message = f"a {request.user.role} key may not do this; it takes a key of role {' or '.join(allowed)}"
+        roles = " or ".join(allowed)
+        self.message = f"your key's role ({request.user.role}) may not do this; it takes a key of role {roles}"
         return False
