@@ -1,4 +1,5 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.contrib.gis.admin import GISModelAdmin
 from django.db.models import Count
 from django.utils import timezone
@@ -17,6 +18,7 @@ from marketplace.models import (
     Product,
     Release,
     Report,
+    Role,
     Tenant,
 )
 
@@ -37,13 +39,52 @@ class ApiKeyInline(admin.TabularInline):
         return False  # keys are created with create_api_key, which shows the secret once
 
 
+class TenantForm(forms.ModelForm):
+    """A tenant with what it may order: its products and licensed regions (django-guardian grants)."""
+
+    products = forms.ModelMultipleChoiceField(Product.objects.filter(is_active=True), required=False)
+    licensed_regions = forms.ModelMultipleChoiceField(LicensedRegion.objects.all(), required=False)
+
+    class Meta:
+        model = Tenant
+        fields = ["name", "kind", "time_zone"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["products"].initial = list(selectors.product_granted_list(tenant=self.instance))
+            self.fields["licensed_regions"].initial = selectors.licensed_region_list(tenant=self.instance, at=None)
+
+
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
+    form = TenantForm
     list_display = ["name", "kind", "time_zone", "created_at"]
     list_filter = ["kind"]
     search_fields = ["name"]
     inlines = [MembershipInline, ApiKeyInline]
     readonly_fields = ["this_month", "licences"]
+    actions = ["create_owner_key"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:  # a tenant comes with its own group, which carries its grants
+            created = services.tenant_create(name=obj.name, kind=obj.kind, time_zone=obj.time_zone)
+            obj.pk, obj.group = created.pk, created.group
+        else:
+            super().save_model(request, obj, form, change)
+        services.tenant_entitlements_set(
+            tenant=obj, products=form.cleaned_data["products"], regions=form.cleaned_data["licensed_regions"]
+        )
+
+    @admin.action(description="Create an owner API key (shown once)")
+    def create_owner_key(self, request, queryset):
+        for tenant in queryset:
+            _, raw_key = services.api_key_create(tenant=tenant, name="owner key (admin)", role=Role.OWNER)
+            self.message_user(
+                request,
+                f"{tenant.name}: owner key {raw_key} (shown only now; hand it over securely)",
+                messages.WARNING,
+            )
 
     @admin.display(description="This month's orders")
     def this_month(self, tenant: Tenant) -> str:

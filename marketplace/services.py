@@ -21,7 +21,7 @@ from django.contrib.gis.geos import MultiPolygon
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from guardian.shortcuts import assign_perm
+from guardian.shortcuts import assign_perm, remove_perm
 
 from insights import renderers
 from insights import selectors as insights_selectors
@@ -69,6 +69,34 @@ def tenant_create(*, name: str, kind: str, time_zone: str = "Europe/Berlin") -> 
         tenant.full_clean()
         tenant.save()
     return tenant
+
+
+def product_revoke(*, tenant: Tenant, product: Product) -> None:
+    if not product_granted_list(tenant=tenant).filter(pk=product.pk).exists():
+        return
+    remove_perm("marketplace.order_product", tenant.group, product)
+    audit(tenant=tenant, actor=None, action="product.revoked", target=product.code)
+
+
+def region_unlicense(*, tenant: Tenant, region: LicensedRegion) -> None:
+    if region not in selectors.licensed_region_list(tenant=tenant, at=None):
+        return
+    remove_perm("marketplace.order_in_region", tenant.group, region)
+    audit(tenant=tenant, actor=None, action="region.unlicensed", target=region.name)
+
+
+def tenant_entitlements_set(*, tenant: Tenant, products, regions) -> None:
+    """Grant exactly these products and regions (account managers, in the admin)."""
+    granted = set(product_granted_list(tenant=tenant))
+    for product in set(products) - granted:
+        product_grant(tenant=tenant, product=product)
+    for product in granted - set(products):
+        product_revoke(tenant=tenant, product=product)
+    licensed = set(selectors.licensed_region_list(tenant=tenant, at=None))
+    for region in set(regions) - licensed:
+        region_license(tenant=tenant, region=region)
+    for region in licensed - set(regions):
+        region_unlicense(tenant=tenant, region=region)
 
 
 def product_grant(*, tenant: Tenant, product: Product) -> None:

@@ -1,11 +1,17 @@
 """The admin for account managers: staff in the account managers' group, not superusers."""
 
+import re
+
 import pytest
 from django.contrib.auth.models import Group, User
+from django.contrib.gis.geos import MultiPolygon
+from rest_framework.test import APIClient
 
-from marketplace.models import Report
+from marketplace.models import LicensedRegion, Report, Tenant
 from marketplace.staff import ACCOUNT_MANAGERS
 from tests import grid
+from tests.errors import assert_error
+from tests.factories import footfall_product
 
 ORDER = {
     "product": "footfall",
@@ -63,3 +69,41 @@ def test_only_staff_get_in(db, client):
     response = client.get("/admin/")
 
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_an_account_manager_onboards_a_municipality_in_the_admin(account_manager, city):
+    inside, outside = grid.square(0, 0, 2, 4), grid.square(2, 0, 2, 4)
+    region = account_manager.post(
+        "/admin/marketplace/licensedregion/add/",
+        {"name": "Westend", "geometry": MultiPolygon(inside, srid=4326).ewkt},
+    )
+    assert region.status_code == 302, region.content.decode()[:2000]
+    empty_inlines = {
+        f"{prefix}-{field}": 0 for prefix in ("memberships", "api_keys") for field in ("TOTAL_FORMS", "INITIAL_FORMS")
+    }
+
+    added = account_manager.post(
+        "/admin/marketplace/tenant/add/",
+        {
+            "name": "Stadt Westend",
+            "kind": "municipality",
+            "time_zone": "Europe/Berlin",
+            "products": [footfall_product().pk],
+            "licensed_regions": [LicensedRegion.objects.get(name="Westend").pk],
+            **empty_inlines,
+        },
+    )
+    assert added.status_code == 302, added.content.decode()[:3000]
+    tenant = Tenant.objects.get(name="Stadt Westend")
+    keyed = account_manager.post(
+        "/admin/marketplace/tenant/", {"action": "create_owner_key", "_selected_action": [tenant.pk]}, follow=True
+    )
+    raw_key = re.search(r"owner key (ff_\S+)", keyed.content.decode()).group(1)
+    city_hall = APIClient()
+    city_hall.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")
+
+    ordered = city_hall.post("/api/v1/reports/", {**ORDER, "geometry": grid.geojson(inside)}, format="json")
+    refused = city_hall.post("/api/v1/reports/", {**ORDER, "geometry": grid.geojson(outside)}, format="json")
+
+    assert ordered.status_code == 201, ordered.content
+    assert_error(refused, 403, "outside_licensed_region")
