@@ -6,12 +6,18 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from insights.synthetic import write_dwell_csv, write_presence_csv
+from insights.synthetic_places import write_home_csv, write_regions_geojson, write_trips_csv
 
 WRITERS = {"presence": write_presence_csv, "dwell": write_dwell_csv}
+# Derived from the presence file, so that the kinds agree.
+PLACE_WRITERS = {"home": write_home_csv, "trips": write_trips_csv}
 
 
 class Command(BaseCommand):
-    help = "Write (and by default load) presence and dwell aggregates of a synthetic city; deterministic for a seed."
+    help = (
+        "Write (and by default load) the aggregates of a synthetic city (presence, dwell, home, trips) and its"
+        " regions; deterministic for a seed."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--seed", type=int, default=42)
@@ -37,4 +43,18 @@ class Command(BaseCommand):
                 self.stdout.write(f"wrote {rows:,} {kind} rows to {path}")
             if not no_load:
                 # stderr stays the real terminal, so the progress meter can redraw its line.
+                call_command("load_aggregates", str(path), kind=kind, stdout=self.stdout)
+        presence = out_dir / f"presence-{seed}-{start}-{days}d.csv"
+        regions = out_dir / "regions.geojson"
+        self.stdout.write(f"wrote {write_regions_geojson(path=regions)} regions to {regions}")
+        if not no_load:
+            call_command("load_regions", str(regions), stdout=self.stdout)
+        for kind, write in PLACE_WRITERS.items():
+            path = out_dir / f"{kind}-{seed}-{start}-{days}d.csv"
+            if path.exists():
+                self.stdout.write(f"{path} exists; not writing it again")
+            else:
+                rows = write(path=path, presence_path=presence)
+                self.stdout.write(f"wrote {rows:,} {kind} rows to {path}")
+            if not no_load:
                 call_command("load_aggregates", str(path), kind=kind, stdout=self.stdout)

@@ -11,7 +11,7 @@ from marketplace.services import api_key_create, licensed_region_create, product
 
 DEMO_TENANT = "Demo Shopping Centres GmbH"
 DEMO_REGION = "Demo city"
-DEMO_PRODUCTS = ("footfall", "compare", "dwell")
+DEMO_PRODUCTS = ("footfall", "compare", "dwell", "catchment", "od-matrix")
 
 
 class Command(BaseCommand):
