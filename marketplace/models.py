@@ -357,3 +357,27 @@ class WebhookDelivery(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+
+
+class ProductGrantPeriod(models.Model):
+    """When a tenant's grant of a product (the django-guardian permission order_product) is
+    valid; a grant without one has no end."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="grant_periods")
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+")
+    valid_from = models.DateTimeField(null=True, blank=True)
+    valid_until = models.DateTimeField(null=True, blank=True, help_text="exclusive")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "product"], name="one_grant_period_per_product"),
+            models.CheckConstraint(
+                condition=Q(valid_from__isnull=True) | Q(valid_until__isnull=True) | Q(valid_until__gt=F("valid_from")),
+                name="grant_period_valid",
+            ),
+        ]
+
+    def covers(self, moment) -> bool:
+        return (self.valid_from is None or self.valid_from <= moment) and (
+            self.valid_until is None or moment < self.valid_until
+        )

@@ -39,6 +39,7 @@ from marketplace.models import (
     AuditEvent,
     LicensedRegion,
     Product,
+    ProductGrantPeriod,
     Release,
     Report,
     Role,
@@ -99,7 +100,22 @@ def tenant_entitlements_set(*, tenant: Tenant, products, regions) -> None:
         region_unlicense(tenant=tenant, region=region)
 
 
-def product_grant(*, tenant: Tenant, product: Product) -> None:
+def product_grant(
+    *,
+    tenant: Tenant,
+    product: Product,
+    valid_from: dt.datetime | None = None,
+    valid_until: dt.datetime | None = None,
+) -> None:
+    """Let the tenant order the product, from valid_from until valid_until (each optional)."""
+    if valid_from and valid_until and valid_until <= valid_from:
+        raise ServiceError("valid_until must be after valid_from", code="invalid_period", field="valid_until")
+    if valid_from or valid_until:
+        ProductGrantPeriod.objects.update_or_create(
+            tenant=tenant, product=product, defaults={"valid_from": valid_from, "valid_until": valid_until}
+        )
+    else:
+        ProductGrantPeriod.objects.filter(tenant=tenant, product=product).delete()
     if product_granted_list(tenant=tenant).filter(pk=product.pk).exists():
         return
     assign_perm("marketplace.order_product", tenant.group, product)
@@ -433,6 +449,13 @@ def _orderable_product(*, tenant: Tenant, code: str) -> Product:
         raise NotPermitted(
             f"your organisation has no licence for the product {code!r}; ask your account manager",
             code="product_not_granted",
+        )
+    period = ProductGrantPeriod.objects.filter(tenant=tenant, product=product).first()
+    if period and not period.covers(timezone.now()):
+        raise NotPermitted(
+            f"your organisation's licence for {code!r} is valid from {period.valid_from or 'the start'}"
+            f" until {period.valid_until or 'no end'}, not now; ask your account manager",
+            code="product_grant_not_valid",
         )
     return product
 

@@ -90,3 +90,27 @@ def test_an_account_manager_licenses_a_region_from_a_file(city_tenant, city, tmp
 
     assert caller(city_tenant).post("/api/v1/reports/", ORDER, format="json").status_code == 201
     assert AuditEvent.objects.filter(tenant=city_tenant, action="region.licensed", target="Westend").exists()
+
+
+@pytest.mark.parametrize(
+    "period",
+    [
+        {"valid_until": timezone.now() - dt.timedelta(days=1)},
+        {"valid_from": timezone.now() + dt.timedelta(days=1)},
+    ],
+    ids=["expired", "not yet valid"],
+)
+def test_a_product_grant_counts_only_in_its_validity_period(city_tenant, city, period):
+    licensed(city_tenant, grid.square(0, 0, 4, 4))
+    product_grant(tenant=city_tenant, product=footfall_product(), **period)
+
+    assert_error(caller(city_tenant).post("/api/v1/reports/", ORDER, format="json"), 403, "product_grant_not_valid")
+    assert Report.objects.count() == 0
+
+
+def test_a_product_grant_with_a_current_period_is_honoured(city_tenant, city):
+    licensed(city_tenant, grid.square(0, 0, 4, 4))
+    until = (timezone.now() + dt.timedelta(days=30)).isoformat()
+    call_command("grant_product", city_tenant.name, "footfall", "--valid-until", until, stdout=io.StringIO())
+
+    assert caller(city_tenant).post("/api/v1/reports/", ORDER, format="json").status_code == 201

@@ -1,5 +1,8 @@
+import datetime as dt
+
 from django.core.management.base import BaseCommand, CommandError
 
+from marketplace.exceptions import ServiceError
 from marketplace.models import Product, Tenant
 from marketplace.services import product_grant
 
@@ -10,8 +13,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("tenant", help="tenant name")
         parser.add_argument("product", help="product code, e.g. footfall")
+        parser.add_argument("--valid-from", type=dt.datetime.fromisoformat, help="ISO 8601; default: now")
+        parser.add_argument("--valid-until", type=dt.datetime.fromisoformat, help="ISO 8601, exclusive; default: none")
 
-    def handle(self, *args, tenant: str, product: str, **options):
+    def handle(self, *args, tenant: str, product: str, valid_from, valid_until, **options):
         tenant_obj = Tenant.objects.filter(name=tenant).first()
         if tenant_obj is None:
             raise CommandError(f"no tenant named {tenant!r}")
@@ -19,5 +24,8 @@ class Command(BaseCommand):
         if product_obj is None:
             codes = ", ".join(Product.objects.values_list("code", flat=True))
             raise CommandError(f"no product {product!r}; products: {codes}")
-        product_grant(tenant=tenant_obj, product=product_obj)
+        try:
+            product_grant(tenant=tenant_obj, product=product_obj, valid_from=valid_from, valid_until=valid_until)
+        except ServiceError as exc:
+            raise CommandError(exc.message) from None
         self.stdout.write(self.style.SUCCESS(f"{tenant} may now order {product}"))
