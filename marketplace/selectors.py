@@ -12,7 +12,17 @@ from guardian.shortcuts import get_objects_for_group
 
 from insights.models import Region
 from insights.renderers import LIST_ARRAYS, row_arrays
-from marketplace.models import ApiKey, Area, LicensedRegion, Product, Report, Role, Tenant, WebhookEndpoint
+from marketplace.models import (
+    ApiKey,
+    Area,
+    LicensedRegion,
+    Membership,
+    Product,
+    Report,
+    Role,
+    Tenant,
+    WebhookEndpoint,
+)
 
 
 def product_list() -> QuerySet[Product]:
@@ -221,3 +231,7 @@ def km2_outside(*, geometry, regions: list[LicensedRegion]) -> float:
 
 def webhook_endpoint_list(*, tenant: Tenant) -> QuerySet[WebhookEndpoint]:
     return WebhookEndpoint.objects.filter(tenant=tenant).order_by("created_at")
+
+
+def member_list(*, tenant: Tenant) -> QuerySet[Membership]:
+    return Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__email")

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import requests
 from django.conf import settings
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, User
 from django.contrib.gis.geos import MultiPolygon
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
@@ -38,6 +38,7 @@ from marketplace.models import (
     Area,
     AuditEvent,
     LicensedRegion,
+    Membership,
     Product,
     ProductGrantPeriod,
     Release,
@@ -229,6 +230,45 @@ def api_key_revoke(*, api_key: ApiKey, actor: ApiKey | None = None) -> None:
     if revoked:
         audit(tenant=api_key.tenant, actor=actor, action="api_key.revoked", target=f"{api_key.prefix} {api_key.name}")
     api_key.refresh_from_db()
+
+
+def member_add(*, principal: Principal, email: str, role: str) -> Membership:
+    """Add a person to the organisation with a role; an address can belong to one organisation only."""
+    email = email.strip().lower()
+    user = User.objects.filter(username=email).first()
+    if user is not None and hasattr(user, "membership"):
+        if user.membership.tenant_id == principal.tenant.pk:
+            raise Conflict(f"{email} is already a member; change their role instead", code="already_a_member")
+        raise Conflict(f"{email} belongs to another organisation", code="member_of_another_organisation")
+    with transaction.atomic():
+        if user is None:
+            user = User.objects.create_user(username=email, email=email)  # no password: no login of its own
+        membership = Membership.objects.create(user=user, tenant=principal.tenant, role=role)
+        audit(tenant=principal.tenant, actor=principal.api_key, action="member.added", target=email, role=role)
+    return membership
+
+
+def member_change_role(*, principal: Principal, membership: Membership, role: str) -> Membership:
+    before = membership.role
+    if role != before:
+        membership.role = role
+        membership.save(update_fields=["role"])
+        audit(
+            tenant=principal.tenant,
+            actor=principal.api_key,
+            action="member.role_changed",
+            target=membership.user.email,
+            before=before,
+            after=role,
+        )
+    return membership
+
+
+def member_remove(*, principal: Principal, membership: Membership) -> None:
+    email = membership.user.email
+    with transaction.atomic():
+        membership.delete()
+        audit(tenant=principal.tenant, actor=principal.api_key, action="member.removed", target=email)
 
 
 def share_create(*, principal: Principal, viewer_prefix: str, area: Area | None = None, report: Report | None = None):

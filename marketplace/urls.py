@@ -7,6 +7,7 @@ from rest_framework.routers import DefaultRouter
 from marketplace.api.views import (
     ApiKeyViewSet,
     AreaViewSet,
+    MemberViewSet,
     ProductViewSet,
     RegionViewSet,
     ReportViewSet,
@@ -22,6 +23,7 @@ router.register("regions", RegionViewSet, basename="region")
 router.register("reports", ReportViewSet, basename="report")
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
 router.register("webhooks", WebhookViewSet, basename="webhook")
+router.register("members", MemberViewSet, basename="member")
 
 # Downloads are named like files, so they take no trailing slash.
 report_downloads = [

@@ -11,6 +11,7 @@ from marketplace.models import (
     Area,
     Breakdown,
     Granularity,
+    Membership,
     Product,
     Report,
     Role,
@@ -288,3 +289,20 @@ class WebhookDeliveryOutput(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
+
+
+class MemberInput(serializers.Serializer):
+    email = serializers.EmailField()
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MemberRoleInput(serializers.Serializer):
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MemberOutput(serializers.ModelSerializer):
+    email = serializers.EmailField(source="user.email")
+
+    class Meta:
+        model = Membership
+        fields = ["id", "email", "role", "created_at"]

@@ -26,6 +26,9 @@ from marketplace.api.serializers import (
     ApiKeyOutput,
     AreaInput,
     AreaOutput,
+    MemberInput,
+    MemberOutput,
+    MemberRoleInput,
     ProductOutput,
     RegionOutput,
     ReportInput,
@@ -39,7 +42,7 @@ from marketplace.api.serializers import (
     WebhookOutput,
 )
 from marketplace.exceptions import Conflict
-from marketplace.models import ApiKey, Area, Report, Role, WebhookEndpoint
+from marketplace.models import ApiKey, Area, Membership, Report, Role, WebhookEndpoint
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 PARQUET_IN_MEMORY_BYTES = 8 << 20
@@ -407,3 +410,37 @@ class WebhookViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantVie
         """The endpoint's deliveries, newest first, with the answers they got."""
         deliveries = self.paginate_queryset(self.get_object().deliveries.all())
         return self.get_paginated_response(WebhookDeliveryOutput(deliveries, many=True).data)
+
+
+class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+    """The organisation's people and their roles; owners only."""
+
+    serializer_class = MemberOutput
+    read_roles = (Role.OWNER,)
+    write_roles = (Role.OWNER,)
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Membership.objects.none()
+        return selectors.member_list(tenant=self.request.user.tenant)
+
+    @extend_schema(request=MemberInput, responses={201: MemberOutput})
+    def create(self, request):
+        data = MemberInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        membership = services.member_add(principal=request.user, **data.validated_data)
+        return Response(MemberOutput(membership).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=MemberRoleInput, responses={200: MemberOutput})
+    def partial_update(self, request, pk=None):
+        data = MemberRoleInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        membership = services.member_change_role(
+            principal=request.user, membership=self.get_object(), role=data.validated_data["role"]
+        )
+        return Response(MemberOutput(membership).data)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request, pk=None):
+        services.member_remove(principal=request.user, membership=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -6,7 +6,7 @@ from django.contrib.gis.geos import MultiPolygon
 from rest_framework.test import APIClient
 
 from marketplace import services
-from marketplace.models import ApiKey, Area, AuditEvent, Report, Role, Share, WebhookEndpoint
+from marketplace.models import ApiKey, Area, AuditEvent, Membership, Report, Role, Share, WebhookEndpoint
 from tests import grid
 from tests.factories import granted_tenant
 
@@ -48,6 +48,11 @@ ENDPOINTS = [
     ("get", "/api/v1/webhooks/{webhook}/", None, KEYS_READ),
     ("get", "/api/v1/webhooks/{webhook}/deliveries/", None, KEYS_READ),
     ("delete", "/api/v1/webhooks/{webhook}/", None, KEYS_CHANGE),
+    ("get", "/api/v1/members/", None, KEYS_READ),
+    ("post", "/api/v1/members/", {"email": "new@example.org", "role": "analyst"}, KEYS_CHANGE),
+    ("get", "/api/v1/members/{member}/", None, KEYS_READ),
+    ("patch", "/api/v1/members/{member}/", {"role": "finance"}, KEYS_CHANGE),
+    ("delete", "/api/v1/members/{member}/", None, KEYS_CHANGE),
 ]
 # What each kind of endpoint answers each role of the organisation (a viewer sees nothing
 # that was not shared with it: its reads of an id are 404). A cancel of the succeeded report
@@ -62,6 +67,7 @@ ANSWERS = {
     KEYS_CHANGE: {Role.OWNER: "ok", Role.ANALYST: 403, Role.FINANCE: 403, Role.VIEWER: 403},
 }
 CHANGED_OK = {
+    "patch": 200,
     "delete": 204,
     "share": 204,
     "cancel": 409,
@@ -69,6 +75,7 @@ CHANGED_OK = {
     "rotate": 201,
     "api-keys/": 201,
     "webhooks/": 201,
+    "members/": 201,
 }
 
 
@@ -87,7 +94,15 @@ def world(tenant, city, django_capture_on_commit_callbacks):
     webhook = services.webhook_endpoint_create(
         principal=owner_principal, url="https://buyer.example/hook", events=["report.succeeded"]
     )
-    return {"area": area.pk, "report": report_id, "key": key.pk, "viewer": viewer.prefix, "webhook": webhook.pk}
+    member = services.member_add(principal=owner_principal, email="member@example.org", role=Role.ANALYST)
+    return {
+        "area": area.pk,
+        "report": report_id,
+        "key": key.pk,
+        "viewer": viewer.prefix,
+        "webhook": webhook.pk,
+        "member": member.pk,
+    }
 
 
 def client(actor: str, tenant) -> APIClient:
@@ -123,6 +138,7 @@ def snapshot(tenant) -> dict:
         "shares": Share.objects.count(),
         "audit": AuditEvent.objects.filter(tenant=tenant).count(),
         "webhooks": list(WebhookEndpoint.objects.filter(tenant=tenant).values_list("pk", "url")),
+        "members": list(Membership.objects.filter(tenant=tenant).values_list("pk", "role")),
     }
 
 
@@ -141,5 +157,5 @@ def test_the_permission_matrix(world, tenant, actor, method, path, body, kind, d
     if response.status_code >= 400:
         assert snapshot(tenant) == before, "a refused call changed something"
     if actor == "other_tenant" and response.status_code == 200 and method == "get" and "results" in response.json():
-        ours = {str(world["area"]), world["report"], str(world["key"]), str(world["webhook"])}
+        ours = {str(world[name]) for name in ("area", "report", "key", "webhook", "member")}
         assert not ours & {str(item.get("id")) for item in response.json()["results"]}, "another organisation's ids"

@@ -10,6 +10,8 @@ from drf_spectacular.plumbing import _load_enum_name_overrides
 from rest_framework.test import APIClient
 
 EXPECTED_PATHS = {
+    "/api/v1/members/",
+    "/api/v1/members/{id}/",
     "/api/v1/webhooks/",
     "/api/v1/webhooks/{id}/",
     "/api/v1/webhooks/{id}/deliveries/",
