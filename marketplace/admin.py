@@ -1,12 +1,13 @@
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.gis.admin import GISModelAdmin
-from django.db.models import Count
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from guardian.admin import GuardedModelAdmin
 
+from billing.models import UsageLine
 from marketplace import selectors, services
 from marketplace.exceptions import ServiceError
 from marketplace.models import (
@@ -100,9 +101,15 @@ class TenantAdmin(admin.ModelAdmin):
         )
         if not rows:
             return f"no orders since {start:%d %B %Y}"
-        return format_html_join(
+        billed = UsageLine.objects.filter(tenant=tenant, created_at__date__gte=start).aggregate(
+            usage=Sum("amount_cents", filter=Q(kind=UsageLine.Kind.USAGE)),
+            credits=Sum("amount_cents", filter=Q(kind=UsageLine.Kind.CREDIT)),
+        )
+        orders = format_html_join(
             mark_safe("<br>"), "{}: {} {}", ((product, count, status) for product, status, count in rows)
         )
+        usage, credits = (billed["usage"] or 0) / 100, -(billed["credits"] or 0) / 100
+        return format_html("{}<br>billed {} EUR, credited {} EUR", orders, f"{usage:,.2f}", f"{credits:,.2f}")
 
     @admin.display(description="Licensed regions and products")
     def licences(self, tenant: Tenant) -> str:

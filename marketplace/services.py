@@ -23,6 +23,7 @@ from django.db.models import F
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
+from billing import services as billing_services
 from insights import renderers
 from insights import selectors as insights_selectors
 from insights import tasks as insights_tasks
@@ -881,7 +882,8 @@ def _report_result(report: Report, *, version: int) -> dict:
 
 
 def _report_release(report: Report, result: dict, *, version: int) -> None:
-    """Store the result and log its release, together: a report is released exactly when it succeeds."""
+    """Store the result, bill it and log its release, together: a report is released and billed
+    exactly when it succeeds."""
     with transaction.atomic():
         succeeded = _report_finish(
             report.pk,
@@ -891,6 +893,8 @@ def _report_release(report: Report, result: dict, *, version: int) -> None:
             dataset_version=version,
         )
         if succeeded:
+            report.refresh_from_db()
+            billing_services.usage_record(report=report)
             Release.objects.create(
                 report=report,
                 tenant_id=report.tenant_id,

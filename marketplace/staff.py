@@ -19,6 +19,8 @@ ACCOUNT_MANAGER_PERMISSIONS = {
     ("marketplace", "auditevent"): ("view",),
     ("marketplace", "webhookendpoint"): ("view",),
     ("marketplace", "webhookdelivery"): ("view",),
+    ("billing", "usageline"): ("add", "view"),  # add: a credit, with a reason
+    ("billing", "price"): ("view",),
     ("insights", "datasetversion"): ("view",),
     ("insights", "region"): ("view",),
     ("auth", "user"): ("add", "change", "view"),

@@ -1,0 +1,70 @@
+from django import forms
+from django.contrib import admin
+
+from billing import services
+from billing.models import Price, UsageLine
+from marketplace.exceptions import ServiceError
+
+
+@admin.register(Price)
+class PriceAdmin(admin.ModelAdmin):
+    list_display = ["product", "unit", "unit_price", "currency"]
+
+
+class CreditForm(forms.ModelForm):
+    credit_cents = forms.IntegerField(min_value=1, help_text="how much to credit, in cents")
+
+    class Meta:
+        model = UsageLine
+        fields = ["report", "reason"]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("report") and data.get("credit_cents"):
+            try:
+                services.credit_check(report=data["report"], amount_cents=data["credit_cents"], reason=data["reason"])
+            except ServiceError as exc:
+                raise forms.ValidationError(exc.message) from None
+        return data
+
+
+@admin.register(UsageLine)
+class UsageLineAdmin(admin.ModelAdmin):
+    """The ledger, read-only; "Add" gives a credit on a report, with a reason."""
+
+    list_display = ["created_at", "tenant", "kind", "product", "quantity", "unit", "amount", "report"]
+    list_filter = ["kind", "product", "tenant"]
+    search_fields = ["tenant__name", "report__id", "reason"]
+    date_hierarchy = "created_at"
+    raw_id_fields = ["report"]
+
+    @admin.display(description="amount")
+    def amount(self, line: UsageLine) -> str:
+        return f"{line.amount_cents / 100:,.2f} {line.currency}"
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = CreditForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        return ["report", "credit_cents", "reason"] if obj is None else super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in UsageLine._meta.fields] if obj else []
+
+    def save_model(self, request, obj, form, change):
+        line = services.credit_issue(
+            report=form.cleaned_data["report"],
+            amount_cents=form.cleaned_data["credit_cents"],
+            reason=form.cleaned_data["reason"],
+            by=request.user,
+        )
+        for field in UsageLine._meta.concrete_fields:  # the admin logs and shows the line it saved
+            setattr(obj, field.attname, getattr(line, field.attname))
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
