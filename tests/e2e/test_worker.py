@@ -7,6 +7,8 @@ import psycopg
 import pytest
 from django.db import connection
 
+from billing.models import UsageLine
+from marketplace.models import Release
 from tests import grid
 from tests.e2e.conftest import wait_for_status
 
@@ -64,3 +66,6 @@ def test_a_worker_killed_mid_report_leaves_nothing_stuck(api, city, workers):
 
     assert (report.status, report.attempts) == ("succeeded", 2)
     assert [row["visits"] for row in report.result["series"]] == expected_days(city)
+    # Computed twice, billed and released once.
+    assert UsageLine.objects.filter(report_id=report_id).count() == 1
+    assert Release.objects.filter(report_id=report_id).count() == 1
