@@ -1,8 +1,8 @@
-"""One footfall report in a process of its own, so that the process's peak RSS is what a
-worker needs to compute it. bench/footfall.py starts it with the report as JSON and talks
-to it one line at a time: "run" times the report (footfall_result), "sums" returns the
-engine's sums per bucket and per cell (cell_hour_sums, the scan footfall_result runs); at the end of
-its input it answers with its peak RSS.
+"""One report in a process of its own, so that the process's peak RSS is what a worker needs
+to compute it. bench/footfall.py starts it with the report as JSON and talks to it one line
+at a time: "run" times the report (footfall_result, catchment_result or od_matrix_result),
+"sums" returns the sums of the scans the report runs, to check them against the SQL floor
+and DuckDB; at the end of its input it answers with its peak RSS.
 """
 
 import datetime as dt
@@ -32,10 +32,11 @@ def main() -> None:
     from django.contrib.gis.geos import GEOSGeometry
 
     from insights.grid import cell_corner, cell_id
-    from insights.kinds import PRESENCE
-    from insights.reports import footfall_result
-    from insights.selectors import cell_hour_sums
+    from insights.kinds import HOME, PRESENCE
+    from insights.reports import catchment_result, footfall_result, od_matrix_result
+    from insights.selectors import cell_hour_sums, cell_hour_totals, region_names_by_id, regions_in_area, trip_sums
 
+    product = report.pop("product")
     query = {
         "geometry": GEOSGeometry(report["geometry_hexewkb"]),
         "start": dt.datetime.fromisoformat(report["start"]),
@@ -44,19 +45,48 @@ def main() -> None:
         "time_zone": report["time_zone"],
         "version": report["version"],
     }
+    if product == "od-matrix":
+        # The buyer's zones by default: every one the area overlaps.
+        zones = {region.id: (region.code, region.name) for region in regions_in_area(geometry=query.pop("geometry"))}
+        query["zones"] = zones
+
+    def sums() -> dict[str, list]:
+        """Keys as the benchmark compares them: bucket epoch seconds, cell ids, region codes."""
+        if product == "od-matrix":
+            flows = trip_sums(**{**query, "zones": list(zones)})
+            return {
+                "flows": [
+                    [f"{bucket.timestamp():.0f} {zones[origin][0]} {zones[destination][0]}", trips]
+                    for (bucket, origin, destination), trips in flows.items()
+                ]
+            }
+        kind = PRESENCE if product == "footfall" else HOME
+        sums = cell_hour_sums(kind=kind, **query, with_cells=True)
+        # Without breakdowns every key is (bucket start, all segments...).
+        found = {
+            "series": [[bucket.timestamp(), visits] for (bucket, *_), visits in sums.by_bucket.items()],
+            "cells": [[cell_id(*cell_corner(code)), visits] for code, _, visits in sums.by_cell],
+        }
+        if product == "catchment":
+            by_region = {}
+            for (_, region), visitors in cell_hour_totals(
+                kind=HOME, **query, breakdowns=("home_region",), over_period=True
+            ).items():
+                by_region[region] = by_region.get(region, 0.0) + visitors
+            codes = region_names_by_id(by_region)
+            found["regions"] = [[codes[region][0], visitors] for region, visitors in by_region.items()]
+        return found
+
+    result = {"footfall": footfall_result, "catchment": catchment_result, "od-matrix": od_matrix_result}[product]
     answer({"started_rss_mb": peak_rss_mb()})
     for line in sys.stdin:
         command = line.strip()
         if command == "run":
             started = time.perf_counter()
-            footfall_result(**query)
+            result(**query)
             answer({"seconds": time.perf_counter() - started})
         elif command == "sums":
-            sums = cell_hour_sums(kind=PRESENCE, **query, with_cells=True)
-            # Without breakdowns every key is (bucket start, all ages, all genders).
-            series = [[bucket.timestamp(), visits] for (bucket, _, _), visits in sums.by_bucket.items()]
-            cells = [[cell_id(*cell_corner(code)), visits] for code, _, visits in sums.by_cell]
-            answer({"series": series, "cells": cells})
+            answer(sums())
         else:
             raise SystemExit(f"unknown command {command!r}")
     answer({"peak_rss_mb": peak_rss_mb()})

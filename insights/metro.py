@@ -153,6 +153,15 @@ def metro_file_name(*, size: str, seed: int) -> str:
     return f"metro-{size}-seed{seed}.parquet"
 
 
+def metro_places_names(*, size: str, seed: int) -> dict[str, str]:
+    """File names of the districts, home regions and trips that go with a presence file."""
+    return {
+        "regions": "metro-districts.geojson",
+        "home": f"metro-{size}-seed{seed}-home.parquet",
+        "trips": f"metro-{size}-seed{seed}-trips.parquet",
+    }
+
+
 def peak_rss_mb() -> float:
     """This process's peak RSS, to show that generating stays bounded. Not getrusage's
     ru_maxrss: after fork and exec it starts from the parent's RSS."""

@@ -323,20 +323,21 @@ def catchment_result(
         on_progress=_part_of(on_progress, first=0, of=2),
         released_before=released_before,
     )
-    by_bucket_and_region = cell_hour_totals(
-        kind=HOME,
-        geometry=geometry,
-        start=start,
-        end=end,
-        granularity=granularity,
-        time_zone=time_zone,
-        version=version,
-        breakdowns=("home_region",),
-        on_progress=_part_of(on_progress, first=1, of=2),
-    )
-    by_region: dict[int, float] = {}
-    for (_, region), count in by_bucket_and_region.items():
-        by_region[region] = by_region.get(region, 0.0) + count
+    by_region = {
+        region: count
+        for (_, region), count in cell_hour_totals(
+            kind=HOME,
+            geometry=geometry,
+            start=start,
+            end=end,
+            granularity=granularity,
+            time_zone=time_zone,
+            version=version,
+            breakdowns=("home_region",),
+            over_period=True,
+            on_progress=_part_of(on_progress, first=1, of=2),
+        ).items()
+    }
     guard = draft.guard
     result = draft.result
     result["everyone"] = {}
@@ -387,14 +388,15 @@ def od_matrix_result(
         on_progress=on_progress,
     )
     guard = Guard(policy or default_policy(), scope=("od-matrix", granularity, time_zone, tuple(zones)))
-    bucket_ends = dict(buckets(start, end, granularity, tz))
+    periods = list(buckets(start, end, granularity, tz))
+    stamps = dict(zip((bucket_start for bucket_start, _ in periods), _bucket_stamps(periods, tz), strict=True))
     flows, flows_of_pair = [], {}
     for (bucket_start, origin, destination), trips in sorted(sums.items()):
-        bucket_end = bucket_ends[bucket_start]
+        start_text, end_text, hours = stamps[bucket_start]
         flow = {
-            "start": bucket_start.astimezone(tz).isoformat(),
-            "end": bucket_end.astimezone(tz).isoformat(),
-            "hours": int((bucket_end - bucket_start) / HOUR),
+            "start": start_text,
+            "end": end_text,
+            "hours": hours,
             "origin": zones[origin][0],
             "destination": zones[destination][0],
         }

@@ -138,11 +138,13 @@ def cell_hour_sums(
     version: int,
     breakdowns: Collection[str] = (),
     with_cells: bool = False,
+    over_period: bool = False,
     source: str | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> Sums:
     """Area-weighted sums of the kind's counts per local time bucket and segment (a segment
     column not broken down is 0, all) and, with_cells, per cell over the whole period.
+    over_period: one bucket, the whole period, keyed by its start.
 
     The area's cells are weighed once; the period is then summed in up to PROGRESS_STEPS
     chunks of whole buckets, reporting the fraction done after each. Buckets and cells come
@@ -158,7 +160,9 @@ def cell_hour_sums(
     bucket = buckets_by_kind["hour" if granularity == "hour" else "day"]
     zone = ZoneInfo(time_zone)
     bucket_starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
-    if source == "hour":
+    if over_period:
+        bucket = "0"
+    elif source == "hour":
         # Instants come back as epoch seconds: parsing thousands of timestamps costs more than the sums.
         bucket = f"date_part('epoch', {bucket})::bigint"
         by_epoch = {int(bucket_start.timestamp()): bucket_start for bucket_start in bucket_starts}
@@ -185,11 +189,15 @@ def cell_hour_sums(
             )
             for bucket_start, *codes, cell, total in cursor.fetchall():
                 if cell is None:
-                    if source == "hour":
+                    if over_period:
+                        bucket_start = start
+                    elif source == "hour":
                         bucket_start = by_epoch[bucket_start]
                     else:
                         bucket_start = local_midnight(bucket_start, zone)
-                    by_bucket[(bucket_start, *codes)] = total
+                    # Chunks hold whole buckets; over the period, each adds its part.
+                    key = (bucket_start, *codes)
+                    by_bucket[key] = by_bucket.get(key, 0.0) + total
                 else:
                     by_cell[cell] = by_cell.get(cell, 0.0) + total
             if on_progress:
@@ -235,6 +243,9 @@ def trip_sums(
     bucket = buckets_by_kind["hour" if granularity == "hour" else "day"]
     zone = ZoneInfo(time_zone)
     bucket_starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
+    if source == "hour":
+        bucket = f"date_part('epoch', {bucket})::bigint"  # as in cell_hour_sums
+        by_epoch = {int(bucket_start.timestamp()): bucket_start for bucket_start in bucket_starts}
     chunks = _chunks(bucket_starts, end, places=len(zones) ** 2, source=source)
     sums = {}
     with connection.cursor() as cursor:
@@ -257,7 +268,9 @@ def trip_sums(
                 },
             )
             for bucket_start, origin, destination, trips in cursor.fetchall():
-                if source != "hour":
+                if source == "hour":
+                    bucket_start = by_epoch[bucket_start]
+                else:
                     bucket_start = local_midnight(bucket_start, zone)
                 sums[(bucket_start, origin, destination)] = int(trips)
             if on_progress:
@@ -326,9 +339,14 @@ def _report_cells(geometry: GEOSGeometry) -> Iterator:
         # Autovacuum never analyzes temp tables; without row counts the planner would scan
         # whole partitions instead of looking the few cells up by key.
         cursor.execute("ANALYZE report_cells")
+        # A merge join walks a partition's key from its first cell to the area's last; the
+        # planner picks it for a few cells of a small table, where looking each cell up by
+        # key costs a fraction. A large area still gets a hash join.
+        cursor.execute("SET enable_mergejoin = off")
         try:
             yield cursor
         finally:
+            cursor.execute("RESET enable_mergejoin")
             cursor.execute("DROP TABLE IF EXISTS report_cells")
 
 

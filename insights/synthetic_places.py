@@ -55,11 +55,19 @@ def write_regions_geojson(*, path: Path, city: City = DEMO_CITY) -> int:
     """The districts (tiling the city grid) and the towns around it; returns how many."""
     cols, rows = DISTRICT_CELLS
     features = [
-        _feature(code, name, _box(city, col * CELL_M, row * CELL_M, cols * CELL_M, rows * CELL_M))
+        region_feature(
+            code,
+            name,
+            (city.origin_east + col * CELL_M, city.origin_north + row * CELL_M, cols * CELL_M, rows * CELL_M),
+        )
         for code, name, col, row in DISTRICTS
     ]
     features += [
-        _feature(code, name, _box(city, east * 1000, north * 1000, TOWN_KM * 1000, TOWN_KM * 1000))
+        region_feature(
+            code,
+            name,
+            (city.origin_east + east * 1000, city.origin_north + north * 1000, TOWN_KM * 1000, TOWN_KM * 1000),
+        )
         for code, name, east, north in MUNICIPALITIES
     ]
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
@@ -170,15 +178,12 @@ def _regions(city: City) -> tuple[list[str], np.ndarray, np.ndarray]:
     return codes, np.array(centres), np.array(weights)
 
 
-def _box(city: City, east_m: float, north_m: float, width_m: float, height_m: float) -> Polygon:
-    east, north = city.origin_east + east_m, city.origin_north + north_m
-    box = Polygon.from_bbox((east, north, east + width_m, north + height_m))
-    box.srid = 3035
-    box.transform(4326)
-    return box
-
-
-def _feature(code: str, name: str, polygon: Polygon) -> dict:
+def region_feature(code: str, name: str, box_m: tuple[float, float, float, float]) -> dict:
+    """A GeoJSON feature (EPSG:4326) of a box given as east, north, width, height in EPSG:3035 metres."""
+    east, north, width, height = box_m
+    polygon = Polygon.from_bbox((east, north, east + width, north + height))
+    polygon.srid = 3035
+    polygon.transform(4326)
     ring = [[round(x, GEOJSON_DECIMALS), round(y, GEOJSON_DECIMALS)] for x, y in polygon.exterior_ring.coords]
     return {
         "type": "Feature",

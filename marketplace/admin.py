@@ -32,8 +32,9 @@ class MembershipInline(admin.TabularInline):
 class ApiKeyInline(admin.TabularInline):
     model = ApiKey
     extra = 0
-    fields = ["name", "prefix", "role", "created_at", "last_used_at", "expires_at", "revoked_at"]
-    readonly_fields = ["prefix", "created_at", "last_used_at"]
+    fields = ["name", "prefix", "role", "holder", "created_at", "last_used_at", "expires_at", "revoked_at"]
+    # A key's role and holder are set when it is made, within the holder's role; revoke and make another.
+    readonly_fields = ["prefix", "role", "holder", "created_at", "last_used_at"]
     can_delete = False
 
     def has_add_permission(self, request, obj=None) -> bool:

@@ -57,6 +57,15 @@ class ApiKey(models.Model):
     """A tenant-scoped key. Only its prefix and a SHA-256 of the whole key are stored."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    # A person's key never has more rights than they do: it is revoked when they leave or lose its role.
+    holder = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="api_keys",
+        help_text="the member the key acts for; empty: an organisation key, e.g. for an integration",
+    )
     name = models.CharField(max_length=100)
     role = models.CharField(max_length=20, choices=Role.choices)
     prefix = models.CharField(max_length=16, unique=True)

@@ -53,7 +53,7 @@ def report_visible_list(*, tenant: Tenant, role: str, api_key: ApiKey) -> QueryS
 
 
 def api_key_list(*, tenant: Tenant) -> QuerySet[ApiKey]:
-    return ApiKey.objects.filter(tenant=tenant).order_by("-created_at")
+    return ApiKey.objects.filter(tenant=tenant).select_related("holder").order_by("-created_at")
 
 
 def region_list() -> QuerySet[Region]:

@@ -179,20 +179,57 @@ def api_key_create(
     name: str,
     role: str,
     expires_at: dt.datetime | None = None,
+    member: str | None = None,
     actor: ApiKey | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create a key and return it with its secret, which is never stored or shown again."""
+    """Create a key and return it with its secret, which is never stored or shown again.
+
+    member: the email of the member the key acts for; their key has their role, or viewer.
+    """
     if role not in Role.values:
         raise ServiceError(f"role must be one of {', '.join(Role.values)}, got {role!r}", code="invalid_role")
     if expires_at is not None and expires_at <= timezone.now():
         raise ServiceError("expires_at must be in the future", code="expiry_in_past", field="expires_at")
+    holder = None
+    if member is not None:
+        membership = Membership.objects.select_related("user").filter(tenant=tenant, user__email=member.lower()).first()
+        if membership is None:
+            raise ServiceError(
+                f"{member} is not a member of your organisation; add them first (POST /api/v1/members/)",
+                code="unknown_member",
+                field="member",
+            )
+        if role not in _key_roles_of(membership.role):
+            raise ServiceError(
+                f"{member} is a {membership.role}; their key may be a {membership.role} or viewer key, not {role}",
+                code="role_above_member",
+                field="role",
+            )
+        holder = membership.user
     prefix = secrets.token_hex(API_KEY_PREFIX_BYTES)
     raw_key = f"ff_{prefix}_{secrets.token_urlsafe(API_KEY_SECRET_BYTES)}"
     api_key = ApiKey.objects.create(
-        tenant=tenant, name=name, role=role, prefix=prefix, hashed_key=_hash_key(raw_key), expires_at=expires_at
+        tenant=tenant,
+        holder=holder,
+        name=name,
+        role=role,
+        prefix=prefix,
+        hashed_key=_hash_key(raw_key),
+        expires_at=expires_at,
     )
-    audit(tenant=tenant, actor=actor, action="api_key.created", target=f"{prefix} {name}", role=role)
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="api_key.created",
+        target=f"{prefix} {name}",
+        role=role,
+        **({"member": holder.email} if holder else {}),
+    )
     return api_key, raw_key
+
+
+def _key_roles_of(member_role: str) -> set[str]:
+    return {member_role, Role.VIEWER}
 
 
 def api_key_rotate(*, api_key: ApiKey, actor: ApiKey | None = None) -> tuple[ApiKey, str]:
@@ -203,7 +240,12 @@ def api_key_rotate(*, api_key: ApiKey, actor: ApiKey | None = None) -> tuple[Api
         api_key_revoke(api_key=api_key, actor=actor)
         expires_at = api_key.expires_at if api_key.expires_at and api_key.expires_at > timezone.now() else None
         return api_key_create(
-            tenant=api_key.tenant, name=api_key.name, role=api_key.role, expires_at=expires_at, actor=actor
+            tenant=api_key.tenant,
+            name=api_key.name,
+            role=api_key.role,
+            expires_at=expires_at,
+            member=api_key.holder.email if api_key.holder else None,
+            actor=actor,
         )
 
 
@@ -226,11 +268,24 @@ def api_key_authenticate(*, raw_key: str) -> Principal | None:
     return Principal(tenant=api_key.tenant, role=api_key.role, api_key=api_key)
 
 
-def api_key_revoke(*, api_key: ApiKey, actor: ApiKey | None = None) -> None:
+def api_key_revoke(*, api_key: ApiKey, actor: ApiKey | None = None, reason: str | None = None) -> None:
     revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     if revoked:
-        audit(tenant=api_key.tenant, actor=actor, action="api_key.revoked", target=f"{api_key.prefix} {api_key.name}")
+        audit(
+            tenant=api_key.tenant,
+            actor=actor,
+            action="api_key.revoked",
+            target=f"{api_key.prefix} {api_key.name}",
+            **({"reason": reason} if reason else {}),
+        )
     api_key.refresh_from_db()
+
+
+def _member_keys_revoke(*, principal: Principal, membership: Membership, keep_roles: set[str], reason: str) -> None:
+    """Revoke the member's active keys whose role is not among keep_roles."""
+    keys = ApiKey.objects.filter(tenant=membership.tenant, holder=membership.user, revoked_at__isnull=True)
+    for api_key in keys.exclude(role__in=keep_roles):
+        api_key_revoke(api_key=api_key, actor=principal.api_key, reason=reason)
 
 
 def member_add(*, principal: Principal, email: str, role: str) -> Membership:
@@ -254,6 +309,9 @@ def member_change_role(*, principal: Principal, membership: Membership, role: st
     if role != before:
         membership.role = role
         membership.save(update_fields=["role"])
+        _member_keys_revoke(
+            principal=principal, membership=membership, keep_roles=_key_roles_of(role), reason=f"{role} now"
+        )
         audit(
             tenant=principal.tenant,
             actor=principal.api_key,
@@ -268,6 +326,7 @@ def member_change_role(*, principal: Principal, membership: Membership, role: st
 def member_remove(*, principal: Principal, membership: Membership) -> None:
     email = membership.user.email
     with transaction.atomic():
+        _member_keys_revoke(principal=principal, membership=membership, keep_roles=set(), reason="member removed")
         membership.delete()
         audit(tenant=principal.tenant, actor=principal.api_key, action="member.removed", target=email)
 

@@ -237,14 +237,21 @@ class ApiKeyInput(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     role = serializers.ChoiceField(choices=Role.choices)
     expires_at = serializers.DateTimeField(required=False, allow_null=True, help_text="empty: never expires")
+    member = serializers.EmailField(
+        required=False,
+        allow_null=True,
+        help_text="the member the key acts for (their role or viewer); revoked when they leave."
+        " Empty: an organisation key, e.g. for an integration",
+    )
 
 
 class ApiKeyOutput(serializers.ModelSerializer):
     id = serializers.IntegerField(read_only=True)
+    member = serializers.EmailField(source="holder.email", allow_null=True, default=None, read_only=True)
 
     class Meta:
         model = ApiKey
-        fields = ["id", "prefix", "name", "role", "created_at", "last_used_at", "expires_at", "revoked_at"]
+        fields = ["id", "prefix", "name", "role", "member", "created_at", "last_used_at", "expires_at", "revoked_at"]
 
 
 class ApiKeyCreated(ApiKeyOutput):

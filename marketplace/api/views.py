@@ -363,7 +363,7 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
         api_key, raw_key = services.api_key_create(
             tenant=request.user.tenant, actor=request.user.api_key, **data.validated_data
         )
-        return Response(ApiKeyCreated({**ApiKeyOutput(api_key).data, "key": raw_key}).data, status=201)
+        return Response({**ApiKeyOutput(api_key).data, "key": raw_key}, status=201)
 
     @extend_schema(request=None, responses={200: ApiKeyOutput})
     @action(detail=True, methods=["post"])
@@ -377,7 +377,7 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
     def rotate(self, request, pk=None):
         """A new secret for the key's name, role and expiry; the old secret stops working now."""
         api_key, raw_key = services.api_key_rotate(api_key=self.get_object(), actor=request.user.api_key)
-        return Response(ApiKeyCreated({**ApiKeyOutput(api_key).data, "key": raw_key}).data, status=201)
+        return Response({**ApiKeyOutput(api_key).data, "key": raw_key}, status=201)
 
 
 class WebhookViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):

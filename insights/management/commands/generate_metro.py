@@ -4,13 +4,14 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from insights.metro import SIZES, metro_file_name, peak_rss_mb, write_metro
+from insights.metro import SIZES, metro_file_name, metro_places_names, peak_rss_mb, write_metro
+from insights.metro_places import write_metro_places
 
 
 class Command(BaseCommand):
     help = (
-        "Write the synthetic metro's hourly presence (all ages, all genders) at a size to a Parquet file;"
-        " deterministic for a seed. The benchmark (bench/run) loads it."
+        "Write the synthetic metro at a size: hourly presence (all ages, all genders), home regions and trips"
+        " (Parquet), and its districts (GeoJSON); deterministic for a seed. The benchmark (bench/run) loads them."
     )
 
     def add_arguments(self, parser):
@@ -24,14 +25,27 @@ class Command(BaseCommand):
         out = out or Path(settings.BASE_DIR) / "var" / "bench"
         out.mkdir(parents=True, exist_ok=True)
         path = out / metro_file_name(size=size, seed=seed)
+        metro = SIZES[size]
         if path.exists():
             self.stdout.write(f"{path} exists; not writing it again")
+        else:
+            started = time.monotonic()
+            written = write_metro(path=path, size=metro, seed=seed)
+            self.stdout.write(
+                f"wrote {written.rows:,} rows, {written.cells:,} cells to {path} in {time.monotonic() - started:.1f} s"
+                f" (size {size}: {metro.width_km:g} km × {metro.height_km:g} km, {metro.days} days"
+                f" from {metro.first_day}); peak RSS {peak_rss_mb():.0f} MB"
+            )
+        places = {name: out / file for name, file in metro_places_names(size=size, seed=seed).items()}
+        if all(place.exists() for place in places.values()):
+            self.stdout.write(f"{places['home']} and the other places exist; not writing them again")
             return
-        metro = SIZES[size]
         started = time.monotonic()
-        written = write_metro(path=path, size=metro, seed=seed)
+        written = write_metro_places(
+            presence_path=path, size=metro, **{f"{name}_path": p for name, p in places.items()}
+        )
         self.stdout.write(
-            f"wrote {written.rows:,} rows, {written.cells:,} cells to {path} in {time.monotonic() - started:.1f} s"
-            f" (size {size}: {metro.width_km:g} km × {metro.height_km:g} km, {metro.days} days from {metro.first_day});"
-            f" peak RSS {peak_rss_mb():.0f} MB"
+            f"wrote {written.regions} districts to {places['regions']}, {written.home_rows:,} home rows to"
+            f" {places['home']}, {written.trip_rows:,} trip rows to {places['trips']}"
+            f" in {time.monotonic() - started:.1f} s; peak RSS {peak_rss_mb():.0f} MB"
         )

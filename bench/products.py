@@ -1,13 +1,15 @@
-"""The footfall benchmark (bench/run --size S|M|L): builds the synthetic metro at a size and
-times three footfall reports in the engine, against the bare SQL floor and DuckDB.
+"""The report benchmark (bench/run --size S|M|L): builds the synthetic metro at a size and
+times the footfall, catchment and od-matrix reports of three shapes (a shopping centre, a
+district, the whole metro) in the engine, against the bare SQL floor and DuckDB.
 
-For each report it prints the engine's time (footfall_result as a worker runs it, in a
-process of its own, the median of the timed runs), the SQL floor (the minimal hand-written
-query over the table the engine's planner reads, run with psycopg), DuckDB over the same
-hourly data (loaded from the same Parquet file, cell shares computed once in PostGIS, buckets
-in Europe/Berlin with DuckDB's built-in ICU), the engine process's peak RSS, and whether all
-three return the same numbers: the sums per bucket and per cell. It also reports the load
-rate of presence_load and checks the targets.
+For each report it prints the engine's time (footfall_result, catchment_result or
+od_matrix_result as a worker runs it, in a process of its own, the median of the timed runs),
+the SQL floor (the minimal hand-written query over the table the engine's planner reads, run
+with psycopg), DuckDB over the same hourly data (loaded from the same Parquet files, cell
+shares computed once in PostGIS, buckets in Europe/Berlin with DuckDB's built-in ICU), the
+engine process's peak RSS, and whether all three return the same numbers: the sums per
+bucket and per cell, per home region, per bucket and zone pair. It also reports the load
+rates and checks the targets.
 
 It uses its own database, footfall_bench, which holds one size at a time, and keeps its
 files in var/bench/.
@@ -33,7 +35,16 @@ import psycopg
 import pyarrow as pa
 from django.contrib.gis.geos import MultiPolygon, Polygon
 
-from insights.metro import HAFEN_ARKADEN, ORIGIN_EAST, ORIGIN_NORTH, SIZES, YEAR_DAYS, Size, metro_file_name
+from insights.metro import (
+    HAFEN_ARKADEN,
+    ORIGIN_EAST,
+    ORIGIN_NORTH,
+    SIZES,
+    YEAR_DAYS,
+    Size,
+    metro_file_name,
+    metro_places_names,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "var" / "bench"
@@ -60,32 +71,82 @@ SHARES = """
         FROM insights_cell c JOIN area ON ST_Intersects(c.geometry, area.g)
     )
 """
-# The least SQL any correct implementation runs for a footfall result, per table the engine's
-# planner may read: the area's sums per bucket and per cell (for the map), in one pass.
-FLOOR_FILTER = "s.share >= %(min_share)s AND t.age_band = 0 AND t.gender = 0 AND t.dataset_version_id <= %(version)s"
-FLOOR_SQL = {
-    "hour": f"WITH {SHARES} SELECT t.hour, t.cell_id, sum(t.visits * s.share)"
-    " FROM insights_presence t JOIN shares s USING (cell_id)"
-    f" WHERE t.hour >= %(start)s AND t.hour < %(end)s AND {FLOOR_FILTER}"
-    " GROUP BY GROUPING SETS ((t.hour), (t.cell_id))",
-    "day": f"WITH {SHARES} SELECT t.day, t.cell_id, sum(t.visits * s.share)"
-    " FROM insights_presenceday t JOIN shares s USING (cell_id)"
-    f" WHERE t.day >= %(start_day)s AND t.day < %(end_day)s AND {FLOOR_FILTER}"
-    " GROUP BY GROUPING SETS ((t.day), (t.cell_id))",
-    "week": f"WITH {SHARES} SELECT t.week, t.cell_id, sum(t.visits * s.share)"
-    " FROM insights_presenceweek t JOIN shares s USING (cell_id)"
-    f" WHERE t.week >= %(start_day)s AND t.week < %(end_day)s AND {FLOOR_FILTER}"
-    " GROUP BY GROUPING SETS ((t.week), (t.cell_id))",
+# Per table the engine's planner may read: its suffix, its bucket column and its period filter.
+FLOOR_SOURCES = {
+    "hour": ("", "t.hour", "t.hour >= %(start)s AND t.hour < %(end)s"),
+    "day": ("day", "t.day", "t.day >= %(start_day)s AND t.day < %(end_day)s"),
+    "week": ("week", "t.week", "t.week >= %(start_day)s AND t.week < %(end_day)s"),
 }
+FLOOR_FILTER = "s.share >= %(min_share)s AND t.dataset_version_id <= %(version)s"
+
+
+def floor_sql(product: str, source: str) -> str:
+    """The least SQL any correct implementation runs for the product's result, in one statement:
+    footfall, the area's sums per bucket and per cell (for the map); catchment, those of
+    everyone and the sums per home region over the period; od-matrix, the trips per bucket
+    and pair of the zones."""
+    suffix, bucket, period = FLOOR_SOURCES[source]
+    if product == "footfall":
+        return (
+            f"WITH {SHARES} SELECT {bucket}, t.cell_id, sum(t.visits * s.share)"
+            f" FROM insights_presence{suffix} t JOIN shares s USING (cell_id)"
+            f" WHERE {period} AND {FLOOR_FILTER} AND t.age_band = 0 AND t.gender = 0"
+            f" GROUP BY GROUPING SETS (({bucket}), (t.cell_id))"
+        )
+    if product == "catchment":
+        return (
+            f"WITH {SHARES} SELECT {bucket}, t.cell_id, NULL::smallint, sum(t.visitors * s.share)"
+            f" FROM insights_home{suffix} t JOIN shares s USING (cell_id)"
+            f" WHERE {period} AND {FLOOR_FILTER} AND t.home_region = 0"
+            f" GROUP BY GROUPING SETS (({bucket}), (t.cell_id))"
+            " UNION ALL SELECT NULL, NULL, t.home_region, sum(t.visitors * s.share)"
+            f" FROM insights_home{suffix} t JOIN shares s USING (cell_id)"
+            f" WHERE {period} AND {FLOOR_FILTER} AND t.home_region > 0"
+            " GROUP BY t.home_region"
+        )
+    return (
+        f"SELECT {bucket}, t.origin_id, t.destination, sum(t.trips) FROM insights_trips{suffix} t"
+        f" WHERE t.origin_id = ANY(%(zones)s) AND t.destination = ANY(%(zones)s) AND {period}"
+        " AND t.dataset_version_id <= %(version)s GROUP BY 1, 2, 3"
+    )
+
+
+def duckdb_sql(product: str, granularity: str) -> str:
+    """The same over the hourly rows in DuckDB; home regions and zones as district numbers."""
+    bucket = {"hour": "p.hour", "day": "date_trunc('day', p.hour)", "week": "date_trunc('week', p.hour)"}[granularity]
+    period = "p.hour >= $start::TIMESTAMPTZ AND p.hour < $end::TIMESTAMPTZ"
+    if product == "footfall":
+        return (
+            f"SELECT epoch({bucket}) AS bucket, p.cell_id, sum(p.visits * s.share)"
+            f" FROM presence p JOIN shares s USING (cell_id) WHERE {period}"
+            " GROUP BY GROUPING SETS ((bucket), (p.cell_id))"
+        )
+    if product == "catchment":
+        return (
+            f"SELECT epoch({bucket}) AS bucket, p.cell_id, NULL::SMALLINT, sum(p.visitors * s.share)"
+            f" FROM home p JOIN shares s USING (cell_id) WHERE {period} AND p.home_region = 0"
+            " GROUP BY GROUPING SETS ((bucket), (p.cell_id))"
+            " UNION ALL SELECT NULL, NULL, p.home_region, sum(p.visitors * s.share)"
+            f" FROM home p JOIN shares s USING (cell_id) WHERE {period} AND p.home_region > 0"
+            " GROUP BY p.home_region"
+        )
+    return (
+        f"SELECT epoch({bucket}) AS bucket, p.origin, p.destination, sum(p.trips) FROM trips p"
+        f" WHERE p.origin IN (SELECT zone FROM zones) AND p.destination IN (SELECT zone FROM zones) AND {period}"
+        " GROUP BY 1, 2, 3"
+    )
+
+
 ADVERB = {"hour": "hourly", "day": "daily", "week": "weekly"}
-DUCKDB_BUCKET = {"hour": "p.hour", "day": "date_trunc('day', p.hour)", "week": "date_trunc('week', p.hour)"}
+PRODUCTS = ("footfall", "catchment", "od-matrix")
 # Nothing may be downloaded: ICU (time zones) and Parquet are linked into the duckdb wheel.
 DUCKDB_CONFIG = {"autoinstall_known_extensions": False}
 
 
 @dataclasses.dataclass(frozen=True)
 class Report:
-    name: str
+    product: str
+    shape: str
     granularity: str
     days: int
     # west, south, east, north in km from the metro's south-west corner; None: the size's whole window.
@@ -110,12 +171,16 @@ class Report:
         west, south, east, north = self.bounds(size)
         return (east - west) * (north - south)
 
+    @property
+    def name(self) -> str:
+        return f"{self.product}: {self.shape}"
+
 
 @dataclasses.dataclass
 class Outcome:
     report: Report
     area_km2: float
-    cells: int
+    places: int  # cells, or zones for od-matrix
     buckets: int
     engine_s: float
     floor_s: float
@@ -130,12 +195,13 @@ def square_km(east_km: float, north_km: float, side_km: float) -> tuple[float, f
     return east_km - half, north_km - half, east_km + half, north_km + half
 
 
-REPORTS = (
+SHAPES = (
     # Drawn off the grid lines, as a customer would: the edge cells count in part.
-    Report("shopping centre", "hour", 90, square_km(HAFEN_ARKADEN.east_km, HAFEN_ARKADEN.north_km, 1.0)),
-    Report("district", "day", YEAR_DAYS, square_km(18.1, 15.1, 8.0)),
-    Report("whole metro", "week", YEAR_DAYS, None),
+    ("shopping centre", "hour", 90, square_km(HAFEN_ARKADEN.east_km, HAFEN_ARKADEN.north_km, 1.0)),
+    ("district", "day", YEAR_DAYS, square_km(18.1, 15.1, 8.0)),
+    ("whole metro", "week", YEAR_DAYS, None),
 )
+REPORTS = tuple(Report(product, *shape) for product in PRODUCTS for shape in SHAPES)
 
 
 def main() -> None:
@@ -150,15 +216,16 @@ def main() -> None:
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     size = SIZES[args.size]
     parquet = BENCH_DIR / metro_file_name(size=size.name, seed=args.seed)
+    places = {name: BENCH_DIR / file for name, file in metro_places_names(size=size.name, seed=args.seed).items()}
 
-    lines = [f"Footfall benchmark, size {size.name}, seed {args.seed}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"]
+    lines = [f"Report benchmark, size {size.name}, seed {args.seed}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"]
     lines += machine_lines(args.runs) + sizes_lines()
-    lines.append(generate(parquet, size=size.name, seed=args.seed))
+    lines.append(generate(parquet, places, size=size.name, seed=args.seed))
     database_prepare(file_sha256(parquet))
     django.setup()
-    load_line, load_rate = load(parquet)
-    lines.append(load_line)
-    store, duckdb_line = duckdb_store(parquet)
+    load_lines, load_rate = load(parquet, places)
+    lines += load_lines
+    store, duckdb_line = duckdb_store(parquet, places)
     lines.append(duckdb_line)
     outcomes = [measure(report, size=size, store=store, runs=args.runs) for report in REPORTS if report.fits(size)]
     lines += [
@@ -187,7 +254,7 @@ def sizes_lines() -> list[str]:
     lines = ["", "Sizes (windows of one metro in space and time):"]
     for name in SIZE_ORDER:
         size = SIZES[name]
-        holds = ", ".join(report.name for report in REPORTS if report.fits(size))
+        holds = ", ".join(dict.fromkeys(report.shape for report in REPORTS if report.fits(size)))
         lines.append(
             f"  {name}  {size.width_km:g} km × {size.height_km:g} km, {size.cells:>6,} cells,"
             f" {size.days:>3} days from {size.first_day}: {holds}"
@@ -195,13 +262,14 @@ def sizes_lines() -> list[str]:
     return lines + [""]
 
 
-def generate(parquet: Path, *, size: str, seed: int) -> str:
-    if parquet.exists():
-        return f"Generate: {parquet.relative_to(ROOT)} exists (generated by an earlier run)"
+def generate(parquet: Path, places: dict[str, Path], *, size: str, seed: int) -> str:
+    if parquet.exists() and all(path.exists() for path in places.values()):
+        return f"Generate: {parquet.relative_to(ROOT)} and its places exist (generated by an earlier run)"
     command = [sys.executable, "manage.py", "generate_metro", "--size", size, "--seed", str(seed), "--out", BENCH_DIR]
     started = time.perf_counter()
     written = subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
-    return f"Generate: {written.removeprefix('wrote ')}; {time.perf_counter() - started:.1f} s with start-up"
+    written = "\n  ".join(line.removeprefix("wrote ") for line in written.splitlines())
+    return f"Generate ({time.perf_counter() - started:.1f} s with start-up):\n  {written}"
 
 
 def file_sha256(path: Path) -> str:
@@ -235,34 +303,48 @@ def database_prepare(file_sha256: str) -> None:
         database_create()
 
 
-def load(parquet: Path) -> tuple[str, float]:
-    """Load the file through presence_load; the rate is that of its load, in this run or an earlier one."""
-    from insights.services import presence_load
+def load(parquet: Path, places: dict[str, Path]) -> tuple[list[str], float]:
+    """Load the districts, then the presence, home and trips files as the loader does; the rate
+    is that of each file's load, in this run or an earlier one. Returns the presence rate too."""
+    from insights.kinds import HOME, PRESENCE, TRIPS
+    from insights.services import aggregates_load, regions_load
 
     def progress(rows: int) -> None:
         print(f"\r  loading: {rows:>12,} rows read", end="", file=sys.stderr, flush=True)
 
-    started = time.perf_counter()
-    summary = presence_load(path=parquet, on_progress=progress)
-    wall_s = time.perf_counter() - started
-    print(file=sys.stderr)
-    rate = summary.rows / summary.duration_seconds
-    line = f"Load (presence_load): {summary.rows:,} rows, {summary.cells:,} cells in {summary.duration_seconds:.1f} s"
-    if summary.already_loaded:
-        return f"{line} = {rate / 1000:,.0f}k rows/s (the earlier run's load of the same file)", rate
-    # Leave the tables as autovacuum would (hint bits, visibility map, statistics of the new
-    # cells too), so that it does not do so during the timings.
-    with psycopg.connect(BENCH_CONNINFO, autocommit=True) as bench:
-        bench.execute("VACUUM (ANALYZE) insights_cell, insights_presence, insights_presenceday, insights_presenceweek")
-    return f"{line} = {rate / 1000:,.0f}k rows/s ({wall_s:.1f} s with hashing the file and ANALYZE)", rate
+    districts = regions_load(path=places["regions"])
+    lines = [f"Load (regions_load): {districts.created + districts.updated} districts"]
+    rates = {}
+    for kind, path in ((PRESENCE, parquet), (HOME, places["home"]), (TRIPS, places["trips"])):
+        started = time.perf_counter()
+        summary = aggregates_load(kind=kind, path=path, on_progress=progress)
+        wall_s = time.perf_counter() - started
+        print(file=sys.stderr)
+        rates[kind.name] = rate = summary.rows / summary.duration_seconds
+        line = (
+            f"Load ({kind.name}): {summary.rows:,} rows, {summary.cells:,} places in {summary.duration_seconds:.1f} s"
+            f" = {rate / 1000:,.0f}k rows/s"
+        )
+        if summary.already_loaded:
+            lines.append(f"{line} (the earlier run's load of the same file)")
+            continue
+        # Leave the tables as autovacuum would (hint bits, visibility map, statistics of the new
+        # cells too), so that it does not do so during the timings.
+        with psycopg.connect(BENCH_CONNINFO, autocommit=True) as bench:
+            tables = ", ".join(f"{kind.table}{suffix}" for suffix in ("", "day", "week"))
+            bench.execute(f"VACUUM (ANALYZE) insights_cell, {tables}")
+        lines.append(f"{line} ({wall_s:.1f} s with hashing the file and ANALYZE)")
+    return lines, rates["presence"]
 
 
-def duckdb_store(parquet: Path) -> tuple[Path, str]:
-    """A DuckDB database of the file's hourly rows, keyed like insights_presence; built once per file."""
+def duckdb_store(parquet: Path, places: dict[str, Path]) -> tuple[Path, str]:
+    """A DuckDB database of the files' hourly rows, keyed like the engine's tables (home regions
+    and zones as district numbers, B07 → 7); built once per file."""
     from django.conf import settings
 
     store = parquet.with_suffix(".duckdb")
-    if store.exists() and store.stat().st_mtime >= parquet.stat().st_mtime:
+    newest = max(path.stat().st_mtime for path in (parquet, places["home"], places["trips"]))
+    if store.exists() and store.stat().st_mtime >= newest:
         return store, f"DuckDB: {store.relative_to(ROOT)} exists (built by an earlier run from the same file)"
     building = store.with_name(store.name + ".partial")
     building.unlink(missing_ok=True)
@@ -272,21 +354,32 @@ def duckdb_store(parquet: Path) -> tuple[Path, str]:
         f"CAST(regexp_extract(cell, 'N(\\d+)E', 1) AS BIGINT) // {resolution} * 100000"
         f" + CAST(regexp_extract(cell, 'E(\\d+)$', 1) AS BIGINT) // {resolution}"
     )
+    district = "CAST(NULLIF(substr({column}, 2), '') AS SMALLINT)"
     started = time.perf_counter()
     with duckdb.connect(str(building), config=DUCKDB_CONFIG) as duck:
         rows = duck.execute(
             f"CREATE TABLE presence AS SELECT {cell_id} AS cell_id, hour, visits FROM read_parquet('{parquet}')"
             " WHERE age_band = '*' AND gender = '*'"
         ).fetchone()[0]
+        rows += duck.execute(
+            f"CREATE TABLE home AS SELECT {cell_id} AS cell_id, hour,"
+            f" coalesce({district.format(column='home_region')}, 0) AS home_region, visitors"
+            f" FROM read_parquet('{places['home']}')"
+        ).fetchone()[0]
+        rows += duck.execute(
+            f"CREATE TABLE trips AS SELECT {district.format(column='origin')} AS origin,"
+            f" {district.format(column='destination')} AS destination, hour, trips"
+            f" FROM read_parquet('{places['trips']}')"
+        ).fetchone()[0]
     building.rename(store)
-    return store, f"DuckDB: {rows:,} rows loaded from the same Parquet file in {time.perf_counter() - started:.1f} s"
+    return store, f"DuckDB: {rows:,} rows loaded from the same Parquet files in {time.perf_counter() - started:.1f} s"
 
 
 def measure(report: Report, *, size: Size, store: Path, runs: int) -> Outcome:
     # The engine's modules need Django set up first.
     from insights.buckets import buckets
     from insights.models import DatasetVersion
-    from insights.selectors import MIN_SHARE, presence_source
+    from insights.selectors import MIN_SHARE, presence_source, regions_in_area
 
     print(f"  timing the {report.name} report", file=sys.stderr)
     west, south, east, north = report.bounds(size)
@@ -301,8 +394,10 @@ def measure(report: Report, *, size: Size, store: Path, runs: int) -> Outcome:
     end = dt.datetime.combine(size.first_day + dt.timedelta(days=report.days), dt.time(), tzinfo=zone).astimezone(
         dt.UTC
     )
-    version = DatasetVersion.objects.latest("pk").pk
+    kind = {"footfall": "presence", "catchment": "home", "od-matrix": "trips"}[report.product]
+    version = DatasetVersion.objects.filter(kind=kind).latest("pk").pk
     source = presence_source(granularity=report.granularity, time_zone=TIME_ZONE)
+    zones = {region.id: region.code for region in regions_in_area(geometry=geometry)}
     floor_parameters = {
         "geometry": bytes(geometry.ewkb),
         "min_share": MIN_SHARE,
@@ -311,15 +406,11 @@ def measure(report: Report, *, size: Size, store: Path, runs: int) -> Outcome:
         "start_day": start.astimezone(zone).date(),
         "end_day": end.astimezone(zone).date(),
         "version": version,
+        "zones": list(zones),
     }
-    duckdb_sql = (
-        f"SELECT epoch({DUCKDB_BUCKET[report.granularity]}) AS bucket, p.cell_id, sum(p.visits * s.share)"
-        " FROM presence p JOIN shares s USING (cell_id)"
-        " WHERE p.hour >= ?::TIMESTAMPTZ AND p.hour < ?::TIMESTAMPTZ"
-        " GROUP BY GROUPING SETS ((bucket), (p.cell_id))"
-    )
     engine = EngineProcess(
         {
+            "product": report.product,
             "geometry_hexewkb": geometry.hexewkb.decode(),
             "start": start.isoformat(),
             "end": end.isoformat(),
@@ -338,28 +429,44 @@ def measure(report: Report, *, size: Size, store: Path, runs: int) -> Outcome:
         ).fetchall()
         duck.register("area_shares", pa.table({"cell_id": [c for c, _ in shares], "share": [s for _, s in shares]}))
         duck.execute("CREATE TEMP TABLE shares AS SELECT * FROM area_shares")
+        duck.register(
+            "area_zones", pa.table({"zone": pa.array([district_number(c) for c in zones.values()], pa.int16())})
+        )
+        duck.execute("CREATE TEMP TABLE zones AS SELECT * FROM area_zones")
         duck.execute(f"SET TimeZone = '{TIME_ZONE}'")
+        floor_query, duckdb_query = floor_sql(report.product, source), duckdb_sql(report.product, report.granularity)
+        duckdb_parameters = {"start": start.isoformat(), "end": end.isoformat()}
         for run in range(runs + 1):  # the first is a warm-up
             engine_s = engine.time_report()
-            floor_s, floor_rows = timed(lambda: floor.execute(FLOOR_SQL[source], floor_parameters).fetchall())
-            duckdb_s, duckdb_rows = timed(
-                lambda: duck.execute(duckdb_sql, [start.isoformat(), end.isoformat()]).fetchall()
-            )
+            floor_s, floor_rows = timed(lambda: floor.execute(floor_query, floor_parameters).fetchall())
+            duckdb_s, duckdb_rows = timed(lambda: duck.execute(duckdb_query, duckdb_parameters).fetchall())
             if run:
                 times["engine"].append(engine_s)
                 times["floor"].append(floor_s)
                 times["duckdb"].append(duckdb_s)
     engine_sums = engine.sums()
     started_rss_mb, peak_rss_mb = engine.finish()
-    engine_series = {round(bucket): visits for bucket, visits in engine_sums["series"]}
-    # The engine lists every covered cell; one without rows in the period sums to 0.
-    engine_cells = {cell_id: visits for cell_id, visits in engine_sums["cells"] if visits}
-    floor_series, floor_cells = split_sums(floor_rows, lambda bucket: bucket_epoch(bucket, zone))
-    duckdb_series, duckdb_cells = split_sums(duckdb_rows, round)
+    if report.product == "od-matrix":
+        found = {
+            "engine": {"flows": dict(engine_sums["flows"])},
+            "floor": {"flows": flow_sums(floor_rows, lambda b: bucket_epoch(b, zone), lambda z: zones[z])},
+            "duckdb": {"flows": flow_sums(duckdb_rows, round, lambda number: f"B{number:02d}")},
+        }
+    else:
+        found = {
+            "engine": {
+                "series": {round(bucket): visits for bucket, visits in engine_sums["series"]},
+                # The engine lists every covered cell; one without rows in the period sums to 0.
+                "cells": {cell_id: visits for cell_id, visits in engine_sums["cells"] if visits},
+                "regions": dict(engine_sums.get("regions", [])),
+            },
+            "floor": split_sums(floor_rows, lambda b: bucket_epoch(b, zone), region_codes_by_id()),
+            "duckdb": split_sums(duckdb_rows, round, {n: f"B{n:02d}" for n in range(1, 100)}),
+        }
     return Outcome(
         report=report,
         area_km2=report.area_km2(size),
-        cells=len(shares),
+        places=len(zones) if report.product == "od-matrix" else len(shares),
         buckets=len(list(buckets(start, end, report.granularity, zone))),
         engine_s=statistics.median(times["engine"]),
         floor_s=statistics.median(times["floor"]),
@@ -367,12 +474,21 @@ def measure(report: Report, *, size: Size, store: Path, runs: int) -> Outcome:
         started_rss_mb=started_rss_mb,
         peak_rss_mb=peak_rss_mb,
         worst_relative_difference=max(
-            relative_difference(engine_series, floor_series),
-            relative_difference(engine_series, duckdb_series),
-            relative_difference(engine_cells, floor_cells),
-            relative_difference(engine_cells, duckdb_cells),
+            relative_difference(found["engine"][name], found[other][name])
+            for name in found["engine"]
+            for other in ("floor", "duckdb")
         ),
     )
+
+
+def district_number(code: str) -> int:
+    return int(code.removeprefix("B"))
+
+
+def region_codes_by_id() -> dict[int, str]:
+    from insights.models import Region
+
+    return dict(Region.objects.values_list("id", "code"))
 
 
 class EngineProcess:
@@ -420,11 +536,23 @@ def timed(work):
     return time.perf_counter() - started, result
 
 
-def split_sums(rows: list[tuple], bucket_key) -> tuple[dict, dict]:
-    """GROUPING SETS rows (bucket, cell, sum) into the series by bucket key and the sums by cell."""
-    series = {bucket_key(bucket): visits for bucket, cell_id, visits in rows if cell_id is None}
-    cells = {cell_id: visits for bucket, cell_id, visits in rows if bucket is None}
-    return series, cells
+def split_sums(rows: list[tuple], bucket_key, region_code: dict[int, str]) -> dict[str, dict]:
+    """Rows (bucket, cell, [home region,] sum), one of the keys set, into the sums by bucket key,
+    by cell and by region code."""
+    sums = {"series": {}, "cells": {}, "regions": {}}
+    for bucket, cell_id, *region, visits in rows:
+        if bucket is not None:
+            sums["series"][bucket_key(bucket)] = visits
+        elif cell_id is not None:
+            sums["cells"][cell_id] = visits
+        else:
+            sums["regions"][region_code[region[0]]] = visits
+    return sums
+
+
+def flow_sums(rows: list[tuple], bucket_key, zone_code) -> dict[str, int]:
+    """Rows (bucket, origin, destination, trips) keyed as the engine process keys them."""
+    return {f"{bucket_key(bucket)} {zone_code(o)} {zone_code(d)}": int(trips) for bucket, o, d, trips in rows}
 
 
 def bucket_epoch(bucket: dt.datetime | dt.date, zone: ZoneInfo) -> int:
@@ -443,7 +571,7 @@ def relative_difference(expected: dict[int, float], actual: dict[int, float]) ->
 
 def outcome_lines(outcomes: list[Outcome]) -> list[str]:
     header = (
-        f"{'report':<32} {'area':>9} {'cells':>6} {'buckets':>7} {'engine':>9} {'SQL floor':>9} {'DuckDB':>9}"
+        f"{'report':<44} {'area':>9} {'places':>6} {'buckets':>7} {'engine':>9} {'SQL floor':>9} {'DuckDB':>9}"
         f" {'engine/floor':>12} {'DuckDB/engine':>13} {'worker RSS':>10}  same numbers"
     )
     lines = [header, "-" * len(header)]
@@ -455,8 +583,8 @@ def outcome_lines(outcomes: list[Outcome]) -> list[str]:
             else f"NO ({outcome.worst_relative_difference:.1e})"
         )
         lines.append(
-            f"{f'{report.name}, {report.days} d {ADVERB[report.granularity]}':<32} {outcome.area_km2:>6g} km²"
-            f" {outcome.cells:>6,} {outcome.buckets:>7,} {milliseconds(outcome.engine_s):>9}"
+            f"{f'{report.name}, {report.days} d {ADVERB[report.granularity]}':<44} {outcome.area_km2:>6g} km²"
+            f" {outcome.places:>6,} {outcome.buckets:>7,} {milliseconds(outcome.engine_s):>9}"
             f" {milliseconds(outcome.floor_s):>9} {milliseconds(outcome.duckdb_s):>9}"
             f" {outcome.engine_s / outcome.floor_s:>11.3g}× {outcome.duckdb_s / outcome.engine_s:>12.3g}×"
             f" {outcome.peak_rss_mb:>7.0f} MB  {same}"
