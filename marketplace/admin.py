@@ -1,5 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
 from django.contrib.gis.admin import GISModelAdmin
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
@@ -22,6 +24,24 @@ from marketplace.models import (
     Role,
     Tenant,
 )
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class PeopleAdmin(UserAdmin):
+    """Account managers add and edit the people of customer organisations; only superusers
+    see staff accounts or hand out staff rights, so no one can raise their own."""
+
+    STAFF_RIGHTS = ("is_staff", "is_superuser", "groups", "user_permissions")
+
+    def get_queryset(self, request):
+        people = super().get_queryset(request)
+        return people if request.user.is_superuser else people.filter(is_staff=False, is_superuser=False)
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return fields if request.user.is_superuser else (*fields, *self.STAFF_RIGHTS)
 
 
 class MembershipInline(admin.TabularInline):

@@ -107,3 +107,22 @@ def test_an_account_manager_onboards_a_municipality_in_the_admin(account_manager
 
     assert ordered.status_code == 201, ordered.content
     assert_error(refused, 403, "outside_licensed_region")
+
+
+def test_an_account_manager_cannot_raise_their_own_rights_or_touch_staff_accounts(account_manager):
+    anna = User.objects.get(username="anna")
+    root = User.objects.create_superuser("root", password="secret-enough-for-tests")
+
+    account_manager.post(
+        f"/admin/auth/user/{anna.pk}/change/",
+        {"username": "anna", "is_superuser": "on", "is_staff": "on", "date_joined_0": "2026-01-01"},
+    )
+    password = account_manager.post(
+        f"/admin/auth/user/{root.pk}/password/", {"password1": "taken-over-1234", "password2": "taken-over-1234"}
+    )
+
+    anna.refresh_from_db()
+    root.refresh_from_db()
+    assert not anna.is_superuser
+    assert password.status_code in (302, 404) and root.check_password("secret-enough-for-tests")
+    assert account_manager.get(f"/admin/auth/user/{root.pk}/change/").status_code in (302, 404)

@@ -1,4 +1,4 @@
-"""Operator commands: create_tenant, grant_product, create_api_key."""
+"""Operator commands: create_tenant, grant_product, create_api_key, create_account_manager."""
 
 import io
 
@@ -173,3 +173,21 @@ def test_create_api_key_refuses_an_unknown_role(db):
         run("create_api_key", "Acme", role="admin")
 
     assert counts() == before
+
+
+# --- create_account_manager -----------------------------------------------------------------
+
+
+def test_create_account_manager_makes_a_staff_member_of_the_group_who_can_sign_in(db, client):
+    password, _ = run("create_account_manager", "Anna@Example.org")
+
+    assert client.login(username="anna@example.org", password=password.strip())
+    assert client.get("/admin/marketplace/tenant/").status_code == 200
+    assert client.get("/admin/auth/group/").status_code == 403  # not a superuser
+
+
+def test_create_account_manager_refuses_an_existing_user(db):
+    run("create_account_manager", "anna@example.org")
+
+    with pytest.raises(CommandError, match="exists already"):
+        run("create_account_manager", "anna@example.org")

@@ -1,7 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from marketplace.exceptions import ServiceError
-
 from marketplace.models import Role, Tenant
 from marketplace.services import api_key_create
 
