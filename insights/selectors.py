@@ -114,6 +114,13 @@ PROGRESS_STEPS = 20
 CELL_HOURS_PER_STEP = 2_000_000
 
 
+def _bucket(source: str, granularity: str, buckets_by_kind: dict[str, str]) -> str:
+    """The bucket expression; a day read from the day sums is its own bucket, with nothing to truncate."""
+    if source == "day" and granularity == "day":
+        return "t.day"
+    return buckets_by_kind["hour" if granularity == "hour" else "day"]
+
+
 def presence_source(*, granularity: str, time_zone: str) -> str:
     """'hour', 'day' or 'week': the table a report of this granularity and zone reads."""
     if time_zone != settings.ROLLUP_TIME_ZONE or granularity == "hour":
@@ -157,7 +164,7 @@ def cell_hour_sums(
     source = source or presence_source(granularity=granularity, time_zone=time_zone)
     suffix, period, buckets_by_kind = _SOURCES[source]
     table = f"{kind.table}{suffix} t"
-    bucket = buckets_by_kind["hour" if granularity == "hour" else "day"]
+    bucket = _bucket(source, granularity, buckets_by_kind)
     zone = ZoneInfo(time_zone)
     bucket_starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
     if over_period:
@@ -240,7 +247,7 @@ def trip_sums(
     Only pairs with trips in a bucket appear; the others had none the operator released."""
     source = presence_source(granularity=granularity, time_zone=time_zone)
     suffix, period, buckets_by_kind = _SOURCES[source]
-    bucket = buckets_by_kind["hour" if granularity == "hour" else "day"]
+    bucket = _bucket(source, granularity, buckets_by_kind)
     zone = ZoneInfo(time_zone)
     bucket_starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
     if source == "hour":
