@@ -1,14 +1,39 @@
 from django import forms
 from django.contrib import admin
+from django.http import HttpResponse
 
 from billing import services
-from billing.models import Price, UsageLine
+from billing.exports import export_csv, export_xlsx
+from billing.models import Price, Quote, UsageLine
+from billing.selectors import export_rows
 from marketplace.exceptions import ServiceError
 
 
 @admin.register(Price)
 class PriceAdmin(admin.ModelAdmin):
     list_display = ["product", "unit", "unit_price", "currency"]
+
+
+@admin.register(Quote)
+class QuoteAdmin(admin.ModelAdmin):
+    """Prices given for orders: asked for over the API, or fixed when an order came without one."""
+
+    list_display = ["created_at", "tenant", "product", "quantity", "unit", "amount", "expires_at", "report"]
+    list_filter = ["product", "tenant"]
+    date_hierarchy = "created_at"
+
+    @admin.display(description="amount")
+    def amount(self, quote: Quote) -> str:
+        return f"{quote.amount_cents / 100:,.2f} {quote.currency}"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 class CreditForm(forms.ModelForm):
@@ -37,6 +62,16 @@ class UsageLineAdmin(admin.ModelAdmin):
     search_fields = ["tenant__name", "report__id", "reason"]
     date_hierarchy = "created_at"
     raw_id_fields = ["report"]
+    actions = ["download_csv", "download_xlsx"]
+
+    @admin.action(description="Export the selected lines per tenant and product (CSV)")
+    def download_csv(self, request, lines):
+        return _attachment(export_csv(export_rows(lines)), "text/csv", "billing.csv")
+
+    @admin.action(description="Export the selected lines per tenant and product (XLSX)")
+    def download_xlsx(self, request, lines):
+        content = export_xlsx(export_rows(lines), title="billing")
+        return _attachment(content, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "billing.xlsx")
 
     @admin.display(description="amount")
     def amount(self, line: UsageLine) -> str:
@@ -68,3 +103,9 @@ class UsageLineAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+def _attachment(content: bytes, content_type: str, filename: str) -> HttpResponse:
+    response = HttpResponse(content, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

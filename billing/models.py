@@ -1,3 +1,5 @@
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -54,3 +56,31 @@ class UsageLine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount_cents / 100:.2f} {self.currency} for report {self.report_id}"
+
+
+class Quote(models.Model):
+    """A price fixed for an order: asked for over the API (valid until it expires), or made
+    when an order comes without one. Its report, once ordered, is billed exactly this."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey("marketplace.Tenant", on_delete=models.PROTECT, related_name="quotes")
+    product = models.CharField(max_length=40)
+    # SHA-256 of the order's body (without "quote"): an order may use the quote only for the same order.
+    request_fingerprint = models.CharField(max_length=64)
+    quantity = models.DecimalField(max_digits=16, decimal_places=2)
+    unit = models.CharField(max_length=20, choices=Unit.choices)
+    unit_price = models.DecimalField(max_digits=12, decimal_places=6)
+    amount_cents = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    report = models.OneToOneField(
+        "marketplace.Report", on_delete=models.PROTECT, null=True, blank=True, related_name="quote"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.CheckConstraint(condition=Q(amount_cents__gte=0), name="quote_not_negative")]
+
+    def __str__(self) -> str:
+        return f"{self.product}: {self.amount_cents / 100:.2f} {self.currency} ({self.quantity} {self.unit})"

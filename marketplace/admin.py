@@ -69,7 +69,7 @@ class TenantForm(forms.ModelForm):
 
     class Meta:
         model = Tenant
-        fields = ["name", "kind", "time_zone"]
+        fields = ["name", "kind", "time_zone", "monthly_spending_limit_cents"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -130,7 +130,14 @@ class TenantAdmin(admin.ModelAdmin):
             mark_safe("<br>"), "{}: {} {}", ((product, count, status) for product, status, count in rows)
         )
         usage, credits = (billed["usage"] or 0) / 100, -(billed["credits"] or 0) / 100
-        return format_html("{}<br>billed {} EUR, credited {} EUR", orders, f"{usage:,.2f}", f"{credits:,.2f}")
+        limit = tenant.monthly_spending_limit_cents
+        return format_html(
+            "{}<br>billed {} EUR, credited {} EUR; spending limit {}",
+            orders,
+            f"{usage:,.2f}",
+            f"{credits:,.2f}",
+            "none" if limit is None else f"{limit / 100:,.2f} EUR a month",
+        )
 
     @admin.display(description="Licensed regions and products")
     def licences(self, tenant: Tenant) -> str:

@@ -13,6 +13,12 @@ class ServiceError(Exception):
         self.field = field
 
 
+class PaymentRequired(ServiceError):
+    """Over a spending limit the tenant set."""
+
+    status_code = 402
+
+
 class NotPermitted(ServiceError):
     status_code = 403
 

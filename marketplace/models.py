@@ -35,6 +35,9 @@ class Tenant(models.Model):
     kind = models.CharField(max_length=20, choices=Kind.choices)
     time_zone = models.CharField(max_length=64, default="Europe/Berlin", validators=[validate_time_zone])
     group = models.OneToOneField(Group, on_delete=models.PROTECT, related_name="tenant")
+    monthly_spending_limit_cents = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="orders that would bill more this month are refused; empty: no limit"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -9,7 +9,7 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from zoneinfo import ZoneInfo
@@ -23,7 +23,9 @@ from django.db.models import F
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
+from billing import selectors as billing_selectors
 from billing import services as billing_services
+from billing.models import Quote
 from insights import renderers
 from insights import selectors as insights_selectors
 from insights import tasks as insights_tasks
@@ -33,7 +35,14 @@ from insights.privacy import Policy, default_policy
 from insights.reports import catchment_result, compare_result, dwell_result, footfall_result, od_matrix_result
 from marketplace import selectors
 from marketplace import tasks as marketplace_tasks
-from marketplace.exceptions import Conflict, NotPermitted, ServiceError, TooManyRequests, Unprocessable
+from marketplace.exceptions import (
+    Conflict,
+    NotPermitted,
+    PaymentRequired,
+    ServiceError,
+    TooManyRequests,
+    Unprocessable,
+)
 from marketplace.models import (
     ApiKey,
     Area,
@@ -58,8 +67,10 @@ API_KEY_PREFIX_BYTES = 4
 API_KEY_SECRET_BYTES = 32
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 IDEMPOTENCY_KEY_MAX_LENGTH = Report._meta.get_field("idempotency_key").max_length
-# Outside-coverage tolerance: float noise of summing cell intersections.
+# Outside-coverage tolerance: float noise of summing cell intersections, and reprojection
+# noise along a small area's edges (0.3 mm of a 1 km edge is 3e-7 km²).
 COVERAGE_TOLERANCE = 1e-6
+COVERAGE_TOLERANCE_KM2 = 1e-5
 
 
 # --- tenants, grants, keys ---------------------------------------------------------
@@ -155,6 +166,23 @@ def _check_licence(*, tenant: Tenant, geometry: MultiPolygon, field: str) -> Non
             f"{outside_km2:.3f} km² of the area lie outside your organisation's licensed regions ({names})",
             code="outside_licensed_region",
         )
+
+
+def tenant_spending_limit_set(*, principal: "Principal", limit_cents: int | None) -> Tenant:
+    """Orders that would bill more this month than the limit are refused (402); None: no limit."""
+    tenant = principal.tenant
+    before = tenant.monthly_spending_limit_cents
+    tenant.monthly_spending_limit_cents = limit_cents
+    tenant.save(update_fields=["monthly_spending_limit_cents"])
+    audit(
+        tenant=tenant,
+        actor=principal.api_key,
+        action="spending_limit.changed",
+        target=tenant.name,
+        before=before,
+        after=limit_cents,
+    )
+    return tenant
 
 
 def audit(*, tenant: Tenant, actor: ApiKey | None, action: str, target: str, **details) -> None:
@@ -366,13 +394,19 @@ class MeasuredArea:
 
 
 def area_measure(
-    *, geometry: MultiPolygon, field: str = "geometry", in_grid: bool = True, policy: Policy | None = None
+    *,
+    geometry: MultiPolygon,
+    field: str = "geometry",
+    in_grid: bool = True,
+    policy: Policy | None = None,
+    check: "Check | None" = None,
 ) -> MeasuredArea:
     """Check an area against the privacy guard's minimums, the size limit and, in_grid, the
     coverage of the grid cells (an od-matrix reads zones instead, and checks those)."""
     policy = policy or default_policy()
+    check = check or _strictly
     cells = insights_selectors.area_cells(geometry=geometry)
-    _check_area_minimum(cells, policy=policy, field=field)
+    check("privacy_minimums", partial(_check_area_minimum, cells, policy=policy, field=field))
     if cells.area_km2 > settings.AREA_MAX_KM2:
         raise ServiceError(
             f"area must be at most {settings.AREA_MAX_KM2:g} km², got {cells.area_km2:.1f} km²",
@@ -380,7 +414,7 @@ def area_measure(
             field=field,
         )
     outside_km2 = cells.area_km2 - cells.covered_km2
-    if in_grid and outside_km2 > cells.area_km2 * COVERAGE_TOLERANCE:
+    if in_grid and outside_km2 > max(cells.area_km2 * COVERAGE_TOLERANCE, COVERAGE_TOLERANCE_KM2):
         raise ServiceError(
             f"{outside_km2:.3f} km² of the area's {cells.area_km2:.3f} km² lie outside the data coverage;"
             " draw the area inside the covered region",
@@ -388,7 +422,7 @@ def area_measure(
             field=field,
         )
     if in_grid:  # after the coverage: cells outside it are no cells at all
-        _check_cell_minimum(cells, policy=policy, field=field)
+        check("privacy_minimums", partial(_check_cell_minimum, cells, policy=policy, field=field))
     return MeasuredArea(geometry=geometry, area_km2=cells.area_km2, cell_count=cells.cell_count)
 
 
@@ -443,23 +477,75 @@ class ReportOrder:
     compare_name: str = ""
 
 
-def report_create(
-    *, principal: Principal, order: ReportOrder, idempotency_key: str | None = None, fingerprint: str = ""
-) -> tuple[Report, bool]:
-    """Place an order; returns (report, created). A repeated idempotency key returns the first report."""
-    tenant = principal.tenant
-    if idempotency_key and len(idempotency_key) > IDEMPOTENCY_KEY_MAX_LENGTH:
-        raise ServiceError(
-            f"the Idempotency-Key header must be at most {IDEMPOTENCY_KEY_MAX_LENGTH} characters,"
-            f" got {len(idempotency_key)}",
-            code="invalid_idempotency_key",
-        )
-    if idempotency_key:
-        existing = Report.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
-        if existing:
-            return _replayed(existing, fingerprint), False
+Check = Callable[[str, Callable[[], object]], object]
 
-    product = _orderable_product(tenant=tenant, code=order.product_code)
+
+def _strictly(name: str, check: Callable[[], object]) -> object:
+    """An order's check: a refusal stops the order."""
+    return check()
+
+
+class _Checklist:
+    """A quote's checks: each refusal is noted, and the quote goes on to the next check."""
+
+    def __init__(self):
+        self.results: list[dict] = []
+
+    def __call__(self, name: str, check: Callable[[], object]) -> object:
+        try:
+            outcome = check()
+        except ServiceError as refusal:
+            # A check of several parts (e.g. both areas of a comparison) fails if any part does.
+            self.results = [result for result in self.results if result["check"] != name or not result["passed"]]
+            self.results.append({"check": name, "passed": False, "code": refusal.code, "detail": refusal.message})
+            return None
+        if not any(result["check"] == name for result in self.results):
+            self.results.append({"check": name, "passed": True, "code": None, "detail": ""})
+        return outcome
+
+    @property
+    def passed(self) -> bool:
+        return all(result["passed"] for result in self.results)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """An order checked against everything but what the tenant ordered before."""
+
+    product: Product
+    policy: Policy
+    name: str
+    measured: MeasuredArea
+    area: Area | None
+    comparison: dict
+    regions: list[str]
+
+    def draft(self, *, tenant: Tenant, order: ReportOrder) -> Report:
+        """The report the order would make, unsaved: what it costs is priced on it."""
+        return Report(
+            tenant=tenant,
+            product=self.product,
+            area=self.area,
+            area_name=self.name,
+            geometry=self.measured.geometry,
+            area_km2=self.measured.area_km2,
+            cell_count=self.measured.cell_count,
+            start=order.start,
+            end=order.end,
+            granularity=order.granularity,
+            breakdowns=list(order.breakdowns),
+            regions=self.regions,
+            time_zone=tenant.time_zone,
+            **self.comparison,
+        )
+
+    def queries(self, order: ReportOrder) -> list[tuple]:
+        return _queries(order, self.measured.geometry, self.comparison)
+
+
+def _order_plan(*, tenant: Tenant, order: ReportOrder, check: Check) -> _Plan:
+    product = _active_product(order.product_code)
+    check("entitlement", partial(_check_entitlement, tenant=tenant, product=product))
     _check_breakdowns(order=order, product=product)
     _check_period(
         product=product, start=order.start, end=order.end, granularity=order.granularity, time_zone=tenant.time_zone
@@ -472,53 +558,162 @@ def report_create(
         name=order.name,
         in_grid=PRODUCT_KINDS[product.code].in_grid,
         policy=policy,
+        check=check,
     )
-    comparison = _order_comparison(tenant=tenant, order=order, product=product, policy=policy)
-    _check_licence(tenant=tenant, geometry=measured.geometry, field="geometry")
+    comparison = _order_comparison(tenant=tenant, order=order, product=product, policy=policy, check=check)
+    check("licensed_region", partial(_check_licence, tenant=tenant, geometry=measured.geometry, field="geometry"))
     if comparison.get("compare_geometry"):
-        _check_licence(tenant=tenant, geometry=comparison["compare_geometry"], field="compare_geometry")
+        check(
+            "licensed_region",
+            partial(_check_licence, tenant=tenant, geometry=comparison["compare_geometry"], field="compare_geometry"),
+        )
     regions = _order_regions(order=order, product=product, geometry=measured.geometry)
+    return _Plan(
+        product=product,
+        policy=policy,
+        name=name,
+        measured=measured,
+        area=area,
+        comparison=comparison,
+        regions=regions,
+    )
+
+
+def _check_standing(
+    *, tenant: Tenant, plan: _Plan, order: ReportOrder, amount_cents: int, currency: str, check: Check
+) -> int | None:
+    """The checks against what the tenant has ordered and spent; returns the query budget left."""
+    check("reports_in_progress", partial(_check_reports_in_progress, tenant=tenant))
+    budget_remaining = check(
+        "privacy_history",
+        partial(
+            _check_privacy_history,
+            tenant=tenant,
+            product=plan.product,
+            policy=plan.policy,
+            queries=plan.queries(order),
+        ),
+    )
+    check(
+        "spending_limit",
+        partial(_check_spending_limit, tenant=tenant, amount_cents=amount_cents, currency=currency),
+    )
+    return budget_remaining
+
+
+def _check_spending_limit(*, tenant: Tenant, amount_cents: int, currency: str) -> None:
+    limit = tenant.monthly_spending_limit_cents
+    if limit is None:
+        return
+    month = timezone.now().astimezone(ZoneInfo(tenant.time_zone)).date()
+    spent = billing_selectors.month_spent_cents(tenant=tenant, month=month)
+    committed = billing_selectors.committed_cents(tenant=tenant)
+    if spent + committed + amount_cents > limit:
+        raise PaymentRequired(
+            f"this order costs {amount_cents / 100:.2f} {currency}; your organisation has been billed"
+            f" {spent / 100:.2f} this month and {committed / 100:.2f} is in reports still running, and its"
+            f" monthly spending limit is {limit / 100:.2f}; an owner may raise it",
+            code="spending_limit_exceeded",
+        )
+
+
+def _locked_for_orders(tenant: Tenant) -> None:
+    """One order of a tenant at a time, until the transaction ends: two at once could each
+    pass the privacy and spending checks against what was ordered before, but not against
+    each other."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [TENANT_ORDER_LOCK, tenant.pk])
+
+
+def report_quote(*, principal: Principal, order: ReportOrder, fingerprint: str) -> tuple[Quote, list[dict]]:
+    """Price an order and run every check it would meet, without ordering: the quote, and each
+    check with whether it passed (and if not, why). A badly formed order is refused as an
+    order would be."""
+    tenant = principal.tenant
+    checks = _Checklist()
+    plan = _order_plan(tenant=tenant, order=order, check=checks)
+    with transaction.atomic():
+        draft = plan.draft(tenant=tenant, order=order)
+        quote = billing_services.quote_create(
+            tenant=tenant, report=draft, fingerprint=fingerprint, valid_for=settings.QUOTE_VALID_FOR
+        )
+        _check_standing(
+            tenant=tenant,
+            plan=plan,
+            order=order,
+            amount_cents=quote.amount_cents,
+            currency=quote.currency,
+            check=checks,
+        )
+    return quote, checks.results
+
+
+def report_create(
+    *,
+    principal: Principal,
+    order: ReportOrder,
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+    order_fingerprint: str = "",
+    quote_id: uuid.UUID | None = None,
+) -> tuple[Report, bool]:
+    """Place an order; returns (report, created). A repeated idempotency key returns the first report.
+
+    fingerprint: SHA-256 of the request's body; order_fingerprint: of the body without its
+    quote. quote_id: the quote whose price the report is billed at (given for the same
+    order); without one, the product's price now.
+    """
+    tenant = principal.tenant
+    if idempotency_key and len(idempotency_key) > IDEMPOTENCY_KEY_MAX_LENGTH:
+        raise ServiceError(
+            f"the Idempotency-Key header must be at most {IDEMPOTENCY_KEY_MAX_LENGTH} characters,"
+            f" got {len(idempotency_key)}",
+            code="invalid_idempotency_key",
+        )
+    if idempotency_key:
+        existing = Report.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
+        if existing:
+            return _replayed(existing, fingerprint), False
+
+    plan = _order_plan(tenant=tenant, order=order, check=_strictly)
     now = timezone.now()
     try:
         with transaction.atomic():
-            # One order of a tenant at a time past this point: two at once could each pass the
-            # privacy checks against what was ordered before, but not against each other.
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [TENANT_ORDER_LOCK, tenant.pk])
-            _check_reports_in_progress(tenant=tenant)
-            budget_remaining = _check_privacy_history(
+            _locked_for_orders(tenant)
+            draft = plan.draft(tenant=tenant, order=order)
+            if quote_id is not None:
+                quote = billing_services.quote_claim(
+                    tenant=tenant, quote_id=quote_id, product_code=plan.product.code, fingerprint=order_fingerprint
+                )
+            else:
+                quote = billing_services.quote_create(
+                    tenant=tenant, report=draft, fingerprint=order_fingerprint, valid_for=dt.timedelta(0)
+                )
+            budget_remaining = _check_standing(
                 tenant=tenant,
-                product=product,
-                policy=policy,
-                queries=_queries(order, measured.geometry, comparison),
+                plan=plan,
+                order=order,
+                amount_cents=quote.amount_cents,
+                currency=quote.currency,
+                check=_strictly,
             )
-            report = Report.objects.create(
-                tenant=tenant,
-                product=product,
-                area=area,
-                area_name=name,
-                geometry=measured.geometry,
-                area_km2=measured.area_km2,
-                cell_count=measured.cell_count,
-                start=order.start,
-                end=order.end,
-                granularity=order.granularity,
-                breakdowns=list(order.breakdowns),
-                regions=regions,
-                query_budget_remaining=budget_remaining,
-                time_zone=tenant.time_zone,
-                idempotency_key=idempotency_key,
-                request_fingerprint=fingerprint,
-                ordered_by_key=principal.api_key,
-                queued_at=now,
-                **comparison,
-            )
+            draft.query_budget_remaining = budget_remaining
+            draft.idempotency_key = idempotency_key
+            draft.request_fingerprint = fingerprint
+            draft.ordered_by_key = principal.api_key
+            draft.queued_at = now
+            draft.save()
+            report = draft
+            quote.report = report
+            quote.save(update_fields=["report"])
             audit(
                 tenant=tenant,
                 actor=principal.api_key,
                 action="report.ordered",
                 target=f"report {report.pk}",
-                product=product.code,
+                product=plan.product.code,
+                quote=str(quote.pk),
+                amount_cents=quote.amount_cents,
             )
             transaction.on_commit(partial(_enqueue, report.pk))
     except IntegrityError:
@@ -541,10 +736,15 @@ def _replayed(report: Report, fingerprint: str) -> Report:
     return report
 
 
-def _orderable_product(*, tenant: Tenant, code: str) -> Product:
+def _active_product(code: str) -> Product:
     product = Product.objects.filter(code=code, is_active=True).first()
     if product is None:
         raise ServiceError(f"unknown product {code!r}", code="unknown_product", field="product")
+    return product
+
+
+def _check_entitlement(*, tenant: Tenant, product: Product) -> None:
+    code = product.code
     if not product_granted_list(tenant=tenant).filter(pk=product.pk).exists():
         raise NotPermitted(
             f"your organisation has no licence for the product {code!r}; ask your account manager",
@@ -557,7 +757,6 @@ def _orderable_product(*, tenant: Tenant, code: str) -> Product:
             f" until {period.valid_until or 'no end'}, not now; ask your account manager",
             code="product_grant_not_valid",
         )
-    return product
 
 
 def _order_area(
@@ -569,6 +768,7 @@ def _order_area(
     fields: tuple[str, str] = ("area", "geometry"),
     in_grid: bool = True,
     policy: Policy | None = None,
+    check: "Check | None" = None,
 ) -> tuple[str, MeasuredArea, Area | None]:
     area_field, geometry_field = fields
     if (area_id is None) == (geometry is None):
@@ -576,7 +776,7 @@ def _order_area(
             f"give exactly one of {area_field} (a saved area's id) or {geometry_field}", code="area_or_geometry"
         )
     if geometry is not None:
-        measured = area_measure(geometry=geometry, field=geometry_field, in_grid=in_grid, policy=policy)
+        measured = area_measure(geometry=geometry, field=geometry_field, in_grid=in_grid, policy=policy, check=check)
         return name or "unnamed area", measured, None
     area = area_list(tenant=tenant).filter(pk=area_id).first()
     if area is None:
@@ -585,7 +785,7 @@ def _order_area(
     return area.name, measured, area
 
 
-def _order_comparison(*, tenant: Tenant, order: ReportOrder, product: Product, policy: Policy) -> dict:
+def _order_comparison(*, tenant: Tenant, order: ReportOrder, product: Product, policy: Policy, check) -> dict:
     """The Report fields of a compare order's second period or second area; {} for other products."""
     wants_period = order.compare_start is not None or order.compare_end is not None
     wants_area = order.compare_area_id is not None or order.compare_geometry is not None
@@ -609,6 +809,7 @@ def _order_comparison(*, tenant: Tenant, order: ReportOrder, product: Product, p
             name=order.compare_name,
             fields=("compare_area", "compare_geometry"),
             policy=policy,
+            check=check,
         )
         return {
             "compare_area_name": name,

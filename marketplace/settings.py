@@ -4,6 +4,7 @@ Local defaults work on a development machine; `bin/setup` writes a `.env` with a
 random SECRET_KEY and DEBUG=true. Production must set SECRET_KEY and DEBUG=false.
 """
 
+import datetime as dt
 from pathlib import Path
 
 import environ
@@ -193,6 +194,8 @@ RESULT_INLINE_MAX_ROWS = env.int("RESULT_INLINE_MAX_ROWS", default=2000)
 # Day and week rollups are kept in this zone (the operator's); reports in another zone
 # are computed from the hourly data.
 ROLLUP_TIME_ZONE = env("ROLLUP_TIME_ZONE", default="Europe/Berlin")
+# Finance's months (the billing export) are calendar months here.
+BILLING_TIME_ZONE = env("BILLING_TIME_ZONE", default="Europe/Berlin")
 # The retention command drops whole months of data older than this.
 DATA_RETENTION_DAYS = env.int("DATA_RETENTION_DAYS", default=730)
 # The privacy guard's defaults (docs/privacy.md); a product may be stricter.
@@ -220,6 +223,8 @@ except ValueError as exc:
 API_REQUESTS_PER_MINUTE = env.int("API_REQUESTS_PER_MINUTE", default=600)
 MAX_REPORTS_IN_PROGRESS = env.int("MAX_REPORTS_IN_PROGRESS", default=10)
 REPORTS_IN_PROGRESS_RETRY_SECONDS = 30
+# How long a quote's price holds for an order of the same body.
+QUOTE_VALID_FOR = dt.timedelta(hours=env.int("QUOTE_VALID_HOURS", default=24))
 # Webhook URLs must be https://, unless this is set (local development and tests).
 WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=False)
 # A report still queued this long after it was (re-)queued is sent to the broker again.

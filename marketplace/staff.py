@@ -21,6 +21,7 @@ ACCOUNT_MANAGER_PERMISSIONS = {
     ("marketplace", "webhookdelivery"): ("view",),
     ("billing", "usageline"): ("add", "view"),  # add: a credit, with a reason
     ("billing", "price"): ("view",),
+    ("billing", "quote"): ("view",),
     ("insights", "datasetversion"): ("view",),
     ("insights", "region"): ("view",),
     ("auth", "user"): ("add", "change", "view"),

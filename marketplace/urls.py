@@ -8,9 +8,12 @@ from marketplace.api.views import (
     ApiKeyViewSet,
     AreaViewSet,
     MemberViewSet,
+    OrganisationViewSet,
     ProductViewSet,
+    QuoteViewSet,
     RegionViewSet,
     ReportViewSet,
+    UsageViewSet,
     WebhookViewSet,
 )
 from marketplace.health import healthz, readyz
@@ -24,6 +27,7 @@ router.register("reports", ReportViewSet, basename="report")
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
 router.register("webhooks", WebhookViewSet, basename="webhook")
 router.register("members", MemberViewSet, basename="member")
+router.register("quotes", QuoteViewSet, basename="quote")
 
 # Downloads are named like files, so they take no trailing slash.
 report_downloads = [
@@ -32,9 +36,17 @@ report_downloads = [
     )
     for fmt in ("json", "csv", "parquet", "png", "geojson")
 ]
+organisation = [
+    path(
+        "organisation/",
+        OrganisationViewSet.as_view({"get": "retrieve", "patch": "partial_update"}),
+        name="organisation",
+    ),
+    path("usage/", UsageViewSet.as_view({"get": "retrieve"}), name="usage"),
+]
 
 urlpatterns = [
-    path("api/v1/", include(report_downloads + router.urls)),
+    path("api/v1/", include(report_downloads + organisation + router.urls)),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", healthz, name="healthz"),

@@ -1,4 +1,5 @@
 import math
+from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.gis.geos import GEOSException, LinearRing, MultiPolygon, Polygon
@@ -15,6 +16,7 @@ from marketplace.models import (
     Product,
     Report,
     Role,
+    Tenant,
     WebhookDelivery,
     WebhookEndpoint,
 )
@@ -149,6 +151,10 @@ class ReportInput(serializers.Serializer):
         help_text="catchment: the home regions to list (default: every one with visitors); od-matrix: the zones"
         " to count trips between (default: every zone the area overlaps); codes from GET /api/v1/regions/",
     )
+    quote = serializers.UUIDField(
+        required=False,
+        help_text="a quote's id (POST /api/v1/quotes/ with the same body): the report is billed at its price",
+    )
 
     def validate_breakdowns(self, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
@@ -164,11 +170,26 @@ class ReportOutput(serializers.ModelSerializer):
         " (2000 by default); a larger one is null here: page through rows/ or download it"
     )
 
+    price = serializers.SerializerMethodField(help_text="what the report is billed when it succeeds, and its quote")
+
     @extend_schema_field(serializers.JSONField(allow_null=True))
     def get_result(self, report: Report) -> dict | None:
         if report.result_rows is None or report.result_rows > settings.RESULT_INLINE_MAX_ROWS:
             return None
         return report.result
+
+    @extend_schema_field(serializers.JSONField(allow_null=True))
+    def get_price(self, report: Report) -> dict | None:
+        quote = getattr(report, "quote", None)
+        if quote is None:
+            return None
+        return {
+            "quote": str(quote.pk),
+            "quantity": str(quote.quantity),
+            "unit": quote.unit,
+            "amount": money(quote.amount_cents),
+            "currency": quote.currency,
+        }
 
     class Meta:
         model = Report
@@ -198,6 +219,7 @@ class ReportOutput(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "query_budget_remaining",
+            "price",
             "result_rows",
             "result",
         ]
@@ -313,3 +335,97 @@ class MemberOutput(serializers.ModelSerializer):
     class Meta:
         model = Membership
         fields = ["id", "email", "role", "created_at"]
+
+
+def money(cents: int) -> str:
+    """Cents as a decimal amount, e.g. 1234 -> "12.34"."""
+    return str((Decimal(cents) / 100).quantize(Decimal("0.01")))
+
+
+class QuoteCheck(serializers.Serializer):
+    check = serializers.CharField(
+        help_text="entitlement, privacy_minimums, licensed_region, reports_in_progress, privacy_history, spending_limit"
+    )
+    passed = serializers.BooleanField()
+    code = serializers.CharField(allow_null=True, help_text="the error code an order would get")
+    detail = serializers.CharField(help_text="why it would be refused")
+
+
+class QuoteOutput(serializers.Serializer):
+    id = serializers.UUIDField(help_text="give it as the order's quote to be billed this price")
+    product = serializers.CharField()
+    quantity = serializers.DecimalField(max_digits=16, decimal_places=2)
+    unit = serializers.CharField(help_text="cell_day: cells in the area × days; zone_day: zones × days")
+    unit_price = serializers.DecimalField(max_digits=12, decimal_places=6)
+    amount = serializers.CharField(help_text="quantity × unit price, rounded to the cent")
+    currency = serializers.CharField()
+    expires_at = serializers.DateTimeField(help_text="an order with this quote must be placed before")
+    orderable = serializers.BooleanField(help_text="true when every check passed")
+    checks = QuoteCheck(many=True)
+
+    @staticmethod
+    def of(quote, checks: list[dict]) -> dict:
+        return {
+            "id": quote.pk,
+            "product": quote.product,
+            "quantity": quote.quantity,
+            "unit": quote.unit,
+            "unit_price": quote.unit_price,
+            "amount": money(quote.amount_cents),
+            "currency": quote.currency,
+            "expires_at": quote.expires_at,
+            "orderable": all(check["passed"] for check in checks),
+            "checks": checks,
+        }
+
+
+class OrganisationOutput(serializers.ModelSerializer):
+    monthly_spending_limit = serializers.SerializerMethodField(help_text="in the currency of the prices; null: none")
+    spent_this_month = serializers.SerializerMethodField(help_text="billed less credited this calendar month")
+    committed = serializers.SerializerMethodField(help_text="what queued and running reports will bill")
+
+    class Meta:
+        model = Tenant
+        fields = ["name", "kind", "time_zone", "monthly_spending_limit", "spent_this_month", "committed"]
+
+    def get_monthly_spending_limit(self, tenant) -> str | None:
+        limit = tenant.monthly_spending_limit_cents
+        return None if limit is None else money(limit)
+
+    def get_spent_this_month(self, tenant) -> str:
+        return money(self.context["spent_cents"])
+
+    def get_committed(self, tenant) -> str:
+        return money(self.context["committed_cents"])
+
+
+class OrganisationInput(serializers.Serializer):
+    monthly_spending_limit = serializers.DecimalField(
+        max_digits=14, decimal_places=2, min_value=Decimal(0), allow_null=True, help_text="null: no limit"
+    )
+
+
+class UsageProduct(serializers.Serializer):
+    product = serializers.CharField()
+    unit = serializers.CharField()
+    currency = serializers.CharField()
+    reports = serializers.IntegerField(help_text="reports billed")
+    quantity = serializers.DecimalField(max_digits=16, decimal_places=2)
+    billed = serializers.SerializerMethodField()
+    credited = serializers.SerializerMethodField()
+    net = serializers.SerializerMethodField()
+
+    def get_billed(self, row) -> str:
+        return money(row["billed_cents"])
+
+    def get_credited(self, row) -> str:
+        return money(row["credited_cents"])
+
+    def get_net(self, row) -> str:
+        return money(row["net_cents"])
+
+
+class UsageOutput(serializers.Serializer):
+    period = serializers.CharField(help_text="YYYY-MM, a calendar month in your time zone")
+    time_zone = serializers.CharField()
+    products = UsageProduct(many=True)

@@ -13,13 +13,15 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
+from billing import selectors as billing_selectors
 from insights import renderers
 from marketplace import selectors, services
-from marketplace.api.permissions import RolePermission
+from marketplace.api.permissions import ROLES_THAT_ORDER, RolePermission
 from marketplace.api.serializers import (
     ApiKeyCreated,
     ApiKeyInput,
@@ -29,13 +31,17 @@ from marketplace.api.serializers import (
     MemberInput,
     MemberOutput,
     MemberRoleInput,
+    OrganisationInput,
+    OrganisationOutput,
     ProductOutput,
+    QuoteOutput,
     RegionOutput,
     ReportInput,
     ReportOutput,
     ReportSummaryOutput,
     ResultRowsPage,
     ShareInput,
+    UsageOutput,
     WebhookCreated,
     WebhookDeliveryOutput,
     WebhookInput,
@@ -84,6 +90,34 @@ def _json_chunks(report: Report) -> Iterator[str]:
             first = False
         yield "]"
     yield "}"
+
+
+def _order(data: dict) -> services.ReportOrder:
+    return services.ReportOrder(
+        product_code=data["product"],
+        area_id=data.get("area"),
+        geometry=data.get("geometry"),
+        name=data["name"],
+        start=data["start"],
+        end=data["end"],
+        granularity=data["granularity"],
+        breakdowns=tuple(data["breakdowns"]),
+        compare_start=data.get("compare_start"),
+        compare_end=data.get("compare_end"),
+        compare_area_id=data.get("compare_area"),
+        compare_geometry=data.get("compare_geometry"),
+        compare_name=data["compare_name"],
+        regions=tuple(data["regions"]),
+    )
+
+
+def _fingerprint(body) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _order_fingerprint(body) -> str:
+    """The order without its quote: a quote is asked for, and then used, with the same body."""
+    return _fingerprint({name: value for name, value in body.items() if name != "quote"})
 
 
 class TenantViewSet(viewsets.GenericViewSet):
@@ -203,27 +237,13 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
     def create(self, request):
         data = ReportInput(data=request.data)
         data.is_valid(raise_exception=True)
-        order = services.ReportOrder(
-            product_code=data.validated_data["product"],
-            area_id=data.validated_data.get("area"),
-            geometry=data.validated_data.get("geometry"),
-            name=data.validated_data["name"],
-            start=data.validated_data["start"],
-            end=data.validated_data["end"],
-            granularity=data.validated_data["granularity"],
-            breakdowns=tuple(data.validated_data["breakdowns"]),
-            compare_start=data.validated_data.get("compare_start"),
-            compare_end=data.validated_data.get("compare_end"),
-            compare_area_id=data.validated_data.get("compare_area"),
-            compare_geometry=data.validated_data.get("compare_geometry"),
-            compare_name=data.validated_data["compare_name"],
-            regions=tuple(data.validated_data["regions"]),
-        )
         report, created = services.report_create(
             principal=request.user,
-            order=order,
+            order=_order(data.validated_data),
             idempotency_key=request.headers.get("Idempotency-Key") or None,
-            fingerprint=hashlib.sha256(json.dumps(request.data, sort_keys=True).encode()).hexdigest(),
+            fingerprint=_fingerprint(request.data),
+            order_fingerprint=_order_fingerprint(request.data),
+            quote_id=data.validated_data.get("quote"),
         )
         return Response(ReportOutput(report).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
@@ -444,3 +464,84 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
     def destroy(self, request, pk=None):
         services.member_remove(principal=request.user, membership=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class QuoteViewSet(TenantViewSet):
+    """Price an order and see whether it would be accepted, without ordering."""
+
+    serializer_class = ReportInput
+    read_roles = ROLES_THAT_ORDER
+    write_roles = ROLES_THAT_ORDER
+
+    @extend_schema(request=ReportInput, responses={201: QuoteOutput})
+    def create(self, request):
+        """The same body as an order (its quote field ignored). The quote holds its price for
+        QUOTE_VALID_HOURS (24) for an order of the same body; checks that fail say why the
+        order would be refused."""
+        data = ReportInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        quote, checks = services.report_quote(
+            principal=request.user, order=_order(data.validated_data), fingerprint=_order_fingerprint(request.data)
+        )
+        return Response(QuoteOutput(QuoteOutput.of(quote, checks)).data, status=status.HTTP_201_CREATED)
+
+
+class OrganisationViewSet(TenantViewSet):
+    """Your organisation, with its monthly spending limit (owners set it) and this month's spending."""
+
+    serializer_class = OrganisationInput
+    write_roles = (Role.OWNER,)
+
+    @extend_schema(responses={200: OrganisationOutput})
+    def retrieve(self, request):
+        return Response(self._output(request.user.tenant))
+
+    @extend_schema(request=OrganisationInput, responses={200: OrganisationOutput})
+    def partial_update(self, request):
+        data = OrganisationInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        limit = data.validated_data["monthly_spending_limit"]
+        tenant = services.tenant_spending_limit_set(
+            principal=request.user, limit_cents=None if limit is None else int(limit * 100)
+        )
+        return Response(self._output(tenant))
+
+    @staticmethod
+    def _output(tenant) -> dict:
+        month = timezone.now().astimezone(ZoneInfo(tenant.time_zone)).date()
+        context = {
+            "spent_cents": billing_selectors.month_spent_cents(tenant=tenant, month=month),
+            "committed_cents": billing_selectors.committed_cents(tenant=tenant),
+        }
+        return OrganisationOutput(tenant, context=context).data
+
+
+class UsageViewSet(TenantViewSet):
+    """What your organisation was billed in a month, per product; finance and owners."""
+
+    serializer_class = UsageOutput
+    read_roles = (Role.FINANCE, Role.OWNER)
+    write_roles = ()
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("period", OpenApiTypes.STR, description="YYYY-MM; default: this month", required=False)
+        ],
+        responses={200: UsageOutput},
+    )
+    def retrieve(self, request):
+        tenant = request.user.tenant
+        period = request.query_params.get("period")
+        if period is None:
+            month = timezone.now().astimezone(ZoneInfo(tenant.time_zone)).date().replace(day=1)
+        else:
+            try:
+                month = dt.datetime.strptime(period, "%Y-%m").date()
+            except ValueError:
+                raise ValidationError(
+                    {"period": [f"period must be a month such as 2026-03, got {period!r}"]}, code="invalid_period"
+                ) from None
+        products = billing_selectors.month_usage_by_product(tenant=tenant, month=month)
+        return Response(
+            UsageOutput({"period": f"{month:%Y-%m}", "time_zone": tenant.time_zone, "products": products}).data
+        )

@@ -5,8 +5,9 @@ import pytest
 from django.contrib.gis.geos import MultiPolygon
 from rest_framework.test import APIClient
 
+from billing.models import Quote
 from marketplace import services
-from marketplace.models import ApiKey, Area, AuditEvent, Membership, Report, Role, Share, WebhookEndpoint
+from marketplace.models import ApiKey, Area, AuditEvent, Membership, Report, Role, Share, Tenant, WebhookEndpoint
 from tests import grid
 from tests.factories import granted_tenant
 
@@ -20,6 +21,7 @@ ORDER_BODY = {
 }
 ACTORS = ["anonymous", "other_tenant", Role.OWNER, Role.ANALYST, Role.FINANCE, Role.VIEWER]
 READ, CREATE, CHANGE, KEYS_READ, KEYS_CHANGE = "read", "create", "change", "keys_read", "keys_change"
+SETTING, FINANCE_READ = "setting", "finance_read"
 
 # (method, path, body, what it is)
 ENDPOINTS = [
@@ -53,6 +55,10 @@ ENDPOINTS = [
     ("get", "/api/v1/members/{member}/", None, KEYS_READ),
     ("patch", "/api/v1/members/{member}/", {"role": "finance"}, KEYS_CHANGE),
     ("delete", "/api/v1/members/{member}/", None, KEYS_CHANGE),
+    ("post", "/api/v1/quotes/", ORDER_BODY, CREATE),
+    ("get", "/api/v1/organisation/", None, "catalog"),
+    ("patch", "/api/v1/organisation/", {"monthly_spending_limit": "100.00"}, SETTING),
+    ("get", "/api/v1/usage/", None, FINANCE_READ),
 ]
 # What each kind of endpoint answers each role of the organisation (a viewer sees nothing
 # that was not shared with it: its reads of an id are 404). A cancel of the succeeded report
@@ -65,6 +71,8 @@ ANSWERS = {
     CHANGE: {Role.OWNER: "ok", Role.ANALYST: "ok", Role.FINANCE: 403, Role.VIEWER: 403},
     KEYS_READ: {Role.OWNER: 200, Role.ANALYST: 403, Role.FINANCE: 403, Role.VIEWER: 403},
     KEYS_CHANGE: {Role.OWNER: "ok", Role.ANALYST: 403, Role.FINANCE: 403, Role.VIEWER: 403},
+    SETTING: {Role.OWNER: 200, Role.ANALYST: 403, Role.FINANCE: 403, Role.VIEWER: 403},
+    FINANCE_READ: {Role.OWNER: 200, Role.ANALYST: 403, Role.FINANCE: 200, Role.VIEWER: 403},
 }
 CHANGED_OK = {
     "patch": 200,
@@ -139,6 +147,8 @@ def snapshot(tenant) -> dict:
         "audit": AuditEvent.objects.filter(tenant=tenant).count(),
         "webhooks": list(WebhookEndpoint.objects.filter(tenant=tenant).values_list("pk", "url")),
         "members": list(Membership.objects.filter(tenant=tenant).values_list("pk", "role")),
+        "quotes": Quote.objects.filter(tenant=tenant).count(),
+        "spending_limit": Tenant.objects.get(pk=tenant.pk).monthly_spending_limit_cents,
     }
 
 

@@ -34,6 +34,9 @@ EXPECTED_PATHS = {
     "/api/v1/reports/{id}/result.geojson",
     "/api/v1/products/",
     "/api/v1/regions/",
+    "/api/v1/quotes/",
+    "/api/v1/organisation/",
+    "/api/v1/usage/",
 }
 
 

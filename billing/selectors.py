@@ -1,0 +1,116 @@
+"""Reads of billing: what a tenant spent in a month, and what its running orders will cost."""
+
+import datetime as dt
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from django.db.models import Count, Q, Sum
+
+from billing.models import Quote, UsageLine
+
+
+def month_bounds(month: dt.date, time_zone: str) -> tuple[dt.datetime, dt.datetime]:
+    """The instants that start the month of `month` and the next, in the time zone."""
+    zone = ZoneInfo(time_zone)
+    first = month.replace(day=1)
+    following = (first + dt.timedelta(days=32)).replace(day=1)
+    return (
+        dt.datetime.combine(first, dt.time(), tzinfo=zone),
+        dt.datetime.combine(following, dt.time(), tzinfo=zone),
+    )
+
+
+def month_lines(*, tenant, month: dt.date):
+    start, end = month_bounds(month, tenant.time_zone)
+    return UsageLine.objects.filter(tenant=tenant, created_at__gte=start, created_at__lt=end)
+
+
+def month_spent_cents(*, tenant, month: dt.date) -> int:
+    """Billed less credited in the tenant's calendar month."""
+    return month_lines(tenant=tenant, month=month).aggregate(total=Sum("amount_cents"))["total"] or 0
+
+
+def committed_cents(*, tenant) -> int:
+    """What the tenant's queued and running reports will bill when they succeed."""
+    return (
+        Quote.objects.filter(tenant=tenant, report__status__in=["queued", "running"]).aggregate(
+            total=Sum("amount_cents")
+        )["total"]
+        or 0
+    )
+
+
+def month_usage_by_product(*, tenant, month: dt.date) -> list[dict]:
+    """Per product: reports billed, quantity, billed, credited and net cents (one currency per product)."""
+    rows = (
+        month_lines(tenant=tenant, month=month)
+        .values("product", "unit", "currency")
+        .annotate(
+            reports=Count("id", filter=Q(kind=UsageLine.Kind.USAGE)),
+            quantity=Sum("quantity", filter=Q(kind=UsageLine.Kind.USAGE)),
+            billed_cents=Sum("amount_cents", filter=Q(kind=UsageLine.Kind.USAGE)),
+            credited_cents=Sum("amount_cents", filter=Q(kind=UsageLine.Kind.CREDIT)),
+        )
+        .order_by("product")
+    )
+    return [
+        {
+            **row,
+            "quantity": row["quantity"] or 0,
+            "billed_cents": row["billed_cents"] or 0,
+            "credited_cents": -(row["credited_cents"] or 0),
+            "net_cents": (row["billed_cents"] or 0) + (row["credited_cents"] or 0),
+        }
+        for row in rows
+    ]
+
+
+EXPORT_COLUMNS = [
+    "tenant",
+    "product",
+    "unit",
+    "currency",
+    "reports",
+    "quantity",
+    "billed",
+    "credited",
+    "net",
+]
+
+
+def export_rows(lines) -> list[dict]:
+    """Usage lines summed per tenant and product, as finance's export lists them (amounts in
+    the currency's units, as Decimal)."""
+    rows = (
+        lines.values("tenant__name", "product", "unit", "currency")
+        .annotate(
+            reports=Count("id", filter=Q(kind=UsageLine.Kind.USAGE)),
+            quantity=Sum("quantity", filter=Q(kind=UsageLine.Kind.USAGE)),
+            billed_cents=Sum("amount_cents", filter=Q(kind=UsageLine.Kind.USAGE)),
+            credited_cents=Sum("amount_cents", filter=Q(kind=UsageLine.Kind.CREDIT)),
+        )
+        .order_by("tenant__name", "product")
+    )
+    return [
+        {
+            "tenant": row["tenant__name"],
+            "product": row["product"],
+            "unit": row["unit"],
+            "currency": row["currency"],
+            "reports": row["reports"],
+            "quantity": row["quantity"] or Decimal(0),
+            "billed": _units(row["billed_cents"] or 0),
+            "credited": _units(-(row["credited_cents"] or 0)),
+            "net": _units((row["billed_cents"] or 0) + (row["credited_cents"] or 0)),
+        }
+        for row in rows
+    ]
+
+
+def all_lines_in_month(month: dt.date, time_zone: str):
+    start, end = month_bounds(month, time_zone)
+    return UsageLine.objects.filter(created_at__gte=start, created_at__lt=end)
+
+
+def _units(cents: int) -> Decimal:
+    return (Decimal(cents) / 100).quantize(Decimal("0.01"))
