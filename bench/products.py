@@ -633,7 +633,8 @@ def verdict_lines(outcomes: list[Outcome], *, size: str, seed: int, load_rate: f
 
 
 def growth_lines(outcomes: list[Outcome], *, size: str, seed: int, verdict) -> list[str]:
-    """Time growth of each report against the smaller sizes that held it (from their saved results)."""
+    """Time growth of each fixed-size report against the smaller sizes that held it (from their
+    saved results). The whole-metro report grows with the size's window: it is not compared."""
     lines = []
     for smaller in SIZE_ORDER[: SIZE_ORDER.index(size)]:
         path = results_path(size=smaller, seed=seed)
@@ -645,7 +646,7 @@ def growth_lines(outcomes: list[Outcome], *, size: str, seed: int, verdict) -> l
         earlier = json.loads(path.read_text())
         for outcome in outcomes:
             before = earlier["reports"].get(outcome.report.name)
-            if before:
+            if before and outcome.report.bounds_km is not None:
                 growth = outcome.engine_s / before["engine_s"]
                 lines.append(
                     verdict(

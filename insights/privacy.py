@@ -72,7 +72,7 @@ def default_policy(**overrides) -> Policy:
     return Policy(**{**values, **{name: value for name, value in overrides.items() if value is not None}})
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Count:
     """A count registered for release: filled into row[field] by the guard."""
 

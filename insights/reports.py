@@ -391,7 +391,7 @@ def od_matrix_result(
     periods = list(buckets(start, end, granularity, tz))
     stamps = dict(zip((bucket_start for bucket_start, _ in periods), _bucket_stamps(periods, tz), strict=True))
     flows, flows_of_pair = [], {}
-    for (bucket_start, origin, destination), trips in sorted(sums.items()):
+    for (bucket_start, origin, destination), trips in sums.items():
         start_text, end_text, hours = stamps[bucket_start]
         flow = {
             "start": start_text,

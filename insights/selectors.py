@@ -242,7 +242,8 @@ def trip_sums(
     version: int,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict[tuple[dt.datetime, int, int], int]:
-    """Trips between the zones (region ids) per local time bucket: (bucket start, origin, destination): trips.
+    """Trips between the zones (region ids) per local time bucket: (bucket start, origin, destination): trips,
+    in that order.
 
     Only pairs with trips in a bucket appear; the others had none the operator released."""
     source = presence_source(granularity=granularity, time_zone=time_zone)
@@ -262,7 +263,7 @@ def trip_sums(
                 f" FROM {TRIPS.table}{suffix} t"
                 f" WHERE t.origin_id = ANY(%(zones)s) AND t.destination = ANY(%(zones)s)"
                 f" AND {period} AND t.dataset_version_id <= %(version)s"
-                f" GROUP BY 1, 2, 3",
+                f" GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
                 {
                     "zones": list(zones),
                     "start": chunk_start,
@@ -274,11 +275,14 @@ def trip_sums(
                     "version": version,
                 },
             )
+            midnights = {}
             for bucket_start, origin, destination, trips in cursor.fetchall():
                 if source == "hour":
                     bucket_start = by_epoch[bucket_start]
                 else:
-                    bucket_start = local_midnight(bucket_start, zone)
+                    if bucket_start not in midnights:
+                        midnights[bucket_start] = local_midnight(bucket_start, zone)
+                    bucket_start = midnights[bucket_start]
                 sums[(bucket_start, origin, destination)] = int(trips)
             if on_progress:
                 on_progress(done / len(chunks))
