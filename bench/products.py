@@ -221,7 +221,7 @@ def main() -> None:
     lines = [f"Report benchmark, size {size.name}, seed {args.seed}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"]
     lines += machine_lines(args.runs) + sizes_lines()
     lines.append(generate(parquet, places, size=size.name, seed=args.seed))
-    database_prepare(file_sha256(parquet))
+    database_prepare({file_sha256(path) for path in (parquet, places["home"], places["trips"])})
     django.setup()
     load_lines, load_rate = load(parquet, places)
     lines += load_lines
@@ -290,14 +290,14 @@ def database_create() -> None:
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True)
 
 
-def database_prepare(file_sha256: str) -> None:
-    """footfall_bench exists, is migrated and holds no data but this file's: one size at a time."""
+def database_prepare(file_sha256s: set[str]) -> None:
+    """footfall_bench exists, is migrated and holds no data but these files': one size at a time."""
     if not psql_as_postgres(f"SELECT 1 FROM pg_database WHERE datname = '{BENCH_DATABASE}'"):
         database_create()
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True)
     with psycopg.connect(BENCH_CONNINFO) as connection:
         loaded = {sha for (sha,) in connection.execute("SELECT sha256 FROM insights_datasetversion")}
-    if loaded - {file_sha256}:
+    if loaded - file_sha256s:
         print(f"{BENCH_DATABASE} holds another size or seed: creating it afresh", file=sys.stderr)
         psql_as_postgres(f"DROP DATABASE {BENCH_DATABASE}")
         database_create()

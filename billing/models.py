@@ -3,6 +3,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Unit(models.TextChoices):
@@ -84,3 +85,77 @@ class Quote(models.Model):
 
     def __str__(self) -> str:
         return f"{self.product}: {self.amount_cents / 100:.2f} {self.currency} ({self.quantity} {self.unit})"
+
+
+class StripeAccount(models.Model):
+    """A tenant's Stripe customer and its subscription."""
+
+    tenant = models.OneToOneField("marketplace.Tenant", on_delete=models.PROTECT, related_name="stripe_account")
+    customer_id = models.CharField(max_length=255, unique=True)
+    subscription_id = models.CharField(max_length=255)
+    subscription_status = models.CharField(max_length=30, default="active")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.tenant}: {self.customer_id}"
+
+
+class UsageSync(models.Model):
+    """The outbox: each usage line (and credit) to send to Stripe, written with the line, and
+    how sending it went. A line is sent once: its invoice item carries the line's id."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        SYNCED = "synced"
+
+    line = models.OneToOneField(UsageLine, on_delete=models.PROTECT, primary_key=True, related_name="sync")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_error = models.TextField(blank=True)
+    stripe_invoice_item_id = models.CharField(max_length=255, blank=True)
+    stripe_invoice_id = models.CharField(max_length=255, blank=True, help_text="the invoice that holds it")
+    synced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="usagesync_due")]
+
+    def __str__(self) -> str:
+        return f"line {self.line_id}: {self.state}"
+
+
+class StripeEvent(models.Model):
+    """A webhook event from Stripe, stored as received before it is processed; once each."""
+
+    id = models.CharField(max_length=255, primary_key=True)
+    type = models.CharField(max_length=100)
+    payload = models.JSONField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id}"
+
+
+class Invoice(models.Model):
+    """A tenant's Stripe invoice, mirrored from the webhooks and the month's close."""
+
+    stripe_invoice_id = models.CharField(max_length=255, unique=True)
+    tenant = models.ForeignKey("marketplace.Tenant", on_delete=models.PROTECT, related_name="invoices")
+    number = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=20, help_text="draft, open, paid, void or uncollectible")
+    currency = models.CharField(max_length=3)
+    amount_due_cents = models.BigIntegerField()
+    amount_paid_cents = models.BigIntegerField(default=0)
+    hosted_invoice_url = models.URLField(max_length=500, blank=True)
+    created_at = models.DateTimeField()
+    paid_at = models.DateTimeField(null=True, blank=True)
+    payment_failed_at = models.DateTimeField(null=True, blank=True, help_text="the first failed payment, until paid")
+    # Stripe's time of the newest event applied: an older event arriving late changes nothing.
+    stripe_updated = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.stripe_invoice_id} ({self.status})"

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 from django.db.models import Count, Q, Sum
 
-from billing.models import Quote, UsageLine
+from billing.models import Invoice, Quote, UsageLine
 
 
 def month_bounds(month: dt.date, time_zone: str) -> tuple[dt.datetime, dt.datetime]:
@@ -114,3 +114,7 @@ def all_lines_in_month(month: dt.date, time_zone: str):
 
 def _units(cents: int) -> Decimal:
     return (Decimal(cents) / 100).quantize(Decimal("0.01"))
+
+
+def invoice_list(*, tenant):
+    return Invoice.objects.filter(tenant=tenant).order_by("-created_at")

@@ -1,15 +1,23 @@
 """Writes of billing: quotes and the usage ledger."""
 
 import datetime as dt
+import logging
 import math
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from functools import partial
 
+from django.conf import settings
+from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from billing.models import Price, Quote, Unit, UsageLine
-from marketplace.exceptions import Conflict, ServiceError
+from billing import stripe_gateway
+from billing.models import Invoice, Price, Quote, StripeAccount, StripeEvent, Unit, UsageLine, UsageSync
+from marketplace.exceptions import Conflict, NotPermitted, ServiceError
+
+logger = logging.getLogger(__name__)
+MAX_SYNC_BACKOFF = dt.timedelta(hours=1)
 
 CENT = Decimal("0.01")
 
@@ -87,7 +95,7 @@ def usage_record(*, report) -> UsageLine:
         if quote
         else price_quote(report=report)
     )
-    return UsageLine.objects.create(
+    line = UsageLine.objects.create(
         tenant_id=report.tenant_id,
         report=report,
         kind=UsageLine.Kind.USAGE,
@@ -98,6 +106,23 @@ def usage_record(*, report) -> UsageLine:
         amount_cents=priced.amount_cents,
         currency=priced.currency,
     )
+    _outbox(line)
+    return line
+
+
+def _outbox(line: UsageLine) -> None:
+    """Queue the line for Stripe in the transaction that writes it, and try it once that commits."""
+    UsageSync.objects.create(line=line)
+    transaction.on_commit(partial(_sync_enqueue, line.pk))
+
+
+def _sync_enqueue(line_id: int) -> None:
+    from billing.tasks import sync_usage  # the task calls these services
+
+    try:
+        sync_usage.delay(line_id)
+    except Exception:  # the broker is down: the beat sweep sends the line later
+        logger.warning("could not queue the Stripe sync of usage line %s; the sweep will", line_id, exc_info=True)
 
 
 def usage_quantity(*, report, unit: str) -> Decimal:
@@ -113,7 +138,7 @@ def credit_issue(*, report, amount_cents: int, reason: str, by) -> UsageLine:
     """A credit on a report, at most what is still billed for it."""
     credit_check(report=report, amount_cents=amount_cents, reason=reason)
     usage = UsageLine.objects.get(report=report, kind=UsageLine.Kind.USAGE)
-    return UsageLine.objects.create(
+    credit = UsageLine.objects.create(
         tenant_id=report.tenant_id,
         report=report,
         kind=UsageLine.Kind.CREDIT,
@@ -126,6 +151,8 @@ def credit_issue(*, report, amount_cents: int, reason: str, by) -> UsageLine:
         reason=reason.strip(),
         created_by=by,
     )
+    _outbox(credit)
+    return credit
 
 
 def credit_check(*, report, amount_cents: int, reason: str) -> None:
@@ -137,4 +164,213 @@ def credit_check(*, report, amount_cents: int, reason: str) -> None:
     if amount_cents > billed:
         raise ServiceError(
             f"the report is billed {billed / 100:.2f} now; a credit cannot exceed it", code="credit_too_large"
+        )
+
+
+# --- Stripe ----------------------------------------------------------------------------
+
+
+def stripe_account_ensure(*, tenant) -> StripeAccount:
+    """The tenant's Stripe customer and subscription, made on first need; once per tenant."""
+    account = StripeAccount.objects.filter(tenant=tenant).first()
+    if account:
+        return account
+    with transaction.atomic():
+        # One maker at a time per tenant; Stripe's idempotency keys cover a retry after a crash.
+        type(tenant).objects.select_for_update().get(pk=tenant.pk)
+        account = StripeAccount.objects.filter(tenant=tenant).first()
+        if account is None:
+            customer_id, subscription_id = stripe_gateway.customer_create(tenant_id=tenant.pk, name=tenant.name)
+            account = StripeAccount.objects.create(
+                tenant=tenant, customer_id=customer_id, subscription_id=subscription_id
+            )
+    return account
+
+
+def usage_sync(*, line_id: int) -> str:
+    """Send one usage line to Stripe as an invoice item, exactly once: the line's row is locked
+    while it is sent, an item already made for it (a crash after Stripe answered) is found
+    again by the line's id in its metadata instead of made twice, and the line is marked
+    synced in the same transaction. If Stripe cannot be reached, try again later (backing
+    off). Returns what happened: synced, retry, done (synced before or being sent), off."""
+    if not settings.STRIPE_SECRET_KEY:
+        return "off"
+    line = UsageLine.objects.select_related("tenant").filter(pk=line_id).first()
+    if line is None:
+        return "done"
+    try:
+        account = stripe_account_ensure(tenant=line.tenant)
+    except stripe_gateway.StripeUnavailable as error:
+        _sync_later(line_id, error)
+        return "retry"
+    try:
+        with transaction.atomic():
+            sync = UsageSync.objects.select_for_update(skip_locked=True).filter(pk=line_id, state="pending").first()
+            if sync is None:
+                return "done"
+            item_id = stripe_gateway.invoice_item_find(customer_id=account.customer_id, line_id=line.pk)
+            if item_id is None:
+                item_id = stripe_gateway.invoice_item_create(
+                    customer_id=account.customer_id,
+                    line_id=line.pk,
+                    amount_cents=line.amount_cents,
+                    currency=line.currency,
+                    description=_item_description(line),
+                )
+            _synced(sync, item_id)
+    except stripe_gateway.StripeUnavailable as error:
+        _sync_later(line_id, error)
+        return "retry"
+    return "synced"
+
+
+def _synced(sync: UsageSync, item_id: str) -> None:
+    sync.state = UsageSync.State.SYNCED
+    sync.stripe_invoice_item_id = item_id
+    sync.synced_at = timezone.now()
+    sync.last_error = ""
+    sync.save(update_fields=["state", "stripe_invoice_item_id", "synced_at", "last_error"])
+
+
+def _item_description(line: UsageLine) -> str:
+    if line.kind == UsageLine.Kind.CREDIT:
+        return f"credit on report {line.report_id}: {line.reason}"[:500]
+    return f"{line.product} report {line.report_id}: {line.quantity} {line.unit}"
+
+
+def _sync_later(line_id: int, error: Exception) -> None:
+    sync = UsageSync.objects.get(pk=line_id)
+    sync.attempts += 1
+    sync.next_attempt_at = timezone.now() + min(dt.timedelta(minutes=2**sync.attempts), MAX_SYNC_BACKOFF)
+    sync.last_error = str(error)[:2000]
+    sync.save(update_fields=["attempts", "next_attempt_at", "last_error"])
+
+
+def usage_due() -> list[int]:
+    """Lines waiting for Stripe whose next try is due, oldest first."""
+    return list(
+        UsageSync.objects.filter(state="pending", next_attempt_at__lte=timezone.now())
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:500]
+    )
+
+
+def month_close(*, tenant, month: str) -> Invoice | None:
+    """Invoice what the tenant's customer has pending in Stripe (its synced lines) and try to
+    collect; the invoice as mirrored here. None if the tenant has no Stripe customer."""
+    account = StripeAccount.objects.filter(tenant=tenant).first()
+    if account is None:
+        return None
+    invoice = stripe_gateway.invoice_close(
+        customer_id=account.customer_id, subscription_id=account.subscription_id, month=month
+    )
+    return invoice_mirror(invoice=invoice, tenant=tenant, changed=invoice.get("created", 0))
+
+
+def invoice_mirror(*, invoice: dict, tenant, changed: int, payment_failed: bool = False) -> Invoice:
+    """Keep the local copy of a Stripe invoice as new as the newest news of it (`changed`,
+    Stripe's time of the event or fetch); older news changes nothing. Its lines' usage lines
+    learn which invoice holds them."""
+    with transaction.atomic():
+        local, _ = Invoice.objects.select_for_update().get_or_create(
+            stripe_invoice_id=invoice["id"],
+            defaults={
+                "tenant": tenant,
+                "status": invoice.get("status") or "draft",
+                "currency": (invoice.get("currency") or "eur").upper(),
+                "amount_due_cents": invoice.get("amount_due") or 0,
+                "created_at": _instant(invoice.get("created")),
+            },
+        )
+        if changed < local.stripe_updated:
+            return local
+        local.status = invoice.get("status") or local.status
+        local.number = invoice.get("number") or ""
+        local.amount_due_cents = invoice.get("amount_due") or 0
+        local.amount_paid_cents = invoice.get("amount_paid") or 0
+        local.hosted_invoice_url = invoice.get("hosted_invoice_url") or ""
+        local.stripe_updated = changed
+        if local.status == "paid":
+            paid_at = (invoice.get("status_transitions") or {}).get("paid_at")
+            local.paid_at = _instant(paid_at) if paid_at else timezone.now()
+            local.payment_failed_at = None
+        elif payment_failed and local.payment_failed_at is None:
+            local.payment_failed_at = timezone.now()
+        local.save()
+        items = [line.get("invoice_item") for line in (invoice.get("lines") or {}).get("data", [])]
+        UsageSync.objects.filter(stripe_invoice_item_id__in=[item for item in items if item]).update(
+            stripe_invoice_id=invoice["id"]
+        )
+    return local
+
+
+def _instant(epoch: int | None) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC) if epoch else timezone.now()
+
+
+INVOICE_EVENTS = {
+    "invoice.created",
+    "invoice.finalized",
+    "invoice.updated",
+    "invoice.paid",
+    "invoice.payment_succeeded",
+    "invoice.payment_failed",
+    "invoice.voided",
+    "invoice.marked_uncollectible",
+}
+SUBSCRIPTION_EVENTS = {
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+}
+
+
+def stripe_event_receive(*, event: dict) -> bool:
+    """Store a verified webhook event as received, then apply it, once: a second delivery of
+    the same event changes nothing. Returns whether it was new."""
+    with transaction.atomic():
+        stored, created = StripeEvent.objects.get_or_create(
+            id=event["id"], defaults={"type": event["type"], "payload": event}
+        )
+    with transaction.atomic():
+        stored = StripeEvent.objects.select_for_update().get(pk=stored.pk)
+        if stored.processed_at is not None:
+            return False
+        _apply(event)
+        stored.processed_at = timezone.now()
+        stored.save(update_fields=["processed_at"])
+    return created
+
+
+def _apply(event: dict) -> None:
+    subject = (event.get("data") or {}).get("object") or {}
+    account = StripeAccount.objects.select_related("tenant").filter(customer_id=subject.get("customer")).first()
+    if account is None:
+        return  # not one of our customers' (or not about a customer): kept, nothing to do
+    if event["type"] in INVOICE_EVENTS:
+        invoice_mirror(
+            invoice=subject,
+            tenant=account.tenant,
+            changed=event.get("created", 0),
+            payment_failed=event["type"] == "invoice.payment_failed",
+        )
+    elif event["type"] in SUBSCRIPTION_EVENTS:
+        account.subscription_status = "canceled" if event["type"].endswith("deleted") else subject.get("status", "")
+        account.save(update_fields=["subscription_status"])
+
+
+def check_payment_standing(*, tenant) -> None:
+    """New orders are refused while an invoice payment has failed for longer than the grace period."""
+    overdue_since = timezone.now() - dt.timedelta(days=settings.BILLING_PAYMENT_GRACE_DAYS)
+    overdue = (
+        Invoice.objects.filter(tenant=tenant, status="open", payment_failed_at__lte=overdue_since)
+        .order_by("payment_failed_at")
+        .first()
+    )
+    if overdue:
+        raise NotPermitted(
+            f"the payment of invoice {overdue.number or overdue.stripe_invoice_id}"
+            f" ({overdue.amount_due_cents / 100:.2f} {overdue.currency}) failed on"
+            f" {overdue.payment_failed_at:%Y-%m-%d} and is overdue; new orders are possible again once it is paid",
+            code="payment_overdue",
         )

@@ -583,6 +583,7 @@ def _check_standing(
     *, tenant: Tenant, plan: _Plan, order: ReportOrder, amount_cents: int, currency: str, check: Check
 ) -> int | None:
     """The checks against what the tenant has ordered and spent; returns the query budget left."""
+    check("payment", partial(billing_services.check_payment_standing, tenant=tenant))
     check("reports_in_progress", partial(_check_reports_in_progress, tenant=tenant))
     budget_remaining = check(
         "privacy_history",

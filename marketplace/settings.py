@@ -182,6 +182,7 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-reports": {"task": "insights.tasks.sweep_stuck_reports", "schedule": 60.0},
     "drop-old-data": {"task": "insights.tasks.drop_old_data", "schedule": 24 * 3600.0},
+    "sync-usage-to-stripe": {"task": "billing.tasks.sync_due_usage", "schedule": 60.0},
 }
 
 # --- Product rules ---------------------------------------------------------------
@@ -196,6 +197,15 @@ RESULT_INLINE_MAX_ROWS = env.int("RESULT_INLINE_MAX_ROWS", default=2000)
 ROLLUP_TIME_ZONE = env("ROLLUP_TIME_ZONE", default="Europe/Berlin")
 # Finance's months (the billing export) are calendar months here.
 BILLING_TIME_ZONE = env("BILLING_TIME_ZONE", default="Europe/Berlin")
+# Stripe: usage lines are sent as invoice items to each tenant's customer. Without a secret
+# key nothing is sent; the lines wait in the outbox (billing.UsageSync) until there is one.
+STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", default="")
+STRIPE_API_BASE = env("STRIPE_API_BASE", default="https://api.stripe.com")
+STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
+# The monthly plan every tenant's subscription holds (0 a month: reports are billed as invoice items).
+STRIPE_PLAN_ID = env("STRIPE_PLAN_ID", default="footfall-reports")
+# After a failed invoice payment, new orders are refused (403) once this many days have passed.
+BILLING_PAYMENT_GRACE_DAYS = env.int("BILLING_PAYMENT_GRACE_DAYS", default=7)
 # The retention command drops whole months of data older than this.
 DATA_RETENTION_DAYS = env.int("DATA_RETENTION_DAYS", default=730)
 # The privacy guard's defaults (docs/privacy.md); a product may be stricter.

@@ -4,9 +4,11 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from billing.views import stripe_webhook
 from marketplace.api.views import (
     ApiKeyViewSet,
     AreaViewSet,
+    InvoiceViewSet,
     MemberViewSet,
     OrganisationViewSet,
     ProductViewSet,
@@ -28,6 +30,7 @@ router.register("api-keys", ApiKeyViewSet, basename="api-key")
 router.register("webhooks", WebhookViewSet, basename="webhook")
 router.register("members", MemberViewSet, basename="member")
 router.register("quotes", QuoteViewSet, basename="quote")
+router.register("invoices", InvoiceViewSet, basename="invoice")
 
 # Downloads are named like files, so they take no trailing slash.
 report_downloads = [
@@ -51,6 +54,7 @@ urlpatterns = [
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("billing/stripe/webhook/", stripe_webhook, name="stripe-webhook"),
     path("admin/", admin.site.urls),
     path("", RedirectView.as_view(pattern_name="docs"), name="home"),
 ]

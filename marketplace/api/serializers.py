@@ -429,3 +429,22 @@ class UsageOutput(serializers.Serializer):
     period = serializers.CharField(help_text="YYYY-MM, a calendar month in your time zone")
     time_zone = serializers.CharField()
     products = UsageProduct(many=True)
+
+
+class InvoiceOutput(serializers.Serializer):
+    id = serializers.CharField(source="stripe_invoice_id", help_text="Stripe's invoice id")
+    number = serializers.CharField()
+    status = serializers.CharField(help_text="draft, open, paid, void or uncollectible")
+    currency = serializers.CharField()
+    amount_due = serializers.SerializerMethodField()
+    amount_paid = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    paid_at = serializers.DateTimeField(allow_null=True)
+    payment_failed_at = serializers.DateTimeField(allow_null=True, help_text="set while a failed payment is unpaid")
+    hosted_invoice_url = serializers.CharField(help_text="Stripe's page of the invoice, to pay or download it")
+
+    def get_amount_due(self, invoice) -> str:
+        return money(invoice.amount_due_cents)
+
+    def get_amount_paid(self, invoice) -> str:
+        return money(invoice.amount_paid_cents)

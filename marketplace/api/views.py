@@ -19,6 +19,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from billing import selectors as billing_selectors
+from billing.models import Invoice
 from insights import renderers
 from marketplace import selectors, services
 from marketplace.api.permissions import ROLES_THAT_ORDER, RolePermission
@@ -28,6 +29,7 @@ from marketplace.api.serializers import (
     ApiKeyOutput,
     AreaInput,
     AreaOutput,
+    InvoiceOutput,
     MemberInput,
     MemberOutput,
     MemberRoleInput,
@@ -545,3 +547,16 @@ class UsageViewSet(TenantViewSet):
         return Response(
             UsageOutput({"period": f"{month:%Y-%m}", "time_zone": tenant.time_zone, "products": products}).data
         )
+
+
+class InvoiceViewSet(mixins.ListModelMixin, TenantViewSet):
+    """Your organisation's invoices, as Stripe issued them; finance and owners."""
+
+    serializer_class = InvoiceOutput
+    read_roles = (Role.FINANCE, Role.OWNER)
+    write_roles = ()
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Invoice.objects.none()
+        return billing_selectors.invoice_list(tenant=self.request.user.tenant)

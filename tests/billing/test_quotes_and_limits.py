@@ -40,6 +40,7 @@ def test_a_quote_prices_the_order_and_lists_its_checks_without_ordering(api, cit
     assert (answer["quantity"], answer["unit"], answer["unit_price"]) == ("32.00", "cell_day", "0.002000")
     assert (answer["amount"], answer["currency"], answer["orderable"]) == ("0.06", "EUR", True)
     assert {check["check"] for check in answer["checks"]} == {
+        "payment",
         "entitlement",
         "privacy_minimums",
         "licensed_region",

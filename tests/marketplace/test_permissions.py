@@ -59,6 +59,7 @@ ENDPOINTS = [
     ("get", "/api/v1/organisation/", None, "catalog"),
     ("patch", "/api/v1/organisation/", {"monthly_spending_limit": "100.00"}, SETTING),
     ("get", "/api/v1/usage/", None, FINANCE_READ),
+    ("get", "/api/v1/invoices/", None, FINANCE_READ),
 ]
 # What each kind of endpoint answers each role of the organisation (a viewer sees nothing
 # that was not shared with it: its reads of an id are 404). A cancel of the succeeded report

@@ -37,6 +37,7 @@ EXPECTED_PATHS = {
     "/api/v1/quotes/",
     "/api/v1/organisation/",
     "/api/v1/usage/",
+    "/api/v1/invoices/",
 }
 
 

@@ -1,0 +1,21 @@
+"""Thin Celery tasks of billing: they take ids and call services. Safe to run twice."""
+
+from celery import shared_task
+
+
+@shared_task
+def sync_usage(line_id: int) -> str:
+    from billing.services import usage_sync
+
+    return usage_sync(line_id=line_id)
+
+
+@shared_task
+def sync_due_usage() -> int:
+    """The outbox sweep: every line whose next try is due (new ones whose task was lost, and retries)."""
+    from billing.services import usage_due, usage_sync
+
+    due = usage_due()
+    for line_id in due:
+        usage_sync(line_id=line_id)
+    return len(due)

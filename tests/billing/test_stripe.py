@@ -1,0 +1,264 @@
+"""Usage reaches Stripe exactly once, invoices come back through signed webhooks, and a
+failed payment past its grace period stops new orders. Stripe is localstripe, a stateful
+fake over real HTTP, started by the tests (conftest.py); nothing reaches the internet."""
+
+import datetime as dt
+import io
+from unittest import mock
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from billing import services
+from billing.models import Invoice, StripeAccount, StripeEvent, UsageLine, UsageSync
+from billing.services import credit_issue, month_close, usage_sync
+from marketplace.models import Report, Role
+from tests import grid
+from tests.billing.conftest import deliver
+from tests.errors import assert_error
+
+ORDER = {
+    "product": "footfall",
+    "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
+    "start": "2026-03-27T00:00:00+01:00",
+    "end": "2026-03-29T00:00:00+01:00",
+    "granularity": "day",
+}
+ORDER_CENTS = 6  # 16 cells x 2 days at 0.002 EUR
+
+
+@pytest.fixture(autouse=True)
+def loaded(city):
+    """The synthetic block's data, which the orders read."""
+
+
+def order_succeeded(api, capture, name="Block") -> Report:
+    with capture(execute=True):
+        response = api.post("/api/v1/reports/", {**ORDER, "name": name}, format="json")
+    assert response.status_code == 201, response.content
+    return Report.objects.get(pk=response.json()["id"], status=Report.Status.SUCCEEDED)
+
+
+def items_of(stripe_client, customer_id: str) -> list:
+    return list(stripe_client.v1.invoice_items.list(params={"customer": customer_id}).auto_paging_iter())
+
+
+def card_on_file(stripe_client, customer_id: str, number: str = "4242424242424242") -> None:
+    """The customer adds a card, as they would on Stripe's own pages."""
+    card = stripe_client.v1.payment_methods.create(
+        params={"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
+    )
+    stripe_client.v1.payment_methods.attach(card.id, params={"customer": customer_id})
+    stripe_client.v1.customers.update(customer_id, params={"invoice_settings": {"default_payment_method": card.id}})
+
+
+def latest_event(stripe_client, event_type: str) -> dict:
+    return next(event.to_dict() for event in stripe_client.v1.events.list().data if event.type == event_type)
+
+
+def test_order_to_paid_invoice_end_to_end(api, tenant, client_for, fake_stripe, django_capture_on_commit_callbacks):
+    report = order_succeeded(api, django_capture_on_commit_callbacks)
+
+    line = UsageLine.objects.get(report=report)
+    sync = UsageSync.objects.get(line=line)
+    account = StripeAccount.objects.get(tenant=tenant)
+    [item] = items_of(fake_stripe, account.customer_id)
+    assert (sync.state, sync.stripe_invoice_item_id) == ("synced", item.id)
+    assert (item.amount, item.currency, item.metadata["usage_line_id"]) == (ORDER_CENTS, "eur", str(line.pk))
+
+    card_on_file(fake_stripe, account.customer_id)
+    invoice = month_close(tenant=tenant, month="2026-03")
+    assert (invoice.status, invoice.amount_due_cents, invoice.amount_paid_cents) == ("paid", 6, 6)
+
+    # Stripe's webhook of the payment, signed as Stripe signs it, marks the local invoice paid.
+    Invoice.objects.filter(pk=invoice.pk).update(status="open", paid_at=None, stripe_updated=0)
+    response = deliver(api, latest_event(fake_stripe, "invoice.payment_succeeded"))
+    assert response.status_code == 200, response.content
+    invoice.refresh_from_db()
+    assert invoice.status == "paid" and invoice.paid_at is not None
+    sync.refresh_from_db()
+    assert sync.stripe_invoice_id == invoice.stripe_invoice_id
+    listed = client_for(tenant, Role.FINANCE).get("/api/v1/invoices/").json()["results"]
+    assert [(row["id"], row["status"], row["amount_due"]) for row in listed] == [
+        (invoice.stripe_invoice_id, "paid", "0.06")
+    ]
+
+
+def test_retries_send_a_line_once(api, tenant, fake_stripe, django_capture_on_commit_callbacks):
+    report = order_succeeded(api, django_capture_on_commit_callbacks)
+    line = UsageLine.objects.get(report=report)
+
+    assert usage_sync(line_id=line.pk) == "done"
+    UsageSync.objects.filter(pk=line.pk).update(state="pending")  # as if the sweep had not seen it synced
+    assert usage_sync(line_id=line.pk) == "synced"
+
+    assert len(items_of(fake_stripe, StripeAccount.objects.get().customer_id)) == 1
+
+
+def test_a_crash_after_stripe_answered_is_synced_once_after_restart(
+    api, tenant, fake_stripe, django_capture_on_commit_callbacks
+):
+    with mock.patch.object(services, "_synced", side_effect=SystemExit("the worker dies")):
+        with pytest.raises(SystemExit):
+            order_succeeded(api, django_capture_on_commit_callbacks)
+    line = UsageLine.objects.get()
+    assert UsageSync.objects.get(pk=line.pk).state == "pending"  # Stripe has the item; we did not record it
+    customer_id = StripeAccount.objects.get().customer_id
+    assert len(items_of(fake_stripe, customer_id)) == 1
+
+    call_command("shell", "-c", "from billing.tasks import sync_due_usage; sync_due_usage()")  # the beat sweep
+
+    [item] = items_of(fake_stripe, customer_id)
+    sync = UsageSync.objects.get(pk=line.pk)
+    assert (sync.state, sync.stripe_invoice_item_id) == ("synced", item.id)
+
+
+def test_while_stripe_is_down_lines_wait_and_back_off(
+    api, tenant, fake_stripe, settings, django_capture_on_commit_callbacks
+):
+    reachable = settings.STRIPE_API_BASE
+    settings.STRIPE_API_BASE = "http://127.0.0.1:9"  # nothing listens there
+    report = order_succeeded(api, django_capture_on_commit_callbacks)
+    sync = UsageSync.objects.get(line__report=report)
+    assert (sync.state, sync.attempts) == ("pending", 1)
+    assert sync.next_attempt_at > timezone.now() and "connect" in sync.last_error.lower()
+    assert services.usage_due() == []  # not before its next try
+
+    assert usage_sync(line_id=sync.pk) == "retry"
+    sync.refresh_from_db()
+    assert sync.attempts == 2 and sync.next_attempt_at - timezone.now() > dt.timedelta(minutes=3)
+
+    settings.STRIPE_API_BASE = reachable
+    UsageSync.objects.filter(pk=sync.pk).update(next_attempt_at=timezone.now())
+    assert services.usage_due() == [sync.pk]
+    assert usage_sync(line_id=sync.pk) == "synced"
+
+
+def test_a_credit_reaches_stripe_as_a_negative_item(api, tenant, fake_stripe, django_capture_on_commit_callbacks):
+    report = order_succeeded(api, django_capture_on_commit_callbacks)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        credit_issue(report=report, amount_cents=2, reason="late delivery", by=None)
+
+    amounts = sorted(item.amount for item in items_of(fake_stripe, StripeAccount.objects.get().customer_id))
+    assert amounts == [-2, ORDER_CENTS]
+
+
+def test_without_a_stripe_key_lines_wait_in_the_outbox(api, tenant, django_capture_on_commit_callbacks):
+    report = order_succeeded(api, django_capture_on_commit_callbacks)
+
+    assert UsageSync.objects.get(line__report=report).state == "pending"
+    assert not StripeAccount.objects.exists()
+
+
+# --- webhooks -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def invoiced(api, tenant, fake_stripe, django_capture_on_commit_callbacks) -> Invoice:
+    """A month closed for a customer without a card: the invoice is open."""
+    order_succeeded(api, django_capture_on_commit_callbacks)
+    invoice = month_close(tenant=tenant, month="2026-03")
+    assert invoice.status == "open"
+    return invoice
+
+
+def invoice_event(fake_stripe, invoice: Invoice, event_type: str, *, created: int, **changes) -> dict:
+    subject = {**fake_stripe.v1.invoices.retrieve(invoice.stripe_invoice_id).to_dict(), **changes}
+    return {"id": f"evt_{event_type}_{created}", "type": event_type, "created": created, "data": {"object": subject}}
+
+
+def test_a_badly_signed_webhook_is_refused_and_stores_nothing(client, invoiced, fake_stripe):
+    event = invoice_event(fake_stripe, invoiced, "invoice.paid", created=int(timezone.now().timestamp()), status="paid")
+
+    wrong_secret = deliver(client, event, secret="whsec_someone_else")
+    too_old = deliver(client, event, timestamp=int(timezone.now().timestamp()) - 3600)
+    unsigned = client.post("/billing/stripe/webhook/", b"{}", content_type="application/json")
+
+    for response in (wrong_secret, too_old, unsigned):
+        assert_error(response, 400, "bad_signature")
+    assert not StripeEvent.objects.exists()
+    invoiced.refresh_from_db()
+    assert invoiced.status == "open"
+
+
+def test_an_event_delivered_twice_is_applied_once(client, invoiced, fake_stripe):
+    now = int(timezone.now().timestamp())
+    event = invoice_event(fake_stripe, invoiced, "invoice.payment_failed", created=now)
+
+    first, again = deliver(client, event), deliver(client, event)
+
+    assert (first.json()["new"], again.json()["new"]) == (True, False)
+    assert StripeEvent.objects.get().processed_at is not None
+    invoiced.refresh_from_db()
+    assert invoiced.payment_failed_at is not None
+
+
+def test_an_older_event_arriving_late_changes_nothing(client, invoiced, fake_stripe):
+    now = int(timezone.now().timestamp())
+    paid = invoice_event(fake_stripe, invoiced, "invoice.paid", created=now, status="paid", amount_paid=6)
+    failed = invoice_event(fake_stripe, invoiced, "invoice.payment_failed", created=now - 60)
+
+    deliver(client, paid)
+    deliver(client, failed)
+
+    invoiced.refresh_from_db()
+    assert (invoiced.status, invoiced.payment_failed_at) == ("paid", None)
+
+
+def test_a_payment_failed_past_the_grace_period_stops_new_orders_until_paid(
+    api, client, invoiced, fake_stripe, settings
+):
+    now = int(timezone.now().timestamp())
+    deliver(client, invoice_event(fake_stripe, invoiced, "invoice.payment_failed", created=now))
+    assert api.post("/api/v1/quotes/", ORDER, format="json").json()["orderable"] is True  # within the grace
+
+    Invoice.objects.filter(pk=invoiced.pk).update(
+        payment_failed_at=timezone.now() - dt.timedelta(days=settings.BILLING_PAYMENT_GRACE_DAYS + 1)
+    )
+    refused = api.post("/api/v1/reports/", {**ORDER, "name": "more"}, format="json")
+    assert_error(refused, 403, "payment_overdue")
+    assert "0.06 EUR" in refused.json()["message"]
+    quote = api.post("/api/v1/quotes/", ORDER, format="json").json()
+    assert [check["code"] for check in quote["checks"] if not check["passed"]] == ["payment_overdue"]
+
+    deliver(client, invoice_event(fake_stripe, invoiced, "invoice.paid", created=now + 1, status="paid"))
+    assert api.post("/api/v1/reports/", {**ORDER, "name": "more"}, format="json").status_code == 201
+
+
+# --- reconciliation -------------------------------------------------------------------------
+
+
+def reconcile(month: str) -> str:
+    out = io.StringIO()
+    call_command("billing_reconcile", "--month", month, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def test_reconciliation_finds_no_difference_when_stripe_has_every_line(
+    api, tenant, fake_stripe, django_capture_on_commit_callbacks
+):
+    order_succeeded(api, django_capture_on_commit_callbacks)
+    order_succeeded(api, django_capture_on_commit_callbacks, name="second")
+    month_close(tenant=tenant, month=timezone.now().strftime("%Y-%m"))
+
+    assert reconcile(timezone.now().strftime("%Y-%m")).strip().endswith("no differences")
+
+
+def test_reconciliation_lists_every_difference(api, tenant, fake_stripe, django_capture_on_commit_callbacks):
+    order_succeeded(api, django_capture_on_commit_callbacks)
+    month = timezone.now().strftime("%Y-%m")
+    customer_id = StripeAccount.objects.get().customer_id
+    fake_stripe.v1.invoice_items.create(
+        params={"customer": customer_id, "amount": 999, "currency": "eur", "metadata": {"usage_line_id": "999999"}}
+    )
+    with mock.patch.object(
+        services.stripe_gateway, "invoice_item_create", side_effect=services.stripe_gateway.StripeUnavailable("down")
+    ):
+        order_succeeded(api, django_capture_on_commit_callbacks, name="unsent")
+
+    report = reconcile(month)
+
+    assert "only in Stripe" in report and "999999" in report
+    assert "not sent to Stripe" in report
