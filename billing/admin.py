@@ -4,7 +4,7 @@ from django.http import HttpResponse
 
 from billing import services
 from billing.exports import export_csv, export_xlsx
-from billing.models import Price, Quote, UsageLine
+from billing.models import Invoice, Price, Quote, StripeAccount, StripeEvent, UsageLine, UsageSync
 from billing.selectors import export_rows
 from marketplace.exceptions import ServiceError
 
@@ -36,6 +36,54 @@ class QuoteAdmin(admin.ModelAdmin):
         return False
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(ReadOnlyAdmin):
+    """Stripe's invoices, as its webhooks last told; a failed payment shows until paid."""
+
+    list_display = [
+        "created_at",
+        "tenant",
+        "stripe_invoice_id",
+        "number",
+        "status",
+        "amount_due",
+        "paid_at",
+        "payment_failed_at",
+    ]
+    list_filter = ["status", "tenant"]
+    search_fields = ["stripe_invoice_id", "number", "tenant__name"]
+
+    @admin.display(description="amount due")
+    def amount_due(self, invoice: Invoice) -> str:
+        return f"{invoice.amount_due_cents / 100:,.2f} {invoice.currency}"
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(ReadOnlyAdmin):
+    """Stripe's webhooks as received (applied once each)."""
+
+    list_display = ["received_at", "type", "id", "processed_at"]
+    list_filter = ["type"]
+    search_fields = ["id"]
+
+
+@admin.register(StripeAccount)
+class StripeAccountAdmin(ReadOnlyAdmin):
+    list_display = ["tenant", "customer_id", "subscription_id", "subscription_status", "created_at"]
+    search_fields = ["tenant__name", "customer_id"]
+
+
 class CreditForm(forms.ModelForm):
     credit_cents = forms.IntegerField(min_value=1, help_text="how much to credit, in cents")
 
@@ -57,8 +105,9 @@ class CreditForm(forms.ModelForm):
 class UsageLineAdmin(admin.ModelAdmin):
     """The ledger, read-only; "Add" gives a credit on a report, with a reason."""
 
-    list_display = ["created_at", "tenant", "kind", "product", "quantity", "unit", "amount", "report"]
-    list_filter = ["kind", "product", "tenant"]
+    list_display = ["created_at", "tenant", "kind", "product", "quantity", "unit", "amount", "report", "stripe"]
+    list_filter = ["kind", "product", "tenant", "sync__state"]
+    list_select_related = ["tenant", "sync"]
     search_fields = ["tenant__name", "report__id", "reason"]
     date_hierarchy = "created_at"
     raw_id_fields = ["report"]
@@ -76,6 +125,20 @@ class UsageLineAdmin(admin.ModelAdmin):
     @admin.display(description="amount")
     def amount(self, line: UsageLine) -> str:
         return f"{line.amount_cents / 100:,.2f} {line.currency}"
+
+    @admin.display(description="Stripe")
+    def stripe(self, line: UsageLine) -> str:
+        """The outbox's state: synced (with its invoice), or waiting (tries, next try, last error)."""
+        sync = getattr(line, "sync", None)
+        if sync is None:
+            return "-"
+        if sync.state == UsageSync.State.SYNCED:
+            return f"synced {sync.stripe_invoice_item_id}" + (
+                f" on {sync.stripe_invoice_id}" if sync.stripe_invoice_id else ""
+            )
+        if not sync.attempts:
+            return "waiting"
+        return f"waiting: {sync.attempts} tries, next {sync.next_attempt_at:%Y-%m-%d %H:%M}; {sync.last_error[:80]}"
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:

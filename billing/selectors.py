@@ -75,6 +75,9 @@ EXPORT_COLUMNS = [
     "billed",
     "credited",
     "net",
+    "stripe_invoices",
+    "invoice_status",
+    "not_in_stripe",
 ]
 
 
@@ -91,20 +94,33 @@ def export_rows(lines) -> list[dict]:
         )
         .order_by("tenant__name", "product")
     )
-    return [
-        {
-            "tenant": row["tenant__name"],
-            "product": row["product"],
-            "unit": row["unit"],
-            "currency": row["currency"],
-            "reports": row["reports"],
-            "quantity": row["quantity"] or Decimal(0),
-            "billed": _units(row["billed_cents"] or 0),
-            "credited": _units(-(row["credited_cents"] or 0)),
-            "net": _units((row["billed_cents"] or 0) + (row["credited_cents"] or 0)),
-        }
-        for row in rows
-    ]
+    exported = []
+    for row in rows:
+        of_row = lines.filter(tenant__name=row["tenant__name"], product=row["product"], unit=row["unit"])
+        invoice_ids = sorted(
+            set(of_row.exclude(sync__stripe_invoice_id="").values_list("sync__stripe_invoice_id", flat=True))
+        )
+        statuses = dict(
+            Invoice.objects.filter(stripe_invoice_id__in=invoice_ids).values_list("stripe_invoice_id", "status")
+        )
+        exported.append(
+            {
+                "tenant": row["tenant__name"],
+                "product": row["product"],
+                "unit": row["unit"],
+                "currency": row["currency"],
+                "reports": row["reports"],
+                "quantity": row["quantity"] or Decimal(0),
+                "billed": _units(row["billed_cents"] or 0),
+                "credited": _units(-(row["credited_cents"] or 0)),
+                "net": _units((row["billed_cents"] or 0) + (row["credited_cents"] or 0)),
+                "stripe_invoices": " ".join(invoice_ids),
+                "invoice_status": " ".join(statuses.get(invoice_id, "unknown") for invoice_id in invoice_ids),
+                # Lines not yet on a Stripe invoice: waiting in the outbox, or sent and not invoiced yet.
+                "not_in_stripe": of_row.filter(Q(sync__isnull=True) | Q(sync__stripe_invoice_id="")).count(),
+            }
+        )
+    return exported
 
 
 def all_lines_in_month(month: dt.date, time_zone: str):

@@ -19,3 +19,18 @@ def sync_due_usage() -> int:
     for line_id in due:
         usage_sync(line_id=line_id)
     return len(due)
+
+
+@shared_task
+def close_last_month() -> None:
+    """Beat, on the 1st: invoice the month that just ended."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    today = timezone.localdate(timezone=ZoneInfo(settings.BILLING_TIME_ZONE))
+    last_month = today.replace(day=1) - dt.timedelta(days=1)
+    call_command("billing_close_month", "--month", f"{last_month:%Y-%m}")

@@ -9,6 +9,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from guardian.admin import GuardedModelAdmin
 
+from billing import services as billing_services
 from billing.models import UsageLine
 from marketplace import selectors, services
 from marketplace.exceptions import ServiceError
@@ -131,12 +132,18 @@ class TenantAdmin(admin.ModelAdmin):
         )
         usage, credits = (billed["usage"] or 0) / 100, -(billed["credits"] or 0) / 100
         limit = tenant.monthly_spending_limit_cents
+        try:
+            billing_services.check_payment_standing(tenant=tenant)
+            standing = "payments in order"
+        except ServiceError as overdue:
+            standing = f"ORDERS STOPPED: {overdue.message}"
         return format_html(
-            "{}<br>billed {} EUR, credited {} EUR; spending limit {}",
+            "{}<br>billed {} EUR, credited {} EUR; spending limit {}<br>{}",
             orders,
             f"{usage:,.2f}",
             f"{credits:,.2f}",
             "none" if limit is None else f"{limit / 100:,.2f} EUR a month",
+            standing,
         )
 
     @admin.display(description="Licensed regions and products")

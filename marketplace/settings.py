@@ -8,6 +8,7 @@ import datetime as dt
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
@@ -183,6 +184,10 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-reports": {"task": "insights.tasks.sweep_stuck_reports", "schedule": 60.0},
     "drop-old-data": {"task": "insights.tasks.drop_old_data", "schedule": 24 * 3600.0},
     "sync-usage-to-stripe": {"task": "billing.tasks.sync_due_usage", "schedule": 60.0},
+    "close-billing-month": {
+        "task": "billing.tasks.close_last_month",
+        "schedule": crontab(minute=0, hour=6, day_of_month=1),
+    },
 }
 
 # --- Product rules ---------------------------------------------------------------

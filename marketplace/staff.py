@@ -22,6 +22,10 @@ ACCOUNT_MANAGER_PERMISSIONS = {
     ("billing", "usageline"): ("add", "view"),  # add: a credit, with a reason
     ("billing", "price"): ("view",),
     ("billing", "quote"): ("view",),
+    ("billing", "invoice"): ("view",),
+    ("billing", "stripeevent"): ("view",),
+    ("billing", "stripeaccount"): ("view",),
+    ("billing", "usagesync"): ("view",),
     ("insights", "datasetversion"): ("view",),
     ("insights", "region"): ("view",),
     ("auth", "user"): ("add", "change", "view"),

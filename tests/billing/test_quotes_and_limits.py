@@ -3,6 +3,7 @@ orders that would bill more than an owner allows this month; finance reads the m
 
 import datetime as dt
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils import timezone
@@ -191,7 +192,7 @@ def test_finance_reads_the_months_usage_per_product(api, city, tenant, client_fo
         reason="late",
     )
     finance = client_for(tenant, Role.FINANCE)
-    month = timezone.now().astimezone(timezone.get_current_timezone()).strftime("%Y-%m")
+    month = timezone.now().astimezone(ZoneInfo(tenant.time_zone)).strftime("%Y-%m")  # the usage API's months
 
     usage = finance.get(f"/api/v1/usage/?period={month}").json()
     earlier = finance.get("/api/v1/usage/?period=2020-01").json()

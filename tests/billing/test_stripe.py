@@ -4,9 +4,13 @@ fake over real HTTP, started by the tests (conftest.py); nothing reaches the int
 
 import datetime as dt
 import io
+import time
 from unittest import mock
+from zoneinfo import ZoneInfo
 
 import pytest
+from django.conf import settings as django_settings
+from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.utils import timezone
 
@@ -14,6 +18,7 @@ from billing import services
 from billing.models import Invoice, StripeAccount, StripeEvent, UsageLine, UsageSync
 from billing.services import credit_issue, month_close, usage_sync
 from marketplace.models import Report, Role
+from marketplace.staff import ACCOUNT_MANAGERS
 from tests import grid
 from tests.billing.conftest import deliver
 from tests.errors import assert_error
@@ -31,6 +36,11 @@ ORDER_CENTS = 6  # 16 cells x 2 days at 0.002 EUR
 @pytest.fixture(autouse=True)
 def loaded(city):
     """The synthetic block's data, which the orders read."""
+
+
+def this_month() -> str:
+    """The billing month of now (lines are dated now), whatever the machine's clock says about UTC."""
+    return timezone.now().astimezone(ZoneInfo(django_settings.BILLING_TIME_ZONE)).strftime("%Y-%m")
 
 
 def order_succeeded(api, capture, name="Block") -> Report:
@@ -83,6 +93,12 @@ def test_order_to_paid_invoice_end_to_end(api, tenant, client_for, fake_stripe, 
     assert [(row["id"], row["status"], row["amount_due"]) for row in listed] == [
         (invoice.stripe_invoice_id, "paid", "0.06")
     ]
+    export = io.StringIO()
+    call_command("billing_export", "--month", this_month(), stdout=export)
+    assert export.getvalue().splitlines()[1] == (
+        f"{tenant.name},footfall,cell_day,EUR,1,32.00,0.06,0.00,0.06,{invoice.stripe_invoice_id},paid,0"
+    )
+    assert reconcile(this_month()).strip().endswith("no differences")
 
 
 def test_retries_send_a_line_once(api, tenant, fake_stripe, django_capture_on_commit_callbacks):
@@ -241,14 +257,14 @@ def test_reconciliation_finds_no_difference_when_stripe_has_every_line(
 ):
     order_succeeded(api, django_capture_on_commit_callbacks)
     order_succeeded(api, django_capture_on_commit_callbacks, name="second")
-    month_close(tenant=tenant, month=timezone.now().strftime("%Y-%m"))
+    month_close(tenant=tenant, month=this_month())
 
-    assert reconcile(timezone.now().strftime("%Y-%m")).strip().endswith("no differences")
+    assert reconcile(this_month()).strip().endswith("no differences")
 
 
 def test_reconciliation_lists_every_difference(api, tenant, fake_stripe, django_capture_on_commit_callbacks):
     order_succeeded(api, django_capture_on_commit_callbacks)
-    month = timezone.now().strftime("%Y-%m")
+    month = this_month()
     customer_id = StripeAccount.objects.get().customer_id
     fake_stripe.v1.invoice_items.create(
         params={"customer": customer_id, "amount": 999, "currency": "eur", "metadata": {"usage_line_id": "999999"}}
@@ -262,3 +278,36 @@ def test_reconciliation_lists_every_difference(api, tenant, fake_stripe, django_
 
     assert "only in Stripe" in report and "999999" in report
     assert "not sent to Stripe" in report
+
+
+def test_closing_the_month_sends_what_waits_then_invoices(
+    api, tenant, fake_stripe, settings, django_capture_on_commit_callbacks
+):
+    reachable = settings.STRIPE_API_BASE
+    order_succeeded(api, django_capture_on_commit_callbacks)
+    settings.STRIPE_API_BASE = "http://127.0.0.1:9"
+    waiting = order_succeeded(api, django_capture_on_commit_callbacks, name="while Stripe was down")
+    settings.STRIPE_API_BASE = reachable
+    out = io.StringIO()
+
+    call_command("billing_close_month", "--month", this_month(), stdout=out)
+
+    assert UsageSync.objects.get(line__report=waiting).state == "synced"
+    invoice = Invoice.objects.get()
+    assert (invoice.status, invoice.amount_due_cents) == ("open", 2 * ORDER_CENTS)  # no card on file yet
+    assert f"{tenant.name}: invoice {invoice.stripe_invoice_id}, open, 0.12 EUR" in out.getvalue()
+
+
+def test_account_managers_see_sync_states_invoices_and_events_in_the_admin(client, invoiced, fake_stripe):
+    manager = User.objects.create_user("carla", password="not-used", is_staff=True)
+    manager.groups.add(Group.objects.get(name=ACCOUNT_MANAGERS))
+    client.force_login(manager)
+    deliver(client, invoice_event(fake_stripe, invoiced, "invoice.payment_failed", created=int(time.time())))
+
+    lines = client.get("/admin/billing/usageline/").content.decode()
+    invoices = client.get("/admin/billing/invoice/").content.decode()
+    events = client.get("/admin/billing/stripeevent/").content.decode()
+
+    assert f"on {invoiced.stripe_invoice_id}" in lines and "synced ii_" in lines
+    assert invoiced.stripe_invoice_id in invoices and "open" in invoices
+    assert "invoice.payment_failed" in events
