@@ -11,6 +11,7 @@ from marketplace.celery import app as celery_app
 from marketplace.models import Role
 from tests import grid
 from tests.factories import granted_tenant, raw_api_key
+from tests.stripe_fake import fake_stripe, localstripe  # noqa: F401 (fixtures)
 
 UTC = dt.UTC
 

@@ -1,6 +1,6 @@
 """Usage reaches Stripe exactly once, invoices come back through signed webhooks, and a
 failed payment past its grace period stops new orders. Stripe is localstripe, a stateful
-fake over real HTTP, started by the tests (conftest.py); nothing reaches the internet."""
+fake over real HTTP, started by the tests (tests/stripe_fake.py); nothing reaches the internet."""
 
 import datetime as dt
 import io
@@ -20,8 +20,8 @@ from billing.services import credit_issue, month_close, usage_sync
 from marketplace.models import Report, Role
 from marketplace.staff import ACCOUNT_MANAGERS
 from tests import grid
-from tests.billing.conftest import deliver
 from tests.errors import assert_error
+from tests.stripe_fake import deliver
 
 ORDER = {
     "product": "footfall",

@@ -1,4 +1,5 @@
-"""A local, stateful fake Stripe (localstripe) over real HTTP, and Stripe-signed webhooks."""
+"""A local, stateful fake Stripe (localstripe) over real HTTP, and Stripe-signed webhooks.
+The fixtures are registered in tests/conftest.py."""
 
 import hashlib
 import hmac
