@@ -1,6 +1,6 @@
 from django.contrib import admin
-from django.contrib.gis.admin import GISModelAdmin
 
+from insights.boundaries import boundary_svg
 from insights.models import DatasetVersion, Region
 
 
@@ -24,8 +24,15 @@ class DatasetVersionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Region)
-class RegionAdmin(GISModelAdmin):
-    """Home regions and zones, loaded with load_regions; their boundaries on a map."""
+class RegionAdmin(admin.ModelAdmin):
+    """Home regions and zones, loaded with load_regions; their boundaries drawn."""
+
+    exclude = ["geometry"]
+    readonly_fields = ["boundary"]
+
+    @admin.display(description="drawn to scale")
+    def boundary(self, region: Region) -> str:
+        return boundary_svg(region.geometry)
 
     list_display = ["code", "name"]
     search_fields = ["code", "name"]

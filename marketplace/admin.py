@@ -2,7 +2,6 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import User
-from django.contrib.gis.admin import GISModelAdmin
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -11,6 +10,7 @@ from guardian.admin import GuardedModelAdmin
 
 from billing import services as billing_services
 from billing.models import UsageLine
+from insights.boundaries import boundary_from_text, boundary_svg
 from marketplace import selectors, services
 from marketplace.exceptions import ServiceError
 from marketplace.models import (
@@ -48,6 +48,11 @@ class PeopleAdmin(UserAdmin):
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "user":  # customers' people only: staff accounts never belong to a tenant
+            kwargs["queryset"] = User.objects.filter(is_staff=False, is_superuser=False).order_by("username")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 class ApiKeyInline(admin.TabularInline):
@@ -180,16 +185,28 @@ class ProductAdmin(GuardedModelAdmin):
     ]
 
 
+class BoundaryMap:
+    """A read-only boundary shown as a drawing rather than an editable map."""
+
+    @admin.display(description="drawn to scale")
+    def boundary(self, obj) -> str:
+        return boundary_svg(obj.geometry)
+
+
 @admin.register(Area)
-class AreaAdmin(GISModelAdmin):
+class AreaAdmin(BoundaryMap, admin.ModelAdmin):
     list_display = ["name", "tenant", "area_km2", "cell_count", "created_at"]
     list_filter = ["tenant"]
     search_fields = ["name", "tenant__name"]
-    readonly_fields = ["area_km2", "cell_count"]
+    exclude = ["geometry"]
+    readonly_fields = ["boundary", "area_km2", "cell_count"]
+
+
+REPORT_SHAPES = ["geometry", "compare_geometry"]
 
 
 @admin.register(Report)
-class ReportAdmin(GISModelAdmin):
+class ReportAdmin(BoundaryMap, admin.ModelAdmin):
     list_display = [
         "id",
         "tenant",
@@ -204,7 +221,9 @@ class ReportAdmin(GISModelAdmin):
     ]
     list_filter = ["status", "product", "granularity", "tenant"]
     search_fields = ["id", "tenant__name", "area_name"]
-    readonly_fields = [field.name for field in Report._meta.fields if field.name != "geometry"]
+    # What was ordered and released is history: actions change a report, its form does not.
+    exclude = REPORT_SHAPES
+    readonly_fields = ["boundary"] + [field.name for field in Report._meta.fields if field.name not in REPORT_SHAPES]
     actions = ["rerun_failed", "cancel"]
 
     @admin.display(description="took")
@@ -231,13 +250,14 @@ class ReportAdmin(GISModelAdmin):
 
 
 @admin.register(Release)
-class ReleaseAdmin(GISModelAdmin):
+class ReleaseAdmin(BoundaryMap, admin.ModelAdmin):
     """The release log: read-only here, and the database refuses changes and deletions."""
 
     list_display = ["released_at", "tenant", "product", "ordered_by_key", "start", "end", "dataset_version"]
     list_filter = ["product", "tenant"]
     search_fields = ["tenant__name", "report__id", "result_sha256"]
-    readonly_fields = [field.name for field in Release._meta.fields if field.name != "geometry"]
+    exclude = ["geometry"]
+    readonly_fields = ["boundary"] + [field.name for field in Release._meta.fields if field.name != "geometry"]
     date_hierarchy = "released_at"
 
     def has_add_permission(self, request) -> bool:
@@ -270,9 +290,41 @@ class AuditEventAdmin(admin.ModelAdmin):
         return False
 
 
+class LicensedRegionForm(forms.ModelForm):
+    """A region's boundary from a GeoJSON file (as a city sends it) or pasted GeoJSON or WKT."""
+
+    geometry = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
+        required=False,
+        label="Boundary",
+        help_text="GeoJSON or WKT in longitude/latitude (EPSG:4326): a Polygon or MultiPolygon",
+    )
+    boundary_file = forms.FileField(
+        required=False, help_text="or a GeoJSON file: a geometry, a Feature or a FeatureCollection (its first)"
+    )
+
+    class Meta:
+        model = LicensedRegion
+        fields = ["name", "geometry", "boundary_file", "valid_from", "valid_until"]
+
+    def clean(self):
+        data = super().clean()
+        upload = data.get("boundary_file")
+        text = upload.read().decode("utf-8", errors="replace") if upload else data.get("geometry") or ""
+        if not text.strip():
+            raise forms.ValidationError("give the boundary: a GeoJSON file, or GeoJSON or WKT text")
+        try:
+            data["geometry"] = boundary_from_text(text)
+        except ValueError as exc:
+            raise forms.ValidationError({"boundary_file" if upload else "geometry": str(exc)}) from None
+        return data
+
+
 @admin.register(LicensedRegion)
-class LicensedRegionAdmin(GuardedModelAdmin, GISModelAdmin):
+class LicensedRegionAdmin(BoundaryMap, GuardedModelAdmin):
     """Where tenants may order; grant a region to a tenant's group under "Object permissions"."""
 
+    form = LicensedRegionForm
     list_display = ["name", "valid_from", "valid_until", "created_at"]
     search_fields = ["name"]
+    readonly_fields = ["boundary"]

@@ -36,7 +36,10 @@ class Tenant(models.Model):
     time_zone = models.CharField(max_length=64, default="Europe/Berlin", validators=[validate_time_zone])
     group = models.OneToOneField(Group, on_delete=models.PROTECT, related_name="tenant")
     monthly_spending_limit_cents = models.PositiveBigIntegerField(
-        null=True, blank=True, help_text="orders that would bill more this month are refused; empty: no limit"
+        "monthly spending limit (cents)",
+        null=True,
+        blank=True,
+        help_text="in cents: 50000 is 500.00 EUR; orders that would bill more this month are refused; empty: no limit",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

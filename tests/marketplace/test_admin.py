@@ -1,10 +1,12 @@
 """The admin for account managers: staff in the account managers' group, not superusers."""
 
+import json
 import re
 
 import pytest
 from django.contrib.auth.models import Group, User
 from django.contrib.gis.geos import MultiPolygon
+from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
 from marketplace.models import LicensedRegion, Report, Tenant
@@ -126,3 +128,35 @@ def test_an_account_manager_cannot_raise_their_own_rights_or_touch_staff_account
     assert not anna.is_superuser
     assert password.status_code in (302, 404) and root.check_password("secret-enough-for-tests")
     assert account_manager.get(f"/admin/auth/user/{root.pk}/change/").status_code in (302, 404)
+
+
+def test_a_licensed_region_comes_from_a_geojson_file_and_is_drawn(account_manager, city):
+    feature = {"type": "Feature", "properties": {}, "geometry": grid.geojson(grid.square(0, 0, 2, 4))}
+    upload = SimpleUploadedFile(
+        "westend.geojson", json.dumps({"type": "FeatureCollection", "features": [feature]}).encode()
+    )
+
+    added = account_manager.post("/admin/marketplace/licensedregion/add/", {"name": "Westend", "boundary_file": upload})
+
+    assert added.status_code == 302, added.content.decode()[:2000]
+    region = LicensedRegion.objects.get(name="Westend")
+    assert region.geometry.geom_type == "MultiPolygon"
+    page = account_manager.get(f"/admin/marketplace/licensedregion/{region.pk}/change/").content.decode()
+    assert 'aria-label="boundary"' in page and "0.50 km²" in page  # drawn without map tiles; 2 x 4 cells
+
+
+@pytest.mark.parametrize(
+    ("boundary", "why"),
+    [("", "give the boundary"), ("POINT(13.4 52.5)", "Polygon or MultiPolygon"), ("{not json", "no readable")],
+)
+def test_a_licensed_region_without_a_usable_boundary_is_refused(account_manager, boundary, why):
+    refused = account_manager.post("/admin/marketplace/licensedregion/add/", {"name": "Nowhere", "geometry": boundary})
+
+    assert refused.status_code == 200 and why in refused.content.decode()
+    assert not LicensedRegion.objects.exists()
+
+
+def test_a_reports_area_is_shown_not_editable(account_manager, failed_report):
+    page = account_manager.get(f"/admin/marketplace/report/{failed_report.pk}/change/").content.decode()
+
+    assert 'aria-label="boundary"' in page and 'name="geometry"' not in page

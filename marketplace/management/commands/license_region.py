@@ -1,10 +1,10 @@
 import datetime as dt
-import json
 from pathlib import Path
 
-from django.contrib.gis.geos import GEOSException, GEOSGeometry, MultiPolygon
+from django.contrib.gis.geos import MultiPolygon
 from django.core.management.base import BaseCommand, CommandError
 
+from insights.boundaries import boundary_from_text
 from marketplace.exceptions import ServiceError
 from marketplace.models import Tenant
 from marketplace.services import licensed_region_create, region_license
@@ -40,14 +40,6 @@ def _multipolygon(path: Path) -> MultiPolygon:
     if not path.is_file():
         raise CommandError(f"no such file: {path}")
     try:
-        document = json.loads(path.read_text())
-        while document.get("type") in ("FeatureCollection", "Feature"):
-            document = document["features"][0] if document["type"] == "FeatureCollection" else document["geometry"]
-        geometry = GEOSGeometry(json.dumps(document), srid=4326)
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError, GEOSException) as exc:
-        raise CommandError(f"{path} holds no readable GeoJSON geometry: {exc}") from None
-    if geometry.geom_type == "Polygon":
-        geometry = MultiPolygon(geometry, srid=4326)
-    if geometry.geom_type != "MultiPolygon" or not geometry.valid:
-        raise CommandError(f"{path} must hold a valid Polygon or MultiPolygon, got {geometry.geom_type}")
-    return geometry
+        return boundary_from_text(path.read_text())
+    except ValueError as exc:
+        raise CommandError(f"{path}: {exc}") from None
