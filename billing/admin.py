@@ -4,14 +4,27 @@ from django.http import HttpResponse
 
 from billing import services
 from billing.exports import export_csv, export_xlsx
-from billing.models import Invoice, Price, Quote, StripeAccount, StripeEvent, UsageLine, UsageSync
+from billing.models import Invoice, Price, PriceTier, Quote, StripeAccount, StripeEvent, UsageLine, UsageSync
 from billing.selectors import export_rows
 from marketplace.exceptions import ServiceError
 
 
+class PriceTierInline(admin.TabularInline):
+    model = PriceTier
+    extra = 0
+
+
 @admin.register(Price)
 class PriceAdmin(admin.ModelAdmin):
-    list_display = ["product", "unit", "unit_price", "currency"]
+    """List prices (no tenant) and tenants' own plans, with their volume tiers."""
+
+    list_display = ["product", "tenant", "unit", "unit_price", "currency", "tiers"]
+    list_filter = ["product", "tenant"]
+    inlines = [PriceTierInline]
+
+    @admin.display(description="tiers")
+    def tiers(self, price: Price) -> str:
+        return "; ".join(f"from {tier.from_quantity}: {tier.unit_price}" for tier in price.tiers.all()) or "-"
 
 
 @admin.register(Quote)

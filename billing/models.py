@@ -12,15 +12,58 @@ class Unit(models.TextChoices):
 
 
 class Price(models.Model):
-    """What a product costs per unit, in euros (fractions of a cent allowed; amounts are rounded to cents)."""
+    """What a product costs per unit, in euros (fractions of a cent allowed; amounts are rounded
+    to cents): the list price, or a tenant's own plan. Volume tiers lower the unit price for
+    the units beyond a quantity in a calendar month (graduated)."""
 
-    product = models.OneToOneField("marketplace.Product", on_delete=models.PROTECT, related_name="price")
+    product = models.ForeignKey("marketplace.Product", on_delete=models.PROTECT, related_name="prices")
+    tenant = models.ForeignKey(
+        "marketplace.Tenant",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="prices",
+        help_text="empty: the list price, for every tenant without a plan of its own for the product",
+    )
     unit = models.CharField(max_length=20, choices=Unit.choices)
-    unit_price = models.DecimalField(max_digits=12, decimal_places=6)
+    unit_price = models.DecimalField(max_digits=12, decimal_places=6, help_text="per unit, before the first tier")
     currency = models.CharField(max_length=3, default="EUR")
+    monthly_minimum_cents = models.PositiveBigIntegerField(
+        "monthly minimum (cents)",
+        null=True,
+        blank=True,
+        help_text="a tenant's plan only: a month billed less for the product is topped up to this when it is closed",
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["product", "tenant"], name="one_price_per_product_and_tenant"),
+            models.UniqueConstraint(
+                fields=["product"], condition=Q(tenant__isnull=True), name="one_list_price_per_product"
+            ),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.product}: {self.unit_price} {self.currency} per {self.unit}"
+        plan = f" for {self.tenant}" if self.tenant_id else ""
+        return f"{self.product}{plan}: {self.unit_price} {self.currency} per {self.unit}"
+
+
+class PriceTier(models.Model):
+    """From this many units in a month on, each further unit costs this."""
+
+    price = models.ForeignKey(Price, on_delete=models.CASCADE, related_name="tiers")
+    from_quantity = models.DecimalField(max_digits=16, decimal_places=2, help_text="units this month")
+    unit_price = models.DecimalField(max_digits=12, decimal_places=6)
+
+    class Meta:
+        ordering = ["from_quantity"]
+        constraints = [
+            models.UniqueConstraint(fields=["price", "from_quantity"], name="one_tier_per_quantity"),
+            models.CheckConstraint(condition=Q(from_quantity__gt=0), name="tier_after_zero"),
+        ]
+
+    def __str__(self) -> str:
+        return f"from {self.from_quantity}: {self.unit_price}"
 
 
 class UsageLine(models.Model):
@@ -30,9 +73,13 @@ class UsageLine(models.Model):
     class Kind(models.TextChoices):
         USAGE = "usage"
         CREDIT = "credit"
+        MINIMUM = "minimum", "top-up to the plan's monthly minimum"
 
     tenant = models.ForeignKey("marketplace.Tenant", on_delete=models.PROTECT, related_name="usage_lines")
-    report = models.ForeignKey("marketplace.Report", on_delete=models.PROTECT, related_name="usage_lines")
+    report = models.ForeignKey(
+        "marketplace.Report", on_delete=models.PROTECT, null=True, blank=True, related_name="usage_lines"
+    )
+    month = models.DateField(null=True, blank=True, help_text="a minimum's month (its first day)")
     kind = models.CharField(max_length=10, choices=Kind.choices)
     product = models.CharField(max_length=40)
     quantity = models.DecimalField(max_digits=16, decimal_places=2)
@@ -49,14 +96,23 @@ class UsageLine(models.Model):
         constraints = [
             # A retried task cannot bill a report twice.
             models.UniqueConstraint(fields=["report"], condition=Q(kind="usage"), name="one_usage_line_per_report"),
+            # Closing a month twice cannot top it up twice.
+            models.UniqueConstraint(
+                fields=["tenant", "product", "month"], condition=Q(kind="minimum"), name="one_minimum_per_month"
+            ),
             models.CheckConstraint(
-                condition=Q(kind="usage", amount_cents__gte=0) | Q(kind="credit", amount_cents__lt=0),
+                condition=Q(kind__in=["usage", "minimum"], amount_cents__gte=0) | Q(kind="credit", amount_cents__lt=0),
                 name="usage_positive_credit_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="minimum", month__isnull=False) | Q(~Q(kind="minimum"), report__isnull=False),
+                name="line_of_a_report_or_a_month",
             ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.amount_cents / 100:.2f} {self.currency} for report {self.report_id}"
+        what = f"report {self.report_id}" if self.report_id else f"{self.product} in {self.month:%Y-%m}"
+        return f"{self.kind} {self.amount_cents / 100:.2f} {self.currency} for {what}"
 
 
 class Quote(models.Model):

@@ -21,8 +21,14 @@ def month_bounds(month: dt.date, time_zone: str) -> tuple[dt.datetime, dt.dateti
 
 
 def month_lines(*, tenant, month: dt.date):
-    start, end = month_bounds(month, tenant.time_zone)
-    return UsageLine.objects.filter(tenant=tenant, created_at__gte=start, created_at__lt=end)
+    return UsageLine.objects.filter(_in_month(month, tenant.time_zone), tenant=tenant)
+
+
+def _in_month(month: dt.date, time_zone: str) -> Q:
+    """Lines of the month: written in it, or a minimum for it (written when the month is closed, after it)."""
+    start, end = month_bounds(month, time_zone)
+    written = Q(created_at__gte=start, created_at__lt=end) & ~Q(kind=UsageLine.Kind.MINIMUM)
+    return written | Q(kind=UsageLine.Kind.MINIMUM, month=month.replace(day=1))
 
 
 def month_spent_cents(*, tenant, month: dt.date) -> int:
@@ -48,7 +54,7 @@ def month_usage_by_product(*, tenant, month: dt.date) -> list[dict]:
         .annotate(
             reports=Count("id", filter=Q(kind=UsageLine.Kind.USAGE)),
             quantity=Sum("quantity", filter=Q(kind=UsageLine.Kind.USAGE)),
-            billed_cents=Sum("amount_cents", filter=Q(kind=UsageLine.Kind.USAGE)),
+            billed_cents=Sum("amount_cents", filter=~Q(kind=UsageLine.Kind.CREDIT)),
             credited_cents=Sum("amount_cents", filter=Q(kind=UsageLine.Kind.CREDIT)),
         )
         .order_by("product")
@@ -89,7 +95,7 @@ def export_rows(lines) -> list[dict]:
         .annotate(
             reports=Count("id", filter=Q(kind=UsageLine.Kind.USAGE)),
             quantity=Sum("quantity", filter=Q(kind=UsageLine.Kind.USAGE)),
-            billed_cents=Sum("amount_cents", filter=Q(kind=UsageLine.Kind.USAGE)),
+            billed_cents=Sum("amount_cents", filter=~Q(kind=UsageLine.Kind.CREDIT)),
             credited_cents=Sum("amount_cents", filter=Q(kind=UsageLine.Kind.CREDIT)),
         )
         .order_by("tenant__name", "product")
@@ -124,8 +130,7 @@ def export_rows(lines) -> list[dict]:
 
 
 def all_lines_in_month(month: dt.date, time_zone: str):
-    start, end = month_bounds(month, time_zone)
-    return UsageLine.objects.filter(created_at__gte=start, created_at__lt=end)
+    return UsageLine.objects.filter(_in_month(month, time_zone))
 
 
 def _units(cents: int) -> Decimal:

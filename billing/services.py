@@ -1,4 +1,4 @@
-"""Writes of billing: quotes and the usage ledger."""
+"""Writes of billing: prices and quotes, the usage ledger, and what goes to and comes from Stripe."""
 
 import datetime as dt
 import logging
@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from functools import partial
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import transaction
@@ -14,6 +15,7 @@ from django.utils import timezone
 
 from billing import stripe_gateway
 from billing.models import Invoice, Price, Quote, StripeAccount, StripeEvent, Unit, UsageLine, UsageSync
+from billing.selectors import month_lines
 from marketplace.exceptions import Conflict, NotPermitted, ServiceError
 
 logger = logging.getLogger(__name__)
@@ -32,18 +34,62 @@ class PriceQuote:
 
 
 def price_quote(*, report) -> PriceQuote:
-    """What a report costs at its product's price now; `report` may be an unsaved draft."""
-    price = Price.objects.filter(product=report.product).first()
-    unit = price.unit if price else Unit.CELL_DAY
-    unit_price = price.unit_price if price else Decimal(0)
-    quantity = usage_quantity(report=report, unit=unit)
+    """What a report costs now (`report` may be an unsaved draft): at the tenant's own plan for
+    the product, or the list price; with volume tiers, at the tier prices of the units it adds
+    to the tenant's month so far (billed, and ordered but not finished). Its unit price is the
+    mean of those."""
+    price = price_for(tenant=report.tenant, product=report.product)
+    if price is None:
+        quantity = usage_quantity(report=report, unit=Unit.CELL_DAY)
+        return PriceQuote(quantity, Unit.CELL_DAY, Decimal(0), 0, "EUR")
+    quantity = usage_quantity(report=report, unit=price.unit)
+    tiers = [(Decimal(0), price.unit_price), *price.tiers.values_list("from_quantity", "unit_price")]
+    if len(tiers) == 1:
+        amount = quantity * price.unit_price
+    else:
+        amount = _graduated(
+            tiers, before=month_quantity(tenant=report.tenant, product=report.product), quantity=quantity
+        )
     return PriceQuote(
         quantity=quantity,
-        unit=unit,
-        unit_price=unit_price,
-        amount_cents=int((quantity * unit_price).quantize(CENT, rounding=ROUND_HALF_UP) * 100),
-        currency=price.currency if price else "EUR",
+        unit=price.unit,
+        unit_price=(amount / quantity).quantize(Decimal("0.000001")) if quantity else price.unit_price,
+        amount_cents=int(amount.quantize(CENT, rounding=ROUND_HALF_UP) * 100),
+        currency=price.currency,
     )
+
+
+def price_for(*, tenant, product) -> Price | None:
+    """The tenant's own plan for the product, else the list price (None: the product is free)."""
+    prices = {price.tenant_id: price for price in Price.objects.filter(product=product, tenant__in=[tenant])}
+    return prices.get(tenant.pk) or Price.objects.filter(product=product, tenant__isnull=True).first()
+
+
+def month_quantity(*, tenant, product) -> Decimal:
+    """The units of the product the tenant has in this calendar month (its time zone): billed, and
+    in reports ordered but not finished, which will be."""
+    month = timezone.now().astimezone(ZoneInfo(tenant.time_zone)).date()
+    billed = (
+        month_lines(tenant=tenant, month=month)
+        .filter(kind=UsageLine.Kind.USAGE, product=product.code)
+        .aggregate(total=Sum("quantity"))["total"]
+    )
+    ordered = Quote.objects.filter(
+        tenant=tenant, product=product.code, report__status__in=["queued", "running"]
+    ).aggregate(total=Sum("quantity"))["total"]
+    return (billed or Decimal(0)) + (ordered or Decimal(0))
+
+
+def _graduated(tiers: list[tuple[Decimal, Decimal]], *, before: Decimal, quantity: Decimal) -> Decimal:
+    """The price of units before..before+quantity, each at the unit price of the tier it falls in."""
+    amount = Decimal(0)
+    bounds = [start for start, _ in tiers[1:]] + [None]
+    for (start, unit_price), end in zip(tiers, bounds, strict=True):
+        low = max(before, start)
+        high = before + quantity if end is None else min(before + quantity, end)
+        if high > low:
+            amount += (high - low) * unit_price
+    return amount
 
 
 def quote_create(*, tenant, report, fingerprint: str, valid_for: dt.timedelta) -> Quote:
@@ -233,6 +279,8 @@ def _synced(sync: UsageSync, item_id: str) -> None:
 
 
 def _item_description(line: UsageLine) -> str:
+    if line.kind == UsageLine.Kind.MINIMUM:
+        return f"{line.product}: top-up to the monthly minimum of {line.month:%Y-%m}"
     if line.kind == UsageLine.Kind.CREDIT:
         return f"credit on report {line.report_id}: {line.reason}"[:500]
     return f"{line.product} report {line.report_id}: {line.quantity} {line.unit}"
@@ -255,12 +303,51 @@ def usage_due() -> list[int]:
     )
 
 
+def minimums_record(*, month: dt.date) -> list[UsageLine]:
+    """For each tenant's plan with a monthly minimum, a line topping the month (in the tenant's
+    time zone) up to it where it was billed less, net of credits; once per tenant, product and
+    month (closing a month again adds nothing)."""
+    first = month.replace(day=1)
+    lines = []
+    for price in Price.objects.filter(tenant__isnull=False, monthly_minimum_cents__isnull=False).select_related(
+        "tenant", "product"
+    ):
+        billed = (
+            month_lines(tenant=price.tenant, month=first)
+            .filter(product=price.product.code)
+            .aggregate(total=Sum("amount_cents"))["total"]
+            or 0
+        )
+        if billed >= price.monthly_minimum_cents:
+            continue
+        with transaction.atomic():
+            line, created = UsageLine.objects.get_or_create(
+                tenant=price.tenant,
+                product=price.product.code,
+                month=first,
+                kind=UsageLine.Kind.MINIMUM,
+                defaults={
+                    "quantity": Decimal(0),
+                    "unit": price.unit,
+                    "unit_price": Decimal(0),
+                    "amount_cents": price.monthly_minimum_cents - billed,
+                    "currency": price.currency,
+                    "reason": f"monthly minimum {price.monthly_minimum_cents / 100:.2f}, billed {billed / 100:.2f}",
+                },
+            )
+            if created:
+                _outbox(line)
+        lines.append(line)
+    return lines
+
+
 def month_close(*, tenant, month: str) -> Invoice | None:
     """Invoice what the tenant's customer has pending in Stripe (its synced lines) and try to
-    collect; the invoice as mirrored here. None if the tenant has no Stripe customer."""
+    collect; the invoice as mirrored here. None if the tenant has no Stripe customer or
+    nothing pending."""
     account = StripeAccount.objects.filter(tenant=tenant).first()
-    if account is None:
-        return None
+    if account is None or not stripe_gateway.has_pending_items(customer_id=account.customer_id):
+        return None  # nothing to invoice: closing a month twice makes no second invoice
     invoice = stripe_gateway.invoice_close(
         customer_id=account.customer_id, subscription_id=account.subscription_id, month=month
     )

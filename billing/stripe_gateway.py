@@ -82,6 +82,10 @@ def invoice_item_find(*, customer_id: str, line_id: int) -> str | None:
     return None
 
 
+def has_pending_items(*, customer_id: str) -> bool:
+    return bool(_pending_items(customer_id))
+
+
 def _pending_items(customer_id: str) -> list[dict]:
     client = _client()
     items = _calling(lambda: client.v1.invoice_items.list(params={"customer": customer_id, "limit": 100}))

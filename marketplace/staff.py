@@ -21,6 +21,7 @@ ACCOUNT_MANAGER_PERMISSIONS = {
     ("marketplace", "webhookdelivery"): ("view",),
     ("billing", "usageline"): ("add", "view"),  # add: a credit, with a reason
     ("billing", "price"): ("view",),
+    ("billing", "pricetier"): ("view",),
     ("billing", "quote"): ("view",),
     ("billing", "invoice"): ("view",),
     ("billing", "stripeevent"): ("view",),

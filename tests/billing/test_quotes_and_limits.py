@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.utils import timezone
 
-from billing.models import Price, Quote, UsageLine
+from billing.models import Price, PriceTier, Quote, UsageLine
 from marketplace.models import Report, Role
 from tests import grid
 from tests.errors import assert_error
@@ -211,3 +211,32 @@ def test_finance_reads_the_months_usage_per_product(api, city, tenant, client_fo
     ]
     assert earlier["products"] == []
     assert_error(finance.get("/api/v1/usage/?period=March"), 400, "invalid_period", attr="period")
+
+
+def test_volume_tiers_price_the_units_each_order_adds_to_the_month(api, city, django_capture_on_commit_callbacks):
+    list_price = Price.objects.get(product__code="footfall", tenant=None)
+    PriceTier.objects.create(price=list_price, from_quantity=40, unit_price=Decimal("0.001"))
+
+    first = order(api, ORDER, django_capture_on_commit_callbacks).json()["price"]
+    second = order(api, {**ORDER, "name": "again"}, django_capture_on_commit_callbacks).json()["price"]
+
+    # 32 units at 0.002; then 8 more at 0.002 and 24 beyond 40 at 0.001: 0.016 + 0.024.
+    assert (first["amount"], second["amount"]) == ("0.06", "0.04")
+    assert list(UsageLine.objects.order_by("created_at").values_list("amount_cents", flat=True)) == [6, 4]
+
+
+def test_queued_orders_count_towards_the_tiers(api, city):
+    PriceTier.objects.create(
+        price=Price.objects.get(product__code="footfall", tenant=None), from_quantity=32, unit_price=Decimal("0.001")
+    )
+    assert api.post("/api/v1/reports/", ORDER, format="json").json()["price"]["amount"] == "0.06"  # stays queued
+
+    assert quote(api, {**ORDER, "name": "again"})["amount"] == "0.03"  # all 32 beyond the tier's 32
+
+
+def test_a_tenants_own_plan_replaces_the_list_price(api, city, tenant, django_capture_on_commit_callbacks):
+    footfall = Price.objects.get(product__code="footfall", tenant=None).product
+    Price.objects.create(product=footfall, tenant=tenant, unit="cell_day", unit_price=Decimal("0.01"))
+
+    assert quote(api)["amount"] == "0.32"
+    assert order(api, ORDER, django_capture_on_commit_callbacks).json()["price"]["amount"] == "0.32"

@@ -5,6 +5,7 @@ fake over real HTTP, started by the tests (tests/stripe_fake.py); nothing reache
 import datetime as dt
 import io
 import time
+from decimal import Decimal
 from unittest import mock
 from zoneinfo import ZoneInfo
 
@@ -15,7 +16,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from billing import services
-from billing.models import Invoice, StripeAccount, StripeEvent, UsageLine, UsageSync
+from billing.models import Invoice, Price, StripeAccount, StripeEvent, UsageLine, UsageSync
 from billing.services import credit_issue, month_close, usage_sync
 from marketplace.models import Report, Role
 from marketplace.staff import ACCOUNT_MANAGERS
@@ -311,3 +312,22 @@ def test_account_managers_see_sync_states_invoices_and_events_in_the_admin(clien
     assert f"on {invoiced.stripe_invoice_id}" in lines and "synced ii_" in lines
     assert invoiced.stripe_invoice_id in invoices and "open" in invoices
     assert "invoice.payment_failed" in events
+
+
+def test_a_plans_monthly_minimum_tops_the_month_up_once(api, tenant, fake_stripe, django_capture_on_commit_callbacks):
+    footfall = Price.objects.get(product__code="footfall", tenant=None).product
+    Price.objects.create(
+        product=footfall, tenant=tenant, unit="cell_day", unit_price=Decimal("0.002"), monthly_minimum_cents=100
+    )
+    order_succeeded(api, django_capture_on_commit_callbacks)  # 6 cents
+
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("billing_close_month", "--month", this_month(), stdout=io.StringIO())
+        call_command("billing_close_month", "--month", this_month(), stdout=io.StringIO())  # again: no second top-up
+
+    [minimum] = UsageLine.objects.filter(kind="minimum")
+    assert (minimum.amount_cents, minimum.sync.state) == (94, "synced")
+    assert list(Invoice.objects.values_list("amount_due_cents", flat=True)) == [100]
+    export = io.StringIO()
+    call_command("billing_export", "--month", this_month(), stdout=export)
+    assert ",1.00,0.00,1.00," in export.getvalue()  # billed, credited, net
