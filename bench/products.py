@@ -67,7 +67,9 @@ MIN_LOAD_ROWS_PER_S = 500_000
 SHARES = """
     area AS (SELECT ST_Transform(ST_GeomFromEWKB(%(geometry)s), 3035) AS g),
     shares AS MATERIALIZED (
-        SELECT c.id AS cell_id, ST_Area(ST_Intersection(c.geometry, area.g)) / ST_Area(c.geometry) AS share
+        SELECT c.id AS cell_id,
+               CASE WHEN ST_Within(c.geometry, area.g) THEN 1.0
+                    ELSE ST_Area(ST_Intersection(c.geometry, area.g)) / ST_Area(c.geometry) END AS share
         FROM insights_cell c JOIN area ON ST_Intersects(c.geometry, area.g)
     )
 """

@@ -12,7 +12,7 @@ from django.contrib.gis.geos import GEOSGeometry
 from insights.buckets import HOUR, buckets
 from insights.kinds import DWELL, HOME, PRESENCE, AggregateKind
 from insights.privacy import Count, Guard, Policy, default_policy
-from insights.selectors import cell_hour_sums, cell_hour_totals, region_names_by_id, trip_sums
+from insights.selectors import cell_hour_sums, cell_hour_totals, region_names_by_id, report_area, trip_sums
 
 
 def footfall_result(
@@ -116,6 +116,33 @@ def _cell_hour_draft(
         "time_zone": time_zone,
         "version": version,
     }
+    with report_area(geometry):  # one table of the area's cells for every pass
+        return _cell_hour_passes(
+            query=query,
+            kind=kind,
+            product=product,
+            breakdowns=breakdowns,
+            with_cells=with_cells,
+            policy=policy,
+            on_progress=on_progress,
+            released_before=released_before,
+        )
+
+
+def _cell_hour_passes(
+    *,
+    query: dict,
+    kind: AggregateKind,
+    product: str,
+    breakdowns: Collection[str],
+    with_cells: bool,
+    policy: Policy,
+    on_progress: Callable[[float], None] | None,
+    released_before: list[dict] | None,
+) -> _Draft:
+    start, end, granularity, time_zone, version = (
+        query[name] for name in ("start", "end", "granularity", "time_zone", "version")
+    )
     # With a breakdown there are two passes, each half of the work.
     passes = 2 if breakdowns else 1
     # Cells are always summed: they say what the area covers, which seeds the guard's noise.
@@ -308,36 +335,37 @@ def catchment_result(
 
     regions: the home regions to list, {region id: (code, name)}; by default every one with visitors.
     """
-    draft = _cell_hour_draft(
-        kind=HOME,
-        product="catchment",
-        geometry=geometry,
-        start=start,
-        end=end,
-        granularity=granularity,
-        time_zone=time_zone,
-        version=version,
-        breakdowns=(),
-        with_cells=True,
-        policy=policy or default_policy(),
-        on_progress=_part_of(on_progress, first=0, of=2),
-        released_before=released_before,
-    )
-    by_region = {
-        region: count
-        for (_, region), count in cell_hour_totals(
+    with report_area(geometry):  # both passes read one table of the area's cells
+        draft = _cell_hour_draft(
             kind=HOME,
+            product="catchment",
             geometry=geometry,
             start=start,
             end=end,
             granularity=granularity,
             time_zone=time_zone,
             version=version,
-            breakdowns=("home_region",),
-            over_period=True,
-            on_progress=_part_of(on_progress, first=1, of=2),
-        ).items()
-    }
+            breakdowns=(),
+            with_cells=True,
+            policy=policy or default_policy(),
+            on_progress=_part_of(on_progress, first=0, of=2),
+            released_before=released_before,
+        )
+        by_region = {
+            region: count
+            for (_, region), count in cell_hour_totals(
+                kind=HOME,
+                geometry=geometry,
+                start=start,
+                end=end,
+                granularity=granularity,
+                time_zone=time_zone,
+                version=version,
+                breakdowns=("home_region",),
+                over_period=True,
+                on_progress=_part_of(on_progress, first=1, of=2),
+            ).items()
+        }
     guard = draft.guard
     result = draft.result
     result["everyone"] = {}

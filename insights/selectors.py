@@ -25,13 +25,16 @@ from insights.models import DatasetVersion, Region, RetentionMark
 # noise of an edge drawn along the grid (4326 <-> 3035 round trips drift ~0.3 mm),
 # not a covered cell.
 MIN_SHARE = 1e-4
+# A cell wholly inside the area is all in it: only the cells on its edge are intersected.
 _CELL_SHARES = """
     area AS (SELECT ST_Transform(ST_GeomFromEWKB(%(geometry)s), 3035) AS g),
     shares AS (
-        SELECT c.id AS cell_id,
-               ST_Area(ST_Intersection(c.geometry, area.g)) AS inside_m2,
-               ST_Area(ST_Intersection(c.geometry, area.g)) / ST_Area(c.geometry) AS share
+        SELECT c.id AS cell_id, inside.m2 AS inside_m2, inside.m2 / ST_Area(c.geometry) AS share
         FROM insights_cell c JOIN area ON ST_Intersects(c.geometry, area.g)
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN ST_Within(c.geometry, area.g) THEN ST_Area(c.geometry)
+                        ELSE ST_Area(ST_Intersection(c.geometry, area.g)) END AS m2
+        ) inside
     ),
     covered AS (SELECT * FROM shares WHERE share >= %(min_share)s)
 """
@@ -175,7 +178,7 @@ def cell_hour_sums(
         by_epoch = {int(bucket_start.timestamp()): bucket_start for bucket_start in bucket_starts}
     by_bucket: dict[tuple, float] = {}
     by_cell: dict[int, float] = {}
-    with _report_cells(geometry) as cursor:
+    with report_area(geometry) as cursor:
         chunks = _chunks(bucket_starts, end, places=_cell_count(cursor), source=source)
         for done, (chunk_start, chunk_end) in enumerate(chunks, start=1):
             cursor.execute(
@@ -339,13 +342,18 @@ def _cell_count(cursor) -> int:
 
 
 @contextlib.contextmanager
-def _report_cells(geometry: GEOSGeometry) -> Iterator:
-    """A session temp table of the area's cells and shares, dropped afterwards."""
+def report_area(geometry: GEOSGeometry) -> Iterator:
+    """The area's cells and shares in a session temp table (report_cells), made once for all the
+    passes of a report: a pass inside another's `with` reuses it. Dropped at the end."""
+    key = bytes(geometry.ewkb)
     with connection.cursor() as cursor:
+        if getattr(connection, "report_area", None) == key:
+            yield cursor
+            return
         cursor.execute("DROP TABLE IF EXISTS report_cells")
         cursor.execute(
             f"CREATE TEMP TABLE report_cells AS WITH {_CELL_SHARES} SELECT cell_id, share FROM covered",
-            {"geometry": bytes(geometry.ewkb), "min_share": MIN_SHARE},
+            {"geometry": key, "min_share": MIN_SHARE},
         )
         # Autovacuum never analyzes temp tables; without row counts the planner would scan
         # whole partitions instead of looking the few cells up by key.
@@ -354,9 +362,11 @@ def _report_cells(geometry: GEOSGeometry) -> Iterator:
         # planner picks it for a few cells of a small table, where looking each cell up by
         # key costs a fraction. A large area still gets a hash join.
         cursor.execute("SET enable_mergejoin = off")
+        connection.report_area = key
         try:
             yield cursor
         finally:
+            connection.report_area = None
             cursor.execute("RESET enable_mergejoin")
             cursor.execute("DROP TABLE IF EXISTS report_cells")
 
