@@ -1,6 +1,7 @@
 """One report in a process of its own, so that the process's peak RSS is what a worker needs
 to compute it. bench/footfall.py starts it with the report as JSON and talks to it one line
-at a time: "run" times the report (footfall_result, catchment_result or od_matrix_result),
+at a time: "run" times the report (footfall_result, catchment_result, od_matrix_result or
+compare_result),
 "sums" returns the sums of the scans the report runs, to check them against the SQL floor
 and DuckDB; at the end of its input it answers with its peak RSS.
 """
@@ -33,10 +34,11 @@ def main() -> None:
 
     from insights.grid import cell_corner, cell_id
     from insights.kinds import HOME, PRESENCE
-    from insights.reports import catchment_result, footfall_result, od_matrix_result
+    from insights.reports import catchment_result, compare_result, footfall_result, od_matrix_result
     from insights.selectors import cell_hour_sums, cell_hour_totals, region_names_by_id, regions_in_area, trip_sums
 
     product = report.pop("product")
+    middle = dt.datetime.fromisoformat(report.pop("middle"))
     query = {
         "geometry": GEOSGeometry(report["geometry_hexewkb"]),
         "start": dt.datetime.fromisoformat(report["start"]),
@@ -45,6 +47,10 @@ def main() -> None:
         "time_zone": report["time_zone"],
         "version": report["version"],
     }
+    halves = [(query["start"], middle), (middle, query["end"])]
+    if product == "compare":
+        # The first half of the span against the second.
+        query = {**query, "end": middle, "comparison_start": middle, "comparison_end": halves[1][1]}
     if product == "od-matrix":
         # The buyer's zones by default: every one the area overlaps.
         zones = {region.id: (region.code, region.name) for region in regions_in_area(geometry=query.pop("geometry"))}
@@ -60,6 +66,16 @@ def main() -> None:
                     for (bucket, origin, destination), trips in flows.items()
                 ]
             }
+        if product == "compare":
+            series = []
+            for start, end in halves:
+                half = {**query, "start": start, "end": end}
+                half = {
+                    name: half[name] for name in ("geometry", "start", "end", "granularity", "time_zone", "version")
+                }
+                sums = cell_hour_sums(kind=PRESENCE, **half)
+                series += [[bucket.timestamp(), visits] for (bucket, *_), visits in sums.by_bucket.items()]
+            return {"series": series, "cells": []}
         kind = PRESENCE if product == "footfall" else HOME
         sums = cell_hour_sums(kind=kind, **query, with_cells=True)
         # Without breakdowns every key is (bucket start, all segments...).
@@ -77,7 +93,12 @@ def main() -> None:
             found["regions"] = [[codes[region][0], visitors] for region, visitors in by_region.items()]
         return found
 
-    result = {"footfall": footfall_result, "catchment": catchment_result, "od-matrix": od_matrix_result}[product]
+    result = {
+        "footfall": footfall_result,
+        "catchment": catchment_result,
+        "od-matrix": od_matrix_result,
+        "compare": compare_result,
+    }[product]
     answer({"started_rss_mb": peak_rss_mb()})
     for line in sys.stdin:
         command = line.strip()

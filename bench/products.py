@@ -95,6 +95,14 @@ def floor_sql(product: str, source: str) -> str:
             f" WHERE {period} AND {FLOOR_FILTER} AND t.age_band = 0 AND t.gender = 0"
             f" GROUP BY GROUPING SETS (({bucket}), (t.cell_id))"
         )
+    if product == "compare":
+        # Both periods (the two halves of the report's span) in one scan: their buckets.
+        return (
+            f"WITH {SHARES} SELECT {bucket}, NULL::bigint, sum(t.visits * s.share)"
+            f" FROM insights_presence{suffix} t JOIN shares s USING (cell_id)"
+            f" WHERE {period} AND {FLOOR_FILTER} AND t.age_band = 0 AND t.gender = 0"
+            f" GROUP BY {bucket}"
+        )
     if product == "catchment":
         return (
             f"WITH {SHARES} SELECT {bucket}, t.cell_id, NULL::smallint, sum(t.visitors * s.share)"
@@ -123,6 +131,11 @@ def duckdb_sql(product: str, granularity: str) -> str:
             f" FROM presence p JOIN shares s USING (cell_id) WHERE {period}"
             " GROUP BY GROUPING SETS ((bucket), (p.cell_id))"
         )
+    if product == "compare":
+        return (
+            f"SELECT epoch({bucket}) AS bucket, NULL::BIGINT, sum(p.visits * s.share)"
+            f" FROM presence p JOIN shares s USING (cell_id) WHERE {period} GROUP BY bucket"
+        )
     if product == "catchment":
         return (
             f"SELECT epoch({bucket}) AS bucket, p.cell_id, NULL::SMALLINT, sum(p.visitors * s.share)"
@@ -140,7 +153,7 @@ def duckdb_sql(product: str, granularity: str) -> str:
 
 
 ADVERB = {"hour": "hourly", "day": "daily", "week": "weekly"}
-PRODUCTS = ("footfall", "catchment", "od-matrix")
+PRODUCTS = ("footfall", "catchment", "od-matrix", "compare")
 # Nothing may be downloaded: ICU (time zones) and Parquet are linked into the duckdb wheel.
 DUCKDB_CONFIG = {"autoinstall_known_extensions": False}
 
@@ -203,7 +216,12 @@ SHAPES = (
     ("district", "day", YEAR_DAYS, square_km(18.1, 15.1, 8.0)),
     ("whole metro", "week", YEAR_DAYS, None),
 )
-REPORTS = tuple(Report(product, *shape) for product in PRODUCTS for shape in SHAPES)
+# compare: the first half of the span against the second; the shopping centre's halves are
+# five weeks each, clear of the change to summer time, so that they hold as many hours.
+COMPARE_SHAPES = (("shopping centre", "hour", 70, SHAPES[0][3]), *SHAPES[1:])
+REPORTS = tuple(
+    Report(product, *shape) for product in PRODUCTS for shape in (COMPARE_SHAPES if product == "compare" else SHAPES)
+)
 
 
 def main() -> None:
@@ -396,7 +414,7 @@ def measure(report: Report, *, size: Size, store: Path, runs: int) -> Outcome:
     end = dt.datetime.combine(size.first_day + dt.timedelta(days=report.days), dt.time(), tzinfo=zone).astimezone(
         dt.UTC
     )
-    kind = {"footfall": "presence", "catchment": "home", "od-matrix": "trips"}[report.product]
+    kind = {"footfall": "presence", "compare": "presence", "catchment": "home", "od-matrix": "trips"}[report.product]
     version = DatasetVersion.objects.filter(kind=kind).latest("pk").pk
     source = presence_source(granularity=report.granularity, time_zone=TIME_ZONE)
     zones = {region.id: region.code for region in regions_in_area(geometry=geometry)}
@@ -419,6 +437,7 @@ def measure(report: Report, *, size: Size, store: Path, runs: int) -> Outcome:
             "granularity": report.granularity,
             "time_zone": TIME_ZONE,
             "version": version,
+            "middle": local_midnight_utc(size.first_day + dt.timedelta(days=report.days // 2), zone).isoformat(),
         }
     )
     times = {"engine": [], "floor": [], "duckdb": []}
@@ -481,6 +500,10 @@ def measure(report: Report, *, size: Size, store: Path, runs: int) -> Outcome:
             for other in ("floor", "duckdb")
         ),
     )
+
+
+def local_midnight_utc(day: dt.date, zone: ZoneInfo) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), tzinfo=zone).astimezone(dt.UTC)
 
 
 def district_number(code: str) -> int:

@@ -267,6 +267,27 @@ def compare_result(
 ) -> dict:
     """Footfall of the ordered period and area beside a comparison period or area, bucket by
     bucket, with the change from the comparison (which is the reference, e.g. last year)."""
+    if comparison_geometry is None:
+        with report_area(geometry):  # both periods read one table of the area's cells
+            return _compared(**locals())
+    return _compared(**locals())
+
+
+def _compared(
+    *,
+    geometry: GEOSGeometry,
+    start: dt.datetime,
+    end: dt.datetime,
+    granularity: str,
+    time_zone: str,
+    version: int,
+    comparison_start: dt.datetime | None,
+    comparison_end: dt.datetime | None,
+    comparison_geometry: GEOSGeometry | None,
+    policy: Policy | None,
+    released_before: list[dict] | None,
+    on_progress: Callable[[float], None] | None,
+) -> dict:
     common = {"granularity": granularity, "time_zone": time_zone, "version": version}
     common = {**common, "with_cells": False, "policy": policy or default_policy()}
     ordered = footfall_result(
