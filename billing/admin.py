@@ -6,6 +6,7 @@ from billing import services
 from billing.exports import export_csv, export_xlsx
 from billing.models import Invoice, Price, PriceTier, Quote, StripeAccount, StripeEvent, UsageLine, UsageSync
 from billing.selectors import export_rows
+from marketplace.admin import ReadOnlyAdmin
 from marketplace.exceptions import ServiceError
 
 
@@ -28,7 +29,7 @@ class PriceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Quote)
-class QuoteAdmin(admin.ModelAdmin):
+class QuoteAdmin(ReadOnlyAdmin):
     """Prices given for orders: asked for over the API, or fixed when an order came without one."""
 
     list_display = ["created_at", "tenant", "product", "quantity", "unit", "amount", "expires_at", "report"]
@@ -38,26 +39,6 @@ class QuoteAdmin(admin.ModelAdmin):
     @admin.display(description="amount")
     def amount(self, quote: Quote) -> str:
         return f"{quote.amount_cents / 100:,.2f} {quote.currency}"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Invoice)

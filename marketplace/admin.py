@@ -26,6 +26,20 @@ from marketplace.models import (
     Tenant,
 )
 
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records kept as they were written (logs, mirrors of Stripe): looked at, never changed here."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 admin.site.unregister(User)
 
 
@@ -250,7 +264,7 @@ class ReportAdmin(BoundaryMap, admin.ModelAdmin):
 
 
 @admin.register(Release)
-class ReleaseAdmin(BoundaryMap, admin.ModelAdmin):
+class ReleaseAdmin(BoundaryMap, ReadOnlyAdmin):
     """The release log: read-only here, and the database refuses changes and deletions."""
 
     list_display = ["released_at", "tenant", "product", "ordered_by_key", "start", "end", "dataset_version"]
@@ -260,18 +274,9 @@ class ReleaseAdmin(BoundaryMap, admin.ModelAdmin):
     readonly_fields = ["boundary"] + [field.name for field in Release._meta.fields if field.name != "geometry"]
     date_hierarchy = "released_at"
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     """Who did what; read-only here, and the database refuses changes and deletions."""
 
     list_display = ["at", "tenant", "actor", "action", "target"]
@@ -279,15 +284,6 @@ class AuditEventAdmin(admin.ModelAdmin):
     search_fields = ["tenant__name", "target", "actor__prefix"]
     date_hierarchy = "at"
     readonly_fields = [field.name for field in AuditEvent._meta.fields]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class LicensedRegionForm(forms.ModelForm):

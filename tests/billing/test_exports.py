@@ -19,13 +19,7 @@ from marketplace.staff import ACCOUNT_MANAGERS
 from tests import grid
 from tests.factories import granted_tenant
 
-ORDER = {
-    "product": "footfall",
-    "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
-    "start": "2026-03-27T00:00:00+01:00",
-    "end": "2026-03-29T00:00:00+01:00",
-    "granularity": "day",
-}
+ORDER = grid.BILLED_ORDER
 MARCH, APRIL = dt.datetime(2026, 3, 15, 12, tzinfo=dt.UTC), dt.datetime(2026, 4, 1, 12, tzinfo=dt.UTC)
 
 

@@ -13,13 +13,7 @@ from marketplace.services import report_run
 from marketplace.staff import ACCOUNT_MANAGERS
 from tests import grid
 
-ORDER = {
-    "product": "footfall",
-    "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
-    "start": "2026-03-27T00:00:00+01:00",
-    "end": "2026-03-29T00:00:00+01:00",
-    "granularity": "day",
-}
+ORDER = grid.BILLED_ORDER
 
 
 @pytest.fixture

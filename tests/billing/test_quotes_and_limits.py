@@ -13,13 +13,7 @@ from marketplace.models import Report, Role
 from tests import grid
 from tests.errors import assert_error
 
-ORDER = {
-    "product": "footfall",
-    "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
-    "start": "2026-03-27T00:00:00+01:00",
-    "end": "2026-03-29T00:00:00+01:00",
-    "granularity": "day",
-}
+ORDER = grid.BILLED_ORDER
 # 16 cells x 2 days at 0.002 EUR a cell-day = 0.064 EUR: 6 cents.
 ORDER_CENTS = 6
 

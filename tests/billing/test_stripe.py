@@ -24,13 +24,7 @@ from tests import grid
 from tests.errors import assert_error
 from tests.stripe_fake import deliver
 
-ORDER = {
-    "product": "footfall",
-    "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
-    "start": "2026-03-27T00:00:00+01:00",
-    "end": "2026-03-29T00:00:00+01:00",
-    "granularity": "day",
-}
+ORDER = grid.BILLED_ORDER
 ORDER_CENTS = 6  # 16 cells x 2 days at 0.002 EUR
 
 

@@ -13,13 +13,7 @@ from tests import grid
 from tests.e2e.conftest import WAIT_SECONDS, wait_for_status
 
 pytestmark = pytest.mark.e2e
-ORDER = {
-    "product": "footfall",
-    "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
-    "start": "2026-03-27T00:00:00+01:00",
-    "end": "2026-03-29T00:00:00+01:00",
-    "granularity": "day",
-}
+ORDER = grid.BILLED_ORDER
 PASSED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "Stripe-Version")
 
 
