@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from functools import partial
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import transaction
@@ -15,7 +14,7 @@ from django.utils import timezone
 
 from billing import stripe_gateway
 from billing.models import Invoice, Price, Quote, StripeAccount, StripeEvent, Unit, UsageLine, UsageSync
-from billing.selectors import month_lines
+from billing.selectors import all_lines_in_month, month_lines, month_units, usage_lines_due
 from marketplace.exceptions import Conflict, NotPermitted, ServiceError
 
 logger = logging.getLogger(__name__)
@@ -47,9 +46,7 @@ def price_quote(*, report) -> PriceQuote:
     if len(tiers) == 1:
         amount = quantity * price.unit_price
     else:
-        amount = _graduated(
-            tiers, before=month_quantity(tenant=report.tenant, product=report.product), quantity=quantity
-        )
+        amount = _graduated(tiers, before=month_units(tenant=report.tenant, product=report.product), quantity=quantity)
     return PriceQuote(
         quantity=quantity,
         unit=price.unit,
@@ -61,23 +58,8 @@ def price_quote(*, report) -> PriceQuote:
 
 def price_for(*, tenant, product) -> Price | None:
     """The tenant's own plan for the product, else the list price (None: the product is free)."""
-    prices = {price.tenant_id: price for price in Price.objects.filter(product=product, tenant__in=[tenant])}
-    return prices.get(tenant.pk) or Price.objects.filter(product=product, tenant__isnull=True).first()
-
-
-def month_quantity(*, tenant, product) -> Decimal:
-    """The units of the product the tenant has in this calendar month (its time zone): billed, and
-    in reports ordered but not finished, which will be."""
-    month = timezone.now().astimezone(ZoneInfo(tenant.time_zone)).date()
-    billed = (
-        month_lines(tenant=tenant, month=month)
-        .filter(kind=UsageLine.Kind.USAGE, product=product.code)
-        .aggregate(total=Sum("quantity"))["total"]
-    )
-    ordered = Quote.objects.filter(
-        tenant=tenant, product=product.code, report__status__in=["queued", "running"]
-    ).aggregate(total=Sum("quantity"))["total"]
-    return (billed or Decimal(0)) + (ordered or Decimal(0))
+    plan = Price.objects.filter(product=product, tenant=tenant).first()
+    return plan or Price.objects.filter(product=product, tenant__isnull=True).first()
 
 
 def _graduated(tiers: list[tuple[Decimal, Decimal]], *, before: Decimal, quantity: Decimal) -> Decimal:
@@ -251,7 +233,11 @@ def usage_sync(*, line_id: int) -> str:
         return "retry"
     try:
         with transaction.atomic():
-            sync = UsageSync.objects.select_for_update(skip_locked=True).filter(pk=line_id, state="pending").first()
+            sync = (
+                UsageSync.objects.select_for_update(skip_locked=True)
+                .filter(pk=line_id, state=UsageSync.State.PENDING)
+                .first()
+            )
             if sync is None:
                 return "done"
             item_id = stripe_gateway.invoice_item_find(customer_id=account.customer_id, line_id=line.pk)
@@ -294,13 +280,13 @@ def _sync_later(line_id: int, error: Exception) -> None:
     sync.save(update_fields=["attempts", "next_attempt_at", "last_error"])
 
 
-def usage_due() -> list[int]:
-    """Lines waiting for Stripe whose next try is due, oldest first."""
-    return list(
-        UsageSync.objects.filter(state="pending", next_attempt_at__lte=timezone.now())
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:500]
-    )
+def usage_sync_due() -> int:
+    """The outbox sweep: send every line whose next try is due (new ones whose task was lost,
+    and retries); returns how many were tried."""
+    due = usage_lines_due()
+    for line_id in due:
+        usage_sync(line_id=line_id)
+    return len(due)
 
 
 def minimums_record(*, month: dt.date) -> list[UsageLine]:
@@ -339,6 +325,26 @@ def minimums_record(*, month: dt.date) -> list[UsageLine]:
                 _outbox(line)
         lines.append(line)
     return lines
+
+
+@dataclass(frozen=True)
+class MonthClosed:
+    minimums: list[UsageLine]  # the month's top-ups to plans' minimums
+    invoices: list[tuple]  # (tenant, its invoice, or None: nothing to invoice)
+
+
+def month_close_all(*, month: dt.date) -> MonthClosed:
+    """Close a month of BILLING_TIME_ZONE: top plans up to their monthly minimums, send what
+    still waits in the outbox, then invoice each tenant's Stripe customer and try to collect.
+    Safe to run again: it adds no second top-up and makes no second invoice."""
+    minimums = minimums_record(month=month)
+    for line_id in all_lines_in_month(month).filter(sync__state=UsageSync.State.PENDING).values_list("pk", flat=True):
+        usage_sync(line_id=line_id)
+    invoices = [
+        (account.tenant, month_close(tenant=account.tenant, month=f"{month:%Y-%m}"))
+        for account in StripeAccount.objects.select_related("tenant").order_by("tenant__name")
+    ]
+    return MonthClosed(minimums=minimums, invoices=invoices)
 
 
 def month_close(*, tenant, month: str) -> Invoice | None:

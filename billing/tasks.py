@@ -5,7 +5,7 @@ from celery import shared_task
 
 @shared_task
 def sync_usage(line_id: int) -> str:
-    from billing.services import usage_sync
+    from billing.services import usage_sync  # services queue this task, so they import this module
 
     return usage_sync(line_id=line_id)
 
@@ -13,24 +13,17 @@ def sync_usage(line_id: int) -> str:
 @shared_task
 def sync_due_usage() -> int:
     """The outbox sweep: every line whose next try is due (new ones whose task was lost, and retries)."""
-    from billing.services import usage_due, usage_sync
+    from billing.services import usage_sync_due
 
-    due = usage_due()
-    for line_id in due:
-        usage_sync(line_id=line_id)
-    return len(due)
+    return usage_sync_due()
 
 
 @shared_task
 def close_last_month() -> None:
-    """Beat, on the 1st: invoice the month that just ended."""
+    """Beat, on the 1st: close the month that just ended."""
     import datetime as dt
-    from zoneinfo import ZoneInfo
 
-    from django.conf import settings
-    from django.core.management import call_command
-    from django.utils import timezone
+    from billing.selectors import current_billing_month
+    from billing.services import month_close_all
 
-    today = timezone.localdate(timezone=ZoneInfo(settings.BILLING_TIME_ZONE))
-    last_month = today.replace(day=1) - dt.timedelta(days=1)
-    call_command("billing_close_month", "--month", f"{last_month:%Y-%m}")
+    month_close_all(month=(current_billing_month() - dt.timedelta(days=1)).replace(day=1))

@@ -1,5 +1,6 @@
 """The report engine: turns an order into the released result document."""
 
+import contextlib
 import datetime as dt
 import hashlib
 import itertools
@@ -117,78 +118,54 @@ def _cell_hour_draft(
         "version": version,
     }
     with report_area(geometry):  # one table of the area's cells for every pass
-        return _cell_hour_passes(
-            query=query,
-            kind=kind,
-            product=product,
-            breakdowns=breakdowns,
-            with_cells=with_cells,
-            policy=policy,
-            on_progress=on_progress,
-            released_before=released_before,
-        )
-
-
-def _cell_hour_passes(
-    *,
-    query: dict,
-    kind: AggregateKind,
-    product: str,
-    breakdowns: Collection[str],
-    with_cells: bool,
-    policy: Policy,
-    on_progress: Callable[[float], None] | None,
-    released_before: list[dict] | None,
-) -> _Draft:
-    start, end, granularity, time_zone, version = (
-        query[name] for name in ("start", "end", "granularity", "time_zone", "version")
-    )
-    # With a breakdown there are two passes, each half of the work.
-    passes = 2 if breakdowns else 1
-    # Cells are always summed: they say what the area covers, which seeds the guard's noise.
-    sums = cell_hour_sums(**query, with_cells=True, on_progress=_part_of(on_progress, first=0, of=passes))
-    guard = Guard(policy, scope=(product, granularity, time_zone, _area_key(sums.by_cell)))
-    tz = ZoneInfo(time_zone)
-    periods = list(buckets(start, end, granularity, tz))
-    stamps = _bucket_stamps(periods, tz)
-    labels = kind.labels()
-    everyone = (0,) * len(kind.segments)
-    series, series_counts = _rows(kind, labels, sums.by_bucket, periods, stamps, guard, segments=[everyone])
-    result = {
-        "product": product,
-        "metric": kind.value,
-        "granularity": granularity,
-        "time_zone": time_zone,
-        "start": start.astimezone(tz).isoformat(),
-        "end": end.astimezone(tz).isoformat(),
-        "dataset_version": version,
-        "breakdowns": list(breakdowns),
-        "series": series,
-    }
-    if breakdowns:
-        by_segment = cell_hour_totals(
-            **query, breakdowns=breakdowns, on_progress=_part_of(on_progress, first=1, of=passes)
-        )
-        codes = [range(1, len(labels[name])) if name in breakdowns else [0] for name in kind.segments]
-        segments = list(itertools.product(*codes))
-        result["segments"], segment_counts = _rows(kind, labels, by_segment, periods, stamps, guard, segments=segments)
-        # A bucket's total is the sum of its segments.
-        for number, total in enumerate(series_counts):
-            guard.relate([total], segment_counts[number * len(segments) : (number + 1) * len(segments)])
+        # With a breakdown there are two passes, each half of the work.
+        passes = 2 if breakdowns else 1
+        # Cells are always summed: they say what the area covers, which seeds the guard's noise.
+        sums = cell_hour_sums(**query, with_cells=True, on_progress=_part_of(on_progress, first=0, of=passes))
+        guard = Guard(policy, scope=(product, granularity, time_zone, _area_key(sums.by_cell)))
+        tz = ZoneInfo(time_zone)
+        periods = list(buckets(start, end, granularity, tz))
+        stamps = _bucket_stamps(periods, tz)
+        labels = kind.labels()
+        everyone = (0,) * len(kind.segments)
+        series, series_counts = _rows(kind, labels, sums.by_bucket, periods, stamps, guard, segments=[everyone])
+        result = {
+            "product": product,
+            "metric": kind.value,
+            "granularity": granularity,
+            "time_zone": time_zone,
+            "start": start.astimezone(tz).isoformat(),
+            "end": end.astimezone(tz).isoformat(),
+            "dataset_version": version,
+            "breakdowns": list(breakdowns),
+            "series": series,
+        }
+        if breakdowns:
+            by_segment = cell_hour_totals(
+                **query, breakdowns=breakdowns, on_progress=_part_of(on_progress, first=1, of=passes)
+            )
+            codes = [range(1, len(labels[name])) if name in breakdowns else [0] for name in kind.segments]
+            segments = list(itertools.product(*codes))
+            result["segments"], segment_counts = _rows(
+                kind, labels, by_segment, periods, stamps, guard, segments=segments
+            )
+            # A bucket's total is the sum of its segments.
+            for number, total in enumerate(series_counts):
+                guard.relate([total], segment_counts[number * len(segments) : (number + 1) * len(segments)])
+            if released_before:
+                guard.earlier(released_before, kind.value, segment_counts, labels=tuple(kind.segments))
         if released_before:
-            guard.earlier(released_before, kind.value, segment_counts, labels=tuple(kind.segments))
-    if released_before:
-        guard.earlier(released_before, kind.value, series_counts, labels=tuple(kind.segments))
-    cell_counts = []
-    if with_cells:
-        result["cells"] = []
-        for code, share, count in sums.by_cell:
-            row = {"cell": code, "share": round(share, 6)}
-            cell_counts.append(guard.count(row, kind.value, count, "cell", code))
-            result["cells"].append(row)
-        # Over the period, the buckets add up to the same as the cells.
-        guard.relate(series_counts, cell_counts)
-    return _Draft(result=result, guard=guard, series=series_counts, cells=cell_counts, totals=sums.by_bucket)
+            guard.earlier(released_before, kind.value, series_counts, labels=tuple(kind.segments))
+        cell_counts = []
+        if with_cells:
+            result["cells"] = []
+            for code, share, count in sums.by_cell:
+                row = {"cell": code, "share": round(share, 6)}
+                cell_counts.append(guard.count(row, kind.value, count, "cell", code))
+                result["cells"].append(row)
+            # Over the period, the buckets add up to the same as the cells.
+            guard.relate(series_counts, cell_counts)
+        return _Draft(result=result, guard=guard, series=series_counts, cells=cell_counts, totals=sums.by_bucket)
 
 
 def _released(draft: _Draft) -> dict:
@@ -267,46 +244,28 @@ def compare_result(
 ) -> dict:
     """Footfall of the ordered period and area beside a comparison period or area, bucket by
     bucket, with the change from the comparison (which is the reference, e.g. last year)."""
-    if comparison_geometry is None:
-        with report_area(geometry):  # both periods read one table of the area's cells
-            return _compared(**locals())
-    return _compared(**locals())
-
-
-def _compared(
-    *,
-    geometry: GEOSGeometry,
-    start: dt.datetime,
-    end: dt.datetime,
-    granularity: str,
-    time_zone: str,
-    version: int,
-    comparison_start: dt.datetime | None,
-    comparison_end: dt.datetime | None,
-    comparison_geometry: GEOSGeometry | None,
-    policy: Policy | None,
-    released_before: list[dict] | None,
-    on_progress: Callable[[float], None] | None,
-) -> dict:
-    common = {"granularity": granularity, "time_zone": time_zone, "version": version}
-    common = {**common, "with_cells": False, "policy": policy or default_policy()}
-    ordered = footfall_result(
-        geometry=geometry,
-        start=start,
-        end=end,
-        **common,
-        on_progress=_part_of(on_progress, first=0, of=2),
-        released_before=released_before,
-    )
-    comparison = footfall_result(
-        geometry=comparison_geometry or geometry,
-        start=comparison_start or start,
-        end=comparison_end or end,
-        **common,
-        on_progress=_part_of(on_progress, first=1, of=2),
-        # What was released before is over the ordered area.
-        released_before=None if comparison_geometry else released_before,
-    )
+    # Over one area, both periods read one table of its cells.
+    shared_area = report_area(geometry) if comparison_geometry is None else contextlib.nullcontext()
+    with shared_area:
+        common = {"granularity": granularity, "time_zone": time_zone, "version": version}
+        common = {**common, "with_cells": False, "policy": policy or default_policy()}
+        ordered = footfall_result(
+            geometry=geometry,
+            start=start,
+            end=end,
+            **common,
+            on_progress=_part_of(on_progress, first=0, of=2),
+            released_before=released_before,
+        )
+        comparison = footfall_result(
+            geometry=comparison_geometry or geometry,
+            start=comparison_start or start,
+            end=comparison_end or end,
+            **common,
+            on_progress=_part_of(on_progress, first=1, of=2),
+            # What was released before is over the ordered area.
+            released_before=None if comparison_geometry else released_before,
+        )
     series = [_paired(mine, theirs) for mine, theirs in zip(ordered["series"], comparison["series"], strict=True)]
     return {
         **{key: ordered[key] for key in ("metric", "granularity", "time_zone", "start", "end", "dataset_version")},

@@ -503,10 +503,6 @@ class _Checklist:
             self.results.append({"check": name, "passed": True, "code": None, "detail": ""})
         return outcome
 
-    @property
-    def passed(self) -> bool:
-        return all(result["passed"] for result in self.results)
-
 
 @dataclass(frozen=True)
 class _Plan:
@@ -606,8 +602,7 @@ def _check_spending_limit(*, tenant: Tenant, amount_cents: int, currency: str) -
     limit = tenant.monthly_spending_limit_cents
     if limit is None:
         return
-    month = timezone.now().astimezone(ZoneInfo(tenant.time_zone)).date()
-    spent = billing_selectors.month_spent_cents(tenant=tenant, month=month)
+    spent = billing_selectors.month_spent_cents(tenant=tenant, month=billing_selectors.current_month(tenant))
     committed = billing_selectors.committed_cents(tenant=tenant)
     if spent + committed + amount_cents > limit:
         raise PaymentRequired(
@@ -786,7 +781,7 @@ def _order_area(
     return area.name, measured, area
 
 
-def _order_comparison(*, tenant: Tenant, order: ReportOrder, product: Product, policy: Policy, check) -> dict:
+def _order_comparison(*, tenant: Tenant, order: ReportOrder, product: Product, policy: Policy, check: "Check") -> dict:
     """The Report fields of a compare order's second period or second area; {} for other products."""
     wants_period = order.compare_start is not None or order.compare_end is not None
     wants_area = order.compare_area_id is not None or order.compare_geometry is not None

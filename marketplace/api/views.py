@@ -510,9 +510,10 @@ class OrganisationViewSet(TenantViewSet):
 
     @staticmethod
     def _output(tenant) -> dict:
-        month = timezone.now().astimezone(ZoneInfo(tenant.time_zone)).date()
         context = {
-            "spent_cents": billing_selectors.month_spent_cents(tenant=tenant, month=month),
+            "spent_cents": billing_selectors.month_spent_cents(
+                tenant=tenant, month=billing_selectors.current_month(tenant)
+            ),
             "committed_cents": billing_selectors.committed_cents(tenant=tenant),
         }
         return OrganisationOutput(tenant, context=context).data
@@ -534,15 +535,10 @@ class UsageViewSet(TenantViewSet):
     def retrieve(self, request):
         tenant = request.user.tenant
         period = request.query_params.get("period")
-        if period is None:
-            month = timezone.now().astimezone(ZoneInfo(tenant.time_zone)).date().replace(day=1)
-        else:
-            try:
-                month = dt.datetime.strptime(period, "%Y-%m").date()
-            except ValueError:
-                raise ValidationError(
-                    {"period": [f"period must be a month such as 2026-03, got {period!r}"]}, code="invalid_period"
-                ) from None
+        try:
+            month = billing_selectors.parse_month(period) if period else billing_selectors.current_month(tenant)
+        except ValueError as error:
+            raise ValidationError({"period": [f"period must be {error}"]}, code="invalid_period") from None
         products = billing_selectors.month_usage_by_product(tenant=tenant, month=month)
         return Response(
             UsageOutput({"period": f"{month:%Y-%m}", "time_zone": tenant.time_zone, "products": products}).data

@@ -15,6 +15,7 @@ from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.utils import timezone
 
+from billing import selectors as billing_selectors
 from billing import services
 from billing.models import Invoice, Price, StripeAccount, StripeEvent, UsageLine, UsageSync
 from billing.services import credit_issue, month_close, usage_sync
@@ -134,7 +135,7 @@ def test_while_stripe_is_down_lines_wait_and_back_off(
     sync = UsageSync.objects.get(line__report=report)
     assert (sync.state, sync.attempts) == ("pending", 1)
     assert sync.next_attempt_at > timezone.now() and "connect" in sync.last_error.lower()
-    assert services.usage_due() == []  # not before its next try
+    assert billing_selectors.usage_lines_due() == []  # not before its next try
 
     assert usage_sync(line_id=sync.pk) == "retry"
     sync.refresh_from_db()
@@ -142,7 +143,7 @@ def test_while_stripe_is_down_lines_wait_and_back_off(
 
     settings.STRIPE_API_BASE = reachable
     UsageSync.objects.filter(pk=sync.pk).update(next_attempt_at=timezone.now())
-    assert services.usage_due() == [sync.pk]
+    assert billing_selectors.usage_lines_due() == [sync.pk]
     assert usage_sync(line_id=sync.pk) == "synced"
 
 

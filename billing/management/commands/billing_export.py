@@ -1,11 +1,9 @@
-import datetime as dt
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from billing.exports import export_csv, export_xlsx
-from billing.selectors import all_lines_in_month, export_rows
+from billing.selectors import all_lines_in_month, export_rows, parse_month
 
 
 class Command(BaseCommand):
@@ -21,10 +19,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, month: str, out: Path | None, **options):
         try:
-            first = dt.datetime.strptime(month, "%Y-%m").date()
-        except ValueError:
-            raise CommandError(f"--month must be a month such as 2026-03, got {month!r}") from None
-        rows = export_rows(all_lines_in_month(first, settings.BILLING_TIME_ZONE))
+            first = parse_month(month)
+        except ValueError as error:
+            raise CommandError(f"--month must be {error}") from None
+        rows = export_rows(all_lines_in_month(first))
         if out is None:
             self.stdout.write(export_csv(rows).decode(), ending="")
             return

@@ -1,11 +1,8 @@
-import datetime as dt
-
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from billing import stripe_gateway
 from billing.models import StripeAccount, UsageLine, UsageSync
-from billing.selectors import all_lines_in_month
+from billing.selectors import all_lines_in_month, parse_month
 
 
 class Command(BaseCommand):
@@ -20,10 +17,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, month: str, **options):
         try:
-            first = dt.datetime.strptime(month, "%Y-%m").date()
-        except ValueError:
-            raise CommandError(f"--month must be a month such as 2026-03, got {month!r}") from None
-        lines = all_lines_in_month(first, settings.BILLING_TIME_ZONE).select_related("tenant")
+            first = parse_month(month)
+        except ValueError as error:
+            raise CommandError(f"--month must be {error}") from None
+        lines = all_lines_in_month(first).select_related("tenant")
         differences = []
         for account in StripeAccount.objects.select_related("tenant"):
             try:
