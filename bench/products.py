@@ -397,7 +397,7 @@ def duckdb_store(parquet: Path, places: dict[str, Path]) -> tuple[Path, str]:
 
 def measure(report: Report, *, size: Size, store: Path, runs: int) -> Outcome:
     # The engine's modules need Django set up first.
-    from insights.buckets import buckets
+    from insights.buckets import buckets, local_midnight
     from insights.models import DatasetVersion
     from insights.selectors import MIN_SHARE, presence_source, regions_in_area
 
@@ -437,7 +437,7 @@ def measure(report: Report, *, size: Size, store: Path, runs: int) -> Outcome:
             "granularity": report.granularity,
             "time_zone": TIME_ZONE,
             "version": version,
-            "middle": local_midnight_utc(size.first_day + dt.timedelta(days=report.days // 2), zone).isoformat(),
+            "middle": local_midnight(size.first_day + dt.timedelta(days=report.days // 2), zone).isoformat(),
         }
     )
     times = {"engine": [], "floor": [], "duckdb": []}
@@ -500,10 +500,6 @@ def measure(report: Report, *, size: Size, store: Path, runs: int) -> Outcome:
             for other in ("floor", "duckdb")
         ),
     )
-
-
-def local_midnight_utc(day: dt.date, zone: ZoneInfo) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(), tzinfo=zone).astimezone(dt.UTC)
 
 
 def district_number(code: str) -> int:
