@@ -117,11 +117,29 @@ PROGRESS_STEPS = 20
 CELL_HOURS_PER_STEP = 2_000_000
 
 
-def _bucket(source: str, granularity: str, buckets_by_kind: dict[str, str]) -> str:
-    """The bucket expression; a day read from the day sums is its own bucket, with nothing to truncate."""
+def _bucket_reading(
+    source: str, granularity: str, bucket_starts: list[dt.datetime], zone: ZoneInfo
+) -> tuple[str, Callable[[object], dt.datetime]]:
+    """The SQL of a row's bucket, and how the value it returns becomes the bucket's start.
+    Hours come back as epoch seconds (parsing thousands of timestamps costs more than the
+    sums); days and weeks as local dates, each one's midnight computed once. A day read from
+    the day sums is its own bucket, with nothing to truncate."""
+    buckets_by_kind = _SOURCES[source][2]
     if source == "day" and granularity == "day":
-        return "t.day"
-    return buckets_by_kind["hour" if granularity == "hour" else "day"]
+        bucket = "t.day"
+    else:
+        bucket = buckets_by_kind["hour" if granularity == "hour" else "day"]
+    if source == "hour":
+        by_epoch = {int(bucket_start.timestamp()): bucket_start for bucket_start in bucket_starts}
+        return f"date_part('epoch', {bucket})::bigint", by_epoch.__getitem__
+    midnights: dict[dt.date, dt.datetime] = {}
+
+    def start_of(day: dt.date) -> dt.datetime:
+        if day not in midnights:
+            midnights[day] = local_midnight(day, zone)
+        return midnights[day]
+
+    return bucket, start_of
 
 
 def presence_source(*, granularity: str, time_zone: str) -> str:
@@ -165,17 +183,13 @@ def cell_hour_sums(
     segments = " AND ".join(f"t.{name} {'>' if name in breakdowns else '='} 0" for name in kind.segments)
     grouping = f"GROUPING SETS ((bucket, {columns}), (t.cell_id))" if with_cells else f"bucket, {columns}"
     source = source or presence_source(granularity=granularity, time_zone=time_zone)
-    suffix, period, buckets_by_kind = _SOURCES[source]
+    suffix, period, _ = _SOURCES[source]
     table = f"{kind.table}{suffix} t"
-    bucket = _bucket(source, granularity, buckets_by_kind)
     zone = ZoneInfo(time_zone)
     bucket_starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
+    bucket, start_of = _bucket_reading(source, granularity, bucket_starts, zone)
     if over_period:
-        bucket = "0"
-    elif source == "hour":
-        # Instants come back as epoch seconds: parsing thousands of timestamps costs more than the sums.
-        bucket = f"date_part('epoch', {bucket})::bigint"
-        by_epoch = {int(bucket_start.timestamp()): bucket_start for bucket_start in bucket_starts}
+        bucket, start_of = "0", lambda _: start
     by_bucket: dict[tuple, float] = {}
     by_cell: dict[int, float] = {}
     with report_area(geometry) as cursor:
@@ -199,14 +213,8 @@ def cell_hour_sums(
             )
             for bucket_start, *codes, cell, total in cursor.fetchall():
                 if cell is None:
-                    if over_period:
-                        bucket_start = start
-                    elif source == "hour":
-                        bucket_start = by_epoch[bucket_start]
-                    else:
-                        bucket_start = local_midnight(bucket_start, zone)
                     # Chunks hold whole buckets; over the period, each adds its part.
-                    key = (bucket_start, *codes)
+                    key = (start_of(bucket_start), *codes)
                     by_bucket[key] = by_bucket.get(key, 0.0) + total
                 else:
                     by_cell[cell] = by_cell.get(cell, 0.0) + total
@@ -250,13 +258,10 @@ def trip_sums(
 
     Only pairs with trips in a bucket appear; the others had none the operator released."""
     source = presence_source(granularity=granularity, time_zone=time_zone)
-    suffix, period, buckets_by_kind = _SOURCES[source]
-    bucket = _bucket(source, granularity, buckets_by_kind)
+    suffix, period, _ = _SOURCES[source]
     zone = ZoneInfo(time_zone)
     bucket_starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
-    if source == "hour":
-        bucket = f"date_part('epoch', {bucket})::bigint"  # as in cell_hour_sums
-        by_epoch = {int(bucket_start.timestamp()): bucket_start for bucket_start in bucket_starts}
+    bucket, start_of = _bucket_reading(source, granularity, bucket_starts, zone)
     chunks = _chunks(bucket_starts, end, places=len(zones) ** 2, source=source)
     sums = {}
     with connection.cursor() as cursor:
@@ -278,15 +283,8 @@ def trip_sums(
                     "version": version,
                 },
             )
-            midnights = {}
             for bucket_start, origin, destination, trips in cursor.fetchall():
-                if source == "hour":
-                    bucket_start = by_epoch[bucket_start]
-                else:
-                    if bucket_start not in midnights:
-                        midnights[bucket_start] = local_midnight(bucket_start, zone)
-                    bucket_start = midnights[bucket_start]
-                sums[(bucket_start, origin, destination)] = int(trips)
+                sums[(start_of(bucket_start), origin, destination)] = int(trips)
             if on_progress:
                 on_progress(done / len(chunks))
     return sums
