@@ -1,7 +1,7 @@
 """One report in a process of its own, so that the process's peak RSS is what a worker needs
-to compute it. bench/footfall.py starts it with the report as JSON and talks to it one line
-at a time: "run" times the report (footfall_result, catchment_result, od_matrix_result or
-compare_result),
+to compute it. bench/products.py starts it with the report as JSON and talks to it one line
+at a time: "run" times the report (footfall_result, dwell_result, catchment_result,
+od_matrix_result or compare_result),
 "sums" returns the sums of the scans the report runs, to check them against the SQL floor
 and DuckDB; at the end of its input it answers with its peak RSS.
 """
@@ -33,8 +33,8 @@ def main() -> None:
     from django.contrib.gis.geos import GEOSGeometry
 
     from insights.grid import cell_corner, cell_id
-    from insights.kinds import HOME, PRESENCE
-    from insights.reports import catchment_result, compare_result, footfall_result, od_matrix_result
+    from insights.kinds import DWELL, HOME, PRESENCE
+    from insights.reports import catchment_result, compare_result, dwell_result, footfall_result, od_matrix_result
     from insights.selectors import cell_hour_sums, cell_hour_totals, region_names_by_id, regions_in_area, trip_sums
 
     product = report.pop("product")
@@ -76,13 +76,18 @@ def main() -> None:
                 sums = cell_hour_sums(kind=PRESENCE, **half)
                 series += [[bucket.timestamp(), visits] for (bucket, *_), visits in sums.by_bucket.items()]
             return {"series": series, "cells": []}
-        kind = PRESENCE if product == "footfall" else HOME
+        kind = {"footfall": PRESENCE, "dwell": DWELL, "catchment": HOME}[product]
         sums = cell_hour_sums(kind=kind, **query, with_cells=True)
         # Without breakdowns every key is (bucket start, all segments...).
         found = {
             "series": [[bucket.timestamp(), visits] for (bucket, *_), visits in sums.by_bucket.items()],
             "cells": [[cell_id(*cell_corner(code)), visits] for code, _, visits in sums.by_cell],
         }
+        if product == "dwell":
+            by_band = cell_hour_totals(kind=DWELL, **query, breakdowns=("dwell_band",))
+            found["bands"] = [
+                [f"{bucket.timestamp():.0f} {band}", visitors] for (bucket, band), visitors in by_band.items()
+            ]
         if product == "catchment":
             by_region = {}
             for (_, region), visitors in cell_hour_totals(
@@ -95,6 +100,7 @@ def main() -> None:
 
     result = {
         "footfall": footfall_result,
+        "dwell": dwell_result,
         "catchment": catchment_result,
         "od-matrix": od_matrix_result,
         "compare": compare_result,

@@ -1,15 +1,16 @@
 """The report benchmark (bench/run --size S|M|L): builds the synthetic metro at a size and
-times the footfall, catchment and od-matrix reports of three shapes (a shopping centre, a
-district, the whole metro) in the engine, against the bare SQL floor and DuckDB.
+times the footfall, dwell, catchment, od-matrix and compare reports of three shapes (a
+shopping centre, a district, the whole metro) in the engine, against the bare SQL floor and
+DuckDB.
 
-For each report it prints the engine's time (footfall_result, catchment_result or
-od_matrix_result as a worker runs it, in a process of its own, the median of the timed runs),
+For each report it prints the engine's time (footfall_result, dwell_result and the others as
+a worker runs them, in a process of its own, the median of the timed runs),
 the SQL floor (the minimal hand-written query over the table the engine's planner reads, run
 with psycopg), DuckDB over the same hourly data (loaded from the same Parquet files, cell
 shares computed once in PostGIS, buckets in Europe/Berlin with DuckDB's built-in ICU), the
 engine process's peak RSS, and whether all three return the same numbers: the sums per
-bucket and per cell, per home region, per bucket and zone pair. It also reports the load
-rates and checks the targets.
+bucket and per cell, per bucket and dwell band, per home region, per bucket and zone pair.
+It also reports the load rates and checks the targets.
 
 It uses its own database, footfall_bench, which holds one size at a time, and keeps its
 files in var/bench/.
@@ -35,6 +36,7 @@ import psycopg
 import pyarrow as pa
 from django.contrib.gis.geos import MultiPolygon, Polygon
 
+from insights.kinds import PRODUCT_KINDS
 from insights.metro import (
     HAFEN_ARKADEN,
     ORIGIN_EAST,
@@ -84,9 +86,9 @@ FLOOR_FILTER = "s.share >= %(min_share)s AND t.dataset_version_id <= %(version)s
 
 def floor_sql(product: str, source: str) -> str:
     """The least SQL any correct implementation runs for the product's result, in one statement:
-    footfall, the area's sums per bucket and per cell (for the map); catchment, those of
-    everyone and the sums per home region over the period; od-matrix, the trips per bucket
-    and pair of the zones."""
+    footfall, the area's sums per bucket and per cell (for the map); dwell, those of
+    everyone and the sums per bucket and band; catchment, those of everyone and the sums per
+    home region over the period; od-matrix, the trips per bucket and pair of the zones."""
     suffix, bucket, period = FLOOR_SOURCES[source]
     if product == "footfall":
         return (
@@ -94,6 +96,15 @@ def floor_sql(product: str, source: str) -> str:
             f" FROM insights_presence{suffix} t JOIN shares s USING (cell_id)"
             f" WHERE {period} AND {FLOOR_FILTER} AND t.age_band = 0 AND t.gender = 0"
             f" GROUP BY GROUPING SETS (({bucket}), (t.cell_id))"
+        )
+    if product == "dwell":
+        # One scan: per bucket and band (everyone is band 0), and per cell and band (the map
+        # shows everyone's).
+        return (
+            f"WITH {SHARES} SELECT {bucket}, t.cell_id, t.dwell_band, sum(t.visitors * s.share)"
+            f" FROM insights_dwell{suffix} t JOIN shares s USING (cell_id)"
+            f" WHERE {period} AND {FLOOR_FILTER}"
+            f" GROUP BY GROUPING SETS (({bucket}, t.dwell_band), (t.cell_id, t.dwell_band))"
         )
     if product == "compare":
         # Both periods (the two halves of the report's span) in one scan: their buckets.
@@ -131,6 +142,12 @@ def duckdb_sql(product: str, granularity: str) -> str:
             f" FROM presence p JOIN shares s USING (cell_id) WHERE {period}"
             " GROUP BY GROUPING SETS ((bucket), (p.cell_id))"
         )
+    if product == "dwell":
+        return (
+            f"SELECT epoch({bucket}) AS bucket, p.cell_id, p.dwell_band, sum(p.visitors * s.share)"
+            f" FROM dwell p JOIN shares s USING (cell_id) WHERE {period}"
+            " GROUP BY GROUPING SETS ((bucket, p.dwell_band), (p.cell_id, p.dwell_band))"
+        )
     if product == "compare":
         return (
             f"SELECT epoch({bucket}) AS bucket, NULL::BIGINT, sum(p.visits * s.share)"
@@ -153,7 +170,7 @@ def duckdb_sql(product: str, granularity: str) -> str:
 
 
 ADVERB = {"hour": "hourly", "day": "daily", "week": "weekly"}
-PRODUCTS = ("footfall", "catchment", "od-matrix", "compare")
+PRODUCTS = ("footfall", "dwell", "catchment", "od-matrix", "compare")
 # Nothing may be downloaded: ICU (time zones) and Parquet are linked into the duckdb wheel.
 DUCKDB_CONFIG = {"autoinstall_known_extensions": False}
 
@@ -241,7 +258,7 @@ def main() -> None:
     lines = [f"Report benchmark, size {size.name}, seed {args.seed}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"]
     lines += machine_lines(args.runs) + sizes_lines()
     lines.append(generate(parquet, places, size=size.name, seed=args.seed))
-    database_prepare({file_sha256(path) for path in (parquet, places["home"], places["trips"])})
+    database_prepare({file_sha256(path) for path in (parquet, places["home"], places["trips"], places["dwell"])})
     django.setup()
     load_lines, load_rate = load(parquet, places)
     lines += load_lines
@@ -324,9 +341,9 @@ def database_prepare(file_sha256s: set[str]) -> None:
 
 
 def load(parquet: Path, places: dict[str, Path]) -> tuple[list[str], float]:
-    """Load the districts, then the presence, home and trips files as the loader does; the rate
+    """Load the districts, then the presence, home, trips and dwell files as the loader does; the rate
     is that of each file's load, in this run or an earlier one. Returns the presence rate too."""
-    from insights.kinds import HOME, PRESENCE, TRIPS
+    from insights.kinds import DWELL, HOME, PRESENCE, TRIPS
     from insights.services import aggregates_load, regions_load
 
     def progress(rows: int) -> None:
@@ -335,7 +352,8 @@ def load(parquet: Path, places: dict[str, Path]) -> tuple[list[str], float]:
     districts = regions_load(path=places["regions"])
     lines = [f"Load (regions_load): {districts.created + districts.updated} districts"]
     rates = {}
-    for kind, path in ((PRESENCE, parquet), (HOME, places["home"]), (TRIPS, places["trips"])):
+    files = ((PRESENCE, parquet), (HOME, places["home"]), (TRIPS, places["trips"]), (DWELL, places["dwell"]))
+    for kind, path in files:
         started = time.perf_counter()
         summary = aggregates_load(kind=kind, path=path, on_progress=progress)
         wall_s = time.perf_counter() - started
@@ -362,8 +380,10 @@ def duckdb_store(parquet: Path, places: dict[str, Path]) -> tuple[Path, str]:
     and zones as district numbers, B07 → 7); built once per file."""
     from django.conf import settings
 
+    from insights.kinds import DWELL_BANDS
+
     store = parquet.with_suffix(".duckdb")
-    newest = max(path.stat().st_mtime for path in (parquet, places["home"], places["trips"]))
+    newest = max(path.stat().st_mtime for path in (parquet, places["home"], places["trips"], places["dwell"]))
     if store.exists() and store.stat().st_mtime >= newest:
         return store, f"DuckDB: {store.relative_to(ROOT)} exists (built by an earlier run from the same file)"
     building = store.with_name(store.name + ".partial")
@@ -391,6 +411,12 @@ def duckdb_store(parquet: Path, places: dict[str, Path]) -> tuple[Path, str]:
             f" {district.format(column='destination')} AS destination, hour, trips"
             f" FROM read_parquet('{places['trips']}')"
         ).fetchone()[0]
+        bands = ", ".join(f"'{band}'" for band in DWELL_BANDS)
+        rows += duck.execute(
+            f"CREATE TABLE dwell AS SELECT {cell_id} AS cell_id, hour,"
+            f" CAST(list_position([{bands}], dwell_band) - 1 AS SMALLINT) AS dwell_band, visitors"
+            f" FROM read_parquet('{places['dwell']}')"
+        ).fetchone()[0]
     building.rename(store)
     return store, f"DuckDB: {rows:,} rows loaded from the same Parquet files in {time.perf_counter() - started:.1f} s"
 
@@ -414,8 +440,7 @@ def measure(report: Report, *, size: Size, store: Path, runs: int) -> Outcome:
     end = dt.datetime.combine(size.first_day + dt.timedelta(days=report.days), dt.time(), tzinfo=zone).astimezone(
         dt.UTC
     )
-    kind = {"footfall": "presence", "compare": "presence", "catchment": "home", "od-matrix": "trips"}[report.product]
-    version = DatasetVersion.objects.filter(kind=kind).latest("pk").pk
+    version = DatasetVersion.objects.filter(kind=PRODUCT_KINDS[report.product].name).latest("pk").pk
     source = presence_source(granularity=report.granularity, time_zone=TIME_ZONE)
     zones = {region.id: region.code for region in regions_in_area(geometry=geometry)}
     floor_parameters = {
@@ -472,6 +497,16 @@ def measure(report: Report, *, size: Size, store: Path, runs: int) -> Outcome:
             "engine": {"flows": dict(engine_sums["flows"])},
             "floor": {"flows": flow_sums(floor_rows, lambda b: bucket_epoch(b, zone), lambda z: zones[z])},
             "duckdb": {"flows": flow_sums(duckdb_rows, round, lambda number: f"B{number:02d}")},
+        }
+    elif report.product == "dwell":
+        found = {
+            "engine": {
+                "series": {round(bucket): visitors for bucket, visitors in engine_sums["series"]},
+                "cells": {cell_id: visitors for cell_id, visitors in engine_sums["cells"] if visitors},
+                "bands": dict(engine_sums["bands"]),
+            },
+            "floor": band_sums(floor_rows, lambda b: bucket_epoch(b, zone)),
+            "duckdb": band_sums(duckdb_rows, round),
         }
     else:
         found = {
@@ -568,6 +603,21 @@ def split_sums(rows: list[tuple], bucket_key, region_code: dict[int, str]) -> di
             sums["cells"][cell_id] = visits
         else:
             sums["regions"][region_code[region[0]]] = visits
+    return sums
+
+
+def band_sums(rows: list[tuple], bucket_key) -> dict[str, dict]:
+    """Rows (bucket, cell, band, sum), bucket or cell set, into everyone's sums (band 0) by
+    bucket key and by cell, and the bands' by "bucket band"."""
+    sums = {"series": {}, "cells": {}, "bands": {}}
+    for bucket, cell_id, band, visitors in rows:
+        if bucket is None:
+            if band == 0 and visitors:
+                sums["cells"][cell_id] = visitors
+        elif band == 0:
+            sums["series"][bucket_key(bucket)] = visitors
+        else:
+            sums["bands"][f"{bucket_key(bucket)} {band}"] = visitors
     return sums
 
 

@@ -154,11 +154,12 @@ def metro_file_name(*, size: str, seed: int) -> str:
 
 
 def metro_places_names(*, size: str, seed: int) -> dict[str, str]:
-    """File names of the districts, home regions and trips that go with a presence file."""
+    """File names of the districts, home regions, trips and dwell that go with a presence file."""
     return {
         "regions": "metro-districts.geojson",
         "home": f"metro-{size}-seed{seed}-home.parquet",
         "trips": f"metro-{size}-seed{seed}-trips.parquet",
+        "dwell": f"metro-{size}-seed{seed}-dwell.parquet",
     }
 
 
@@ -210,7 +211,7 @@ def _shopping_season(day: dt.date) -> float:
     return 1.3 if dt.date(2025, 11, 24) <= day <= dt.date(2025, 12, 23) else 1.0
 
 
-def _people(rng: np.random.Generator) -> dict[str, np.ndarray]:
+def people_by_kind(rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Each cell's people at full rhythm, per kind of place, for the whole metro (row by row)."""
     whole = SIZES["L"]
     east, north = whole.cell_centres_km()
@@ -240,6 +241,18 @@ def _people(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
+def rhythms(local: list[dt.datetime]) -> dict[str, np.ndarray]:
+    """Each kind of place's share of its people present at these local hours, before the weather."""
+    weekday = np.array([SUNDAY if moment.date() in HOLIDAYS else moment.weekday() for moment in local])
+    hour_of_day = np.array([moment.hour for moment in local])
+    return {
+        "home": HOME[weekday, hour_of_day],
+        "office": OFFICE[weekday, hour_of_day] * np.array([_office_season(moment.date()) for moment in local]),
+        "shopping": SHOPPING[weekday, hour_of_day] * np.array([_shopping_season(moment.date()) for moment in local]),
+        "out": OUT_AND_ABOUT[weekday, hour_of_day],
+    }
+
+
 def _local_midnight(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tzinfo=LOCAL_ZONE).astimezone(dt.UTC)
 
@@ -251,17 +264,14 @@ def _counts(
     first, end = _local_midnight(first_day), _local_midnight(first_day + dt.timedelta(days=days))
     hours = [first + dt.timedelta(hours=h) for h in range(int((end - first) / dt.timedelta(hours=1)))]
     local = [hour.astimezone(LOCAL_ZONE) for hour in hours]
-    weekday = np.array([SUNDAY if moment.date() in HOLIDAYS else moment.weekday() for moment in local])
-    hour_of_day = np.array([moment.hour for moment in local])
     day_index = np.array([(moment.date() - first_day).days for moment in local])
     weather = rng.lognormal(0.0, 0.1, size=days)[day_index]
-    office_season = np.array([_office_season(moment.date()) for moment in local])
-    shopping_season = np.array([_shopping_season(moment.date()) for moment in local])
+    rhythm = rhythms(local)
 
-    expected = np.outer(HOME[weekday, hour_of_day], people["home"])
-    expected += np.outer(OFFICE[weekday, hour_of_day] * office_season, people["office"])
-    expected += np.outer(SHOPPING[weekday, hour_of_day] * shopping_season * weather, people["shopping"])
-    expected += np.outer(OUT_AND_ABOUT[weekday, hour_of_day] * weather, people["out"])
+    expected = np.outer(rhythm["home"], people["home"])
+    expected += np.outer(rhythm["office"], people["office"])
+    expected += np.outer(rhythm["shopping"] * weather, people["shopping"])
+    expected += np.outer(rhythm["out"] * weather, people["out"])
     expected *= rng.lognormal(0.0, 0.1, size=expected.shape)
     stamps = np.array([int(hour.timestamp()) for hour in hours], dtype=np.int64)
     return np.rint(expected).astype(np.int32), stamps
@@ -283,7 +293,7 @@ def write_metro(*, path: Path, size: Size, seed: int) -> MetroFile:
     rng = np.random.default_rng(seed)
     cols, rows = size.metro_cols_rows()
     window = rows * SIZES["L"].cols + cols  # the size's cells among the whole metro's
-    people = {kind: counts[window] for kind, counts in _people(rng).items()}
+    people = {kind: counts[window] for kind, counts in people_by_kind(rng).items()}
     codes = pa.array(size.cell_codes())
     all_segments = pa.array(["*"])
     rows = 0

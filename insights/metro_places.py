@@ -6,12 +6,17 @@ presence file so that the kinds agree (as insights.synthetic_places does for the
   that pull hardest (nearest) split part of it, the rest is unknown or too scattered for
   the operator to release;
 - trips: the people present in a district in an hour start trips at a rate that follows
-  the local hour, to the districts by gravity (staying inside the district weighs most).
+  the local hour, to the districts by gravity (staying inside the district weighs most);
+- dwell: of a cell-hour's people, those who came to work, to shop or out and about (from the
+  metro's own mix of places at that hour; people at home are not visitors) arrive at a rate
+  and stay for a time of their kind; the "*" row is the sum of the bands.
 
 Read and written a week (a row group) at a time, so memory stays bounded at any size.
-Deterministic: nothing here is random.
+Deterministic: nothing here is random (the mix of places is the metro's, for its seed).
 """
 
+import contextlib
+import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +26,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from insights.metro import CBD, METRO_HEIGHT_KM, METRO_WIDTH_KM, ORIGIN_EAST, ORIGIN_NORTH, TOWNS, Size
-from insights.synthetic import UPSTREAM_MIN_COUNT
+from insights.kinds import DWELL_BANDS
+from insights.metro import (
+    CBD,
+    METRO_HEIGHT_KM,
+    METRO_WIDTH_KM,
+    ORIGIN_EAST,
+    ORIGIN_NORTH,
+    SIZES,
+    TOWNS,
+    Size,
+    people_by_kind,
+    rhythms,
+)
+from insights.synthetic import ARRIVING, DWELL_SHARES, LOCAL_ZONE, UPSTREAM_MIN_COUNT
 from insights.synthetic_places import NIGHT_HOURS, OWN_DISTRICT_SHARE, STAY_WEIGHT, TRIP_RATE, region_feature
 
 DISTRICT_KM = (6.0, 5.0)
@@ -31,12 +48,28 @@ DISTRICT_ROWS = round(METRO_HEIGHT_KM / DISTRICT_KM[1])
 DISTRICTS = DISTRICT_COLS * DISTRICT_ROWS
 UNKNOWN_HOME_SHARE = 0.05
 OTHER_HOME_REGIONS_RELEASED = 2
+# Of the visitors present in an hour, the share who arrived in it, and how long they stay
+# (shares of DWELL_BANDS after "*"): as in the demo city, and passers-by who stay briefly.
+VISITOR_ARRIVING = {"office": ARRIVING["office"], "shopping": ARRIVING["shopping"], "out": 0.6}
+VISITOR_DWELL_SHARES = {
+    "office": DWELL_SHARES["office"],
+    "shopping": DWELL_SHARES["shopping"],
+    "out": np.array([0.55, 0.30, 0.10, 0.05]),
+}
 
 HOME_SCHEMA = pa.schema(
     [
         ("cell", pa.dictionary(pa.int32(), pa.string())),
         ("hour", pa.timestamp("s", tz="UTC")),
         ("home_region", pa.dictionary(pa.int8(), pa.string())),
+        ("visitors", pa.int32()),
+    ]
+)
+DWELL_SCHEMA = pa.schema(
+    [
+        ("cell", pa.dictionary(pa.int32(), pa.string())),
+        ("hour", pa.timestamp("s", tz="UTC")),
+        ("dwell_band", pa.dictionary(pa.int8(), pa.string())),
         ("visitors", pa.int32()),
     ]
 )
@@ -55,6 +88,7 @@ class PlacesFiles:
     regions: int
     home_rows: int
     trip_rows: int
+    dwell_rows: int
 
 
 def district_codes() -> list[str]:
@@ -75,11 +109,22 @@ def district_of(east_km: np.ndarray, north_km: np.ndarray) -> np.ndarray:
     return row * DISTRICT_COLS + col
 
 
-def write_metro_places(*, presence_path: Path, size: Size, regions_path: Path, home_path: Path, trips_path: Path):
-    """The metro's districts (GeoJSON), and home and trips (Parquet) for the presence file of `size`."""
+def write_metro_places(
+    *,
+    presence_path: Path,
+    size: Size,
+    seed: int,
+    regions_path: Path,
+    home_path: Path,
+    trips_path: Path,
+    dwell_path: Path,
+) -> PlacesFiles:
+    """The metro's districts (GeoJSON), and home, trips and dwell (Parquet) for the presence
+    file of `size` and `seed`."""
     regions = write_regions_geojson(path=regions_path)
-    home_rows, trip_rows = _write_home_and_trips(presence_path, size, home_path, trips_path)
-    return PlacesFiles(regions=regions, home_rows=home_rows, trip_rows=trip_rows)
+    outputs = {"home": home_path, "trips": trips_path, "dwell": dwell_path}
+    rows = _write_derived(presence_path, size, seed, outputs)
+    return PlacesFiles(regions=regions, home_rows=rows["home"], trip_rows=rows["trips"], dwell_rows=rows["dwell"])
 
 
 def write_regions_geojson(*, path: Path) -> int:
@@ -124,21 +169,59 @@ def _gravity() -> np.ndarray:
     return gravity / gravity.sum(axis=1, keepdims=True)
 
 
-def _write_home_and_trips(presence_path: Path, size: Size, home_path: Path, trips_path: Path) -> tuple[int, int]:
+def _visitor_mix(size: Size, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Each cell's people at full rhythm per kind of place, as the metro drew them for the seed,
+    and each visiting kind's arrivals per band, (kinds, bands)."""
+    cols, rows = size.metro_cols_rows()
+    window = rows * SIZES["L"].cols + cols
+    people = {kind: counts[window] for kind, counts in people_by_kind(np.random.default_rng(seed)).items()}
+    rates = np.array([VISITOR_ARRIVING[kind] * VISITOR_DWELL_SHARES[kind] for kind in VISITOR_ARRIVING])
+    return people, rates
+
+
+def _dwell_table(
+    cell: np.ndarray, stamp_index: np.ndarray, stamps: np.ndarray, visits: np.ndarray, people, rates, dictionaries
+) -> pa.Table:
+    """A week's dwell rows: its visitors per band, the bands' sum as "*", those the operator releases."""
+    local = [dt.datetime.fromtimestamp(stamp, LOCAL_ZONE) for stamp in stamps.tolist()]
+    rhythm = {kind: shares[stamp_index] for kind, shares in rhythms(local).items()}
+    expected = {kind: rhythm[kind] * people[kind][cell] for kind in rhythm}
+    everyone = sum(expected.values())
+    visiting = np.column_stack([expected[kind] / everyone for kind in VISITOR_ARRIVING])
+    bands = np.floor(visits[:, None] * (visiting @ rates)).astype(np.int64)
+    counts = np.column_stack([bands.sum(axis=1), bands])
+    row, band = np.nonzero(counts >= UPSTREAM_MIN_COUNT)
+    cell_dictionary, band_dictionary = dictionaries
+    return pa.Table.from_arrays(
+        [
+            pa.DictionaryArray.from_arrays(pa.array(cell[row].astype(np.int32)), cell_dictionary),
+            pa.array(stamps[stamp_index[row]], type=pa.timestamp("s", tz="UTC")),
+            pa.DictionaryArray.from_arrays(pa.array(band.astype(np.int8)), band_dictionary),
+            pa.array(counts[row, band].astype(np.int32)),
+        ],
+        schema=DWELL_SCHEMA,
+    )
+
+
+def _write_derived(presence_path: Path, size: Size, seed: int, outputs: dict[str, Path]) -> dict[str, int]:
+    """Write home, trips and dwell (the keys of `outputs`) a week of presence at a time; their row counts."""
     codes = size.cell_codes()
     index_of_code = {code: index for index, code in enumerate(codes)}
     east, north = size.cell_centres_km()
     district_of_cell = district_of(east, north)
     regions, shares = _home_shares(size)
     gravity = _gravity()
+    people, rates = _visitor_mix(size, seed)
     cell_dictionary = pa.array(codes)
     region_dictionary = pa.array(["*", *district_codes()])
     district_dictionary = pa.array(district_codes())
-    home_rows = trip_rows = 0
+    band_dictionary = pa.array(DWELL_BANDS)
+    schemas = {"home": HOME_SCHEMA, "trips": TRIPS_SCHEMA, "dwell": DWELL_SCHEMA}
+    rows = dict.fromkeys(outputs, 0)
     source = pq.ParquetFile(presence_path)
-    partial_home = home_path.with_name(home_path.name + ".partial")
-    partial_trips = trips_path.with_name(trips_path.name + ".partial")
-    with pq.ParquetWriter(partial_home, HOME_SCHEMA) as home, pq.ParquetWriter(partial_trips, TRIPS_SCHEMA) as trips:
+    partial = {name: path.with_name(path.name + ".partial") for name, path in outputs.items()}
+    with contextlib.ExitStack() as stack:
+        writers = {name: stack.enter_context(pq.ParquetWriter(partial[name], schemas[name])) for name in outputs}
         for group in range(source.num_row_groups):
             week = source.read_row_group(group, columns=["cell", "hour", "visits"])
             cells = week["cell"].combine_chunks()
@@ -148,11 +231,12 @@ def _write_home_and_trips(presence_path: Path, size: Size, home_path: Path, trip
             hour = week["hour"].combine_chunks().cast(pa.timestamp("s", tz="UTC"))
             local_hour = pc.hour(pc.cast(hour, pa.timestamp("s", tz="Europe/Berlin"))).to_numpy()
             visits = week["visits"].to_numpy().astype(np.int64)
+            stamps, stamp_index = np.unique(hour.cast(pa.int64()).to_numpy(), return_inverse=True)
             night = np.isin(local_hour, list(NIGHT_HOURS)).astype(int)
 
             split = np.floor(visits[:, None] * shares[night, cell]).astype(np.int64)
             row, slot = np.nonzero(split >= UPSTREAM_MIN_COUNT)
-            home_table = pa.Table.from_arrays(
+            home = pa.Table.from_arrays(
                 [
                     pa.DictionaryArray.from_arrays(
                         pa.array(np.concatenate([cell, cell[row]]).astype(np.int32)), cell_dictionary
@@ -166,17 +250,15 @@ def _write_home_and_trips(presence_path: Path, size: Size, home_path: Path, trip
                 ],
                 schema=HOME_SCHEMA,
             )
-            home.write_table(home_table, row_group_size=home_table.num_rows)
-            home_rows += home_table.num_rows
 
-            stamps, hour_index = np.unique(hour.cast(pa.int64()).to_numpy(), return_inverse=True)
-            people = np.zeros((stamps.size, DISTRICTS))
-            np.add.at(people, (hour_index, district_of_cell[cell]), visits)
+            in_district = np.zeros((stamps.size, DISTRICTS))
+            np.add.at(in_district, (stamp_index, district_of_cell[cell]), visits)
             hour_of_stamp = np.zeros(stamps.size, dtype=np.int64)
-            hour_of_stamp[hour_index] = local_hour
-            flows = np.floor((people * TRIP_RATE[hour_of_stamp][:, None])[:, :, None] * gravity[None]).astype(np.int64)
+            hour_of_stamp[stamp_index] = local_hour
+            starting = in_district * TRIP_RATE[hour_of_stamp][:, None]
+            flows = np.floor(starting[:, :, None] * gravity[None]).astype(np.int64)
             at, origin, destination = np.nonzero(flows >= UPSTREAM_MIN_COUNT)
-            trips_table = pa.Table.from_arrays(
+            trips = pa.Table.from_arrays(
                 [
                     pa.DictionaryArray.from_arrays(pa.array(origin.astype(np.int8)), district_dictionary),
                     pa.DictionaryArray.from_arrays(pa.array(destination.astype(np.int8)), district_dictionary),
@@ -185,8 +267,11 @@ def _write_home_and_trips(presence_path: Path, size: Size, home_path: Path, trip
                 ],
                 schema=TRIPS_SCHEMA,
             )
-            trips.write_table(trips_table, row_group_size=max(trips_table.num_rows, 1))
-            trip_rows += trips_table.num_rows
-    partial_home.rename(home_path)
-    partial_trips.rename(trips_path)
-    return home_rows, trip_rows
+
+            dwell = _dwell_table(cell, stamp_index, stamps, visits, people, rates, (cell_dictionary, band_dictionary))
+            for name, table in (("home", home), ("trips", trips), ("dwell", dwell)):
+                writers[name].write_table(table, row_group_size=max(table.num_rows, 1))
+                rows[name] += table.num_rows
+    for name, path in outputs.items():
+        partial[name].rename(path)
+    return rows

@@ -1,15 +1,16 @@
-"""The metro's districts, homes and trips agree with its presence, load, and are deterministic."""
+"""The metro's districts, homes, trips and dwell agree with its presence, load, and are deterministic."""
 
 import json
 from collections import defaultdict
+from zoneinfo import ZoneInfo
 
 import pyarrow.parquet as pq
 import pytest
 from django.contrib.gis.geos import GEOSGeometry
 
-from insights.kinds import HOME, TRIPS
+from insights.kinds import DWELL, DWELL_BANDS, HOME, TRIPS
 from insights.metro import METRO_HEIGHT_KM, METRO_WIDTH_KM, SIZES, write_metro
-from insights.metro_places import DISTRICTS, district_of, write_metro_places
+from insights.metro_places import DISTRICTS, VISITOR_ARRIVING, district_of, write_metro_places
 from insights.services import aggregates_load, presence_load, regions_load
 from insights.synthetic import UPSTREAM_MIN_COUNT
 
@@ -20,9 +21,11 @@ def write(folder, seed=7):
     presence = write_metro(path=folder / "presence.parquet", size=XS, seed=seed).path
     paths = {
         name: folder / f"{name}.{'geojson' if name == 'regions' else 'parquet'}"
-        for name in ("regions", "home", "trips")
+        for name in ("regions", "home", "trips", "dwell")
     }
-    written = write_metro_places(presence_path=presence, size=XS, **{f"{name}_path": p for name, p in paths.items()})
+    written = write_metro_places(
+        presence_path=presence, size=XS, seed=seed, **{f"{name}_path": p for name, p in paths.items()}
+    )
     return presence, paths, written
 
 
@@ -67,6 +70,47 @@ def test_trips_out_of_a_district_stay_under_its_people(files):
     assert leaving and all(trips <= people[key] for key, trips in leaving.items())
 
 
+def test_dwell_bands_add_up_to_everyone_and_visitors_come_from_the_people_present(files):
+    presence, paths, written = files
+    present = {(row["cell"], row["hour"]): row["visits"] for row in rows(presence)}
+    everyone, bands = {}, defaultdict(dict)
+    for row in rows(paths["dwell"]):
+        assert row["visitors"] >= UPSTREAM_MIN_COUNT
+        key = (row["cell"], row["hour"])
+        if row["dwell_band"] == "*":
+            everyone[key] = row["visitors"]
+        else:
+            bands[key][row["dwell_band"]] = row["visitors"]
+    all_bands = {key: found for key, found in bands.items() if len(found) == len(DWELL_BANDS) - 1}
+
+    assert written.dwell_rows == len(everyone) + sum(len(found) for found in bands.values())
+    assert set(bands) <= set(everyone) <= set(present)
+    # Where the operator released every band, they add up to everyone; elsewhere to less.
+    assert all_bands and all(sum(all_bands[key].values()) == everyone[key] for key in all_bands)
+    assert all(sum(found.values()) <= everyone[key] for key, found in bands.items())
+    # Visitors are a part of the people present: at most all of them arriving at the highest rate.
+    assert all(visitors <= present[key] * max(VISITOR_ARRIVING.values()) for key, visitors in everyone.items())
+
+
+def test_people_at_home_are_not_visitors(files):
+    """At 3 in the morning nearly everyone is at home: a cell's visitors are a small part of its people."""
+    presence, paths, _ = files
+    night = {key: visits for key, visits in _by_key(rows(presence), "visits").items() if _local_hour(key[1]) == 3}
+    visitors = _by_key([row for row in rows(paths["dwell"]) if row["dwell_band"] == "*"], "visitors")
+
+    assert night
+    # Were people at home to arrive as the demo city's do (4 in 100 an hour), it would be more.
+    assert sum(visitors.get(key, 0) for key in night) < 0.03 * sum(night.values())
+
+
+def _by_key(found, value):
+    return {(row["cell"], row["hour"]): row[value] for row in found}
+
+
+def _local_hour(moment):
+    return moment.astimezone(ZoneInfo("Europe/Berlin")).hour
+
+
 def test_the_districts_tile_the_whole_metro(files):
     _, paths, written = files
     features = json.loads(paths["regions"].read_text())["features"]
@@ -88,6 +132,7 @@ def test_a_seed_always_writes_the_same_places(files, tmp_path):
 
     assert pq.read_table(again["home"]).equals(pq.read_table(paths["home"]))
     assert pq.read_table(again["trips"]).equals(pq.read_table(paths["trips"]))
+    assert pq.read_table(again["dwell"]).equals(pq.read_table(paths["dwell"]))
 
 
 def test_the_files_load_through_the_loaders(db, files):
@@ -97,5 +142,6 @@ def test_the_files_load_through_the_loaders(db, files):
 
     home = aggregates_load(kind=HOME, path=paths["home"])
     trips = aggregates_load(kind=TRIPS, path=paths["trips"])
+    dwell = aggregates_load(kind=DWELL, path=paths["dwell"])
 
-    assert (home.rows, trips.rows) == (written.home_rows, written.trip_rows)
+    assert (home.rows, trips.rows, dwell.rows) == (written.home_rows, written.trip_rows, written.dwell_rows)

@@ -10,7 +10,7 @@ from insights.metro_places import write_metro_places
 
 class Command(BaseCommand):
     help = (
-        "Write the synthetic metro at a size: hourly presence (all ages, all genders), home regions and trips"
+        "Write the synthetic metro at a size: hourly presence (all ages, all genders), home regions, trips and dwell"
         " (Parquet), and its districts (GeoJSON); deterministic for a seed. The benchmark (bench/run) loads them."
     )
 
@@ -42,10 +42,11 @@ class Command(BaseCommand):
             return
         started = time.monotonic()
         written = write_metro_places(
-            presence_path=path, size=metro, **{f"{name}_path": p for name, p in places.items()}
+            presence_path=path, size=metro, seed=seed, **{f"{name}_path": p for name, p in places.items()}
         )
         self.stdout.write(
             f"wrote {written.regions} districts to {places['regions']}, {written.home_rows:,} home rows to"
-            f" {places['home']}, {written.trip_rows:,} trip rows to {places['trips']}"
+            f" {places['home']}, {written.trip_rows:,} trip rows to {places['trips']}, {written.dwell_rows:,} dwell"
+            f" rows to {places['dwell']}"
             f" in {time.monotonic() - started:.1f} s; peak RSS {peak_rss_mb():.0f} MB"
         )
