@@ -12,8 +12,8 @@ engine process's peak RSS, and whether all three return the same numbers: the su
 bucket and per cell, per bucket and dwell band, per home region, per bucket and zone pair.
 It also reports the load rates and checks the targets.
 
-It uses its own database, footfall_bench, which holds one size at a time, and keeps its
-files in var/bench/.
+It uses a database of its own per size (footfall_bench_s, _m, _l), which holds one seed at a
+time, and keeps its files in var/bench/.
 """
 
 import argparse
@@ -50,9 +50,6 @@ from insights.metro import (
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "var" / "bench"
-BENCH_DATABASE = "footfall_bench"
-BENCH_DATABASE_URL = f"postgis://root@127.0.0.1:5432/{BENCH_DATABASE}"
-BENCH_CONNINFO = f"host=127.0.0.1 port=5432 user=root dbname={BENCH_DATABASE}"
 TIME_ZONE = "Europe/Berlin"
 SIZE_ORDER = ("S", "M", "L")
 SAME_NUMBERS_RELATIVE = 1e-6
@@ -169,6 +166,8 @@ def duckdb_sql(product: str, granularity: str) -> str:
     )
 
 
+# The kinds loaded from the files written beside the presence file.
+LOADED_PLACES = ("home", "trips", "dwell")
 ADVERB = {"hour": "hourly", "day": "daily", "week": "weekly"}
 PRODUCTS = ("footfall", "dwell", "catchment", "od-matrix", "compare")
 # Nothing may be downloaded: ICU (time zones) and Parquet are linked into the duckdb wheel.
@@ -247,8 +246,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per report, after one warm-up (default 5)")
     args = parser.parse_args()
+    database = bench_database(args.size)
     # Everything this runs, the processes it starts too, uses the bench database, never the development one.
-    os.environ["DATABASE_URL"] = BENCH_DATABASE_URL
+    os.environ["DATABASE_URL"] = f"postgis://root@127.0.0.1:5432/{database}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings")
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     size = SIZES[args.size]
@@ -258,13 +258,17 @@ def main() -> None:
     lines = [f"Report benchmark, size {size.name}, seed {args.seed}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"]
     lines += machine_lines(args.runs) + sizes_lines()
     lines.append(generate(parquet, places, size=size.name, seed=args.seed))
-    database_prepare({file_sha256(path) for path in (parquet, places["home"], places["trips"], places["dwell"])})
+    database_prepare(database, {file_sha256(path) for path in (parquet, *(places[name] for name in LOADED_PLACES))})
     django.setup()
-    load_lines, load_rate = load(parquet, places)
+    load_lines, load_rate = load(database, parquet, places)
     lines += load_lines
     store, duckdb_line = duckdb_store(parquet, places)
     lines.append(duckdb_line)
-    outcomes = [measure(report, size=size, store=store, runs=args.runs) for report in REPORTS if report.fits(size)]
+    outcomes = [
+        measure(report, size=size, database=database, store=store, runs=args.runs)
+        for report in REPORTS
+        if report.fits(size)
+    ]
     lines += [
         "",
         *outcome_lines(outcomes),
@@ -322,28 +326,36 @@ def psql_as_postgres(sql: str) -> str:
     return subprocess.run([*command, "-c", sql], check=True, capture_output=True, text=True).stdout.strip()
 
 
-def database_create() -> None:
-    psql_as_postgres(f"CREATE DATABASE {BENCH_DATABASE} TEMPLATE footfall_template OWNER root")
+def bench_database(size: str) -> str:
+    return f"footfall_bench_{size.lower()}"
+
+
+def conninfo(database: str) -> str:
+    return f"host=127.0.0.1 port=5432 user=root dbname={database}"
+
+
+def database_create(database: str) -> None:
+    psql_as_postgres(f"CREATE DATABASE {database} TEMPLATE footfall_template OWNER root")
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True)
 
 
-def database_prepare(file_sha256s: set[str]) -> None:
-    """footfall_bench exists, is migrated and holds no data but these files': one size at a time."""
-    if not psql_as_postgres(f"SELECT 1 FROM pg_database WHERE datname = '{BENCH_DATABASE}'"):
-        database_create()
+def database_prepare(database: str, file_sha256s: set[str]) -> None:
+    """The size's database exists, is migrated and holds no data but these files': one seed at a time."""
+    if not psql_as_postgres(f"SELECT 1 FROM pg_database WHERE datname = '{database}'"):
+        database_create(database)
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True)
-    with psycopg.connect(BENCH_CONNINFO) as connection:
+    with psycopg.connect(conninfo(database)) as connection:
         loaded = {sha for (sha,) in connection.execute("SELECT sha256 FROM insights_datasetversion")}
     if loaded - file_sha256s:
-        print(f"{BENCH_DATABASE} holds another size or seed: creating it afresh", file=sys.stderr)
-        psql_as_postgres(f"DROP DATABASE {BENCH_DATABASE}")
-        database_create()
+        print(f"{database} holds another seed: creating it afresh", file=sys.stderr)
+        psql_as_postgres(f"DROP DATABASE {database}")
+        database_create(database)
 
 
-def load(parquet: Path, places: dict[str, Path]) -> tuple[list[str], float]:
+def load(database: str, parquet: Path, places: dict[str, Path]) -> tuple[list[str], float]:
     """Load the districts, then the presence, home, trips and dwell files as the loader does; the rate
     is that of each file's load, in this run or an earlier one. Returns the presence rate too."""
-    from insights.kinds import DWELL, HOME, PRESENCE, TRIPS
+    from insights.kinds import KINDS, PRESENCE
     from insights.services import aggregates_load, regions_load
 
     def progress(rows: int) -> None:
@@ -352,8 +364,7 @@ def load(parquet: Path, places: dict[str, Path]) -> tuple[list[str], float]:
     districts = regions_load(path=places["regions"])
     lines = [f"Load (regions_load): {districts.created + districts.updated} districts"]
     rates = {}
-    files = ((PRESENCE, parquet), (HOME, places["home"]), (TRIPS, places["trips"]), (DWELL, places["dwell"]))
-    for kind, path in files:
+    for kind, path in ((PRESENCE, parquet), *((KINDS[name], places[name]) for name in LOADED_PLACES)):
         started = time.perf_counter()
         summary = aggregates_load(kind=kind, path=path, on_progress=progress)
         wall_s = time.perf_counter() - started
@@ -368,7 +379,7 @@ def load(parquet: Path, places: dict[str, Path]) -> tuple[list[str], float]:
             continue
         # Leave the tables as autovacuum would (hint bits, visibility map, statistics of the new
         # cells too), so that it does not do so during the timings.
-        with psycopg.connect(BENCH_CONNINFO, autocommit=True) as bench:
+        with psycopg.connect(conninfo(database), autocommit=True) as bench:
             tables = ", ".join(f"{kind.table}{suffix}" for suffix in ("", "day", "week"))
             bench.execute(f"VACUUM (ANALYZE) insights_cell, {tables}")
         lines.append(f"{line} ({wall_s:.1f} s with hashing the file and ANALYZE)")
@@ -383,7 +394,7 @@ def duckdb_store(parquet: Path, places: dict[str, Path]) -> tuple[Path, str]:
     from insights.kinds import DWELL_BANDS
 
     store = parquet.with_suffix(".duckdb")
-    newest = max(path.stat().st_mtime for path in (parquet, places["home"], places["trips"], places["dwell"]))
+    newest = max(path.stat().st_mtime for path in (parquet, *(places[name] for name in LOADED_PLACES)))
     if store.exists() and store.stat().st_mtime >= newest:
         return store, f"DuckDB: {store.relative_to(ROOT)} exists (built by an earlier run from the same file)"
     building = store.with_name(store.name + ".partial")
@@ -421,7 +432,7 @@ def duckdb_store(parquet: Path, places: dict[str, Path]) -> tuple[Path, str]:
     return store, f"DuckDB: {rows:,} rows loaded from the same Parquet files in {time.perf_counter() - started:.1f} s"
 
 
-def measure(report: Report, *, size: Size, store: Path, runs: int) -> Outcome:
+def measure(report: Report, *, size: Size, database: str, store: Path, runs: int) -> Outcome:
     # The engine's modules need Django set up first.
     from insights.buckets import buckets, local_midnight
     from insights.models import DatasetVersion
@@ -467,7 +478,7 @@ def measure(report: Report, *, size: Size, store: Path, runs: int) -> Outcome:
     )
     times = {"engine": [], "floor": [], "duckdb": []}
     with (
-        psycopg.connect(BENCH_CONNINFO) as floor,
+        psycopg.connect(conninfo(database)) as floor,
         duckdb.connect(str(store), read_only=True, config=DUCKDB_CONFIG) as duck,
     ):
         shares = floor.execute(

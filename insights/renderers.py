@@ -1,6 +1,7 @@
 """A report's result document rendered as the files a buyer downloads: CSV, Parquet, a PNG chart.
 
-CSV and Parquet hold every row (totals and segments); the chart shows the totals."""
+CSV and Parquet hold every row (totals and segments); the chart shows the totals and a line
+per segment (dwell band, age band, gender)."""
 
 import csv
 import datetime as dt
@@ -31,6 +32,12 @@ CHART_WIDTH_INCHES, CHART_HEIGHT_INCHES, CHART_DPI = 12, 6, 100
 RELEASED_COLOUR = "#1f5fa8"
 WITHHELD_COLOUR = "#d9d9d9"
 COMPARISON_COLOUR = "#e07b00"
+# One per segment line, none of them the totals' blue: the dwell bands, or up to twelve age and gender segments.
+SEGMENT_COLOURS = (
+    "#e07b00", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#d62728", "#ff9896", "#98df8a", "#c5b0d5",
+)  # fmt: skip
+LEGEND_COLUMNS = 7
 CATCHMENT_BARS = 20  # the largest regions; the CSV lists them all
 Y_LABELS = {"visits": "people present (sum of hourly counts)", "visitors": "visitors (arrivals, in all dwell bands)"}
 LINE_LABELS = {"visits": "people present", "visitors": "visitors"}
@@ -163,7 +170,8 @@ def parquet_bytes(result: dict) -> bytes:
 
 
 def png_chart(result: dict, *, title: str | None = None) -> bytes:
-    """Visits over time, 1200 x 600 px; withheld buckets are gaps under a grey band.
+    """Visits over time, 1200 x 600 px, and a thinner line per segment of a breakdown;
+    withheld values are gaps, withheld totals under a grey band.
 
     title names what the report covers (the area) and follows the product and granularity in the heading.
     A catchment is drawn as its regions' shares, an od-matrix as a heat map of its matrix.
@@ -172,6 +180,11 @@ def png_chart(result: dict, *, title: str | None = None) -> bytes:
         return _catchment_chart(result, title=title)
     if result["product"] == "od-matrix":
         return _matrix_chart(result, title=title)
+    return _png(series_figure(result, title=title))
+
+
+def series_figure(result: dict, *, title: str | None = None) -> Figure:
+    """The chart of a result with a series over time: its totals, a comparison's, and a line per segment."""
     tz = ZoneInfo(result["time_zone"])
     series = result["series"]
     starts = [dt.datetime.fromisoformat(row["start"]) for row in series]
@@ -179,9 +192,7 @@ def png_chart(result: dict, *, title: str | None = None) -> bytes:
     metric = result["metric"]
     visits = [float("nan") if row[metric] is None else row[metric] for row in series]
 
-    figure = Figure(figsize=(CHART_WIDTH_INCHES, CHART_HEIGHT_INCHES), dpi=CHART_DPI, layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
+    figure, axes = _figure()
     # A long series reads better as a bare line, but a value between two gaps has no line: it keeps its marker.
     marked = list(range(len(series))) if len(series) <= MARK_EVERY_VALUE_UP_TO else _lone_values(series, metric)
     [released_line] = axes.plot(
@@ -207,6 +218,11 @@ def png_chart(result: dict, *, title: str | None = None) -> bytes:
             label=_comparison_label(result),
         )
         handles.append(comparison_line)
+    segment_values = []
+    for (label, values), colour in zip(_segment_lines(result).items(), itertools.cycle(SEGMENT_COLOURS)):
+        [segment_line] = axes.plot(starts, values, color=colour, linewidth=1.2, label=label)
+        handles.append(segment_line)
+        segment_values += [value for value in values if value == value]  # NaN is not equal to itself
     for withheld_start, withheld_end in _withheld_periods(series):
         axes.axvspan(withheld_start, withheld_end, color=WITHHELD_COLOUR, linewidth=0, zorder=0)
 
@@ -216,6 +232,7 @@ def png_chart(result: dict, *, title: str | None = None) -> bytes:
     axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=tz))
     axes.set_xlabel(f"bucket start ({result['time_zone']})")
     released_values = [row[key] for row in series for key in (metric, "comparison_visits") if row.get(key) is not None]
+    released_values += segment_values
     if released_values:
         axes.set_ylim(0, max(released_values) * 1.1)
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -237,13 +254,21 @@ def png_chart(result: dict, *, title: str | None = None) -> bytes:
         handles=[*handles, Patch(color=WITHHELD_COLOUR, label="withheld (under k)")],
         loc="lower right",
         bbox_to_anchor=(1, 1),
-        ncols=len(handles) + 1,
+        ncols=min(len(handles) + 1, LEGEND_COLUMNS),
         frameon=False,
     )
+    return figure
 
-    png = io.BytesIO()
-    figure.savefig(png, format="png", dpi=CHART_DPI)
-    return png.getvalue()
+
+def _segment_lines(result: dict) -> dict[str, list[float]]:
+    """Each segment's values, bucket by bucket, by its labels in the breakdowns (e.g. "1-3h",
+    "25-34 f"); a withheld value is NaN."""
+    metric, breakdowns = result["metric"], result.get("breakdowns", [])
+    lines: dict[str, list[float]] = {}
+    for row in result.get("segments", []):
+        label = " ".join(row[name] for name in breakdowns)
+        lines.setdefault(label, []).append(float("nan") if row[metric] is None else row[metric])
+    return lines
 
 
 def _ordered_label(result: dict) -> str:

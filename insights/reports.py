@@ -2,6 +2,8 @@
 
 import contextlib
 import datetime as dt
+import functools
+import gc
 import hashlib
 import itertools
 from collections.abc import Callable, Collection
@@ -16,6 +18,26 @@ from insights.privacy import Count, Guard, Policy, default_policy
 from insights.selectors import cell_hour_sums, cell_hour_totals, region_names_by_id, report_area, trip_sums
 
 
+def _without_cyclic_gc(compute: Callable[..., dict]) -> Callable[..., dict]:
+    """Compute a report with the cyclic garbage collector paused. A result is tens of thousands
+    of small rows and counts that all live until it is stored; the collector would walk them
+    again and again and find no cycle (half an od-matrix's time). Reference counting still
+    frees what the report lets go."""
+
+    @functools.wraps(compute)
+    def paused(*args, **kwargs) -> dict:
+        if not gc.isenabled():  # already paused by the caller
+            return compute(*args, **kwargs)
+        gc.disable()
+        try:
+            return compute(*args, **kwargs)
+        finally:
+            gc.enable()
+
+    return paused
+
+
+@_without_cyclic_gc
 def footfall_result(
     *,
     geometry: GEOSGeometry,
@@ -50,6 +72,7 @@ def footfall_result(
     return _released(draft)
 
 
+@_without_cyclic_gc
 def dwell_result(
     *,
     geometry: GEOSGeometry,
@@ -227,6 +250,7 @@ def _rows(
     return rows, counts
 
 
+@_without_cyclic_gc
 def compare_result(
     *,
     geometry: GEOSGeometry,
@@ -296,6 +320,7 @@ def _paired(mine: dict, theirs: dict) -> dict:
     }
 
 
+@_without_cyclic_gc
 def catchment_result(
     *,
     geometry: GEOSGeometry,
@@ -369,6 +394,7 @@ def catchment_result(
     return result
 
 
+@_without_cyclic_gc
 def od_matrix_result(
     *,
     start: dt.datetime,

@@ -9,6 +9,7 @@ from django.contrib.gis.geos import MultiPolygon
 
 from insights.kinds import DWELL_BANDS
 from insights.models import Dwell, DwellDay
+from insights.renderers import series_figure
 from insights.reports import dwell_result
 from insights.services import LoadRejected, dwell_load
 from tests import grid
@@ -80,3 +81,27 @@ def test_a_presence_file_is_not_a_dwell_file(db, tmp_path):
 
     with pytest.raises(LoadRejected, match="header must be exactly 'cell,hour,dwell_band,visitors'"):
         dwell_load(path=path)
+
+
+def test_the_chart_draws_everyone_and_a_line_per_dwell_band_with_gaps_where_withheld(dwell, settings):
+    # The block's hours hold 108 to 116 visitors who stay 15-60 minutes: k = 110 withholds some.
+    settings.PRIVACY_K = 110
+    result = dwell_result(
+        geometry=MultiPolygon(grid.square(0, 0, 2, 2), srid=4326),
+        start=START,
+        end=END,
+        granularity="hour",
+        time_zone="Europe/Berlin",
+        version=dwell[1],
+    )
+
+    axes = series_figure(result).axes[0]
+
+    # A gap (NaN, not equal to itself) where the value is withheld.
+    drawn = {line.get_label(): [v if v == v else None for v in line.get_ydata()] for line in axes.get_lines()}
+    assert list(drawn) == ["visitors", *DWELL_BANDS[1:]]
+    assert drawn["visitors"] == [row["visitors"] for row in result["series"]]
+    for band in DWELL_BANDS[1:]:
+        assert drawn[band] == [row["visitors"] for row in result["segments"] if row["dwell_band"] == band]
+    middle = drawn["15-60m"]
+    assert None in middle and any(value is not None for value in middle)
