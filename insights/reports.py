@@ -112,7 +112,6 @@ class _Draft:
     guard: Guard
     series: list[Count]
     cells: list[Count]
-    totals: dict[tuple, float]  # exact per-bucket totals
 
 
 def _cell_hour_draft(
@@ -140,55 +139,52 @@ def _cell_hour_draft(
         "time_zone": time_zone,
         "version": version,
     }
-    with report_area(geometry):  # one table of the area's cells for every pass
-        # With a breakdown there are two passes, each half of the work.
-        passes = 2 if breakdowns else 1
-        # Cells are always summed: they say what the area covers, which seeds the guard's noise.
-        sums = cell_hour_sums(**query, with_cells=True, on_progress=_part_of(on_progress, first=0, of=passes))
-        guard = Guard(policy, scope=(product, granularity, time_zone, _area_key(sums.by_cell)))
-        tz = ZoneInfo(time_zone)
-        periods = list(buckets(start, end, granularity, tz))
-        stamps = _bucket_stamps(periods, tz)
-        labels = kind.labels()
-        everyone = (0,) * len(kind.segments)
-        series, series_counts = _rows(kind, labels, sums.by_bucket, periods, stamps, guard, segments=[everyone])
-        result = {
-            "product": product,
-            "metric": kind.value,
-            "granularity": granularity,
-            "time_zone": time_zone,
-            "start": start.astimezone(tz).isoformat(),
-            "end": end.astimezone(tz).isoformat(),
-            "dataset_version": version,
-            "breakdowns": list(breakdowns),
-            "series": series,
-        }
-        if breakdowns:
-            by_segment = cell_hour_totals(
-                **query, breakdowns=breakdowns, on_progress=_part_of(on_progress, first=1, of=passes)
-            )
-            codes = [range(1, len(labels[name])) if name in breakdowns else [0] for name in kind.segments]
-            segments = list(itertools.product(*codes))
-            result["segments"], segment_counts = _rows(
-                kind, labels, by_segment, periods, stamps, guard, segments=segments
-            )
-            # A bucket's total is the sum of its segments.
-            for number, total in enumerate(series_counts):
-                guard.relate([total], segment_counts[number * len(segments) : (number + 1) * len(segments)])
-            if released_before:
-                guard.earlier(released_before, kind.value, segment_counts, labels=tuple(kind.segments))
+    # Everyone's sums and the breakdowns' in one scan.
+    sums = cell_hour_sums(
+        **query, breakdowns=breakdowns, with_everyone=True, with_cells=with_cells, on_progress=on_progress
+    )
+    # The cells the area covers seed the guard's noise.
+    guard = Guard(policy, scope=(product, granularity, time_zone, _area_key(sums.cells)))
+    tz = ZoneInfo(time_zone)
+    periods = list(buckets(start, end, granularity, tz))
+    stamps = _bucket_stamps(periods, tz)
+    labels = kind.labels()
+    everyone = (0,) * len(kind.segments)
+    series, series_counts = _rows(kind, labels, sums.by_bucket, periods, stamps, guard, segments=[everyone])
+    result = {
+        "product": product,
+        "metric": kind.value,
+        "granularity": granularity,
+        "time_zone": time_zone,
+        "start": start.astimezone(tz).isoformat(),
+        "end": end.astimezone(tz).isoformat(),
+        "dataset_version": version,
+        "breakdowns": list(breakdowns),
+        "series": series,
+    }
+    if breakdowns:
+        codes = [range(1, len(labels[name])) if name in breakdowns else [0] for name in kind.segments]
+        segments = list(itertools.product(*codes))
+        result["segments"], segment_counts = _rows(
+            kind, labels, sums.by_bucket, periods, stamps, guard, segments=segments
+        )
+        # A bucket's total is the sum of its segments.
+        for number, total in enumerate(series_counts):
+            guard.relate([total], segment_counts[number * len(segments) : (number + 1) * len(segments)])
         if released_before:
-            guard.earlier(released_before, kind.value, series_counts, labels=tuple(kind.segments))
-        cell_counts = []
-        if with_cells:
-            result["cells"] = []
-            for code, share, count in sums.by_cell:
-                row = {"cell": code, "share": round(share, 6)}
-                cell_counts.append(guard.count(row, kind.value, count, "cell", code))
-                result["cells"].append(row)
-            # Over the period, the buckets add up to the same as the cells.
-            guard.relate(series_counts, cell_counts)
-        return _Draft(result=result, guard=guard, series=series_counts, cells=cell_counts, totals=sums.by_bucket)
+            guard.earlier(released_before, kind.value, segment_counts, labels=tuple(kind.segments))
+    if released_before:
+        guard.earlier(released_before, kind.value, series_counts, labels=tuple(kind.segments))
+    cell_counts = []
+    if with_cells:
+        result["cells"] = []
+        for code, share, count in sums.by_cell:
+            row = {"cell": code, "share": round(share, 6)}
+            cell_counts.append(guard.count(row, kind.value, count, "cell", code))
+            result["cells"].append(row)
+        # Over the period, the buckets add up to the same as the cells.
+        guard.relate(series_counts, cell_counts)
+    return _Draft(result=result, guard=guard, series=series_counts, cells=cell_counts)
 
 
 def _released(draft: _Draft) -> dict:
@@ -198,10 +194,10 @@ def _released(draft: _Draft) -> dict:
     return draft.result
 
 
-def _area_key(cells: list[tuple[str, float, float]]) -> str:
+def _area_key(cells: list[tuple[str, float]]) -> str:
     """The area as the data sees it: its cells and their shares. The same area asked again
     gets the same noise."""
-    text = ";".join(f"{code}:{share:.6f}" for code, share, _ in cells)
+    text = ";".join(f"{code}:{share:.6f}" for code, share in cells)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -374,7 +370,7 @@ def catchment_result(
     guard = draft.guard
     result = draft.result
     result["everyone"] = {}
-    everyone = guard.count(result["everyone"], "visitors", sum(draft.totals.values()), "everyone")
+    everyone = guard.count(result["everyone"], "visitors", sum(count.exact for count in draft.series), "everyone")
     guard.relate([everyone], draft.series)
     rows, region_counts = [], []
     for region, (code, name) in (regions or region_names_by_id(by_region)).items():

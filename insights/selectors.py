@@ -152,7 +152,10 @@ def presence_source(*, granularity: str, time_zone: str) -> str:
 @dataclass(frozen=True)
 class Sums:
     by_bucket: dict[tuple, float]  # (bucket start, *segment codes): area-weighted count
-    by_cell: list[tuple[str, float, float]]  # (cell code, share inside the area, count over the period)
+    # with_cells: (cell code, share inside the area, everyone's count over the period), by code
+    by_cell: list[tuple[str, float, float]]
+    # (cell code, share inside the area) of every cell the area covers, by code
+    cells: list[tuple[str, float]]
 
 
 def cell_hour_sums(
@@ -165,14 +168,16 @@ def cell_hour_sums(
     time_zone: str,
     version: int,
     breakdowns: Collection[str] = (),
+    with_everyone: bool = False,
     with_cells: bool = False,
     over_period: bool = False,
     source: str | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> Sums:
     """Area-weighted sums of the kind's counts per local time bucket and segment (a segment
-    column not broken down is 0, all) and, with_cells, per cell over the whole period.
-    over_period: one bucket, the whole period, keyed by its start.
+    column not broken down is 0, all) and, with_cells, everyone's per cell over the whole
+    period. with_everyone: everyone's sums per bucket too (segment codes all 0), from the same
+    scan as the breakdowns'. over_period: one bucket, the whole period, keyed by its start.
 
     The area's cells are weighed once; the period is then summed in up to PROGRESS_STEPS
     chunks of whole buckets, reporting the fraction done after each. Buckets and cells come
@@ -180,7 +185,15 @@ def cell_hour_sums(
     """
     # A segment broken down reads its specific rows (code > 0), the other its total (0).
     columns = ", ".join(f"t.{name}" for name in kind.segments)
+    everyone = " AND ".join(f"t.{name} = 0" for name in kind.segments)
     segments = " AND ".join(f"t.{name} {'>' if name in breakdowns else '='} 0" for name in kind.segments)
+    # A cell's sum is everyone's: beside the breakdowns, it leaves the segments' rows out. An
+    # aggregate written twice is computed once.
+    total = f"sum(t.{kind.value} * c.share)"
+    cell_total = total
+    if breakdowns and with_everyone:
+        segments = f"(({everyone}) OR ({segments}))"
+        cell_total = f"{total} FILTER (WHERE {everyone})"
     grouping = f"GROUPING SETS ((bucket, {columns}), (t.cell_id))" if with_cells else f"bucket, {columns}"
     source = source or presence_source(granularity=granularity, time_zone=time_zone)
     suffix, period, _ = _SOURCES[source]
@@ -197,7 +210,7 @@ def cell_hour_sums(
         for done, (chunk_start, chunk_end) in enumerate(chunks, start=1):
             cursor.execute(
                 f"SELECT {bucket} AS bucket, {columns}, {'t.cell_id' if with_cells else 'NULL'},"
-                f" sum(t.{kind.value} * c.share)"
+                f" {total}, {cell_total}"
                 f" FROM {table} JOIN report_cells c USING (cell_id)"
                 f" WHERE {period} AND {segments} AND t.dataset_version_id <= %(version)s"
                 f" GROUP BY {grouping}",
@@ -211,23 +224,25 @@ def cell_hour_sums(
                     "version": version,
                 },
             )
-            for bucket_start, *codes, cell, total in cursor.fetchall():
+            for bucket_start, *codes, cell, bucket_total, everyone_total in cursor.fetchall():
                 if cell is None:
                     # Chunks hold whole buckets; over the period, each adds its part.
                     key = (start_of(bucket_start), *codes)
-                    by_bucket[key] = by_bucket.get(key, 0.0) + total
+                    by_bucket[key] = by_bucket.get(key, 0.0) + bucket_total
                 else:
-                    by_cell[cell] = by_cell.get(cell, 0.0) + total
+                    by_cell[cell] = by_cell.get(cell, 0.0) + (everyone_total or 0.0)
             if on_progress:
                 on_progress(done / len(chunks))
-        cells = []
-        if with_cells:
-            cursor.execute(
-                "SELECT c.cell_id, cell.code, c.share"
-                " FROM report_cells c JOIN insights_cell cell ON cell.id = c.cell_id ORDER BY cell.code"
-            )
-            cells = [(code, share, by_cell.get(cell, 0.0)) for cell, code, share in cursor.fetchall()]
-    return Sums(by_bucket=by_bucket, by_cell=cells)
+        cursor.execute(
+            "SELECT c.cell_id, cell.code, c.share"
+            " FROM report_cells c JOIN insights_cell cell ON cell.id = c.cell_id ORDER BY cell.code"
+        )
+        covered = cursor.fetchall()
+    return Sums(
+        by_bucket=by_bucket,
+        by_cell=[(code, share, by_cell.get(cell, 0.0)) for cell, code, share in covered] if with_cells else [],
+        cells=[(code, share) for _, code, share in covered],
+    )
 
 
 def _chunks(

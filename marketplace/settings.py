@@ -86,7 +86,9 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"]["TEST"] = {"TEMPLATE": env("DATABASE_TEST_TEMPLATE", default="footfall_template")}
 # A backend whose client died (a killed worker) notices within 5 s even while it
 # waits on a lock, and so releases the report's advisory lock promptly.
-DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c client_connection_check_interval=5000"
+# No JIT: a report's query is costed above jit_above_cost and compiling it took 20 ms of a
+# shopping centre's 50 and 190 ms of a whole metro's 750, more than it ever saved (bench/).
+DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c client_connection_check_interval=5000 -c jit=off"
 
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CACHES = {
