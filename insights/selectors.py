@@ -205,8 +205,9 @@ def cell_hour_sums(
         bucket, start_of = "0", lambda _: start
     by_bucket: dict[tuple, float] = {}
     by_cell: dict[int, float] = {}
-    with report_area(geometry) as cursor:
-        chunks = _chunks(bucket_starts, end, places=_cell_count(cursor), source=source)
+    with report_area(geometry) as area:
+        cursor = area.cursor
+        chunks = _chunks(bucket_starts, end, places=len(area.cells), source=source)
         for done, (chunk_start, chunk_end) in enumerate(chunks, start=1):
             cursor.execute(
                 f"SELECT {bucket} AS bucket, {columns}, {'t.cell_id' if with_cells else 'NULL'},"
@@ -233,15 +234,10 @@ def cell_hour_sums(
                     by_cell[cell] = by_cell.get(cell, 0.0) + (everyone_total or 0.0)
             if on_progress:
                 on_progress(done / len(chunks))
-        cursor.execute(
-            "SELECT c.cell_id, cell.code, c.share"
-            " FROM report_cells c JOIN insights_cell cell ON cell.id = c.cell_id ORDER BY cell.code"
-        )
-        covered = cursor.fetchall()
     return Sums(
         by_bucket=by_bucket,
-        by_cell=[(code, share, by_cell.get(cell, 0.0)) for cell, code, share in covered] if with_cells else [],
-        cells=[(code, share) for _, code, share in covered],
+        by_cell=[(code, share, by_cell.get(cell, 0.0)) for cell, code, share in area.cells] if with_cells else [],
+        cells=[(code, share) for _, code, share in area.cells],
     )
 
 
@@ -349,25 +345,32 @@ def cell_hour_totals(**query) -> dict[tuple, float]:
     return cell_hour_sums(**query).by_bucket
 
 
-def _cell_count(cursor) -> int:
-    cursor.execute("SELECT count(*) FROM report_cells")
-    return cursor.fetchone()[0]
+@dataclass(frozen=True)
+class ReportArea:
+    cursor: object
+    cells: list[tuple[int, str, float]]  # (cell id, code, share inside the area), by code
 
 
 @contextlib.contextmanager
-def report_area(geometry: GEOSGeometry) -> Iterator:
+def report_area(geometry: GEOSGeometry) -> Iterator[ReportArea]:
     """The area's cells and shares in a session temp table (report_cells), made once for all the
     passes of a report: a pass inside another's `with` reuses it. Dropped at the end."""
     key = bytes(geometry.ewkb)
     with connection.cursor() as cursor:
-        if getattr(connection, "report_area", None) == key:
-            yield cursor
+        made = getattr(connection, "report_area", None)
+        if made and made[0] == key:
+            yield ReportArea(cursor=cursor, cells=made[1])
             return
         cursor.execute("DROP TABLE IF EXISTS report_cells")
         cursor.execute(
             f"CREATE TEMP TABLE report_cells AS WITH {_CELL_SHARES} SELECT cell_id, share FROM covered",
             {"geometry": key, "min_share": MIN_SHARE},
         )
+        cursor.execute(
+            "SELECT c.cell_id, cell.code, c.share"
+            " FROM report_cells c JOIN insights_cell cell ON cell.id = c.cell_id ORDER BY cell.code"
+        )
+        cells = cursor.fetchall()
         # Autovacuum never analyzes temp tables; without row counts the planner would scan
         # whole partitions instead of looking the few cells up by key.
         cursor.execute("ANALYZE report_cells")
@@ -375,9 +378,9 @@ def report_area(geometry: GEOSGeometry) -> Iterator:
         # planner picks it for a few cells of a small table, where looking each cell up by
         # key costs a fraction. A large area still gets a hash join.
         cursor.execute("SET enable_mergejoin = off")
-        connection.report_area = key
+        connection.report_area = (key, cells)
         try:
-            yield cursor
+            yield ReportArea(cursor=cursor, cells=cells)
         finally:
             connection.report_area = None
             cursor.execute("RESET enable_mergejoin")
