@@ -308,15 +308,15 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
         responses={
             (200, "image/png"): OpenApiResponse(
                 OpenApiTypes.BINARY,
-                description="a 1200 x 600 chart: the series, withheld buckets as grey gaps; a catchment's regions"
-                " as bars; an od-matrix as a heat map",
+                description="a 1200 x 600 chart: the series and a line per segment of a breakdown (dwell: per"
+                " dwell band), withheld values as gaps; a catchment's regions as bars; an od-matrix as a heat map",
             )
         }
     )
     def result_png(self, request, pk=None):
         report = self._succeeded_report()
-        # A chart draws the series, a catchment's regions or an od-matrix's matrix: never the segments or cells.
-        drawn, _ = selectors.report_result_head(report=report, keep=("series", "regions"))
+        # A chart draws the series and its segments, a catchment's regions or an od-matrix's matrix: never the cells.
+        drawn, _ = selectors.report_result_head(report=report, keep=("series", "segments", "regions"))
         response = HttpResponse(renderers.png_chart(drawn, title=report.area_name), content_type="image/png")
         return _as_attachment(response, report, "png")
 

@@ -1,5 +1,6 @@
 import pytest
 
+from insights import renderers
 from insights.kinds import DWELL_BANDS
 from marketplace.models import Report
 from marketplace.services import product_grant
@@ -8,6 +9,7 @@ from tests.errors import assert_error
 from tests.factories import dwell_product
 
 REPORTS = "/api/v1/reports/"
+figure = renderers.series_figure
 BODY = {
     "product": "dwell",
     "geometry": grid.geojson(grid.square(0, 0, 2, 2)),
@@ -22,7 +24,11 @@ def dwell_granted(tenant):
     product_grant(tenant=tenant, product=dwell_product())
 
 
-def test_a_dwell_report_is_ordered_and_downloaded(api, dwell, dwell_granted, django_capture_on_commit_callbacks):
+def test_a_dwell_report_is_ordered_and_downloaded(
+    api, dwell, dwell_granted, django_capture_on_commit_callbacks, monkeypatch
+):
+    charted = []
+    monkeypatch.setattr(renderers, "series_figure", lambda result, **kw: charted.append(result) or figure(result, **kw))
     with django_capture_on_commit_callbacks(execute=True):
         created = api.post(REPORTS, BODY, format="json")
 
@@ -34,6 +40,8 @@ def test_a_dwell_report_is_ordered_and_downloaded(api, dwell, dwell_granted, dja
     assert lines[0] == "start,end,hours,dwell_band,visitors,suppressed,suppressed_reason"
     assert len(lines) == 1 + 4 + 4 * 4
     assert api.get(f"{REPORTS}{report['id']}/result.png").status_code == 200
+    # The chart has the bands to draw a line for each.
+    assert charted[0]["segments"] == report["result"]["segments"]
     assert api.get(f"{REPORTS}{report['id']}/result.geojson").status_code == 200
 
 
