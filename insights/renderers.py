@@ -37,7 +37,7 @@ SEGMENT_COLOURS = (
     "#e07b00", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
     "#bcbd22", "#17becf", "#d62728", "#ff9896", "#98df8a", "#c5b0d5",
 )  # fmt: skip
-LEGEND_COLUMNS = 7
+LEGEND_ABOVE_UP_TO = 3  # entries; more would run into the title
 CATCHMENT_BARS = 20  # the largest regions; the CSV lists them all
 Y_LABELS = {"visits": "people present (sum of hourly counts)", "visitors": "visitors (arrivals, in all dwell bands)"}
 LINE_LABELS = {"visits": "people present", "visitors": "visitors"}
@@ -249,14 +249,13 @@ def series_figure(result: dict, *, title: str | None = None) -> Figure:
     if title:
         heading.append(title)
     axes.set_title(" · ".join(heading), loc="left", fontsize=14)
-    # Above the plot, beside the title, so that it never covers a value.
-    axes.legend(
-        handles=[*handles, Patch(color=WITHHELD_COLOUR, label="withheld (under k)")],
-        loc="lower right",
-        bbox_to_anchor=(1, 1),
-        ncols=min(len(handles) + 1, LEGEND_COLUMNS),
-        frameon=False,
-    )
+    legend = [*handles, Patch(color=WITHHELD_COLOUR, label="withheld (under k)")]
+    if len(legend) <= LEGEND_ABOVE_UP_TO:
+        # Above the plot, beside the title, so that it never covers a value.
+        axes.legend(handles=legend, loc="lower right", bbox_to_anchor=(1, 1), ncols=len(legend), frameon=False)
+    else:
+        # Segments: a column right of the plot, which narrows to make room.
+        axes.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     return figure
 
 
