@@ -20,9 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from insights.grid import cell_code
+from insights.kinds import PRESENCE
 from insights.synthetic import CELL_M, LOCAL_ZONE, UPSTREAM_MIN_COUNT, Place
 
 # The metro's south-west corner in EPSG:3035, away from the demo city so both can be loaded.
@@ -149,8 +152,8 @@ class MetroFile:
     cells: int
 
 
-def metro_file_name(*, size: str, seed: int) -> str:
-    return f"metro-{size}-seed{seed}.parquet"
+def metro_file_name(*, size: str, seed: int, suffix: str = ".parquet") -> str:
+    return f"metro-{size}-seed{seed}{suffix}"
 
 
 def metro_places_names(*, size: str, seed: int) -> dict[str, str]:
@@ -321,3 +324,26 @@ def write_metro(*, path: Path, size: Size, seed: int) -> MetroFile:
             seen[cell_index] = True
     partial.rename(path)
     return MetroFile(path=path, rows=rows, cells=int(seen.sum()))
+
+
+def write_metro_csv(*, parquet_path: Path, csv_path: Path) -> int:
+    """The presence file as CSV, as an operator delivers it (docs/data-formats.md), a week at a
+    time; returns its row count."""
+    source = pq.ParquetFile(parquet_path)
+    rows = 0
+    partial = csv_path.with_name(csv_path.name + ".partial")
+    with partial.open("wb") as out:
+        out.write(f"{PRESENCE.header}\n".encode())
+        for group in range(source.num_row_groups):
+            week = source.read_row_group(group, columns=PRESENCE.columns)
+            columns = {
+                name: week[name].cast(pa.string()) if pa.types.is_dictionary(week[name].type) else week[name]
+                for name in PRESENCE.columns
+            }
+            # Parquet keeps seconds as milliseconds; the format is whole hours in UTC.
+            hours = week["hour"].cast(pa.timestamp("s", tz="UTC"))
+            columns["hour"] = pc.strftime(hours, format="%Y-%m-%dT%H:%M:%SZ")
+            pacsv.write_csv(pa.table(columns), out, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+            rows += week.num_rows
+    partial.rename(csv_path)
+    return rows

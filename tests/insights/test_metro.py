@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from insights.metro import SIZES, SUDRING_CENTER, MetroFile, write_metro
+from insights.metro import SIZES, SUDRING_CENTER, MetroFile, write_metro, write_metro_csv
 from insights.models import Presence
 from insights.services import presence_load
 from insights.synthetic import LOCAL_ZONE, UPSTREAM_MIN_COUNT
@@ -51,6 +51,22 @@ def test_the_file_loads_through_presence_load(db, weekend):
     assert (summary.rows, summary.cells, summary.already_loaded) == (weekend.rows, XS.cells, False)
     assert (summary.period_start, summary.period_end) == (XS.start(), XS.end())
     assert Presence.objects.filter(age_band=0, gender=0).count() == weekend.rows
+
+
+def test_the_csv_copy_holds_the_same_rows_and_loads_to_the_same_sums(db, weekend, tmp_path):
+    csv_path = tmp_path / "weekend.csv"
+
+    rows = write_metro_csv(parquet_path=weekend.path, csv_path=csv_path)
+    summary = presence_load(path=csv_path)
+
+    lines = csv_path.read_text().splitlines()
+    assert lines[0] == "cell,hour,age_band,gender,visits"
+    first = pq.read_table(weekend.path).slice(0, 1).to_pylist()[0]
+    hour = first["hour"].astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert lines[1] == f"{first['cell']},{hour},*,*,{first['visits']}"
+    assert rows == summary.rows == weekend.rows == len(lines) - 1
+    total = sum(pq.read_table(weekend.path, columns=["visits"])["visits"].to_pylist())
+    assert sum(Presence.objects.filter(age_band=0, gender=0).values_list("visits", flat=True)) == total
 
 
 def test_counts_under_the_operators_minimum_are_absent(weekend):

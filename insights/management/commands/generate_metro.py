@@ -4,7 +4,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from insights.metro import SIZES, metro_file_name, metro_places_names, peak_rss_mb, write_metro
+from insights.metro import SIZES, metro_file_name, metro_places_names, peak_rss_mb, write_metro, write_metro_csv
 from insights.metro_places import write_metro_places
 
 
@@ -20,8 +20,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--seed", type=int, default=42)
         parser.add_argument("--out", type=Path, help="directory to write into (default var/bench)")
+        parser.add_argument("--csv", action="store_true", help="write the presence as CSV too, as operators deliver it")
 
-    def handle(self, *args, size: str, seed: int, out: Path | None, **options):
+    def handle(self, *args, size: str, seed: int, out: Path | None, csv: bool, **options):
         out = out or Path(settings.BASE_DIR) / "var" / "bench"
         out.mkdir(parents=True, exist_ok=True)
         path = out / metro_file_name(size=size, seed=seed)
@@ -36,6 +37,11 @@ class Command(BaseCommand):
                 f" (size {size}: {metro.width_km:g} km × {metro.height_km:g} km, {metro.days} days"
                 f" from {metro.first_day}); peak RSS {peak_rss_mb():.0f} MB"
             )
+        csv_path = out / metro_file_name(size=size, seed=seed, suffix=".csv")
+        if csv and not csv_path.exists():
+            started = time.monotonic()
+            rows = write_metro_csv(parquet_path=path, csv_path=csv_path)
+            self.stdout.write(f"wrote {rows:,} rows to {csv_path} in {time.monotonic() - started:.1f} s")
         places = {name: out / file for name, file in metro_places_names(size=size, seed=seed).items()}
         if all(place.exists() for place in places.values()):
             self.stdout.write(f"{places['home']} and the other places exist; not writing them again")
