@@ -352,7 +352,7 @@ def database_prepare(database: str, file_sha256s: set[str]) -> None:
     with psycopg.connect(conninfo(database)) as connection:
         loaded = {sha for (sha,) in connection.execute("SELECT sha256 FROM insights_datasetversion")}
     if loaded - file_sha256s:
-        print(f"{database} holds another seed: creating it afresh", file=sys.stderr)
+        print(f"{database} holds other files (another seed, or an earlier format): creating it afresh", file=sys.stderr)
         psql_as_postgres(f"DROP DATABASE {database}")
         database_create(database)
 
