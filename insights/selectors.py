@@ -29,7 +29,7 @@ MIN_SHARE = 1e-4
 _CELL_SHARES = """
     area AS (SELECT ST_Transform(ST_GeomFromEWKB(%(geometry)s), 3035) AS g),
     shares AS (
-        SELECT c.id AS cell_id, inside.m2 AS inside_m2, inside.m2 / ST_Area(c.geometry) AS share
+        SELECT c.id AS cell_id, c.code, inside.m2 AS inside_m2, inside.m2 / ST_Area(c.geometry) AS share
         FROM insights_cell c JOIN area ON ST_Intersects(c.geometry, area.g)
         CROSS JOIN LATERAL (
             SELECT CASE WHEN ST_Within(c.geometry, area.g) THEN ST_Area(c.geometry)
@@ -363,17 +363,14 @@ def report_area(geometry: GEOSGeometry) -> Iterator[ReportArea]:
             return
         cursor.execute("DROP TABLE IF EXISTS report_cells")
         cursor.execute(
-            f"CREATE TEMP TABLE report_cells AS WITH {_CELL_SHARES} SELECT cell_id, share FROM covered",
+            f"CREATE TEMP TABLE report_cells AS WITH {_CELL_SHARES} SELECT cell_id, code, share FROM covered",
             {"geometry": key, "min_share": MIN_SHARE},
         )
-        cursor.execute(
-            "SELECT c.cell_id, cell.code, c.share"
-            " FROM report_cells c JOIN insights_cell cell ON cell.id = c.cell_id ORDER BY cell.code"
-        )
+        cursor.execute("SELECT cell_id, code, share FROM report_cells ORDER BY code")
         cells = cursor.fetchall()
         # Autovacuum never analyzes temp tables; without row counts the planner would scan
         # whole partitions instead of looking the few cells up by key.
-        cursor.execute("ANALYZE report_cells")
+        cursor.execute("ANALYZE report_cells (cell_id)")
         # A merge join walks a partition's key from its first cell to the area's last; the
         # planner picks it for a few cells of a small table, where looking each cell up by
         # key costs a fraction. A large area still gets a hash join.
