@@ -36,7 +36,7 @@ import psycopg
 import pyarrow as pa
 from django.contrib.gis.geos import MultiPolygon, Polygon
 
-from insights.kinds import PRODUCT_KINDS
+from insights.kinds import DWELL_BANDS, KINDS, PRESENCE, PRODUCT_KINDS
 from insights.metro import (
     HAFEN_ARKADEN,
     ORIGIN_EAST,
@@ -361,7 +361,6 @@ def load(database: str, presence_csv: Path, places: dict[str, Path]) -> tuple[li
     """Load the districts, then the presence (CSV), home, trips and dwell (Parquet) files as the
     loader does; the rate is that of each file's load, in this run or an earlier one. Returns the
     presence's rate too."""
-    from insights.kinds import KINDS, PRESENCE
     from insights.services import aggregates_load, regions_load
 
     def progress(rows: int) -> None:
@@ -397,8 +396,6 @@ def duckdb_store(parquet: Path, places: dict[str, Path]) -> tuple[Path, str]:
     """A DuckDB database of the files' hourly rows, keyed like the engine's tables (home regions
     and zones as district numbers, B07 → 7); built once per file."""
     from django.conf import settings
-
-    from insights.kinds import DWELL_BANDS
 
     store = parquet.with_suffix(".duckdb")
     newest = max(path.stat().st_mtime for path in (parquet, *(places[name] for name in LOADED_PLACES)))

@@ -214,8 +214,9 @@ def _shopping_season(day: dt.date) -> float:
     return 1.3 if dt.date(2025, 11, 24) <= day <= dt.date(2025, 12, 23) else 1.0
 
 
-def people_by_kind(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Each cell's people at full rhythm, per kind of place, for the whole metro (row by row)."""
+def people_by_kind(rng: np.random.Generator, size: Size) -> dict[str, np.ndarray]:
+    """Each of the size's cells' people at full rhythm, per kind of place (row by row), drawn
+    for the whole metro so that a size is a window of the same city."""
     whole = SIZES["L"]
     east, north = whole.cell_centres_km()
 
@@ -235,13 +236,16 @@ def people_by_kind(rng: np.random.Generator) -> dict[str, np.ndarray]:
     residents *= rng.lognormal(0.0, 0.3, size=east.size)
     residents[rng.random(east.size) < OPEN_LAND_SHARE] *= 0.05
     town_offices = [Place(town.name, town.east_km, town.north_km, 0.4, 500) for town in TOWNS[:4]]
-    return {
+    drawn = {
         "home": residents,
         "office": sum(bump(place) for place in (CBD, *BUSINESS_PARKS, *town_offices)),
         "shopping": sum(bump(mall) for mall in MALLS),
         # Errands, traffic, visitors: everywhere by day.
         "out": 4.0 + 0.3 * residents,
     }
+    cols, rows = size.metro_cols_rows()
+    window = rows * whole.cols + cols  # the size's cells among the whole metro's
+    return {kind: counts[window] for kind, counts in drawn.items()}
 
 
 def rhythms(local: list[dt.datetime]) -> dict[str, np.ndarray]:
@@ -294,9 +298,7 @@ SCHEMA = pa.schema(
 def write_metro(*, path: Path, size: Size, seed: int) -> MetroFile:
     """Write the size's hourly presence (all ages, all genders) to a Parquet file, a week per row group."""
     rng = np.random.default_rng(seed)
-    cols, rows = size.metro_cols_rows()
-    window = rows * SIZES["L"].cols + cols  # the size's cells among the whole metro's
-    people = {kind: counts[window] for kind, counts in people_by_kind(rng).items()}
+    people = people_by_kind(rng, size)
     codes = pa.array(size.cell_codes())
     all_segments = pa.array(["*"])
     rows = 0

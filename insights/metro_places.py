@@ -33,7 +33,6 @@ from insights.metro import (
     METRO_WIDTH_KM,
     ORIGIN_EAST,
     ORIGIN_NORTH,
-    SIZES,
     TOWNS,
     Size,
     people_by_kind,
@@ -172,9 +171,7 @@ def _gravity() -> np.ndarray:
 def _visitor_mix(size: Size, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Each cell's people at full rhythm per kind of place, as the metro drew them for the seed,
     and each visiting kind's arrivals per band, (kinds, bands)."""
-    cols, rows = size.metro_cols_rows()
-    window = rows * SIZES["L"].cols + cols
-    people = {kind: counts[window] for kind, counts in people_by_kind(np.random.default_rng(seed)).items()}
+    people = people_by_kind(np.random.default_rng(seed), size)
     rates = np.array([VISITOR_ARRIVING[kind] * VISITOR_DWELL_SHARES[kind] for kind in VISITOR_ARRIVING])
     return people, rates
 

@@ -365,8 +365,9 @@ class ReportArea:
 
 @contextlib.contextmanager
 def report_area(geometry: GEOSGeometry) -> Iterator[ReportArea]:
-    """The area's cells and shares in a session temp table (report_cells), made once for all the
-    passes of a report: a pass inside another's `with` reuses it. Dropped at the end."""
+    """The area's cells (id, code, share) in a session temp table (report_cells) and as a list,
+    made once for all the passes of a report: a pass inside another's `with` reuses them.
+    Dropped at the end."""
     key = bytes(geometry.ewkb)
     with connection.cursor() as cursor:
         made = getattr(connection, "report_area", None)
