@@ -43,6 +43,11 @@ class DatasetVersion(models.Model):
     period_end = models.DateTimeField(help_text="exclusive: the end of the last hour loaded")
     loaded_at = models.DateTimeField(auto_now_add=True)
     duration_seconds = models.FloatField()
+    manifest = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="what the operator's pipeline says of the file: period, threshold, extrapolation, versions",
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["kind", "sha256"], name="dataset_version_unique_content")]

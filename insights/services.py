@@ -57,9 +57,14 @@ class LoadSummary:
 
 
 def aggregates_load(
-    *, kind: AggregateKind, path: Path, on_progress: Callable[[int], None] | None = None
+    *,
+    kind: AggregateKind,
+    path: Path,
+    manifest: dict | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> LoadSummary:
     """Load a file of one kind (CSV or Parquet) as a new dataset version, all or nothing.
+    manifest: what the operator's pipeline says of the file, kept with the version.
 
     Loading a file whose content was loaded before is a no-op that returns that version.
     """
@@ -74,7 +79,8 @@ def aggregates_load(
         with transaction.atomic():
             version, new_partitions = _load(reader, sha256, on_progress)
             version.duration_seconds = time.monotonic() - started
-            version.save(update_fields=["duration_seconds"])
+            version.manifest = manifest or {}
+            version.save(update_fields=["duration_seconds", "manifest"])
     except IntegrityError:
         errors, total = _duplicate_lines(kind, path)
         raise LoadRejected(errors, total) from None

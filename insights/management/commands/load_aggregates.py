@@ -1,3 +1,4 @@
+import json
 import sys
 import time
 from pathlib import Path
@@ -14,11 +15,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--kind", required=True, choices=sorted(LOADERS), help="the kind of aggregate in the file")
+        parser.add_argument(
+            "--manifest", type=Path, help="the pipeline's manifest of the file (JSON), kept with the dataset version"
+        )
         parser.add_argument("file", type=Path)
 
-    def handle(self, *args, kind: str, file: Path, **options):
+    def handle(self, *args, kind: str, file: Path, manifest: Path | None = None, **options):
         if not file.is_file():
             raise CommandError(f"no such file: {file}")
+        described = _manifest(manifest) if manifest else None
         started = time.monotonic()
 
         def progress(rows: int) -> None:
@@ -27,7 +32,7 @@ class Command(BaseCommand):
             sys.stderr.flush()
 
         try:
-            summary = LOADERS[kind](path=file, on_progress=progress)
+            summary = LOADERS[kind](path=file, manifest=described, on_progress=progress)
         except LoadRejected as rejected:
             raise CommandError(f"{file} was not loaded; nothing changed. {rejected}") from None
         finally:
@@ -43,3 +48,13 @@ class Command(BaseCommand):
                 f"loaded in {summary.duration_seconds:.1f} s ({summary.rows / summary.duration_seconds:,.0f} rows/s)"
             )
         )
+
+
+def _manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CommandError(f"{path} is not a readable JSON manifest: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise CommandError(f"{path}: a manifest is a JSON object")
+    return manifest
