@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "marketplace",
     "insights",
     "billing",
+    "pipeline",
 ]
 
 MIDDLEWARE = [
@@ -248,6 +249,21 @@ WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=False)
 REPORT_REQUEUE_AFTER_SECONDS = env.int("REPORT_REQUEUE_AFTER_SECONDS", default=600)
 # A worker that finds a report locked by another worker retries after this many seconds.
 REPORT_LOCK_RETRY_SECONDS = env.int("REPORT_LOCK_RETRY_SECONDS", default=5)
+
+# --- The operator's opt-out registry (pipeline/, the reference anonymization pipeline) ------
+# Numbers are kept only as HMACs under this secret, and the pipeline hashes its subscribers'
+# numbers with it to drop the opted-out ones: set it explicitly in production and never change
+# it alone (every stored hash would stop matching, and opted-out numbers would count again).
+OPTOUT_NUMBER_SECRET = env("OPTOUT_NUMBER_SECRET", default="") or f"optout:{SECRET_KEY}"
+OPTOUT_DEFAULT_COUNTRY_CODE = env("OPTOUT_DEFAULT_COUNTRY_CODE", default="49")  # for national numbers (0151...)
+OPTOUT_CODE_TTL_SECONDS = env.int("OPTOUT_CODE_TTL_SECONDS", default=600)
+OPTOUT_CODE_REQUESTS_PER_HOUR = env.int("OPTOUT_CODE_REQUESTS_PER_HOUR", default=3)  # per number
+OPTOUT_CODE_ATTEMPTS = env.int("OPTOUT_CODE_ATTEMPTS", default=5)  # wrong entries before a code stops working
+OPTOUT_SESSION_SECONDS = env.int("OPTOUT_SESSION_SECONDS", default=900)  # a verified number's page stays open
+SMS_GATEWAY = env("SMS_GATEWAY", default="console")  # console (log) or file (JSON lines in SMS_OUTBOX_FILE)
+SMS_OUTBOX_FILE = env.path("SMS_OUTBOX_FILE", default=BASE_DIR / "var" / "sms" / "outbox.jsonl")
+if SMS_GATEWAY not in ("console", "file"):
+    raise ImproperlyConfigured(f"SMS_GATEWAY must be console or file, got {SMS_GATEWAY!r}")
 
 # --- Production hardening (only when DEBUG is off) ---------------------------------
 if not DEBUG:

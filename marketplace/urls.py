@@ -56,6 +56,7 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     path("billing/stripe/webhook/", stripe_webhook, name="stripe-webhook"),
     path("admin/", admin.site.urls),
+    path("opt-out/", include("pipeline.urls")),
     path("", RedirectView.as_view(pattern_name="docs"), name="home"),
 ]
 
