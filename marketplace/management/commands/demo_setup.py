@@ -19,9 +19,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")
+        parser.add_argument(
+            "--via-pipeline",
+            action="store_true",
+            help="build the city through the operator's anonymization pipeline (pipeline_run --load) instead",
+        )
 
-    def handle(self, *args, base_url: str, **options):
-        call_command("generate_demo_city", stdout=self.stdout)  # progress goes to the real stderr
+    def handle(self, *args, base_url: str, via_pipeline: bool = False, **options):
+        if via_pipeline:
+            call_command("pipeline_run", load=True, stdout=self.stdout)
+        else:
+            call_command("generate_demo_city", stdout=self.stdout)  # progress goes to the real stderr
         tenant = Tenant.objects.filter(name=DEMO_TENANT).first() or tenant_create(
             name=DEMO_TENANT, kind=Tenant.Kind.RETAIL
         )
