@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 from django.contrib.gis.geos import MultiPolygon
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from insights.models import DatasetVersion
@@ -293,3 +293,39 @@ def test_pipeline_run_takes_the_registry_s_opt_outs_and_loads_with_its_manifest(
     loaded = DatasetVersion.objects.order_by("pk")
     assert [version.kind for version in loaded] == [k for k in HEADERS if manifest["files"][k]["rows"]]
     assert all(version.manifest == manifest for version in loaded)
+
+
+def test_breakdown_rows_never_add_up_to_more_than_their_total_and_home_totals_are_presence(everyone_run):
+    presence = rows(everyone_run.files["presence"])
+    totals = {(r["cell"], r["hour"]): int(r["visits"]) for r in presence if r["age_band"] == r["gender"] == "*"}
+    by_gender, by_age = {}, {}
+    for r in presence:
+        key = (r["cell"], r["hour"])
+        if r["gender"] != "*":
+            by_gender[key] = by_gender.get(key, 0) + int(r["visits"])
+        elif r["age_band"] != "*":
+            by_age[key] = by_age.get(key, 0) + int(r["visits"])
+    home = rows(everyone_run.files["home"])
+    home_totals = {(r["cell"], r["hour"]): int(r["visitors"]) for r in home if r["home_region"] == "*"}
+    by_region = {}
+    for r in home:
+        if r["home_region"] != "*":
+            by_region[(r["cell"], r["hour"])] = by_region.get((r["cell"], r["hour"]), 0) + int(r["visitors"])
+
+    assert home_totals == totals
+    for parts in (by_gender, by_age, by_region):
+        assert all(key in totals and total <= totals[key] for key, total in parts.items())
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"min_subscribers": 1}, "threshold must be at least 2"),
+        ({"days": 0}, "at least 1"),
+        ({"opt_out": Path("/nonexistent/optout.json")}, "is not an optout_export file"),
+    ],
+)
+def test_pipeline_run_refuses_bad_options_with_a_message(options, message, tmp_path):
+    with pytest.raises(CommandError, match=message):
+        call_command("pipeline_run", subscribers=10, out_dir=tmp_path / "out", work_dir=tmp_path / "work", **options)
