@@ -101,14 +101,14 @@ def test_an_opted_out_subscriber_contributes_to_no_output_count(
         if r["gender"] == r["age_band"] == "*"
     }
     changed = {key for key in with_them.keys() | without.keys() if with_them.get(key) != without.get(key)}
-    figures = {
-        "cell-hours with them": len(with_them),
-        "cell-hours without them": len(without),
-        "cell-hours that changed": len(changed),
-        "people-hours with them": sum(with_them.values()),
-        "people-hours without them": sum(without.values()),
-    }
-    print(f"\nopted-out commuter {commuter[:6]}…: {json.dumps(figures)}")
+    rows_with = {kind: everyone_run.manifest["files"][kind]["rows"] for kind in HEADERS}
+    rows_without = {kind: opted_out_run.manifest["files"][kind]["rows"] for kind in HEADERS}
+    print(
+        f"\nopted-out commuter {commuter[:6]}…:"
+        f"\n  presence *,* rows: {len(with_them)} with them, {len(without)} without, {len(changed)} differ"
+        f"\n  people-hours (sum of those rows): {sum(with_them.values())} with them, {sum(without.values())} without"
+        f"\n  rows per file: {rows_with} with them, {rows_without} without"
+    )
     assert len(changed) >= 10
     assert all(without.get(key, 0) < with_them.get(key, 0) or key not in with_them for key in changed)
     assert opted_out_run.manifest["opt_out_snapshot"]["subscribers_dropped"] == 1
