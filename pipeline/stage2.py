@@ -97,6 +97,8 @@ def stage2_transform(*, events: pa.Table, attributes: pa.Table, day: Day) -> Tra
 
 def _stays(person, seconds, cells, day_seconds: int):
     """Merge each pseudonym's time-ordered events into stays: (person, cell, start, end) seconds."""
+    if not len(person):  # nobody left (everyone opted out)
+        return person, cells, seconds, seconds
     order = np.lexsort((seconds, person))
     person, seconds, cells = person[order], seconds[order], cells[order]
     first = np.r_[True, person[1:] != person[:-1]]
@@ -121,18 +123,22 @@ def _night_seconds(start, end, day: Day) -> np.ndarray:
 
 def _most(person, cell, amount, *, people: int) -> np.ndarray:
     """Per person, the cell with the largest total amount (-1 if none is positive)."""
+    result = np.full(people, -1, np.int64)
     positive = amount > 0
+    if not positive.any():
+        return result
     person, cell, amount = person[positive], cell[positive], amount[positive]
     keys, inverse = np.unique(np.column_stack([person, cell]), axis=0, return_inverse=True)
     totals = np.bincount(inverse.ravel(), weights=amount)
     order = np.lexsort((-totals, keys[:, 0]))
     best = order[np.r_[True, keys[order, 0][1:] != keys[order, 0][:-1]]]
-    result = np.full(people, -1, np.int64)
     result[keys[best, 0]] = keys[best, 1]
     return result
 
 
 def _presence(person, cell, start, end) -> np.ndarray:
+    if not len(person):
+        return np.empty((0, 3), np.int64)
     first_hour, last_hour = start // 3600, (end - 1) // 3600
     spans = last_hour - first_hour + 1
     stay = np.repeat(np.arange(len(person)), spans)

@@ -12,6 +12,7 @@ from pipeline.city import Day
 from pipeline.geography import cells_of
 from pipeline.keys import DayKeys
 from pipeline.stage2 import DWELL_BANDS, Transformed, age_band, stage2_transform
+from pipeline.stage3 import stage3_aggregate
 
 DAY = Day(dt.date(2026, 3, 30))  # a Monday of 24 hours, local midnight at 22:00 UTC
 HOME = (DEMO_CITY.origin_east + 100, DEMO_CITY.origin_north + 100)  # column 0, row 0: district D1
@@ -127,3 +128,12 @@ def test_a_day_key_lives_in_a_private_file_until_it_is_destroyed(tmp_path):
     assert len(key) == 32 and stored == key
     assert mode == 0o600
     assert not path.exists()
+
+
+def test_a_day_with_everyone_opted_out_gives_no_row():
+    nobody = track(("02:00", HOME)).slice(0, 0)
+
+    transformed = stage2_transform(events=nobody, attributes=ATTRIBUTES.slice(0, 0), day=DAY)
+    counted = stage3_aggregate(transformed=transformed, min_subscribers=5)
+
+    assert counted.lines == {"presence": [], "dwell": [], "home": [], "trips": []}
