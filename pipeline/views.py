@@ -22,7 +22,7 @@ VERIFIED = "optout_verified"  # {"number_hash", "masked", "until"}: the code was
 
 @require_http_methods(["GET", "HEAD", "POST"])
 def request_code(request: HttpRequest) -> HttpResponse:
-    form = NumberForm(request.POST or None)
+    form = NumberForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
             sent = optout_code_request(raw_number=form.cleaned_data["number"])
@@ -44,7 +44,7 @@ def verify_code(request: HttpRequest) -> HttpResponse:
     pending = request.session.get(PENDING)
     if pending is None:
         return redirect("optout-request")
-    form = CodeForm(request.POST or None)
+    form = CodeForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
             optout_code_check(number_hash=pending["number_hash"], code=form.cleaned_data["code"].strip())
@@ -66,7 +66,7 @@ def status(request: HttpRequest) -> HttpResponse:
     if verified is None or verified["until"] < time.time():
         request.session.pop(VERIFIED, None)
         return redirect("optout-request")
-    form = StatusForm(request.POST or None)
+    form = StatusForm(request.POST if request.method == "POST" else None)
     if request.method == "POST":
         if form.is_valid():
             optout_status_set(number_hash=verified["number_hash"], opted_out=form.cleaned_data["choice"] == "out")

@@ -167,3 +167,10 @@ def test_the_forms_need_the_csrf_token(sms_outbox):
 
     assert strict.post("/opt-out/", {"number": NUMBER}).status_code == 403
     assert not sms_outbox.exists()
+
+
+def test_an_empty_post_is_a_400_that_names_the_missing_field(client, sms_outbox):
+    answer = client.post("/opt-out/", {})
+
+    assert answer.status_code == 400
+    assert "This field is required" in answer.content.decode()
