@@ -30,8 +30,10 @@ def region_of(cell: tuple[int, int]) -> str:
     return ""
 
 
-def presence(population: Population, day: Day) -> dict[tuple[str, str], tuple[int, float]]:
-    """{(cell code, UTC hour): (subscribers present, their extrapolated number)} over all cell-hours."""
+def counts(population: Population, day: Day) -> dict[str, dict[tuple, tuple[int, float]]]:
+    """Per kind, {key: (distinct subscribers, their extrapolated number)} of a day's events:
+    "home": (cell code, UTC hour, home region or "*" for everyone) for every cell-hour anyone
+    was in; "trips": (origin, destination, UTC hour)."""
     tracks = defaultdict(list)
     for event in day_events(population, day).to_pylist():
         seconds = int((event["time"] - day.start).total_seconds())
@@ -39,17 +41,20 @@ def presence(population: Population, day: Day) -> dict[tuple[str, str], tuple[in
         tracks[event["subscriber"]].append((seconds, cell))
     births = dict(zip(population.numbers, population.birth_dates.tolist(), strict=True))
     morning, evening = day.elapsed(6 * 60), day.elapsed(22 * 60)
-    counts: dict[tuple[tuple[int, int], int], list] = defaultdict(lambda: [0, 0.0])
+    present: dict[tuple, list] = defaultdict(lambda: [0, 0.0])
+    trips: dict[tuple, list] = defaultdict(lambda: [set(), 0.0])
     for number, track in tracks.items():
         track.sort()
-        spans = []  # (from, to, cell): a phone is where its last event was, from midnight on
+        runs = []  # [from, to, cell]: a phone is where its last event was, from midnight on
         for i, (seconds, cell) in enumerate(track):
-            start = 0 if i == 0 else seconds
             end = track[i + 1][0] if i + 1 < len(track) else day.seconds
-            if end > start:
-                spans.append((start, end, cell))
+            if runs and runs[-1][2] == cell:
+                runs[-1][1] = end
+            else:
+                runs.append([0 if i == 0 else seconds, end, cell])
+        stays = [(start, end, cell) for start, end, cell in runs if end > start]
         night = defaultdict(float)
-        for start, end, cell in spans:
+        for start, end, cell in stays:
             night[cell] += max(0, min(end, morning) - start) + max(0, end - max(start, evening))
         home_cell = min((cell for cell in night if night[cell] > 0), key=lambda c: (-night[c], c), default=None)
         home = region_of(home_cell) if home_cell else ""
@@ -57,19 +62,33 @@ def presence(population: Population, day: Day) -> dict[tuple[str, str], tuple[in
         age = day.date.year - birth.year - ((day.date.month, day.date.day) < (birth.month, birth.day))
         band = next(label for low, label in AGE_BANDS if age >= low)
         weight = FACTORS[home or "unknown"][band]
-        present = {(cell, hour) for start, end, cell in spans for hour in range(start // 3600, (end - 1) // 3600 + 1)}
-        for key in present:
-            counts[key][0] += 1
-            counts[key][1] += weight
+        cell_hours = {
+            (cell, hour) for start, end, cell in stays for hour in range(start // 3600, (end - 1) // 3600 + 1)
+        }
+        for cell, hour in cell_hours:
+            for segment in ("*", home) if home else ("*",):
+                present[(code(cell), stamp(day, hour), segment)][0] += 1
+                present[(code(cell), stamp(day, hour), segment)][1] += weight
+        stops = [stay for stay in stays if stay[1] - stay[0] >= 15 * 60]
+        for (_, left, here), (_, _, there) in zip(stops, stops[1:], strict=False):
+            if here != there and left < day.seconds and region_of(here) and region_of(there):
+                trip = trips[(region_of(here), region_of(there), stamp(day, left // 3600))]
+                trip[0].add(number)
+                trip[1] += weight
     return {
-        (
-            f"CRS3035RES250mN{cell[0]}E{cell[1]}",
-            (day.start + dt.timedelta(hours=hour)).strftime("%Y-%m-%dT%H:00:00Z"),
-        ): (people, weighted)
-        for (cell, hour), (people, weighted) in counts.items()
+        "home": {key: (people, weighted) for key, (people, weighted) in present.items()},
+        "trips": {key: (len(people), weighted) for key, (people, weighted) in trips.items()},
     }
 
 
-def released(counts: dict, *, min_subscribers: int) -> dict[tuple[str, str], int]:
+def code(cell: tuple[int, int]) -> str:
+    return f"CRS3035RES250mN{cell[0]}E{cell[1]}"
+
+
+def stamp(day: Day, hour: int) -> str:
+    return (day.start + dt.timedelta(hours=hour)).strftime("%Y-%m-%dT%H:00:00Z")
+
+
+def released(counts: dict, *, min_subscribers: int) -> dict[tuple, int]:
     """What the operator may write: cell-hours with enough subscribers, extrapolated and rounded down."""
     return {key: math.floor(weighted + 1e-9) for key, (people, weighted) in counts.items() if people >= min_subscribers}

@@ -63,9 +63,11 @@ def commuter(population) -> str:
 
 @pytest.fixture(scope="module")
 def direct_counts(population) -> dict:
-    counts = {}
+    """{kind: {key: (subscribers, extrapolated)}} counted from the raw events of the run's days."""
+    counts = {"home": {}, "trips": {}}
     for offset in range(DAYS):
-        counts |= direct.presence(population, Day(START + dt.timedelta(days=offset)))
+        for kind, day_counts in direct.counts(population, Day(START + dt.timedelta(days=offset))).items():
+            counts[kind] |= day_counts
     return counts
 
 
@@ -202,20 +204,22 @@ def test_a_run_that_fails_still_deletes_its_raw_data(population, tmp_path):
 
 
 def test_every_row_is_the_direct_count_of_the_events_extrapolated_and_thresholded(direct_counts, everyone_run):
-    counts = direct_counts
-    expected = direct.released(counts, min_subscribers=THRESHOLD)
-
-    written = {
-        (r["cell"], r["hour"]): int(r["visits"])
+    expected = direct.released(direct_counts["home"], min_subscribers=THRESHOLD)
+    presence = {
+        (r["cell"], r["hour"], "*"): int(r["visits"])
         for r in rows(everyone_run.files["presence"])
         if r["age_band"] == r["gender"] == "*"
     }
+    home = {(r["cell"], r["hour"], r["home_region"]): int(r["visitors"]) for r in rows(everyone_run.files["home"])}
+    trips = {(r["origin"], r["destination"], r["hour"]): int(r["trips"]) for r in rows(everyone_run.files["trips"])}
 
-    assert written == expected
+    assert presence == {key: visits for key, visits in expected.items() if key[2] == "*"}
+    assert home == expected  # everyone ("*") and per home region, from the night's cell
+    assert trips == direct.released(direct_counts["trips"], min_subscribers=THRESHOLD)
     low = min(min(f.values()) for f in FACTORS.values())
     high = max(max(f.values()) for f in FACTORS.values())
-    for key, visits in written.items():
-        people = counts[key][0]
+    for key, visits in presence.items():
+        people = direct_counts["home"][key][0]
         assert people >= THRESHOLD
         assert people * low - 1 < visits <= people * high
 
@@ -234,7 +238,7 @@ def test_the_marketplace_reports_the_pipeline_output_as_counted_from_the_events(
             ("trips", trips_load),
         ]
     ]
-    expected = direct.released(direct_counts, min_subscribers=THRESHOLD)
+    expected = direct.released(direct_counts["home"], min_subscribers=THRESHOLD)
     city = MultiPolygon(grid.square(0, 0, 24, 20), srid=4326)
     in_city = {code for col in range(24) for row in range(20) for code in [grid.code(col, row)]}
 
@@ -249,8 +253,8 @@ def test_the_marketplace_reports_the_pipeline_output_as_counted_from_the_events(
     )
 
     by_hour = {}
-    for (cell, hour), visits in expected.items():
-        if cell in in_city:
+    for (cell, hour, segment), visits in expected.items():
+        if segment == "*" and cell in in_city:
             by_hour[hour] = by_hour.get(hour, 0) + visits
     series = {row["start"]: row["visits"] for row in report["series"]}
     assert len(series) == 23 + 24
