@@ -10,6 +10,7 @@ from insights.synthetic_places import DISTRICT_CELLS, DISTRICTS, MUNICIPALITIES,
 from pipeline.city import Day, Population, day_events
 from pipeline.extrapolation import FACTORS
 
+DWELL_BANDS = ((15 * 60, "<15m"), (3600, "15-60m"), (3 * 3600, "1-3h"), (float("inf"), ">3h"))
 AGE_BANDS = ((65, "65+"), (55, "55-64"), (45, "45-54"), (35, "35-44"), (25, "25-34"), (18, "18-24"))
 
 
@@ -33,7 +34,8 @@ def region_of(cell: tuple[int, int]) -> str:
 def counts(population: Population, day: Day) -> dict[str, dict[tuple, tuple[int, float]]]:
     """Per kind, {key: (distinct subscribers, their extrapolated number)} of a day's events:
     "home": (cell code, UTC hour, home region or "*" for everyone) for every cell-hour anyone
-    was in; "trips": (origin, destination, UTC hour)."""
+    was in; "dwell": (cell code, UTC hour of arrival, dwell band or "*"); "trips": (origin,
+    destination, UTC hour)."""
     tracks = defaultdict(list)
     for event in day_events(population, day).to_pylist():
         seconds = int((event["time"] - day.start).total_seconds())
@@ -43,6 +45,7 @@ def counts(population: Population, day: Day) -> dict[str, dict[tuple, tuple[int,
     morning, evening = day.elapsed(6 * 60), day.elapsed(22 * 60)
     present: dict[tuple, list] = defaultdict(lambda: [0, 0.0])
     trips: dict[tuple, list] = defaultdict(lambda: [set(), 0.0])
+    arrivals: dict[tuple, dict] = defaultdict(dict)  # (cell, hour, band): {number: weight}
     for number, track in tracks.items():
         track.sort()
         runs = []  # [from, to, cell]: a phone is where its last event was, from midnight on
@@ -69,6 +72,11 @@ def counts(population: Population, day: Day) -> dict[str, dict[tuple, tuple[int,
             for segment in ("*", home) if home else ("*",):
                 present[(code(cell), stamp(day, hour), segment)][0] += 1
                 present[(code(cell), stamp(day, hour), segment)][1] += weight
+        for start, end, cell in stays:
+            if start > 0:  # an arrival: not there since midnight
+                band = next(label for limit, label in DWELL_BANDS if end - start < limit)
+                for label in ("*", band):
+                    arrivals[(code(cell), stamp(day, start // 3600), label)][number] = weight
         stops = [stay for stay in stays if stay[1] - stay[0] >= 15 * 60]
         for (_, left, here), (_, _, there) in zip(stops, stops[1:], strict=False):
             if here != there and left < day.seconds and region_of(here) and region_of(there):
@@ -78,6 +86,7 @@ def counts(population: Population, day: Day) -> dict[str, dict[tuple, tuple[int,
     return {
         "home": {key: (people, weighted) for key, (people, weighted) in present.items()},
         "trips": {key: (len(people), weighted) for key, (people, weighted) in trips.items()},
+        "dwell": {key: (len(people), sum(people.values())) for key, people in arrivals.items()},
     }
 
 

@@ -64,7 +64,7 @@ def commuter(population) -> str:
 @pytest.fixture(scope="module")
 def direct_counts(population) -> dict:
     """{kind: {key: (subscribers, extrapolated)}} counted from the raw events of the run's days."""
-    counts = {"home": {}, "trips": {}}
+    counts = {"home": {}, "dwell": {}, "trips": {}}
     for offset in range(DAYS):
         for kind, day_counts in direct.counts(population, Day(START + dt.timedelta(days=offset))).items():
             counts[kind] |= day_counts
@@ -212,10 +212,12 @@ def test_every_row_is_the_direct_count_of_the_events_extrapolated_and_thresholde
     }
     home = {(r["cell"], r["hour"], r["home_region"]): int(r["visitors"]) for r in rows(everyone_run.files["home"])}
     trips = {(r["origin"], r["destination"], r["hour"]): int(r["trips"]) for r in rows(everyone_run.files["trips"])}
+    dwell = {(r["cell"], r["hour"], r["dwell_band"]): int(r["visitors"]) for r in rows(everyone_run.files["dwell"])}
 
     assert presence == {key: visits for key, visits in expected.items() if key[2] == "*"}
     assert home == expected  # everyone ("*") and per home region, from the night's cell
     assert trips == direct.released(direct_counts["trips"], min_subscribers=THRESHOLD)
+    assert dwell == direct.released(direct_counts["dwell"], min_subscribers=THRESHOLD)
     low = min(min(f.values()) for f in FACTORS.values())
     high = max(max(f.values()) for f in FACTORS.values())
     for key, visits in presence.items():
