@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from pipeline.models import OptOutChange, OptOutCode, OptOutStatus
 from pipeline.numbers import code_hash, normalize_number, number_hash
-from pipeline.sms import sms_gateway
+from pipeline.sms import masked, sms_gateway
 
 CODE_DIGITS = 6
 RATE_WINDOW_SECONDS = 3600
@@ -59,7 +59,7 @@ def optout_code_request(*, raw_number: str) -> CodeSent:
         )
     minutes = settings.OPTOUT_CODE_TTL_SECONDS // 60
     sms_gateway().send(number=number, text=f"Your opt-out code: {code} (valid {minutes} minutes, once).")
-    return CodeSent(number_hash=hashed, masked_number=f"{number[:4]}…{number[-3:]}", expires_at=expires_at)
+    return CodeSent(number_hash=hashed, masked_number=masked(number), expires_at=expires_at)
 
 
 def optout_code_check(*, number_hash: str, code: str) -> None:

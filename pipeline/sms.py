@@ -16,22 +16,28 @@ class SmsGateway(Protocol):
     def send(self, *, number: str, text: str) -> None: ...
 
 
+def masked(number: str) -> str:
+    """+491…789: enough to tell one's own number, and no number in a log or a file."""
+    return f"{number[:4]}…{number[-3:]}"
+
+
 class ConsoleGateway:
-    """Logs the message (development)."""
+    """Logs the message, with the number masked (development)."""
 
     def send(self, *, number: str, text: str) -> None:
-        logger.info("SMS to %s: %s", number, text)
+        logger.info("SMS to %s: %s", masked(number), text)
 
 
 class FileGateway:
-    """Appends each message as a JSON line to a file (tests, and to read codes locally)."""
+    """Appends each message as a JSON line to a file, with the number masked (tests, and to
+    read codes locally)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
 
     def send(self, *, number: str, text: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"to": number, "text": text, "sent_at": timezone.now().isoformat()})
+        line = json.dumps({"to": masked(number), "text": text, "sent_at": timezone.now().isoformat()})
         with self.path.open("a", encoding="utf-8") as out:
             out.write(line + "\n")
 
