@@ -145,7 +145,11 @@ def pipeline_run(
             "subscribers_dropped": opted_out_dropped,
         },
         "pseudonyms": "HMAC-SHA256 of the number under a random 256-bit key per local day, destroyed after stage 1",
-        "source": {"generator": "pipeline.city (synthetic city day)", "subscribers": len(population)},
+        "source": {
+            "generator": "pipeline.city (synthetic city day)",
+            "subscribers": len(population),
+            "seed": population.seed,
+        },
         "files": {
             kind: {
                 "file": path.name,
