@@ -2,8 +2,11 @@
 pipeline's stages: what the pipeline's output must agree with."""
 
 import datetime as dt
+import functools
 import math
 from collections import defaultdict
+
+import numpy as np
 
 from insights.synthetic import CELL_M, DEMO_CITY
 from insights.synthetic_places import DISTRICT_CELLS, DISTRICTS, MUNICIPALITIES, TOWN_KM
@@ -36,13 +39,21 @@ def counts(population: Population, day: Day) -> dict[str, dict[tuple, tuple[int,
     "home": (cell code, UTC hour, home region or "*" for everyone) for every cell-hour anyone
     was in; "dwell": (cell code, UTC hour of arrival, dwell band or "*"); "trips": (origin,
     destination, UTC hour)."""
+    events = day_events(population, day)
+    start = np.datetime64(day.start.replace(tzinfo=None), "s")
+    seconds = (events["time"].to_numpy().astype("datetime64[s]") - start).astype(int).tolist()
     tracks = defaultdict(list)
-    for event in day_events(population, day).to_pylist():
-        seconds = int((event["time"] - day.start).total_seconds())
-        cell = (event["northing"] // CELL_M * CELL_M, event["easting"] // CELL_M * CELL_M)
-        tracks[event["subscriber"]].append((seconds, cell))
+    for number, second, east, north in zip(
+        events["subscriber"].to_pylist(),
+        seconds,
+        events["easting"].to_pylist(),
+        events["northing"].to_pylist(),
+        strict=True,
+    ):
+        tracks[number].append((second, (north // CELL_M * CELL_M, east // CELL_M * CELL_M)))
     births = dict(zip(population.numbers, population.birth_dates.tolist(), strict=True))
     morning, evening = day.elapsed(6 * 60), day.elapsed(22 * 60)
+    stamps = [(day.start + dt.timedelta(hours=hour)).strftime("%Y-%m-%dT%H:00:00Z") for hour in range(25)]
     present: dict[tuple, list] = defaultdict(lambda: [0, 0.0])
     trips: dict[tuple, list] = defaultdict(lambda: [set(), 0.0])
     arrivals: dict[tuple, dict] = defaultdict(dict)  # (cell, hour, band): {number: weight}
@@ -70,17 +81,17 @@ def counts(population: Population, day: Day) -> dict[str, dict[tuple, tuple[int,
         }
         for cell, hour in cell_hours:
             for segment in ("*", home) if home else ("*",):
-                present[(code(cell), stamp(day, hour), segment)][0] += 1
-                present[(code(cell), stamp(day, hour), segment)][1] += weight
+                present[(code(cell), stamps[hour], segment)][0] += 1
+                present[(code(cell), stamps[hour], segment)][1] += weight
         for start, end, cell in stays:
             if start > 0:  # an arrival: not there since midnight
                 band = next(label for limit, label in DWELL_BANDS if end - start < limit)
                 for label in ("*", band):
-                    arrivals[(code(cell), stamp(day, start // 3600), label)][number] = weight
+                    arrivals[(code(cell), stamps[start // 3600], label)][number] = weight
         stops = [stay for stay in stays if stay[1] - stay[0] >= 15 * 60]
         for (_, left, here), (_, _, there) in zip(stops, stops[1:], strict=False):
             if here != there and left < day.seconds and region_of(here) and region_of(there):
-                trip = trips[(region_of(here), region_of(there), stamp(day, left // 3600))]
+                trip = trips[(region_of(here), region_of(there), stamps[left // 3600])]
                 trip[0].add(number)
                 trip[1] += weight
     return {
@@ -90,12 +101,9 @@ def counts(population: Population, day: Day) -> dict[str, dict[tuple, tuple[int,
     }
 
 
+@functools.cache
 def code(cell: tuple[int, int]) -> str:
     return f"CRS3035RES250mN{cell[0]}E{cell[1]}"
-
-
-def stamp(day: Day, hour: int) -> str:
-    return (day.start + dt.timedelta(hours=hour)).strftime("%Y-%m-%dT%H:00:00Z")
 
 
 def released(counts: dict, *, min_subscribers: int) -> dict[tuple, int]:
