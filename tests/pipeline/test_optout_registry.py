@@ -9,6 +9,7 @@ from django.utils import timezone
 from pipeline.models import OptOutChange, OptOutCode, OptOutStatus
 from pipeline.numbers import normalize_number, number_hash
 from pipeline.selectors import optout_snapshot
+from pipeline.services import optout_status_set
 from tests.pipeline.conftest import last_code
 
 NUMBER = "+49 151 2345 6789"
@@ -175,3 +176,17 @@ def test_an_empty_post_is_a_400_that_names_the_missing_field(client, sms_outbox)
 
     assert answer.status_code == 400
     assert "This field is required" in answer.content.decode()
+
+
+def test_superusers_read_the_registry_and_its_log_in_the_admin_and_cannot_change_them(admin_client):
+    hashed = number_hash(number=E164)
+    optout_status_set(number_hash=hashed, opted_out=True)
+    change = OptOutChange.objects.get()
+
+    log = admin_client.get("/admin/pipeline/optoutchange/")
+    edit = admin_client.post(f"/admin/pipeline/optoutchange/{change.pk}/change/", {"opted_out": "false"})
+    delete = admin_client.post(f"/admin/pipeline/optoutchange/{change.pk}/delete/", {"post": "yes"})
+
+    assert log.status_code == 200 and hashed in log.content.decode()
+    assert edit.status_code == 403 and delete.status_code == 403
+    assert OptOutChange.objects.get().opted_out is True
