@@ -18,11 +18,8 @@ RATE_WINDOW_SECONDS = 3600
 
 
 class CodeRefused(Exception):
-    """A code request or check that failed; the message is for the subscriber."""
-
-    def __init__(self, message: str, *, rate_limited: bool = False):
-        super().__init__(message)
-        self.rate_limited = rate_limited
+    """A code request (too many) or check (wrong, expired, used) that failed; the message is
+    for the subscriber."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +40,7 @@ def optout_code_request(*, raw_number: str) -> CodeSent:
     if cache.incr(key) > settings.OPTOUT_CODE_REQUESTS_PER_HOUR:
         raise CodeRefused(
             f"at most {settings.OPTOUT_CODE_REQUESTS_PER_HOUR} codes an hour are sent to a number;"
-            " use the last code you received or try again later",
-            rate_limited=True,
+            " use the last code you received or try again later"
         )
     code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
     now = timezone.now()
