@@ -8,7 +8,7 @@ import pytest
 from django.contrib.gis.geos import MultiPolygon
 
 from insights.reports import footfall_result
-from insights.selectors import area_cells, presence_totals
+from insights.selectors import area_cells, current_release_policy, presence_totals
 from insights.services import presence_load
 from tests import grid
 from tests.conftest import CITY_END, CITY_START
@@ -37,6 +37,7 @@ def result(polygon, start, end, granularity, version) -> dict:
         granularity=granularity,
         time_zone="Europe/Berlin",
         version=version,
+        policy=current_release_policy(),
     )
 
 
