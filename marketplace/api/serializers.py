@@ -168,13 +168,13 @@ class ReportOutput(serializers.ModelSerializer):
     result = serializers.SerializerMethodField(
         help_text=(
             "the result document once succeeded, when it has at most RESULT_INLINE_MAX_ROWS rows"
+            " (2000 by default); a larger one is null here: page through rows/ or download it"
             " (docs/api-results.md). Its metric names what it counts: footfall and compare `person_hours`"
             " (people present, summed over each bucket's hours) and `average_present`; dwell `visits`"
             " (arrivals); catchment `person_hours`; od-matrix `trips`. Deprecated, kept for one release"
             " with the same values: `visits` (footfall, compare; use `person_hours`), `comparison_visits`"
             " (use `comparison_person_hours`), `visitors` (dwell: use `visits`; catchment: use `person_hours`)."
         )
-        " (2000 by default); a larger one is null here: page through rows/ or download it"
     )
 
     price = serializers.SerializerMethodField(help_text="what the report is billed when it succeeds, and its quote")
