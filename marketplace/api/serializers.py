@@ -351,7 +351,9 @@ def money(cents: int) -> str:
 
 class QuoteCheck(serializers.Serializer):
     check = serializers.CharField(
-        help_text="entitlement, privacy_minimums, licensed_region, payment, reports_in_progress, fair_use, spending_limit"
+        help_text=(
+            "entitlement, privacy_minimums, licensed_region, payment, reports_in_progress, fair_use, spending_limit"
+        )
     )
     passed = serializers.BooleanField()
     code = serializers.CharField(allow_null=True, help_text="the error code an order would get")
