@@ -22,6 +22,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, base_url: str, **options):
         call_command("generate_demo_city", stdout=self.stdout)  # progress goes to the real stderr
+        # Loads release their data; this releases what was loaded under another policy before.
+        call_command("build_releases", stdout=self.stdout)
         tenant = Tenant.objects.filter(name=DEMO_TENANT).first() or tenant_create(
             name=DEMO_TENANT, kind=Tenant.Kind.RETAIL
         )
