@@ -254,7 +254,7 @@ def series_figure(result: dict, *, title: str | None = None) -> Figure:
     else:
         # With no value the y scale means nothing; say why the chart is empty instead.
         axes.set_yticks([])
-        axes.text(0.5, 0.5, "every bucket withheld (under k)", transform=axes.transAxes, ha="center", fontsize=14)
+        axes.text(0.5, 0.5, "nothing published in any bucket", transform=axes.transAxes, ha="center", fontsize=14)
     axes.set_ylabel(Y_LABELS[metric])
     axes.grid(axis="y", color="#e6e6e6")
     axes.spines[["top", "right"]].set_visible(False)
@@ -263,7 +263,7 @@ def series_figure(result: dict, *, title: str | None = None) -> Figure:
     if title:
         heading.append(title)
     axes.set_title(" · ".join(heading), loc="left", fontsize=14)
-    legend = [*handles, Patch(color=WITHHELD_COLOUR, label="withheld (under k)")]
+    legend = [*handles, Patch(color=WITHHELD_COLOUR, label="nothing published")]
     if len(legend) <= LEGEND_ABOVE_UP_TO:
         # Above the plot, beside the title, so that it never covers a value.
         axes.legend(handles=legend, loc="lower right", bbox_to_anchor=(1, 1), ncols=len(legend), frameon=False)
@@ -441,7 +441,7 @@ def _matrix_chart(result: dict, *, title: str | None) -> bytes:
     axes.set_xlabel("destination zone")
     axes.set_ylabel("origin zone")
     axes.legend(
-        handles=[Patch(color=WITHHELD_COLOUR, label="withheld (under k)")],
+        handles=[Patch(color=WITHHELD_COLOUR, label="nothing published")],
         loc="lower right",
         bbox_to_anchor=(1, 1),
         frameon=False,
