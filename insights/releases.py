@@ -34,6 +34,8 @@ BELOW_K = "below_k"
 COMPLEMENTARY = "complementary"
 # Index builds of a month's released rows sort in memory rather than on disk.
 INDEX_BUILD_MEMORY = "512MB"
+# A month's breakdown tables are grouped by cell-hour: millions of groups, hashed in memory.
+GROUPING_MEMORY = "256MB"
 
 
 def released_table(kind: AggregateKind) -> str:
@@ -82,6 +84,7 @@ def release_build(*, version: DatasetVersion, policy: ReleasePolicy) -> Release:
     counts: Counter = Counter()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
+        cursor.execute(f"SET LOCAL work_mem = '{GROUPING_MEMORY}'")
         _fresh_temp_table(
             cursor,
             "release_days",
@@ -191,6 +194,9 @@ def _protect_margin(cursor, kind: AggregateKind, segment: str, parts: int, *, po
     group = ", ".join([kind.place_key, "hour", *(name for name in kind.segments if name != segment)])
     rest_is_safe = "(rest = 0 OR (rest >= %(k)s AND hidden >= 2) OR hidden = 0)"
     params = {"k": policy.k, "parts": parts}
+    cursor.execute(f"SELECT EXISTS (SELECT FROM release_work WHERE {segment} > 0 AND withheld IS NULL)")
+    if not cursor.fetchone()[0]:
+        return 0  # nothing broken down by this segment is published: no margin to protect
     cursor.execute("DROP TABLE IF EXISTS release_margins")
     cursor.execute(
         f"CREATE TEMP TABLE release_margins ON COMMIT DROP AS"
