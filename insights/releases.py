@@ -4,11 +4,13 @@ A release decides, for every value of a dataset version (a cell-hour and segment
 pair and hour), whether it is published and as what:
 
 1. a value under k, or one that noise and rounding would publish under k, is withheld;
-2. inside each cell-hour's table of breakdowns, where a total is published, enough further
-   parts are withheld that the total minus its published parts (what the withheld parts and
-   the people of unknown segment add up to) is either nobody, or k or more people spread over
-   at least two withheld parts; a part withheld for one margin is checked again in the others
-   (age and gender of one cell-hour), until no margin needs more;
+2. inside each cell-hour's table of breakdowns, where a total is published and a part is not
+   (withheld, or absent upstream), enough further parts are withheld that the total minus its
+   published parts (what the hidden parts and the people of unknown segment add up to) is
+   either nobody, or k or more people spread over at least two hidden parts; a part withheld
+   for one margin is checked again in the others (age and gender of one cell-hour), until no
+   margin needs more. Where every part is published, nothing is hidden: the rest is people of
+   unknown segment and the rounding of extrapolated counts, no breakdown value;
 3. a published value is the value plus optional sticky noise (seeded by a secret and by what
    the value counts, never by who asks), rounded to a base.
 
@@ -192,7 +194,7 @@ def _protect_margin(cursor, kind: AggregateKind, segment: str, parts: int, *, po
     The rest after withholding the m smallest parts grows with m, so one ordered pass finds the
     least m. If no m is enough (a total of one part), the total is withheld too."""
     group = ", ".join([kind.place_key, "hour", *(name for name in kind.segments if name != segment)])
-    rest_is_safe = "(rest = 0 OR (rest >= %(k)s AND hidden >= 2) OR hidden = 0)"
+    rest_is_safe = "(hidden = 0 OR rest = 0 OR (rest >= %(k)s AND hidden >= 2))"
     params = {"k": policy.k, "parts": parts}
     cursor.execute(f"SELECT EXISTS (SELECT FROM release_work WHERE {segment} > 0 AND withheld IS NULL)")
     if not cursor.fetchone()[0]:
