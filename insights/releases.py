@@ -93,7 +93,10 @@ def release_build(*, version: DatasetVersion, policy: ReleasePolicy) -> Release:
             f"{kind.place_key} {kind.place_type}, day date, {_segment_columns(kind)}, value bigint, hours integer",
         )
         published_months = partitions(cursor, released_table(kind))
+        loaded_months = partitions(cursor, kind.table)  # retention may have dropped some
         for month in months(version.period_start, version.period_end):
+            if month not in loaded_months:
+                continue
             _decide(cursor, kind, version=version, policy=policy, month=month)
             counts.update(_month_counts(cursor, kind))
             _publish(cursor, kind, version=version, policy=policy, month=month, attached=month in published_months)
@@ -137,7 +140,7 @@ def _decide(cursor, kind: AggregateKind, *, version: DatasetVersion, policy: Rel
         f" SELECT {columns}, exact, published,"
         f"  CASE WHEN exact < %(k)s OR published < %(k)s THEN '{BELOW_K}' END AS withheld"
         f" FROM (SELECT {columns}, exact,"
-        f"        (%(round_to)s * floor((exact + {noise}) / %(round_to)s + 0.5))::bigint AS published"
+        f"        (%(round_to)s * floor((exact + {noise})::float8 / %(round_to)s + 0.5))::bigint AS published"
         f"       FROM (SELECT {columns}, {kind.value}::bigint AS exact FROM {kind.table}"
         f"             WHERE dataset_version_id = %(version)s AND hour >= %(from)s AND hour < %(to)s) raw) decided",
         {
@@ -187,14 +190,19 @@ def _margins(kind: AggregateKind) -> list[tuple[str, int]]:
 
 
 def _protect_margin(cursor, kind: AggregateKind, segment: str, parts: int, *, policy: ReleasePolicy) -> int:
-    """Withhold, in every published total of this segment, the fewest smallest published parts
-    that leave the rest (total minus published parts) nobody, or k or more over two withheld
-    parts or more; returns how many values it withheld.
+    """Withhold, in every breakdown table of this segment, the fewest smallest published parts
+    that leave nothing to recompute; returns how many values it withheld.
+
+    Where the total is published, the rest (total minus published parts) must be nobody, or k
+    or more over two hidden parts or more (hidden: withheld, or absent upstream). Where the
+    total is withheld, its parts must not all be published, or they would add up to it.
 
     The rest after withholding the m smallest parts grows with m, so one ordered pass finds the
     least m. If no m is enough (a total of one part), the total is withheld too."""
     group = ", ".join([kind.place_key, "hour", *(name for name in kind.segments if name != segment)])
-    rest_is_safe = "(hidden = 0 OR rest = 0 OR (rest >= %(k)s AND hidden >= 2))"
+    is_safe = (
+        "(CASE WHEN total_withheld THEN hidden >= 1 ELSE hidden = 0 OR rest = 0 OR (rest >= %(k)s AND hidden >= 2) END)"
+    )
     params = {"k": policy.k, "parts": parts}
     cursor.execute(f"SELECT EXISTS (SELECT FROM release_work WHERE {segment} > 0 AND withheld IS NULL)")
     if not cursor.fetchone()[0]:
@@ -203,14 +211,15 @@ def _protect_margin(cursor, kind: AggregateKind, segment: str, parts: int, *, po
     cursor.execute(
         f"CREATE TEMP TABLE release_margins ON COMMIT DROP AS"
         f" SELECT * FROM ("
-        f"  SELECT {group}, total - published_sum AS rest, %(parts)s - published_parts AS hidden"
+        f"  SELECT {group}, total_withheld, total - published_sum AS rest, %(parts)s - published_parts AS hidden"
         f"  FROM (SELECT {group},"
-        f"         max(exact) FILTER (WHERE {segment} = 0 AND withheld IS NULL) AS total,"
+        f"         max(exact) FILTER (WHERE {segment} = 0) AS total,"
+        f"         bool_or({segment} = 0 AND withheld IS NOT NULL) AS total_withheld,"
         f"         count(*) FILTER (WHERE {segment} > 0 AND withheld IS NULL) AS published_parts,"
         f"         coalesce(sum(exact) FILTER (WHERE {segment} > 0 AND withheld IS NULL), 0) AS published_sum"
         f"        FROM release_work GROUP BY {group}) margin"
         f"  WHERE total IS NOT NULL AND published_parts > 0) checked"
-        f" WHERE NOT {rest_is_safe}",
+        f" WHERE NOT {is_safe}",
         params,
     )
     if not cursor.rowcount:
@@ -220,7 +229,7 @@ def _protect_margin(cursor, kind: AggregateKind, segment: str, parts: int, *, po
     cursor.execute(
         f"CREATE TEMP TABLE release_candidates ON COMMIT DROP AS"
         f" SELECT w.{kind.place_key}, w.hour, {', '.join(f'w.{name}' for name in kind.segments)},"
-        f"  row_number() OVER parts AS rank,"
+        f"  m.total_withheld, row_number() OVER parts AS rank,"
         f"  m.rest + sum(w.exact) OVER parts AS rest, m.hidden + row_number() OVER parts AS hidden"
         f" FROM release_work w JOIN release_margins m ON {join}"
         f" WHERE w.{segment} > 0 AND w.withheld IS NULL"
@@ -228,11 +237,13 @@ def _protect_margin(cursor, kind: AggregateKind, segment: str, parts: int, *, po
         f"                  ORDER BY w.exact, w.{segment})",
         params,
     )
+    enough = (
+        f"WITH enough AS ("
+        f"  SELECT {group}, min(rank) FILTER (WHERE {is_safe}) AS parts FROM release_candidates GROUP BY {group})"
+    )
     key = " AND ".join(f"w.{column} = c.{column}" for column in [kind.place_key, "hour", *kind.segments])
     cursor.execute(
-        f"WITH enough AS ("
-        f"  SELECT {group}, min(rank) FILTER (WHERE {rest_is_safe}) AS parts FROM release_candidates GROUP BY {group})"
-        f" UPDATE release_work w SET withheld = '{COMPLEMENTARY}'"
+        f"{enough} UPDATE release_work w SET withheld = '{COMPLEMENTARY}'"
         f" FROM release_candidates c JOIN enough e USING ({group})"
         f" WHERE {key} AND c.rank <= coalesce(e.parts, c.rank)",
         params,
@@ -240,9 +251,7 @@ def _protect_margin(cursor, kind: AggregateKind, segment: str, parts: int, *, po
     withheld = cursor.rowcount
     total_key = " AND ".join(f"w.{column} = e.{column}" for column in group.split(", "))
     cursor.execute(
-        f"WITH enough AS ("
-        f"  SELECT {group}, min(rank) FILTER (WHERE {rest_is_safe}) AS parts FROM release_candidates GROUP BY {group})"
-        f" UPDATE release_work w SET withheld = '{COMPLEMENTARY}'"
+        f"{enough} UPDATE release_work w SET withheld = '{COMPLEMENTARY}'"
         f" FROM enough e WHERE e.parts IS NULL AND {total_key} AND w.{segment} = 0 AND w.withheld IS NULL",
         params,
     )

@@ -57,7 +57,7 @@ class Query:
 
     @property
     def hours(self) -> int:
-        return int((self.end - self.start) / HOUR)
+        return _elapsed_hours(self.start, self.end)
 
 
 @_without_cyclic_gc
@@ -175,7 +175,9 @@ def _head(query: Query, *, product: str, metric: Metric, kind: AggregateKind) ->
         "start": query.start.astimezone(tz).isoformat(),
         "end": query.end.astimezone(tz).isoformat(),
         "dataset_version": query.version,
-        "sources": dataset_sources(kind=kind, start=query.start, end=query.end, version=query.version),
+        "sources": dataset_sources(
+            kind=kind, start=query.start, end=query.end, version=query.version, policy=query.policy
+        ),
     }
 
 
@@ -219,6 +221,11 @@ class Counted:
             "breakdown_values_released": self.breakdown_values_released,
             "suppressed_values": sum(row.get(metric) is None for row in numbers),
         }
+
+
+def _elapsed_hours(start: dt.datetime, end: dt.datetime) -> int:
+    # In UTC: two times of one zone subtract as wall-clock times, 24 hours across a 23-hour day.
+    return int((end.astimezone(dt.UTC) - start.astimezone(dt.UTC)) / HOUR)
 
 
 def _part_of(on_progress, *, first: int, of: int) -> Callable[[float], None] | None:
@@ -455,7 +462,7 @@ def od_matrix_result(
         [_value(metric, pairs.get((origin, destination), Released()))["trips"] for destination in zones]
         for origin in zones
     ]
-    pair_hours = len(zones) ** 2 * int((end - start) / HOUR)
+    pair_hours = len(zones) ** 2 * _elapsed_hours(start, end)
     released = sum(published.count for published in pairs.values())
     query = Query(None, start, end, granularity, time_zone, version, policy)
     return {

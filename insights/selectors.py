@@ -98,11 +98,13 @@ def coverage(*, kind: AggregateKind) -> Coverage | None:
     )
 
 
-def dataset_sources(*, kind: AggregateKind, start: dt.datetime, end: dt.datetime, version: int) -> list[dict]:
-    """The dataset versions a report over [start, end) reads, with what the operator's
-    pipeline said of each (its manifest)."""
+def dataset_sources(
+    *, kind: AggregateKind, start: dt.datetime, end: dt.datetime, version: int, policy: ReleasePolicy
+) -> list[dict]:
+    """The dataset versions a report over [start, end) reads (released under the policy), with
+    what the operator's pipeline said of each (its manifest)."""
     versions = DatasetVersion.objects.filter(
-        kind=kind.name, pk__lte=version, period_start__lt=end, period_end__gt=start
+        kind=kind.name, releases__policy=policy, pk__lte=version, period_start__lt=end, period_end__gt=start
     )
     return [
         {
