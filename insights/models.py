@@ -138,6 +138,15 @@ class Release(models.Model):
         return f"release of v{self.dataset_version_id} under policy {self.policy_id}"
 
 
+class Coverage(models.Model):
+    """Where data is sold: the convex hull of the grid cells with a published value, kept by
+    the release builder. An area must lie inside it; cells in it that never had a published
+    value (a lake, a quiet field) are in no report, like cells the operator never counted."""
+
+    geometry = models.PolygonField(srid=3035)
+    updated_at = models.DateTimeField(auto_now=True)
+
+
 class RetentionMark(models.Model):
     """Data of a kind before `retained_from` has been dropped by the retention command."""
 

@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from insights.kinds import KINDS, AggregateKind, RegionCodes
-from insights.models import DatasetVersion, Region, Release, ReleasePolicy
+from insights.models import Coverage, DatasetVersion, Region, Release, ReleasePolicy
 from insights.partitions import attach, month_start, months, next_month, partition, partitions
 from insights.segments import ALL
 
@@ -102,6 +102,8 @@ def release_build(*, version: DatasetVersion, policy: ReleasePolicy) -> Release:
             _publish(cursor, kind, version=version, policy=policy, month=month, attached=month in published_months)
             published_months.add(month)
         _roll_up(cursor, kind, version=version, policy=policy)
+        if kind.in_grid:
+            _cover(cursor)
         release = Release.objects.create(
             dataset_version=version,
             policy=policy,
@@ -302,11 +304,38 @@ def _publish(
     if not attached:
         cursor.execute(f"ALTER TABLE {target} ADD PRIMARY KEY ({kind.key}, policy_id)")
         attach(cursor, table, month)
+    if kind.in_grid:
+        _register_cells(cursor)
     cursor.execute(
         f"INSERT INTO release_days"
         f" SELECT {place}, (hour AT TIME ZONE %(zone)s)::date, {segments}, sum(published), count(*)"
         f" FROM release_work WHERE withheld IS NULL GROUP BY 1, 2, {segments}",
         {"zone": settings.ROLLUP_TIME_ZONE},
+    )
+
+
+def _register_cells(cursor) -> None:
+    """The grid cells a report can cover are those with a published value: a cell whose every
+    value is withheld must not show, even as an empty cell, or its withheld values would
+    change a report. A cell's id gives its corner (insights.grid.cell_id)."""
+    cursor.execute(
+        "INSERT INTO insights_cell (id, code, geometry)"
+        " SELECT id, format('CRS3035RES%%smN%%sE%%s', %(res)s, northing, easting),"
+        "  ST_MakeEnvelope(easting, northing, easting + %(res)s, northing + %(res)s, 3035)"
+        " FROM (SELECT DISTINCT cell_id AS id, (cell_id / 100000) * %(res)s AS northing,"
+        "        (cell_id %% 100000) * %(res)s AS easting FROM release_work WHERE withheld IS NULL) published"
+        " ON CONFLICT (id) DO NOTHING",
+        {"res": settings.GRID_RESOLUTION_M},
+    )
+
+
+def _cover(cursor) -> None:
+    """Coverage: the hull of the cells with a published value, so that whether an area is sold
+    depends on the releases only, never on a withheld value."""
+    cursor.execute(
+        f"INSERT INTO {Coverage._meta.db_table} (id, geometry, updated_at)"
+        " SELECT 1, ST_ConvexHull(ST_Collect(geometry)), now() FROM insights_cell HAVING count(*) > 0"
+        " ON CONFLICT (id) DO UPDATE SET geometry = excluded.geometry, updated_at = excluded.updated_at"
     )
 
 

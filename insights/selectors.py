@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib.gis.db.models.functions import Transform
 from django.contrib.gis.geos import GEOSGeometry
 from django.db import connection
-from django.db.models import Max
+from django.db.models import Count, Max
 
 from insights.buckets import buckets, local_midnight
 from insights.kinds import PRESENCE, TRIPS, AggregateKind
@@ -58,18 +58,26 @@ class Coverage:
 @dataclass(frozen=True)
 class AreaCells:
     area_km2: float
-    covered_km2: float
-    cell_count: int
+    covered_km2: float  # inside the coverage (insights.models.Coverage)
+    cell_count: int  # cells with a published value
 
 
 def current_release_policy() -> ReleasePolicy | None:
-    """The release policy the settings describe, once a release has been built under it."""
-    return ReleasePolicy.objects.filter(
+    """The policy reports read: the one the settings describe once every loaded dataset version
+    has a release under it; until then (settings changed, build_releases not yet run), the
+    newest policy that has. So a report never reads some versions under one policy and misses
+    the others. None before the first load."""
+    versions = DatasetVersion.objects.count()
+    if not versions:
+        return None
+    complete = ReleasePolicy.objects.annotate(released=Count("releases")).filter(released=versions)
+    described = complete.filter(
         k=settings.PRIVACY_K,
         round_to=settings.PRIVACY_ROUND_TO,
         noise_scale=settings.PRIVACY_NOISE_SCALE,
         noise_key=noise_key(),
     ).first()
+    return described or complete.order_by("-pk").first()
 
 
 def coverage(*, kind: AggregateKind) -> Coverage | None:
@@ -122,9 +130,9 @@ def area_cells(*, geometry: GEOSGeometry) -> AreaCells:
         cursor.execute(
             f"WITH {_CELL_SHARES}"
             " SELECT (SELECT ST_Area(g) FROM area) / 1e6,"
-            "        coalesce(sum(inside_m2), 0) / 1e6,"
-            "        count(*)"
-            " FROM covered",
+            "        coalesce((SELECT ST_Area(ST_Intersection(area.g, coverage.geometry))"
+            "                  FROM area, insights_coverage coverage), 0) / 1e6,"
+            "        (SELECT count(*) FROM covered)",
             {"geometry": bytes(geometry.ewkb), "min_share": MIN_SHARE},
         )
         area_km2, covered_km2, cell_count = cursor.fetchone()

@@ -27,6 +27,7 @@ from insights.kinds import DWELL, HOME, KINDS, PRESENCE, TRIPS, AggregateKind
 from insights.models import DatasetVersion, Region, Release, RetentionMark
 from insights.partitions import attach, month_start, next_month, partition, partitions
 from insights.releases import release_analyze, release_build, release_policy_current, released_table
+from insights.selectors import current_release_policy
 
 __all__ = [
     "LoadRejected",
@@ -77,6 +78,7 @@ def aggregates_load(
 
     started = time.monotonic()
     reader = CellHourReader(path, kind=kind)
+    in_force = current_release_policy()
     try:
         with transaction.atomic():
             version, new_partitions = _load(reader, sha256, on_progress)
@@ -85,6 +87,9 @@ def aggregates_load(
             version.save(update_fields=["duration_seconds", "manifest"])
             # Loaded and released together: no report can see a version without its release.
             release = release_build(version=version, policy=release_policy_current())
+            if in_force and in_force != release.policy:
+                # The settings' policy waits for build_releases; reports read this one till then.
+                release_build(version=version, policy=in_force)
     except IntegrityError:
         errors, total = _duplicate_lines(kind, path)
         raise LoadRejected(errors, total) from None
@@ -146,8 +151,6 @@ def _load(reader: CellHourReader, sha256: str, on_progress) -> tuple[DatasetVers
         for month in new_months:
             cursor.execute(f"ALTER TABLE {partition(kind.table, month)} ADD PRIMARY KEY ({kind.key})")
             attach(cursor, kind.table, month)
-        if kind.in_grid:
-            _insert_cells(cursor, reader.cell_ids)
     version.rows = reader.rows
     version.cells = len(reader.cell_ids) if kind.in_grid else len(reader.zone_ids)
     version.period_start = reader.first_hour
@@ -256,24 +259,6 @@ def _retain(kind: AggregateKind, *, before: dt.datetime) -> RetentionSummary:
             )
         RetentionMark.objects.update_or_create(kind=kind.name, defaults={"retained_from": retained_from})
     return RetentionSummary(dropped_months=old_months, retained_from=retained_from)
-
-
-def _insert_cells(cursor, cells: dict[int, tuple[str, int, int]]) -> None:
-    ids = list(cells)
-    cursor.execute(
-        "INSERT INTO insights_cell (id, code, geometry)"
-        " SELECT id, code, ST_MakeEnvelope(easting, northing, easting + %(res)s, northing + %(res)s, 3035)"
-        " FROM unnest(%(ids)s::bigint[], %(codes)s::text[], %(northings)s::int[], %(eastings)s::int[])"
-        "   AS t(id, code, northing, easting)"
-        " ON CONFLICT (id) DO NOTHING",
-        {
-            "res": settings.GRID_RESOLUTION_M,
-            "ids": ids,
-            "codes": [cells[i][0] for i in ids],
-            "northings": [cells[i][1] for i in ids],
-            "eastings": [cells[i][2] for i in ids],
-        },
-    )
 
 
 def _duplicate_lines(kind: AggregateKind, path: Path) -> tuple[list[str], int]:

@@ -112,7 +112,8 @@ def report_result_head(*, report: Report, keep: tuple[str, ...] = ()) -> tuple[d
 
 
 # The areas a tenant has ordered (both areas of a compare report), with their periods: what
-# the fair-use quota counts. Failed and cancelled orders count for nothing.
+# the fair-use quota counts. Failed and cancelled orders count for nothing; areas that only
+# touch along an edge share no cells and do not overlap.
 _ORDERED_AREAS = """
     ordered AS (
         SELECT report.id, report.area_name AS name, report.geometry, report.start, report."end"
@@ -130,7 +131,8 @@ _ORDERED_AREAS = """
     new AS (SELECT ST_GeomFromEWKB(%(geometry)s) AS g),
     overlapping AS (
         SELECT ordered.* FROM ordered, new
-        WHERE ordered.start < %(end)s AND ordered."end" > %(start)s AND ST_Intersects(ordered.geometry, new.g)
+        WHERE ordered.start < %(end)s AND ordered."end" > %(start)s
+          AND ST_Intersects(ordered.geometry, new.g) AND NOT ST_Touches(ordered.geometry, new.g)
     )
 """
 

@@ -879,20 +879,25 @@ def _check_fair_use(
     queries: list[tuple[MultiPolygon, dt.datetime, dt.datetime]],
 ) -> int:
     """Count every area of the order against the tenant's fair-use quota over overlapping cells
-    and periods; returns what is left after it. Not a privacy defence: the release is."""
+    and periods (the order's own areas that overlap it too); returns what is left after it.
+    Not a privacy defence: the release is."""
     same_data = _same_data(product.code)
     remaining = policy.query_budget
     for geometry, start, end in queries:
         used = selectors.report_overlapping_count(
             tenant=tenant, products=same_data, geometry=geometry, start=start, end=end
         )
-        if used >= policy.query_budget:
+        own = sum(
+            other_start < end and start < other_end and other.intersects(geometry) and not other.touches(geometry)
+            for other, other_start, other_end in queries
+        )
+        if used + own > policy.query_budget:
             raise NotPermitted(
-                f"your organisation has placed {used} orders over cells and a period overlapping this one, the"
-                f" most its fair-use quota allows ({policy.query_budget}); ask your account manager",
+                f"your organisation has placed {used} orders over cells and a period overlapping this one, and"
+                f" this order adds {own}; its fair-use quota allows {policy.query_budget}; ask your account manager",
                 code="query_budget_exhausted",
             )
-        remaining = min(remaining, policy.query_budget - used - 1)
+        remaining = min(remaining, policy.query_budget - used - own)
     return remaining
 
 
@@ -1055,6 +1060,9 @@ def report_run(*, report_id: str) -> RunOutcome:
             return RunOutcome.FINISHED
         report = Report.objects.select_related("product").get(pk=report_id)
         coverage = insights_selectors.coverage(kind=PRODUCT_KINDS[report.product.code])
+        if coverage is None:  # every release dropped since it was ordered (retention): nothing to compute from
+            _report_finish(report_id, status=Report.Status.FAILED, error="the data this report covers is gone")
+            return RunOutcome.FINISHED
         try:
             result = _report_result(report, version=coverage.latest_version, policy=coverage.policy)
         except DatabaseError:

@@ -580,9 +580,9 @@ def test_build_releases_after_a_change_of_k_adds_a_release_and_coverage_follows_
     old_rows = published("presence", policy=old_policy.pk)
     assert coverage(kind=PRESENCE).policy == old_policy
 
-    # When k becomes 13: nothing is sold until the release is built
+    # When k becomes 13: reports read the old release until the new one is built
     settings.PRIVACY_K = 13
-    assert current_release_policy() is None and coverage(kind=PRESENCE) is None
+    assert current_release_policy() == old_policy and coverage(kind=PRESENCE).policy == old_policy
     out = io.StringIO()
     call_command("build_releases", stdout=out)
 
@@ -609,42 +609,57 @@ def test_build_releases_after_a_change_of_k_adds_a_release_and_coverage_follows_
     assert f"dataset version {first.version} (presence): 2 of 4 values released, 2 under k" in out.getvalue()
     assert coverage(kind=PRESENCE).policy == new_policy
 
-    # A version loaded under k = 13 is released under it only: coverage under k = 10 stops before it
+    # A version loaded under k = 13 is released under it only; back to k = 10, reports read the
+    # k = 13 releases (the only complete ones) until build_releases has released it under k = 10
     later = {(CELL, H + 10 * HOUR, "*", "*"): 40}
     second = load(tmp_path, "presence", later, name="second")
     assert coverage(kind=PRESENCE).latest_version == second.version
+    assert Release.objects.filter(dataset_version_id=second.version).count() == 1
     settings.PRIVACY_K = 10
-    assert (coverage(kind=PRESENCE).latest_version, coverage(kind=PRESENCE).end) == (first.version, H + 4 * HOUR)
+    assert (coverage(kind=PRESENCE).policy, coverage(kind=PRESENCE).latest_version) == (new_policy, second.version)
     call_command("build_releases", stdout=io.StringIO())
-    assert (coverage(kind=PRESENCE).latest_version, coverage(kind=PRESENCE).end) == (second.version, H + 11 * HOUR)
+    assert (coverage(kind=PRESENCE).policy, coverage(kind=PRESENCE).end) == (old_policy, H + 11 * HOUR)
     assert Release.objects.count() == 4
 
 
+def test_a_version_loaded_after_a_change_of_k_is_released_under_the_policy_in_force_too(db, tmp_path, settings):
+    # Given a version released under k = 10, then k set to 13 without build_releases
+    first = load(tmp_path, "presence", {(CELL, H, "*", "*"): 40}, name="first")
+    settings.PRIVACY_K = 13
+
+    # When another version is loaded
+    second = load(tmp_path, "presence", {((1, 0), H, "*", "*"): 11}, name="second")
+
+    # Then it is released under k = 13 and under k = 10, which reports still read: no gap
+    policies = {release.policy.k for release in Release.objects.filter(dataset_version_id=second.version)}
+    assert policies == {10, 13}
+    covered = coverage(kind=PRESENCE)
+    assert (covered.policy, covered.latest_version) == (first.release.policy, second.version)
+
+
 def test_a_report_lists_as_sources_only_the_versions_released_under_its_policy(db, tmp_path, settings):
-    # Given cell (0, 0) released under k = 10, cell (1, 0) loaded under k = 13 only (no
-    # build_releases since), then cell (2, 0) under k = 10 again, all over the same hours
+    # Given cell (0, 0) released under k = 10, then k = 13 built for it, and cell (1, 0) loaded
+    # since, under k = 13 only
     hours = {hour: 40 for hour in grid.hours(H, H + 3 * HOUR)}
     first = load(tmp_path, "presence", {(CELL, h, "*", "*"): v for h, v in hours.items()}, name="first")
     settings.PRIVACY_K = 13
+    releases_build()
     second = load(tmp_path, "presence", {((1, 0), h, "*", "*"): v for h, v in hours.items()}, name="second")
-    settings.PRIVACY_K = 10
-    third = load(tmp_path, "presence", {((2, 0), h, "*", "*"): v for h, v in hours.items()}, name="third")
-    covered = coverage(kind=PRESENCE)
-    assert (covered.policy, covered.latest_version) == (first.release.policy, third.version)
 
+    # When a report is computed again under k = 10, as it was ordered, up to the newest version
     result = footfall_result(
-        geometry=MultiPolygon(grid.square(0, 0, 3, 1), srid=4326),
+        geometry=MultiPolygon(grid.square(0, 0, 2, 1), srid=4326),
         start=H,
         end=H + 3 * HOUR,
         granularity="hour",
         time_zone="Europe/Berlin",
-        version=covered.latest_version,
-        policy=covered.policy,
+        version=second.version,
+        policy=first.release.policy,
     )
 
-    # The second version is not read: its cell counts for nothing under k = 10
-    assert [row["person_hours"] for row in result["series"]] == [80, 80, 80]
-    assert second.version not in [source["dataset_version"] for source in result["sources"]]
+    # Then the second version is not read: its cell counts for nothing, and it is not a source
+    assert [row["person_hours"] for row in result["series"]] == [40, 40, 40]
+    assert [source["dataset_version"] for source in result["sources"]] == [first.version]
 
 
 # 10. Retention
