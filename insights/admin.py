@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from insights.boundaries import boundary_svg
-from insights.models import DatasetVersion, Region
+from insights.models import DatasetVersion, Region, Release, ReleasePolicy
 
 
 @admin.register(DatasetVersion)
@@ -37,3 +37,40 @@ class RegionAdmin(admin.ModelAdmin):
     list_display = ["code", "name"]
     search_fields = ["code", "name"]
     ordering = ["code"]
+
+
+class ImmutableAdmin(admin.ModelAdmin):
+    """Releases and their policies are decided once and never changed: built by the loader
+    and build_releases, read here."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(ReleasePolicy)
+class ReleasePolicyAdmin(ImmutableAdmin):
+    list_display = ["id", "k", "round_to", "noise_scale", "noise_key", "created_at"]
+
+
+@admin.register(Release)
+class ReleaseAdmin(ImmutableAdmin):
+    list_display = [
+        "id",
+        "dataset_version",
+        "policy",
+        "values",
+        "released",
+        "withheld_below_k",
+        "withheld_complementary",
+        "total_exact",
+        "total_released",
+        "built_at",
+        "duration_seconds",
+    ]
+    list_filter = ["policy", "dataset_version__kind"]

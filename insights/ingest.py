@@ -13,7 +13,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pyarrow as pa
@@ -47,7 +46,6 @@ class CellHourReader:
 
     path: Path
     kind: AggregateKind = PRESENCE
-    rollup_time_zone: str = "Europe/Berlin"
     rows: int = 0
     cell_ids: dict[int, tuple[str, int, int]] = field(default_factory=dict)
     zone_ids: set[int] = field(default_factory=set)
@@ -137,14 +135,8 @@ class CellHourReader:
                 "value": pc.cast(batch[self.kind.value], pa.string()),
                 "count": counts,
                 "month": _per_value(batch["hour"], _utc_months),
-                "day": _per_value(batch["hour"], self._local_days),
             }
         )
-
-    def _local_days(self, values: pa.Array) -> pa.Array:
-        zone = ZoneInfo(self.rollup_time_zone)
-        days = [dt.datetime.fromisoformat(hour).astimezone(zone).date() for hour in values.to_pylist()]
-        return pa.array(days, pa.date32())
 
     def _cell_ids(self, codes: pa.Array) -> pa.Array:
         ids = []
@@ -244,12 +236,6 @@ def rows_binary(kind: AggregateKind, table: pa.Table, version: int) -> bytes:
     rows["count"] = table["count"].to_numpy()
     rows["dataset_version_id"] = version
     return COPY_BINARY_HEADER + rows.tobytes() + COPY_BINARY_TRAILER
-
-
-def day_sums_csv(kind: AggregateKind, table: pa.Table) -> bytes:
-    """COPY payload of (place_id, day, segments..., sum): this batch's sums per local day."""
-    keys = ["place_id", "day", *kind.segments]
-    return _csv(table.group_by(keys).aggregate([("count", "sum")]).select([*keys, "count_sum"]))
 
 
 def staging_csv(kind: AggregateKind, table: pa.Table) -> bytes:

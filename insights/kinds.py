@@ -83,3 +83,21 @@ KINDS = {kind.name: kind for kind in (PRESENCE, DWELL, HOME, TRIPS)}
 
 # The data each product is computed from.
 PRODUCT_KINDS = {"footfall": PRESENCE, "compare": PRESENCE, "dwell": DWELL, "catchment": HOME, "od-matrix": TRIPS}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a product's number counts, and the name it had before (kept for one release)."""
+
+    name: str
+    deprecated: str | None = None
+
+
+# Presence summed over a bucket's hours counts person-hours, not visits; dwell counts arrivals.
+METRICS = {
+    "footfall": Metric("person_hours", deprecated="visits"),
+    "compare": Metric("person_hours", deprecated="visits"),
+    "dwell": Metric("visits", deprecated="visitors"),
+    "catchment": Metric("person_hours", deprecated="visitors"),
+    "od-matrix": Metric("trips"),
+}

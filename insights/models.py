@@ -84,33 +84,67 @@ class Presence(CellCount):
     visits = models.PositiveIntegerField()
 
 
-class PresenceDay(CellCount):
-    """Presence summed per local day of settings.ROLLUP_TIME_ZONE, kept per dataset version
-    so a report pinned to a version reads exactly what it read before."""
+class ReleasePolicy(models.Model):
+    """How a release decides what is published: the threshold, the rounding and the noise.
+    Immutable: a change of settings is a new policy, and with it new releases."""
 
-    pk = models.CompositePrimaryKey("cell", "day", "age_band", "gender", "dataset_version")
-    day = models.DateField()
-    age_band = models.PositiveSmallIntegerField()
-    gender = models.PositiveSmallIntegerField()
-    visits = models.PositiveBigIntegerField()
-
-    class Meta:
-        # The key serves "these cells"; this serves "every cell of the area, these days".
-        indexes = [models.Index(fields=["day"], name="presenceday_day")]
-
-
-class PresenceWeek(CellCount):
-    """Presence summed per local week (Monday to Sunday) of settings.ROLLUP_TIME_ZONE."""
-
-    pk = models.CompositePrimaryKey("cell", "week", "age_band", "gender", "dataset_version")
-    week = models.DateField(help_text="the Monday that starts the week")
-    age_band = models.PositiveSmallIntegerField()
-    gender = models.PositiveSmallIntegerField()
-    visits = models.PositiveBigIntegerField()
+    k = models.PositiveIntegerField(help_text="a value under k is withheld")
+    round_to = models.PositiveIntegerField(help_text="released values are rounded to this base")
+    noise_scale = models.FloatField(help_text="sticky Laplace noise, in people; 0: none")
+    noise_key = models.CharField(
+        max_length=16, help_text="a fingerprint of the noise secret: another secret is another policy"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        # The key serves "these cells"; this serves "every cell of the area, these weeks".
-        indexes = [models.Index(fields=["week"], name="presenceweek_week")]
+        constraints = [
+            models.UniqueConstraint(fields=["k", "round_to", "noise_scale", "noise_key"], name="release_policy_unique"),
+            models.CheckConstraint(condition=models.Q(k__gte=2), name="release_policy_k"),
+            models.CheckConstraint(condition=models.Q(round_to__gte=1), name="release_policy_round_to"),
+            models.CheckConstraint(condition=models.Q(noise_scale__gte=0), name="release_policy_noise"),
+        ]
+
+    def __str__(self) -> str:
+        noise = f", noise {self.noise_scale:g}" if self.noise_scale else ""
+        return f"policy {self.pk}: k={self.k}, rounded to {self.round_to}{noise}"
+
+    def summary(self) -> dict:
+        """What a buyer may know of the policy, stated in each result."""
+        return {"release_policy": self.pk, "k": self.k, "round_to": self.round_to, "noise": self.noise_scale > 0}
+
+
+class Release(models.Model):
+    """A dataset version's values as published under a policy: each released (at or above k,
+    rounded, noised) or withheld. Built once, never changed; every report sums released
+    values only (insights_<kind>_released and its day and week rollups)."""
+
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="releases")
+    policy = models.ForeignKey(ReleasePolicy, on_delete=models.PROTECT, related_name="releases")
+    built_at = models.DateTimeField(auto_now_add=True)
+    duration_seconds = models.FloatField()
+    values = models.PositiveBigIntegerField(help_text="values in the dataset version")
+    released = models.PositiveBigIntegerField(help_text="values released")
+    withheld_below_k = models.PositiveBigIntegerField(help_text="values withheld as under k")
+    withheld_complementary = models.PositiveBigIntegerField(
+        help_text="values at or above k withheld so that no withheld value can be recomputed"
+    )
+    total_exact = models.PositiveBigIntegerField(help_text="the sum of the everyone values (segment *)")
+    total_released = models.PositiveBigIntegerField(help_text="the sum of the released everyone values")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["dataset_version", "policy"], name="release_unique")]
+
+    def __str__(self) -> str:
+        return f"release of v{self.dataset_version_id} under policy {self.policy_id}"
+
+
+class Coverage(models.Model):
+    """Where data is sold: the convex hull of the grid cells with a published value, kept by
+    the release builder. An area must lie inside it; cells in it that never had a published
+    value (a lake, a quiet field) are in no report, like cells the operator never counted."""
+
+    geometry = models.PolygonField(srid=3035)
+    updated_at = models.DateTimeField(auto_now=True)
 
 
 class RetentionMark(models.Model):
@@ -130,28 +164,6 @@ class Dwell(CellCount):
     visitors = models.PositiveIntegerField()
 
 
-class DwellDay(CellCount):
-    pk = models.CompositePrimaryKey("cell", "day", "dwell_band", "dataset_version")
-    day = models.DateField()
-    dwell_band = models.PositiveSmallIntegerField()
-    visitors = models.PositiveBigIntegerField()
-
-    class Meta:
-        # The key serves "these cells"; this serves "every cell of the area, these days".
-        indexes = [models.Index(fields=["day"], name="dwellday_day")]
-
-
-class DwellWeek(CellCount):
-    pk = models.CompositePrimaryKey("cell", "week", "dwell_band", "dataset_version")
-    week = models.DateField()
-    dwell_band = models.PositiveSmallIntegerField()
-    visitors = models.PositiveBigIntegerField()
-
-    class Meta:
-        # The key serves "these cells"; this serves "every cell of the area, these weeks".
-        indexes = [models.Index(fields=["week"], name="dwellweek_week")]
-
-
 class Home(CellCount):
     """People present in a cell during an hour (UTC) by home region; partitioned like Presence."""
 
@@ -159,26 +171,6 @@ class Home(CellCount):
     hour = models.DateTimeField()
     home_region = models.PositiveSmallIntegerField(help_text="a Region id, 0 = everyone")
     visitors = models.PositiveIntegerField()
-
-
-class HomeDay(CellCount):
-    pk = models.CompositePrimaryKey("cell", "day", "home_region", "dataset_version")
-    day = models.DateField()
-    home_region = models.PositiveSmallIntegerField()
-    visitors = models.PositiveBigIntegerField()
-
-    class Meta:
-        indexes = [models.Index(fields=["day"], name="homeday_day")]
-
-
-class HomeWeek(CellCount):
-    pk = models.CompositePrimaryKey("cell", "week", "home_region", "dataset_version")
-    week = models.DateField()
-    home_region = models.PositiveSmallIntegerField()
-    visitors = models.PositiveBigIntegerField()
-
-    class Meta:
-        indexes = [models.Index(fields=["week"], name="homeweek_week")]
 
 
 class TripCount(models.Model):
@@ -198,19 +190,3 @@ class Trips(TripCount):
 
     pk = models.CompositePrimaryKey("origin", "hour", "destination")
     hour = models.DateTimeField()
-
-
-class TripsDay(TripCount):
-    pk = models.CompositePrimaryKey("origin", "day", "destination", "dataset_version")
-    day = models.DateField()
-
-    class Meta:
-        indexes = [models.Index(fields=["day"], name="tripsday_day")]
-
-
-class TripsWeek(TripCount):
-    pk = models.CompositePrimaryKey("origin", "week", "destination", "dataset_version")
-    week = models.DateField()
-
-    class Meta:
-        indexes = [models.Index(fields=["week"], name="tripsweek_week")]

@@ -25,7 +25,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
 from insights.grid import cell_corner
-from insights.kinds import PRODUCT_KINDS
+from insights.kinds import METRICS, PRODUCT_KINDS
 from insights.selectors import region_shapes
 
 CHART_WIDTH_INCHES, CHART_HEIGHT_INCHES, CHART_DPI = 12, 6, 100
@@ -39,8 +39,11 @@ SEGMENT_COLOURS = (
 )  # fmt: skip
 LEGEND_ABOVE_UP_TO = 3  # entries; more would run into the title
 CATCHMENT_BARS = 20  # the largest regions; the CSV lists them all
-Y_LABELS = {"visits": "people present (sum of hourly counts)", "visitors": "visitors (arrivals, in all dwell bands)"}
-LINE_LABELS = {"visits": "people present", "visitors": "visitors"}
+Y_LABELS = {
+    "person_hours": "person-hours (people present, summed over the hours)",
+    "visits": "visits (arrivals, in all dwell bands)",
+}
+LINE_LABELS = {"person_hours": "person-hours", "visits": "visits"}
 GEOJSON_DECIMALS = 7  # about 1 cm
 MARK_EVERY_VALUE_UP_TO = 100  # buckets; beyond, markers on a 1200 px chart overlap
 
@@ -76,7 +79,8 @@ def columns(result: dict) -> dict[str, pa.DataType]:
         return {
             "region": pa.string(),
             "name": pa.string(),
-            "visitors": pa.int64(),
+            "person_hours": pa.int64(),
+            "visitors": pa.int64(),  # deprecated: person_hours
             "share": pa.float64(),
             "suppressed": pa.bool_(),
             "suppressed_reason": pa.string(),
@@ -89,16 +93,19 @@ def columns(result: dict) -> dict[str, pa.DataType]:
             "origin": pa.string(),
             "destination": pa.string(),
             "trips": pa.int64(),
-            "suppressed": pa.bool_(),
-            "suppressed_reason": pa.string(),
+            "released_share": pa.float64(),
         }
     segments = PRODUCT_KINDS[result["product"]].segments
+    metric = METRICS[result["product"]]
     types = {
         "start": timestamp,
         "end": timestamp,
         "hours": pa.int16(),
         **{name: pa.string() for name in segments},
-        result["metric"]: pa.int64(),
+        metric.name: pa.int64(),
+        metric.deprecated: pa.int64(),
+        **({"average_present": pa.float64()} if metric.name == "person_hours" else {}),
+        "released_share": pa.float64(),
         "suppressed": pa.bool_(),
         "suppressed_reason": pa.string(),
     }
@@ -106,7 +113,9 @@ def columns(result: dict) -> dict[str, pa.DataType]:
         types |= {
             "comparison_start": timestamp,
             "comparison_end": timestamp,
-            "comparison_visits": pa.int64(),
+            "comparison_person_hours": pa.int64(),
+            "comparison_visits": pa.int64(),  # deprecated: comparison_person_hours
+            "comparison_released_share": pa.float64(),
             "comparison_suppressed": pa.bool_(),
             "comparison_suppressed_reason": pa.string(),
             "change": pa.int64(),
@@ -150,6 +159,7 @@ def parquet_write(head: dict, rows: Iterable[dict], out: BinaryIO) -> None:
             "time_zone": head["time_zone"],
             "dataset_version": str(head["dataset_version"]),
             "privacy_k": str(head["privacy"]["k"]),
+            "release_policy": str(head["privacy"]["release_policy"]),
         },
     )
     timestamps = [name for name, kind in types.items() if pa.types.is_timestamp(kind)]
@@ -208,7 +218,9 @@ def series_figure(result: dict, *, title: str | None = None) -> Figure:
     )
     handles = [released_line]
     if result["product"] == "compare":
-        compared = [float("nan") if row["comparison_visits"] is None else row["comparison_visits"] for row in series]
+        compared = [
+            float("nan") if row["comparison_person_hours"] is None else row["comparison_person_hours"] for row in series
+        ]
         [comparison_line] = axes.plot(
             starts,
             compared,
@@ -231,7 +243,9 @@ def series_figure(result: dict, *, title: str | None = None) -> Figure:
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=tz))
     axes.set_xlabel(f"bucket start ({result['time_zone']})")
-    released_values = [row[key] for row in series for key in (metric, "comparison_visits") if row.get(key) is not None]
+    released_values = [
+        row[key] for row in series for key in (metric, "comparison_person_hours") if row.get(key) is not None
+    ]
     released_values += segment_values
     if released_values:
         axes.set_ylim(0, max(released_values) * 1.1)
@@ -240,7 +254,7 @@ def series_figure(result: dict, *, title: str | None = None) -> Figure:
     else:
         # With no value the y scale means nothing; say why the chart is empty instead.
         axes.set_yticks([])
-        axes.text(0.5, 0.5, "every bucket withheld (under k)", transform=axes.transAxes, ha="center", fontsize=14)
+        axes.text(0.5, 0.5, "nothing published in any bucket", transform=axes.transAxes, ha="center", fontsize=14)
     axes.set_ylabel(Y_LABELS[metric])
     axes.grid(axis="y", color="#e6e6e6")
     axes.spines[["top", "right"]].set_visible(False)
@@ -249,7 +263,7 @@ def series_figure(result: dict, *, title: str | None = None) -> Figure:
     if title:
         heading.append(title)
     axes.set_title(" · ".join(heading), loc="left", fontsize=14)
-    legend = [*handles, Patch(color=WITHHELD_COLOUR, label="withheld (under k)")]
+    legend = [*handles, Patch(color=WITHHELD_COLOUR, label="nothing published")]
     if len(legend) <= LEGEND_ABOVE_UP_TO:
         # Above the plot, beside the title, so that it never covers a value.
         axes.legend(handles=legend, loc="lower right", bbox_to_anchor=(1, 1), ncols=len(legend), frameon=False)
@@ -427,7 +441,7 @@ def _matrix_chart(result: dict, *, title: str | None) -> bytes:
     axes.set_xlabel("destination zone")
     axes.set_ylabel("origin zone")
     axes.legend(
-        handles=[Patch(color=WITHHELD_COLOUR, label="withheld (under k)")],
+        handles=[Patch(color=WITHHELD_COLOUR, label="nothing published")],
         loc="lower right",
         bbox_to_anchor=(1, 1),
         frameon=False,

@@ -1,10 +1,15 @@
-"""The report engine: turns an order into the released result document."""
+"""The report engine: turns an order into its result document.
+
+Every number of a result is computed from published values only (insights.releases): sums of
+them, weighted by the share of each cell inside the area, and what follows from those sums
+(shares, changes). Nothing here reads a withheld value, so no result, and no set of results,
+tells more than the release it was computed from.
+"""
 
 import contextlib
 import datetime as dt
 import functools
 import gc
-import hashlib
 import itertools
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -13,16 +18,17 @@ from zoneinfo import ZoneInfo
 from django.contrib.gis.geos import GEOSGeometry
 
 from insights.buckets import HOUR, buckets
-from insights.kinds import DWELL, HOME, PRESENCE, AggregateKind
-from insights.privacy import Count, Guard, Policy, default_policy
-from insights.selectors import cell_hour_sums, cell_hour_totals, region_names_by_id, report_area, trip_sums
+from insights.kinds import DWELL, HOME, METRICS, PRESENCE, TRIPS, AggregateKind, Metric
+from insights.models import ReleasePolicy
+from insights.selectors import Released, cell_hour_sums, dataset_sources, region_names_by_id, report_area, trip_sums
+
+NOT_RELEASED = "not_released"  # none of the values the number sums was published
 
 
 def _without_cyclic_gc(compute: Callable[..., dict]) -> Callable[..., dict]:
     """Compute a report with the cyclic garbage collector paused. A result is tens of thousands
-    of small rows and counts that all live until it is stored; the collector would walk them
-    again and again and find no cycle (half an od-matrix's time). Reference counting still
-    frees what the report lets go."""
+    of small rows that all live until it is stored; the collector would walk them again and
+    again and find no cycle. Reference counting still frees what the report lets go."""
 
     @functools.wraps(compute)
     def paused(*args, **kwargs) -> dict:
@@ -37,6 +43,23 @@ def _without_cyclic_gc(compute: Callable[..., dict]) -> Callable[..., dict]:
     return paused
 
 
+@dataclass(frozen=True)
+class Query:
+    """What every cell-hour report asks: where, when, in which buckets, from which release."""
+
+    geometry: GEOSGeometry
+    start: dt.datetime
+    end: dt.datetime
+    granularity: str
+    time_zone: str
+    version: int
+    policy: ReleasePolicy
+
+    @property
+    def hours(self) -> int:
+        return _elapsed_hours(self.start, self.end)
+
+
 @_without_cyclic_gc
 def footfall_result(
     *,
@@ -46,30 +69,22 @@ def footfall_result(
     granularity: str,
     time_zone: str,
     version: int,
+    policy: ReleasePolicy,
     breakdowns: Collection[str] = (),
     with_cells: bool = True,
-    policy: Policy | None = None,
-    released_before: list[dict] | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict:
-    """People present per local bucket (the sum over the bucket's hours of the hourly
-    counts), per segment of the requested breakdowns, and per cell over the whole period."""
-    draft = _cell_hour_draft(
-        kind=PRESENCE,
-        product="footfall",
-        geometry=geometry,
-        start=start,
-        end=end,
-        granularity=granularity,
-        time_zone=time_zone,
-        version=version,
-        breakdowns=breakdowns,
-        with_cells=with_cells,
-        policy=policy or default_policy(),
-        on_progress=on_progress,
-        released_before=released_before,
+    """People present per local bucket, as person-hours (the sum over the bucket's hours of the
+    people present in each) and their average per hour, per segment of the requested
+    breakdowns, and per cell over the whole period."""
+    query = Query(geometry, start, end, granularity, time_zone, version, policy)
+    result = _cell_hour_result(
+        query, kind=PRESENCE, product="footfall", breakdowns=breakdowns, with_cells=with_cells, on_progress=on_progress
     )
-    return _released(draft)
+    for row in itertools.chain(result["series"], result.get("segments", [])):
+        value = row["person_hours"]
+        row["average_present"] = None if value is None else round(value / row["hours"], 1)
+    return result
 
 
 @_without_cyclic_gc
@@ -81,124 +96,136 @@ def dwell_result(
     granularity: str,
     time_zone: str,
     version: int,
-    policy: Policy | None = None,
-    released_before: list[dict] | None = None,
+    policy: ReleasePolicy,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict:
-    """Visitors per local bucket, in all and per dwell band (how long they stayed)."""
-    draft = _cell_hour_draft(
-        kind=DWELL,
-        product="dwell",
-        geometry=geometry,
-        start=start,
-        end=end,
-        granularity=granularity,
-        time_zone=time_zone,
-        version=version,
-        breakdowns=("dwell_band",),
-        with_cells=True,
-        policy=policy or default_policy(),
-        on_progress=on_progress,
-        released_before=released_before,
+    """Visits (arrivals) per local bucket, in all and per dwell band (how long they stayed)."""
+    query = Query(geometry, start, end, granularity, time_zone, version, policy)
+    return _cell_hour_result(
+        query, kind=DWELL, product="dwell", breakdowns=("dwell_band",), with_cells=True, on_progress=on_progress
     )
-    return _released(draft)
 
 
-@dataclass
-class _Draft:
-    """A cell-hour result before the guard has released it, with the counts it registered."""
-
-    result: dict
-    guard: Guard
-    series: list[Count]
-    cells: list[Count]
-
-
-def _cell_hour_draft(
+def _cell_hour_result(
+    query: Query,
     *,
     kind: AggregateKind,
     product: str,
-    geometry: GEOSGeometry,
-    start: dt.datetime,
-    end: dt.datetime,
-    granularity: str,
-    time_zone: str,
-    version: int,
     breakdowns: Collection[str],
     with_cells: bool,
-    policy: Policy,
     on_progress: Callable[[float], None] | None,
-    released_before: list[dict] | None = None,
-) -> _Draft:
-    query = {
-        "kind": kind,
-        "geometry": geometry,
-        "start": start,
-        "end": end,
-        "granularity": granularity,
-        "time_zone": time_zone,
-        "version": version,
-    }
+) -> dict:
     # Everyone's sums and the breakdowns' in one scan.
     sums = cell_hour_sums(
-        **query, breakdowns=breakdowns, with_everyone=True, with_cells=with_cells, on_progress=on_progress
+        **_read(query, kind),
+        breakdowns=breakdowns,
+        with_everyone=True,
+        with_cells=with_cells,
+        on_progress=on_progress,
     )
-    # The cells the area covers seed the guard's noise.
-    guard = Guard(policy, scope=(product, granularity, time_zone, _area_key(sums.cells)))
-    tz = ZoneInfo(time_zone)
-    periods = list(buckets(start, end, granularity, tz))
+    tz = ZoneInfo(query.time_zone)
+    periods = list(buckets(query.start, query.end, query.granularity, tz))
     stamps = _bucket_stamps(periods, tz)
     labels = kind.labels()
+    metric = METRICS[product]
+    coverage = sum(share for _, share in sums.cells)  # the area in cells: what a bucket's hours are weighed by
     everyone = (0,) * len(kind.segments)
-    series, series_counts = _rows(kind, labels, sums.by_bucket, periods, stamps, guard, segments=[everyone])
+    rows = functools.partial(_rows, kind, labels, sums.by_bucket, periods, stamps, metric=metric, coverage=coverage)
     result = {
-        "product": product,
-        "metric": kind.value,
-        "granularity": granularity,
-        "time_zone": time_zone,
-        "start": start.astimezone(tz).isoformat(),
-        "end": end.astimezone(tz).isoformat(),
-        "dataset_version": version,
+        **_head(query, product=product, metric=metric, kind=kind),
         "breakdowns": list(breakdowns),
-        "series": series,
+        "series": rows(segments=[everyone]),
     }
+    counted = Counted(cell_hours=len(sums.cells) * query.hours, coverage=coverage * query.hours)
+    counted.add_everyone(sums.by_bucket, everyone)
     if breakdowns:
         codes = [range(1, len(labels[name])) if name in breakdowns else [0] for name in kind.segments]
         segments = list(itertools.product(*codes))
-        result["segments"], segment_counts = _rows(
-            kind, labels, sums.by_bucket, periods, stamps, guard, segments=segments
-        )
-        # A bucket's total is the sum of its segments.
-        for number, total in enumerate(series_counts):
-            guard.relate([total], segment_counts[number * len(segments) : (number + 1) * len(segments)])
-        if released_before:
-            guard.earlier(released_before, kind.value, segment_counts, labels=tuple(kind.segments))
-    if released_before:
-        guard.earlier(released_before, kind.value, series_counts, labels=tuple(kind.segments))
-    cell_counts = []
+        result["segments"] = rows(segments=segments)
+        counted.add_breakdowns(sums.by_bucket, segments)
     if with_cells:
-        result["cells"] = []
-        for code, share, count in sums.by_cell:
-            row = {"cell": code, "share": round(share, 6)}
-            cell_counts.append(guard.count(row, kind.value, count, "cell", code))
-            result["cells"].append(row)
-        # Over the period, the buckets add up to the same as the cells.
-        guard.relate(series_counts, cell_counts)
-    return _Draft(result=result, guard=guard, series=series_counts, cells=cell_counts)
+        result["cells"] = [
+            {"cell": code, "share": round(share, 6), **_value(metric, published)}
+            for code, share, published in sums.by_cell
+        ]
+    result["privacy"] = counted.summary(query.policy, result)
+    return result
 
 
-def _released(draft: _Draft) -> dict:
-    """The draft's numbers as the guard releases them, and what it withheld."""
-    suppressed = draft.guard.release()
-    draft.result["privacy"] = {**draft.guard.policy.summary(), "suppressed_values": suppressed}
-    return draft.result
+def _read(query: Query, kind: AggregateKind) -> dict:
+    return {
+        "kind": kind,
+        "geometry": query.geometry,
+        "start": query.start,
+        "end": query.end,
+        "granularity": query.granularity,
+        "time_zone": query.time_zone,
+        "version": query.version,
+        "policy": query.policy.pk,
+    }
 
 
-def _area_key(cells: list[tuple[str, float]]) -> str:
-    """The area as the data sees it: its cells and their shares. The same area asked again
-    gets the same noise."""
-    text = ";".join(f"{code}:{share:.6f}" for code, share in cells)
-    return hashlib.sha256(text.encode()).hexdigest()
+def _head(query: Query, *, product: str, metric: Metric, kind: AggregateKind) -> dict:
+    tz = ZoneInfo(query.time_zone)
+    return {
+        "product": product,
+        "metric": metric.name,
+        "granularity": query.granularity,
+        "time_zone": query.time_zone,
+        "start": query.start.astimezone(tz).isoformat(),
+        "end": query.end.astimezone(tz).isoformat(),
+        "dataset_version": query.version,
+        "sources": dataset_sources(
+            kind=kind, start=query.start, end=query.end, version=query.version, policy=query.policy
+        ),
+    }
+
+
+def _value(metric: Metric, published: Released) -> dict:
+    """A number and its old name: the published values' sum, or None when none was published."""
+    value = round(published.value) if published.count else None
+    return {metric.name: value, **({metric.deprecated: value} if metric.deprecated else {})}
+
+
+@dataclass
+class Counted:
+    """How much of what a report covers was published: the accuracy a result states."""
+
+    cell_hours: int  # the area's cells times the period's hours
+    coverage: float  # the same, each cell weighed by its share inside the area
+    cell_hours_released: int = 0
+    released_weight: float = 0.0
+    breakdown_values: int = 0
+    breakdown_values_released: int = 0
+
+    def add_everyone(self, sums: dict[tuple, Released], everyone: tuple) -> None:
+        for key, published in sums.items():
+            if key[1:] == everyone:
+                self.cell_hours_released += published.count
+                self.released_weight += published.weight
+
+    def add_breakdowns(self, sums: dict[tuple, Released], segments: list[tuple]) -> None:
+        wanted = set(segments)
+        self.breakdown_values += self.cell_hours * len(segments)
+        self.breakdown_values_released += sum(published.count for key, published in sums.items() if key[1:] in wanted)
+
+    def summary(self, policy: ReleasePolicy, result: dict) -> dict:
+        numbers = [row for part in ("series", "segments", "cells", "regions", "flows") for row in result.get(part, [])]
+        metric = result["metric"]
+        return {
+            **policy.summary(),
+            "cell_hours": self.cell_hours,
+            "cell_hours_released": self.cell_hours_released,
+            "released_share": round(self.released_weight / self.coverage, 4) if self.coverage else None,
+            "breakdown_values": self.breakdown_values,
+            "breakdown_values_released": self.breakdown_values_released,
+            "suppressed_values": sum(row.get(metric) is None for row in numbers),
+        }
+
+
+def _elapsed_hours(start: dt.datetime, end: dt.datetime) -> int:
+    # In UTC: two times of one zone subtract as wall-clock times, 24 hours across a 23-hour day.
+    return int((end.astimezone(dt.UTC) - start.astimezone(dt.UTC)) / HOUR)
 
 
 def _part_of(on_progress, *, first: int, of: int) -> Callable[[float], None] | None:
@@ -221,29 +248,35 @@ def _bucket_stamps(periods: list[tuple[dt.datetime, dt.datetime]], tz: ZoneInfo)
 def _rows(
     kind: AggregateKind,
     labels_by_code: dict[str, tuple],
-    sums: dict,
+    sums: dict[tuple, Released],
     periods: list[tuple[dt.datetime, dt.datetime]],
     stamps: list[tuple[str, str, int]],
-    guard: Guard,
     *,
+    metric: Metric,
+    coverage: float,
     segments: list[tuple],
-) -> tuple[list[dict], list[Count]]:
-    """One row per bucket and segment (a tuple of segment codes), bucket by bucket, each
-    registered with the guard."""
+) -> list[dict]:
+    """One row per bucket and segment (a tuple of segment codes), bucket by bucket: the
+    published values' sum, and the share of the bucket's cell-hours that were published."""
     labelled = [
         (codes, {name: labels_by_code[name][code] for name, code in zip(kind.segments, codes, strict=True)})
         for codes in segments
     ]
-    rows, counts = [], []
-    metric = kind.value
+    rows = []
+    nothing = Released()
     for (bucket_start, _), (start_text, end_text, hours) in zip(periods, stamps, strict=True):
         for codes, labels in labelled:
-            row = {"start": start_text, "end": end_text, "hours": hours}
-            row.update(labels)
-            # A value with no rows had only counts the operator dropped upstream as too small.
-            counts.append(guard.count(row, metric, sums.get((bucket_start, *codes), 0.0), start_text, codes))
-            rows.append(row)
-    return rows, counts
+            published = sums.get((bucket_start, *codes), nothing)
+            rows.append(_row(start_text, end_text, hours, labels, metric, published, coverage * hours))
+    return rows
+
+
+def _row(start: str, end: str, hours: int, labels: dict, metric: Metric, published: Released, coverage: float) -> dict:
+    row = {"start": start, "end": end, "hours": hours, **labels, **_value(metric, published)}
+    row["released_share"] = round(published.weight / coverage, 4) if coverage else 0.0
+    row["suppressed"] = not published.count
+    row["suppressed_reason"] = None if published.count else NOT_RELEASED
+    return row
 
 
 @_without_cyclic_gc
@@ -255,11 +288,10 @@ def compare_result(
     granularity: str,
     time_zone: str,
     version: int,
+    policy: ReleasePolicy,
     comparison_start: dt.datetime | None = None,
     comparison_end: dt.datetime | None = None,
     comparison_geometry: GEOSGeometry | None = None,
-    policy: Policy | None = None,
-    released_before: list[dict] | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict:
     """Footfall of the ordered period and area beside a comparison period or area, bucket by
@@ -267,52 +299,62 @@ def compare_result(
     # Over one area, both periods read one table of its cells.
     shared_area = report_area(geometry) if comparison_geometry is None else contextlib.nullcontext()
     with shared_area:
-        common = {"granularity": granularity, "time_zone": time_zone, "version": version}
-        common = {**common, "with_cells": False, "policy": policy or default_policy()}
+        common = {"granularity": granularity, "time_zone": time_zone, "version": version, "policy": policy}
         ordered = footfall_result(
             geometry=geometry,
             start=start,
             end=end,
             **common,
+            with_cells=False,
             on_progress=_part_of(on_progress, first=0, of=2),
-            released_before=released_before,
         )
         comparison = footfall_result(
             geometry=comparison_geometry or geometry,
             start=comparison_start or start,
             end=comparison_end or end,
             **common,
+            with_cells=False,
             on_progress=_part_of(on_progress, first=1, of=2),
-            # What was released before is over the ordered area.
-            released_before=None if comparison_geometry else released_before,
         )
     series = [_paired(mine, theirs) for mine, theirs in zip(ordered["series"], comparison["series"], strict=True)]
+    privacy = {
+        name: ordered["privacy"][name] + comparison["privacy"][name]
+        for name in ("cell_hours", "cell_hours_released", "breakdown_values", "breakdown_values_released")
+    }
+    released = [part["privacy"]["released_share"] for part in (ordered, comparison)]
     return {
         **{key: ordered[key] for key in ("metric", "granularity", "time_zone", "start", "end", "dataset_version")},
+        "sources": ordered["sources"]
+        + [source for source in comparison["sources"] if source not in ordered["sources"]],
         "product": "compare",
         "breakdowns": [],
         "comparison": {"start": comparison["start"], "end": comparison["end"], "other_area": bool(comparison_geometry)},
         "series": series,
         "privacy": {
             **ordered["privacy"],
+            **privacy,
+            "released_share": min((share for share in released if share is not None), default=None),
             "suppressed_values": ordered["privacy"]["suppressed_values"] + comparison["privacy"]["suppressed_values"],
         },
     }
 
 
 def _paired(mine: dict, theirs: dict) -> dict:
-    # A change is only given between two released numbers: it must not reveal a withheld one.
-    both = mine["visits"] is not None and theirs["visits"] is not None
-    change = mine["visits"] - theirs["visits"] if both else None
+    both = mine["person_hours"] is not None and theirs["person_hours"] is not None
+    change = mine["person_hours"] - theirs["person_hours"] if both else None
     return {
         **mine,
         "comparison_start": theirs["start"],
         "comparison_end": theirs["end"],
-        "comparison_visits": theirs["visits"],
+        "comparison_person_hours": theirs["person_hours"],
+        "comparison_visits": theirs["person_hours"],
+        "comparison_released_share": theirs["released_share"],
         "comparison_suppressed": theirs["suppressed"],
         "comparison_suppressed_reason": theirs["suppressed_reason"],
         "change": change,
-        "change_pct": round(100 * change / theirs["visits"], 1) if change is not None else None,
+        "change_pct": round(100 * change / theirs["person_hours"], 1)
+        if change is not None and theirs["person_hours"]
+        else None,
     }
 
 
@@ -325,68 +367,55 @@ def catchment_result(
     granularity: str,
     time_zone: str,
     version: int,
+    policy: ReleasePolicy,
     regions: dict[int, tuple[str, str]] | None = None,
-    policy: Policy | None = None,
-    released_before: list[dict] | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict:
-    """Where the people present in the area live: per home region over the whole period,
-    its count (the sum of hourly counts) and its share of everyone present; and everyone
-    present per local bucket and per cell.
+    """Where the people present in the area live: per home region over the whole period, its
+    person-hours and their share of everyone's; and everyone's per local bucket and per cell.
 
-    regions: the home regions to list, {region id: (code, name)}; by default every one with visitors.
+    regions: the home regions to list, {region id: (code, name)}; by default every one with
+    published values.
     """
+    query = Query(geometry, start, end, granularity, time_zone, version, policy)
+    metric = METRICS["catchment"]
     with report_area(geometry):  # both passes read one table of the area's cells
-        draft = _cell_hour_draft(
+        result = _cell_hour_result(
+            query,
             kind=HOME,
             product="catchment",
-            geometry=geometry,
-            start=start,
-            end=end,
-            granularity=granularity,
-            time_zone=time_zone,
-            version=version,
             breakdowns=(),
             with_cells=True,
-            policy=policy or default_policy(),
             on_progress=_part_of(on_progress, first=0, of=2),
-            released_before=released_before,
         )
         by_region = {
-            region: count
-            for (_, region), count in cell_hour_totals(
-                kind=HOME,
-                geometry=geometry,
-                start=start,
-                end=end,
-                granularity=granularity,
-                time_zone=time_zone,
-                version=version,
+            region: published
+            for (_, region), published in cell_hour_sums(
+                **_read(query, HOME),
                 breakdowns=("home_region",),
+                with_everyone=True,
                 over_period=True,
                 on_progress=_part_of(on_progress, first=1, of=2),
-            ).items()
+            ).by_bucket.items()
         }
-    guard = draft.guard
-    result = draft.result
-    result["everyone"] = {}
-    everyone = guard.count(result["everyone"], "visitors", sum(count.exact for count in draft.series), "everyone")
-    guard.relate([everyone], draft.series)
-    rows, region_counts = [], []
+    result["everyone"] = _value(metric, by_region.pop(0, Released()))  # region 0: everyone
+    total = result["everyone"][metric.name]
+    rows = []
     for region, (code, name) in (regions or region_names_by_id(by_region)).items():
-        row = {"region": code, "name": name}
-        region_counts.append(guard.count(row, "visitors", by_region.get(region, 0.0), "region", code))
+        row = {"region": code, "name": name, **_value(metric, by_region.get(region, Released()))}
+        # Shares come from published numbers only.
+        row["share"] = round(row[metric.name] / total, 4) if row[metric.name] is not None and total else None
+        row["suppressed"] = row[metric.name] is None
+        row["suppressed_reason"] = NOT_RELEASED if row["suppressed"] else None
         rows.append(row)
-    # Everyone includes people of unknown home, so the regions add up to less; withholding
-    # as if they added up to everyone only withholds more.
-    guard.relate([everyone], region_counts)
+    rows.sort(key=lambda row: (row[metric.name] is None, -(row[metric.name] or 0), row["region"]))
     result["regions"] = rows
-    _released(draft)
-    for row in rows:
-        # Shares come from released numbers only, so they reveal nothing the counts do not.
-        released = row["visitors"] is not None and result["everyone"]["visitors"]
-        row["share"] = round(row["visitors"] / result["everyone"]["visitors"], 4) if released else None
-    rows.sort(key=lambda row: (row["visitors"] is None, -(row["visitors"] or 0), row["region"]))
+    privacy = result["privacy"]
+    privacy["breakdown_values"] = privacy["cell_hours"] * len(rows)
+    privacy["breakdown_values_released"] = sum(
+        by_region[region].count for region in (regions or by_region) if region in by_region
+    )
+    privacy["suppressed_values"] += sum(row[metric.name] is None for row in rows)
     return result
 
 
@@ -398,12 +427,12 @@ def od_matrix_result(
     granularity: str,
     time_zone: str,
     version: int,
+    policy: ReleasePolicy,
     zones: dict[int, tuple[str, str]],
-    policy: Policy | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> dict:
-    """Trips between the zones: a flow list per local bucket and origin-destination pair,
-    and an origin x destination matrix over the whole period.
+    """Published trips between the zones: a flow list per local bucket and origin-destination
+    pair (the pairs with published trips), and an origin x destination matrix over the period.
 
     zones: {region id: (code, name)} in the order of the matrix's rows and columns.
     """
@@ -415,42 +444,38 @@ def od_matrix_result(
         granularity=granularity,
         time_zone=time_zone,
         version=version,
+        policy=policy.pk,
         on_progress=on_progress,
     )
-    guard = Guard(policy or default_policy(), scope=("od-matrix", granularity, time_zone, tuple(zones)))
+    metric = METRICS["od-matrix"]
     periods = list(buckets(start, end, granularity, tz))
     stamps = dict(zip((bucket_start for bucket_start, _ in periods), _bucket_stamps(periods, tz), strict=True))
-    flows, flows_of_pair = [], {}
-    for (bucket_start, origin, destination), trips in sums.items():
+    flows, pairs = [], {}
+    for (bucket_start, origin, destination), published in sums.items():
         start_text, end_text, hours = stamps[bucket_start]
-        flow = {
-            "start": start_text,
-            "end": end_text,
-            "hours": hours,
-            "origin": zones[origin][0],
-            "destination": zones[destination][0],
-        }
-        count = guard.count(flow, "trips", trips, flow["start"], origin, destination)
-        flows_of_pair.setdefault((origin, destination), []).append(count)
+        labels = {"origin": zones[origin][0], "destination": zones[destination][0]}
+        flow = _row(start_text, end_text, hours, labels, metric, published, hours)
+        del flow["suppressed"], flow["suppressed_reason"]  # only published flows are listed
         flows.append(flow)
-    # A pair absent from every bucket had no trips the operator released: withheld, like a small count.
-    cells = {(origin, destination): {} for origin in zones for destination in zones}
-    for (origin, destination), cell in cells.items():
-        pair_flows = flows_of_pair.get((origin, destination), [])
-        total = guard.count(cell, "trips", sum(count.exact for count in pair_flows), "period", origin, destination)
-        guard.relate([total], pair_flows)
-    suppressed = guard.release()
+        pairs[(origin, destination)] = pairs.get((origin, destination), Released()) + published
+    matrix = [
+        [_value(metric, pairs.get((origin, destination), Released()))["trips"] for destination in zones]
+        for origin in zones
+    ]
+    pair_hours = len(zones) ** 2 * _elapsed_hours(start, end)
+    released = sum(published.count for published in pairs.values())
+    query = Query(None, start, end, granularity, time_zone, version, policy)
     return {
-        "product": "od-matrix",
-        "metric": "trips",
-        "granularity": granularity,
-        "time_zone": time_zone,
-        "start": start.astimezone(tz).isoformat(),
-        "end": end.astimezone(tz).isoformat(),
-        "dataset_version": version,
+        **_head(query, product="od-matrix", metric=metric, kind=TRIPS),
         "breakdowns": [],
         "zones": [{"zone": code, "name": name} for code, name in zones.values()],
-        "matrix": [[cells[(origin, destination)]["trips"] for destination in zones] for origin in zones],
+        "matrix": matrix,
         "flows": flows,
-        "privacy": {**guard.policy.summary(), "suppressed_values": suppressed},
+        "privacy": {
+            **policy.summary(),
+            "zone_pair_hours": pair_hours,
+            "zone_pair_hours_released": released,
+            "released_share": round(released / pair_hours, 4) if pair_hours else None,
+            "suppressed_values": sum(value is None for row in matrix for value in row),
+        },
     }

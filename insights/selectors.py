@@ -13,11 +13,12 @@ from django.conf import settings
 from django.contrib.gis.db.models.functions import Transform
 from django.contrib.gis.geos import GEOSGeometry
 from django.db import connection
-from django.db.models import Max
+from django.db.models import Count, Max
 
 from insights.buckets import buckets, local_midnight
 from insights.kinds import PRESENCE, TRIPS, AggregateKind
-from insights.models import DatasetVersion, Region, RetentionMark
+from insights.models import DatasetVersion, Region, ReleasePolicy, RetentionMark
+from insights.releases import noise_key
 
 # The cells an area covers, each weighted by the share of the cell inside the area.
 # Areas arrive in EPSG:4326 and are evaluated in EPSG:3035, an equal-area projection.
@@ -45,6 +46,7 @@ class Coverage:
     start: dt.datetime
     end: dt.datetime
     latest_version: int
+    policy: ReleasePolicy  # the policy whose releases reports read
     gaps: tuple[tuple[dt.datetime, dt.datetime], ...] = ()  # spans between loads that no load covers
 
     def first_gap_in(self, start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.datetime] | None:
@@ -56,13 +58,35 @@ class Coverage:
 @dataclass(frozen=True)
 class AreaCells:
     area_km2: float
-    covered_km2: float
-    cell_count: int
+    covered_km2: float  # inside the coverage (insights.models.Coverage)
+    cell_count: int  # cells with a published value
+
+
+def current_release_policy() -> ReleasePolicy | None:
+    """The policy reports read: the one the settings describe once every loaded dataset version
+    has a release under it; until then (settings changed, build_releases not yet run), the
+    newest policy that has. So a report never reads some versions under one policy and misses
+    the others. None before the first load."""
+    versions = DatasetVersion.objects.count()
+    if not versions:
+        return None
+    complete = ReleasePolicy.objects.annotate(released=Count("releases")).filter(released=versions)
+    described = complete.filter(
+        k=settings.PRIVACY_K,
+        round_to=settings.PRIVACY_ROUND_TO,
+        noise_scale=settings.PRIVACY_NOISE_SCALE,
+        noise_key=noise_key(),
+    ).first()
+    return described or complete.order_by("-pk").first()
 
 
 def coverage(*, kind: AggregateKind) -> Coverage | None:
-    """The period the loaded data of a kind spans, with its gaps, or None before the first load."""
-    versions = DatasetVersion.objects.filter(kind=kind.name)
+    """The period the released data of a kind spans under the current policy, with its gaps,
+    or None before the first release: a version without a release is not sold."""
+    policy = current_release_policy()
+    if policy is None:
+        return None
+    versions = DatasetVersion.objects.filter(kind=kind.name, releases__policy=policy)
     periods = sorted(versions.values_list("period_start", "period_end"))
     if not periods:
         return None
@@ -74,8 +98,31 @@ def coverage(*, kind: AggregateKind) -> Coverage | None:
     mark = RetentionMark.objects.filter(kind=kind.name).first()
     start = max(periods[0][0], mark.retained_from) if mark else periods[0][0]
     return Coverage(
-        start=start, end=covered_until, latest_version=versions.aggregate(latest=Max("id"))["latest"], gaps=tuple(gaps)
+        start=start,
+        end=covered_until,
+        latest_version=versions.aggregate(latest=Max("id"))["latest"],
+        policy=policy,
+        gaps=tuple(gaps),
     )
+
+
+def dataset_sources(
+    *, kind: AggregateKind, start: dt.datetime, end: dt.datetime, version: int, policy: ReleasePolicy
+) -> list[dict]:
+    """The dataset versions a report over [start, end) reads (released under the policy), with
+    what the operator's pipeline said of each (its manifest)."""
+    versions = DatasetVersion.objects.filter(
+        kind=kind.name, releases__policy=policy, pk__lte=version, period_start__lt=end, period_end__gt=start
+    )
+    return [
+        {
+            "dataset_version": version.pk,
+            "period_start": version.period_start.isoformat(),
+            "period_end": version.period_end.isoformat(),
+            "manifest": version.manifest,
+        }
+        for version in versions.order_by("pk")
+    ]
 
 
 def area_cells(*, geometry: GEOSGeometry) -> AreaCells:
@@ -83,36 +130,43 @@ def area_cells(*, geometry: GEOSGeometry) -> AreaCells:
         cursor.execute(
             f"WITH {_CELL_SHARES}"
             " SELECT (SELECT ST_Area(g) FROM area) / 1e6,"
-            "        coalesce(sum(inside_m2), 0) / 1e6,"
-            "        count(*)"
-            " FROM covered",
+            "        coalesce((SELECT ST_Area(ST_Intersection(area.g, coverage.geometry))"
+            "                  FROM area, insights_coverage coverage), 0) / 1e6,"
+            "        (SELECT count(*) FROM covered)",
             {"geometry": bytes(geometry.ewkb), "min_share": MIN_SHARE},
         )
         area_km2, covered_km2, cell_count = cursor.fetchone()
     return AreaCells(area_km2=area_km2, covered_km2=covered_km2, cell_count=cell_count)
 
 
-# Where a report's numbers come from: the coarsest table that answers it exactly.
-# Rollups are kept per local day and week of ROLLUP_TIME_ZONE only.
-# Per source: the table's suffix, the period filter, and the bucket for hour and coarser.
+# Where a report's numbers come from: the coarsest table of published values that answers it
+# exactly. Rollups are kept per local day and week of ROLLUP_TIME_ZONE only.
+# Per source: the table's suffix, the period filter, the bucket for hour and coarser, and how
+# many hourly values a row sums.
 _SOURCES = {
     "hour": (
         "",
         "t.hour >= %(start)s AND t.hour < %(end)s",
         {"hour": "t.hour", "day": "date_trunc(%(granularity)s, t.hour, %(time_zone)s)"},
+        "1",
     ),
     # Rollups give local dates; they become instants in Python, once per bucket, not per row.
     "day": (
-        "day",
+        "_day",
         "t.day >= %(start_day)s AND t.day < %(end_day)s",
         {"day": "date_trunc(%(granularity)s, t.day)::date"},
+        "t.hours",
     ),
     "week": (
-        "week",
+        "_week",
         "t.week >= %(start_day)s AND t.week < %(end_day)s",
         {"day": "t.week"},
+        "t.hours",
     ),
 }
+# Reports read published values only: the release of each dataset version up to the report's,
+# under one policy.
+_RELEASED = "t.policy_id = %(policy)s AND t.dataset_version_id <= %(version)s"
 PROGRESS_STEPS = 20
 CELL_HOURS_PER_STEP = 2_000_000
 
@@ -150,10 +204,23 @@ def presence_source(*, granularity: str, time_zone: str) -> str:
 
 
 @dataclass(frozen=True)
+class Released:
+    """Published values summed: weighted by the share of each cell inside the area, and how
+    many hourly values were published (count), weighted too (weight)."""
+
+    value: float = 0.0
+    weight: float = 0.0
+    count: int = 0
+
+    def __add__(self, other: "Released") -> "Released":
+        return Released(self.value + other.value, self.weight + other.weight, self.count + other.count)
+
+
+@dataclass(frozen=True)
 class Sums:
-    by_bucket: dict[tuple, float]  # (bucket start, *segment codes): area-weighted count
-    # with_cells: (cell code, share inside the area, everyone's count over the period), by code
-    by_cell: list[tuple[str, float, float]]
+    by_bucket: dict[tuple, Released]  # (bucket start, *segment codes): what was published
+    # with_cells: (cell code, share inside the area, everyone's published values over the period), by code
+    by_cell: list[tuple[str, float, Released]]
     # (cell code, share inside the area) of every cell the area covers, by code
     cells: list[tuple[str, float]]
 
@@ -167,6 +234,7 @@ def cell_hour_sums(
     granularity: str,
     time_zone: str,
     version: int,
+    policy: int,
     breakdowns: Collection[str] = (),
     with_everyone: bool = False,
     with_cells: bool = False,
@@ -174,7 +242,8 @@ def cell_hour_sums(
     source: str | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> Sums:
-    """Area-weighted sums of the kind's counts per local time bucket and segment (a segment
+    """Area-weighted sums of the kind's published values (the release of each dataset version
+    up to `version` under policy `policy`) per local time bucket and segment (a segment
     column not broken down is 0, all) and, with_cells, everyone's per cell over the whole
     period. with_everyone: everyone's sums per bucket too (segment codes all 0), from the same
     scan as the breakdowns'. over_period: one bucket, the whole period, keyed by its start.
@@ -192,31 +261,31 @@ def cell_hour_sums(
     segments = " AND ".join(f"t.{name} {'>' if name in breakdowns else '='} 0" for name in kind.segments)
     # A cell's sum is everyone's: beside the breakdowns, it leaves the segments' rows out. An
     # aggregate written twice is computed once.
-    total = f"sum(t.{kind.value} * c.share)"
-    cell_total = total
+    source = source or presence_source(granularity=granularity, time_zone=time_zone)
+    suffix, period, _, hours = _SOURCES[source]
+    published = [f"sum(t.{kind.value} * c.share)", f"sum({hours} * c.share)", f"sum({hours})"]
+    cell_published = published
     if breakdowns and with_everyone:
         segments = f"(({everyone}) OR ({segments}))"
-        cell_total = f"{total} FILTER (WHERE {everyone})"
+        cell_published = [f"{aggregate} FILTER (WHERE {everyone})" for aggregate in published]
     grouping = f"GROUPING SETS ((bucket{columns}), (t.cell_id))" if with_cells else f"bucket{columns}"
-    source = source or presence_source(granularity=granularity, time_zone=time_zone)
-    suffix, period, _ = _SOURCES[source]
-    table = f"{kind.table}{suffix} t"
+    table = f"{kind.table}_released{suffix} t"
     zone = ZoneInfo(time_zone)
     bucket_starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
     bucket, start_of = _bucket_reading(source, granularity, bucket_starts, zone)
     if over_period:
         bucket, start_of = "0", lambda _: start
-    by_bucket: dict[tuple, float] = {}
-    by_cell: dict[int, float] = {}
+    by_bucket: dict[tuple, Released] = {}
+    by_cell: dict[int, Released] = {}
     with report_area(geometry) as area:
         cursor = area.cursor
         chunks = _chunks(bucket_starts, end, places=len(area.cells), source=source)
         for done, (chunk_start, chunk_end) in enumerate(chunks, start=1):
             cursor.execute(
                 f"SELECT {bucket} AS bucket{columns}, {'t.cell_id' if with_cells else 'NULL'},"
-                f" {total}, {cell_total}"
+                f" {', '.join(published)}, {', '.join(cell_published)}"
                 f" FROM {table} JOIN report_cells c USING (cell_id)"
-                f" WHERE {period} AND {segments} AND t.dataset_version_id <= %(version)s"
+                f" WHERE {period} AND {segments} AND {_RELEASED}"
                 f" GROUP BY {grouping}",
                 {
                     "start": chunk_start,
@@ -226,20 +295,24 @@ def cell_hour_sums(
                     "granularity": granularity,
                     "time_zone": time_zone,
                     "version": version,
+                    "policy": policy,
                 },
             )
-            for bucket_start, *codes, cell, bucket_total, everyone_total in cursor.fetchall():
+            nothing = Released()
+            for bucket_start, *codes, cell, value, weight, count, cell_value, cell_weight, cell_count in cursor:
                 if cell is None:
                     # Chunks hold whole buckets; over the period, each adds its part.
                     key = (start_of(bucket_start), *full_codes(codes))
-                    by_bucket[key] = by_bucket.get(key, 0.0) + bucket_total
-                else:
-                    by_cell[cell] = by_cell.get(cell, 0.0) + (everyone_total or 0.0)
+                    by_bucket[key] = by_bucket.get(key, nothing) + Released(value, weight, count)
+                elif cell_count:
+                    by_cell[cell] = by_cell.get(cell, nothing) + Released(cell_value, cell_weight, cell_count)
             if on_progress:
                 on_progress(done / len(chunks))
     return Sums(
         by_bucket=by_bucket,
-        by_cell=[(code, share, by_cell.get(cell, 0.0)) for cell, code, share in area.cells] if with_cells else [],
+        by_cell=[(code, share, by_cell.get(cell, Released())) for cell, code, share in area.cells]
+        if with_cells
+        else [],
         cells=[(code, share) for _, code, share in area.cells],
     )
 
@@ -274,14 +347,15 @@ def trip_sums(
     granularity: str,
     time_zone: str,
     version: int,
+    policy: int,
     on_progress: Callable[[float], None] | None = None,
-) -> dict[tuple[dt.datetime, int, int], int]:
-    """Trips between the zones (region ids) per local time bucket: (bucket start, origin, destination): trips,
-    in that order.
+) -> dict[tuple[dt.datetime, int, int], Released]:
+    """Published trips between the zones (region ids) per local time bucket: (bucket start,
+    origin, destination): trips and how many zone-pair-hours were published, in that order.
 
-    Only pairs with trips in a bucket appear; the others had none the operator released."""
+    Only pairs with published trips in a bucket appear."""
     source = presence_source(granularity=granularity, time_zone=time_zone)
-    suffix, period, _ = _SOURCES[source]
+    suffix, period, _, hours = _SOURCES[source]
     zone = ZoneInfo(time_zone)
     bucket_starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
     bucket, start_of = _bucket_reading(source, granularity, bucket_starts, zone)
@@ -290,10 +364,10 @@ def trip_sums(
     with connection.cursor() as cursor:
         for done, (chunk_start, chunk_end) in enumerate(chunks, start=1):
             cursor.execute(
-                f"SELECT {bucket} AS bucket, t.origin_id, t.destination, sum(t.trips)"
-                f" FROM {TRIPS.table}{suffix} t"
+                f"SELECT {bucket} AS bucket, t.origin_id, t.destination, sum(t.trips), sum({hours})"
+                f" FROM {TRIPS.table}_released{suffix} t"
                 f" WHERE t.origin_id = ANY(%(zones)s) AND t.destination = ANY(%(zones)s)"
-                f" AND {period} AND t.dataset_version_id <= %(version)s"
+                f" AND {period} AND {_RELEASED}"
                 f" GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
                 {
                     "zones": list(zones),
@@ -304,10 +378,11 @@ def trip_sums(
                     "granularity": granularity,
                     "time_zone": time_zone,
                     "version": version,
+                    "policy": policy,
                 },
             )
-            for bucket_start, origin, destination, trips in cursor.fetchall():
-                sums[(start_of(bucket_start), origin, destination)] = int(trips)
+            for bucket_start, origin, destination, trips, count in cursor.fetchall():
+                sums[(start_of(bucket_start), origin, destination)] = Released(int(trips), count, count)
             if on_progress:
                 on_progress(done / len(chunks))
     return sums
@@ -352,7 +427,7 @@ def regions_in_area(*, geometry: GEOSGeometry) -> list[Region]:
     return list(Region.objects.filter(id__in=ids).defer("geometry").order_by("code"))
 
 
-def cell_hour_totals(**query) -> dict[tuple, float]:
+def cell_hour_totals(**query) -> dict[tuple, Released]:
     """The per-bucket sums of cell_hour_sums, keyed by (bucket start, *segment codes)."""
     return cell_hour_sums(**query).by_bucket
 
@@ -399,14 +474,3 @@ def report_area(geometry: GEOSGeometry) -> Iterator[ReportArea]:
 
 presence_coverage = partial(coverage, kind=PRESENCE)
 presence_totals = partial(cell_hour_totals, kind=PRESENCE)
-
-
-def difference_km2(first: GEOSGeometry, second: GEOSGeometry) -> float:
-    """The area of what lies in one geometry but not the other, in an equal-area projection."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT ST_Area(ST_SymDifference(ST_Transform(ST_GeomFromEWKB(%s), 3035),"
-            " ST_Transform(ST_GeomFromEWKB(%s), 3035))) / 1e6",
-            [bytes(first.ewkb), bytes(second.ewkb)],
-        )
-        return cursor.fetchone()[0]

@@ -19,13 +19,15 @@ from insights.ingest import (
     MAX_LISTED_ERRORS,
     CellHourReader,
     LoadRejected,
-    day_sums_csv,
     read_ahead,
     rows_binary,
     staging_csv,
 )
 from insights.kinds import DWELL, HOME, KINDS, PRESENCE, TRIPS, AggregateKind
-from insights.models import DatasetVersion, Region, RetentionMark
+from insights.models import DatasetVersion, Region, Release, RetentionMark
+from insights.partitions import attach, month_start, next_month, partition, partitions
+from insights.releases import release_analyze, release_build, release_policy_current, released_table
+from insights.selectors import current_release_policy
 
 __all__ = [
     "LoadRejected",
@@ -54,6 +56,7 @@ class LoadSummary:
     period_end: dt.datetime
     duration_seconds: float
     already_loaded: bool
+    release: Release | None  # built with the load; None when the file was loaded before
 
 
 def aggregates_load(
@@ -74,20 +77,27 @@ def aggregates_load(
         return _summary(existing, already_loaded=True)
 
     started = time.monotonic()
-    reader = CellHourReader(path, kind=kind, rollup_time_zone=settings.ROLLUP_TIME_ZONE)
+    reader = CellHourReader(path, kind=kind)
+    in_force = current_release_policy()
     try:
         with transaction.atomic():
             version, new_partitions = _load(reader, sha256, on_progress)
             version.duration_seconds = time.monotonic() - started
             version.manifest = manifest or {}
             version.save(update_fields=["duration_seconds", "manifest"])
+            # Loaded and released together: no report can see a version without its release.
+            release = release_build(version=version, policy=release_policy_current())
+            if in_force and in_force != release.policy:
+                # The settings' policy waits for build_releases; reports read this one till then.
+                release_build(version=version, policy=in_force)
     except IntegrityError:
         errors, total = _duplicate_lines(kind, path)
         raise LoadRejected(errors, total) from None
     with connection.cursor() as cursor:
-        for table in [*new_partitions, kind.table, f"{kind.table}day", f"{kind.table}week"]:
+        for table in [*new_partitions, kind.table]:
             cursor.execute(f"ANALYZE {table}")
-    return _summary(version, already_loaded=False)
+    release_analyze(kind=kind)
+    return _summary(version, already_loaded=False, release=release)
 
 
 presence_load = partial(aggregates_load, kind=PRESENCE)
@@ -112,30 +122,25 @@ def _load(reader: CellHourReader, sha256: str, on_progress) -> tuple[DatasetVers
         duration_seconds=0.0,
     )
     copy_rows = f"COPY {{table}} ({kind.key}, {kind.value}, dataset_version_id) FROM STDIN (FORMAT binary{{options}})"
-    segments = ", ".join(f"{name} smallint" for name in kind.segments)
     with connection.cursor() as cursor:
-        attached = _partitions(cursor, kind)
+        attached = partitions(cursor, kind.table)
         new_months: list[dt.date] = []
-        cursor.execute("DROP TABLE IF EXISTS day_sums")  # ON COMMIT DROP does not fire in an enclosing transaction
-        cursor.execute(
-            f"CREATE TEMP TABLE day_sums ({kind.place_key} bigint, day date, {segments}, total bigint) ON COMMIT DROP"
-        )
         # The next batches are read, checked and encoded in a thread while this one is copied.
         payloads = (
-            [(month, day_sums_csv(kind, rows), rows_binary(kind, rows, version.pk)) for month, rows in by_month.items()]
+            [(month, rows_binary(kind, rows, version.pk)) for month, rows in by_month.items()]
             for by_month in reader.batches()
         )
         for batch in read_ahead(payloads):
-            for month, day_sums, rows in batch:
-                with connection.wrap_database_errors, cursor.copy("COPY day_sums FROM STDIN (FORMAT csv)") as copy:
-                    copy.write(day_sums)
+            for month, rows in batch:
                 if month not in attached and month not in new_months:
-                    cursor.execute(f"CREATE TABLE {_partition(kind, month)} (LIKE {kind.table} INCLUDING CONSTRAINTS)")
+                    cursor.execute(
+                        f"CREATE TABLE {partition(kind.table, month)} (LIKE {kind.table} INCLUDING CONSTRAINTS)"
+                    )
                     new_months.append(month)
                 # A table created in this transaction can take its rows already frozen.
                 fresh = month in new_months
                 statement = copy_rows.format(
-                    table=_partition(kind, month) if fresh else kind.table, options=", FREEZE" if fresh else ""
+                    table=partition(kind.table, month) if fresh else kind.table, options=", FREEZE" if fresh else ""
                 )
                 # COPY bypasses Django's cursor wrapper: translate psycopg's errors as execute() would.
                 with connection.wrap_database_errors, cursor.copy(statement) as copy:
@@ -144,38 +149,14 @@ def _load(reader: CellHourReader, sha256: str, on_progress) -> tuple[DatasetVers
                 on_progress(reader.rows)
         cursor.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
         for month in new_months:
-            cursor.execute(f"ALTER TABLE {_partition(kind, month)} ADD PRIMARY KEY ({kind.key})")
-            cursor.execute(
-                f"ALTER TABLE {kind.table} ATTACH PARTITION {_partition(kind, month)} FOR VALUES FROM (%s) TO (%s)",
-                [_month_start(month), _month_start(_next_month(month))],
-            )
-        if kind.in_grid:
-            _insert_cells(cursor, reader.cell_ids)
-        _roll_up(cursor, kind, version=version.pk)
+            cursor.execute(f"ALTER TABLE {partition(kind.table, month)} ADD PRIMARY KEY ({kind.key})")
+            attach(cursor, kind.table, month)
     version.rows = reader.rows
     version.cells = len(reader.cell_ids) if kind.in_grid else len(reader.zone_ids)
     version.period_start = reader.first_hour
     version.period_end = reader.last_hour + dt.timedelta(hours=1)
     version.save(update_fields=["rows", "cells", "period_start", "period_end"])
-    return version, [_partition(kind, month) for month in new_months]
-
-
-def _roll_up(cursor, kind: AggregateKind, *, version: int) -> None:
-    """Combine the batches' day sums into local days, and those days into local weeks."""
-    segments, place = ", ".join(kind.segments), kind.place_key
-    cursor.execute(
-        f"INSERT INTO {kind.table}day ({place}, day, {segments}, dataset_version_id, {kind.value})"
-        f" SELECT {place}, day, {segments}, %(version)s, sum(total) FROM day_sums GROUP BY {place}, day, {segments}"
-        f" ORDER BY {place}, day",  # stored in key order: an area's days sit on few pages
-        {"version": version},
-    )
-    cursor.execute(
-        f"INSERT INTO {kind.table}week ({place}, week, {segments}, dataset_version_id, {kind.value})"
-        f" SELECT {place}, date_trunc('week', day)::date, {segments}, dataset_version_id, sum({kind.value})"
-        f" FROM {kind.table}day WHERE dataset_version_id = %(version)s"
-        f" GROUP BY {place}, 2, {segments}, dataset_version_id ORDER BY {place}, 2",
-        {"version": version},
-    )
+    return version, [partition(kind.table, month) for month in new_months]
 
 
 REGION_CODE = re.compile(r"^[A-Za-z0-9_-]{1,20}$")
@@ -258,61 +239,26 @@ def aggregates_retain(*, before: dt.datetime) -> dict[str, RetentionSummary]:
 
 def _retain(kind: AggregateKind, *, before: dt.datetime) -> RetentionSummary:
     with transaction.atomic(), connection.cursor() as cursor:
-        old_months = sorted(month for month in _partitions(cursor, kind) if _month_start(_next_month(month)) <= before)
+        old_months = sorted(
+            month for month in partitions(cursor, kind.table) if month_start(next_month(month)) <= before
+        )
         if not old_months:
             mark = RetentionMark.objects.filter(kind=kind.name).first()
             return RetentionSummary(dropped_months=[], retained_from=mark.retained_from if mark else None)
+        released_months = partitions(cursor, released_table(kind))
         for month in old_months:
-            cursor.execute(f"DROP TABLE {_partition(kind, month)}")
-        retained_from = _month_start(_next_month(old_months[-1]))
+            cursor.execute(f"DROP TABLE {partition(kind.table, month)}")
+            if month in released_months:
+                cursor.execute(f"DROP TABLE {partition(released_table(kind), month)}")
+        retained_from = month_start(next_month(old_months[-1]))
         # A rollup day or week that began before the cut holds hours that are gone.
-        for table, column in ((f"{kind.table}day", "day"), (f"{kind.table}week", "week")):
+        for table, column in ((f"{released_table(kind)}_day", "day"), (f"{released_table(kind)}_week", "week")):
             cursor.execute(
                 f"DELETE FROM {table} WHERE ({column}::timestamp AT TIME ZONE %(zone)s) < %(cut)s",
                 {"zone": settings.ROLLUP_TIME_ZONE, "cut": retained_from},
             )
         RetentionMark.objects.update_or_create(kind=kind.name, defaults={"retained_from": retained_from})
     return RetentionSummary(dropped_months=old_months, retained_from=retained_from)
-
-
-def _partitions(cursor, kind: AggregateKind) -> set[dt.date]:
-    cursor.execute(
-        "SELECT child.relname FROM pg_inherits JOIN pg_class child ON child.oid = pg_inherits.inhrelid"
-        " WHERE pg_inherits.inhparent = %s::regclass",
-        [kind.table],
-    )
-    prefix = f"{kind.table}_p"
-    return {dt.datetime.strptime(name.removeprefix(prefix), "%Y%m").date() for (name,) in cursor.fetchall()}
-
-
-def _partition(kind: AggregateKind, month: dt.date) -> str:
-    return f"{kind.table}_p{month:%Y%m}"
-
-
-def _month_start(month: dt.date) -> dt.datetime:
-    return dt.datetime(month.year, month.month, 1, tzinfo=dt.UTC)
-
-
-def _next_month(month: dt.date) -> dt.date:
-    return dt.date(month.year + month.month // 12, month.month % 12 + 1, 1)
-
-
-def _insert_cells(cursor, cells: dict[int, tuple[str, int, int]]) -> None:
-    ids = list(cells)
-    cursor.execute(
-        "INSERT INTO insights_cell (id, code, geometry)"
-        " SELECT id, code, ST_MakeEnvelope(easting, northing, easting + %(res)s, northing + %(res)s, 3035)"
-        " FROM unnest(%(ids)s::bigint[], %(codes)s::text[], %(northings)s::int[], %(eastings)s::int[])"
-        "   AS t(id, code, northing, easting)"
-        " ON CONFLICT (id) DO NOTHING",
-        {
-            "res": settings.GRID_RESOLUTION_M,
-            "ids": ids,
-            "codes": [cells[i][0] for i in ids],
-            "northings": [cells[i][1] for i in ids],
-            "eastings": [cells[i][2] for i in ids],
-        },
-    )
 
 
 def _duplicate_lines(kind: AggregateKind, path: Path) -> tuple[list[str], int]:
@@ -348,8 +294,9 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _summary(version: DatasetVersion, *, already_loaded: bool) -> LoadSummary:
+def _summary(version: DatasetVersion, *, already_loaded: bool, release: Release | None = None) -> LoadSummary:
     return LoadSummary(
+        release=release,
         version=version.pk,
         rows=version.rows,
         cells=version.cells,

@@ -180,21 +180,12 @@ class TenantAdmin(admin.ModelAdmin):
 
 @admin.register(Product)
 class ProductAdmin(GuardedModelAdmin):
-    list_display = ["code", "name", "is_active", "privacy_k", "privacy_round_to", "privacy_min_area_km2"]
+    list_display = ["code", "name", "is_active", "privacy_min_area_km2", "privacy_min_cells", "privacy_query_budget"]
     fieldsets = [
         (None, {"fields": ["code", "name", "description", "breakdowns", "is_active"]}),
         (
-            "Privacy guard (empty: the service-wide default, see docs/privacy.md)",
-            {
-                "fields": [
-                    "privacy_k",
-                    "privacy_round_to",
-                    "privacy_min_area_km2",
-                    "privacy_min_cells",
-                    "privacy_noise_scale",
-                    "privacy_query_budget",
-                ]
-            },
+            "Orders (empty: the service-wide default; the numbers' privacy is the release's, see docs/privacy.md)",
+            {"fields": ["privacy_min_area_km2", "privacy_min_cells", "privacy_query_budget"]},
         ),
     ]
 

@@ -7,7 +7,7 @@ from django.contrib.gis.db import models
 from django.core.exceptions import ValidationError
 from django.db.models import F, Q
 
-from insights.privacy import Policy, default_policy
+from marketplace.policy import OrderPolicy, default_order_policy
 
 
 def validate_time_zone(value: str) -> None:
@@ -91,26 +91,22 @@ class Product(models.Model):
     description = models.TextField(blank=True)
     breakdowns = models.JSONField(default=list, blank=True, help_text="what a report may be broken down by")
     is_active = models.BooleanField(default=True)
-    # The privacy guard's settings for this product; empty: the service-wide default (docs/privacy.md).
-    privacy_k = models.PositiveIntegerField(null=True, blank=True, help_text="withhold values under k (at least 2)")
-    privacy_round_to = models.PositiveIntegerField(null=True, blank=True, help_text="round released counts to this")
+    # What an order of this product must meet; empty: the service-wide default (docs/privacy.md).
+    # The privacy of the numbers is the release's, the same for every product.
     privacy_min_area_km2 = models.FloatField(null=True, blank=True, help_text="the smallest area that may be ordered")
     privacy_min_cells = models.PositiveIntegerField(
         null=True, blank=True, help_text="the fewest grid cells an area covers"
     )
-    privacy_noise_scale = models.FloatField(null=True, blank=True, help_text="sticky Laplace noise, in people; 0: none")
     privacy_query_budget = models.PositiveIntegerField(
-        null=True, blank=True, help_text="overlapping orders a tenant may place over the same cells and period"
+        null=True,
+        blank=True,
+        help_text="fair use: orders (each area counted) a tenant may place over overlapping cells and periods",
     )
 
     class Meta:
         ordering = ["code"]
         permissions = [("order_product", "Can order reports of this product")]
         constraints = [
-            models.CheckConstraint(condition=Q(privacy_k__isnull=True) | Q(privacy_k__gte=2), name="product_privacy_k"),
-            models.CheckConstraint(
-                condition=Q(privacy_round_to__isnull=True) | Q(privacy_round_to__gte=1), name="product_privacy_round_to"
-            ),
             models.CheckConstraint(
                 condition=Q(privacy_min_area_km2__isnull=True) | Q(privacy_min_area_km2__gte=0),
                 name="product_privacy_min_area",
@@ -120,22 +116,15 @@ class Product(models.Model):
                 name="product_privacy_min_cells",
             ),
             models.CheckConstraint(
-                condition=Q(privacy_noise_scale__isnull=True) | Q(privacy_noise_scale__gte=0),
-                name="product_privacy_noise",
-            ),
-            models.CheckConstraint(
                 condition=Q(privacy_query_budget__isnull=True) | Q(privacy_query_budget__gte=1),
                 name="product_privacy_budget",
             ),
         ]
 
-    def privacy_policy(self) -> Policy:
-        return default_policy(
-            k=self.privacy_k,
-            round_to=self.privacy_round_to,
+    def order_policy(self) -> OrderPolicy:
+        return default_order_policy(
             min_area_km2=self.privacy_min_area_km2,
             min_cells=self.privacy_min_cells,
-            noise_scale=self.privacy_noise_scale,
             query_budget=self.privacy_query_budget,
         )
 

@@ -2,7 +2,6 @@
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from django.contrib.gis.db.models.functions import Area as AreaOf
 from django.contrib.gis.db.models.functions import Transform
@@ -75,8 +74,6 @@ _RESULT_ROWS = """
     ORDER BY array_name.position, element.number
 """
 STREAMED_ROWS_PER_FETCH = 2000
-# Two drawings of the same area differ by reprojection noise (well under 1 m²): the same area.
-SAME_AREA_KM2 = 1e-6
 
 
 def report_result_rows(*, report: Report, offset: int = 0, limit: int | None = None) -> list[dict]:
@@ -114,8 +111,9 @@ def report_result_head(*, report: Report, keep: tuple[str, ...] = ()) -> tuple[d
     return json.loads(head), left_out
 
 
-# The areas a tenant has ordered (both areas of a compare report), with their periods:
-# what a new order could be subtracted from. Failed and cancelled orders released nothing.
+# The areas a tenant has ordered (both areas of a compare report), with their periods: what
+# the fair-use quota counts. Failed and cancelled orders count for nothing; areas that only
+# touch along an edge share no cells and do not overlap.
 _ORDERED_AREAS = """
     ordered AS (
         SELECT report.id, report.area_name AS name, report.geometry, report.start, report."end"
@@ -133,40 +131,10 @@ _ORDERED_AREAS = """
     new AS (SELECT ST_GeomFromEWKB(%(geometry)s) AS g),
     overlapping AS (
         SELECT ordered.* FROM ordered, new
-        WHERE ordered.start < %(end)s AND ordered."end" > %(start)s AND ST_Intersects(ordered.geometry, new.g)
+        WHERE ordered.start < %(end)s AND ordered."end" > %(start)s
+          AND ST_Intersects(ordered.geometry, new.g) AND NOT ST_Touches(ordered.geometry, new.g)
     )
 """
-
-
-@dataclass(frozen=True)
-class Sliver:
-    report_id: str
-    area_name: str
-    difference_km2: float
-
-
-def report_sliver(*, tenant: Tenant, products: list[str], geometry, start, end, below_km2: float) -> Sliver | None:
-    """An earlier order of the tenant over an overlapping period whose area differs from this
-    one, but by less than below_km2 (in an equal-area projection)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH {_ORDERED_AREAS},"
-            " differences AS (SELECT overlapping.id, overlapping.name,"
-            "   ST_Area(ST_SymDifference(ST_Transform(overlapping.geometry, 3035), ST_Transform(new.g, 3035))) / 1e6"
-            "   AS km2 FROM overlapping, new)"
-            " SELECT id, name, km2 FROM differences WHERE km2 > %(same)s AND km2 < %(below)s ORDER BY km2 LIMIT 1",
-            {
-                "tenant": tenant.pk,
-                "products": products,
-                "geometry": bytes(geometry.ewkb),
-                "start": start,
-                "end": end,
-                "below": below_km2,
-                "same": SAME_AREA_KM2,
-            },
-        )
-        found = cursor.fetchone()
-    return Sliver(report_id=str(found[0]), area_name=found[1], difference_km2=found[2]) if found else None
 
 
 def report_overlapping_count(*, tenant: Tenant, products: list[str], geometry, start, end) -> int:
@@ -177,34 +145,6 @@ def report_overlapping_count(*, tenant: Tenant, products: list[str], geometry, s
             {"tenant": tenant.pk, "products": products, "geometry": bytes(geometry.ewkb), "start": start, "end": end},
         )
         return cursor.fetchone()[0]
-
-
-def report_released_before(*, report: Report, products: list[str]) -> list[dict]:
-    """The rows (series and segments) of the tenant's earlier succeeded reports over the same
-    area and an overlapping period, from the same data: what the guard must stay consistent with."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT element.row FROM marketplace_report earlier"
-            " JOIN marketplace_product product ON product.id = earlier.product_id,"
-            " unnest(ARRAY['series', 'segments']) AS array_name(name),"
-            " jsonb_array_elements(coalesce(earlier.result -> array_name.name, '[]'::jsonb)) AS element(row)"
-            " WHERE earlier.tenant_id = %(tenant)s AND earlier.id <> %(report)s AND earlier.status = 'succeeded'"
-            "   AND product.code = ANY(%(products)s)"
-            '   AND earlier.start < %(end)s AND earlier."end" > %(start)s'
-            "   AND ST_Intersects(earlier.geometry, ST_GeomFromEWKB(%(geometry)s))"
-            "   AND ST_Area(ST_SymDifference(ST_Transform(earlier.geometry, 3035),"
-            "       ST_Transform(ST_GeomFromEWKB(%(geometry)s), 3035))) / 1e6 <= %(same)s",
-            {
-                "tenant": report.tenant_id,
-                "report": report.pk,
-                "products": products,
-                "start": report.start,
-                "end": report.end,
-                "geometry": bytes(report.geometry.ewkb),
-                "same": SAME_AREA_KM2,
-            },
-        )
-        return [json.loads(row) for (row,) in cursor.fetchall()]
 
 
 def licensed_region_list(*, tenant: Tenant, at) -> list[LicensedRegion]:

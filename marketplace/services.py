@@ -31,7 +31,7 @@ from insights import selectors as insights_selectors
 from insights import tasks as insights_tasks
 from insights.buckets import buckets, is_boundary
 from insights.kinds import PRODUCT_KINDS
-from insights.privacy import Policy, default_policy
+from insights.models import ReleasePolicy
 from insights.reports import catchment_result, compare_result, dwell_result, footfall_result, od_matrix_result
 from marketplace import selectors
 from marketplace import tasks as marketplace_tasks
@@ -59,6 +59,7 @@ from marketplace.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from marketplace.policy import OrderPolicy, default_order_policy
 from marketplace.selectors import area_list, product_granted_list
 
 logger = logging.getLogger(__name__)
@@ -398,12 +399,12 @@ def area_measure(
     geometry: MultiPolygon,
     field: str = "geometry",
     in_grid: bool = True,
-    policy: Policy | None = None,
+    policy: OrderPolicy | None = None,
     check: "Check | None" = None,
 ) -> MeasuredArea:
-    """Check an area against the privacy guard's minimums, the size limit and, in_grid, the
+    """Check an area against the product's minimums, the size limit and, in_grid, the
     coverage of the grid cells (an od-matrix reads zones instead, and checks those)."""
-    policy = policy or default_policy()
+    policy = policy or default_order_policy()
     check = check or _strictly
     cells = insights_selectors.area_cells(geometry=geometry)
     check("privacy_minimums", partial(_check_area_minimum, cells, policy=policy, field=field))
@@ -426,8 +427,8 @@ def area_measure(
     return MeasuredArea(geometry=geometry, area_km2=cells.area_km2, cell_count=cells.cell_count)
 
 
-def _check_area_minimum(cells, *, policy: Policy, field: str) -> None:
-    """The privacy guard's smallest area: a count over a few places is too easily one household's."""
+def _check_area_minimum(cells, *, policy: OrderPolicy, field: str) -> None:
+    """The product's smallest area: a report over a few blocks is not what we sell."""
     if cells.area_km2 < policy.min_area_km2:
         raise ServiceError(
             f"area must be at least {policy.min_area_km2:g} km², got {cells.area_km2:.3f} km²",
@@ -436,7 +437,7 @@ def _check_area_minimum(cells, *, policy: Policy, field: str) -> None:
         )
 
 
-def _check_cell_minimum(cells, *, policy: Policy, field: str) -> None:
+def _check_cell_minimum(cells, *, policy: OrderPolicy, field: str) -> None:
     if cells.cell_count < policy.min_cells:
         raise ServiceError(
             f"area must cover at least {policy.min_cells} grid cells, it covers {cells.cell_count}",
@@ -509,7 +510,7 @@ class _Plan:
     """An order checked against everything but what the tenant ordered before."""
 
     product: Product
-    policy: Policy
+    policy: OrderPolicy
     name: str
     measured: MeasuredArea
     area: Area | None
@@ -546,7 +547,7 @@ def _order_plan(*, tenant: Tenant, order: ReportOrder, check: Check) -> _Plan:
     _check_period(
         product=product, start=order.start, end=order.end, granularity=order.granularity, time_zone=tenant.time_zone
     )
-    policy = product.privacy_policy()
+    policy = product.order_policy()
     name, measured, area = _order_area(
         tenant=tenant,
         area_id=order.area_id,
@@ -582,9 +583,9 @@ def _check_standing(
     check("payment", partial(billing_services.check_payment_standing, tenant=tenant))
     check("reports_in_progress", partial(_check_reports_in_progress, tenant=tenant))
     budget_remaining = check(
-        "privacy_history",
+        "fair_use",
         partial(
-            _check_privacy_history,
+            _check_fair_use,
             tenant=tenant,
             product=plan.product,
             policy=plan.policy,
@@ -763,7 +764,7 @@ def _order_area(
     name: str,
     fields: tuple[str, str] = ("area", "geometry"),
     in_grid: bool = True,
-    policy: Policy | None = None,
+    policy: OrderPolicy | None = None,
     check: "Check | None" = None,
 ) -> tuple[str, MeasuredArea, Area | None]:
     area_field, geometry_field = fields
@@ -781,7 +782,9 @@ def _order_area(
     return area.name, measured, area
 
 
-def _order_comparison(*, tenant: Tenant, order: ReportOrder, product: Product, policy: Policy, check: "Check") -> dict:
+def _order_comparison(
+    *, tenant: Tenant, order: ReportOrder, product: Product, policy: OrderPolicy, check: "Check"
+) -> dict:
     """The Report fields of a compare order's second period or second area; {} for other products."""
     wants_period = order.compare_start is not None or order.compare_end is not None
     wants_area = order.compare_area_id is not None or order.compare_geometry is not None
@@ -868,65 +871,34 @@ def _queries(order: ReportOrder, geometry: MultiPolygon, comparison: dict) -> li
     return queries
 
 
-def _check_privacy_history(
-    *, tenant: Tenant, product: Product, policy: Policy, queries: list[tuple[MultiPolygon, dt.datetime, dt.datetime]]
+def _check_fair_use(
+    *,
+    tenant: Tenant,
+    product: Product,
+    policy: OrderPolicy,
+    queries: list[tuple[MultiPolygon, dt.datetime, dt.datetime]],
 ) -> int:
-    """The privacy checks against what the tenant ordered before; returns the query budget left."""
-    _check_differencing(tenant=tenant, product=product, policy=policy, queries=queries)
-    return _check_budget(tenant=tenant, product=product, policy=policy, query=queries[0])
-
-
-def _check_differencing(
-    *, tenant: Tenant, product: Product, policy: Policy, queries: list[tuple[MultiPolygon, dt.datetime, dt.datetime]]
-) -> None:
-    """Refuse an order whose area differs from an area the tenant ordered before (or from its
-    own other area) by less than the minimum area over an overlapping period: subtracting the
-    two would single out the sliver between them."""
+    """Count every area of the order against the tenant's fair-use quota over overlapping cells
+    and periods (the order's own areas that overlap it too); returns what is left after it.
+    Not a privacy defence: the release is."""
     same_data = _same_data(product.code)
-    seen: list[tuple[MultiPolygon, dt.datetime, dt.datetime]] = []
+    remaining = policy.query_budget
     for geometry, start, end in queries:
-        sliver = selectors.report_sliver(
-            tenant=tenant, products=same_data, geometry=geometry, start=start, end=end, below_km2=policy.min_area_km2
+        used = selectors.report_overlapping_count(
+            tenant=tenant, products=same_data, geometry=geometry, start=start, end=end
         )
-        if sliver:
-            raise ServiceError(
-                f"this area differs from the area of your organisation's report {sliver.report_id}"
-                f" ({sliver.area_name!r}, over an overlapping period) by only {sliver.difference_km2:.3f} km²;"
-                f" areas must differ by at least {policy.min_area_km2:g} km², or be the same, so that"
-                " subtracting one report from the other cannot single out a small group",
-                code="area_too_similar",
-                field="geometry",
+        own = sum(
+            other_start < end and start < other_end and other.intersects(geometry) and not other.touches(geometry)
+            for other, other_start, other_end in queries
+        )
+        if used + own > policy.query_budget:
+            raise NotPermitted(
+                f"your organisation has placed {used} orders over cells and a period overlapping this one, and"
+                f" this order adds {own}; its fair-use quota allows {policy.query_budget}; ask your account manager",
+                code="query_budget_exhausted",
             )
-        for other, other_start, other_end in seen:
-            difference_km2 = insights_selectors.difference_km2(geometry, other)
-            overlapping = start < other_end and other_start < end
-            if overlapping and selectors.SAME_AREA_KM2 < difference_km2 < policy.min_area_km2:
-                raise ServiceError(
-                    f"the two areas differ by only {difference_km2:.3f} km²; they must differ by at least"
-                    f" {policy.min_area_km2:g} km², or be the same",
-                    code="area_too_similar",
-                    field="compare_geometry",
-                )
-        seen.append((geometry, start, end))
-
-
-def _check_budget(
-    *, tenant: Tenant, product: Product, policy: Policy, query: tuple[MultiPolygon, dt.datetime, dt.datetime]
-) -> int:
-    """Count the order against the tenant's query budget over these cells and this period;
-    returns what is left after it."""
-    geometry, start, end = query
-    same_data = _same_data(product.code)
-    used = selectors.report_overlapping_count(
-        tenant=tenant, products=same_data, geometry=geometry, start=start, end=end
-    )
-    if used >= policy.query_budget:
-        raise NotPermitted(
-            f"your organisation has placed {used} orders over cells and a period overlapping this one, the most"
-            f" the privacy guard allows ({policy.query_budget}); ask your account manager",
-            code="query_budget_exhausted",
-        )
-    return policy.query_budget - used - 1
+        remaining = min(remaining, policy.query_budget - used - own)
+    return remaining
 
 
 # Reprojection noise along a licensed region's edge, not area outside it.
@@ -1088,8 +1060,11 @@ def report_run(*, report_id: str) -> RunOutcome:
             return RunOutcome.FINISHED
         report = Report.objects.select_related("product").get(pk=report_id)
         coverage = insights_selectors.coverage(kind=PRODUCT_KINDS[report.product.code])
+        if coverage is None:  # every release dropped since it was ordered (retention): nothing to compute from
+            _report_finish(report_id, status=Report.Status.FAILED, error="the data this report covers is gone")
+            return RunOutcome.FINISHED
         try:
-            result = _report_result(report, version=coverage.latest_version)
+            result = _report_result(report, version=coverage.latest_version, policy=coverage.policy)
         except DatabaseError:
             raise  # transient: the task retries
         except Exception as exc:
@@ -1104,7 +1079,7 @@ def report_run(*, report_id: str) -> RunOutcome:
         return RunOutcome.FINISHED
 
 
-def _report_result(report: Report, *, version: int) -> dict:
+def _report_result(report: Report, *, version: int, policy: ReleasePolicy) -> dict:
     """The engine's result for the report's product."""
     common = {
         "geometry": report.geometry,
@@ -1113,13 +1088,9 @@ def _report_result(report: Report, *, version: int) -> dict:
         "granularity": report.granularity,
         "time_zone": report.time_zone,
         "version": version,
+        "policy": policy,
         "on_progress": partial(_report_progress, report.pk),
     }
-    common["policy"] = report.product.privacy_policy()
-    if PRODUCT_KINDS[report.product.code].in_grid:
-        common["released_before"] = selectors.report_released_before(
-            report=report, products=_same_data(report.product.code)
-        )
     if report.product.code == "compare":
         return compare_result(
             **common,

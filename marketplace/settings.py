@@ -12,7 +12,7 @@ from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-from insights.privacy import Policy
+from marketplace.policy import OrderPolicy
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -216,24 +216,24 @@ STRIPE_PLAN_ID = env("STRIPE_PLAN_ID", default="footfall-reports")
 BILLING_PAYMENT_GRACE_DAYS = env.int("BILLING_PAYMENT_GRACE_DAYS", default=7)
 # The retention command drops whole months of data older than this.
 DATA_RETENTION_DAYS = env.int("DATA_RETENTION_DAYS", default=730)
-# The privacy guard's defaults (docs/privacy.md); a product may be stricter.
-PRIVACY_K = env.int("PRIVACY_K", default=10)  # a released value under k is withheld
+# The release policy (docs/privacy.md): what is published of every dataset version. A change
+# takes effect when `manage.py build_releases` has built the releases under it.
+PRIVACY_K = env.int("PRIVACY_K", default=10)  # a value under k is withheld
 PRIVACY_ROUND_TO = env.int("PRIVACY_ROUND_TO", default=5)  # released counts are rounded to this base
 PRIVACY_MIN_CELLS = env.int("PRIVACY_MIN_CELLS", default=4)  # an area covers at least this many grid cells
 PRIVACY_NOISE_SCALE = env.float("PRIVACY_NOISE_SCALE", default=0.0)  # sticky Laplace noise, in people; 0: off
 PRIVACY_NOISE_SECRET = env("PRIVACY_NOISE_SECRET", default="") or f"noise:{SECRET_KEY}"
-PRIVACY_QUERY_BUDGET = env.int("PRIVACY_QUERY_BUDGET", default=50)  # overlapping orders per tenant
+# Order-time product policy; a product may set its own.
+PRIVACY_QUERY_BUDGET = env.int("PRIVACY_QUERY_BUDGET", default=50)  # fair use: overlapping orders per tenant
 if AREA_MAX_KM2 <= AREA_MIN_KM2:
     raise ImproperlyConfigured("need AREA_MIN_KM2 < AREA_MAX_KM2")
-try:  # bad guard parameters refuse to start
-    Policy(
-        k=PRIVACY_K,
-        round_to=PRIVACY_ROUND_TO,
-        min_area_km2=AREA_MIN_KM2,
-        min_cells=PRIVACY_MIN_CELLS,
-        noise_scale=PRIVACY_NOISE_SCALE,
-        query_budget=PRIVACY_QUERY_BUDGET,
-    )
+try:  # bad privacy parameters refuse to start
+    OrderPolicy(min_area_km2=AREA_MIN_KM2, min_cells=PRIVACY_MIN_CELLS, query_budget=PRIVACY_QUERY_BUDGET)
+    if PRIVACY_K < 2 or PRIVACY_ROUND_TO < 1 or PRIVACY_NOISE_SCALE < 0:
+        raise ValueError(
+            f"need PRIVACY_K >= 2, PRIVACY_ROUND_TO >= 1 and PRIVACY_NOISE_SCALE >= 0,"
+            f" got {PRIVACY_K}, {PRIVACY_ROUND_TO} and {PRIVACY_NOISE_SCALE}"
+        )
 except ValueError as exc:
     raise ImproperlyConfigured(f"privacy settings: {exc}") from None
 # Per tenant: API requests a minute (429 with Retry-After beyond), and reports queued or

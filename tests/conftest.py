@@ -23,7 +23,7 @@ def pytest_addoption(parser):
         default=[],
         metavar="NAME",
         help="switch a privacy defence off, to watch the attack tests in tests/privacy/ fail"
-        " (threshold, secondary, differencing, noise, budget, history, min-area)",
+        " (threshold, secondary, noise, min-area, budget)",
     )
 
 

@@ -166,8 +166,15 @@ class ReportOutput(serializers.ModelSerializer):
     product = serializers.CharField(source="product.code")
     area = serializers.UUIDField(source="area_id", allow_null=True)
     result = serializers.SerializerMethodField(
-        help_text="the result document once succeeded, when it has at most RESULT_INLINE_MAX_ROWS rows"
-        " (2000 by default); a larger one is null here: page through rows/ or download it"
+        help_text=(
+            "the result document once succeeded, when it has at most RESULT_INLINE_MAX_ROWS rows"
+            " (2000 by default); a larger one is null here: page through rows/ or download it"
+            " (docs/api-results.md). Its metric names what it counts: footfall and compare `person_hours`"
+            " (people present, summed over each bucket's hours) and `average_present`; dwell `visits`"
+            " (arrivals); catchment `person_hours`; od-matrix `trips`. Deprecated, kept for one release"
+            " with the same values: `visits` (footfall, compare; use `person_hours`), `comparison_visits`"
+            " (use `comparison_person_hours`), `visitors` (dwell: use `visits`; catchment: use `person_hours`)."
+        )
     )
 
     price = serializers.SerializerMethodField(help_text="what the report is billed when it succeeds, and its quote")
@@ -344,7 +351,9 @@ def money(cents: int) -> str:
 
 class QuoteCheck(serializers.Serializer):
     check = serializers.CharField(
-        help_text="entitlement, privacy_minimums, licensed_region, reports_in_progress, privacy_history, spending_limit"
+        help_text=(
+            "entitlement, privacy_minimums, licensed_region, payment, reports_in_progress, fair_use, spending_limit"
+        )
     )
     passed = serializers.BooleanField()
     code = serializers.CharField(allow_null=True, help_text="the error code an order would get")

@@ -40,10 +40,23 @@ def test_a_quote_prices_the_order_and_lists_its_checks_without_ordering(api, cit
         "privacy_minimums",
         "licensed_region",
         "reports_in_progress",
-        "privacy_history",
+        "fair_use",
         "spending_limit",
     }
+    assert all(check["passed"] and check["code"] is None for check in answer["checks"])
     assert not Report.objects.exists()
+
+
+def test_a_quote_says_when_the_fair_use_quota_is_used_up(api, city, settings, django_capture_on_commit_callbacks):
+    settings.PRIVACY_QUERY_BUDGET = 1
+    assert order(api, ORDER, django_capture_on_commit_callbacks).status_code == 201
+
+    answer = quote(api, {**ORDER, "name": "again"})
+
+    assert answer["orderable"] is False
+    assert [(check["check"], check["code"]) for check in answer["checks"] if not check["passed"]] == [
+        ("fair_use", "query_budget_exhausted")
+    ]
 
 
 def test_a_quote_says_why_the_order_would_be_refused(api, city):

@@ -39,20 +39,22 @@ def test_an_order_is_computed_by_a_worker_and_downloadable(api, city, workers):
     wait_for_status(created.json()["id"], "succeeded", "failed")
     report = api.get(f"/api/v1/reports/{created.json()['id']}/").json()
     assert report["status"] == "succeeded"
-    assert [row["visits"] for row in report["result"]["series"]] == expected_days(city)
+    assert [row["person_hours"] for row in report["result"]["series"]] == expected_days(city)
+    assert report["result"]["privacy"]["round_to"] == 1  # the worker releases as the tests do
     csv_download = api.get(f"/api/v1/reports/{report['id']}/result.csv")
     csv_lines = b"".join(csv_download.streaming_content).decode().splitlines()
     assert len(csv_lines) == 1 + len(expected_days(city))
 
 
 def test_a_worker_killed_mid_report_leaves_nothing_stuck(api, city, workers):
-    # Hold the aggregate tables so the first worker blocks inside the computation.
+    # Hold the published tables, all a report reads, so the first worker blocks inside the computation.
     settings = connection.settings_dict
     with psycopg.connect(
         dbname=settings["NAME"], host=settings["HOST"], port=settings["PORT"] or 5432, user=settings["USER"]
     ) as blocker:
         blocker.execute(
-            "LOCK TABLE insights_presence, insights_presenceday, insights_presenceweek IN ACCESS EXCLUSIVE MODE"
+            "LOCK TABLE insights_presence_released, insights_presence_released_day,"
+            " insights_presence_released_week IN ACCESS EXCLUSIVE MODE"
         )
         first = workers.start()
         report_id = api.post("/api/v1/reports/", ORDER, format="json").json()["id"]
@@ -65,7 +67,7 @@ def test_a_worker_killed_mid_report_leaves_nothing_stuck(api, city, workers):
     report = wait_for_status(report_id, "succeeded", "failed")
 
     assert (report.status, report.attempts) == ("succeeded", 2)
-    assert [row["visits"] for row in report.result["series"]] == expected_days(city)
+    assert [row["person_hours"] for row in report.result["series"]] == expected_days(city)
     # Computed twice, billed and released once.
     assert UsageLine.objects.filter(report_id=report_id).count() == 1
     assert Release.objects.filter(report_id=report_id).count() == 1

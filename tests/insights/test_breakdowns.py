@@ -11,6 +11,7 @@ from django.contrib.gis.geos import MultiPolygon
 from insights.models import DatasetVersion
 from insights.reports import footfall_result
 from insights.segments import AGE_BANDS, GENDERS
+from insights.selectors import current_release_policy
 from insights.services import presence_load
 from tests import grid
 
@@ -49,6 +50,7 @@ def report(breakdowns, granularity="day"):
         granularity=granularity,
         time_zone="Europe/Berlin",
         version=DatasetVersion.objects.latest("pk").pk,
+        policy=current_release_policy(),
         breakdowns=breakdowns,
     )
 
@@ -63,7 +65,7 @@ def expected(rows, ages, genders) -> dict[tuple[str, str, str], int]:
 
 
 def released(result) -> dict[tuple[str, str, str], int]:
-    return {(row["start"][:10], row["age_band"], row["gender"]): row["visits"] for row in result["segments"]}
+    return {(row["start"][:10], row["age_band"], row["gender"]): row["person_hours"] for row in result["segments"]}
 
 
 @pytest.mark.parametrize("granularity", ["day", "hour"])
@@ -72,10 +74,14 @@ def test_by_age_band_each_band_sums_its_own_rows(segmented, granularity):
 
     by_day = defaultdict(int)  # hour rows added up per local day, to compare with the day rows
     for row in result["segments"]:
-        by_day[(row["start"][:10], row["age_band"], row["gender"])] += row["visits"]
+        by_day[(row["start"][:10], row["age_band"], row["gender"])] += row["person_hours"]
     assert dict(by_day) == expected(segmented, AGE_BANDS[1:], ["*"])
     assert len(result["segments"]) == len(result["series"]) * 6
     assert {row["gender"] for row in result["segments"]} == {"*"}
+    # every value is at least k and every part of each cell-hour's tables is there: all released
+    hours = 4 * len(grid.hours(START.astimezone(UTC), END.astimezone(UTC)))
+    assert result["privacy"]["breakdown_values_released"] == hours * 6
+    assert not any(row["suppressed"] for row in result["segments"])
 
 
 def test_by_gender_each_gender_sums_its_own_rows(segmented):
@@ -106,10 +112,12 @@ def test_a_segment_the_data_lacks_is_withheld(db, tmp_path):
         granularity="day",
         time_zone="Europe/Berlin",
         version=version,
+        policy=current_release_policy(),
         breakdowns=["age_band"],
     )
 
-    by_band = {row["age_band"]: (row["visits"], row["suppressed"]) for row in result["segments"]}
-    assert by_band["25-34"] == (480, False)
-    assert by_band["65+"] == (None, True)
+    # 40 - 20 leaves 20 (>= k) over the 5 bands the data lacks: 25-34 is released
+    by_band = {row["age_band"]: (row["person_hours"], row["suppressed"]) for row in result["segments"]}
+    assert by_band == {"25-34": (480, False)} | {band: (None, True) for band in AGE_BANDS[1:] if band != "25-34"}
     assert result["privacy"]["suppressed_values"] == 5
+    assert (result["privacy"]["breakdown_values"], result["privacy"]["breakdown_values_released"]) == (24 * 6, 24)

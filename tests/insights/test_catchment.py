@@ -6,13 +6,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.contrib.gis.geos import MultiPolygon
 
-from insights.models import Home, HomeDay, Region
+from insights.models import Home, Region
 from insights.reports import catchment_result
-from insights.selectors import region_names
+from insights.selectors import current_release_policy, region_names
 from insights.services import LoadRejected, home_load, regions_load
 from tests import grid
 from tests.conftest import DWELL_END as END
 from tests.conftest import DWELL_START as START
+from tests.insights.conftest import as_stored, decide, published
 
 BERLIN = ZoneInfo("Europe/Berlin")
 HEADER = "cell,hour,home_region,visitors"
@@ -26,8 +27,17 @@ def catchment(version, *, cols=2.0, granularity="day", regions=None):
         granularity=granularity,
         time_zone="Europe/Berlin",
         version=version,
+        policy=current_release_policy(),
         regions=regions,
     )
+
+
+def released(rows) -> dict:
+    """The rows the release publishes (k = 10): per cell-hour, * and W (20 or more) and N (11);
+    E (8 or 9) and FAR (3) are under k, and * minus W and N leaves 20 or 21 (E, FAR and the 9 of
+    unknown home) over 2 withheld regions, so nothing more is withheld."""
+    why = decide("home", rows, k=10)
+    return {key: value for key, value in rows.items() if why[key] is None}
 
 
 @pytest.mark.parametrize("granularity", ["hour", "day", "week"])
@@ -37,14 +47,17 @@ def test_each_home_region_counts_the_sum_of_its_rows(home, granularity):
     result = catchment(version, granularity=granularity)
 
     expected = defaultdict(int)
-    for (_, _, region), value in rows.items():
+    for (_, _, region), value in released(rows).items():
         expected[region] += value
-    released = {row["region"]: row["visitors"] for row in result["regions"]}
-    assert released == {region: expected[region] for region in ("W", "E", "N", "FAR")}
-    assert result["everyone"]["visitors"] == expected["*"]
-    assert result["regions"][0]["region"] == "W"  # largest first
+    assert set(expected) == {"*", "W", "N"}
+    # By default the regions with released values are listed, largest first.
+    listed = {row["region"]: row["person_hours"] for row in result["regions"]}
+    assert listed == {"W": expected["W"], "N": expected["N"]}
+    assert {row["region"]: row["visitors"] for row in result["regions"]} == listed  # the deprecated name
+    assert result["everyone"] == {"person_hours": expected["*"], "visitors": expected["*"]}
+    assert [row["region"] for row in result["regions"]] == ["W", "N"]
     assert result["regions"][0]["share"] == round(expected["W"] / expected["*"], 4)
-    assert sum(row["visitors"] for row in result["series"]) == expected["*"]
+    assert sum(row["person_hours"] for row in result["series"]) == expected["*"]
 
 
 def test_a_partial_cell_counts_its_share(home):
@@ -52,8 +65,10 @@ def test_a_partial_cell_counts_its_share(home):
 
     result = catchment(version, cols=1.5)  # column 0 whole, column 1 half
 
-    expected = sum(value * (1.0 if cell[0] == 0 else 0.5) for (cell, _, region), value in rows.items() if region == "E")
-    assert {row["region"]: row["visitors"] for row in result["regions"]}["E"] == round(expected)
+    expected = sum(
+        value * (1.0 if cell[0] == 0 else 0.5) for (cell, _, region), value in released(rows).items() if region == "W"
+    )
+    assert {row["region"]: row["person_hours"] for row in result["regions"]}["W"] == round(expected)
 
 
 def test_days_are_local_days_including_the_short_one(home):
@@ -67,7 +82,7 @@ def test_days_are_local_days_including_the_short_one(home):
     for (_, hour, region), value in rows.items():
         if region == "*":
             by_day[hour.astimezone(BERLIN).date().isoformat()] += value
-    assert {row["start"][:10]: row["visitors"] for row in result["series"]} == dict(by_day)
+    assert {row["start"][:10]: row["person_hours"] for row in result["series"]} == dict(by_day)
 
 
 def test_only_the_regions_asked_for_are_listed(home):
@@ -79,29 +94,34 @@ def test_only_the_regions_asked_for_are_listed(home):
     assert result["regions"][1]["name"] == "Region FAR"
 
 
-def test_a_region_under_k_over_the_period_is_withheld(home, settings):
-    _, version = home
-    settings.PRIVACY_K = 10_000  # FAR sums to 3 x 4 cells x 95 hours = 1140
+def test_a_region_under_k_in_every_cell_hour_is_withheld_however_long_the_period(home):
+    _, version = home  # FAR is 3 an hour: 1140 over the period, but no hour of it is released
 
-    result = catchment(version)
+    result = catchment(version, regions=region_names(["W", "N", "E", "FAR"]))
 
     far = next(row for row in result["regions"] if row["region"] == "FAR")
     assert far == {
         "region": "FAR",
         "name": "Region FAR",
+        "person_hours": None,
         "visitors": None,
         "share": None,
         "suppressed": True,
-        "suppressed_reason": "below_k",
+        "suppressed_reason": "not_released",
     }
-    assert result["privacy"]["suppressed_values"] >= 1
+    assert [row["region"] for row in result["regions"]] == ["W", "N", "E", "FAR"]  # withheld last
+    assert result["privacy"]["suppressed_values"] == 2  # E and FAR; every bucket and cell is released
 
 
-def test_home_is_partitioned_and_rolled_up(home):
-    rows, _ = home
+def test_home_is_partitioned_and_its_release_rolled_up(home):
+    rows, version = home
 
     assert Home.objects.count() == len(rows)
-    assert sum(HomeDay.objects.values_list("visitors", flat=True)) == sum(rows.values())
+    hourly = published("home", version=version)
+    assert hourly == as_stored("home", released(rows))
+    days = published("home", version=version, period="day")
+    assert sum(value for value, _ in days.values()) == sum(released(rows).values())
+    assert sum(hours for _, hours in days.values()) == len(hourly)
 
 
 def test_an_unknown_home_region_rejects_the_file(regions, tmp_path):

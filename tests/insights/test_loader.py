@@ -45,19 +45,20 @@ def test_a_good_file_becomes_a_dataset_version_with_its_cells_and_rows(db, tmp_p
     assert (summary.period_start, summary.period_end) == (HOUR0, HOUR0 + dt.timedelta(hours=2))
     version = DatasetVersion.objects.get()
     assert version.pk == summary.version and version.rows == 4
-    assert sorted(Presence.objects.values_list("cell__code", "hour", "age_band", "gender", "visits")) == sorted(
+    assert sorted(Presence.objects.values_list("cell_id", "hour", "age_band", "gender", "visits")) == sorted(
         [
-            (grid.code(0, 0), HOUR0, ALL, ALL, 412),
-            (grid.code(0, 0), HOUR0, AGE_BANDS.index("25-34"), ALL, 88),
-            (grid.code(0, 0), HOUR0, ALL, GENDERS.index("f"), 190),
-            (grid.code(1, 0), HOUR0 + dt.timedelta(hours=1), ALL, ALL, 7),
+            (grid.cell_id_of((0, 0)), HOUR0, ALL, ALL, 412),
+            (grid.cell_id_of((0, 0)), HOUR0, AGE_BANDS.index("25-34"), ALL, 88),
+            (grid.cell_id_of((0, 0)), HOUR0, ALL, GENDERS.index("f"), 190),
+            (grid.cell_id_of((1, 0)), HOUR0 + dt.timedelta(hours=1), ALL, ALL, 7),
         ]
     )
-    cell = Cell.objects.get(code=grid.code(1, 0))
-    assert cell.geometry.extent == (
-        grid.ORIGIN_EAST + 250,
+    # A cell is registered once a value of it is published: (1, 0) holds only a 7, under k.
+    assert list(Cell.objects.values_list("code", flat=True)) == [grid.code(0, 0)]
+    assert Cell.objects.get().geometry.extent == (
+        grid.ORIGIN_EAST,
         grid.ORIGIN_NORTH,
-        grid.ORIGIN_EAST + 500,
+        grid.ORIGIN_EAST + 250,
         grid.ORIGIN_NORTH + 250,
     )
 

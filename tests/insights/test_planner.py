@@ -8,11 +8,12 @@ import pytest
 from django.contrib.gis.geos import MultiPolygon
 
 from insights import selectors
-from insights.models import DatasetVersion, PresenceDay, PresenceWeek
+from insights.models import DatasetVersion
 from insights.reports import footfall_result
-from insights.selectors import PROGRESS_STEPS, presence_source, presence_totals
+from insights.selectors import PROGRESS_STEPS, current_release_policy, presence_source, presence_totals
 from tests import grid
 from tests.conftest import CITY_CELLS, city_visits
+from tests.insights.conftest import published
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -35,7 +36,7 @@ def month_of_data(db, tmp_path):
 
 
 def totals(granularity, version, *, source=None, start=START, end=END, time_zone="Europe/Berlin", polygon=None):
-    """All-ages, all-genders sums by bucket start."""
+    """All-ages, all-genders released sums by bucket start."""
     sums = presence_totals(
         geometry=MultiPolygon(polygon or grid.square(0.5, 0, 2, 3), srid=4326),
         start=start,
@@ -43,9 +44,10 @@ def totals(granularity, version, *, source=None, start=START, end=END, time_zone
         granularity=granularity,
         time_zone=time_zone,
         version=version,
+        policy=current_release_policy().pk,
         source=source,
     )
-    return {bucket: visits for (bucket, _, _), visits in sums.items()}
+    return {bucket: released for (bucket, _, _), released in sums.items()}
 
 
 @pytest.mark.parametrize(
@@ -77,8 +79,10 @@ def test_a_rollup_gives_the_same_numbers_as_the_hours(month_of_data, granularity
 
     assert from_hours.keys() == from_rollup.keys()
     assert len(from_hours) == {"day": 28, "week": 4, "month": 2}[granularity]
-    for bucket, value in from_hours.items():
-        assert from_rollup[bucket] == pytest.approx(value, rel=1e-9)
+    for bucket, released in from_hours.items():
+        assert from_rollup[bucket].value == pytest.approx(released.value, rel=1e-9)
+        assert from_rollup[bucket].weight == pytest.approx(released.weight, rel=1e-9)
+        assert from_rollup[bucket].count == released.count  # hourly values published
 
 
 def test_another_zone_is_summed_from_the_hours_by_its_own_local_days(month_of_data):
@@ -96,24 +100,24 @@ def test_another_zone_is_summed_from_the_hours_by_its_own_local_days(month_of_da
         granularity="day",
         time_zone="America/New_York",
         version=version,
+        policy=current_release_policy(),
     )
 
-    assert [row["visits"] for row in report["series"]] == [expected[day] for day in sorted(expected)]
+    assert [row["person_hours"] for row in report["series"]] == [expected[day] for day in sorted(expected)]
     assert report["series"][0]["start"] == "2026-03-17T00:00:00-04:00"
 
 
 def test_the_rollups_hold_the_sums_of_the_hours(month_of_data):
-    loaded, _ = month_of_data
-    days, weeks = defaultdict(int), defaultdict(int)
+    loaded, _ = month_of_data  # every value 20 or more: all released
+    days, weeks = defaultdict(lambda: (0, 0)), defaultdict(lambda: (0, 0))
     for (cell, hour), visits in loaded.items():
         day = hour.astimezone(BERLIN).date()
-        days[(grid.cell_id_of(cell), day)] += visits
-        weeks[(grid.cell_id_of(cell), day - dt.timedelta(days=day.weekday()))] += visits
+        for sums, key in ((days, day), (weeks, day - dt.timedelta(days=day.weekday()))):
+            value, hours = sums[(grid.cell_id_of(cell), key, "*", "*")]
+            sums[(grid.cell_id_of(cell), key, "*", "*")] = (value + visits, hours + 1)
 
-    stored_days = {(row.cell_id, row.day): row.visits for row in PresenceDay.objects.all()}
-    stored_weeks = {(row.cell_id, row.week): row.visits for row in PresenceWeek.objects.all()}
-    assert stored_days == days
-    assert stored_weeks == weeks
+    assert published("presence", period="day") == days
+    assert published("presence", period="week") == weeks
 
 
 def test_a_report_pinned_to_a_version_reads_only_its_part_of_a_shared_day(db, tmp_path):
@@ -133,9 +137,18 @@ def test_a_report_pinned_to_a_version_reads_only_its_part_of_a_shared_day(db, tm
     pinned = totals("day", first, start=day_start, end=day_end, polygon=polygon)
     latest = totals("day", second, start=day_start, end=day_end, polygon=polygon)
 
-    assert pinned == {day_start: pytest.approx(12 * 10, rel=1e-5)}  # 0.3 mm reprojection drift
-    assert latest == {day_start: pytest.approx(12 * 10 + 12 * 20, rel=1e-5)}
-    assert PresenceDay.objects.count() == 2
+    # 0.3 mm reprojection drift: a share of 0.99999...
+    assert {bucket: released.value for bucket, released in pinned.items()} == {
+        day_start: pytest.approx(12 * 10, rel=1e-5)
+    }
+    assert {bucket: released.value for bucket, released in latest.items()} == {
+        day_start: pytest.approx(12 * 10 + 12 * 20, rel=1e-5)
+    }
+    assert (pinned[day_start].count, latest[day_start].count) == (12, 24)
+    # one day row per dataset version
+    day_row = (grid.cell_id_of((0, 0)), day_start.date(), "*", "*")
+    assert published("presence", version=first, period="day") == {day_row: (12 * 10, 12)}
+    assert published("presence", version=second, period="day") == {day_row: (12 * 20, 12)}
 
 
 def hourly_progress(version) -> list[float]:
@@ -147,6 +160,7 @@ def hourly_progress(version) -> list[float]:
         granularity="hour",
         time_zone="Europe/Berlin",
         version=version,
+        policy=current_release_policy().pk,
         on_progress=fractions.append,
     )
     return fractions

@@ -160,3 +160,12 @@ def test_a_reports_area_is_shown_not_editable(account_manager, failed_report):
     page = account_manager.get(f"/admin/marketplace/report/{failed_report.pk}/change/").content.decode()
 
     assert 'aria-label="boundary"' in page and 'name="geometry"' not in page
+
+
+def test_a_products_admin_shows_its_order_policy_only(account_manager):
+    page = account_manager.get(f"/admin/marketplace/product/{footfall_product().pk}/change/")  # view only
+
+    assert page.status_code == 200
+    fields = set(re.findall(r"field-(privacy_[a-z0-9_]+)", page.content.decode()))
+    # The numbers' privacy is the release's, the same for every product: no k, rounding or noise here.
+    assert fields == {"privacy_min_area_km2", "privacy_min_cells", "privacy_query_budget"}

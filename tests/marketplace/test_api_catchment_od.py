@@ -1,6 +1,7 @@
 """Catchment and od-matrix ordered over the API, computed by the worker, and downloaded."""
 
 import io
+from collections import defaultdict
 
 import pyarrow.parquet as pq
 import pytest
@@ -49,22 +50,77 @@ def test_the_regions_are_listed_with_their_boundaries(api, regions):
     assert listed[0]["geometry"]["type"] == "MultiPolygon"
 
 
+def home_sums(home) -> dict[str, int]:
+    """Each home region's hourly values of the 2 x 2 block over the whole period, and everyone's
+    ("*"), where every value is published: E (8 or 9 an hour) and FAR (3) are under k."""
+    rows, _ = home
+    sums = defaultdict(int)
+    for (_, _, region), value in rows.items():
+        sums[region] += value
+    return sums
+
+
 def test_a_catchment_is_ordered_and_downloaded(api, home, granted, django_capture_on_commit_callbacks):
     report = order(api, CATCHMENT, django_capture_on_commit_callbacks)
 
     assert report["status"] == "succeeded", report
     result = report["result"]
-    assert [row["region"] for row in result["regions"]] == ["W", "N", "E", "FAR"]
+    sums = home_sums(home)
+    # Only the regions with published values are listed: E and FAR were under k every hour.
+    assert result["regions"] == [
+        {
+            "region": code,
+            "name": f"Region {code}",
+            "person_hours": sums[code],
+            "visitors": sums[code],  # deprecated: person_hours
+            "share": round(sums[code] / sums["*"], 4),
+            "suppressed": False,
+            "suppressed_reason": None,
+        }
+        for code in ("W", "N")
+    ]
+    assert sums["N"] == 11 * 4 * 95
+    assert result["everyone"] == {"person_hours": sums["*"], "visitors": sums["*"]}
+    assert sum(row["person_hours"] for row in result["series"]) == sums["*"]
     assert report["regions"] == []
+    privacy = result["privacy"]
+    assert (privacy["breakdown_values"], privacy["breakdown_values_released"]) == (4 * 95 * 2, 4 * 95 * 2)
+    assert (privacy["cell_hours"], privacy["cell_hours_released"], privacy["suppressed_values"]) == (4 * 95, 4 * 95, 0)
     csv_lines = b"".join(download(api, report, "csv").streaming_content).decode().splitlines()
-    assert csv_lines[0] == "region,name,visitors,share,suppressed,suppressed_reason"
-    assert csv_lines[1].startswith(f"W,Region W,{result['regions'][0]['visitors']},")
+    assert csv_lines == [
+        "region,name,person_hours,visitors,share,suppressed,suppressed_reason",
+        *(
+            f"{row['region']},{row['name']},{row['person_hours']},{row['person_hours']},{row['share']},false,"
+            for row in result["regions"]
+        ),
+    ]
     table = pq.read_table(io.BytesIO(content(download(api, report, "parquet"))))
-    assert table.column("region").to_pylist() == ["W", "N", "E", "FAR"]
+    assert table.column("region").to_pylist() == ["W", "N"]
+    assert table.column("person_hours").to_pylist() == [sums["W"], sums["N"]]
     assert download(api, report, "png").content.startswith(b"\x89PNG")
     features = download(api, report, "geojson").json()["features"]
-    assert [feature["properties"]["region"] for feature in features] == ["W", "N", "E", "FAR"]
+    assert [feature["properties"]["region"] for feature in features] == ["W", "N"]
     assert features[0]["geometry"]["type"] == "MultiPolygon"
+
+
+def test_a_catchment_lists_the_chosen_regions_with_nothing_published_as_suppressed(
+    api, home, granted, django_capture_on_commit_callbacks
+):
+    report = order(api, {**CATCHMENT, "regions": ["FAR", "E", "W"]}, django_capture_on_commit_callbacks)
+
+    assert report["status"] == "succeeded", report
+    sums = home_sums(home)
+    assert [
+        (row["region"], row["person_hours"], row["share"], row["suppressed"], row["suppressed_reason"])
+        for row in report["result"]["regions"]
+    ] == [
+        ("W", sums["W"], round(sums["W"] / sums["*"], 4), False, None),
+        ("E", None, None, True, "not_released"),
+        ("FAR", None, None, True, "not_released"),
+    ]
+    privacy = report["result"]["privacy"]
+    assert (privacy["breakdown_values"], privacy["breakdown_values_released"]) == (4 * 95 * 3, 4 * 95)
+    assert privacy["suppressed_values"] == 2
 
 
 def test_an_od_matrix_is_ordered_between_the_zones_of_the_area(api, trips, granted, django_capture_on_commit_callbacks):
@@ -74,14 +130,35 @@ def test_an_od_matrix_is_ordered_between_the_zones_of_the_area(api, trips, grant
     assert report["regions"] == ["E", "N", "W"]
     result = report["result"]
     assert [zone["zone"] for zone in result["zones"]] == ["E", "N", "W"]
-    assert len(result["matrix"]) == 3 and all(len(row) == 3 for row in result["matrix"])
-    assert len(result["flows"]) == 4 * 8  # four days, eight pairs (E -> N has none)
+    rows, _ = trips
+    # N -> E (2 an hour) is under k every hour and E -> N has no trips: neither has a number.
+    pairs = defaultdict(int)
+    for (origin, destination, _), value in rows.items():
+        if (origin, destination) != ("N", "E"):
+            pairs[(origin, destination)] += value
+    assert result["matrix"] == [[pairs.get((origin, destination)) for destination in "ENW"] for origin in "ENW"]
+    assert result["matrix"][0][1] is None and result["matrix"][1][0] is None
+    assert len(result["flows"]) == 4 * 7  # four days, the seven pairs with published trips
+    assert {(flow["origin"], flow["destination"]) for flow in result["flows"]} == set(pairs)
+    assert {flow["released_share"] for flow in result["flows"]} == {1.0}
+    assert all("suppressed" not in flow for flow in result["flows"])
+    assert result["privacy"] | {"release_policy": None} == {
+        "release_policy": None,
+        "k": 10,
+        "round_to": 1,
+        "noise": False,
+        "zone_pair_hours": 9 * 95,
+        "zone_pair_hours_released": 7 * 95,
+        "released_share": round(7 / 9, 4),
+        "suppressed_values": 2,
+    }
     csv_lines = b"".join(download(api, report, "csv").streaming_content).decode().splitlines()
-    assert csv_lines[0] == "start,end,hours,origin,destination,trips,suppressed,suppressed_reason"
-    assert len(csv_lines) == 1 + 32
+    assert csv_lines[0] == "start,end,hours,origin,destination,trips,released_share"
+    assert len(csv_lines) == 1 + 28
     assert download(api, report, "png").content.startswith(b"\x89PNG")
     features = download(api, report, "geojson").json()["features"]
-    assert sorted(feature["geometry"]["type"] for feature in features) == ["LineString"] * 5 + ["MultiPolygon"] * 3
+    # A line per pair of two zones with published trips: W <-> E and W <-> N.
+    assert sorted(feature["geometry"]["type"] for feature in features) == ["LineString"] * 4 + ["MultiPolygon"] * 3
 
 
 def test_an_od_matrix_of_chosen_zones(api, trips, granted, django_capture_on_commit_callbacks):

@@ -5,11 +5,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from insights import tasks as insights_tasks
+from insights.releases import releases_build
+from insights.selectors import current_release_policy
 from marketplace.models import Product, Report, Role
 from tests import grid
 from tests.downloads import as_json as json_of
 from tests.errors import assert_error
 from tests.factories import TenantFactory, granted_tenant
+from tests.marketplace.released import by_local_day, published_presence
 
 BERLIN = ZoneInfo("Europe/Berlin")
 REPORTS = "/api/v1/reports/"
@@ -49,16 +52,51 @@ def test_an_order_is_computed_and_downloadable_as_json_and_csv(api, city, place)
     assert report["status"] == "succeeded"
     assert (report["progress"], report["area_name"], report["cell_count"]) == (1.0, "Block", 16)
     assert report["area_km2"] == pytest.approx(1.0, rel=1e-6)
-    assert [row["visits"] for row in report["result"]["series"]] == [days[day] for day in sorted(days)]
-    assert [row["hours"] for row in report["result"]["series"]] == [24, 24, 23, 24, 24]
+    # Every hourly value of the test city is at or above k: all published, unrounded here.
+    series = report["result"]["series"]
+    assert [row["person_hours"] for row in series] == [days[day] for day in sorted(days)]
+    assert [row["visits"] for row in series] == [row["person_hours"] for row in series]  # the deprecated name
+    assert [row["hours"] for row in series] == [24, 24, 23, 24, 24]
+    assert [row["average_present"] for row in series] == [
+        round(days[day] / hours, 1) for day, hours in zip(sorted(days), [24, 24, 23, 24, 24], strict=True)
+    ]
+    assert {(row["released_share"], row["suppressed"], row["suppressed_reason"]) for row in series} == {
+        (1.0, False, None)
+    }
+    assert report["result"]["sources"] == [
+        {
+            "dataset_version": report["dataset_version"],
+            "period_start": "2026-03-26T23:00:00+00:00",
+            "period_end": "2026-03-31T22:00:00+00:00",
+            "manifest": {},
+        }
+    ]
+    assert report["result"]["privacy"] == {
+        "release_policy": current_release_policy().pk,
+        "k": 10,
+        "round_to": 1,
+        "noise": False,
+        "cell_hours": 16 * 119,
+        "cell_hours_released": 16 * 119,
+        "released_share": 1.0,
+        "breakdown_values": 0,
+        "breakdown_values_released": 0,
+        "suppressed_values": 0,
+    }
 
     as_json = api.get(f"{REPORTS}{report['id']}/result.json")
     assert as_json.status_code == 200 and json_of(as_json) == report["result"]
     as_csv = api.get(f"{REPORTS}{report['id']}/result.csv")
     assert as_csv["Content-Type"] == "text/csv; charset=utf-8"
     lines = b"".join(as_csv.streaming_content).decode().splitlines()
-    assert lines[0] == "start,end,hours,age_band,gender,visits,suppressed,suppressed_reason"
-    assert lines[3] == f"2026-03-29T00:00:00+01:00,2026-03-30T00:00:00+02:00,23,*,*,{days[dt.date(2026, 3, 29)]},false,"
+    assert lines[0] == (
+        "start,end,hours,age_band,gender,person_hours,visits,average_present,released_share,suppressed,suppressed_reason"
+    )
+    dst_day = days[dt.date(2026, 3, 29)]
+    assert lines[3] == (
+        f"2026-03-29T00:00:00+01:00,2026-03-30T00:00:00+02:00,23,*,*,{dst_day},{dst_day},{round(dst_day / 23, 1)},"
+        "1.0,false,"
+    )
     assert len(lines) == 6
 
 
@@ -260,9 +298,17 @@ def test_an_order_broken_down_by_age_band_returns_its_segments(api, city, place)
     report = api.get(f"{REPORTS}{response.json()['id']}/").json()
     assert report["breakdowns"] == ["age_band"]
     assert report["result"]["breakdowns"] == ["age_band"]
-    # The test city has totals only: every age band is withheld, never guessed.
-    assert len(report["result"]["segments"]) == 5 * 6
-    assert all(row["suppressed"] and row["visits"] is None for row in report["result"]["segments"])
+    # The test city has totals only: no age band was published, so none is guessed.
+    segments = report["result"]["segments"]
+    assert len(segments) == 5 * 6
+    assert {
+        (row["person_hours"], row["visits"], row["released_share"], row["suppressed"], row["suppressed_reason"])
+        for row in segments
+    } == {(None, None, 0.0, True, "not_released")}
+    privacy = report["result"]["privacy"]
+    assert (privacy["breakdown_values"], privacy["breakdown_values_released"]) == (16 * 119 * 6, 0)
+    assert privacy["suppressed_values"] == 5 * 6
+    assert [row["suppressed"] for row in report["result"]["series"]] == [False] * 5
 
 
 @pytest.mark.parametrize(
@@ -299,3 +345,31 @@ def test_a_period_across_a_gap_between_loads_is_refused(api, city, place, tmp_pa
     assert "2026-04-01T00:00:00+02:00 to 2026-04-04T00:00:00+02:00" in across.json()["message"]
     assert before.status_code == 201
     assert Report.objects.count() == 1
+
+
+# A redraw of the 4 x 4 block 0.2 mm inside its edges: the same cells, each edge cell a hair less.
+HAIR = 0.0002 / grid.CELL  # 0.2 mm, in cells
+REDRAWN_BLOCK = grid.square(HAIR, HAIR, 4 - 2 * HAIR, 4 - 2 * HAIR)
+
+
+def test_a_near_identical_redraw_is_ordered_and_both_reports_sum_the_same_released_values(api, city, place, settings):
+    # No differencing audit any more: the redraw is an ordinary order. With sticky noise (seeded by
+    # what a value counts, never by the area), both reports are post-processing of one release.
+    settings.PRIVACY_NOISE_SCALE = 3.0
+    releases_build()
+    published = published_presence()
+    assert published != {(grid.cell_id_of(cell), hour): value for (cell, hour), value in city.items()}  # noised
+    days = by_local_day(published)
+
+    first = place(order_body(name="Block"))
+    redrawn = place(order_body(name="Block, redrawn", geometry=grid.geojson(REDRAWN_BLOCK)))
+
+    assert (first.status_code, redrawn.status_code) == (201, 201), redrawn.content
+    reports = [api.get(f"{REPORTS}{response.json()['id']}/").json() for response in (first, redrawn)]
+    assert [report["status"] for report in reports] == ["succeeded", "succeeded"]
+    for report in reports:
+        assert [row["person_hours"] for row in report["result"]["series"]] == [days[day] for day in sorted(days)]
+        assert report["result"]["privacy"]["noise"] is True
+        assert report["result"]["privacy"]["cell_hours_released"] == len(published)
+    first_series, redrawn_series = (report["result"]["series"] for report in reports)
+    assert first_series == redrawn_series

@@ -10,11 +10,14 @@ import pytest
 import yaml
 from rest_framework.test import APIClient
 
+from insights.releases import releases_build
+from insights.selectors import current_release_policy
 from marketplace.models import Report
 from tests import grid
 from tests.downloads import as_json, content
 from tests.errors import assert_error
 from tests.factories import granted_tenant
+from tests.marketplace.released import threshold
 
 REPORTS = "/api/v1/reports/"
 FORMATS = ["json", "csv", "parquet", "png", "geojson"]
@@ -65,10 +68,29 @@ def download(api, report: dict, extension: str, content_type: str):
     return response
 
 
+COLUMNS = [
+    "start",
+    "end",
+    "hours",
+    "age_band",
+    "gender",
+    "person_hours",
+    "visits",  # deprecated: person_hours
+    "average_present",
+    "released_share",
+    "suppressed",
+    "suppressed_reason",
+]
+
+
 def csv_lines(series: list[dict]) -> list[str]:
-    return ["start,end,hours,age_band,gender,visits,suppressed,suppressed_reason"] + [
-        f"{row['start']},{row['end']},{row['hours']},*,*,{'' if row['visits'] is None else row['visits']},"
-        f"{'true' if row['suppressed'] else 'false'},{row['suppressed_reason'] or ''}"
+    def text(value) -> str:
+        return "" if value is None else str(value)
+
+    return [",".join(COLUMNS)] + [
+        f"{row['start']},{row['end']},{row['hours']},*,*,{text(row['person_hours'])},{text(row['visits'])},"
+        f"{text(row['average_present'])},{row['released_share']},{'true' if row['suppressed'] else 'false'},"
+        f"{text(row['suppressed_reason'])}"
         for row in series
     ]
 
@@ -120,39 +142,51 @@ def test_the_parquet_download_holds_the_series_and_the_reports_context(api, succ
         pa.string(),
         pa.string(),
         pa.int64(),
+        pa.int64(),
+        pa.float64(),
+        pa.float64(),
         pa.bool_(),
         pa.string(),
     ]
-    assert table.column_names == [
-        "start",
-        "end",
-        "hours",
-        "age_band",
-        "gender",
-        "visits",
-        "suppressed",
-        "suppressed_reason",
-    ]
+    assert table.column_names == COLUMNS
     assert table.column("start").to_pylist() == [dt.datetime.fromisoformat(row["start"]) for row in series]
     assert table.column("end").to_pylist() == [dt.datetime.fromisoformat(row["end"]) for row in series]
     assert table.column("hours").to_pylist() == [row["hours"] for row in series]
-    assert table.column("visits").to_pylist() == [row["visits"] for row in series]
+    for name in ("person_hours", "visits", "average_present", "released_share", "suppressed_reason"):
+        assert table.column(name).to_pylist() == [row[name] for row in series], name
+    assert table.column("visits").to_pylist() == table.column("person_hours").to_pylist()
     assert table.column("suppressed").to_pylist() == [False] * len(series)
     assert {key: metadata.get(key) for key in ("product", "metric", "granularity", "time_zone")} == {
         "product": "footfall",
-        "metric": "visits",
+        "metric": "person_hours",
         "granularity": "day",
         "time_zone": "Europe/Berlin",
     }
     assert metadata["dataset_version"] == str(result["dataset_version"])
-    assert metadata["privacy_k"] == str(result["privacy"]["k"])
+    assert (metadata["privacy_k"], metadata["release_policy"]) == ("10", str(current_release_policy().pk))
 
 
-def test_the_png_download_is_a_1200_by_600_chart_with_gaps_where_withheld(api, succeeded, settings):
-    # Hourly values of the test city run from 584 (UTC midnight) up: k = 700 withholds each night.
-    settings.PRIVACY_K = 700
+def test_the_png_download_is_a_1200_by_600_chart_with_gaps_where_withheld(api, city, succeeded, settings):
+    # A cell's hourly value is 20 + 10 col + row + the UTC hour: under k = 60 every cell is
+    # withheld from 00:00 to 06:59 UTC, and the western half of the block at every hour.
+    settings.PRIVACY_K = 60
+    releases_build()
     report = succeeded(granularity="hour", name="Westpark Centre")
-    assert 0 < report["result"]["privacy"]["suppressed_values"] < len(report["result"]["series"])
+    series = report["result"]["series"]
+    published = threshold(city, 60)
+    dark = [row for row in series if row["suppressed"]]
+    assert len(dark) == 5 * 7
+    assert {dt.datetime.fromisoformat(row["start"]).astimezone(dt.UTC).hour for row in dark} == set(range(7))
+    assert {(row["person_hours"], row["suppressed_reason"]) for row in dark} == {(None, "not_released")}
+    lit = [row for row in series if not row["suppressed"]]
+    released_keys = set(published)
+    for row in lit:
+        hour = dt.datetime.fromisoformat(row["start"]).astimezone(dt.UTC)
+        assert row["person_hours"] == sum(value for (_, at), value in published.items() if at == hour)
+        assert row["released_share"] == round(sum((cell, hour) in released_keys for cell in grid_cells()) / 16, 4)
+    assert 0 < min(row["released_share"] for row in lit) < max(row["released_share"] for row in lit) < 1
+    assert report["result"]["privacy"]["suppressed_values"] == 5 * 7 + 8  # and the 8 western cells' totals
+    assert report["result"]["privacy"]["cell_hours_released"] == len(published)
 
     response = download(api, report, "png", "image/png")
 
@@ -163,9 +197,14 @@ def test_the_png_download_is_a_1200_by_600_chart_with_gaps_where_withheld(api, s
 
 def test_a_report_with_every_bucket_withheld_still_downloads(api, succeeded, settings):
     settings.PRIVACY_K = 10**9
+    releases_build()
     report = succeeded()
     series = report["result"]["series"]
-    assert all(row["suppressed"] and row["visits"] is None for row in series)
+    assert {
+        (row["person_hours"], row["visits"], row["average_present"], row["released_share"], row["suppressed"])
+        for row in series
+    } == {(None, None, None, 0.0, True)}
+    assert report["result"]["privacy"]["cell_hours_released"] == 0
 
     as_csv = download(api, report, "csv", "text/csv; charset=utf-8")
     as_parquet = download(api, report, "parquet", "application/vnd.apache.parquet")
@@ -173,8 +212,9 @@ def test_a_report_with_every_bucket_withheld_still_downloads(api, succeeded, set
 
     lines = b"".join(as_csv.streaming_content).decode().splitlines()
     assert lines == csv_lines(series)
-    assert lines[1].endswith(",24,*,*,,true,below_k")
+    assert lines[1].endswith(",24,*,*,,,,0.0,true,not_released")
     table, metadata = read_parquet(content(as_parquet))
+    assert table.column("person_hours").to_pylist() == [None] * len(series)
     assert table.column("visits").to_pylist() == [None] * len(series)
     assert table.column("suppressed").to_pylist() == [True] * len(series)
     assert metadata["privacy_k"] == str(10**9)
@@ -224,17 +264,15 @@ def test_the_geojson_download_maps_each_cell_with_its_share_and_people(api, city
     first = by_cell[grid.code(0, 0)]
     # The whole period's hours of that cell (the ordered area covers every cell whole).
     expected = sum(visits for (cell, hour), visits in city.items() if cell == (0, 0) and _in_report(report, hour))
-    assert first["properties"] == {
-        "cell": grid.code(0, 0),
-        "share": 1.0,
-        "visits": expected,
-        "suppressed": False,
-        "suppressed_reason": None,
-    }
+    assert first["properties"] == {"cell": grid.code(0, 0), "share": 1.0, "person_hours": expected, "visits": expected}
     [ring] = first["geometry"]["coordinates"]
     corner = grid.square(0, 0, 1, 1).exterior_ring.coords
     assert ring[0] == pytest.approx(list(corner[0]), abs=1e-6)
     assert collection["properties"]["privacy"]["k"] == report["result"]["privacy"]["k"]
+
+
+def grid_cells() -> list[tuple[int, int]]:
+    return [(col, row) for col in range(4) for row in range(4)]
 
 
 def _in_report(report: dict, hour) -> bool:
@@ -256,7 +294,7 @@ def test_a_large_result_is_paged_not_inlined_and_downloads_whole(api, succeeded,
     lines = content(download(api, report, "csv", "text/csv; charset=utf-8")).decode().splitlines()
     assert lines == csv_lines(stored["series"])
     table, _ = read_parquet(content(download(api, report, "parquet", "application/vnd.apache.parquet")))
-    assert table.column("visits").to_pylist() == [row["visits"] for row in stored["series"]]
+    assert table.column("person_hours").to_pylist() == [row["person_hours"] for row in stored["series"]]
 
 
 def test_a_broken_down_results_rows_are_the_totals_then_the_segments(api, succeeded):

@@ -1,6 +1,8 @@
 """A report is computed once, whatever happens to workers and messages."""
 
 import datetime as dt
+import hashlib
+import json
 
 import psycopg
 import pytest
@@ -8,8 +10,10 @@ from django.contrib.gis.geos import MultiPolygon
 from django.db import OperationalError, connection
 from django.utils import timezone
 
+from insights.models import ReleasePolicy
+from insights.releases import releases_build
 from marketplace import services
-from marketplace.models import Report
+from marketplace.models import Release, Report
 from tests import grid
 from tests.conftest import CITY_END, CITY_START
 
@@ -160,3 +164,48 @@ def test_the_sweeper_leaves_a_running_report_a_live_worker_holds(queued_report, 
 
     queued_report.refresh_from_db()
     assert (queued_report.status, queued_report.attempts) == ("running", 1)
+
+
+def test_the_release_log_records_the_release_policy_of_each_report(queued_report, settings):
+    services.report_run(report_id=queued_report.pk)
+    settings.PRIVACY_K = 12  # a new policy: its releases are built, and later reports read them
+    releases_build()
+    later, _ = services.report_create(
+        principal=services.Principal(tenant=queued_report.tenant, role="analyst", api_key=None),
+        order=services.ReportOrder(
+            product_code="footfall",
+            geometry=queued_report.geometry,
+            start=CITY_START,
+            end=CITY_END,
+            granularity="day",
+        ),
+    )
+    services.report_run(report_id=later.pk)
+
+    policies = {policy.k: policy for policy in ReleasePolicy.objects.filter(round_to=1, noise_scale=0)}
+    for report, k in ((queued_report, 10), (later, 12)):
+        report.refresh_from_db()
+        logged = Release.objects.get(report=report)
+        assert logged.parameters["privacy"] == report.result["privacy"]
+        assert {name: logged.parameters["privacy"][name] for name in ("release_policy", "k", "round_to", "noise")} == {
+            "release_policy": policies[k].pk,
+            "k": k,
+            "round_to": 1,
+            "noise": False,
+        }
+        assert logged.dataset_version == report.dataset_version
+        canonical = json.dumps(report.result, sort_keys=True, separators=(",", ":")).encode()
+        assert logged.result_sha256 == hashlib.sha256(canonical).hexdigest()
+
+
+def test_a_report_queued_before_a_change_of_release_policy_is_not_failed(queued_report, settings):
+    """PRODUCT BUG (marketplace/services.py, report_run): between a change of the release policy's
+    settings and `build_releases`, insights.selectors.coverage() is None, and report_run reads
+    coverage.latest_version inside its catch-all: the queued report fails for good ("could not
+    be computed (AttributeError)") although its data and release are still there."""
+    settings.PRIVACY_K = 12  # deployed; build_releases has not run yet
+
+    services.report_run(report_id=queued_report.pk)
+
+    queued_report.refresh_from_db()
+    assert queued_report.status != "failed", queued_report.error

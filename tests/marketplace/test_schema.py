@@ -9,6 +9,8 @@ from drf_spectacular.drainage import GENERATOR_STATS
 from drf_spectacular.plumbing import _load_enum_name_overrides
 from rest_framework.test import APIClient
 
+from insights.kinds import METRICS
+
 EXPECTED_PATHS = {
     "/api/v1/members/",
     "/api/v1/members/{id}/",
@@ -114,3 +116,31 @@ def test_schema_is_served_without_authentication(db):
     served = yaml.safe_load(response.content)
     assert served["info"]["title"] == "Footfall marketplace API"
     assert set(served["paths"]) == EXPECTED_PATHS
+
+
+def test_the_result_names_each_metric_and_documents_the_deprecated_names(schema):
+    description = schema["components"]["schemas"]["ReportOutput"]["properties"]["result"]["description"]
+    current, deprecated = description.split("Deprecated, kept for one release with the same values:")
+
+    for product, metric in METRICS.items():
+        assert f"`{metric.name}`" in current, product
+        if metric.deprecated:
+            assert f"`{metric.deprecated}`" in deprecated and f"use `{metric.name}`" in deprecated, product
+    assert "`average_present`" in current
+    assert "`comparison_visits` (use `comparison_person_hours`)" in deprecated
+    assert "`visits` (footfall, compare; use `person_hours`)" in deprecated
+    assert "`visitors` (dwell: use `visits`; catchment: use `person_hours`)" in deprecated
+
+
+def test_a_quotes_checks_are_documented_with_fair_use(schema):
+    checks = schema["components"]["schemas"]["QuoteCheck"]["properties"]["check"]["description"]
+
+    assert checks.split(", ") == [
+        "entitlement",
+        "privacy_minimums",
+        "licensed_region",
+        "payment",
+        "reports_in_progress",
+        "fair_use",
+        "spending_limit",
+    ]

@@ -48,6 +48,12 @@ class Command(BaseCommand):
                 f"loaded in {summary.duration_seconds:.1f} s ({summary.rows / summary.duration_seconds:,.0f} rows/s)"
             )
         )
+        release = summary.release
+        self.stdout.write(
+            f"released under {release.policy}: {release.released:,} of {release.values:,} values published,"
+            f" {release.withheld_below_k:,} withheld under k, {release.withheld_complementary:,} withheld to protect"
+            f" them, in {release.duration_seconds:.1f} s"
+        )
 
 
 def _manifest(path: Path) -> dict:

@@ -30,6 +30,8 @@ class Command(BaseCommand):
             call_command("pipeline_run", load=True, stdout=self.stdout)
         else:
             call_command("generate_demo_city", stdout=self.stdout)  # progress goes to the real stderr
+        # Loads release their data; this releases what was loaded under another policy before.
+        call_command("build_releases", stdout=self.stdout)
         tenant = Tenant.objects.filter(name=DEMO_TENANT).first() or tenant_create(
             name=DEMO_TENANT, kind=Tenant.Kind.RETAIL
         )
