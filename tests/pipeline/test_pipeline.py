@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from insights.models import DatasetVersion
 from insights.reports import footfall_result
+from insights.selectors import current_release_policy
 from insights.services import dwell_load, home_load, presence_load, regions_load, trips_load
 from pipeline.city import Day, city_population, day_events
 from pipeline.extrapolation import FACTORS
@@ -251,6 +252,7 @@ def test_the_marketplace_reports_the_pipeline_output_as_counted_from_the_events(
         granularity="hour",
         time_zone="UTC",
         version=loads[0].version,
+        policy=current_release_policy(),
         with_cells=False,
     )
 
@@ -258,10 +260,12 @@ def test_the_marketplace_reports_the_pipeline_output_as_counted_from_the_events(
     for (cell, hour, segment), visits in expected.items():
         if segment == "*" and cell in in_city:
             by_hour[hour] = by_hour.get(hour, 0) + visits
-    series = {row["start"]: row["visits"] for row in report["series"]}
+    series = {row["start"]: row["person_hours"] for row in report["series"]}
     assert len(series) == 23 + 24
     assert {start.replace("+00:00", "Z"): visits for start, visits in series.items()} == by_hour
     assert all(DatasetVersion.objects.get(pk=load.version).manifest == manifest for load in loads)
+    # Every report shows the manifests of the versions it read.
+    assert [source["manifest"] for source in report["sources"]] == [manifest]
 
 
 @pytest.mark.django_db
