@@ -3,7 +3,8 @@ to compute it. bench/products.py starts it with the report as JSON and talks to 
 at a time: "run" times the report (footfall_result, dwell_result, catchment_result,
 od_matrix_result or compare_result),
 "sums" returns the sums of the scans the report runs, to check them against the SQL floor
-and DuckDB; at the end of its input it answers with its peak RSS.
+and DuckDB; at the end of its input it answers with its peak RSS. Reports read the release of
+each dataset version under the policy the benchmark names (the current one).
 """
 
 import datetime as dt
@@ -34,6 +35,7 @@ def main() -> None:
 
     from insights.grid import cell_corner, cell_id
     from insights.kinds import DWELL, HOME, PRESENCE
+    from insights.models import ReleasePolicy
     from insights.reports import catchment_result, compare_result, dwell_result, footfall_result, od_matrix_result
     from insights.selectors import cell_hour_sums, cell_hour_totals, region_names_by_id, regions_in_area, trip_sums
 
@@ -46,6 +48,7 @@ def main() -> None:
         "granularity": report["granularity"],
         "time_zone": report["time_zone"],
         "version": report["version"],
+        "policy": ReleasePolicy.objects.get(pk=report["policy"]),
     }
     halves = [(query["start"], middle), (middle, query["end"])]
     if product == "compare":
@@ -55,47 +58,47 @@ def main() -> None:
         # The buyer's zones by default: every one the area overlaps.
         zones = {region.id: (region.code, region.name) for region in regions_in_area(geometry=query.pop("geometry"))}
         query["zones"] = zones
+    # The selectors take the policy's id, the reports the policy.
+    read = {**query, "policy": query["policy"].pk}
 
     def sums() -> dict[str, list]:
         """Keys as the benchmark compares them: bucket epoch seconds, cell ids, region codes."""
         if product == "od-matrix":
-            flows = trip_sums(**{**query, "zones": list(zones)})
+            flows = trip_sums(**{**read, "zones": list(zones)})
             return {
                 "flows": [
-                    [f"{bucket.timestamp():.0f} {zones[origin][0]} {zones[destination][0]}", trips]
-                    for (bucket, origin, destination), trips in flows.items()
+                    [f"{bucket.timestamp():.0f} {zones[origin][0]} {zones[destination][0]}", published.value]
+                    for (bucket, origin, destination), published in flows.items()
                 ]
             }
         if product == "compare":
             series = []
             for start, end in halves:
-                half = {**query, "start": start, "end": end}
-                half = {
-                    name: half[name] for name in ("geometry", "start", "end", "granularity", "time_zone", "version")
-                }
-                sums = cell_hour_sums(kind=PRESENCE, **half)
-                series += [[bucket.timestamp(), visits] for (bucket, *_), visits in sums.by_bucket.items()]
+                half = {**read, "start": start, "end": end}
+                names = ("geometry", "start", "end", "granularity", "time_zone", "version", "policy")
+                sums = cell_hour_sums(kind=PRESENCE, **{name: half[name] for name in names})
+                series += [[bucket.timestamp(), published.value] for (bucket, *_), published in sums.by_bucket.items()]
             return {"series": series, "cells": []}
         kind = {"footfall": PRESENCE, "dwell": DWELL, "catchment": HOME}[product]
-        sums = cell_hour_sums(kind=kind, **query, with_cells=True)
+        sums = cell_hour_sums(kind=kind, **read, with_cells=True)
         # Without breakdowns every key is (bucket start, all segments...).
         found = {
-            "series": [[bucket.timestamp(), visits] for (bucket, *_), visits in sums.by_bucket.items()],
-            "cells": [[cell_id(*cell_corner(code)), visits] for code, _, visits in sums.by_cell],
+            "series": [[bucket.timestamp(), published.value] for (bucket, *_), published in sums.by_bucket.items()],
+            "cells": [[cell_id(*cell_corner(code)), published.value] for code, _, published in sums.by_cell],
         }
         if product == "dwell":
-            by_band = cell_hour_totals(kind=DWELL, **query, breakdowns=("dwell_band",))
+            by_band = cell_hour_totals(kind=DWELL, **read, breakdowns=("dwell_band",))
             found["bands"] = [
-                [f"{bucket.timestamp():.0f} {band}", visitors] for (bucket, band), visitors in by_band.items()
+                [f"{bucket.timestamp():.0f} {band}", published.value] for (bucket, band), published in by_band.items()
             ]
         if product == "catchment":
             by_region = {}
-            for (_, region), visitors in cell_hour_totals(
-                kind=HOME, **query, breakdowns=("home_region",), over_period=True
+            for (_, region), published in cell_hour_totals(
+                kind=HOME, **read, breakdowns=("home_region",), over_period=True
             ).items():
-                by_region[region] = by_region.get(region, 0.0) + visitors
+                by_region[region] = by_region.get(region, 0.0) + published.value
             codes = region_names_by_id(by_region)
-            found["regions"] = [[codes[region][0], visitors] for region, visitors in by_region.items()]
+            found["regions"] = [[codes[region][0], value] for region, value in by_region.items()]
         return found
 
     result = {

@@ -40,9 +40,11 @@ import django
 import duckdb
 import psycopg
 import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 from django.contrib.gis.geos import MultiPolygon, Polygon
 
-from insights.kinds import DWELL_BANDS, KINDS, PRESENCE, PRODUCT_KINDS
+from insights.kinds import KINDS, PRESENCE, PRODUCT_KINDS
 from insights.metro import (
     HAFEN_ARKADEN,
     ORIGIN_EAST,
@@ -79,11 +81,12 @@ SHARES = """
     )
 """
 # Per table of published values the engine's planner may read (insights_<kind>_released and
-# its local day and week rollups): its suffix, its bucket column and its period filter.
+# its local day and week rollups): its suffix, its bucket column, its period filter and how
+# many hourly values a row sums.
 FLOOR_SOURCES = {
-    "hour": ("", "t.hour", "t.hour >= %(start)s AND t.hour < %(end)s"),
-    "day": ("_day", "t.day", "t.day >= %(start_day)s AND t.day < %(end_day)s"),
-    "week": ("_week", "t.week", "t.week >= %(start_day)s AND t.week < %(end_day)s"),
+    "hour": ("", "t.hour", "t.hour >= %(start)s AND t.hour < %(end)s", "1"),
+    "day": ("_day", "t.day", "t.day >= %(start_day)s AND t.day < %(end_day)s", "t.hours"),
+    "week": ("_week", "t.week", "t.week >= %(start_day)s AND t.week < %(end_day)s", "t.hours"),
 }
 # The release of each dataset version up to the report's, under the current policy: what the engine reads.
 RELEASED = "t.policy_id = %(policy)s AND t.dataset_version_id <= %(version)s"
@@ -99,11 +102,13 @@ def floor_sql(product: str, source: str) -> str:
     footfall, the area's sums per bucket and per cell (for the map); dwell, those of
     everyone and the sums per bucket and band; catchment, those of everyone and the sums per
     home region over the period; od-matrix, the trips per bucket and pair of the zones. All of
-    them over published values only."""
-    suffix, bucket, period = FLOOR_SOURCES[source]
+    them over published values only, each sum with what a result states of its accuracy: how
+    many hourly values were published, weighted by the cells' shares and not."""
+    suffix, bucket, period, hours = FLOOR_SOURCES[source]
+    published = f"sum({hours} * s.share), sum({hours})"
     if product == "footfall":
         return (
-            f"WITH {SHARES} SELECT {bucket}, t.cell_id, sum(t.visits * s.share)"
+            f"WITH {SHARES} SELECT {bucket}, t.cell_id, sum(t.visits * s.share), {published}"
             f" FROM {released('presence', suffix)} t JOIN shares s USING (cell_id)"
             f" WHERE {period} AND {FLOOR_FILTER} AND t.age_band = 0 AND t.gender = 0"
             f" GROUP BY GROUPING SETS (({bucket}), (t.cell_id))"
@@ -112,7 +117,7 @@ def floor_sql(product: str, source: str) -> str:
         # One scan: per bucket and band (everyone is band 0), and per cell and band (the map
         # shows everyone's).
         return (
-            f"WITH {SHARES} SELECT {bucket}, t.cell_id, t.dwell_band, sum(t.visitors * s.share)"
+            f"WITH {SHARES} SELECT {bucket}, t.cell_id, t.dwell_band, sum(t.visitors * s.share), {published}"
             f" FROM {released('dwell', suffix)} t JOIN shares s USING (cell_id)"
             f" WHERE {period} AND {FLOOR_FILTER}"
             f" GROUP BY GROUPING SETS (({bucket}, t.dwell_band), (t.cell_id, t.dwell_band))"
@@ -120,24 +125,24 @@ def floor_sql(product: str, source: str) -> str:
     if product == "compare":
         # Both periods (the two halves of the report's span) in one scan: their buckets.
         return (
-            f"WITH {SHARES} SELECT {bucket}, NULL::bigint, sum(t.visits * s.share)"
+            f"WITH {SHARES} SELECT {bucket}, NULL::bigint, sum(t.visits * s.share), {published}"
             f" FROM {released('presence', suffix)} t JOIN shares s USING (cell_id)"
             f" WHERE {period} AND {FLOOR_FILTER} AND t.age_band = 0 AND t.gender = 0"
             f" GROUP BY {bucket}"
         )
     if product == "catchment":
         return (
-            f"WITH {SHARES} SELECT {bucket}, t.cell_id, NULL::smallint, sum(t.visitors * s.share)"
+            f"WITH {SHARES} SELECT {bucket}, t.cell_id, NULL::smallint, sum(t.visitors * s.share), {published}"
             f" FROM {released('home', suffix)} t JOIN shares s USING (cell_id)"
             f" WHERE {period} AND {FLOOR_FILTER} AND t.home_region = 0"
             f" GROUP BY GROUPING SETS (({bucket}), (t.cell_id))"
-            " UNION ALL SELECT NULL, NULL, t.home_region, sum(t.visitors * s.share)"
+            f" UNION ALL SELECT NULL, NULL, t.home_region, sum(t.visitors * s.share), {published}"
             f" FROM {released('home', suffix)} t JOIN shares s USING (cell_id)"
             f" WHERE {period} AND {FLOOR_FILTER} AND t.home_region > 0"
             " GROUP BY t.home_region"
         )
     return (
-        f"SELECT {bucket}, t.origin_id, t.destination, sum(t.trips) FROM {released('trips', suffix)} t"
+        f"SELECT {bucket}, t.origin_id, t.destination, sum(t.trips), sum({hours}) FROM {released('trips', suffix)} t"
         f" WHERE t.origin_id = ANY(%(zones)s) AND t.destination = ANY(%(zones)s) AND {period}"
         f" AND {RELEASED} GROUP BY 1, 2, 3"
     )
@@ -149,34 +154,35 @@ def duckdb_sql(product: str, granularity: str) -> str:
     zones by region id, as in PostgreSQL."""
     bucket = {"hour": "p.hour", "day": "date_trunc('day', p.hour)", "week": "date_trunc('week', p.hour)"}[granularity]
     period = "p.hour >= $start::TIMESTAMPTZ AND p.hour < $end::TIMESTAMPTZ"
+    published = "sum(s.share), count(*)"  # what a result states of its accuracy, as in floor_sql
     if product == "footfall":
         return (
-            f"SELECT epoch({bucket}) AS bucket, p.cell_id, sum(p.visits * s.share)"
+            f"SELECT epoch({bucket}) AS bucket, p.cell_id, sum(p.visits * s.share), {published}"
             f" FROM presence p JOIN shares s USING (cell_id) WHERE {period}"
             " GROUP BY GROUPING SETS ((bucket), (p.cell_id))"
         )
     if product == "dwell":
         return (
-            f"SELECT epoch({bucket}) AS bucket, p.cell_id, p.dwell_band, sum(p.visitors * s.share)"
+            f"SELECT epoch({bucket}) AS bucket, p.cell_id, p.dwell_band, sum(p.visitors * s.share), {published}"
             f" FROM dwell p JOIN shares s USING (cell_id) WHERE {period}"
             " GROUP BY GROUPING SETS ((bucket, p.dwell_band), (p.cell_id, p.dwell_band))"
         )
     if product == "compare":
         return (
-            f"SELECT epoch({bucket}) AS bucket, NULL::BIGINT, sum(p.visits * s.share)"
+            f"SELECT epoch({bucket}) AS bucket, NULL::BIGINT, sum(p.visits * s.share), {published}"
             f" FROM presence p JOIN shares s USING (cell_id) WHERE {period} GROUP BY bucket"
         )
     if product == "catchment":
         return (
-            f"SELECT epoch({bucket}) AS bucket, p.cell_id, NULL::SMALLINT, sum(p.visitors * s.share)"
+            f"SELECT epoch({bucket}) AS bucket, p.cell_id, NULL::SMALLINT, sum(p.visitors * s.share), {published}"
             f" FROM home p JOIN shares s USING (cell_id) WHERE {period} AND p.home_region = 0"
             " GROUP BY GROUPING SETS ((bucket), (p.cell_id))"
-            " UNION ALL SELECT NULL, NULL, p.home_region, sum(p.visitors * s.share)"
+            f" UNION ALL SELECT NULL, NULL, p.home_region, sum(p.visitors * s.share), {published}"
             f" FROM home p JOIN shares s USING (cell_id) WHERE {period} AND p.home_region > 0"
             " GROUP BY p.home_region"
         )
     return (
-        f"SELECT epoch({bucket}) AS bucket, p.origin_id, p.destination, sum(p.trips) FROM trips p"
+        f"SELECT epoch({bucket}) AS bucket, p.origin_id, p.destination, sum(p.trips), count(*) FROM trips p"
         f" WHERE p.origin_id IN (SELECT zone FROM zones) AND p.destination IN (SELECT zone FROM zones) AND {period}"
         " GROUP BY 1, 2, 3"
     )
@@ -281,8 +287,8 @@ def main() -> None:
     django.setup()
     load_lines, load_rate = load(database, presence_csv, places)
     lines += load_lines
-    store, duckdb_line = duckdb_store(parquet, places)
-    lines.append(duckdb_line)
+    store, duckdb_lines = duckdb_store(database, size=size.name, seed=args.seed)
+    lines += duckdb_lines
     outcomes = [
         measure(report, size=size, database=database, store=store, runs=args.runs)
         for report in REPORTS
@@ -459,13 +465,17 @@ EXPORT_TYPES = {
 
 
 def release_fingerprint(database: str) -> str:
-    """What the released values depend on: the loaded files and the current policy."""
+    """What the released values depend on: the loaded files, the current policy and the
+    releases themselves (a release built again, by a newer builder, is another release)."""
     from insights.selectors import current_release_policy
 
     policy = current_release_policy()
     with psycopg.connect(conninfo(database)) as connection:
         files = sorted(sha for (sha,) in connection.execute("SELECT sha256 FROM insights_datasetversion"))
-    described = json.dumps([files, policy.k, policy.round_to, policy.noise_scale, policy.noise_key])
+        releases = connection.execute(
+            "SELECT id, built_at::text FROM insights_release WHERE policy_id = %s ORDER BY id", [policy.pk]
+        ).fetchall()
+    described = json.dumps([files, policy.k, policy.round_to, policy.noise_scale, policy.noise_key, releases])
     return hashlib.sha256(described.encode()).hexdigest()[:12]
 
 
@@ -530,7 +540,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
     # The engine's modules need Django set up first.
     from insights.buckets import buckets, local_midnight
     from insights.models import DatasetVersion
-    from insights.selectors import MIN_SHARE, presence_source, regions_in_area
+    from insights.selectors import MIN_SHARE, current_release_policy, presence_source, regions_in_area
 
     print(f"  timing the {report.name} report", file=sys.stderr)
     west, south, east, north = report.bounds(size)
@@ -546,6 +556,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
         dt.UTC
     )
     version = DatasetVersion.objects.filter(kind=PRODUCT_KINDS[report.product].name).latest("pk").pk
+    policy = current_release_policy().pk
     source = presence_source(granularity=report.granularity, time_zone=TIME_ZONE)
     zones = {region.id: region.code for region in regions_in_area(geometry=geometry)}
     floor_parameters = {
@@ -556,6 +567,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
         "start_day": start.astimezone(zone).date(),
         "end_day": end.astimezone(zone).date(),
         "version": version,
+        "policy": policy,
         "zones": list(zones),
     }
     engine = EngineProcess(
@@ -567,6 +579,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
             "granularity": report.granularity,
             "time_zone": TIME_ZONE,
             "version": version,
+            "policy": policy,
             "middle": local_midnight(size.first_day + dt.timedelta(days=report.days // 2), zone).isoformat(),
         }
     )
@@ -580,9 +593,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
         ).fetchall()
         duck.register("area_shares", pa.table({"cell_id": [c for c, _ in shares], "share": [s for _, s in shares]}))
         duck.execute("CREATE TEMP TABLE shares AS SELECT * FROM area_shares")
-        duck.register(
-            "area_zones", pa.table({"zone": pa.array([district_number(c) for c in zones.values()], pa.int16())})
-        )
+        duck.register("area_zones", pa.table({"zone": pa.array(list(zones), pa.int16())}))
         duck.execute("CREATE TEMP TABLE zones AS SELECT * FROM area_zones")
         duck.execute(f"SET TimeZone = '{TIME_ZONE}'")
         floor_query, duckdb_query = floor_sql(report.product, source), duckdb_sql(report.product, report.granularity)
@@ -601,13 +612,13 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
         found = {
             "engine": {"flows": dict(engine_sums["flows"])},
             "floor": {"flows": flow_sums(floor_rows, lambda b: bucket_epoch(b, zone), lambda z: zones[z])},
-            "duckdb": {"flows": flow_sums(duckdb_rows, round, lambda number: f"B{number:02d}")},
+            "duckdb": {"flows": flow_sums(duckdb_rows, round, lambda z: zones[z])},
         }
     elif report.product == "dwell":
         found = {
             "engine": {
-                "series": {round(bucket): visitors for bucket, visitors in engine_sums["series"]},
-                "cells": {cell_id: visitors for cell_id, visitors in engine_sums["cells"] if visitors},
+                "series": {round(bucket): visits for bucket, visits in engine_sums["series"]},
+                "cells": {cell_id: visits for cell_id, visits in engine_sums["cells"] if visits},
                 "bands": dict(engine_sums["bands"]),
             },
             "floor": band_sums(floor_rows, lambda b: bucket_epoch(b, zone)),
@@ -616,13 +627,13 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
     else:
         found = {
             "engine": {
-                "series": {round(bucket): visits for bucket, visits in engine_sums["series"]},
-                # The engine lists every covered cell; one without rows in the period sums to 0.
-                "cells": {cell_id: visits for cell_id, visits in engine_sums["cells"] if visits},
+                "series": {round(bucket): person_hours for bucket, person_hours in engine_sums["series"]},
+                # The engine lists every covered cell; one without published values in the period sums to 0.
+                "cells": {cell_id: person_hours for cell_id, person_hours in engine_sums["cells"] if person_hours},
                 "regions": dict(engine_sums.get("regions", [])),
             },
             "floor": split_sums(floor_rows, lambda b: bucket_epoch(b, zone), region_codes_by_id()),
-            "duckdb": split_sums(duckdb_rows, round, {n: f"B{n:02d}" for n in range(1, 100)}),
+            "duckdb": split_sums(duckdb_rows, round, region_codes_by_id()),
         }
     return Outcome(
         report=report,
@@ -640,10 +651,6 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
             for other in ("floor", "duckdb")
         ),
     )
-
-
-def district_number(code: str) -> int:
-    return int(code.removeprefix("B"))
 
 
 def region_codes_by_id() -> dict[int, str]:
@@ -669,7 +676,7 @@ class EngineProcess:
         return self._ask("run")["seconds"]
 
     def sums(self) -> dict[str, list]:
-        """The engine's sums: "series", [bucket epoch, visits], and "cells", [cell id, visits]."""
+        """The engine's sums of published values: "series", [bucket epoch, sum], and "cells", [cell id, sum]."""
         return self._ask("sums")
 
     def finish(self) -> tuple[float, float]:
@@ -701,13 +708,13 @@ def split_sums(rows: list[tuple], bucket_key, region_code: dict[int, str]) -> di
     """Rows (bucket, cell, [home region,] sum), one of the keys set, into the sums by bucket key,
     by cell and by region code."""
     sums = {"series": {}, "cells": {}, "regions": {}}
-    for bucket, cell_id, *region, visits in rows:
+    for bucket, cell_id, *region, value, _weight, _count in rows:
         if bucket is not None:
-            sums["series"][bucket_key(bucket)] = visits
+            sums["series"][bucket_key(bucket)] = value
         elif cell_id is not None:
-            sums["cells"][cell_id] = visits
+            sums["cells"][cell_id] = value
         else:
-            sums["regions"][region_code[region[0]]] = visits
+            sums["regions"][region_code[region[0]]] = value
     return sums
 
 
@@ -715,20 +722,20 @@ def band_sums(rows: list[tuple], bucket_key) -> dict[str, dict]:
     """Rows (bucket, cell, band, sum), bucket or cell set, into everyone's sums (band 0) by
     bucket key and by cell, and the bands' by "bucket band"."""
     sums = {"series": {}, "cells": {}, "bands": {}}
-    for bucket, cell_id, band, visitors in rows:
+    for bucket, cell_id, band, visits, _weight, _count in rows:
         if bucket is None:
-            if band == 0 and visitors:
-                sums["cells"][cell_id] = visitors
+            if band == 0 and visits:
+                sums["cells"][cell_id] = visits
         elif band == 0:
-            sums["series"][bucket_key(bucket)] = visitors
+            sums["series"][bucket_key(bucket)] = visits
         else:
-            sums["bands"][f"{bucket_key(bucket)} {band}"] = visitors
+            sums["bands"][f"{bucket_key(bucket)} {band}"] = visits
     return sums
 
 
 def flow_sums(rows: list[tuple], bucket_key, zone_code) -> dict[str, int]:
     """Rows (bucket, origin, destination, trips) keyed as the engine process keys them."""
-    return {f"{bucket_key(bucket)} {zone_code(o)} {zone_code(d)}": int(trips) for bucket, o, d, trips in rows}
+    return {f"{bucket_key(bucket)} {zone_code(o)} {zone_code(d)}": int(trips) for bucket, o, d, trips, _count in rows}
 
 
 def bucket_epoch(bucket: dt.datetime | dt.date, zone: ZoneInfo) -> int:
