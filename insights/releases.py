@@ -168,10 +168,12 @@ def _decide(cursor, kind: AggregateKind, *, version: DatasetVersion, policy: Rel
 
 def _noise_sql(kind: AggregateKind, policy: ReleasePolicy) -> str:
     """Laplace noise of the policy's scale, drawn from an HMAC of what the value counts (its
-    kind, place, hour and segment): the same value always gets the same noise."""
+    kind, place, hour and segment) and of the scale: the same value always gets the same
+    noise, and two scales draw apart (the same draw at two scales would let one release's
+    noise cancel the other's)."""
     if not policy.noise_scale:
         return "0"
-    counted = ", ".join([kind.place_key, "extract(epoch FROM hour)::bigint", *kind.segments])
+    counted = ", ".join(["%(scale)s::text", kind.place_key, "extract(epoch FROM hour)::bigint", *kind.segments])
     digest = f"hmac(convert_to(concat_ws('|', %(kind)s, {counted}), 'UTF8'), %(secret)s, 'sha256')"
     # 56 bits of the digest as a uniform number in (-0.5, 0.5)
     bits = f"('x' || encode(substring({digest} FROM 1 FOR 7), 'hex'))::bit(56)::bigint"

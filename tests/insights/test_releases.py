@@ -504,6 +504,22 @@ def test_noise_is_sticky_to_what_a_value_counts_and_another_secret_is_another_po
     assert published("presence", policy=summary.release.policy_id) == second  # the first release stays
 
 
+def test_two_noise_scales_under_one_secret_draw_apart(db, tmp_path, settings):
+    # Given 48 hours released with noise of scale 2 and, under the same secret, of scale 4
+    settings.PRIVACY_NOISE_SCALE = 2.0
+    rows = {(CELL, H + i * HOUR, "*", "*"): 500 for i in range(48)}
+    first = load(tmp_path, "presence", rows)
+    settings.PRIVACY_NOISE_SCALE = 4.0
+    [wider] = releases_build()
+    narrow = {key: value - 500 for key, value in published("presence", policy=first.release.policy_id).items()}
+    wide = {key: value - 500 for key, value in published("presence", policy=wider.policy_id).items()}
+
+    # Then the wider noise is not the narrower one doubled (which would let them cancel out):
+    # doubled, every hour would agree within the rounding of two values to whole people
+    assert narrow.keys() == wide.keys()
+    assert sum(abs(wide[key] - 2 * narrow[key]) > 2 for key in narrow) >= 24
+
+
 # 8. Rollups
 
 
