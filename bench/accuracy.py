@@ -188,9 +188,9 @@ def city_policies(noise_scale: float) -> dict:
     from django.conf import settings
 
     from insights.models import ReleasePolicy
-    from insights.releases import noise_key, release_policy_current, releases_build
+    from insights.releases import noise_key, release_policy_of_settings, releases_build
 
-    default = release_policy_current()
+    default = release_policy_of_settings()
     releases_build(policy=default)  # versions loaded under another policy
     policies = {"default": default}
     for name, scale in (("noise", noise_scale),):

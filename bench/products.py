@@ -385,14 +385,14 @@ def load(database: str, presence_csv: Path, places: dict[str, Path]) -> tuple[li
     the release the loader builds in the same transaction (printed apart: its build time and
     what it released and withheld). Returns the presence's rate too."""
     from insights.models import DatasetVersion, Release
-    from insights.releases import release_analyze, release_build, release_policy_current
+    from insights.releases import release_analyze, release_build, release_policy_of_settings
     from insights.services import aggregates_load, regions_load
 
     def progress(rows: int) -> None:
         print(f"\r  loading: {rows:>12,} rows read", end="", file=sys.stderr, flush=True)
 
     districts = regions_load(path=places["regions"])
-    policy = release_policy_current()
+    policy = release_policy_of_settings()
     lines = [f"Load (regions_load): {districts.created + districts.updated} districts", f"Release policy: {policy}"]
     releases, rates = [], {}
     for kind, path in ((PRESENCE, presence_csv), *((KINDS[name], places[name]) for name in LOADED_PLACES)):

@@ -49,8 +49,10 @@ def noise_key() -> str:
     return hashlib.sha256(settings.PRIVACY_NOISE_SECRET.encode()).hexdigest()[:16]
 
 
-def release_policy_current() -> ReleasePolicy:
-    """The policy the settings describe, recorded the first time it is used."""
+def release_policy_of_settings() -> ReleasePolicy:
+    """The policy the settings describe, recorded the first time it is used. Reports read
+    insights.selectors.current_release_policy(), which is this one once every dataset version
+    is released under it."""
     policy, _ = ReleasePolicy.objects.get_or_create(
         k=settings.PRIVACY_K,
         round_to=settings.PRIVACY_ROUND_TO,
@@ -63,7 +65,7 @@ def release_policy_current() -> ReleasePolicy:
 def releases_build(*, policy: ReleasePolicy | None = None, on_release=None) -> list[Release]:
     """Build the release of every loaded dataset version that has none under the policy
     (the current one by default): after a change of policy, before reports use it."""
-    policy = policy or release_policy_current()
+    policy = policy or release_policy_of_settings()
     built = []
     for version in DatasetVersion.objects.exclude(releases__policy=policy).order_by("pk"):
         release = release_build(version=version, policy=policy)

@@ -26,7 +26,7 @@ from insights.ingest import (
 from insights.kinds import DWELL, HOME, KINDS, PRESENCE, TRIPS, AggregateKind
 from insights.models import DatasetVersion, Region, Release, RetentionMark
 from insights.partitions import attach, month_start, next_month, partition, partitions
-from insights.releases import release_analyze, release_build, release_policy_current, released_table
+from insights.releases import release_analyze, release_build, release_policy_of_settings, released_table
 from insights.selectors import current_release_policy
 
 __all__ = [
@@ -86,7 +86,7 @@ def aggregates_load(
             version.manifest = manifest or {}
             version.save(update_fields=["duration_seconds", "manifest"])
             # Loaded and released together: no report can see a version without its release.
-            release = release_build(version=version, policy=release_policy_current())
+            release = release_build(version=version, policy=release_policy_of_settings())
             if in_force and in_force != release.policy:
                 # The settings' policy waits for build_releases; reports read this one till then.
                 release_build(version=version, policy=in_force)

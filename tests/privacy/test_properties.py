@@ -25,7 +25,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from insights.kinds import KINDS
-from insights.releases import release_policy_current
+from insights.releases import release_policy_of_settings
 from insights.reports import catchment_result, compare_result, dwell_result, footfall_result, od_matrix_result
 from insights.selectors import region_names
 from marketplace.services import product_grant
@@ -266,7 +266,7 @@ def test_every_number_of_every_product_is_the_release_post_processed(regions, se
         policy_settings(settings, policy)
         with rolled_back():
             versions = dataset(seed, k=K).load(tmp_path)
-            release = release_policy_current()
+            release = release_policy_of_settings()
             for query in queries:
                 assert_post_processing(query, results(query, versions, release), release.pk)
             assert oracle.released(KINDS["presence"], release.pk), "nothing was published: the example checks nothing"
@@ -331,7 +331,7 @@ def test_no_withheld_value_changes_any_report_of_any_product(regions, settings, 
     @hypothesis_settings(PROPERTY_SETTINGS, max_examples=UNCHANGED_EXAMPLES)
     def check(seed, change, policy, queries):
         policy_settings(settings, policy)
-        release = release_policy_current()  # kept across the example's loads
+        release = release_policy_of_settings()  # kept across the example's loads
         original = dataset(seed, k=K)
         ids = next_ids()
         documents, tables, differences = [], [], []
@@ -360,7 +360,7 @@ def test_a_cell_whose_every_value_is_withheld_is_like_a_cell_without_data(region
     insights_cell, which every loaded row adds to, withheld or not: the cell appears in the
     report's cells, its cell_hours, and the denominator of every released_share.)"""
     policy_settings(settings, {"round_to": 1, "noise_scale": 0.0})
-    release = release_policy_current()
+    release = release_policy_of_settings()
     original = dataset(7, k=K)
     changed = copy.deepcopy(original)
     changed.presence[((3, 1), HOURS[5])] = {("*", "*"): 2}  # east of the block: no other row there
@@ -419,7 +419,7 @@ def test_orders_of_several_organisations_are_the_release_post_processed(
         ordered = []
         with rolled_back():
             dataset(seed, k=K).load(tmp_path, kinds={KIND_OF[product] for product in products})
-            release = release_policy_current()
+            release = release_policy_of_settings()
             for (client_index, data), product in zip(picks, products, strict=True):
                 client, time_zone = clients[client_index]
                 query = data.draw(api_orders(time_zone))

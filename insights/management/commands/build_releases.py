@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from insights.releases import release_policy_current, releases_build
+from insights.releases import release_policy_of_settings, releases_build
 
 
 class Command(BaseCommand):
@@ -11,7 +11,7 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
-        policy = release_policy_current()
+        policy = release_policy_of_settings()
         self.stdout.write(f"release {policy}")
 
         def built(release) -> None:
