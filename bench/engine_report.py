@@ -36,7 +36,14 @@ def main() -> None:
     from insights.grid import cell_corner, cell_id
     from insights.kinds import DWELL, HOME, PRESENCE
     from insights.models import ReleasePolicy
-    from insights.reports import catchment_result, compare_result, dwell_result, footfall_result, od_matrix_result
+    from insights.reports import (
+        Query,
+        catchment_result,
+        compare_result,
+        dwell_result,
+        footfall_result,
+        od_matrix_result,
+    )
     from insights.selectors import cell_hour_sums, cell_hour_totals, region_names_by_id, regions_in_area, trip_sums
 
     product = report.pop("product")
@@ -57,9 +64,9 @@ def main() -> None:
     if product == "od-matrix":
         # The buyer's zones by default: every one the area overlaps.
         zones = {region.id: (region.code, region.name) for region in regions_in_area(geometry=query.pop("geometry"))}
-        query["zones"] = zones
+        query["regions"] = zones
     # The selectors take the policy's id, the reports the policy.
-    read = {**query, "policy": query["policy"].pk}
+    read = {name: value for name, value in query.items() if name != "regions"} | {"policy": query["policy"].pk}
 
     def sums() -> dict[str, list]:
         """Keys as the benchmark compares them: bucket epoch seconds, cell ids, region codes."""
@@ -113,7 +120,7 @@ def main() -> None:
         command = line.strip()
         if command == "run":
             started = time.perf_counter()
-            result(**query)
+            result(Query(**query))
             answer({"seconds": time.perf_counter() - started})
         elif command == "sums":
             answer(sums())

@@ -44,7 +44,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from django.contrib.gis.geos import MultiPolygon, Polygon
 
-from insights.kinds import KINDS, PRESENCE, PRODUCT_KINDS
+from insights.kinds import KINDS, PRESENCE
 from insights.metro import (
     HAFEN_ARKADEN,
     ORIGIN_EAST,
@@ -540,6 +540,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
     # The engine's modules need Django set up first.
     from insights.buckets import buckets, local_midnight
     from insights.models import DatasetVersion
+    from insights.products import PRODUCTS
     from insights.selectors import MIN_SHARE, current_release_policy, presence_source, regions_in_area
 
     print(f"  timing the {report.name} report", file=sys.stderr)
@@ -555,7 +556,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
     end = dt.datetime.combine(size.first_day + dt.timedelta(days=report.days), dt.time(), tzinfo=zone).astimezone(
         dt.UTC
     )
-    version = DatasetVersion.objects.filter(kind=PRODUCT_KINDS[report.product].name).latest("pk").pk
+    version = DatasetVersion.objects.filter(kind=PRODUCTS[report.product].kind.name).latest("pk").pk
     policy = current_release_policy().pk
     source = presence_source(granularity=report.granularity, time_zone=TIME_ZONE)
     zones = {region.id: region.code for region in regions_in_area(geometry=geometry)}

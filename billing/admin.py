@@ -6,7 +6,7 @@ from billing import services
 from billing.exports import export_csv, export_xlsx
 from billing.models import Invoice, Price, PriceTier, Quote, StripeAccount, StripeEvent, UsageLine, UsageSync
 from billing.selectors import export_rows
-from marketplace.admin import ReadOnlyAdmin
+from insights.admin import ReadOnlyAdmin
 from marketplace.exceptions import ServiceError
 
 

@@ -5,7 +5,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from billing import services, stripe_gateway
-from marketplace.api.errors import error_body
+from marketplace.exceptions import error_body
 
 
 @csrf_exempt

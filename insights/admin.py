@@ -39,9 +39,9 @@ class RegionAdmin(admin.ModelAdmin):
     ordering = ["code"]
 
 
-class ImmutableAdmin(admin.ModelAdmin):
-    """Releases and their policies are decided once and never changed: built by the loader
-    and build_releases, read here."""
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records kept as they were written (releases, logs, mirrors of Stripe): looked at, never
+    changed here. The one read-only base of every app's admin: insights is the app all others use."""
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -53,13 +53,14 @@ class ImmutableAdmin(admin.ModelAdmin):
         return False
 
 
+# Releases and their policies are decided once, by the loader and build_releases.
 @admin.register(ReleasePolicy)
-class ReleasePolicyAdmin(ImmutableAdmin):
+class ReleasePolicyAdmin(ReadOnlyAdmin):
     list_display = ["id", "k", "round_to", "noise_scale", "noise_key", "created_at"]
 
 
 @admin.register(Release)
-class ReleaseAdmin(ImmutableAdmin):
+class ReleaseAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "dataset_version",

@@ -81,9 +81,6 @@ HOME = AggregateKind("home", {"home_region": RegionCodes(with_all=True)}, "visit
 TRIPS = AggregateKind("trips", {"destination": RegionCodes(with_all=False)}, "trips", place="origin", value_type="int8")
 KINDS = {kind.name: kind for kind in (PRESENCE, DWELL, HOME, TRIPS)}
 
-# The data each product is computed from.
-PRODUCT_KINDS = {"footfall": PRESENCE, "compare": PRESENCE, "dwell": DWELL, "catchment": HOME, "od-matrix": TRIPS}
-
 
 @dataclass(frozen=True)
 class Metric:
@@ -91,13 +88,3 @@ class Metric:
 
     name: str
     deprecated: str | None = None
-
-
-# Presence summed over a bucket's hours counts person-hours, not visits; dwell counts arrivals.
-METRICS = {
-    "footfall": Metric("person_hours", deprecated="visits"),
-    "compare": Metric("person_hours", deprecated="visits"),
-    "dwell": Metric("visits", deprecated="visitors"),
-    "catchment": Metric("person_hours", deprecated="visitors"),
-    "od-matrix": Metric("trips"),
-}

@@ -25,7 +25,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
 from insights.grid import cell_corner
-from insights.kinds import METRICS, PRODUCT_KINDS
+from insights.products import PRODUCTS, Shape
 from insights.selectors import region_shapes
 
 CHART_WIDTH_INCHES, CHART_HEIGHT_INCHES, CHART_DPI = 12, 6, 100
@@ -55,53 +55,40 @@ class _LineBuffer:
         return line
 
 
-# The arrays of a result document that hold its rows: big, so paged and streamed.
-ROW_ARRAYS = {"catchment": ("regions",), "od-matrix": ("flows",)}
-DEFAULT_ROW_ARRAYS = ("series", "segments")
-# Arrays besides the rows that a document may hold, as big as the area or the zones.
-LIST_ARRAYS = ("series", "segments", "cells", "regions", "flows")
-
-
-def row_arrays(product: str) -> tuple[str, ...]:
-    """The rows of the downloads: a catchment's regions, an od-matrix's flows; otherwise the
-    totals per bucket ("*" segments), then the broken-down rows if any."""
-    return ROW_ARRAYS.get(product, DEFAULT_ROW_ARRAYS)
-
-
 def all_rows(result: dict) -> list[dict]:
-    return [row for key in row_arrays(result["product"]) for row in result.get(key, [])]
+    return [row for key in PRODUCTS[result["product"]].row_arrays for row in result.get(key, [])]
 
 
 def columns(result: dict) -> dict[str, pa.DataType]:
     """The downloads' columns and their types; a comparison adds its own."""
+    product = PRODUCTS[result["product"]]
     timestamp = pa.timestamp("us", tz=result["time_zone"])
-    if result["product"] == "catchment":
+    if product.shape is Shape.REGIONS:
         return {
             "region": pa.string(),
             "name": pa.string(),
-            "person_hours": pa.int64(),
-            "visitors": pa.int64(),  # deprecated: person_hours
+            product.metric.name: pa.int64(),
+            product.metric.deprecated: pa.int64(),
             "share": pa.float64(),
             "suppressed": pa.bool_(),
             "suppressed_reason": pa.string(),
         }
-    if result["product"] == "od-matrix":
+    if product.shape is Shape.FLOWS:
         return {
             "start": timestamp,
             "end": timestamp,
             "hours": pa.int16(),
             "origin": pa.string(),
             "destination": pa.string(),
-            "trips": pa.int64(),
+            product.metric.name: pa.int64(),
             "released_share": pa.float64(),
         }
-    segments = PRODUCT_KINDS[result["product"]].segments
-    metric = METRICS[result["product"]]
+    metric = product.metric
     types = {
         "start": timestamp,
         "end": timestamp,
         "hours": pa.int16(),
-        **{name: pa.string() for name in segments},
+        **{name: pa.string() for name in product.kind.segments},
         metric.name: pa.int64(),
         metric.deprecated: pa.int64(),
         **({"average_present": pa.float64()} if metric.name == "person_hours" else {}),
@@ -109,7 +96,7 @@ def columns(result: dict) -> dict[str, pa.DataType]:
         "suppressed": pa.bool_(),
         "suppressed_reason": pa.string(),
     }
-    if result["product"] == "compare":
+    if product.takes_comparison:
         types |= {
             "comparison_start": timestamp,
             "comparison_end": timestamp,
@@ -186,9 +173,10 @@ def png_chart(result: dict, *, title: str | None = None) -> bytes:
     title names what the report covers (the area) and follows the product and granularity in the heading.
     A catchment is drawn as its regions' shares, an od-matrix as a heat map of its matrix.
     """
-    if result["product"] == "catchment":
+    shape = PRODUCTS[result["product"]].shape
+    if shape is Shape.REGIONS:
         return _catchment_chart(result, title=title)
-    if result["product"] == "od-matrix":
+    if shape is Shape.FLOWS:
         return _matrix_chart(result, title=title)
     return _png(series_figure(result, title=title))
 
@@ -217,7 +205,7 @@ def series_figure(result: dict, *, title: str | None = None) -> Figure:
         clip_on=False,  # a marker on the first or last bucket sits on the frame: show all of it
     )
     handles = [released_line]
-    if result["product"] == "compare":
+    if PRODUCTS[result["product"]].takes_comparison:
         compared = [
             float("nan") if row["comparison_person_hours"] is None else row["comparison_person_hours"] for row in series
         ]
@@ -285,7 +273,7 @@ def _segment_lines(result: dict) -> dict[str, list[float]]:
 
 
 def _ordered_label(result: dict) -> str:
-    if result["product"] != "compare":
+    if not PRODUCTS[result["product"]].takes_comparison:
         return LINE_LABELS[result["metric"]]
     return "this area" if result["comparison"]["other_area"] else f"period from {result['start'][:10]}"
 
@@ -325,7 +313,7 @@ def _lone_values(series: list[dict], metric: str) -> list[int]:
 
 def has_map(result: dict) -> bool:
     """Whether the result has places to map (a compare result has none)."""
-    return result["product"] in ("catchment", "od-matrix") or "cells" in result
+    return PRODUCTS[result["product"]].shape is not Shape.SERIES or "cells" in result
 
 
 def geojson_bytes(result: dict) -> bytes:
@@ -333,10 +321,11 @@ def geojson_bytes(result: dict) -> bytes:
     shares; an od-matrix's zones with the trips out and in, and a line per origin-destination
     pair; otherwise the area's cells, each with its share inside the area and its count over
     the whole period. Null where withheld."""
-    if result["product"] == "catchment":
+    shape = PRODUCTS[result["product"]].shape
+    if shape is Shape.REGIONS:
         shapes = region_shapes([row["region"] for row in result["regions"]])
         features = [_feature(shapes[row["region"]], row) for row in result["regions"]]
-    elif result["product"] == "od-matrix":
+    elif shape is Shape.FLOWS:
         features = _od_features(result)
     else:
         features = _cell_features(result)

@@ -11,18 +11,25 @@ import datetime as dt
 import functools
 import gc
 import itertools
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
 from django.contrib.gis.geos import GEOSGeometry
 
 from insights.buckets import HOUR, buckets
-from insights.kinds import DWELL, HOME, METRICS, PRESENCE, TRIPS, AggregateKind, Metric
+from insights.kinds import DWELL, HOME, PRESENCE, TRIPS, AggregateKind, Metric
 from insights.models import ReleasePolicy
 from insights.selectors import Released, cell_hour_sums, dataset_sources, region_names_by_id, report_area, trip_sums
 
 NOT_RELEASED = "not_released"  # none of the values the number sums was published
+
+# What each product's number counts, and the name it had before (kept for one release).
+# Presence summed over a bucket's hours counts person-hours, not visits; dwell counts arrivals.
+FOOTFALL_METRIC = Metric("person_hours", deprecated="visits")  # footfall and compare
+DWELL_METRIC = Metric("visits", deprecated="visitors")
+CATCHMENT_METRIC = Metric("person_hours", deprecated="visitors")
+TRIPS_METRIC = Metric("trips")
 
 
 def _without_cyclic_gc(compute: Callable[..., dict]) -> Callable[..., dict]:
@@ -43,17 +50,25 @@ def _without_cyclic_gc(compute: Callable[..., dict]) -> Callable[..., dict]:
     return paused
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Query:
-    """What every cell-hour report asks: where, when, in which buckets, from which release."""
+    """What a report asks: where, when, in which buckets and from which release, and what its
+    product needs besides (breakdowns, regions, a comparison). Every engine function takes one."""
 
-    geometry: GEOSGeometry
+    geometry: GEOSGeometry | None = None  # the area; an od-matrix reads its zones instead
     start: dt.datetime
     end: dt.datetime
     granularity: str
     time_zone: str
     version: int
     policy: ReleasePolicy
+    breakdowns: tuple[str, ...] = ()
+    # {region id: (code, name)}: a catchment's home regions to list (None: every one with
+    # published values), or an od-matrix's zones in the order of its rows and columns.
+    regions: Mapping[int, tuple[str, str]] | None = None
+    comparison_start: dt.datetime | None = None  # a compare order's other period, or
+    comparison_end: dt.datetime | None = None
+    comparison_geometry: GEOSGeometry | None = None  # its other area
 
     @property
     def hours(self) -> int:
@@ -62,24 +77,19 @@ class Query:
 
 @_without_cyclic_gc
 def footfall_result(
-    *,
-    geometry: GEOSGeometry,
-    start: dt.datetime,
-    end: dt.datetime,
-    granularity: str,
-    time_zone: str,
-    version: int,
-    policy: ReleasePolicy,
-    breakdowns: Collection[str] = (),
-    with_cells: bool = True,
-    on_progress: Callable[[float], None] | None = None,
+    query: Query, *, with_cells: bool = True, on_progress: Callable[[float], None] | None = None
 ) -> dict:
     """People present per local bucket, as person-hours (the sum over the bucket's hours of the
     people present in each) and their average per hour, per segment of the requested
     breakdowns, and per cell over the whole period."""
-    query = Query(geometry, start, end, granularity, time_zone, version, policy)
     result = _cell_hour_result(
-        query, kind=PRESENCE, product="footfall", breakdowns=breakdowns, with_cells=with_cells, on_progress=on_progress
+        query,
+        kind=PRESENCE,
+        product="footfall",
+        metric=FOOTFALL_METRIC,
+        breakdowns=query.breakdowns,
+        with_cells=with_cells,
+        on_progress=on_progress,
     )
     for row in itertools.chain(result["series"], result.get("segments", [])):
         value = row["person_hours"]
@@ -88,21 +98,16 @@ def footfall_result(
 
 
 @_without_cyclic_gc
-def dwell_result(
-    *,
-    geometry: GEOSGeometry,
-    start: dt.datetime,
-    end: dt.datetime,
-    granularity: str,
-    time_zone: str,
-    version: int,
-    policy: ReleasePolicy,
-    on_progress: Callable[[float], None] | None = None,
-) -> dict:
+def dwell_result(query: Query, *, on_progress: Callable[[float], None] | None = None) -> dict:
     """Visits (arrivals) per local bucket, in all and per dwell band (how long they stayed)."""
-    query = Query(geometry, start, end, granularity, time_zone, version, policy)
     return _cell_hour_result(
-        query, kind=DWELL, product="dwell", breakdowns=("dwell_band",), with_cells=True, on_progress=on_progress
+        query,
+        kind=DWELL,
+        product="dwell",
+        metric=DWELL_METRIC,
+        breakdowns=("dwell_band",),
+        with_cells=True,
+        on_progress=on_progress,
     )
 
 
@@ -111,6 +116,7 @@ def _cell_hour_result(
     *,
     kind: AggregateKind,
     product: str,
+    metric: Metric,
     breakdowns: Collection[str],
     with_cells: bool,
     on_progress: Callable[[float], None] | None,
@@ -127,7 +133,6 @@ def _cell_hour_result(
     periods = list(buckets(query.start, query.end, query.granularity, tz))
     stamps = _bucket_stamps(periods, tz)
     labels = kind.labels()
-    metric = METRICS[product]
     coverage = sum(share for _, share in sums.cells)  # the area in cells: what a bucket's hours are weighed by
     everyone = (0,) * len(kind.segments)
     rows = functools.partial(_rows, kind, labels, sums.by_bucket, periods, stamps, metric=metric, coverage=coverage)
@@ -280,41 +285,22 @@ def _row(start: str, end: str, hours: int, labels: dict, metric: Metric, publish
 
 
 @_without_cyclic_gc
-def compare_result(
-    *,
-    geometry: GEOSGeometry,
-    start: dt.datetime,
-    end: dt.datetime,
-    granularity: str,
-    time_zone: str,
-    version: int,
-    policy: ReleasePolicy,
-    comparison_start: dt.datetime | None = None,
-    comparison_end: dt.datetime | None = None,
-    comparison_geometry: GEOSGeometry | None = None,
-    on_progress: Callable[[float], None] | None = None,
-) -> dict:
+def compare_result(query: Query, *, on_progress: Callable[[float], None] | None = None) -> dict:
     """Footfall of the ordered period and area beside a comparison period or area, bucket by
     bucket, with the change from the comparison (which is the reference, e.g. last year)."""
+    ordered_query = replace(query, comparison_start=None, comparison_end=None, comparison_geometry=None)
+    comparison_query = replace(
+        ordered_query,
+        geometry=query.comparison_geometry or query.geometry,
+        start=query.comparison_start or query.start,
+        end=query.comparison_end or query.end,
+    )
     # Over one area, both periods read one table of its cells.
-    shared_area = report_area(geometry) if comparison_geometry is None else contextlib.nullcontext()
+    shared_area = report_area(query.geometry) if query.comparison_geometry is None else contextlib.nullcontext()
     with shared_area:
-        common = {"granularity": granularity, "time_zone": time_zone, "version": version, "policy": policy}
-        ordered = footfall_result(
-            geometry=geometry,
-            start=start,
-            end=end,
-            **common,
-            with_cells=False,
-            on_progress=_part_of(on_progress, first=0, of=2),
-        )
+        ordered = footfall_result(ordered_query, with_cells=False, on_progress=_part_of(on_progress, first=0, of=2))
         comparison = footfall_result(
-            geometry=comparison_geometry or geometry,
-            start=comparison_start or start,
-            end=comparison_end or end,
-            **common,
-            with_cells=False,
-            on_progress=_part_of(on_progress, first=1, of=2),
+            comparison_query, with_cells=False, on_progress=_part_of(on_progress, first=1, of=2)
         )
     series = [_paired(mine, theirs) for mine, theirs in zip(ordered["series"], comparison["series"], strict=True)]
     privacy = {
@@ -328,7 +314,11 @@ def compare_result(
         + [source for source in comparison["sources"] if source not in ordered["sources"]],
         "product": "compare",
         "breakdowns": [],
-        "comparison": {"start": comparison["start"], "end": comparison["end"], "other_area": bool(comparison_geometry)},
+        "comparison": {
+            "start": comparison["start"],
+            "end": comparison["end"],
+            "other_area": bool(query.comparison_geometry),
+        },
         "series": series,
         "privacy": {
             **ordered["privacy"],
@@ -359,31 +349,20 @@ def _paired(mine: dict, theirs: dict) -> dict:
 
 
 @_without_cyclic_gc
-def catchment_result(
-    *,
-    geometry: GEOSGeometry,
-    start: dt.datetime,
-    end: dt.datetime,
-    granularity: str,
-    time_zone: str,
-    version: int,
-    policy: ReleasePolicy,
-    regions: dict[int, tuple[str, str]] | None = None,
-    on_progress: Callable[[float], None] | None = None,
-) -> dict:
+def catchment_result(query: Query, *, on_progress: Callable[[float], None] | None = None) -> dict:
     """Where the people present in the area live: per home region over the whole period, its
     person-hours and their share of everyone's; and everyone's per local bucket and per cell.
 
-    regions: the home regions to list, {region id: (code, name)}; by default every one with
-    published values.
+    query.regions: the home regions to list; by default every one with published values.
     """
-    query = Query(geometry, start, end, granularity, time_zone, version, policy)
-    metric = METRICS["catchment"]
-    with report_area(geometry):  # both passes read one table of the area's cells
+    metric = CATCHMENT_METRIC
+    regions = query.regions
+    with report_area(query.geometry):  # both passes read one table of the area's cells
         result = _cell_hour_result(
             query,
             kind=HOME,
             product="catchment",
+            metric=metric,
             breakdowns=(),
             with_cells=True,
             on_progress=_part_of(on_progress, first=0, of=2),
@@ -420,35 +399,26 @@ def catchment_result(
 
 
 @_without_cyclic_gc
-def od_matrix_result(
-    *,
-    start: dt.datetime,
-    end: dt.datetime,
-    granularity: str,
-    time_zone: str,
-    version: int,
-    policy: ReleasePolicy,
-    zones: dict[int, tuple[str, str]],
-    on_progress: Callable[[float], None] | None = None,
-) -> dict:
+def od_matrix_result(query: Query, *, on_progress: Callable[[float], None] | None = None) -> dict:
     """Published trips between the zones: a flow list per local bucket and origin-destination
     pair (the pairs with published trips), and an origin x destination matrix over the period.
 
-    zones: {region id: (code, name)} in the order of the matrix's rows and columns.
+    query.regions: the zones, in the order of the matrix's rows and columns.
     """
-    tz = ZoneInfo(time_zone)
+    zones = query.regions
+    tz = ZoneInfo(query.time_zone)
     sums = trip_sums(
         zones=list(zones),
-        start=start,
-        end=end,
-        granularity=granularity,
-        time_zone=time_zone,
-        version=version,
-        policy=policy.pk,
+        start=query.start,
+        end=query.end,
+        granularity=query.granularity,
+        time_zone=query.time_zone,
+        version=query.version,
+        policy=query.policy.pk,
         on_progress=on_progress,
     )
-    metric = METRICS["od-matrix"]
-    periods = list(buckets(start, end, granularity, tz))
+    metric = TRIPS_METRIC
+    periods = list(buckets(query.start, query.end, query.granularity, tz))
     stamps = dict(zip((bucket_start for bucket_start, _ in periods), _bucket_stamps(periods, tz), strict=True))
     flows, pairs = [], {}
     for (bucket_start, origin, destination), published in sums.items():
@@ -462,9 +432,8 @@ def od_matrix_result(
         [_value(metric, pairs.get((origin, destination), Released()))["trips"] for destination in zones]
         for origin in zones
     ]
-    pair_hours = len(zones) ** 2 * _elapsed_hours(start, end)
+    pair_hours = len(zones) ** 2 * query.hours
     released = sum(published.count for published in pairs.values())
-    query = Query(None, start, end, granularity, time_zone, version, policy)
     return {
         **_head(query, product="od-matrix", metric=metric, kind=TRIPS),
         "breakdowns": [],
@@ -472,7 +441,7 @@ def od_matrix_result(
         "matrix": matrix,
         "flows": flows,
         "privacy": {
-            **policy.summary(),
+            **query.policy.summary(),
             "zone_pair_hours": pair_hours,
             "zone_pair_hours_released": released,
             "released_share": round(released / pair_hours, 4) if pair_hours else None,

@@ -10,6 +10,7 @@ from guardian.admin import GuardedModelAdmin
 
 from billing import services as billing_services
 from billing.models import UsageLine
+from insights.admin import ReadOnlyAdmin
 from insights.boundaries import boundary_from_text, boundary_svg
 from marketplace import selectors, services
 from marketplace.exceptions import ServiceError
@@ -25,20 +26,6 @@ from marketplace.models import (
     Role,
     Tenant,
 )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Records kept as they were written (logs, mirrors of Stripe): looked at, never changed here."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 admin.site.unregister(User)
 

@@ -1,4 +1,12 @@
-"""Errors raised by services. The API turns each into the one error shape."""
+"""Errors raised by services, and the one shape every error response takes (error_body);
+the API (marketplace.api.errors) turns each error into it."""
+
+
+def error_body(*, error_type: str, errors: list[dict]) -> dict:
+    """{"type", "code" (of the first error), "message" (a sentence), "errors": [{"code", "detail", "attr"}]}."""
+    first = errors[0] if errors else {"code": error_type, "detail": "", "attr": None}
+    message = f"{first['attr']}: {first['detail']}" if first["attr"] else first["detail"]
+    return {"type": error_type, "code": first["code"], "message": message, "errors": errors}
 
 
 class ServiceError(Exception):

@@ -3,8 +3,8 @@
 from django.db import connection
 from django.http import JsonResponse
 
-from marketplace.api.errors import error_body
 from marketplace.celery import app as celery_app
+from marketplace.exceptions import error_body
 
 BROKER_TIMEOUT_SECONDS = 2
 

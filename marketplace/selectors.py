@@ -10,7 +10,7 @@ from django.db.models import Q, QuerySet
 from guardian.shortcuts import get_objects_for_group
 
 from insights.models import Region
-from insights.renderers import LIST_ARRAYS, row_arrays
+from insights.products import LIST_ARRAYS, PRODUCTS
 from marketplace.models import (
     ApiKey,
     Area,
@@ -81,7 +81,12 @@ def report_result_rows(*, report: Report, offset: int = 0, limit: int | None = N
     with connection.cursor() as cursor:
         cursor.execute(
             f"{_RESULT_ROWS} OFFSET %(offset)s LIMIT %(limit)s",
-            {"arrays": list(row_arrays(report.product.code)), "report": report.pk, "offset": offset, "limit": limit},
+            {
+                "arrays": list(PRODUCTS[report.product.code].row_arrays),
+                "report": report.pk,
+                "offset": offset,
+                "limit": limit,
+            },
         )
         return [json.loads(row) for (row,) in cursor.fetchall()]
 
@@ -90,7 +95,9 @@ def report_result_stream(*, report: Report, arrays: tuple[str, ...] | None = Non
     """The result's rows (or the elements of the given arrays), fetched a few thousand at a
     time through a server-side cursor: memory stays bounded whatever the result's size."""
     with connection.chunked_cursor() as cursor:
-        cursor.execute(_RESULT_ROWS, {"arrays": list(arrays or row_arrays(report.product.code)), "report": report.pk})
+        cursor.execute(
+            _RESULT_ROWS, {"arrays": list(arrays or PRODUCTS[report.product.code].row_arrays), "report": report.pk}
+        )
         while rows := cursor.fetchmany(STREAMED_ROWS_PER_FETCH):
             for (row,) in rows:
                 yield json.loads(row)  # Django has psycopg hand jsonb over as text

@@ -184,6 +184,7 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE = {
+    # The name it was registered under; the task itself is marketplace.tasks.sweep_stuck_reports.
     "sweep-stuck-reports": {"task": "insights.tasks.sweep_stuck_reports", "schedule": 60.0},
     "drop-old-data": {"task": "insights.tasks.drop_old_data", "schedule": 24 * 3600.0},
     "sync-usage-to-stripe": {"task": "billing.tasks.sync_due_usage", "schedule": 60.0},

@@ -1,11 +1,39 @@
-"""Thin Celery tasks of the buyer side."""
+"""Thin Celery tasks of the buyer side: they take ids and call services. Safe to run twice.
+
+The report tasks keep the names they were registered under in insights, so messages already
+queued and the beat schedule still find them. Services queue these tasks, so the tasks import
+the services when they run, not when this module loads."""
 
 from celery import shared_task
+from django.conf import settings
+from django.db import DatabaseError
+
+
+@shared_task(
+    name="insights.tasks.compute_report",
+    bind=True,
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def compute_report(self, report_id: str) -> None:
+    from marketplace.services import RunOutcome, report_run
+
+    if report_run(report_id=report_id) is RunOutcome.BUSY:
+        # Another worker holds the report, or a killed one's connection is still closing.
+        raise self.retry(countdown=settings.REPORT_LOCK_RETRY_SECONDS, max_retries=120)
+
+
+@shared_task(name="insights.tasks.sweep_stuck_reports")
+def sweep_stuck_reports() -> int:
+    from marketplace.services import reports_requeue_stuck
+
+    return reports_requeue_stuck()
 
 
 @shared_task(bind=True, max_retries=None)
 def deliver_webhook(self, delivery_id: str) -> None:
-    from marketplace.services import webhook_deliver  # services queue this task, so they import this module
+    from marketplace.services import webhook_deliver
 
     wait = webhook_deliver(delivery_id=delivery_id)
     if wait is not None:

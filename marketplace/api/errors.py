@@ -11,7 +11,7 @@ from drf_standardized_errors.handler import ExceptionHandler
 from drf_standardized_errors.types import ErrorResponse
 from rest_framework import exceptions, status
 
-from marketplace.exceptions import ServiceError, TooManyRequests
+from marketplace.exceptions import ServiceError, TooManyRequests, error_body
 
 
 class ErrorFormatter(ExceptionFormatter):
@@ -27,12 +27,6 @@ class ServiceErrorHandler(ExceptionHandler):
         if isinstance(exc, ServiceError):
             return _as_api_exception(exc)
         return super().convert_known_exceptions(exc)
-
-
-def error_body(*, error_type: str, errors: list[dict]) -> dict:
-    first = errors[0] if errors else {"code": error_type, "detail": "", "attr": None}
-    message = f"{first['attr']}: {first['detail']}" if first["attr"] else first["detail"]
-    return {"type": error_type, "code": first["code"], "message": message, "errors": errors}
 
 
 def _as_api_exception(exc: ServiceError) -> exceptions.APIException:

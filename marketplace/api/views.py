@@ -1,4 +1,3 @@
-import datetime as dt
 import hashlib
 import itertools
 import json
@@ -6,7 +5,7 @@ import tempfile
 from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
-import django_filters
+from django.db.models import Model, QuerySet
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -22,6 +21,7 @@ from billing import selectors as billing_selectors
 from billing.models import Invoice
 from insights import renderers
 from marketplace import selectors, services
+from marketplace.api.filters import ReportFilter
 from marketplace.api.permissions import ROLES_THAT_ORDER, RolePermission
 from marketplace.api.serializers import (
     ApiKeyCreated,
@@ -51,6 +51,7 @@ from marketplace.api.serializers import (
 )
 from marketplace.exceptions import Conflict
 from marketplace.models import ApiKey, Area, Membership, Report, Role, WebhookEndpoint
+from marketplace.services import Principal
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 PARQUET_IN_MEMORY_BYTES = 8 << 20
@@ -73,10 +74,6 @@ class _ResultRows:
 
     def __getitem__(self, page: slice) -> list[dict]:
         return selectors.report_result_rows(report=self.report, offset=page.start, limit=page.stop - page.start)
-
-
-def _caller(request) -> dict:
-    return {"tenant": request.user.tenant, "role": request.user.role, "api_key": request.user.api_key}
 
 
 def _json_chunks(report: Report) -> Iterator[str]:
@@ -136,6 +133,27 @@ class TenantViewSet(viewsets.GenericViewSet):
         return super().finalize_response(request, response, *args, **kwargs)
 
 
+class TenantRowsViewSet(TenantViewSet):
+    """Rows of `model` that the caller may see, as `visible` selects them."""
+
+    model: type[Model]
+
+    def get_queryset(self) -> QuerySet:
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no caller
+            return self.model.objects.none()
+        return self.visible(self.request.user)
+
+    def visible(self, principal: Principal) -> QuerySet:
+        raise NotImplementedError
+
+
+class OwnersOnlyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantRowsViewSet):
+    """An organisation's settings that only its owners read and change: keys, webhooks, members."""
+
+    read_roles = (Role.OWNER,)
+    write_roles = (Role.OWNER,)
+
+
 class ProductViewSet(mixins.ListModelMixin, TenantViewSet):
     serializer_class = ProductOutput
     pagination_class = None
@@ -157,13 +175,12 @@ class RegionViewSet(mixins.ListModelMixin, TenantViewSet):
         return selectors.region_list()
 
 
-class AreaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+class AreaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantRowsViewSet):
     serializer_class = AreaOutput
+    model = Area
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):  # schema generation has no caller
-            return Area.objects.none()
-        return selectors.area_visible_list(**_caller(self.request))
+    def visible(self, principal: Principal) -> QuerySet:
+        return selectors.area_visible_list(tenant=principal.tenant, role=principal.role, api_key=principal.api_key)
 
     @extend_schema(request=AreaInput, responses={201: AreaOutput})
     def create(self, request):
@@ -189,32 +206,12 @@ class AreaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSe
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class UTCIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
-    """Compares in UTC: PostgreSQL refuses offsets beyond ±15:59 that ISO 8601 allows."""
-
-    def filter(self, qs, value):
-        return super().filter(qs, value.astimezone(dt.UTC) if value else value)
-
-
-class ReportFilter(django_filters.FilterSet):
-    status = django_filters.ChoiceFilter(choices=Report.Status.choices)
-    product = django_filters.CharFilter(field_name="product__code")
-    area = django_filters.UUIDFilter(field_name="area_id")
-    created_after = UTCIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = UTCIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
-
-    class Meta:
-        model = Report
-        fields = ["status", "product", "area", "created_after", "created_before"]
-
-
-class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantRowsViewSet):
     filterset_class = ReportFilter
+    model = Report
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):  # schema generation has no caller
-            return Report.objects.none()
-        reports = selectors.report_visible_list(**_caller(self.request))
+    def visible(self, principal: Principal) -> QuerySet:
+        reports = selectors.report_visible_list(tenant=principal.tenant, role=principal.role, api_key=principal.api_key)
         # A result may be large: it is read only when small enough to inline, or a part at a time.
         return reports.defer("result", "geometry") if self.action == "list" else reports.defer("result")
 
@@ -366,17 +363,14 @@ def _as_attachment(response, report: Report, extension: str):
     return response
 
 
-class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+class ApiKeyViewSet(OwnersOnlyViewSet):
     """Your organisation's API keys; owners only. A key's secret is shown once, when it is made."""
 
     serializer_class = ApiKeyOutput
-    read_roles = (Role.OWNER,)
-    write_roles = (Role.OWNER,)
+    model = ApiKey
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return ApiKey.objects.none()
-        return selectors.api_key_list(tenant=self.request.user.tenant)
+    def visible(self, principal: Principal) -> QuerySet:
+        return selectors.api_key_list(tenant=principal.tenant)
 
     @extend_schema(request=ApiKeyInput, responses={201: ApiKeyCreated})
     def create(self, request):
@@ -402,17 +396,14 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantView
         return Response({**ApiKeyOutput(api_key).data, "key": raw_key}, status=201)
 
 
-class WebhookViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+class WebhookViewSet(OwnersOnlyViewSet):
     """Endpoints told when a report succeeds or fails; owners only. Signed as docs/webhooks.md shows."""
 
     serializer_class = WebhookOutput
-    read_roles = (Role.OWNER,)
-    write_roles = (Role.OWNER,)
+    model = WebhookEndpoint
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return WebhookEndpoint.objects.none()
-        return selectors.webhook_endpoint_list(tenant=self.request.user.tenant)
+    def visible(self, principal: Principal) -> QuerySet:
+        return selectors.webhook_endpoint_list(tenant=principal.tenant)
 
     @extend_schema(request=WebhookInput, responses={201: WebhookCreated})
     def create(self, request):
@@ -434,17 +425,14 @@ class WebhookViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantVie
         return self.get_paginated_response(WebhookDeliveryOutput(deliveries, many=True).data)
 
 
-class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+class MemberViewSet(OwnersOnlyViewSet):
     """The organisation's people and their roles; owners only."""
 
     serializer_class = MemberOutput
-    read_roles = (Role.OWNER,)
-    write_roles = (Role.OWNER,)
+    model = Membership
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return Membership.objects.none()
-        return selectors.member_list(tenant=self.request.user.tenant)
+    def visible(self, principal: Principal) -> QuerySet:
+        return selectors.member_list(tenant=principal.tenant)
 
     @extend_schema(request=MemberInput, responses={201: MemberOutput})
     def create(self, request):
@@ -545,14 +533,13 @@ class UsageViewSet(TenantViewSet):
         )
 
 
-class InvoiceViewSet(mixins.ListModelMixin, TenantViewSet):
+class InvoiceViewSet(mixins.ListModelMixin, TenantRowsViewSet):
     """Your organisation's invoices, as Stripe issued them; finance and owners."""
 
     serializer_class = InvoiceOutput
+    model = Invoice
     read_roles = (Role.FINANCE, Role.OWNER)
     write_roles = ()
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return Invoice.objects.none()
-        return billing_selectors.invoice_list(tenant=self.request.user.tenant)
+    def visible(self, principal: Principal) -> QuerySet:
+        return billing_selectors.invoice_list(tenant=principal.tenant)

@@ -9,7 +9,7 @@ import pytest
 from django.contrib.gis.geos import MultiPolygon
 
 from insights.models import DatasetVersion
-from insights.reports import footfall_result
+from insights.reports import Query, footfall_result
 from insights.segments import AGE_BANDS, GENDERS
 from insights.selectors import current_release_policy
 from insights.services import presence_load
@@ -44,14 +44,16 @@ def segmented(db, tmp_path):
 
 def report(breakdowns, granularity="day"):
     return footfall_result(
-        geometry=MultiPolygon(grid.square(0, 0, 2, 2), srid=4326),
-        start=START,
-        end=END,
-        granularity=granularity,
-        time_zone="Europe/Berlin",
-        version=DatasetVersion.objects.latest("pk").pk,
-        policy=current_release_policy(),
-        breakdowns=breakdowns,
+        Query(
+            geometry=MultiPolygon(grid.square(0, 0, 2, 2), srid=4326),
+            start=START,
+            end=END,
+            granularity=granularity,
+            time_zone="Europe/Berlin",
+            version=DatasetVersion.objects.latest("pk").pk,
+            policy=current_release_policy(),
+            breakdowns=breakdowns,
+        )
     )
 
 
@@ -106,14 +108,16 @@ def test_a_segment_the_data_lacks_is_withheld(db, tmp_path):
     version = presence_load(path=tmp_path / "sparse.csv").version
 
     result = footfall_result(
-        geometry=MultiPolygon(grid.square(0, 0, 1, 1), srid=4326),
-        start=START,
-        end=START + dt.timedelta(days=1),
-        granularity="day",
-        time_zone="Europe/Berlin",
-        version=version,
-        policy=current_release_policy(),
-        breakdowns=["age_band"],
+        Query(
+            geometry=MultiPolygon(grid.square(0, 0, 1, 1), srid=4326),
+            start=START,
+            end=START + dt.timedelta(days=1),
+            granularity="day",
+            time_zone="Europe/Berlin",
+            version=version,
+            policy=current_release_policy(),
+            breakdowns=["age_band"],
+        )
     )
 
     # 40 - 20 leaves 20 (>= k) over the 5 bands the data lacks: 25-34 is released

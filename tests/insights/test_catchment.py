@@ -7,7 +7,7 @@ import pytest
 from django.contrib.gis.geos import MultiPolygon
 
 from insights.models import Home, Region
-from insights.reports import catchment_result
+from insights.reports import Query, catchment_result
 from insights.selectors import current_release_policy, region_names
 from insights.services import LoadRejected, home_load, regions_load
 from tests import grid
@@ -21,14 +21,16 @@ HEADER = "cell,hour,home_region,visitors"
 
 def catchment(version, *, cols=2.0, granularity="day", regions=None):
     return catchment_result(
-        geometry=MultiPolygon(grid.square(0, 0, cols, 2), srid=4326),
-        start=START,
-        end=END,
-        granularity=granularity,
-        time_zone="Europe/Berlin",
-        version=version,
-        policy=current_release_policy(),
-        regions=regions,
+        Query(
+            geometry=MultiPolygon(grid.square(0, 0, cols, 2), srid=4326),
+            start=START,
+            end=END,
+            granularity=granularity,
+            time_zone="Europe/Berlin",
+            version=version,
+            policy=current_release_policy(),
+            regions=regions,
+        )
     )
 
 

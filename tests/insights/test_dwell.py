@@ -11,7 +11,7 @@ from insights.kinds import DWELL_BANDS
 from insights.models import Dwell
 from insights.releases import releases_build
 from insights.renderers import series_figure
-from insights.reports import dwell_result
+from insights.reports import Query, dwell_result
 from insights.selectors import current_release_policy
 from insights.services import LoadRejected, dwell_load
 from tests import grid
@@ -37,13 +37,15 @@ def test_visitors_per_dwell_band_are_the_sums_of_their_rows(dwell, granularity):
     rows, version = dwell
 
     result = dwell_result(
-        geometry=MultiPolygon(grid.square(0, 0, 2, 2), srid=4326),
-        start=START,
-        end=END,
-        granularity=granularity,
-        time_zone="Europe/Berlin",
-        version=version,
-        policy=current_release_policy(),
+        Query(
+            geometry=MultiPolygon(grid.square(0, 0, 2, 2), srid=4326),
+            start=START,
+            end=END,
+            granularity=granularity,
+            time_zone="Europe/Berlin",
+            version=version,
+            policy=current_release_policy(),
+        )
     )
 
     # Every value is 12 or more, and every band is there: the release publishes them all.
@@ -98,13 +100,15 @@ def test_the_chart_draws_everyone_and_a_line_per_dwell_band_with_gaps_where_with
     settings.PRIVACY_K = 30
     releases_build()
     result = dwell_result(
-        geometry=MultiPolygon(grid.square(0, 0, 2, 2), srid=4326),
-        start=START,
-        end=END,
-        granularity="hour",
-        time_zone="Europe/Berlin",
-        version=dwell[1],
-        policy=current_release_policy(),
+        Query(
+            geometry=MultiPolygon(grid.square(0, 0, 2, 2), srid=4326),
+            start=START,
+            end=END,
+            granularity="hour",
+            time_zone="Europe/Berlin",
+            version=dwell[1],
+            policy=current_release_policy(),
+        )
     )
 
     axes = series_figure(result).axes[0]

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.contrib.gis.geos import MultiPolygon
 
-from insights.reports import footfall_result
+from insights.reports import Query, footfall_result
 from insights.selectors import area_cells, current_release_policy, presence_totals
 from insights.services import presence_load
 from tests import grid
@@ -31,13 +31,15 @@ def local_days(loaded: dict, weights: dict) -> dict[dt.date, float]:
 
 def result(polygon, start, end, granularity, version) -> dict:
     return footfall_result(
-        geometry=area(polygon),
-        start=start,
-        end=end,
-        granularity=granularity,
-        time_zone="Europe/Berlin",
-        version=version,
-        policy=current_release_policy(),
+        Query(
+            geometry=area(polygon),
+            start=start,
+            end=end,
+            granularity=granularity,
+            time_zone="Europe/Berlin",
+            version=version,
+            policy=current_release_policy(),
+        )
     )
 
 

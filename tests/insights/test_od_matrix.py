@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from insights.models import Trips
-from insights.reports import od_matrix_result
+from insights.reports import Query, od_matrix_result
 from insights.selectors import current_release_policy, region_names, regions_in_area
 from insights.services import LoadRejected, trips_load
 from tests import grid
@@ -22,13 +22,15 @@ BERLIN = ZoneInfo("Europe/Berlin")
 
 def od_matrix(version, *, granularity="day", zones=("E", "N", "W")):
     return od_matrix_result(
-        start=START,
-        end=END,
-        granularity=granularity,
-        time_zone="Europe/Berlin",
-        version=version,
-        policy=current_release_policy(),
-        zones=region_names(zones),
+        Query(
+            start=START,
+            end=END,
+            granularity=granularity,
+            time_zone="Europe/Berlin",
+            version=version,
+            policy=current_release_policy(),
+            regions=region_names(zones),
+        )
     )
 
 
@@ -89,13 +91,15 @@ def test_weekly_flows_come_from_the_week_rollup(trips):
 
     monday = dt.datetime(2026, 3, 30, tzinfo=BERLIN)
     result = od_matrix_result(
-        start=monday - dt.timedelta(weeks=1),
-        end=monday,
-        granularity="week",
-        time_zone="Europe/Berlin",
-        version=version,
-        policy=current_release_policy(),
-        zones=region_names(["W"]),
+        Query(
+            start=monday - dt.timedelta(weeks=1),
+            end=monday,
+            granularity="week",
+            time_zone="Europe/Berlin",
+            version=version,
+            policy=current_release_policy(),
+            regions=region_names(["W"]),
+        )
     )
 
     # The week of 23 March holds 27-29 March of the loaded days.

@@ -9,7 +9,7 @@ from django.contrib.gis.geos import MultiPolygon
 
 from insights import selectors
 from insights.models import DatasetVersion
-from insights.reports import footfall_result
+from insights.reports import Query, footfall_result
 from insights.selectors import PROGRESS_STEPS, current_release_policy, presence_source, presence_totals
 from tests import grid
 from tests.conftest import CITY_CELLS, city_visits
@@ -94,13 +94,15 @@ def test_another_zone_is_summed_from_the_hours_by_its_own_local_days(month_of_da
             expected[hour.astimezone(NEW_YORK).date()] += visits
 
     report = footfall_result(
-        geometry=MultiPolygon(grid.square(0, 0, 2, 2), srid=4326),
-        start=start,
-        end=end,
-        granularity="day",
-        time_zone="America/New_York",
-        version=version,
-        policy=current_release_policy(),
+        Query(
+            geometry=MultiPolygon(grid.square(0, 0, 2, 2), srid=4326),
+            start=start,
+            end=end,
+            granularity="day",
+            time_zone="America/New_York",
+            version=version,
+            policy=current_release_policy(),
+        )
     )
 
     assert [row["person_hours"] for row in report["series"]] == [expected[day] for day in sorted(expected)]

@@ -4,9 +4,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from insights import tasks as insights_tasks
 from insights.releases import releases_build
 from insights.selectors import current_release_policy
+from marketplace import tasks
 from marketplace.models import Product, Report, Role
 from tests import grid
 from tests.downloads import as_json as json_of
@@ -283,7 +283,7 @@ def test_an_order_is_kept_when_the_broker_is_down(api, city, place, monkeypatch)
     def broker_down(*args, **kwargs):
         raise ConnectionRefusedError("broker down")
 
-    monkeypatch.setattr(insights_tasks.compute_report, "delay", broker_down)
+    monkeypatch.setattr(tasks.compute_report, "delay", broker_down)
 
     response = place(order_body())
 

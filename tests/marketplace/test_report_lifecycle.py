@@ -1,5 +1,6 @@
 """A report is computed once, whatever happens to workers and messages."""
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -11,6 +12,7 @@ from django.db import OperationalError, connection
 from django.utils import timezone
 
 from insights.models import ReleasePolicy
+from insights.products import PRODUCTS
 from insights.releases import releases_build
 from marketplace import services
 from marketplace.models import Release, Report
@@ -87,14 +89,19 @@ def test_a_cancelled_report_is_not_run(queued_report):
     assert (queued_report.status, queued_report.attempts, queued_report.result) == ("cancelled", 0, None)
 
 
+def computed_by(monkeypatch, engine) -> None:
+    """Footfall reports computed by this engine function instead of the real one."""
+    monkeypatch.setitem(PRODUCTS, "footfall", dataclasses.replace(PRODUCTS["footfall"], compute=engine))
+
+
 def test_a_report_cancelled_while_it_runs_stays_cancelled(queued_report, monkeypatch):
-    real_result = services.footfall_result
+    real_result = PRODUCTS["footfall"].compute
 
-    def cancel_midway(**kwargs):
+    def cancel_midway(query, **kwargs):
         services.report_cancel(report=Report.objects.get(pk=queued_report.pk))
-        return real_result(**kwargs)
+        return real_result(query, **kwargs)
 
-    monkeypatch.setattr(services, "footfall_result", cancel_midway)
+    computed_by(monkeypatch, cancel_midway)
 
     services.report_run(report_id=queued_report.pk)
 
@@ -103,10 +110,10 @@ def test_a_report_cancelled_while_it_runs_stays_cancelled(queued_report, monkeyp
 
 
 def test_a_report_that_cannot_be_computed_fails_with_a_message(queued_report, monkeypatch):
-    def broken(**kwargs):
+    def broken(query, **kwargs):
         raise ValueError("boom")
 
-    monkeypatch.setattr(services, "footfall_result", broken)
+    computed_by(monkeypatch, broken)
 
     services.report_run(report_id=queued_report.pk)
 
@@ -117,10 +124,10 @@ def test_a_report_that_cannot_be_computed_fails_with_a_message(queued_report, mo
 
 
 def test_a_database_error_is_left_to_the_task_to_retry(queued_report, monkeypatch):
-    def database_gone(**kwargs):
+    def database_gone(query, **kwargs):
         raise OperationalError("server closed the connection")
 
-    monkeypatch.setattr(services, "footfall_result", database_gone)
+    computed_by(monkeypatch, database_gone)
 
     with pytest.raises(OperationalError):
         services.report_run(report_id=queued_report.pk)

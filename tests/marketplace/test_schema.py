@@ -9,7 +9,7 @@ from drf_spectacular.drainage import GENERATOR_STATS
 from drf_spectacular.plumbing import _load_enum_name_overrides
 from rest_framework.test import APIClient
 
-from insights.kinds import METRICS
+from insights.products import PRODUCTS
 
 EXPECTED_PATHS = {
     "/api/v1/members/",
@@ -122,7 +122,7 @@ def test_the_result_names_each_metric_and_documents_the_deprecated_names(schema)
     description = schema["components"]["schemas"]["ReportOutput"]["properties"]["result"]["description"]
     current, deprecated = description.split("Deprecated, kept for one release with the same values:")
 
-    for product, metric in METRICS.items():
+    for product, metric in ((code, spec.metric) for code, spec in PRODUCTS.items()):
         assert f"`{metric.name}`" in current, product
         if metric.deprecated:
             assert f"`{metric.deprecated}`" in deprecated and f"use `{metric.name}`" in deprecated, product

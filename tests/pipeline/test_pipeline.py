@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from insights.models import DatasetVersion
-from insights.reports import footfall_result
+from insights.reports import Query, footfall_result
 from insights.selectors import current_release_policy
 from insights.services import dwell_load, home_load, presence_load, regions_load, trips_load
 from pipeline.city import Day, city_population, day_events
@@ -246,13 +246,15 @@ def test_the_marketplace_reports_the_pipeline_output_as_counted_from_the_events(
     in_city = {code for col in range(24) for row in range(20) for code in [grid.code(col, row)]}
 
     report = footfall_result(
-        geometry=city,
-        start=Day(START).start,
-        end=Day(START + dt.timedelta(days=DAYS)).start,
-        granularity="hour",
-        time_zone="UTC",
-        version=loads[0].version,
-        policy=current_release_policy(),
+        Query(
+            geometry=city,
+            start=Day(START).start,
+            end=Day(START + dt.timedelta(days=DAYS)).start,
+            granularity="hour",
+            time_zone="UTC",
+            version=loads[0].version,
+            policy=current_release_policy(),
+        ),
         with_cells=False,
     )
 

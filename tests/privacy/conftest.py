@@ -21,8 +21,7 @@ from insights.models import ReleasePolicy
 from insights.segments import AGE_BANDS, GENDERS
 from insights.selectors import current_release_policy
 from insights.services import presence_load
-from marketplace import services
-from marketplace.services import product_grant
+from marketplace.services import areas, order_checks, product_grant
 from tests import grid
 from tests.factories import compare_product, dwell_product, footfall_product
 
@@ -61,10 +60,12 @@ DEFENCES = {
     # Fresh noise each time a release is built, instead of noise seeded by what a value counts.
     "noise": lambda patch: patch.setattr(releases, "_noise_sql", _fresh_noise_sql),
     "min-area": lambda patch: (
-        patch.setattr(services, "_check_area_minimum", lambda *args, **kwargs: None),
-        patch.setattr(services, "_check_cell_minimum", lambda *args, **kwargs: None),
+        patch.setattr(areas, "_check_area_minimum", lambda *args, **kwargs: None),
+        patch.setattr(areas, "_check_cell_minimum", lambda *args, **kwargs: None),
     ),
-    "budget": lambda patch: patch.setattr(services, "_check_fair_use", lambda **kwargs: kwargs["policy"].query_budget),
+    "budget": lambda patch: patch.setattr(
+        order_checks, "check_fair_use", lambda **kwargs: kwargs["policy"].query_budget
+    ),
 }
 
 

@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo
 
 from django.db import connection
 
-from insights.kinds import KINDS, METRICS, AggregateKind
+from insights.kinds import KINDS, AggregateKind
 from insights.models import Region
+from insights.products import PRODUCTS
 from insights.selectors import report_area
 
 UTC = dt.UTC
@@ -110,7 +111,7 @@ def cell_hour_sums(kind, policy, cells, start, end, granularity, tz):
 
 
 def rows(kind, product, buckets, tz, sums: Sums, coverage: float, segments: list[tuple]) -> list[dict]:
-    metric = METRICS[product]
+    metric = PRODUCTS[product].metric
     labels = kind.labels()
     found = []
     for start, end in buckets:
@@ -137,7 +138,7 @@ def cell_hour_result(*, product, policy, geometry, start, end, granularity, time
     """What footfall, dwell and catchment (everyone's part) must show, and the privacy counts."""
     kind = {"footfall": KINDS["presence"], "dwell": KINDS["dwell"], "catchment": KINDS["home"]}[product]
     tz = ZoneInfo(time_zone)
-    metric = METRICS[product]
+    metric = PRODUCTS[product].metric
     cells = shares(geometry)
     coverage = sum(share for *_, share in cells)
     buckets = bucket_list(start, end, granularity, tz)

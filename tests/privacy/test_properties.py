@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from insights.kinds import KINDS
 from insights.releases import release_policy_of_settings
-from insights.reports import catchment_result, compare_result, dwell_result, footfall_result, od_matrix_result
+from insights.reports import Query, catchment_result, compare_result, dwell_result, footfall_result, od_matrix_result
 from insights.selectors import region_names
 from marketplace.services import product_grant
 from tests import grid
@@ -162,11 +162,13 @@ def results(query: dict, versions: dict[str, int], policy) -> dict[str, dict]:
     )
     area = {"geometry": query["geometry"]}
     return {
-        "footfall": footfall_result(**area, **common, version=versions["presence"], breakdowns=query["breakdowns"]),
-        "dwell": dwell_result(**area, **common, version=versions["dwell"]),
-        "catchment": catchment_result(**area, **common, version=versions["home"], regions=regions),
-        "compare": compare_result(**area, **common, version=versions["presence"], **comparison),
-        "od-matrix": od_matrix_result(**common, version=versions["trips"], zones=region_names(query["zones"])),
+        "footfall": footfall_result(
+            Query(**area, **common, version=versions["presence"], breakdowns=query["breakdowns"])
+        ),
+        "dwell": dwell_result(Query(**area, **common, version=versions["dwell"])),
+        "catchment": catchment_result(Query(**area, **common, version=versions["home"], regions=regions)),
+        "compare": compare_result(Query(**area, **common, version=versions["presence"], **comparison)),
+        "od-matrix": od_matrix_result(Query(**common, version=versions["trips"], regions=region_names(query["zones"]))),
     }
 
 
@@ -373,7 +375,7 @@ def test_a_cell_whose_every_value_is_withheld_is_like_a_cell_without_data(region
         with rolled_back():
             versions = data.load(tmp_path, kinds={"presence"})
             tables.append(release_tables(release.pk))
-            result = footfall_result(geometry=area, **window, version=versions["presence"], policy=release)
+            result = footfall_result(Query(geometry=area, **window, version=versions["presence"], policy=release))
             documents.append(json.dumps(result, sort_keys=True))
 
     assert tables[0] == tables[1]

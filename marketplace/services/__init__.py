@@ -1,0 +1,87 @@
+"""Writes of the buyer-facing domain, one module per concern:
+
+- accounts: organisations, the products and regions they may order, their spending limit
+- keys: API keys and their roles, members, shares with viewer keys
+- areas: saved areas, measured against the minimums and the data's coverage
+- orders: quotes and orders (order_checks: the checks they meet; checks: how they are run)
+- runs: computing, storing, billing and logging a report (called by the worker)
+- webhooks: buyer webhooks and their delivery
+- audit: the append-only audit log
+
+Callers import from here; the modules import each other directly."""
+
+from marketplace.services.accounts import (
+    licensed_region_create,
+    product_grant,
+    product_revoke,
+    region_license,
+    region_unlicense,
+    tenant_create,
+    tenant_entitlements_set,
+    tenant_spending_limit_set,
+)
+from marketplace.services.areas import MeasuredArea, area_create, area_delete, area_measure
+from marketplace.services.audit import audit
+from marketplace.services.keys import (
+    Principal,
+    api_key_authenticate,
+    api_key_create,
+    api_key_revoke,
+    api_key_rotate,
+    member_add,
+    member_change_role,
+    member_remove,
+    share_create,
+)
+from marketplace.services.orders import ReportOrder, report_cancel, report_create, report_quote
+from marketplace.services.runs import (
+    RunOutcome,
+    report_lock_key,
+    report_rerun,
+    report_run,
+    reports_requeue_stuck,
+)
+from marketplace.services.webhooks import (
+    webhook_deliver,
+    webhook_endpoint_create,
+    webhook_endpoint_delete,
+    webhook_signature,
+)
+
+__all__ = [
+    "MeasuredArea",
+    "Principal",
+    "ReportOrder",
+    "RunOutcome",
+    "api_key_authenticate",
+    "api_key_create",
+    "api_key_revoke",
+    "api_key_rotate",
+    "area_create",
+    "area_delete",
+    "area_measure",
+    "audit",
+    "licensed_region_create",
+    "member_add",
+    "member_change_role",
+    "member_remove",
+    "product_grant",
+    "product_revoke",
+    "region_license",
+    "region_unlicense",
+    "report_cancel",
+    "report_create",
+    "report_lock_key",
+    "report_quote",
+    "report_rerun",
+    "report_run",
+    "reports_requeue_stuck",
+    "share_create",
+    "tenant_create",
+    "tenant_entitlements_set",
+    "tenant_spending_limit_set",
+    "webhook_deliver",
+    "webhook_endpoint_create",
+    "webhook_endpoint_delete",
+    "webhook_signature",
+]

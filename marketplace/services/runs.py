@@ -1,0 +1,210 @@
+"""Running reports, called by the worker: at most one run of a report at a time, its result
+stored, billed and logged together; and what a dead worker or a lost message left behind, queued again."""
+
+import contextlib
+import datetime as dt
+import enum
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from functools import partial
+
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from billing import services as billing_services
+from insights import selectors as insights_selectors
+from insights.models import ReleasePolicy
+from insights.products import PRODUCTS, Regions
+from insights.reports import Query
+from marketplace import tasks
+from marketplace.models import Release, Report
+from marketplace.services.audit import audit
+from marketplace.services.webhooks import webhooks_queue
+
+logger = logging.getLogger(__name__)
+
+
+class RunOutcome(enum.Enum):
+    FINISHED = "finished"  # computed now, or already final
+    BUSY = "busy"  # another worker holds the report
+
+
+def report_run(*, report_id: str) -> RunOutcome:
+    """Compute a report at most once at a time; safe to call again after a crash."""
+    with _report_lock(report_id) as acquired:
+        if not acquired:
+            return RunOutcome.BUSY
+        # Conditional, so a report cancelled a moment ago is not revived.
+        claimed = (
+            Report.objects.filter(pk=report_id)
+            .exclude(status__in=Report.FINAL_STATUSES)
+            .update(status=Report.Status.RUNNING, attempts=F("attempts") + 1, started_at=timezone.now(), progress=0.0)
+        )
+        if not claimed:
+            return RunOutcome.FINISHED
+        report = Report.objects.select_related("product").get(pk=report_id)
+        coverage = insights_selectors.coverage(kind=PRODUCTS[report.product.code].kind)
+        if coverage is None:  # every release dropped since it was ordered (retention): nothing to compute from
+            _report_finish(report_id, status=Report.Status.FAILED, error="the data this report covers is gone")
+            return RunOutcome.FINISHED
+        try:
+            result = _report_result(report, version=coverage.latest_version, policy=coverage.policy)
+        except DatabaseError:
+            raise  # transient: the task retries
+        except Exception as exc:
+            logger.exception("report %s failed", report_id)
+            _report_finish(
+                report_id,
+                status=Report.Status.FAILED,
+                error=f"the report could not be computed ({type(exc).__name__}); our team was notified",
+            )
+            return RunOutcome.FINISHED
+        _report_release(report, result, version=coverage.latest_version)
+        return RunOutcome.FINISHED
+
+
+def _report_result(report: Report, *, version: int, policy: ReleasePolicy) -> dict:
+    """The engine's result for the report's product."""
+    product = PRODUCTS[report.product.code]
+    query = Query(
+        geometry=report.geometry,
+        start=report.start,
+        end=report.end,
+        granularity=report.granularity,
+        time_zone=report.time_zone,
+        version=version,
+        policy=policy,
+        breakdowns=tuple(report.breakdowns),
+        regions=None if product.regions is Regions.NONE else insights_selectors.region_names(report.regions),
+        comparison_start=report.compare_start,
+        comparison_end=report.compare_end,
+        comparison_geometry=report.compare_geometry,
+    )
+    return product.compute(query, on_progress=partial(_report_progress, report.pk))
+
+
+def _report_release(report: Report, result: dict, *, version: int) -> None:
+    """Store the result, bill it and log its release, together: a report is released and billed
+    exactly when it succeeds."""
+    with transaction.atomic():
+        succeeded = _report_finish(
+            report.pk,
+            status=Report.Status.SUCCEEDED,
+            result=result,
+            result_rows=sum(len(result.get(key, [])) for key in PRODUCTS[report.product.code].row_arrays),
+            dataset_version=version,
+        )
+        if succeeded:
+            report.refresh_from_db()
+            billing_services.usage_record(report=report)
+            Release.objects.create(
+                report=report,
+                tenant_id=report.tenant_id,
+                ordered_by_key_id=report.ordered_by_key_id,
+                product=report.product.code,
+                geometry=report.geometry,
+                start=report.start,
+                end=report.end,
+                dataset_version=version,
+                parameters={
+                    "granularity": report.granularity,
+                    "time_zone": report.time_zone,
+                    "breakdowns": report.breakdowns,
+                    "regions": report.regions,
+                    "compare_start": report.compare_start.isoformat() if report.compare_start else None,
+                    "compare_end": report.compare_end.isoformat() if report.compare_end else None,
+                    "compare_geometry": report.compare_geometry.geojson if report.compare_geometry else None,
+                    "privacy": result["privacy"],
+                },
+                result_sha256=hashlib.sha256(
+                    json.dumps(result, sort_keys=True, separators=(",", ":")).encode()
+                ).hexdigest(),
+            )
+
+
+def _report_progress(report_id: str, fraction: float) -> None:
+    # Kept under 1.0: the report is done only when its result is stored.
+    Report.objects.filter(pk=report_id, status=Report.Status.RUNNING).update(progress=min(fraction, 0.99))
+
+
+def _report_finish(report_id: str, **fields) -> bool:
+    """Whether the report took the fields: a report cancelled while it ran stays cancelled.
+    The buyer's webhooks are queued in the same transaction, and sent after it."""
+    with transaction.atomic():
+        finished = bool(
+            Report.objects.filter(pk=report_id)
+            .exclude(status__in=Report.FINAL_STATUSES)
+            .update(finished_at=timezone.now(), progress=1.0, **fields)
+        )
+        if finished:
+            webhooks_queue(Report.objects.select_related("product").get(pk=report_id))
+        return finished
+
+
+def report_rerun(*, report: Report) -> bool:
+    """Account managers: queue a failed report again (say, after a fix). False if it had not failed."""
+    with transaction.atomic():
+        rerun = Report.objects.filter(pk=report.pk, status=Report.Status.FAILED).update(
+            status=Report.Status.QUEUED, error="", progress=0.0, finished_at=None, queued_at=timezone.now()
+        )
+        if rerun:
+            audit(tenant=report.tenant, actor=None, action="report.rerun", target=f"report {report.pk}")
+            transaction.on_commit(partial(report_enqueue, report.pk))
+    return bool(rerun)
+
+
+def reports_requeue_stuck() -> int:
+    """Queue again what a lost message or a dead worker left behind; returns how many."""
+    now = timezone.now()
+    cutoff = now - dt.timedelta(seconds=settings.REPORT_REQUEUE_AFTER_SECONDS)
+    stale_queued = list(
+        Report.objects.filter(status=Report.Status.QUEUED, queued_at__lt=cutoff).values_list("pk", flat=True)
+    )
+    Report.objects.filter(pk__in=stale_queued).update(queued_at=now)
+    orphaned = []
+    for report_id in Report.objects.filter(status=Report.Status.RUNNING).values_list("pk", flat=True):
+        # A free lock on a running report means no live worker holds it.
+        with _report_lock(report_id) as acquired:
+            if acquired and Report.objects.filter(pk=report_id, status=Report.Status.RUNNING).update(
+                status=Report.Status.QUEUED, queued_at=now
+            ):
+                orphaned.append(report_id)
+    for report_id in stale_queued + orphaned:
+        report_enqueue(report_id)
+    return len(stale_queued) + len(orphaned)
+
+
+def report_enqueue(report_id: uuid.UUID) -> None:
+    try:
+        tasks.compute_report.delay(str(report_id))
+    except Exception:  # the broker may be down: the order is safe in the database
+        logger.warning("could not queue report %s; the sweeper will queue it again", report_id, exc_info=True)
+
+
+def report_lock_key(report_id) -> int:
+    """The advisory-lock key of a report: the top 64 bits of its UUID as a signed bigint."""
+    key = uuid.UUID(str(report_id)).int >> 64
+    return key - ((key >> 63) << 64)
+
+
+@contextlib.contextmanager
+def _report_lock(report_id) -> Iterator[bool]:
+    """A session advisory lock: PostgreSQL frees it when the holder's connection dies."""
+    key = report_lock_key(report_id)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        acquired = cursor.fetchone()[0]
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with (
+                contextlib.suppress(DatabaseError),
+                connection.cursor() as cursor,
+            ):  # a lost connection freed it already
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
