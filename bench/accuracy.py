@@ -169,8 +169,8 @@ def city_load(city: str) -> None:
         return
     from bench.products import LOADED_PLACES
     from insights.kinds import KINDS, PRESENCE
-    from insights.metro import metro_file_name, metro_places_names
     from insights.services import aggregates_load, regions_load
+    from insights.synthetic.metro import metro_file_name, metro_places_names
 
     presence = BENCH_DIR / metro_file_name(size="S", seed=42, suffix=".csv")
     places = {name: BENCH_DIR / file for name, file in metro_places_names(size="S", seed=42).items()}

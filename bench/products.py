@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from django.contrib.gis.geos import MultiPolygon, Polygon
 
 from insights.kinds import KINDS, PRESENCE
-from insights.metro import (
+from insights.synthetic.metro import (
     HAFEN_ARKADEN,
     ORIGIN_EAST,
     ORIGIN_NORTH,

@@ -1,7 +1,7 @@
 """The operator's raw data for the demo city, synthetic: contracts and a day of network events.
 
-The geography is the direct generator's (insights.synthetic.DEMO_CITY: its grid, CBD and
-malls; insights.synthetic_places: its districts and towns), so the pipeline's aggregates load
+The geography is the direct generator's (insights.synthetic.city.DEMO_CITY: its grid, CBD and
+malls; insights.synthetic.city_places: its districts and towns), so the pipeline's aggregates load
 into the same cells and regions. The people are individual subscribers with a home, and a
 day shaped by who they are: workers commute to the CBD or elsewhere and some shop on the way
 home, students go to the campus and out in the evening, the retired and others run errands;
@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pyarrow as pa
 
-from insights.synthetic import CELL_M, DEMO_CITY, City
-from insights.synthetic_places import MUNICIPALITIES, TOWN_KM
+from insights.synthetic.city import CELL_M, DEMO_CITY, City
+from insights.synthetic.city_places import MUNICIPALITIES, TOWN_KM
 
 LOCAL_ZONE = ZoneInfo("Europe/Berlin")
 # Ages of contract holders (18 and over), by the bands we sell.

@@ -3,8 +3,8 @@
 import numpy as np
 
 from insights.grid import cell_code
-from insights.synthetic import CELL_M, DEMO_CITY, City
-from insights.synthetic_places import DISTRICT_CELLS, DISTRICTS, MUNICIPALITIES, TOWN_KM
+from insights.synthetic.city import CELL_M, DEMO_CITY, City
+from insights.synthetic.city_places import DISTRICT_CELLS, DISTRICTS, MUNICIPALITIES, TOWN_KM
 
 REGION_CODES = tuple(code for code, *_ in DISTRICTS) + tuple(code for code, *_ in MUNICIPALITIES)
 NO_REGION = ""

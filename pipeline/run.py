@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from django.utils import timezone
 
-from insights.synthetic_places import write_regions_geojson
+from insights.synthetic.city_places import write_regions_geojson
 from pipeline.city import LOCAL_ZONE, Day, Population, day_events
 from pipeline.extrapolation import FACTORS, UNKNOWN_HOME
 from pipeline.keys import DayKeys

@@ -8,10 +8,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from insights.metro import SIZES, SUDRING_CENTER, MetroFile, write_metro, write_metro_csv
 from insights.models import Presence
 from insights.services import presence_load
-from insights.synthetic import LOCAL_ZONE, UPSTREAM_MIN_COUNT
+from insights.synthetic.city import LOCAL_ZONE, UPSTREAM_MIN_COUNT
+from insights.synthetic.metro import SIZES, SUDRING_CENTER, MetroFile, write_metro, write_metro_csv
 
 # 2 km × 2 km around the Südring Center, Saturday 11 and Sunday 12 January 2025.
 XS = SIZES["XS"]

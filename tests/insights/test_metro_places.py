@@ -9,10 +9,10 @@ import pytest
 from django.contrib.gis.geos import GEOSGeometry
 
 from insights.kinds import DWELL, DWELL_BANDS, HOME, TRIPS
-from insights.metro import METRO_HEIGHT_KM, METRO_WIDTH_KM, SIZES, write_metro
-from insights.metro_places import DISTRICTS, VISITOR_ARRIVING, district_of, write_metro_places
 from insights.services import aggregates_load, presence_load, regions_load
-from insights.synthetic import UPSTREAM_MIN_COUNT
+from insights.synthetic.city import UPSTREAM_MIN_COUNT
+from insights.synthetic.metro import METRO_HEIGHT_KM, METRO_WIDTH_KM, SIZES, write_metro
+from insights.synthetic.metro_places import DISTRICTS, VISITOR_ARRIVING, district_of, write_metro_places
 
 XS = SIZES["XS"]
 

@@ -10,8 +10,8 @@ from django.contrib.gis.geos import GEOSGeometry
 
 from insights.grid import cell_corner
 from insights.services import home_load, presence_load, regions_load, trips_load
-from insights.synthetic import DEMO_CITY, write_presence_csv
-from insights.synthetic_places import DISTRICTS, write_home_csv, write_regions_geojson, write_trips_csv
+from insights.synthetic.city import DEMO_CITY, write_presence_csv
+from insights.synthetic.city_places import DISTRICTS, write_home_csv, write_regions_geojson, write_trips_csv
 
 START, DAYS = dt.date(2026, 3, 28), 2  # the spring DST change falls inside
 

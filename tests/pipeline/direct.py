@@ -8,8 +8,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from insights.synthetic import CELL_M, DEMO_CITY
-from insights.synthetic_places import DISTRICT_CELLS, DISTRICTS, MUNICIPALITIES, TOWN_KM
+from insights.synthetic.city import CELL_M, DEMO_CITY
+from insights.synthetic.city_places import DISTRICT_CELLS, DISTRICTS, MUNICIPALITIES, TOWN_KM
 from pipeline.city import Day, Population, day_events
 from pipeline.extrapolation import FACTORS
 

@@ -7,7 +7,7 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from insights.synthetic import DEMO_CITY
+from insights.synthetic.city import DEMO_CITY
 from pipeline.city import Day
 from pipeline.geography import cells_of
 from pipeline.keys import DayKeys

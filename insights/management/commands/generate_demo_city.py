@@ -5,8 +5,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from insights.synthetic import write_dwell_csv, write_presence_csv
-from insights.synthetic_places import write_home_csv, write_regions_geojson, write_trips_csv
+from insights.synthetic.city import write_dwell_csv, write_presence_csv
+from insights.synthetic.city_places import write_home_csv, write_regions_geojson, write_trips_csv
 
 WRITERS = {"presence": write_presence_csv, "dwell": write_dwell_csv}
 # Derived from the presence file, so that the kinds agree.

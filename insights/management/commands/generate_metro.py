@@ -4,8 +4,15 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from insights.metro import SIZES, metro_file_name, metro_places_names, peak_rss_mb, write_metro, write_metro_csv
-from insights.metro_places import write_metro_places
+from insights.synthetic.metro import (
+    SIZES,
+    metro_file_name,
+    metro_places_names,
+    peak_rss_mb,
+    write_metro,
+    write_metro_csv,
+)
+from insights.synthetic.metro_places import write_metro_places
 
 
 class Command(BaseCommand):

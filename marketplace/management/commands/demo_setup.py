@@ -5,7 +5,7 @@ from django.contrib.gis.geos import MultiPolygon, Polygon
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from insights.synthetic import DEMO_CITY
+from insights.synthetic.city import DEMO_CITY
 from marketplace.models import LicensedRegion, Product, Role, Tenant
 from marketplace.services import api_key_create, licensed_region_create, product_grant, region_license, tenant_create
 

@@ -1,5 +1,5 @@
 """The synthetic metro's districts, and where its people live and travel, derived from its
-presence file so that the kinds agree (as insights.synthetic_places does for the demo city):
+presence file so that the kinds agree (as insights.synthetic.city_places does for the demo city):
 
 - regions: 36 districts of 6 km × 5 km tiling the whole metro, codes B01 to B36;
 - home: a cell-hour's "*" row is its presence count; its own district and the two others
@@ -27,7 +27,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from insights.kinds import DWELL_BANDS
-from insights.metro import (
+from insights.synthetic.city import ARRIVING, DWELL_SHARES, LOCAL_ZONE, UPSTREAM_MIN_COUNT
+from insights.synthetic.city_places import NIGHT_HOURS, OWN_DISTRICT_SHARE, STAY_WEIGHT, TRIP_RATE, region_feature
+from insights.synthetic.metro import (
     CBD,
     METRO_HEIGHT_KM,
     METRO_WIDTH_KM,
@@ -38,8 +40,6 @@ from insights.metro import (
     people_by_kind,
     rhythms,
 )
-from insights.synthetic import ARRIVING, DWELL_SHARES, LOCAL_ZONE, UPSTREAM_MIN_COUNT
-from insights.synthetic_places import NIGHT_HOURS, OWN_DISTRICT_SHARE, STAY_WEIGHT, TRIP_RATE, region_feature
 
 DISTRICT_KM = (6.0, 5.0)
 DISTRICT_COLS = round(METRO_WIDTH_KM / DISTRICT_KM[0])

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from insights.grid import cell_code
 from insights.kinds import PRESENCE
-from insights.synthetic import CELL_M, LOCAL_ZONE, UPSTREAM_MIN_COUNT, Place
+from insights.synthetic.city import CELL_M, LOCAL_ZONE, UPSTREAM_MIN_COUNT, Place
 
 # The metro's south-west corner in EPSG:3035, away from the demo city so both can be loaded.
 ORIGIN_EAST = 4_400_000

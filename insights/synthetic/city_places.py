@@ -15,7 +15,7 @@ from django.contrib.gis.geos import Polygon
 
 from insights.grid import cell_corner
 from insights.kinds import HOME, TRIPS
-from insights.synthetic import CELL_M, DEMO_CITY, UPSTREAM_MIN_COUNT, City
+from insights.synthetic.city import CELL_M, DEMO_CITY, UPSTREAM_MIN_COUNT, City
 
 GEOJSON_DECIMALS = 7
 # Districts split the city grid 3 x 2: (code, name, first column, first row), 8 x 10 cells each.
