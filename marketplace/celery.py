@@ -2,8 +2,11 @@ import os
 
 from celery import Celery
 
+from marketplace.worker_heartbeat import Heartbeat
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings")
 
 app = Celery("marketplace")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+app.steps["worker"].add(Heartbeat)  # liveness: manage.py worker_alive

@@ -47,3 +47,10 @@ class TooManyRequests(ServiceError):
     def __init__(self, message: str, *, code: str, retry_after: int):
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+class ServiceUnavailable(TooManyRequests):
+    """The service cannot take the request now (its database is away, or it is full): 503 with
+    Retry-After. Nothing was changed; the same request later may succeed."""
+
+    status_code = 503

@@ -1,5 +1,6 @@
 """Liveness and readiness probes (no authentication)."""
 
+from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
 
@@ -13,12 +14,17 @@ def healthz(request) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+# What the API cannot answer without. Orders wait in the database for the broker (the outbox),
+# and the rate limiter fails open without Redis: those two are reported, not required.
+REQUIRED = ("database",)
+
+
 def readyz(request) -> JsonResponse:
-    checks = {"database": _check_database(), "broker": _check_broker()}
+    checks = {"database": _check_database(), "broker": _check_broker(), "cache": _check_cache()}
     failing = [
         {"code": "not_ready", "detail": f"{name}: {problem}", "attr": None}
         for name, problem in checks.items()
-        if problem != "ok"
+        if problem != "ok" and name in REQUIRED
     ]
     if failing:
         return JsonResponse({**error_body(error_type="server_error", errors=failing), "checks": checks}, status=503)
@@ -31,6 +37,15 @@ def _check_database() -> str:
             cursor.execute("SELECT 1")
     except Exception as exc:
         return f"unreachable ({type(exc).__name__})"
+    return "ok"
+
+
+def _check_cache() -> str:
+    try:
+        # Straight to Redis: the cache itself ignores its errors (it fails open).
+        cache.client.get_client().ping()
+    except Exception as exc:
+        return f"unreachable ({type(exc).__name__}); the rate limiter lets requests through"
     return "ok"
 
 

@@ -218,6 +218,9 @@ class Report(models.Model):
     ordered_by_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField()
+    # The outbox: a queued report with no published_at has a compute message still to send
+    # (marketplace/services/outbox.py); it is set when the message is handed to the broker.
+    published_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -226,6 +229,11 @@ class Report(models.Model):
         indexes = [
             models.Index(fields=["tenant", "-created_at"]),
             models.Index(fields=["status", "queued_at"]),
+            models.Index(
+                fields=["queued_at"],
+                condition=Q(status="queued", published_at__isnull=True),
+                name="report_unpublished",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

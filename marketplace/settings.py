@@ -282,3 +282,36 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
+
+# --- Outages: what a database, broker or Redis that is down or slow may cost -----------------
+# Orders are kept in the database and their messages sent by the outbox (marketplace/services/
+# outbox.py): a request waits at most this long on a broker that does not answer, and after a
+# failure leaves sending to the relay (every OUTBOX_RELAY_SECONDS) for BROKER_RETRY_AFTER_SECONDS.
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("BROKER_CONNECT_TIMEOUT_SECONDS", default=1.0)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"write_timeout": env.float("BROKER_WRITE_TIMEOUT_SECONDS", default=2.0)}
+BROKER_RETRY_AFTER_SECONDS = env.float("BROKER_RETRY_AFTER_SECONDS", default=10.0)
+OUTBOX_RELAY_SECONDS = env.float("OUTBOX_RELAY_SECONDS", default=2.0)
+CELERY_BEAT_SCHEDULE["publish-pending-reports"] = {
+    "task": "marketplace.tasks.publish_pending_reports",
+    "schedule": OUTBOX_RELAY_SECONDS,
+}
+# A report claimed this many times without finishing (its query fails, or its worker dies) fails.
+REPORT_MAX_ATTEMPTS = env.int("REPORT_MAX_ATTEMPTS", default=5)
+# The database: connections give up quickly, and the API answers 503 with Retry-After.
+DATABASES["default"]["OPTIONS"]["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT_SECONDS", default=3)
+DATABASE_RETRY_AFTER_SECONDS = 5
+# Redis holds only the rate limiter's counters and caches: when it is down, they fail open (logged).
+DJANGO_REDIS_IGNORE_EXCEPTIONS = True
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+CACHES["default"]["OPTIONS"] = {
+    "SOCKET_CONNECT_TIMEOUT": env.float("REDIS_TIMEOUT_SECONDS", default=0.5),
+    "SOCKET_TIMEOUT": env.float("REDIS_TIMEOUT_SECONDS", default=0.5),
+}
+# Admission: at most this many orders and quotes are checked at once, service-wide, and no
+# order is taken while this many reports wait or run; past either, 503 with Retry-After.
+ORDER_ADMISSION_SLOTS = env.int("ORDER_ADMISSION_SLOTS", default=8)
+MAX_REPORTS_IN_PROGRESS_SERVICE_WIDE = env.int("MAX_REPORTS_IN_PROGRESS_SERVICE_WIDE", default=2000)
+ADMISSION_RETRY_AFTER_SECONDS = 2
+# The worker touches this file every WORKER_HEARTBEAT_SECONDS; `manage.py worker_alive` checks it.
+WORKER_HEARTBEAT_FILE = env("WORKER_HEARTBEAT_FILE", default=str(BASE_DIR / "var" / "worker-heartbeat"))
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10.0)

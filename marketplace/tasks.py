@@ -9,12 +9,16 @@ from django.conf import settings
 from django.db import DatabaseError
 
 
+# A database that is away (restarting, failing over) is waited for, a try every few seconds
+# for about ten minutes: report_run re-raises only errors worth another try.
 @shared_task(
     name="insights.tasks.compute_report",
     bind=True,
     autoretry_for=(DatabaseError,),
-    retry_backoff=True,
-    max_retries=5,
+    retry_backoff=1,
+    retry_backoff_max=10,
+    retry_jitter=False,
+    max_retries=60,
 )
 def compute_report(self, report_id: str) -> None:
     from marketplace.services import RunOutcome, report_run
@@ -22,6 +26,14 @@ def compute_report(self, report_id: str) -> None:
     if report_run(report_id=report_id) is RunOutcome.BUSY:
         # Another worker holds the report, or a killed one's connection is still closing.
         raise self.retry(countdown=settings.REPORT_LOCK_RETRY_SECONDS, max_retries=120)
+
+
+@shared_task(expires=60)
+def publish_pending_reports() -> int:
+    """The outbox relay: send the messages of committed orders that have none yet."""
+    from marketplace.services.outbox import reports_publish_pending
+
+    return reports_publish_pending()
 
 
 @shared_task(name="insights.tasks.sweep_stuck_reports")

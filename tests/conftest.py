@@ -9,6 +9,7 @@ from insights.kinds import DWELL_BANDS
 from insights.services import dwell_load, home_load, regions_load, trips_load
 from marketplace.celery import app as celery_app
 from marketplace.models import Role
+from marketplace.services import outbox
 from tests import grid
 from tests.factories import granted_tenant, raw_api_key
 from tests.stripe_fake import fake_stripe, localstripe  # noqa: F401 (fixtures)
@@ -46,6 +47,13 @@ def eager_celery():
     celery_app.conf.task_always_eager = True
     yield
     celery_app.conf.task_always_eager = False
+
+
+@pytest.fixture(autouse=True)
+def broker_not_failed_lately(monkeypatch):
+    """Each test starts with a broker the web tier sends to at once (a failed send in an earlier
+    test would leave sending to the relay for a while)."""
+    monkeypatch.setattr(outbox, "_broker_failed_at", None)
 
 
 @pytest.fixture

@@ -5,13 +5,19 @@
  "errors": [{"code": ..., "detail": ..., "attr": <field or null>}]}
 """
 
+import logging
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from drf_standardized_errors.formatter import ExceptionFormatter
 from drf_standardized_errors.handler import ExceptionHandler
 from drf_standardized_errors.types import ErrorResponse
 from rest_framework import exceptions, status
 
-from marketplace.exceptions import ServiceError, TooManyRequests, error_body
+from marketplace.exceptions import ServiceError, ServiceUnavailable, TooManyRequests, error_body
+
+logger = logging.getLogger(__name__)
 
 
 class ErrorFormatter(ExceptionFormatter):
@@ -26,11 +32,31 @@ class ServiceErrorHandler(ExceptionHandler):
     def convert_known_exceptions(self, exc: Exception) -> Exception:
         if isinstance(exc, ServiceError):
             return _as_api_exception(exc)
+        if isinstance(exc, OperationalError | InterfaceError):  # the database is away: not the caller's fault
+            logger.warning("database unavailable: %s", exc)
+            return _as_api_exception(
+                ServiceUnavailable(
+                    "the database is unavailable for a moment; nothing was changed, try again shortly",
+                    code="database_unavailable",
+                    retry_after=settings.DATABASE_RETRY_AFTER_SECONDS,
+                )
+            )
         return super().convert_known_exceptions(exc)
+
+    def report_exception(self, exc: exceptions.APIException, response) -> None:
+        # A 503 the service chose (database away, admission full) is an expected state, logged as a
+        # warning above or where it was decided; reporting it as a server error would page someone.
+        if isinstance(self.exc, ServiceUnavailable | OperationalError | InterfaceError):
+            return
+        super().report_exception(exc, response)
 
 
 def _as_api_exception(exc: ServiceError) -> exceptions.APIException:
     detail = exceptions.ErrorDetail(exc.message, code=exc.code)
+    if isinstance(exc, ServiceUnavailable):
+        api_exception = exceptions.APIException(detail=detail, code=exc.code)
+        api_exception.status_code, api_exception.wait = exc.status_code, exc.retry_after
+        return api_exception
     if isinstance(exc, TooManyRequests):
         return exceptions.Throttled(wait=exc.retry_after, detail=detail, code=exc.code)
     if exc.status_code == status.HTTP_400_BAD_REQUEST:

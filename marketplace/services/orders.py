@@ -21,12 +21,12 @@ from marketplace.exceptions import Conflict, ServiceError, Unprocessable
 from marketplace.models import ApiKey, Area, Product, Report, Tenant
 from marketplace.policy import OrderPolicy
 from marketplace.selectors import area_list
-from marketplace.services import order_checks
+from marketplace.services import order_checks, outbox
+from marketplace.services.admission import check_service_capacity, order_admitted
 from marketplace.services.areas import MeasuredArea, area_measure
 from marketplace.services.audit import audit
 from marketplace.services.checks import Check, Checklist, strictly
 from marketplace.services.keys import Principal
-from marketplace.services.runs import report_enqueue
 
 IDEMPOTENCY_KEY_MAX_LENGTH = Report._meta.get_field("idempotency_key").max_length
 # The first key of the advisory lock that serializes a tenant's orders (the second is the tenant id).
@@ -163,6 +163,7 @@ def _locked_for_orders(tenant: Tenant) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [TENANT_ORDER_LOCK, tenant.pk])
 
 
+@order_admitted()
 def report_quote(*, principal: Principal, order: ReportOrder, fingerprint: str) -> tuple[Quote, list[dict]]:
     """Price an order and run every check it would meet, without ordering: the quote, and each
     check with whether it passed (and if not, why). A badly formed order is refused as an
@@ -186,6 +187,7 @@ def report_quote(*, principal: Principal, order: ReportOrder, fingerprint: str) 
     return quote, checks.results
 
 
+@order_admitted()
 def report_create(
     *,
     principal: Principal,
@@ -213,6 +215,7 @@ def report_create(
         if existing:
             return _replayed(existing, fingerprint), False
 
+    check_service_capacity()
     plan = _order_plan(tenant=tenant, order=order, check=strictly)
     now = timezone.now()
     try:
@@ -253,7 +256,7 @@ def report_create(
                 quote=str(quote.pk),
                 amount_cents=quote.amount_cents,
             )
-            transaction.on_commit(partial(report_enqueue, report.pk))
+            transaction.on_commit(partial(outbox.report_publish, report.pk))
     except IntegrityError:
         if not idempotency_key:
             raise

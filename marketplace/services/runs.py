@@ -11,8 +11,9 @@ import uuid
 from collections.abc import Iterator
 from functools import partial
 
+import psycopg
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -21,8 +22,8 @@ from insights import selectors as insights_selectors
 from insights.models import ReleasePolicy
 from insights.products import PRODUCTS, Regions
 from insights.reports import Query
-from marketplace import tasks
 from marketplace.models import Release, Report
+from marketplace.services import outbox
 from marketplace.services.audit import audit
 from marketplace.services.webhooks import webhooks_queue
 
@@ -48,14 +49,31 @@ def report_run(*, report_id: str) -> RunOutcome:
         if not claimed:
             return RunOutcome.FINISHED
         report = Report.objects.select_related("product").get(pk=report_id)
+        if report.attempts > settings.REPORT_MAX_ATTEMPTS:  # it failed, or its worker died, every time
+            _report_finish(
+                report_id,
+                status=Report.Status.FAILED,
+                error=f"the report could not be computed in {settings.REPORT_MAX_ATTEMPTS} attempts;"
+                " our team was notified",
+            )
+            return RunOutcome.FINISHED
         coverage = insights_selectors.coverage(kind=PRODUCTS[report.product.code].kind)
         if coverage is None:  # every release dropped since it was ordered (retention): nothing to compute from
             _report_finish(report_id, status=Report.Status.FAILED, error="the data this report covers is gone")
             return RunOutcome.FINISHED
         try:
             result = _report_result(report, version=coverage.latest_version, policy=coverage.policy)
-        except DatabaseError:
-            raise  # transient: the task retries
+        except DatabaseError as exc:
+            if _transient(exc):
+                raise  # the task tries again
+            logger.exception("report %s failed", report_id)
+            _report_finish(
+                report_id,
+                status=Report.Status.FAILED,
+                error=f"the report could not be computed ({type(exc.__cause__ or exc).__name__});"
+                " our team was notified",
+            )
+            return RunOutcome.FINISHED
         except Exception as exc:
             logger.exception("report %s failed", report_id)
             _report_finish(
@@ -66,6 +84,17 @@ def report_run(*, report_id: str) -> RunOutcome:
             return RunOutcome.FINISHED
         _report_release(report, result, version=coverage.latest_version)
         return RunOutcome.FINISHED
+
+
+def _transient(exc: DatabaseError) -> bool:
+    """A lost connection or a clash with another transaction is worth another try; a query the
+    statement timeout cancelled, or any other database error, would fail again the same way."""
+    cause = exc.__cause__
+    if isinstance(cause, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
+        return True
+    if isinstance(cause, psycopg.errors.QueryCanceled):
+        return False
+    return isinstance(exc, OperationalError | InterfaceError)
 
 
 def _report_result(report: Report, *, version: int, policy: ReleasePolicy) -> dict:
@@ -150,20 +179,27 @@ def report_rerun(*, report: Report) -> bool:
     """Account managers: queue a failed report again (say, after a fix). False if it had not failed."""
     with transaction.atomic():
         rerun = Report.objects.filter(pk=report.pk, status=Report.Status.FAILED).update(
-            status=Report.Status.QUEUED, error="", progress=0.0, finished_at=None, queued_at=timezone.now()
+            status=Report.Status.QUEUED,
+            error="",
+            progress=0.0,
+            attempts=0,
+            finished_at=None,
+            queued_at=timezone.now(),
+            published_at=None,
         )
         if rerun:
             audit(tenant=report.tenant, actor=None, action="report.rerun", target=f"report {report.pk}")
-            transaction.on_commit(partial(report_enqueue, report.pk))
+            transaction.on_commit(partial(outbox.report_publish, report.pk))
     return bool(rerun)
 
 
 def reports_requeue_stuck() -> int:
-    """Queue again what a lost message or a dead worker left behind; returns how many."""
+    """Queue again what a lost message or a dead worker left behind; returns how many. (A
+    message never sent is the outbox relay's, every few seconds.)"""
     now = timezone.now()
     cutoff = now - dt.timedelta(seconds=settings.REPORT_REQUEUE_AFTER_SECONDS)
     stale_queued = list(
-        Report.objects.filter(status=Report.Status.QUEUED, queued_at__lt=cutoff).values_list("pk", flat=True)
+        Report.objects.filter(status=Report.Status.QUEUED, published_at__lt=cutoff).values_list("pk", flat=True)
     )
     Report.objects.filter(pk__in=stale_queued).update(queued_at=now)
     orphaned = []
@@ -174,16 +210,8 @@ def reports_requeue_stuck() -> int:
                 status=Report.Status.QUEUED, queued_at=now
             ):
                 orphaned.append(report_id)
-    for report_id in stale_queued + orphaned:
-        report_enqueue(report_id)
+    outbox.reports_republish(stale_queued + orphaned)
     return len(stale_queued) + len(orphaned)
-
-
-def report_enqueue(report_id: uuid.UUID) -> None:
-    try:
-        tasks.compute_report.delay(str(report_id))
-    except Exception:  # the broker may be down: the order is safe in the database
-        logger.warning("could not queue report %s; the sweeper will queue it again", report_id, exc_info=True)
 
 
 def report_lock_key(report_id) -> int:

@@ -283,12 +283,13 @@ def test_an_order_is_kept_when_the_broker_is_down(api, city, place, monkeypatch)
     def broker_down(*args, **kwargs):
         raise ConnectionRefusedError("broker down")
 
-    monkeypatch.setattr(tasks.compute_report, "delay", broker_down)
+    monkeypatch.setattr(tasks.compute_report, "apply_async", broker_down)
 
     response = place(order_body())
 
     assert response.status_code == 201
     assert Report.objects.get().status == "queued"
+    assert Report.objects.get().published_at is None  # the relay sends it when the broker is back
 
 
 def test_an_order_broken_down_by_age_band_returns_its_segments(api, city, place):

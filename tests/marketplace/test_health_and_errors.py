@@ -1,8 +1,10 @@
 """Probes, and the one error shape for requests that never reach a view's own logic."""
 
 import pytest
+from django.db import OperationalError
 from rest_framework.test import APIClient
 
+from marketplace import health
 from marketplace.celery import app as celery_app
 from marketplace.models import Area
 from tests.errors import assert_error
@@ -25,21 +27,34 @@ def test_healthz_is_ok_without_authentication(client):
     assert response.json() == {"status": "ok"}
 
 
-def test_readyz_checks_database_and_broker(db, client):
+def test_readyz_checks_database_broker_and_cache(db, client):
     response = client.get("/readyz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok", "cache": "ok"}}
 
 
-def test_readyz_is_503_when_the_broker_is_unreachable(db, client, broker_down):
+def test_readyz_stays_ready_when_the_broker_is_unreachable_since_orders_wait_in_the_database(db, client, broker_down):
+    response = client.get("/readyz")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["broker"].startswith("unreachable")
+
+
+def test_readyz_is_503_when_the_database_is_unreachable(db, client, monkeypatch):
+    class Unreachable:
+        def cursor(self):
+            raise OperationalError("connection refused")
+
+    monkeypatch.setattr(health, "connection", Unreachable())
+
     response = client.get("/readyz")
 
     body = assert_error(response, 503, "not_ready", extra_keys=frozenset({"checks"}))
-    assert body["checks"]["database"] == "ok"
-    assert body["checks"]["broker"] != "ok"
-    assert body["checks"]["broker"].startswith("unreachable")
-    assert [error["detail"] for error in body["errors"]] == [f"broker: {body['checks']['broker']}"]
+    assert body["checks"]["database"] == "unreachable (OperationalError)"
+    assert [error["detail"] for error in body["errors"]] == [f"database: {body['checks']['database']}"]
 
 
 def test_unknown_url_is_a_json_404(db, client, settings):

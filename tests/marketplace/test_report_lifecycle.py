@@ -137,9 +137,9 @@ def test_a_database_error_is_left_to_the_task_to_retry(queued_report, monkeypatc
 
 
 def test_the_sweeper_queues_again_a_report_whose_message_was_lost(queued_report, settings):
-    Report.objects.filter(pk=queued_report.pk).update(
-        queued_at=timezone.now() - dt.timedelta(seconds=settings.REPORT_REQUEUE_AFTER_SECONDS + 1)
-    )
+    # Given a report whose message was sent long ago and never arrived
+    long_ago = timezone.now() - dt.timedelta(seconds=settings.REPORT_REQUEUE_AFTER_SECONDS + 1)
+    Report.objects.filter(pk=queued_report.pk).update(queued_at=long_ago, published_at=long_ago)
 
     assert services.reports_requeue_stuck() == 1
 

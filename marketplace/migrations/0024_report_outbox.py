@@ -1,0 +1,26 @@
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("marketplace", "0019_release_policy_is_service_wide")]
+
+    operations = [
+        migrations.AddField(
+            model_name="report",
+            name="published_at",
+            field=models.DateTimeField(blank=True, null=True),
+        ),
+        # Reports queued before the outbox existed had their message sent then.
+        migrations.RunSQL(
+            "UPDATE marketplace_report SET published_at = queued_at WHERE status = 'queued'",
+            reverse_sql=migrations.RunSQL.noop,
+        ),
+        migrations.AddIndex(
+            model_name="report",
+            index=models.Index(
+                condition=models.Q(("published_at__isnull", True), ("status", "queued")),
+                fields=["queued_at"],
+                name="report_unpublished",
+            ),
+        ),
+    ]
