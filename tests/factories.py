@@ -75,3 +75,33 @@ def test_region() -> LicensedRegion:
 
 def raw_api_key(tenant: Tenant, role: str = Role.ANALYST) -> str:
     return api_key_create(tenant=tenant, name=f"{role} key", role=role)[1]
+
+
+def order_body(**overrides) -> dict:
+    """A valid report order body, a fresh dict each call: footfall of the 4 x 4 test block
+    (cells (0..3, 0..3)) by day, over the local day of 27 March 2026 in Europe/Berlin.
+
+    Each keyword replaces that key's value or adds the key, e.g. order_body(granularity="hour")
+    or order_body(product="dwell", breakdowns=["gender"]). A keyword given None leaves the key
+    out: order_body(area=area_id, geometry=None) orders a saved area instead of a drawn one.
+    To send an explicit JSON null instead, set the key on the dict returned.
+    """
+    body = {
+        "product": "footfall",
+        "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
+        "start": "2026-03-27T00:00:00+01:00",
+        "end": "2026-03-28T00:00:00+01:00",
+        "granularity": "day",
+    } | overrides
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def five_day_order_body(**overrides) -> dict:
+    """order_body over every local day the `city` fixture loads, 27 March to 1 April 2026
+    (the short DST day included); keywords as in order_body."""
+    return order_body(**({"end": "2026-04-01T00:00:00+02:00"} | overrides))
+
+
+# Footfall of the 4 x 4 block over two days: 16 cells x 2 days = 32 cell-days, 6 cents at the
+# launch price of 0.002 EUR a cell-day. The billing tests order it.
+BILLED_ORDER = order_body(end="2026-03-29T00:00:00+01:00")

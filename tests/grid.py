@@ -63,14 +63,3 @@ def square(col: float, row: float, cols: float, rows: float) -> Polygon:
 
 def geojson(polygon: Polygon) -> dict:
     return {"type": "Polygon", "coordinates": [list(map(list, ring)) for ring in polygon.coords]}
-
-
-# Footfall of the 4 x 4 block over two days: 16 cells x 2 days = 32 cell-days, 6 cents at the
-# launch price of 0.002 EUR a cell-day. The billing tests order it.
-BILLED_ORDER = {
-    "product": "footfall",
-    "geometry": geojson(square(0, 0, 4, 4)),
-    "start": "2026-03-27T00:00:00+01:00",
-    "end": "2026-03-29T00:00:00+01:00",
-    "granularity": "day",
-}

@@ -16,10 +16,9 @@ from billing.models import UsageLine
 from billing.services import credit_issue, usage_record
 from marketplace.models import Report
 from marketplace.staff import ACCOUNT_MANAGERS
-from tests import grid
-from tests.factories import granted_tenant
+from tests.factories import BILLED_ORDER, granted_tenant
 
-ORDER = grid.BILLED_ORDER
+ORDER = BILLED_ORDER
 MARCH, APRIL = dt.datetime(2026, 3, 15, 12, tzinfo=dt.UTC), dt.datetime(2026, 4, 1, 12, tzinfo=dt.UTC)
 
 

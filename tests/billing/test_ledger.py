@@ -11,9 +11,9 @@ from billing.services import usage_record
 from marketplace.models import Report
 from marketplace.services import report_run
 from marketplace.staff import ACCOUNT_MANAGERS
-from tests import grid
+from tests.factories import BILLED_ORDER
 
-ORDER = grid.BILLED_ORDER
+ORDER = BILLED_ORDER
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ from billing.models import Price, PriceTier, Quote, UsageLine
 from marketplace.models import Report, Role
 from tests import grid
 from tests.errors import assert_error
+from tests.factories import BILLED_ORDER
 
-ORDER = grid.BILLED_ORDER
+ORDER = BILLED_ORDER
 # 16 cells x 2 days at 0.002 EUR a cell-day = 0.064 EUR: 6 cents.
 ORDER_CENTS = 6
 

@@ -21,11 +21,11 @@ from billing.models import Invoice, Price, StripeAccount, StripeEvent, UsageLine
 from billing.services import credit_issue, month_close, usage_sync
 from marketplace.models import Report, Role
 from marketplace.staff import ACCOUNT_MANAGERS
-from tests import grid
 from tests.errors import assert_error
+from tests.factories import BILLED_ORDER
 from tests.stripe_fake import deliver
 
-ORDER = grid.BILLED_ORDER
+ORDER = BILLED_ORDER
 ORDER_CENTS = 6  # 16 cells x 2 days at 0.002 EUR
 
 

@@ -9,11 +9,11 @@ import pytest
 import requests
 
 from billing.models import StripeAccount, UsageLine, UsageSync
-from tests import grid
 from tests.e2e.conftest import WAIT_SECONDS, wait_for_status
+from tests.factories import BILLED_ORDER
 
 pytestmark = pytest.mark.e2e
-ORDER = grid.BILLED_ORDER
+ORDER = BILLED_ORDER
 PASSED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "Stripe-Version")
 
 

@@ -9,18 +9,12 @@ from django.db import connection
 
 from billing.models import UsageLine
 from marketplace.models import Release
-from tests import grid
 from tests.e2e.conftest import wait_for_status
+from tests.factories import five_day_order_body
 
 pytestmark = pytest.mark.e2e
 BERLIN = ZoneInfo("Europe/Berlin")
-ORDER = {
-    "product": "footfall",
-    "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
-    "start": "2026-03-27T00:00:00+01:00",
-    "end": "2026-04-01T00:00:00+02:00",
-    "granularity": "day",
-}
+ORDER = five_day_order_body()
 
 
 def expected_days(city) -> list[int]:

@@ -13,15 +13,9 @@ from marketplace.models import LicensedRegion, Report, Tenant
 from marketplace.staff import ACCOUNT_MANAGERS
 from tests import grid
 from tests.errors import assert_error
-from tests.factories import footfall_product
+from tests.factories import footfall_product, order_body
 
-ORDER = {
-    "product": "footfall",
-    "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
-    "start": "2026-03-27T00:00:00+01:00",
-    "end": "2026-03-28T00:00:00+01:00",
-    "granularity": "day",
-}
+ORDER = order_body()
 
 
 @pytest.fixture

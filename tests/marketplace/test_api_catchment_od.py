@@ -11,13 +11,13 @@ from marketplace.services import product_grant
 from tests import grid
 from tests.downloads import content
 from tests.errors import assert_error
-from tests.factories import catchment_product, od_matrix_product
+from tests.factories import catchment_product, od_matrix_product, order_body
 
 REGIONS = "/api/v1/regions/"
 REPORTS = "/api/v1/reports/"
-PERIOD = {"start": "2026-03-27T00:00:00+01:00", "end": "2026-03-31T00:00:00+02:00", "granularity": "day"}
-CATCHMENT = {"product": "catchment", "geometry": grid.geojson(grid.square(0, 0, 2, 2)), **PERIOD}
-OD_MATRIX = {"product": "od-matrix", "geometry": grid.geojson(grid.square(0, 0, 4, 8)), **PERIOD}
+END = "2026-03-31T00:00:00+02:00"  # from 27 March: the four local days the home and trips fixtures load
+CATCHMENT = order_body(product="catchment", geometry=grid.geojson(grid.square(0, 0, 2, 2)), end=END)
+OD_MATRIX = order_body(product="od-matrix", geometry=grid.geojson(grid.square(0, 0, 4, 8)), end=END)
 
 
 @pytest.fixture

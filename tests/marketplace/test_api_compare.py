@@ -13,7 +13,7 @@ from marketplace.services import product_grant
 from tests import grid
 from tests.downloads import content
 from tests.errors import assert_error
-from tests.factories import compare_product
+from tests.factories import compare_product, order_body
 from tests.marketplace.released import threshold
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -31,7 +31,7 @@ def compare_granted(tenant):
 @pytest.fixture
 def order(api, compare_granted, city, django_capture_on_commit_callbacks):
     def post(**fields):
-        body = {"product": "compare", "geometry": grid.geojson(WEST), "granularity": "day", **fields}
+        body = order_body(product="compare", geometry=grid.geojson(WEST), **fields)
         with django_capture_on_commit_callbacks(execute=True):
             return api.post(REPORTS, body, format="json")
 
@@ -176,13 +176,7 @@ def test_a_bad_comparison_is_refused_and_nothing_is_stored(order, fields, code, 
 
 
 def test_footfall_takes_no_comparison(api, city, django_capture_on_commit_callbacks):
-    body = {
-        "product": "footfall",
-        "geometry": grid.geojson(WEST),
-        "granularity": "day",
-        **PERIOD,
-        "compare_geometry": grid.geojson(EAST),
-    }
+    body = order_body(geometry=grid.geojson(WEST), **PERIOD, compare_geometry=grid.geojson(EAST))
 
     assert_error(api.post(REPORTS, body, format="json"), 400, "comparison_not_offered")
     assert Report.objects.count() == 0
@@ -190,13 +184,7 @@ def test_footfall_takes_no_comparison(api, city, django_capture_on_commit_callba
 
 def test_compare_needs_its_own_licence(api, city):
     compare_product()
-    body = {
-        "product": "compare",
-        "geometry": grid.geojson(WEST),
-        "granularity": "day",
-        **PERIOD,
-        "compare_geometry": grid.geojson(EAST),
-    }
+    body = order_body(product="compare", geometry=grid.geojson(WEST), **PERIOD, compare_geometry=grid.geojson(EAST))
 
     assert_error(api.post(REPORTS, body, format="json"), 403, "product_not_granted")
     assert Report.objects.count() == 0
@@ -236,7 +224,7 @@ def test_the_fair_use_quota_counts_the_comparison_area(api, city, order, setting
     assert compared.status_code == 201, compared.content
     assert compared.json()["query_budget_remaining"] == 0
 
-    body = {"product": "footfall", "geometry": grid.geojson(EAST), "granularity": "day", **PERIOD}
+    body = order_body(geometry=grid.geojson(EAST), **PERIOD)
     quoted = api.post("/api/v1/quotes/", body, format="json").json()
     refused = api.post(REPORTS, body, format="json")
 
@@ -257,8 +245,7 @@ def test_the_fair_use_quota_counts_the_comparison_period(api, city, order, setti
     assert compared.status_code == 201, compared.content
 
     def footfall(start: str, end: str):
-        body = {"product": "footfall", "geometry": grid.geojson(WEST), "granularity": "day", "start": start, "end": end}
-        return api.post(REPORTS, body, format="json")
+        return api.post(REPORTS, order_body(geometry=grid.geojson(WEST), start=start, end=end), format="json")
 
     assert_error(footfall("2026-03-30T00:00:00+02:00", "2026-03-31T00:00:00+02:00"), 403, "query_budget_exhausted")
     assert footfall("2026-03-28T00:00:00+01:00", "2026-03-29T00:00:00+01:00").status_code == 201  # overlaps neither
@@ -276,7 +263,7 @@ def test_a_comparison_of_two_overlapping_areas_takes_two_of_the_quota(api, city,
     settings.PRIVACY_QUERY_BUDGET = 2
     compared = order(**PERIOD, compare_geometry=grid.geojson(WIDE))
     assert compared.status_code == 201, compared.content
-    over_west = {"product": "footfall", "geometry": grid.geojson(WEST), "granularity": "day", **PERIOD}
+    over_west = order_body(geometry=grid.geojson(WEST), **PERIOD)
     assert_error(api.post(REPORTS, over_west, format="json"), 403, "query_budget_exhausted")  # 2 of 2 used
 
     assert compared.json()["query_budget_remaining"] == 0, "an order over WEST is refused, yet 1 is said to remain"

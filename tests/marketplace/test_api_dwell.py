@@ -11,17 +11,11 @@ from marketplace.models import Report
 from marketplace.services import product_grant
 from tests import grid
 from tests.errors import assert_error
-from tests.factories import dwell_product
+from tests.factories import dwell_product, order_body
 
 REPORTS = "/api/v1/reports/"
 figure = renderers.series_figure
-BODY = {
-    "product": "dwell",
-    "geometry": grid.geojson(grid.square(0, 0, 2, 2)),
-    "start": "2026-03-27T00:00:00+01:00",
-    "end": "2026-03-31T00:00:00+02:00",
-    "granularity": "day",
-}
+BODY = order_body(product="dwell", geometry=grid.geojson(grid.square(0, 0, 2, 2)), end="2026-03-31T00:00:00+02:00")
 
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -11,22 +11,11 @@ from marketplace.models import Product, Report, Role
 from tests import grid
 from tests.downloads import as_json as json_of
 from tests.errors import assert_error
-from tests.factories import TenantFactory, granted_tenant
+from tests.factories import TenantFactory, five_day_order_body, granted_tenant, order_body
 from tests.marketplace.released import by_local_day, published_presence
 
 BERLIN = ZoneInfo("Europe/Berlin")
 REPORTS = "/api/v1/reports/"
-
-
-def order_body(**overrides) -> dict:
-    return {
-        "product": "footfall",
-        "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
-        "start": "2026-03-27T00:00:00+01:00",
-        "end": "2026-04-01T00:00:00+02:00",
-        "granularity": "day",
-        **overrides,
-    }
 
 
 @pytest.fixture
@@ -41,7 +30,7 @@ def place(api, django_capture_on_commit_callbacks):
 
 
 def test_an_order_is_computed_and_downloadable_as_json_and_csv(api, city, place):
-    response = place(order_body(name="Block"))
+    response = place(five_day_order_body(name="Block"))
 
     assert response.status_code == 201
     assert response.json()["status"] == "queued"
@@ -105,7 +94,7 @@ def test_an_order_over_a_saved_area_snapshots_it(api, city, place):
         "/api/v1/areas/", {"name": "West", "geometry": grid.geojson(grid.square(0, 0, 2, 2))}, format="json"
     ).json()
 
-    response = place({k: v for k, v in order_body(area=area["id"]).items() if k != "geometry"})
+    response = place(five_day_order_body(area=area["id"], geometry=None))
 
     assert response.status_code == 201
     assert (response.json()["area"], response.json()["area_name"], response.json()["cell_count"]) == (
@@ -146,12 +135,12 @@ def test_times_without_an_offset_are_read_in_the_tenants_time_zone(api, city, pl
     ],
 )
 def test_a_bad_order_is_refused_and_nothing_is_stored(city, place, overrides, status, code, attr):
-    assert_error(place(order_body(**overrides)), status, code, attr=attr)
+    assert_error(place(five_day_order_body(**overrides)), status, code, attr=attr)
     assert Report.objects.count() == 0
 
 
 def test_an_order_without_area_or_geometry_is_refused(city, place):
-    body = {k: v for k, v in order_body().items() if k != "geometry"}
+    body = five_day_order_body(geometry=None)
 
     assert_error(place(body), 400, "area_or_geometry")
     assert Report.objects.count() == 0
@@ -169,7 +158,7 @@ def test_another_tenants_area_cannot_be_ordered(api, city, place, client_for):
     foreign = stranger.post(
         "/api/v1/areas/", {"name": "Theirs", "geometry": order_body()["geometry"]}, format="json"
     ).json()
-    body = {k: v for k, v in order_body(area=foreign["id"]).items() if k != "geometry"}
+    body = five_day_order_body(area=foreign["id"], geometry=None)
 
     assert_error(place(body), 400, "does_not_exist", attr="area")
     assert Report.objects.count() == 0
@@ -178,23 +167,23 @@ def test_another_tenants_area_cannot_be_ordered(api, city, place, client_for):
 def test_a_product_the_tenant_is_not_granted_is_refused(city, place, client_for):
     ungranted = client_for(TenantFactory())
 
-    assert_error(place(order_body(), client=ungranted), 403, "product_not_granted")
+    assert_error(place(five_day_order_body(), client=ungranted), 403, "product_not_granted")
     assert Report.objects.count() == 0
 
 
 def test_a_viewer_cannot_order(city, place, tenant, client_for):
-    assert_error(place(order_body(), client=client_for(tenant, Role.VIEWER)), 403, "permission_denied")
+    assert_error(place(five_day_order_body(), client=client_for(tenant, Role.VIEWER)), 403, "permission_denied")
     assert Report.objects.count() == 0
 
 
 def test_an_order_before_any_data_is_loaded_is_refused(db, place):
-    assert_error(place(order_body()), 400, "no_data", attr="start")
+    assert_error(place(five_day_order_body()), 400, "no_data", attr="start")
     assert Report.objects.count() == 0
 
 
 def test_the_same_idempotency_key_and_body_return_the_first_report(city, place):
-    first = place(order_body(), HTTP_IDEMPOTENCY_KEY="order-1")
-    again = place(order_body(), HTTP_IDEMPOTENCY_KEY="order-1")
+    first = place(five_day_order_body(), HTTP_IDEMPOTENCY_KEY="order-1")
+    again = place(five_day_order_body(), HTTP_IDEMPOTENCY_KEY="order-1")
 
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["id"] == first.json()["id"]
@@ -203,25 +192,25 @@ def test_the_same_idempotency_key_and_body_return_the_first_report(city, place):
 
 
 def test_the_same_idempotency_key_with_another_body_is_refused(city, place):
-    place(order_body(), HTTP_IDEMPOTENCY_KEY="order-1")
+    place(five_day_order_body(), HTTP_IDEMPOTENCY_KEY="order-1")
 
-    response = place(order_body(granularity="hour"), HTTP_IDEMPOTENCY_KEY="order-1")
+    response = place(five_day_order_body(granularity="hour"), HTTP_IDEMPOTENCY_KEY="order-1")
 
     assert_error(response, 422, "idempotency_key_reused")
     assert Report.objects.count() == 1
 
 
 def test_an_overlong_idempotency_key_is_refused(city, place):
-    response = place(order_body(), HTTP_IDEMPOTENCY_KEY="k" * 256)
+    response = place(five_day_order_body(), HTTP_IDEMPOTENCY_KEY="k" * 256)
 
     assert_error(response, 400, "invalid_idempotency_key")
     assert Report.objects.count() == 0
 
 
 def test_idempotency_keys_are_per_tenant(city, place, client_for):
-    place(order_body(), HTTP_IDEMPOTENCY_KEY="order-1")
+    place(five_day_order_body(), HTTP_IDEMPOTENCY_KEY="order-1")
 
-    other = place(order_body(), client=client_for(granted_tenant()), HTTP_IDEMPOTENCY_KEY="order-1")
+    other = place(five_day_order_body(), client=client_for(granted_tenant()), HTTP_IDEMPOTENCY_KEY="order-1")
 
     assert other.status_code == 201
     assert Report.objects.count() == 2
@@ -236,18 +225,18 @@ def test_an_offset_postgresql_cannot_store_is_taken_as_its_instant(city, place):
 
 
 def test_the_list_filters_by_creation_time_whatever_the_offset(api, city, place):
-    place(order_body())
+    place(five_day_order_body())
 
     assert api.get(REPORTS, {"created_after": "2000-01-01T00:00:00-19:39"}).json()["count"] == 1
     assert api.get(REPORTS, {"created_before": "2000-01-01T00:00:00-19:39"}).json()["count"] == 0
 
 
 def test_the_list_shows_only_own_reports_and_filters_them(api, city, place, client_for):
-    place(order_body())
+    place(five_day_order_body())
     with_granularity_hour = place(
         order_body(granularity="hour", start="2026-03-27T00:00:00+01:00", end="2026-03-27T06:00:00+01:00")
     )
-    place(order_body(), client=client_for(granted_tenant()))
+    place(five_day_order_body(), client=client_for(granted_tenant()))
     api.post(f"{REPORTS}{with_granularity_hour.json()['id']}/cancel/")  # already succeeded: refused, stays
 
     listed = api.get(REPORTS).json()
@@ -262,7 +251,7 @@ def test_the_list_shows_only_own_reports_and_filters_them(api, city, place, clie
 
 def test_another_tenants_report_is_not_found(api, city, place, client_for):
     stranger = client_for(granted_tenant())
-    theirs = place(order_body(), client=stranger).json()["id"]
+    theirs = place(five_day_order_body(), client=stranger).json()["id"]
 
     for path in (f"{REPORTS}{theirs}/", f"{REPORTS}{theirs}/result.json", f"{REPORTS}{theirs}/result.csv"):
         assert_error(api.get(path), 404, "not_found")
@@ -271,7 +260,7 @@ def test_another_tenants_report_is_not_found(api, city, place, client_for):
 
 
 def test_a_queued_report_has_no_result_yet_and_can_be_cancelled(api, city):
-    report_id = api.post(REPORTS, order_body(), format="json").json()["id"]  # on_commit not run: stays queued
+    report_id = api.post(REPORTS, five_day_order_body(), format="json").json()["id"]  # on_commit not run: stays queued
 
     assert_error(api.get(f"{REPORTS}{report_id}/result.csv"), 409, "report_not_succeeded")
     cancelled = api.post(f"{REPORTS}{report_id}/cancel/")
@@ -285,7 +274,7 @@ def test_an_order_is_kept_when_the_broker_is_down(api, city, place, monkeypatch)
 
     monkeypatch.setattr(tasks.compute_report, "apply_async", broker_down)
 
-    response = place(order_body())
+    response = place(five_day_order_body())
 
     assert response.status_code == 201
     assert Report.objects.get().status == "queued"
@@ -293,7 +282,7 @@ def test_an_order_is_kept_when_the_broker_is_down(api, city, place, monkeypatch)
 
 
 def test_an_order_broken_down_by_age_band_returns_its_segments(api, city, place):
-    response = place(order_body(breakdowns=["age_band"]))
+    response = place(five_day_order_body(breakdowns=["age_band"]))
 
     assert response.status_code == 201, response.content
     report = api.get(f"{REPORTS}{response.json()['id']}/").json()
@@ -321,14 +310,14 @@ def test_an_order_broken_down_by_age_band_returns_its_segments(api, city, place)
     ],
 )
 def test_a_bad_breakdown_is_refused(city, place, breakdowns, code, attr):
-    assert_error(place(order_body(breakdowns=breakdowns)), 400, code, attr=attr)
+    assert_error(place(five_day_order_body(breakdowns=breakdowns)), 400, code, attr=attr)
     assert Report.objects.count() == 0
 
 
 def test_a_breakdown_the_product_does_not_offer_is_refused(city, place):
     Product.objects.filter(code="footfall").update(breakdowns=["age_band"])
 
-    assert_error(place(order_body(breakdowns=["gender"])), 400, "breakdown_not_offered", attr="breakdowns")
+    assert_error(place(five_day_order_body(breakdowns=["gender"])), 400, "breakdown_not_offered", attr="breakdowns")
     assert Report.objects.count() == 0
 
 
@@ -340,7 +329,7 @@ def test_a_period_across_a_gap_between_loads_is_refused(api, city, place, tmp_pa
     )
 
     across = place(order_body(end="2026-04-05T00:00:00+02:00"))
-    before = place(order_body())
+    before = place(five_day_order_body())
 
     assert_error(across, 400, "no_data_in_period", attr="start")
     assert "2026-04-01T00:00:00+02:00 to 2026-04-04T00:00:00+02:00" in across.json()["message"]
@@ -362,8 +351,8 @@ def test_a_near_identical_redraw_is_ordered_and_both_reports_sum_the_same_releas
     assert published != {(grid.cell_id_of(cell), hour): value for (cell, hour), value in city.items()}  # noised
     days = by_local_day(published)
 
-    first = place(order_body(name="Block"))
-    redrawn = place(order_body(name="Block, redrawn", geometry=grid.geojson(REDRAWN_BLOCK)))
+    first = place(five_day_order_body(name="Block"))
+    redrawn = place(five_day_order_body(name="Block, redrawn", geometry=grid.geojson(REDRAWN_BLOCK)))
 
     assert (first.status_code, redrawn.status_code) == (201, 201), redrawn.content
     reports = [api.get(f"{REPORTS}{response.json()['id']}/").json() for response in (first, redrawn)]

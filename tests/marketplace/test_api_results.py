@@ -16,7 +16,7 @@ from marketplace.models import Report
 from tests import grid
 from tests.downloads import as_json, content
 from tests.errors import assert_error
-from tests.factories import granted_tenant
+from tests.factories import five_day_order_body, granted_tenant
 from tests.marketplace.released import threshold
 
 REPORTS = "/api/v1/reports/"
@@ -25,16 +25,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHART_FILE = "/tmp/result-chart.png"
 
 
-def order_body(**overrides) -> dict:
-    return {
-        "product": "footfall",
-        "name": "Block",
-        "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
-        "start": "2026-03-27T00:00:00+01:00",
-        "end": "2026-04-01T00:00:00+02:00",
-        "granularity": "day",
-        **overrides,
-    }
+def block_order(**overrides) -> dict:
+    """The five-day order of the test block, named "Block"."""
+    return five_day_order_body(**({"name": "Block"} | overrides))
 
 
 @pytest.fixture
@@ -53,7 +46,7 @@ def succeeded(api, city, place):
     """Orders a report with the given overrides; returns it once succeeded, result included."""
 
     def order(**overrides) -> dict:
-        report = api.get(f"{REPORTS}{place(order_body(**overrides)).json()['id']}/").json()
+        report = api.get(f"{REPORTS}{place(block_order(**overrides)).json()['id']}/").json()
         assert report["status"] == "succeeded", report
         return report
 
@@ -223,14 +216,14 @@ def test_a_report_with_every_bucket_withheld_still_downloads(api, succeeded, set
 
 @pytest.mark.parametrize("extension", FORMATS)
 def test_a_queued_report_has_no_download_yet(api, city, extension):
-    report_id = api.post(REPORTS, order_body(), format="json").json()["id"]  # on_commit not run: stays queued
+    report_id = api.post(REPORTS, block_order(), format="json").json()["id"]  # on_commit not run: stays queued
 
     assert_error(api.get(f"{REPORTS}{report_id}/result.{extension}"), 409, "report_not_succeeded")
 
 
 @pytest.mark.parametrize("extension", FORMATS)
 def test_another_tenants_report_cannot_be_downloaded(api, city, place, client_for, extension):
-    theirs = place(order_body(), client=client_for(granted_tenant())).json()["id"]
+    theirs = place(block_order(), client=client_for(granted_tenant())).json()["id"]
 
     assert_error(api.get(f"{REPORTS}{theirs}/result.{extension}"), 404, "not_found")
 
@@ -307,12 +300,12 @@ def test_a_broken_down_results_rows_are_the_totals_then_the_segments(api, succee
 
 
 def test_rows_of_a_report_not_yet_succeeded_are_a_conflict(api, city):
-    report_id = api.post(REPORTS, order_body(), format="json").json()["id"]  # on_commit not run: stays queued
+    report_id = api.post(REPORTS, block_order(), format="json").json()["id"]  # on_commit not run: stays queued
 
     assert_error(api.get(f"{REPORTS}{report_id}/rows/"), 409, "report_not_succeeded")
 
 
 def test_another_tenants_rows_are_not_found(api, city, place, client_for):
-    theirs = place(order_body(), client=client_for(granted_tenant())).json()["id"]
+    theirs = place(block_order(), client=client_for(granted_tenant())).json()["id"]
 
     assert_error(api.get(f"{REPORTS}{theirs}/rows/"), 404, "not_found")

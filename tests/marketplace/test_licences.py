@@ -14,15 +14,9 @@ from marketplace.models import AuditEvent, Report
 from marketplace.services import licensed_region_create, product_grant, region_license
 from tests import grid
 from tests.errors import assert_error
-from tests.factories import TenantFactory, footfall_product, raw_api_key
+from tests.factories import TenantFactory, footfall_product, order_body, raw_api_key
 
-ORDER = {
-    "product": "footfall",
-    "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
-    "start": "2026-03-27T00:00:00+01:00",
-    "end": "2026-03-28T00:00:00+01:00",
-    "granularity": "day",
-}
+ORDER = order_body()
 
 
 @pytest.fixture

@@ -9,16 +9,10 @@ from billing.models import Quote
 from marketplace import services
 from marketplace.models import ApiKey, Area, AuditEvent, Membership, Report, Role, Share, Tenant, WebhookEndpoint
 from tests import grid
-from tests.factories import granted_tenant
+from tests.factories import granted_tenant, order_body
 
 AREA_BODY = {"name": "Block", "geometry": grid.geojson(grid.square(0, 0, 4, 4))}
-ORDER_BODY = {
-    "product": "footfall",
-    "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
-    "start": "2026-03-27T00:00:00+01:00",
-    "end": "2026-03-28T00:00:00+01:00",
-    "granularity": "day",
-}
+ORDER_BODY = order_body()
 ACTORS = ["anonymous", "other_tenant", Role.OWNER, Role.ANALYST, Role.FINANCE, Role.VIEWER]
 READ, CREATE, CHANGE, KEYS_READ, KEYS_CHANGE = "read", "create", "change", "keys_read", "keys_change"
 SETTING, FINANCE_READ = "setting", "finance_read"

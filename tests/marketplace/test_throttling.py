@@ -3,16 +3,10 @@
 from django.core.cache import cache
 
 from marketplace.models import Report, Role
-from tests import grid
 from tests.errors import assert_error
+from tests.factories import order_body
 
-ORDER = {
-    "product": "footfall",
-    "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
-    "start": "2026-03-27T00:00:00+01:00",
-    "end": "2026-03-28T00:00:00+01:00",
-    "granularity": "day",
-}
+ORDER = order_body()
 
 
 def test_an_organisation_over_its_requests_a_minute_gets_429_with_retry_after(tenant, client_for, settings):

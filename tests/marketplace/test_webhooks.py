@@ -9,17 +9,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from marketplace.models import AuditEvent, Report, Role, WebhookDelivery
-from tests import grid
 from tests.errors import assert_error
+from tests.factories import order_body
 
 HOOKS = "/api/v1/webhooks/"
-ORDER = {
-    "product": "footfall",
-    "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
-    "start": "2026-03-27T00:00:00+01:00",
-    "end": "2026-03-28T00:00:00+01:00",
-    "granularity": "day",
-}
+ORDER = order_body()
 
 
 @pytest.fixture
