@@ -153,24 +153,21 @@ class TenantAdmin(admin.ModelAdmin):
     def save_formset(self, request, form, formset, change):
         principal = services.staff_principal(tenant=form.instance, staff_user=request.user)
         if formset.model is Membership:
-            save_memberships(principal, formset)
+            save_memberships(principal=principal, formset=formset)
         elif formset.model is ApiKey:
-            save_api_keys(principal, formset)
+            save_api_keys(principal=principal, formset=formset)
         else:
             super().save_formset(request, form, formset, change)
 
     @admin.action(description="Create an owner API key (shown once)")
     def create_owner_key(self, request, queryset):
         """The secrets are shown once on this page, never stored, and not in the messages cookie."""
-        created = [
-            (
-                tenant,
-                services.api_key_create(
-                    tenant=tenant, name="owner key (admin)", role=Role.OWNER, staff_user=request.user
-                ),
+        created = []
+        for tenant in queryset:
+            api_key, raw_key = services.api_key_create(
+                tenant=tenant, name="owner key (admin)", role=Role.OWNER, staff_user=request.user
             )
-            for tenant in queryset
-        ]
+            created.append((tenant, api_key, raw_key))
         response = TemplateResponse(
             request,
             "admin/marketplace/tenant/keys_created.html",
@@ -178,7 +175,7 @@ class TenantAdmin(admin.ModelAdmin):
                 **self.admin_site.each_context(request),
                 "title": "New owner API keys",
                 "opts": self.model._meta,
-                "created": [(tenant, api_key, raw_key) for tenant, (api_key, raw_key) in created],
+                "created": created,
             },
         )
         add_never_cache_headers(response)
@@ -235,7 +232,7 @@ class TenantAdmin(admin.ModelAdmin):
         )
 
 
-def save_memberships(principal: services.Principal, formset) -> None:
+def save_memberships(*, principal: services.Principal, formset) -> None:
     """Every membership change through the services, which revoke keys and log it."""
     formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
     for form in formset.initial_forms:
@@ -262,7 +259,7 @@ def save_memberships(principal: services.Principal, formset) -> None:
             formset.new_objects.append(added)
 
 
-def save_api_keys(principal: services.Principal, formset) -> None:
+def save_api_keys(*, principal: services.Principal, formset) -> None:
     """Renames, new expiries and revocations through the services, which log them."""
     formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
     for form in formset.initial_forms:
