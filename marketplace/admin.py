@@ -1,12 +1,14 @@
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.forms import UserChangeForm
 from django.contrib.auth.models import User
 from django.db.models import Count, Q, Sum
+from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers, patch_cache_control
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
-from guardian.admin import GuardedModelAdmin
 
 from billing import services as billing_services
 from billing.models import UsageLine
@@ -30,11 +32,21 @@ from marketplace.models import (
 admin.site.unregister(User)
 
 
+class PersonForm(UserChangeForm):
+    def clean(self):
+        data = super().clean()
+        member = self.instance.pk and Membership.objects.filter(user=self.instance).exists()
+        if member and (data.get("is_staff") or data.get("is_superuser")):
+            raise forms.ValidationError("a member of an organisation cannot be a staff account; remove them first")
+        return data
+
+
 @admin.register(User)
 class PeopleAdmin(UserAdmin):
     """Account managers add and edit the people of customer organisations; only superusers
     see staff accounts or hand out staff rights, so no one can raise their own."""
 
+    form = PersonForm
     STAFF_RIGHTS = ("is_staff", "is_superuser", "groups", "user_permissions")
 
     def get_queryset(self, request):
@@ -47,6 +59,9 @@ class PeopleAdmin(UserAdmin):
 
 
 class MembershipInline(admin.TabularInline):
+    """Saved through the services (TenantAdmin.save_formset): a new role revokes the keys it does
+    not allow, a removal all of the member's keys, and each change is logged with the staff user."""
+
     model = Membership
     extra = 0
 
@@ -56,12 +71,33 @@ class MembershipInline(admin.TabularInline):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
+class ApiKeyForm(forms.ModelForm):
+    revoke = forms.BooleanField(required=False, help_text="for good: a revoked key never works again")
+
+    class Meta:
+        model = ApiKey
+        fields = ["name", "expires_at"]
+
+
 class ApiKeyInline(admin.TabularInline):
     model = ApiKey
+    form = ApiKeyForm
     extra = 0
-    fields = ["name", "prefix", "role", "holder", "created_at", "last_used_at", "expires_at", "revoked_at"]
+    fields = [
+        "name",
+        "prefix",
+        "role",
+        "holder",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+        "revoke",
+    ]
     # A key's role and holder are set when it is made, within the holder's role; revoke and make another.
-    readonly_fields = ["prefix", "role", "holder", "created_at", "last_used_at"]
+    # Revocation is final (the database refuses to undo it), so revoked_at is shown, never edited.
+    readonly_fields = ["prefix", "role", "holder", "created_by", "created_at", "last_used_at", "revoked_at"]
     can_delete = False
 
     def has_add_permission(self, request, obj=None) -> bool:
@@ -96,24 +132,55 @@ class TenantAdmin(admin.ModelAdmin):
     actions = ["create_owner_key"]
 
     def save_model(self, request, obj, form, change):
+        limit = obj.monthly_spending_limit_cents
         if not change:  # a tenant comes with its own group, which carries its grants
             created = services.tenant_create(name=obj.name, kind=obj.kind, time_zone=obj.time_zone)
-            obj.pk, obj.group = created.pk, created.group
+            obj.pk, obj.group, obj.monthly_spending_limit_cents = created.pk, created.group, None
         else:
+            # The limit is set below by its service, which logs the change with who made it.
+            obj.monthly_spending_limit_cents = form.initial.get("monthly_spending_limit_cents")
             super().save_model(request, obj, form, change)
+        principal = services.staff_principal(tenant=obj, staff_user=request.user)
+        if limit != obj.monthly_spending_limit_cents:
+            services.tenant_spending_limit_set(principal=principal, limit_cents=limit)
         services.tenant_entitlements_set(
-            tenant=obj, products=form.cleaned_data["products"], regions=form.cleaned_data["licensed_regions"]
+            tenant=obj,
+            products=form.cleaned_data["products"],
+            regions=form.cleaned_data["licensed_regions"],
+            staff_user=request.user,
         )
+
+    def save_formset(self, request, form, formset, change):
+        principal = services.staff_principal(tenant=form.instance, staff_user=request.user)
+        if formset.model is Membership:
+            save_memberships(principal=principal, formset=formset)
+        elif formset.model is ApiKey:
+            save_api_keys(principal=principal, formset=formset)
+        else:
+            super().save_formset(request, form, formset, change)
 
     @admin.action(description="Create an owner API key (shown once)")
     def create_owner_key(self, request, queryset):
+        """The secrets are shown once on this page, never stored, and not in the messages cookie."""
+        created = []
         for tenant in queryset:
-            _, raw_key = services.api_key_create(tenant=tenant, name="owner key (admin)", role=Role.OWNER)
-            self.message_user(
-                request,
-                f"{tenant.name}: owner key {raw_key} (shown only now; hand it over securely)",
-                messages.WARNING,
+            api_key, raw_key = services.api_key_create(
+                tenant=tenant, name="owner key (admin)", role=Role.OWNER, staff_user=request.user
             )
+            created.append((tenant, api_key, raw_key))
+        response = TemplateResponse(
+            request,
+            "admin/marketplace/tenant/keys_created.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "New owner API keys",
+                "opts": self.model._meta,
+                "created": created,
+            },
+        )
+        add_never_cache_headers(response)
+        patch_cache_control(response, no_store=True)
+        return response
 
     @admin.display(description="This month's orders")
     def this_month(self, tenant: Tenant) -> str:
@@ -165,8 +232,53 @@ class TenantAdmin(admin.ModelAdmin):
         )
 
 
+def save_memberships(*, principal: services.Principal, formset) -> None:
+    """Every membership change through the services, which revoke keys and log it."""
+    formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+    for form in formset.initial_forms:
+        if form in formset.deleted_forms and form.instance.pk:
+            stored = Membership.objects.select_related("user").get(pk=form.instance.pk)
+            services.member_remove(principal=principal, membership=stored)
+            formset.deleted_objects.append(stored)
+        elif form.has_changed():
+            stored = Membership.objects.select_related("user").get(pk=form.instance.pk)
+            if stored.user_id != form.cleaned_data["user"].pk:  # another person: remove one, add the other
+                services.member_remove(principal=principal, membership=stored)
+                added = services.membership_create(
+                    principal=principal, user=form.cleaned_data["user"], role=form.cleaned_data["role"]
+                )
+                formset.new_objects.append(added)
+            else:
+                services.member_change_role(principal=principal, membership=stored, role=form.cleaned_data["role"])
+                formset.changed_objects.append((stored, form.changed_data))
+    for form in formset.extra_forms:
+        if form.has_changed() and form not in formset.deleted_forms:
+            added = services.membership_create(
+                principal=principal, user=form.cleaned_data["user"], role=form.cleaned_data["role"]
+            )
+            formset.new_objects.append(added)
+
+
+def save_api_keys(*, principal: services.Principal, formset) -> None:
+    """Renames, new expiries and revocations through the services, which log them."""
+    formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+    for form in formset.initial_forms:
+        if not form.has_changed():
+            continue
+        api_key = ApiKey.objects.select_related("tenant").get(pk=form.instance.pk)
+        services.api_key_update(
+            api_key=api_key,
+            name=form.cleaned_data["name"],
+            expires_at=form.cleaned_data["expires_at"],
+            staff_user=principal.staff_user,
+        )
+        if form.cleaned_data.get("revoke"):
+            services.api_key_revoke(api_key=api_key, staff_user=principal.staff_user, reason="revoked in the admin")
+        formset.changed_objects.append((api_key, form.changed_data))
+
+
 @admin.register(Product)
-class ProductAdmin(GuardedModelAdmin):
+class ProductAdmin(admin.ModelAdmin):
     list_display = ["code", "name", "is_active", "privacy_min_area_km2", "privacy_min_cells", "privacy_query_budget"]
     fieldsets = [
         (None, {"fields": ["code", "name", "description", "breakdowns", "is_active"]}),
@@ -257,9 +369,9 @@ class ReleaseAdmin(BoundaryMap, ReadOnlyAdmin):
 class AuditEventAdmin(ReadOnlyAdmin):
     """Who did what; read-only here, and the database refuses changes and deletions."""
 
-    list_display = ["at", "tenant", "actor", "action", "target"]
+    list_display = ["at", "tenant", "actor", "staff_user", "action", "target"]
     list_filter = ["action", "tenant"]
-    search_fields = ["tenant__name", "target", "actor__prefix"]
+    search_fields = ["tenant__name", "target", "actor__prefix", "staff_user__username"]
     date_hierarchy = "at"
     readonly_fields = [field.name for field in AuditEvent._meta.fields]
 
@@ -295,10 +407,17 @@ class LicensedRegionForm(forms.ModelForm):
 
 
 @admin.register(LicensedRegion)
-class LicensedRegionAdmin(BoundaryMap, GuardedModelAdmin):
-    """Where tenants may order; grant a region to a tenant's group under "Object permissions"."""
+class LicensedRegionAdmin(BoundaryMap, admin.ModelAdmin):
+    """Where tenants may order; a region is licensed to a tenant on the tenant's page (through the
+    services, which log it), not on object permissions, which would bypass the audit log."""
 
     form = LicensedRegionForm
     list_display = ["name", "valid_from", "valid_until", "created_at"]
     search_fields = ["name"]
     readonly_fields = ["boundary"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            super().save_model(request, obj, form, change)
+        else:
+            services.licensed_region_update(region=obj, changed=form.changed_data, staff_user=request.user)

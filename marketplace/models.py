@@ -78,11 +78,27 @@ class ApiKey(models.Model):
     hashed_key = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # Final: the database refuses to clear or change it (migration 0022); rotate instead.
     revoked_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True, help_text="empty: the key does not expire")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="the staff user who made it in the admin; empty: made over the API or by a command",
+    )
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.name})"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk and self.revoked_at is None and ApiKey.objects.filter(pk=self.pk, revoked_at__isnull=False).exists():
+            raise ValidationError(
+                f"API key {self.prefix} is revoked, and revocation is final; rotate or make a new key"
+            )
+        super().save(*args, **kwargs)
 
 
 class Product(models.Model):
@@ -297,6 +313,15 @@ class AuditEvent(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="audit_events")
     actor = models.ForeignKey(
         ApiKey, on_delete=models.PROTECT, null=True, blank=True, related_name="+", help_text="empty: staff or a command"
+    )
+    # Who in the admin: kept for good (PROTECT), so a staff account that acted is deactivated, not deleted.
+    staff_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="the account manager who acted in the admin; empty: an API key or a command",
     )
     action = models.CharField(max_length=40)
     target = models.CharField(max_length=200, help_text="what was acted on")

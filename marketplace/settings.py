@@ -315,3 +315,25 @@ ADMISSION_RETRY_AFTER_SECONDS = 2
 # The worker touches this file every WORKER_HEARTBEAT_SECONDS; `manage.py worker_alive` checks it.
 WORKER_HEARTBEAT_FILE = env("WORKER_HEARTBEAT_FILE", default=str(BASE_DIR / "var" / "worker-heartbeat"))
 WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10.0)
+
+# --- Admin and API key brute-force limits -----------------------------------------
+# Admin sign-in (django-axes): after ADMIN_LOGIN_FAILURE_LIMIT wrong passwords for one username
+# from one address, that pair is refused (429) for ADMIN_LOGIN_LOCKOUT_MINUTES, counted anew
+# from each further try; a success resets the count. Attempts are kept in the database
+# (Axes → Access attempts in the admin, for superusers; `manage.py axes_reset` lifts a lockout).
+INSTALLED_APPS += ["axes"]
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]  # last, as django-axes asks
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", *AUTHENTICATION_BACKENDS]
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env.int("ADMIN_LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "marketplace.authentication.client_ip"
+# Proxies of our own in front of the app (a load balancer: 1): the client's address is then read
+# from X-Forwarded-For; 0 trusts no header and uses the connection's address.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# Bad API keys: an address that presents this many unknown, revoked or malformed keys within
+# the window gets 429 with Retry-After until the window ends (counted in the cache; if the
+# cache is down the limit is skipped, logged, and authentication goes on).
+API_KEY_FAILURES_PER_IP = env.int("API_KEY_FAILURES_PER_IP", default=20)
+API_KEY_FAILURE_WINDOW_SECONDS = env.int("API_KEY_FAILURE_WINDOW_SECONDS", default=600)

@@ -30,8 +30,8 @@ ACCOUNT_MANAGER_PERMISSIONS = {
     ("insights", "datasetversion"): ("view",),
     ("insights", "region"): ("view",),
     ("auth", "user"): ("add", "change", "view"),
-    # Granting products and regions to a tenant's group happens on their object permissions.
-    ("guardian", "groupobjectpermission"): ("add", "change", "delete", "view"),
+    # Products and regions are granted on the tenant's page, through the services that log it; no
+    # rights on guardian's object permissions, which would grant them unlogged.
 }
 
 

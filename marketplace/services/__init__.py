@@ -12,6 +12,7 @@ Callers import from here; the modules import each other directly."""
 
 from marketplace.services.accounts import (
     licensed_region_create,
+    licensed_region_update,
     product_grant,
     product_revoke,
     region_license,
@@ -28,10 +29,13 @@ from marketplace.services.keys import (
     api_key_create,
     api_key_revoke,
     api_key_rotate,
+    api_key_update,
     member_add,
     member_change_role,
     member_remove,
+    membership_create,
     share_create,
+    staff_principal,
 )
 from marketplace.services.orders import ReportOrder, report_cancel, report_create, report_quote
 from marketplace.services.runs import (
@@ -57,14 +61,17 @@ __all__ = [
     "api_key_create",
     "api_key_revoke",
     "api_key_rotate",
+    "api_key_update",
     "area_create",
     "area_delete",
     "area_measure",
     "audit",
     "licensed_region_create",
+    "licensed_region_update",
     "member_add",
     "member_change_role",
     "member_remove",
+    "membership_create",
     "product_grant",
     "product_revoke",
     "region_license",
@@ -77,6 +84,7 @@ __all__ = [
     "report_run",
     "reports_requeue_stuck",
     "share_create",
+    "staff_principal",
     "tenant_create",
     "tenant_entitlements_set",
     "tenant_spending_limit_set",

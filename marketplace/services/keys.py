@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
-from marketplace.exceptions import Conflict, ServiceError
+from marketplace.exceptions import Conflict, NotPermitted, ServiceError
 from marketplace.models import ApiKey, Area, Membership, Report, Role, Share, Tenant
 from marketplace.services.audit import audit
 
@@ -21,13 +21,20 @@ LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a tenant, acting with the role of the API key used."""
+    """Who is calling: a tenant, acting with the role of the API key used; or an account manager
+    in the admin (staff_user, no key), who acts for the organisation as its owner would."""
 
     tenant: Tenant
     role: str
-    api_key: ApiKey
+    api_key: ApiKey | None
+    staff_user: User | None = None
     is_authenticated = True
     is_anonymous = False
+
+
+def staff_principal(*, tenant: Tenant, staff_user: User) -> Principal:
+    """An account manager acting on a tenant in the admin: audited under their name."""
+    return Principal(tenant=tenant, role=Role.OWNER, api_key=None, staff_user=staff_user)
 
 
 def api_key_create(
@@ -38,10 +45,12 @@ def api_key_create(
     expires_at: dt.datetime | None = None,
     member: str | None = None,
     actor: ApiKey | None = None,
+    staff_user: User | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its secret, which is never stored or shown again.
 
     member: the email of the member the key acts for; their key has their role, or viewer.
+    staff_user: the account manager who made it in the admin (kept on the key and in the log).
     """
     if role not in Role.values:
         raise ServiceError(f"role must be one of {', '.join(Role.values)}, got {role!r}", code="invalid_role")
@@ -73,10 +82,12 @@ def api_key_create(
         prefix=prefix,
         hashed_key=_hash_key(raw_key),
         expires_at=expires_at,
+        created_by=staff_user,
     )
     audit(
         tenant=tenant,
         actor=actor,
+        staff_user=staff_user,
         action="api_key.created",
         target=f"{prefix} {name}",
         role=role,
@@ -125,17 +136,50 @@ def api_key_authenticate(*, raw_key: str) -> Principal | None:
     return Principal(tenant=api_key.tenant, role=api_key.role, api_key=api_key)
 
 
-def api_key_revoke(*, api_key: ApiKey, actor: ApiKey | None = None, reason: str | None = None) -> None:
+def api_key_revoke(
+    *, api_key: ApiKey, actor: ApiKey | None = None, staff_user: User | None = None, reason: str | None = None
+) -> None:
+    """Revoke the key for good: nothing un-revokes it (the database refuses, migration 0022)."""
     revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     if revoked:
         audit(
             tenant=api_key.tenant,
             actor=actor,
+            staff_user=staff_user,
             action="api_key.revoked",
             target=f"{api_key.prefix} {api_key.name}",
             **({"reason": reason} if reason else {}),
         )
     api_key.refresh_from_db()
+
+
+def api_key_update(
+    *, api_key: ApiKey, name: str, expires_at: dt.datetime | None, staff_user: User | None = None
+) -> ApiKey:
+    """Rename a key or change its expiry (account managers, in the admin); its role, holder and
+    revocation are not changed here: revoke and make another."""
+    before = ApiKey.objects.values("name", "expires_at").get(pk=api_key.pk)
+    changes = {
+        field: [_as_text(before[field]), _as_text(value)]
+        for field, value in (("name", name), ("expires_at", expires_at))
+        if before[field] != value
+    }
+    if changes:
+        ApiKey.objects.filter(pk=api_key.pk).update(name=name, expires_at=expires_at)
+        audit(
+            tenant=api_key.tenant,
+            actor=None,
+            staff_user=staff_user,
+            action="api_key.changed",
+            target=f"{api_key.prefix} {name}",
+            **changes,
+        )
+        api_key.refresh_from_db()
+    return api_key
+
+
+def _as_text(value) -> str | None:
+    return value.isoformat() if isinstance(value, dt.datetime) else value
 
 
 def _hash_key(raw_key: str) -> str:
@@ -146,7 +190,7 @@ def _member_keys_revoke(*, principal: Principal, membership: Membership, keep_ro
     """Revoke the member's active keys whose role is not among keep_roles."""
     keys = ApiKey.objects.filter(tenant=membership.tenant, holder=membership.user, revoked_at__isnull=True)
     for api_key in keys.exclude(role__in=keep_roles):
-        api_key_revoke(api_key=api_key, actor=principal.api_key, reason=reason)
+        api_key_revoke(api_key=api_key, actor=principal.api_key, staff_user=principal.staff_user, reason=reason)
 
 
 def member_add(*, principal: Principal, email: str, role: str) -> Membership:
@@ -160,36 +204,69 @@ def member_add(*, principal: Principal, email: str, role: str) -> Membership:
     with transaction.atomic():
         if user is None:
             user = User.objects.create_user(username=email, email=email)  # no password: no login of its own
+        return membership_create(principal=principal, user=user, role=role)
+
+
+def membership_create(*, principal: Principal, user: User, role: str) -> Membership:
+    """Make an existing person a member (member_add finds or makes them by email; the admin picks them)."""
+    if user.is_staff or user.is_superuser:
+        # A staff account in a tenant would carry staff rights into a customer's keys and audit trail.
+        raise NotPermitted(
+            f"{user.username} is a staff account, which cannot be a member of an organisation", code="staff_account"
+        )
+    if role not in Role.values:
+        raise ServiceError(f"role must be one of {', '.join(Role.values)}, got {role!r}", code="invalid_role")
+    with transaction.atomic():
         membership = Membership.objects.create(user=user, tenant=principal.tenant, role=role)
-        audit(tenant=principal.tenant, actor=principal.api_key, action="member.added", target=email, role=role)
+        audit(
+            tenant=principal.tenant,
+            actor=principal.api_key,
+            staff_user=principal.staff_user,
+            action="member.added",
+            target=user.email or user.username,
+            role=role,
+        )
     return membership
 
 
 def member_change_role(*, principal: Principal, membership: Membership, role: str) -> Membership:
-    before = membership.role
+    """Change a member's role; their keys the new role does not allow are revoked first."""
+    before = Membership.objects.values_list("role", flat=True).get(pk=membership.pk)
+    if role not in Role.values:
+        raise ServiceError(f"role must be one of {', '.join(Role.values)}, got {role!r}", code="invalid_role")
     if role != before:
-        membership.role = role
-        membership.save(update_fields=["role"])
-        _member_keys_revoke(
-            principal=principal, membership=membership, keep_roles=_key_roles_of(role), reason=f"{role} now"
-        )
-        audit(
-            tenant=principal.tenant,
-            actor=principal.api_key,
-            action="member.role_changed",
-            target=membership.user.email,
-            before=before,
-            after=role,
-        )
+        with transaction.atomic():
+            # Revoked first, so the log names who; the database would revoke them anyway (0022).
+            _member_keys_revoke(
+                principal=principal, membership=membership, keep_roles=_key_roles_of(role), reason=f"{role} now"
+            )
+            membership.role = role
+            membership.save(update_fields=["role"])
+            audit(
+                tenant=principal.tenant,
+                actor=principal.api_key,
+                staff_user=principal.staff_user,
+                action="member.role_changed",
+                target=membership.user.email or membership.user.username,
+                before=before,
+                after=role,
+            )
     return membership
 
 
 def member_remove(*, principal: Principal, membership: Membership) -> None:
-    email = membership.user.email
+    """Remove a member; all their keys are revoked first."""
+    email = membership.user.email or membership.user.username
     with transaction.atomic():
         _member_keys_revoke(principal=principal, membership=membership, keep_roles=set(), reason="member removed")
         membership.delete()
-        audit(tenant=principal.tenant, actor=principal.api_key, action="member.removed", target=email)
+        audit(
+            tenant=principal.tenant,
+            actor=principal.api_key,
+            staff_user=principal.staff_user,
+            action="member.removed",
+            target=email,
+        )
 
 
 def share_create(*, principal: Principal, viewer_prefix: str, area: Area | None = None, report: Report | None = None):

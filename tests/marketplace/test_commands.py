@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.http import HttpRequest
 from guardian.models import GroupObjectPermission
 from rest_framework.test import APIClient
 
@@ -181,7 +182,8 @@ def test_create_api_key_refuses_an_unknown_role(db):
 def test_create_account_manager_makes_a_staff_member_of_the_group_who_can_sign_in(db, client):
     password, _ = run("create_account_manager", "Anna@Example.org")
 
-    assert client.login(username="anna@example.org", password=password.strip())
+    # django-axes (the sign-in limit) needs the request that signs in.
+    assert client.login(request=HttpRequest(), username="anna@example.org", password=password.strip())
     assert client.get("/admin/marketplace/tenant/").status_code == 200
     assert client.get("/admin/auth/group/").status_code == 403  # not a superuser
 
