@@ -2,7 +2,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("marketplace", "0019_release_policy_is_service_wide")]
+    dependencies = [("marketplace", "0022_admin")]
 
     operations = [
         migrations.AddField(
