@@ -226,6 +226,8 @@ class Report(models.Model):
         indexes = [
             models.Index(fields=["tenant", "-created_at"]),
             models.Index(fields=["status", "queued_at"]),
+            # /metrics counts reports by product and status at each scrape: an index-only scan.
+            models.Index(fields=["product", "status"], name="report_product_status"),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -5,6 +5,7 @@ import io
 import json
 import logging
 import re
+import socket
 import time
 import uuid
 
@@ -200,6 +201,22 @@ def test_the_scrape_survives_an_unreachable_broker(scrape, broker_down):
     assert metric_lines(text, "footfall_queue_messages") == []
     assert 'footfall_metrics_source_up{source="database"} 1.0' in text
     assert "footfall_reports" in text
+
+
+def test_the_scrape_survives_a_broker_that_accepts_connections_but_never_answers(scrape, monkeypatch, settings):
+    with socket.socket() as silent:  # the kernel completes connections; nobody ever reads or answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+        monkeypatch.setattr(celery_app.conf, "broker_url", f"amqp://guest:guest@127.0.0.1:{silent.getsockname()[1]}//")
+        settings.METRICS_BROKER_TIMEOUT_SECONDS = 0.5
+
+        started = time.monotonic()
+        text = scrape()
+
+    assert time.monotonic() - started < 3
+    assert 'footfall_metrics_source_up{source="broker"} 0.0' in text
+    assert metric_lines(text, "footfall_queue_messages") == []
 
 
 def test_a_failing_database_read_leaves_its_metrics_out_and_the_rest_in(scrape, monkeypatch):
