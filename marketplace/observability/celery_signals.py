@@ -16,7 +16,9 @@ HEADER_PREFIX = "log_"
 # The tasks whose first argument is a report id.
 REPORT_TASKS = {"insights.tasks.compute_report"}
 
-_open_scopes: dict[str, Any] = {}
+# Per task id, its scopes still open: a stack, as an eager task retried runs again, inside
+# itself, under the same id.
+_open_scopes: dict[str, list] = {}
 
 
 @signals.setup_logging.connect
@@ -42,7 +44,7 @@ def open_task_scope(task_id: str | None = None, task=None, args=None, **kwargs: 
         fields["report_id"] = str(args[0])
     scope = log_scope(**fields, task_id=task_id)
     scope.__enter__()
-    _open_scopes[task_id] = scope
+    _open_scopes.setdefault(task_id, []).append(scope)
 
 
 def _header(request, name: str) -> Any:
@@ -55,6 +57,8 @@ def _header(request, name: str) -> Any:
 
 @signals.task_postrun.connect
 def close_task_scope(task_id: str | None = None, **kwargs: Any) -> None:
-    scope = _open_scopes.pop(task_id, None)
-    if scope is not None:
-        scope.__exit__(None, None, None)
+    scopes = _open_scopes.get(task_id)
+    if scopes:
+        scopes.pop().__exit__(None, None, None)
+        if not scopes:
+            del _open_scopes[task_id]

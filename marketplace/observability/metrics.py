@@ -178,6 +178,12 @@ def _observed_registry() -> CollectorRegistry:
     return registry
 
 
+def _state_registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(StateCollector())
+    return registry
+
+
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """GET /metrics, for Prometheus: with `Authorization: Bearer <METRICS_TOKEN>`, or from
@@ -193,9 +199,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         if status == 401:
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
-    state = CollectorRegistry()
-    state.register(StateCollector())
-    output = b"".join(_exposition(registry) for registry in (_observed_registry, lambda: state))
+    output = _exposition(_observed_registry) + _exposition(_state_registry)
     return HttpResponse(output, content_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
 
 

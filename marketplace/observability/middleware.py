@@ -21,7 +21,6 @@ class RequestObservabilityMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request_id = request_id_from_header(request.headers.get(REQUEST_ID_HEADER))
-        request.request_id = request_id
         started = time.monotonic()
         with log_scope(request_id=request_id, request=request):
             response = self.get_response(request)

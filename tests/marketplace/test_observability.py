@@ -307,6 +307,25 @@ def test_the_log_context_travels_with_the_task_message(json_lines):
     assert line["task_id"] != "parent"
 
 
+@shared_task(name="tests.observability.retry_once", bind=True, max_retries=1)
+def retry_once(self) -> None:
+    logging.getLogger("test").info("try %s", self.request.retries)
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+
+
+def test_a_retried_eager_task_leaves_no_scope_behind(json_lines):
+    retry_once.apply()
+
+    logging.getLogger("test").info("after")
+
+    tries = [line for line in json_lines() if line["message"].startswith("try")]
+    assert [line["message"] for line in tries] == ["try 0", "try 1"]
+    assert all(line.get("task_id") for line in tries)
+    [after] = [line for line in json_lines() if line["message"] == "after"]
+    assert "task_id" not in after
+
+
 def test_text_log_lines_carry_the_known_fields():
     record = logging.LogRecord("test", logging.WARNING, __file__, 1, "slow %s", ("answer",), None)
     with log_scope(request_id="req-1", report_id="r-2"):
