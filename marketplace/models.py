@@ -250,6 +250,8 @@ class Report(models.Model):
                 condition=Q(status="queued", published_at__isnull=True),
                 name="report_unpublished",
             ),
+            # /metrics counts reports by product and status at each scrape: an index-only scan.
+            models.Index(fields=["product", "status"], name="report_product_status"),
         ]
         constraints = [
             models.UniqueConstraint(

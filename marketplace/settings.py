@@ -5,6 +5,7 @@ random SECRET_KEY and DEBUG=true. Production must set SECRET_KEY and DEBUG=false
 """
 
 import datetime as dt
+import ipaddress
 from pathlib import Path
 
 import environ
@@ -276,12 +277,39 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
+# --- Observability (docs/operations.md) ---------------------------------------------
+# Log lines as JSON objects (production, docker) or as text (a terminal; the default with
+# DEBUG, as bin/setup's .env has it). Both carry request_id, tenant, report_id and task_id.
+LOG_FORMAT = env("LOG_FORMAT", default="text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"log_context": {"()": "marketplace.observability.logs.LogContextFilter"}},
+    "formatters": {
+        "json": {"()": "marketplace.observability.logs.JsonFormatter"},
+        "text": {"()": "marketplace.observability.logs.TextFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["log_context"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    # One line a request (marketplace.requests) says it all; Django's own adds only noise.
+    "loggers": {"django.request": {"level": "ERROR"}},
 }
+# First, so that its request id and timing cover every other middleware.
+MIDDLEWARE.insert(0, "marketplace.observability.middleware.RequestObservabilityMiddleware")
+# GET /metrics (Prometheus): with `Authorization: Bearer <METRICS_TOKEN>`, or from these
+# networks (the direct peer's address: behind a proxy on the same host, use the token).
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"] if DEBUG else [])
+try:
+    for network in METRICS_ALLOWED_NETWORKS:
+        ipaddress.ip_network(network)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {exc}") from None
+# What a scrape may spend: per database read, and per broker connect and answer.
+METRICS_STATEMENT_TIMEOUT_MS = env.int("METRICS_STATEMENT_TIMEOUT_MS", default=2000)
+METRICS_BROKER_TIMEOUT_SECONDS = env.float("METRICS_BROKER_TIMEOUT_SECONDS", default=1.0)
 
 # --- Outages: what a database, broker or Redis that is down or slow may cost -----------------
 # Orders are kept in the database and their messages sent by the outbox (marketplace/services/

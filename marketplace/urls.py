@@ -19,6 +19,7 @@ from marketplace.api.views import (
     WebhookViewSet,
 )
 from marketplace.health import healthz, readyz
+from marketplace.observability.metrics import metrics_view
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
@@ -54,6 +55,7 @@ urlpatterns = [
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("billing/stripe/webhook/", stripe_webhook, name="stripe-webhook"),
     path("admin/", admin.site.urls),
     path("opt-out/", include("pipeline.urls")),

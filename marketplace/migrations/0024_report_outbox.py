@@ -2,7 +2,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("marketplace", "0022_admin")]
+    dependencies = [("marketplace", "0023_observability")]
 
     operations = [
         migrations.AddField(

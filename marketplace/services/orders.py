@@ -19,6 +19,7 @@ from insights.buckets import buckets
 from insights.products import PRODUCTS, Regions
 from marketplace.exceptions import Conflict, ServiceError, Unprocessable
 from marketplace.models import ApiKey, Area, Product, Report, Tenant
+from marketplace.observability.context import log_context_update
 from marketplace.policy import OrderPolicy
 from marketplace.selectors import area_list
 from marketplace.services import order_checks, outbox
@@ -245,6 +246,7 @@ def report_create(
             draft.queued_at = now
             draft.save()
             report = draft
+            log_context_update(report_id=str(report.pk))  # the request's log lines name it from here
             quote.report = report
             quote.save(update_fields=["report"])
             audit(

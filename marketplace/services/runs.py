@@ -23,6 +23,7 @@ from insights.models import ReleasePolicy
 from insights.products import PRODUCTS, Regions
 from insights.reports import Query
 from marketplace.models import Release, Report
+from marketplace.observability.metrics import report_succeeded_observe
 from marketplace.services import outbox
 from marketplace.services.audit import audit
 from marketplace.services.webhooks import webhooks_queue
@@ -154,6 +155,7 @@ def _report_release(report: Report, result: dict, *, version: int) -> None:
                     json.dumps(result, sort_keys=True, separators=(",", ":")).encode()
                 ).hexdigest(),
             )
+            report_succeeded_observe(report=report)
 
 
 def _report_progress(report_id: str, fraction: float) -> None:
