@@ -55,10 +55,6 @@ class _LineBuffer:
         return line
 
 
-def all_rows(result: dict) -> list[dict]:
-    return [row for key in PRODUCTS[result["product"]].row_arrays for row in result.get(key, [])]
-
-
 def columns(result: dict) -> dict[str, pa.DataType]:
     """The downloads' columns and their types; a comparison adds its own."""
     product = PRODUCTS[result["product"]]
@@ -157,13 +153,6 @@ def parquet_write(head: dict, rows: Iterable[dict], out: BinaryIO) -> None:
             for name in timestamps:
                 columns_of_group[name] = [dt.datetime.fromisoformat(text) for text in columns_of_group[name]]
             writer.write_table(pa.table(columns_of_group, schema=schema))
-
-
-def parquet_bytes(result: dict) -> bytes:
-    """The whole result as Parquet in memory: for small results and tests."""
-    out = io.BytesIO()
-    parquet_write(result, all_rows(result), out)
-    return out.getvalue()
 
 
 def png_chart(result: dict, *, title: str | None = None) -> bytes:

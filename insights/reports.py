@@ -288,7 +288,8 @@ def _row(start: str, end: str, hours: int, labels: dict, metric: Metric, publish
 def compare_result(query: Query, *, on_progress: Callable[[float], None] | None = None) -> dict:
     """Footfall of the ordered period and area beside a comparison period or area, bucket by
     bucket, with the change from the comparison (which is the reference, e.g. last year)."""
-    ordered_query = replace(query, comparison_start=None, comparison_end=None, comparison_geometry=None)
+    # Compare takes no breakdowns: its two passes are everyone's footfall.
+    ordered_query = replace(query, breakdowns=(), comparison_start=None, comparison_end=None, comparison_geometry=None)
     comparison_query = replace(
         ordered_query,
         geometry=query.comparison_geometry or query.geometry,
@@ -406,6 +407,8 @@ def od_matrix_result(query: Query, *, on_progress: Callable[[float], None] | Non
     query.regions: the zones, in the order of the matrix's rows and columns.
     """
     zones = query.regions
+    if zones is None:
+        raise ValueError("an od-matrix query needs its zones (Query.regions)")
     tz = ZoneInfo(query.time_zone)
     sums = trip_sums(
         zones=list(zones),

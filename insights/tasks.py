@@ -1,7 +1,7 @@
 """Thin Celery tasks of the engine: they call services. Safe to run twice.
 
-The tasks that compute and sweep reports are marketplace's (marketplace.tasks); they keep
-their names here, insights.tasks.compute_report and insights.tasks.sweep_stuck_reports."""
+The tasks that compute and sweep reports moved to marketplace.tasks; only their registered
+names, insights.tasks.compute_report and insights.tasks.sweep_stuck_reports, stayed."""
 
 from celery import shared_task
 

@@ -255,7 +255,7 @@ WIDE = grid.square(0, 0, 3, 2)  # WEST and half of EAST
 
 
 def test_a_comparison_of_two_overlapping_areas_takes_two_of_the_quota(api, city, order, settings):
-    """PRODUCT BUG (marketplace/services.py, _check_fair_use): each area of an order is checked
+    """PRODUCT BUG (marketplace/services/order_checks.py, check_fair_use): each area of an order is checked
     against the tenant's earlier orders only, and `remaining` subtracts 1 per area. Two areas of
     one order that overlap (here WEST inside WIDE, same period) both count over WEST afterwards,
     so the order takes two of the quota there: with one left it must be refused, and with two
@@ -270,7 +270,7 @@ def test_a_comparison_of_two_overlapping_areas_takes_two_of_the_quota(api, city,
 
 
 def test_a_comparison_of_two_overlapping_areas_is_refused_with_one_order_of_the_quota_left(api, city, order, settings):
-    """PRODUCT BUG (marketplace/services.py, _check_fair_use), as above: with one order of the
+    """PRODUCT BUG (marketplace/services/order_checks.py, check_fair_use), as above: with one order of the
     quota left over WEST, an order whose two areas both cover WEST would leave two counted there."""
     settings.PRIVACY_QUERY_BUDGET = 1
 

@@ -206,7 +206,7 @@ def test_the_release_log_records_the_release_policy_of_each_report(queued_report
 
 
 def test_a_report_queued_before_a_change_of_release_policy_is_not_failed(queued_report, settings):
-    """PRODUCT BUG (marketplace/services.py, report_run): between a change of the release policy's
+    """PRODUCT BUG (marketplace/services/runs.py, report_run): between a change of the release policy's
     settings and `build_releases`, insights.selectors.coverage() is None, and report_run reads
     coverage.latest_version inside its catch-all: the queued report fails for good ("could not
     be computed (AttributeError)") although its data and release are still there."""
