@@ -302,6 +302,12 @@ GEOMETRY_MAX_VERTICES = env.int("GEOMETRY_MAX_VERTICES", default=10_000)
 GEOMETRY_MAX_PARTS = env.int("GEOMETRY_MAX_PARTS", default=100)
 # Measuring an area against the grid is cut off after this long (a 400 asks for a simpler shape).
 AREA_MEASURE_TIMEOUT_MS = env.int("AREA_MEASURE_TIMEOUT_MS", default=5000)
+SPECTACULAR_SETTINGS["DESCRIPTION"] += (
+    f" Limits: dates in the years {API_EARLIEST_YEAR} to {API_LATEST_YEAR}; `limit` at most"
+    f" {API_MAX_PAGE_SIZE} (more is clamped); bodies at most {MAX_REQUEST_BODY_BYTES} bytes (413 beyond),"
+    f" JSON nested at most {API_MAX_JSON_DEPTH} levels; a geometry at most {GEOMETRY_MAX_VERTICES}"
+    f" positions and {GEOMETRY_MAX_PARTS} polygons. Answers are `Cache-Control: no-store`."
+)
 REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["marketplace.api.bounds.BoundedJSONParser"]
 REST_FRAMEWORK["DEFAULT_PAGINATION_CLASS"] = "marketplace.api.bounds.BoundedLimitOffsetPagination"
 MIDDLEWARE += [

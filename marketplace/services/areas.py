@@ -66,10 +66,12 @@ def _area_cells_in_time(*, geometry: MultiPolygon, field: str) -> insights_selec
     try:
         with transaction.atomic():  # a savepoint: a timeout rolls back to it, and so does the setting
             with connection.cursor() as cursor:
+                cursor.execute("SELECT current_setting('statement_timeout')")
+                (previous,) = cursor.fetchone()
                 timeout = f"{settings.AREA_MEASURE_TIMEOUT_MS}ms"
                 cursor.execute("SELECT set_config('statement_timeout', %s, true)", [timeout])
                 cells = insights_selectors.area_cells(geometry=geometry)
-                cursor.execute("SET LOCAL statement_timeout TO DEFAULT")
+                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
     except OperationalError as exc:
         if not isinstance(exc.__cause__, psycopg.errors.QueryCanceled):
             raise
