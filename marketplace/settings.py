@@ -271,9 +271,12 @@ if SMS_GATEWAY not in ("console", "file"):
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
-    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=3600)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)  # a year
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = True
+    # Preloading is hard to undo (browsers ship the list): only when the operator asks for it.
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+    if not SECURE_HSTS_PRELOAD:
+        SILENCED_SYSTEM_CHECKS += ["security.W021"]  # "not preloaded" is the choice above
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
@@ -350,7 +353,6 @@ WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10.0)
 # from each further try; a success resets the count. Attempts are kept in the database
 # (Axes → Access attempts in the admin, for superusers; `manage.py axes_reset` lifts a lockout).
 INSTALLED_APPS += ["axes"]
-MIDDLEWARE += ["axes.middleware.AxesMiddleware"]  # last, as django-axes asks
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", *AUTHENTICATION_BACKENDS]
 AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = dt.timedelta(minutes=env.int("ADMIN_LOGIN_LOCKOUT_MINUTES", default=15))
@@ -365,3 +367,52 @@ TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 # cache is down the limit is skipped, logged, and authentication goes on).
 API_KEY_FAILURES_PER_IP = env.int("API_KEY_FAILURES_PER_IP", default=20)
 API_KEY_FAILURE_WINDOW_SECONDS = env.int("API_KEY_FAILURE_WINDOW_SECONDS", default=600)
+
+
+# --- Input bounds and response headers ---------------------------------------------
+# Dates anywhere in the API (filters, order periods, key expiry, usage months) must lie in
+# these years: outside them a date overflows when shifted into a time zone.
+API_EARLIEST_YEAR = env.int("API_EARLIEST_YEAR", default=2000)
+API_LATEST_YEAR = env.int("API_LATEST_YEAR", default=2100)
+# A list's ?limit= above this is clamped to it.
+API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=1000)
+# Bodies: at most this many bytes (413 beyond), JSON nested at most this deep (400 beyond).
+MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=2_621_440)  # 2.5 MiB
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES  # forms (admin, opt-out pages) too
+API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=32)
+# Per geometry (an area, an order's or comparison's drawn area): checked before any database work.
+GEOMETRY_MAX_VERTICES = env.int("GEOMETRY_MAX_VERTICES", default=10_000)
+GEOMETRY_MAX_PARTS = env.int("GEOMETRY_MAX_PARTS", default=100)
+# Measuring an area against the grid is cut off after this long (a 400 asks for a simpler shape).
+AREA_MEASURE_TIMEOUT_MS = env.int("AREA_MEASURE_TIMEOUT_MS", default=5000)
+SPECTACULAR_SETTINGS["DESCRIPTION"] += (
+    f" Limits: dates in the years {API_EARLIEST_YEAR} to {API_LATEST_YEAR}; `limit` at most"
+    f" {API_MAX_PAGE_SIZE} (more is clamped); bodies at most {MAX_REQUEST_BODY_BYTES} bytes (413 beyond),"
+    f" JSON nested at most {API_MAX_JSON_DEPTH} levels; a geometry at most {GEOMETRY_MAX_VERTICES}"
+    f" positions and {GEOMETRY_MAX_PARTS} polygons. Answers are `Cache-Control: no-store`."
+)
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["marketplace.api.bounds.BoundedJSONParser"]
+REST_FRAMEWORK["DEFAULT_PAGINATION_CLASS"] = "marketplace.api.bounds.BoundedLimitOffsetPagination"
+MIDDLEWARE += [
+    "marketplace.middleware.RequestBodyLimitMiddleware",
+    "marketplace.middleware.ApiNoStoreMiddleware",
+    "csp.middleware.CSPMiddleware",
+]
+# The admin, the API docs and the opt-out pages load only their own scripts and styles
+# (the Swagger UI comes from drf-spectacular-sidecar's static files). The docs and the opt-out
+# pages add inline styles (marketplace/urls.py, pipeline/urls.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
+
+# django-axes (the admin block above) asks to be the last middleware.
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]

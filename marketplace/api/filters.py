@@ -4,11 +4,15 @@ import datetime as dt
 
 import django_filters
 
+from marketplace.api.bounds import SupportedIsoDateTimeFormField
 from marketplace.models import Report
 
 
 class UTCIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
-    """Compares in UTC: PostgreSQL refuses offsets beyond ±15:59 that ISO 8601 allows."""
+    """Compares in UTC: PostgreSQL refuses offsets beyond ±15:59 that ISO 8601 allows. Refuses
+    dates outside the supported years, which overflow in that shift."""
+
+    field_class = SupportedIsoDateTimeFormField
 
     def filter(self, qs, value):
         return super().filter(qs, value.astimezone(dt.UTC) if value else value)

@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from insights.models import Region
+from marketplace.api.bounds import SupportedDateTimeField
 from marketplace.models import (
     ApiKey,
     Area,
@@ -23,7 +24,10 @@ from marketplace.models import (
 
 GEOJSON_POLYGON_SCHEMA = {
     "type": "object",
-    "description": "GeoJSON (RFC 7946) Polygon or MultiPolygon in longitude/latitude (EPSG:4326)",
+    "description": (
+        "GeoJSON (RFC 7946) Polygon or MultiPolygon in longitude/latitude (EPSG:4326);"
+        " at most GEOMETRY_MAX_VERTICES (10,000) positions and GEOMETRY_MAX_PARTS (100) polygons"
+    ),
     "properties": {
         "type": {"type": "string", "enum": ["Polygon", "MultiPolygon"]},
         "coordinates": {"type": "array", "items": {"type": "array"}},
@@ -49,6 +53,7 @@ class GeoJSONPolygonField(serializers.Field):
         if not isinstance(coordinates, list) or not coordinates:
             self._fail("empty_geometry", "geometry has no coordinates")
         polygons = [coordinates] if kind == "Polygon" else coordinates
+        self._check_size(polygons)
         shapes = [self._polygon(rings, number) for number, rings in enumerate(polygons, start=1)]
         try:
             geometry = MultiPolygon(shapes, srid=4326)
@@ -75,6 +80,22 @@ class GeoJSONPolygonField(serializers.Field):
                 self._fail("unclosed_ring", f"{where} is not closed: its first and last positions must be equal")
             linear_rings.append(LinearRing(positions))
         return Polygon(*linear_rings)
+
+    def _check_size(self, polygons: list) -> None:
+        """Before any geometry is built: a 95,000-vertex polygon held a web worker for seconds."""
+        if len(polygons) > settings.GEOMETRY_MAX_PARTS:
+            self._fail(
+                "too_many_parts",
+                f"geometry may have at most {settings.GEOMETRY_MAX_PARTS} polygons, got {len(polygons)}",
+            )
+        vertices = sum(
+            len(ring) for rings in polygons if isinstance(rings, list) for ring in rings if isinstance(ring, list)
+        )
+        if vertices > settings.GEOMETRY_MAX_VERTICES:
+            self._fail(
+                "too_many_vertices",
+                f"geometry may have at most {settings.GEOMETRY_MAX_VERTICES} positions, got {vertices}",
+            )
 
     def _position(self, position, where: str) -> tuple[float, float]:
         if (
@@ -123,8 +144,10 @@ class ReportInput(serializers.Serializer):
     area = serializers.UUIDField(required=False, help_text="id of a saved area; or give geometry instead")
     geometry = GeoJSONPolygonField(required=False, help_text="an area drawn for this order only")
     name = serializers.CharField(max_length=200, required=False, default="", help_text="a name for an inline area")
-    start = serializers.DateTimeField(help_text="inclusive; a time without offset is read in your time zone")
-    end = serializers.DateTimeField(help_text="exclusive")
+    start = SupportedDateTimeField(
+        help_text="inclusive; a time without offset is read in your time zone; years 2000 to 2100"
+    )
+    end = SupportedDateTimeField(help_text="exclusive")
     granularity = serializers.ChoiceField(choices=Granularity.choices)
     breakdowns = serializers.ListField(
         child=serializers.ChoiceField(choices=Breakdown.choices),
@@ -134,10 +157,10 @@ class ReportInput(serializers.Serializer):
         help_text="segments to break the counts down by, as the product offers (see products)",
     )
 
-    compare_start = serializers.DateTimeField(
+    compare_start = SupportedDateTimeField(
         required=False, help_text="compare only: the start of the comparison period, e.g. the same week last year"
     )
-    compare_end = serializers.DateTimeField(
+    compare_end = SupportedDateTimeField(
         required=False, help_text="compare only: its end; it must hold as many buckets as the period"
     )
     compare_area = serializers.UUIDField(required=False, help_text="compare only: a saved area to compare with")
@@ -265,7 +288,9 @@ class ShareInput(serializers.Serializer):
 class ApiKeyInput(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     role = serializers.ChoiceField(choices=Role.choices)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True, help_text="empty: never expires")
+    expires_at = SupportedDateTimeField(
+        required=False, allow_null=True, help_text="empty: never expires; years 2000 to 2100"
+    )
     member = serializers.EmailField(
         required=False,
         allow_null=True,

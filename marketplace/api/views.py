@@ -13,7 +13,6 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
@@ -21,6 +20,7 @@ from billing import selectors as billing_selectors
 from billing.models import Invoice
 from insights import renderers
 from marketplace import selectors, services
+from marketplace.api.bounds import BoundedLimitOffsetPagination, is_supported_date, supported_dates_text
 from marketplace.api.filters import ReportFilter
 from marketplace.api.permissions import ROLES_THAT_ORDER, RolePermission
 from marketplace.api.serializers import (
@@ -58,7 +58,7 @@ PARQUET_IN_MEMORY_BYTES = 8 << 20
 JSON_ROWS_PER_CHUNK = 1000
 
 
-class ResultRowsPagination(LimitOffsetPagination):
+class ResultRowsPagination(BoundedLimitOffsetPagination):
     default_limit = 1000
     max_limit = 10_000
 
@@ -516,7 +516,12 @@ class UsageViewSet(TenantViewSet):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("period", OpenApiTypes.STR, description="YYYY-MM; default: this month", required=False)
+            OpenApiParameter(
+                "period",
+                OpenApiTypes.STR,
+                description="YYYY-MM, years 2000 to 2100; default: this month",
+                required=False,
+            )
         ],
         responses={200: UsageOutput},
     )
@@ -527,6 +532,8 @@ class UsageViewSet(TenantViewSet):
             month = billing_selectors.parse_month(period) if period else billing_selectors.current_month(tenant)
         except ValueError as error:
             raise ValidationError({"period": [f"period must be {error}"]}, code="invalid_period") from None
+        if not is_supported_date(month):  # a month past 9999-12 has no end
+            raise ValidationError({"period": [f"period must be {supported_dates_text()}"]}, code="invalid_period")
         products = billing_selectors.month_usage_by_product(tenant=tenant, month=month)
         return Response(
             UsageOutput({"period": f"{month:%Y-%m}", "time_zone": tenant.time_zone, "products": products}).data

@@ -3,8 +3,10 @@
 from dataclasses import dataclass
 from functools import partial
 
+import psycopg
 from django.conf import settings
 from django.contrib.gis.geos import MultiPolygon
+from django.db import OperationalError, connection, transaction
 
 from insights import selectors as insights_selectors
 from marketplace.exceptions import ServiceError
@@ -37,7 +39,7 @@ def area_measure(
     coverage of the grid cells (an od-matrix reads zones instead, and checks those)."""
     policy = policy or default_order_policy()
     check = check or strictly
-    cells = insights_selectors.area_cells(geometry=geometry)
+    cells = _area_cells_in_time(geometry=geometry, field=field)
     check("privacy_minimums", partial(_check_area_minimum, cells, policy=policy, field=field))
     if cells.area_km2 > settings.AREA_MAX_KM2:
         raise ServiceError(
@@ -56,6 +58,29 @@ def area_measure(
     if in_grid:  # after the coverage: cells outside it are no cells at all
         check("privacy_minimums", partial(_check_cell_minimum, cells, policy=policy, field=field))
     return MeasuredArea(geometry=geometry, area_km2=cells.area_km2, cell_count=cells.cell_count)
+
+
+def _area_cells_in_time(*, geometry: MultiPolygon, field: str) -> insights_selectors.AreaCells:
+    """The area's cells, cut off after AREA_MEASURE_TIMEOUT_MS so that no shape holds a web
+    worker (the vertex limit comes first, in the API)."""
+    try:
+        with transaction.atomic():  # a savepoint: a timeout rolls back to it, and so does the setting
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT current_setting('statement_timeout')")
+                (previous,) = cursor.fetchone()
+                timeout = f"{settings.AREA_MEASURE_TIMEOUT_MS}ms"
+                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [timeout])
+                cells = insights_selectors.area_cells(geometry=geometry)
+                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+    except OperationalError as exc:
+        if not isinstance(exc.__cause__, psycopg.errors.QueryCanceled):
+            raise
+        raise ServiceError(
+            f"measuring the area took over {settings.AREA_MEASURE_TIMEOUT_MS} ms: draw it with fewer vertices",
+            code="area_too_complex",
+            field=field,
+        ) from None
+    return cells
 
 
 def _check_area_minimum(cells, *, policy: OrderPolicy, field: str) -> None:
