@@ -380,7 +380,9 @@ class WebhookEndpoint(models.Model):
 
 
 class WebhookDelivery(models.Model):
-    """One event for one endpoint, tried until it is taken (2xx) or the attempts run out."""
+    """One event for one endpoint, tried until it is taken (2xx) or the attempts run out
+    (docs/webhooks.md). The row is the truth: the queue only carries its id, and the sweeper
+    queues again what is due and was not sent."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
@@ -391,11 +393,24 @@ class WebhookDelivery(models.Model):
     last_response = models.TextField(blank=True, help_text="the start of the last answer, or the error")
     delivered_at = models.DateTimeField(null=True, blank=True)
     gave_up_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="when the next try is due; empty once delivered or given up"
+    )
+    sending_until = models.DateTimeField(
+        null=True, blank=True, help_text="a worker is sending it until then: one of its tenant's in-flight slots"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="webhook_delivery_due",
+                condition=Q(delivered_at__isnull=True, gave_up_at__isnull=True),
+            ),
+        ]
 
 
 class ProductGrantPeriod(models.Model):

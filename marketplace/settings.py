@@ -11,7 +11,7 @@ from pathlib import Path
 import environ
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from marketplace.policy import OrderPolicy
 
@@ -177,7 +177,27 @@ SPECTACULAR_SETTINGS = {
 # --- Celery (RabbitMQ broker; the database is the source of truth) -------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//")
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", default="footfall")
-CELERY_TASK_QUEUES = [Queue(CELERY_TASK_DEFAULT_QUEUE, durable=True)]
+# Calls to the outside world (buyers' webhooks, Stripe) have their own queue and worker pool,
+# so a slow endpoint never holds a report: `celery worker -Q <CELERY_QUEUE>` computes reports,
+# `celery worker -Q <CELERY_QUEUE>-outbound` sends (bin/run and docker/compose.yaml start both).
+OUTBOUND_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}-outbound"
+CELERY_TASK_QUEUES = [
+    Queue(CELERY_TASK_DEFAULT_QUEUE, durable=True),
+    Queue(OUTBOUND_QUEUE, Exchange(OUTBOUND_QUEUE), routing_key=OUTBOUND_QUEUE, durable=True),
+]
+CELERY_TASK_ROUTES = {
+    name: {"queue": OUTBOUND_QUEUE}
+    for name in (
+        "marketplace.tasks.deliver_webhook",
+        "marketplace.tasks.sweep_webhook_deliveries",
+        "billing.tasks.sync_usage",
+        "billing.tasks.sync_due_usage",
+        "billing.tasks.close_last_month",
+        # Short bookkeeping that must not wait behind long reports: the outbox relay, the sweeper.
+        "marketplace.tasks.publish_pending_reports",
+        "insights.tasks.sweep_stuck_reports",
+    )
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -189,6 +209,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-reports": {"task": "insights.tasks.sweep_stuck_reports", "schedule": 60.0},
     "drop-old-data": {"task": "insights.tasks.drop_old_data", "schedule": 24 * 3600.0},
     "sync-usage-to-stripe": {"task": "billing.tasks.sync_due_usage", "schedule": 60.0},
+    "sweep-webhook-deliveries": {"task": "marketplace.tasks.sweep_webhook_deliveries", "schedule": 60.0},
     "close-billing-month": {
         "task": "billing.tasks.close_last_month",
         "schedule": crontab(minute=0, hour=6, day_of_month=1),
@@ -245,8 +266,22 @@ MAX_REPORTS_IN_PROGRESS = env.int("MAX_REPORTS_IN_PROGRESS", default=10)
 REPORTS_IN_PROGRESS_RETRY_SECONDS = 30
 # How long a quote's price holds for an order of the same body.
 QUOTE_VALID_FOR = dt.timedelta(hours=env.int("QUOTE_VALID_HOURS", default=24))
-# Webhook URLs must be https://, unless this is set (local development and tests).
+# Buyer webhooks (docs/webhooks.md). URLs must be https://, unless WEBHOOK_ALLOW_HTTP is set
+# (local development and tests), and their hosts must resolve to public internet addresses:
+# WEBHOOK_ALLOWED_HOSTS lets named hosts, addresses or networks through anyway, for development
+# and tests only (e.g. "127.0.0.1,localhost" for a fake receiver, "172.16.0.0/12" for compose).
 WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=False)
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+# One delivery, from the DNS lookup to the answer's status and first bytes, takes at most this long.
+WEBHOOK_DEADLINE_SECONDS = env.float("WEBHOOK_DEADLINE_SECONDS", default=10.0)
+# Per tenant: endpoints registered, and deliveries being sent at once (the others wait their turn).
+WEBHOOK_MAX_ENDPOINTS = env.int("WEBHOOK_MAX_ENDPOINTS", default=10)
+# Keep the in-flight cap well under the outbound pool (bin/run and docker/: 8 threads).
+WEBHOOK_MAX_IN_FLIGHT = env.int("WEBHOOK_MAX_IN_FLIGHT", default=2)
+if WEBHOOK_DEADLINE_SECONDS <= 0 or WEBHOOK_MAX_ENDPOINTS < 1 or WEBHOOK_MAX_IN_FLIGHT < 1:
+    raise ImproperlyConfigured(
+        "need WEBHOOK_DEADLINE_SECONDS > 0, WEBHOOK_MAX_ENDPOINTS >= 1, WEBHOOK_MAX_IN_FLIGHT >= 1"
+    )
 # A report still queued this long after it was (re-)queued is sent to the broker again.
 REPORT_REQUEUE_AFTER_SECONDS = env.int("REPORT_REQUEUE_AFTER_SECONDS", default=600)
 # A worker that finds a report locked by another worker retries after this many seconds.

@@ -43,10 +43,17 @@ def sweep_stuck_reports() -> int:
     return reports_requeue_stuck()
 
 
-@shared_task(bind=True, max_retries=None)
-def deliver_webhook(self, delivery_id: str) -> None:
+@shared_task
+def deliver_webhook(delivery_id: str) -> None:
+    """One try of a webhook delivery (on the outbound queue); the service schedules the next."""
     from marketplace.services import webhook_deliver
 
-    wait = webhook_deliver(delivery_id=delivery_id)
-    if wait is not None:
-        raise self.retry(countdown=wait)
+    webhook_deliver(delivery_id=delivery_id)
+
+
+@shared_task
+def sweep_webhook_deliveries() -> int:
+    """Beat, every minute: queue the deliveries that are due and were not sent."""
+    from marketplace.services import webhook_deliveries_requeue
+
+    return webhook_deliveries_requeue()

@@ -316,7 +316,11 @@ class ApiKeyCreated(ApiKeyOutput):
 
 
 class WebhookInput(serializers.Serializer):
-    url = serializers.URLField(max_length=500, help_text="https:// only")
+    url = serializers.URLField(
+        max_length=500,
+        help_text="https:// only, to a host on the public internet: loopback, private, link-local, multicast and"
+        " reserved addresses are refused (docs/webhooks.md)",
+    )
     events = serializers.ListField(
         child=serializers.ChoiceField(choices=WebhookEndpoint.Event.choices),
         help_text="report.succeeded, report.failed",
@@ -347,6 +351,7 @@ class WebhookDeliveryOutput(serializers.ModelSerializer):
             "last_response",
             "delivered_at",
             "gave_up_at",
+            "next_attempt_at",
             "created_at",
             "updated_at",
         ]

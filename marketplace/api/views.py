@@ -397,7 +397,8 @@ class ApiKeyViewSet(OwnersOnlyViewSet):
 
 
 class WebhookViewSet(OwnersOnlyViewSet):
-    """Endpoints told when a report succeeds or fails; owners only. Signed as docs/webhooks.md shows."""
+    """Endpoints told when a report succeeds or fails; owners only. Signed as docs/webhooks.md shows.
+    Hosts must resolve to public internet addresses; at most WEBHOOK_MAX_ENDPOINTS (10) per organisation."""
 
     serializer_class = WebhookOutput
     model = WebhookEndpoint
@@ -423,6 +424,14 @@ class WebhookViewSet(OwnersOnlyViewSet):
         """The endpoint's deliveries, newest first, with the answers they got."""
         deliveries = self.paginate_queryset(self.get_object().deliveries.all())
         return self.get_paginated_response(WebhookDeliveryOutput(deliveries, many=True).data)
+
+    @extend_schema(request=None, responses={202: WebhookDeliveryOutput})
+    @action(detail=True, methods=["post"])
+    def test(self, request, pk=None):
+        """Send the endpoint a signed `webhook.test` event now, whatever events it listens to.
+        It is tried once: its answer shows in `deliveries/` (this delivery's id) within seconds."""
+        delivery = services.webhook_test_send(principal=request.user, endpoint=self.get_object())
+        return Response(WebhookDeliveryOutput(delivery).data, status=status.HTTP_202_ACCEPTED)
 
 
 class MemberViewSet(OwnersOnlyViewSet):

@@ -94,7 +94,7 @@ DROP FUNCTION marketplace_membership_not_staff();
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('marketplace', '0019_release_policy_is_service_wide'),
+        ('marketplace', '0020_webhook_delivery_schedule'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -5,7 +5,7 @@
 - areas: saved areas, measured against the minimums and the data's coverage
 - orders: quotes and orders (order_checks: the checks they meet; checks: how they are run)
 - runs: computing, storing, billing and logging a report (called by the worker)
-- webhooks: buyer webhooks and their delivery
+- webhooks: buyer webhooks and their delivery (webhook_destinations: where one may be sent, and how)
 - audit: the append-only audit log
 
 Callers import from here; the modules import each other directly."""
@@ -47,9 +47,11 @@ from marketplace.services.runs import (
 )
 from marketplace.services.webhooks import (
     webhook_deliver,
+    webhook_deliveries_requeue,
     webhook_endpoint_create,
     webhook_endpoint_delete,
     webhook_signature,
+    webhook_test_send,
 )
 
 __all__ = [
@@ -89,7 +91,9 @@ __all__ = [
     "tenant_entitlements_set",
     "tenant_spending_limit_set",
     "webhook_deliver",
+    "webhook_deliveries_requeue",
     "webhook_endpoint_create",
     "webhook_endpoint_delete",
     "webhook_signature",
+    "webhook_test_send",
 ]

@@ -38,7 +38,12 @@ class Workers:
             "PRIVACY_ROUND_TO": str(django_settings.PRIVACY_ROUND_TO),
         }
 
-    def start(self) -> subprocess.Popen:
+    def start(
+        self, queues: tuple[str, ...] | None = None, pool: str = "prefork", concurrency: int = 1
+    ) -> subprocess.Popen:
+        """A worker for the given queues: by default both, the reports' (CELERY_QUEUE) and the
+        outbound one of webhooks and Stripe (OUTBOUND_QUEUE), as bin/run's two workers together."""
+        queues = queues or (django_settings.CELERY_TASK_DEFAULT_QUEUE, django_settings.OUTBOUND_QUEUE)
         log = open(self.log_dir / f"worker-{len(self.processes)}.log", "w")
         process = subprocess.Popen(
             [
@@ -48,10 +53,12 @@ class Workers:
                 "-A",
                 "marketplace",
                 "worker",
+                "--queues",
+                ",".join(queues),
                 "--pool",
-                "prefork",
+                pool,
                 "--concurrency",
-                "1",
+                str(concurrency),
                 "--loglevel",
                 "INFO",
                 "--without-gossip",

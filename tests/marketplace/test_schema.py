@@ -17,6 +17,7 @@ EXPECTED_PATHS = {
     "/api/v1/webhooks/",
     "/api/v1/webhooks/{id}/",
     "/api/v1/webhooks/{id}/deliveries/",
+    "/api/v1/webhooks/{id}/test/",
     "/api/v1/api-keys/",
     "/api/v1/api-keys/{id}/",
     "/api/v1/api-keys/{id}/revoke/",
