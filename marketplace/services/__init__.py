@@ -36,6 +36,8 @@ from marketplace.services.keys import (
 from marketplace.services.orders import ReportOrder, report_cancel, report_create, report_quote
 from marketplace.services.runs import (
     RunOutcome,
+    database_error_is_transient,
+    report_give_up,
     report_lock_key,
     report_rerun,
     report_run,
@@ -61,6 +63,7 @@ __all__ = [
     "area_delete",
     "area_measure",
     "audit",
+    "database_error_is_transient",
     "licensed_region_create",
     "member_add",
     "member_change_role",
@@ -71,6 +74,7 @@ __all__ = [
     "region_unlicense",
     "report_cancel",
     "report_create",
+    "report_give_up",
     "report_lock_key",
     "report_quote",
     "report_rerun",
