@@ -34,7 +34,15 @@ REDIS_PORT = 6391
 TARGET_SECONDS = 90  # the issue's target: every order final this long after an outage ends
 STUCK_AFTER_SECONDS = 300  # a report not final this long after the fault's end counts as stuck
 MAX_BACKENDS = 40  # the service's connections to PostgreSQL above which the poison worker is stopped
-SCENARIOS = ("worker-kill", "postgres-restart", "broker-down", "broker-hang", "redis-down", "poison")
+SCENARIOS = (
+    "worker-kill",
+    "postgres-restart",
+    "broker-down",
+    "broker-hang",
+    "broker-hang-reset",
+    "redis-down",
+    "poison",
+)
 
 # The test city of tests/conftest.py: a 4 x 4 block, five local days around the spring DST change.
 CITY_CELLS = [(col, row) for col in range(4) for row in range(4)]
@@ -244,8 +252,11 @@ def check(outcome: Outcome, tenant_id) -> None:
 # --- the scenarios -------------------------------------------------------------------------
 
 
-def outage(service: Service, key: str, name: str, *, proxies: list[str], state: str, seconds: float) -> Outcome:
-    """Orders in flight when the proxies go `state`, one every 3 s while they are, two after."""
+def outage(
+    service: Service, key: str, name: str, *, proxies: list[str], state: str, seconds: float, reset: bool = False
+) -> Outcome:
+    """Orders in flight when the proxies go `state`, one every 3 s while they are, two after.
+    With `reset`, the outage ends with every connection closed (what was held is lost), not healed."""
     outcome = Outcome(name)
     for _ in range(3):
         place(service, key, outcome, during_fault=False)
@@ -254,6 +265,8 @@ def outage(service: Service, key: str, name: str, *, proxies: list[str], state: 
     poster = place_until(service, key, outcome, until=time.monotonic() + seconds, every=3)
     time.sleep(seconds)
     for proxy in proxies:
+        if reset:
+            service.proxies[proxy].set(DOWN)
         service.proxies[proxy].set(UP)
     outcome.fault_end = time.time()
     poster.join()
@@ -459,6 +472,9 @@ def main() -> None:
             ),
             "broker-down": lambda key: outage(service, key, "broker-down", proxies=["broker"], state=DOWN, seconds=54),
             "broker-hang": lambda key: outage(service, key, "broker-hang", proxies=["broker"], state=HUNG, seconds=30),
+            "broker-hang-reset": lambda key: outage(
+                service, key, "broker-hang-reset", proxies=["broker"], state=HUNG, seconds=30, reset=True
+            ),
             "redis-down": lambda key: outage(service, key, "redis-down", proxies=["redis"], state=DOWN, seconds=30),
             "poison": lambda key: poison(service, key, statement_timeout=args.statement_timeout),
         }
