@@ -10,20 +10,25 @@ from django.db import DatabaseError
 
 
 # A database that is away (restarting, failing over) is waited for, a try every few seconds
-# for about ten minutes: report_run re-raises only errors worth another try.
-@shared_task(
-    name="insights.tasks.compute_report",
-    bind=True,
-    autoretry_for=(DatabaseError,),
-    retry_backoff=1,
-    retry_backoff_max=10,
-    retry_jitter=False,
-    max_retries=60,
-)
-def compute_report(self, report_id: str) -> None:
-    from marketplace.services import RunOutcome, report_run
+# for about ten minutes. Any other database error (a statement timeout, say) is tried
+# REPORT_MAX_ATTEMPTS times, like a run that fails, and then fails the report with a reason:
+# counted here, because it may strike before report_run has claimed the report and counted it.
+@shared_task(name="insights.tasks.compute_report", bind=True, max_retries=60)
+def compute_report(self, report_id: str, failures: int = 0) -> None:
+    from marketplace.services import RunOutcome, database_error_is_transient, report_give_up, report_run
 
-    if report_run(report_id=report_id) is RunOutcome.BUSY:
+    try:
+        outcome = report_run(report_id=report_id)
+    except DatabaseError as exc:
+        countdown = min(2**self.request.retries, 10)
+        if database_error_is_transient(exc):
+            raise self.retry(exc=exc, countdown=countdown) from exc
+        failures += 1
+        if failures >= settings.REPORT_MAX_ATTEMPTS:
+            report_give_up(report_id=report_id, error=exc)
+            return
+        raise self.retry(exc=exc, countdown=countdown, args=(report_id,), kwargs={"failures": failures}) from exc
+    if outcome is RunOutcome.BUSY:
         # Another worker holds the report, or a killed one's connection is still closing.
         raise self.retry(countdown=settings.REPORT_LOCK_RETRY_SECONDS, max_retries=120)
 

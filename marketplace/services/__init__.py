@@ -40,6 +40,8 @@ from marketplace.services.keys import (
 from marketplace.services.orders import ReportOrder, report_cancel, report_create, report_quote
 from marketplace.services.runs import (
     RunOutcome,
+    database_error_is_transient,
+    report_give_up,
     report_lock_key,
     report_rerun,
     report_run,
@@ -68,6 +70,7 @@ __all__ = [
     "area_delete",
     "area_measure",
     "audit",
+    "database_error_is_transient",
     "licensed_region_create",
     "licensed_region_update",
     "member_add",
@@ -80,6 +83,7 @@ __all__ = [
     "region_unlicense",
     "report_cancel",
     "report_create",
+    "report_give_up",
     "report_lock_key",
     "report_quote",
     "report_rerun",

@@ -65,7 +65,7 @@ def report_run(*, report_id: str) -> RunOutcome:
         try:
             result = _report_result(report, version=coverage.latest_version, policy=coverage.policy)
         except DatabaseError as exc:
-            if _transient(exc):
+            if database_error_is_transient(exc):
                 raise  # the task tries again
             logger.exception("report %s failed", report_id)
             _report_finish(
@@ -87,7 +87,7 @@ def report_run(*, report_id: str) -> RunOutcome:
         return RunOutcome.FINISHED
 
 
-def _transient(exc: DatabaseError) -> bool:
+def database_error_is_transient(exc: DatabaseError) -> bool:
     """A lost connection or a clash with another transaction is worth another try; a query the
     statement timeout cancelled, or any other database error, would fail again the same way."""
     cause = exc.__cause__
@@ -96,6 +96,17 @@ def _transient(exc: DatabaseError) -> bool:
     if isinstance(cause, psycopg.errors.QueryCanceled):
         return False
     return isinstance(exc, OperationalError | InterfaceError)
+
+
+def report_give_up(*, report_id: str, error: DatabaseError) -> bool:
+    """Fail a report whose runs kept hitting a database error that another try would not mend
+    (compute_report counts them). False if it was final already."""
+    logger.error("report %s failed: %s, every attempt", report_id, error)
+    return _report_finish(
+        report_id,
+        status=Report.Status.FAILED,
+        error=f"the report could not be computed ({type(error.__cause__ or error).__name__}); our team was notified",
+    )
 
 
 def _report_result(report: Report, *, version: int, policy: ReleasePolicy) -> dict:

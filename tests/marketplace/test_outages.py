@@ -1,6 +1,7 @@
 """What a database, broker or Redis that is down or slow costs a buyer: nothing ordered is lost,
 requests do not wait on what is down, and the API says when to come back."""
 
+import contextlib
 import dataclasses
 import os
 import socket
@@ -17,7 +18,7 @@ from insights.products import PRODUCTS
 from marketplace import selectors, tasks
 from marketplace.celery import app as celery_app
 from marketplace.models import Report
-from marketplace.services import admission, outbox, reports_requeue_stuck
+from marketplace.services import admission, outbox, reports_requeue_stuck, runs
 from tests import grid
 from tests.errors import assert_error
 
@@ -166,6 +167,35 @@ def test_a_report_that_fails_every_attempt_fails_after_the_last_and_frees_its_sl
     report.refresh_from_db()
     assert report.status == "failed"
     assert report.error == "the report could not be computed in 3 attempts; our team was notified"
+    assert not Report.objects.filter(status__in=["queued", "running"]).exists()
+
+
+def test_a_report_whose_claim_the_statement_timeout_cancels_fails_after_the_last_attempt(
+    api, city, django_capture_on_commit_callbacks, monkeypatch, settings
+):
+    # bench/faults' poison worker: its every statement cancelled, the report was never claimed
+    # (so never counted), and each message was retried for ten minutes, then dropped.
+    settings.REPORT_MAX_ATTEMPTS = 3
+    tries = []
+
+    @contextlib.contextmanager
+    def cancelled(report_id):
+        tries.append(report_id)
+        try:
+            raise psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
+        except psycopg.errors.QueryCanceled as cause:
+            raise OperationalError("canceling statement due to statement timeout") from cause
+        yield
+
+    monkeypatch.setattr(runs, "_report_lock", cancelled)
+
+    report = order(api, django_capture_on_commit_callbacks)
+
+    # Then it fails after the last attempt, with a reason, and frees the tenant's slot
+    report.refresh_from_db()
+    assert len(tries) == settings.REPORT_MAX_ATTEMPTS
+    assert (report.status, report.attempts) == ("failed", 0)
+    assert report.error == "the report could not be computed (QueryCanceled); our team was notified"
     assert not Report.objects.filter(status__in=["queued", "running"]).exists()
 
 
