@@ -133,8 +133,11 @@ def test_metrics_describe_reports_queues_billing_and_webhooks(tenant, api, city,
     assert "footfall_stripe_usage_pending 0.0" in text
     assert "footfall_stripe_sync_lag_seconds 0.0" in text
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
-    [queue_line] = metric_lines(text, "footfall_queue_messages")  # the one queue; its count is the broker's
-    assert queue_line.startswith(f'footfall_queue_messages{{queue="{queue}"}} ')
+    # One line per queue (reports, outbound); the counts are the broker's
+    queue_lines = metric_lines(text, "footfall_queue_messages")
+    assert sorted(line.split()[0] for line in queue_lines) == sorted(
+        f'footfall_queue_messages{{queue="{name}"}}' for name in (queue, settings.OUTBOUND_QUEUE)
+    )
     assert 'footfall_metrics_source_up{source="broker"} 1.0' in text
     assert 'footfall_metrics_source_up{source="database"} 1.0' in text
     assert float(metric_lines(text, "footfall_report_outbox_lag_seconds")[0].split()[-1]) >= 0
