@@ -29,6 +29,7 @@ VAR = ROOT / "var" / "faults"
 BIN = Path(sys.executable).parent
 DATABASE, TEMPLATE = "footfall_faults", "footfall_tpl_faults"
 QUEUE = "footfall-faults"
+OUTBOUND_QUEUE = f"{QUEUE}-outbound"  # webhooks, Stripe, the outbox relay and the sweeper (settings)
 POSTGRES, RABBITMQ = ("127.0.0.1", 5432), ("127.0.0.1", 5672)
 REDIS_PORT = 6391
 TARGET_SECONDS = 90  # the target: every order final this long after an outage ends
@@ -105,7 +106,7 @@ class Service:
 
     def start_worker(self, name: str = "worker", **extra_env: str) -> None:
         argv = [str(BIN / "celery"), "-A", "marketplace", "worker", "--pool", "prefork", "--concurrency", "2"]
-        argv += ["-Q", QUEUE, "-n", f"faults-{name}@%h", "--loglevel", "INFO"]
+        argv += ["-Q", f"{QUEUE},{OUTBOUND_QUEUE}", "-n", f"faults-{name}@%h", "--loglevel", "INFO"]
         self.start(name, argv, self.env(database_proxy="db-worker", **extra_env))
 
     def start_beat(self) -> None:
@@ -365,7 +366,7 @@ def setup_database(direct_env: dict[str, str]) -> list[tuple[object, str]]:
     subprocess.run(manage + ["migrate", "--noinput", "-v", "0"], cwd=ROOT, env=direct_env, check=True)
     # Messages a run before left for reports of a database now gone.
     subprocess.run(
-        [str(BIN / "celery"), "-A", "marketplace", "purge", "-f", "-Q", QUEUE],
+        [str(BIN / "celery"), "-A", "marketplace", "purge", "-f", "-Q", f"{QUEUE},{OUTBOUND_QUEUE}"],
         cwd=ROOT,
         env=direct_env,
         stdout=subprocess.DEVNULL,

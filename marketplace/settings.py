@@ -354,7 +354,13 @@ METRICS_BROKER_TIMEOUT_SECONDS = env.float("METRICS_BROKER_TIMEOUT_SECONDS", def
 # outbox.py): a request waits at most this long on a broker that does not answer, and after a
 # failure leaves sending to the relay (every OUTBOX_RELAY_SECONDS) for BROKER_RETRY_AFTER_SECONDS.
 CELERY_BROKER_CONNECTION_TIMEOUT = env.float("BROKER_CONNECT_TIMEOUT_SECONDS", default=1.0)
-CELERY_BROKER_TRANSPORT_OPTIONS = {"write_timeout": env.float("BROKER_WRITE_TIMEOUT_SECONDS", default=2.0)}
+# Publisher confirms: a message counts as sent only when the broker says it has it (a broker that
+# hangs and then drops the connection would otherwise swallow what it was sent meanwhile).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "write_timeout": env.float("BROKER_WRITE_TIMEOUT_SECONDS", default=2.0),
+    "confirm_publish": True,
+}
+BROKER_CONFIRM_TIMEOUT_SECONDS = env.float("BROKER_CONFIRM_TIMEOUT_SECONDS", default=2.0)
 BROKER_RETRY_AFTER_SECONDS = env.float("BROKER_RETRY_AFTER_SECONDS", default=10.0)
 OUTBOX_RELAY_SECONDS = env.float("OUTBOX_RELAY_SECONDS", default=2.0)
 CELERY_BEAT_SCHEDULE["publish-pending-reports"] = {

@@ -80,9 +80,11 @@ def _send(report_ids: list) -> int:
     global _broker_failed_at
     for sent, report_id in enumerate(report_ids):
         try:
-            # No retry loop here: a broker that does not answer within the connection timeout
-            # is left to the relay, not waited for.
-            tasks.compute_report.apply_async((str(report_id),), retry=False)
+            # No retry loop here: a broker that does not answer within the connection timeout,
+            # or does not confirm it has the message, is left to the relay, not waited for.
+            tasks.compute_report.apply_async(
+                (str(report_id),), retry=False, confirm_timeout=settings.BROKER_CONFIRM_TIMEOUT_SECONDS
+            )
         except Exception:
             _broker_failed_at = time.monotonic()
             logger.warning("could not send report %s to the broker; the relay will", report_id, exc_info=True)
