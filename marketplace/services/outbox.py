@@ -15,8 +15,10 @@ import uuid
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+from kombu import pools
 
 from marketplace import tasks
+from marketplace.celery import app as celery_app
 from marketplace.models import Report
 
 logger = logging.getLogger(__name__)
@@ -24,6 +26,10 @@ logger = logging.getLogger(__name__)
 # When a send failed last in this process (time.monotonic()): requests then leave sending to
 # the relay for BROKER_RETRY_AFTER_SECONDS instead of each waiting on a broker that is down.
 _broker_failed_at: float | None = None
+# The connection report messages are sent over, made on first use in each process. It waits on
+# the broker's answers at most BROKER_CONFIRM_TIMEOUT_SECONDS: without that, giving up on a
+# broker that hangs mid-connection would wait for its close to be answered, as long as it hangs.
+_connection = None
 
 _CLAIM_PENDING = """
     UPDATE marketplace_report SET published_at = %(now)s
@@ -82,9 +88,13 @@ def _send(report_ids: list) -> int:
         try:
             # No retry loop here: a broker that does not answer within the connection timeout,
             # or does not confirm it has the message, is left to the relay, not waited for.
-            tasks.compute_report.apply_async(
-                (str(report_id),), retry=False, confirm_timeout=settings.BROKER_CONFIRM_TIMEOUT_SECONDS
-            )
+            with _producers().acquire(block=True, timeout=settings.BROKER_CONFIRM_TIMEOUT_SECONDS) as producer:
+                tasks.compute_report.apply_async(
+                    (str(report_id),),
+                    producer=producer,
+                    retry=False,
+                    confirm_timeout=settings.BROKER_CONFIRM_TIMEOUT_SECONDS,
+                )
         except Exception:
             _broker_failed_at = time.monotonic()
             logger.warning("could not send report %s to the broker; the relay will", report_id, exc_info=True)
@@ -92,3 +102,12 @@ def _send(report_ids: list) -> int:
             return sent
     _broker_failed_at = None
     return len(report_ids)
+
+
+def _producers():
+    global _connection
+    if _connection is None:
+        _connection = celery_app.connection_for_write(
+            transport_options={"read_timeout": settings.BROKER_CONFIRM_TIMEOUT_SECONDS}
+        )
+    return pools.producers[_connection]

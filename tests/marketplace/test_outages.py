@@ -112,6 +112,7 @@ def test_a_broker_that_accepts_connections_but_never_answers_holds_an_order_abou
     # Connections of their own, to the silent broker (the real broker's are put back after)
     monkeypatch.setattr(celery_app, "_pool", None)
     monkeypatch.setattr(celery_app.amqp, "_producer_pool", None)
+    monkeypatch.setattr(outbox, "_connection", None)
 
     # When an order is placed
     started = time.monotonic()
@@ -120,6 +121,7 @@ def test_a_broker_that_accepts_connections_but_never_answers_holds_an_order_abou
     finally:
         waited = time.monotonic() - started
         celery_app.pool.force_close_all()
+        outbox._producers().force_close_all()
 
     # Then it is taken and left to the relay; the request waited on the broker only its connect timeout
     assert (report.status, report.published_at) == ("queued", None)
