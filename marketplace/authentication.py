@@ -27,27 +27,29 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     """`Authorization: Api-Key <key>`; the request then acts as the key's tenant and role.
 
     An address that presented API_KEY_FAILURES_PER_IP bad keys within API_KEY_FAILURE_WINDOW_SECONDS
-    is answered 429 with Retry-After until the window ends, whatever key it presents meanwhile."""
+    has its further bad keys answered 429 with Retry-After until the window ends. A valid key is
+    always let in: behind one address (an office, a NAT) someone else's mistakes lock no one out."""
 
     def authenticate(self, request) -> tuple[Principal, object] | None:
         header = authentication.get_authorization_header(request)
         if not header:
             return None
         ip = client_ip(request)
-        self._refuse_if_locked_out(ip)
         try:
             keyword, _, raw_key = header.decode("ascii").partition(" ")
         except UnicodeDecodeError:
-            self._count_failure(ip)
-            raise exceptions.AuthenticationFailed("the Authorization header must be ASCII") from None
+            self._refuse(ip, "the Authorization header must be ASCII")
         if keyword != KEYWORD or not raw_key.strip() or " " in raw_key.strip():
-            self._count_failure(ip)
-            raise exceptions.AuthenticationFailed(f"use the header 'Authorization: {KEYWORD} <key>'")
+            self._refuse(ip, f"use the header 'Authorization: {KEYWORD} <key>'")
         principal = api_key_authenticate(raw_key=raw_key.strip())
         if principal is None:
-            self._count_failure(ip)
-            raise exceptions.AuthenticationFailed("the API key is unknown or revoked")
+            self._refuse(ip, "the API key is unknown or revoked")
         return principal, principal.api_key
+
+    def _refuse(self, ip: str, message: str) -> None:
+        self._refuse_if_locked_out(ip)
+        self._count_failure(ip)
+        raise exceptions.AuthenticationFailed(message)
 
     def authenticate_header(self, request) -> str:
         return KEYWORD

@@ -1,6 +1,7 @@
 """The bounds every input of the API is held to, so hostile values answer 4xx, never 5xx:
 dates in a supported range, JSON nested at most so deep, page sizes clamped."""
 
+import codecs
 import datetime as dt
 import io
 import re
@@ -9,9 +10,9 @@ import django_filters
 from django import forms
 from django.conf import settings
 from rest_framework import serializers
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, UnsupportedMediaType
 from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import JSONParser, get_encoding
 
 DATE_OUT_OF_RANGE = "date_out_of_range"
 
@@ -74,8 +75,16 @@ class BoundedJSONParser(JSONParser):
     (50,000 levels raised RecursionError, a 500)."""
 
     def parse(self, stream, media_type=None, parser_context=None):
+        # The depth is counted on the bytes as UTF-8: another charset (UTF-16, say) could hide
+        # brackets from the count, so only UTF-8 (JSON's own, RFC 8259) is taken.
+        charset = get_encoding(parser_context or {})  # a ParseError for an unknown or non-text codec
+        if codecs.lookup(charset).name != "utf-8":
+            raise UnsupportedMediaType(media_type, detail=f"JSON bodies must be UTF-8, not {charset}")
         raw = stream.read() if stream is not None else b""
         limit = settings.API_MAX_JSON_DEPTH
         if json_nesting_depth(raw, stop_above=limit) > limit:
             raise ParseError(f"JSON parse error - arrays and objects nest deeper than {limit} levels")
-        return super().parse(io.BytesIO(raw), media_type, parser_context)
+        try:
+            return super().parse(io.BytesIO(raw), media_type, parser_context)
+        except RecursionError:  # a backstop: the count above should have refused it
+            raise ParseError(f"JSON parse error - arrays and objects nest deeper than {limit} levels") from None

@@ -80,10 +80,15 @@ BEGIN
     END IF;
     RETURN NEW;
 END $$;
-CREATE TRIGGER marketplace_member_not_made_staff BEFORE INSERT OR UPDATE ON auth_user
+CREATE TRIGGER marketplace_member_not_made_staff BEFORE INSERT ON auth_user
     FOR EACH ROW EXECUTE FUNCTION marketplace_member_not_made_staff();
+-- On update only when the staff flags change: a sign-in (last_login) must never be refused.
+CREATE TRIGGER marketplace_member_not_made_staff_on_update BEFORE UPDATE OF is_staff, is_superuser ON auth_user
+    FOR EACH ROW WHEN (OLD.is_staff IS DISTINCT FROM NEW.is_staff OR OLD.is_superuser IS DISTINCT FROM NEW.is_superuser)
+    EXECUTE FUNCTION marketplace_member_not_made_staff();
 """
 DROP_STAFF_ARE_NOT_MEMBERS = """
+DROP TRIGGER marketplace_member_not_made_staff_on_update ON auth_user;
 DROP TRIGGER marketplace_member_not_made_staff ON auth_user;
 DROP FUNCTION marketplace_member_not_made_staff();
 DROP TRIGGER marketplace_membership_not_staff ON marketplace_membership;

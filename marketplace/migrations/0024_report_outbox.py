@@ -1,7 +1,9 @@
+from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+    atomic = False  # the index is built without blocking orders
     dependencies = [("marketplace", "0023_observability")]
 
     operations = [
@@ -15,7 +17,7 @@ class Migration(migrations.Migration):
             "UPDATE marketplace_report SET published_at = queued_at WHERE status = 'queued'",
             reverse_sql=migrations.RunSQL.noop,
         ),
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name="report",
             index=models.Index(
                 condition=models.Q(("published_at__isnull", True), ("status", "queued")),

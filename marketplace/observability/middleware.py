@@ -26,7 +26,10 @@ class RequestObservabilityMiddleware:
             response = self.get_response(request)
             duration = time.monotonic() - started
             response[REQUEST_ID_HEADER] = request_id
-            request_observe(request=request, response=response, duration_seconds=duration)
+            try:
+                request_observe(request=request, response=response, duration_seconds=duration)
+            except Exception:  # a full or unwritable metrics directory must not fail the request
+                logger.exception("request not counted in the metrics")
             logger.info(
                 "%s %s %s %.0f ms",
                 request.method,

@@ -88,7 +88,7 @@ def _send(report_ids: list) -> int:
         try:
             # No retry loop here: a broker that does not answer within the connection timeout,
             # or does not confirm it has the message, is left to the relay, not waited for.
-            with _producers().acquire(block=True, timeout=settings.BROKER_CONFIRM_TIMEOUT_SECONDS) as producer:
+            with producers().acquire(block=True, timeout=settings.BROKER_CONFIRM_TIMEOUT_SECONDS) as producer:
                 tasks.compute_report.apply_async(
                     (str(report_id),),
                     producer=producer,
@@ -104,7 +104,8 @@ def _send(report_ids: list) -> int:
     return len(report_ids)
 
 
-def _producers():
+def producers():
+    """The producers of this process's connection for messages that must not wait on a hung broker."""
     global _connection
     if _connection is None:
         _connection = celery_app.connection_for_write(

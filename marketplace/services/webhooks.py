@@ -27,6 +27,7 @@ from django.utils import timezone
 from marketplace import tasks
 from marketplace.exceptions import Conflict, ServiceError
 from marketplace.models import Report, WebhookDelivery, WebhookEndpoint
+from marketplace.services import outbox
 from marketplace.services.audit import audit
 from marketplace.services.keys import Principal
 from marketplace.services.webhook_destinations import (
@@ -171,7 +172,15 @@ def webhook_test_send(*, principal: Principal, endpoint: WebhookEndpoint) -> Web
 
 def _webhook_enqueue(delivery_id: uuid.UUID, countdown: int = 0) -> None:
     try:
-        tasks.deliver_webhook.apply_async((str(delivery_id),), countdown=countdown)
+        # Over the outbox's connection: a broker that hangs holds no request or worker for long.
+        with outbox.producers().acquire(block=True, timeout=settings.BROKER_CONFIRM_TIMEOUT_SECONDS) as producer:
+            tasks.deliver_webhook.apply_async(
+                (str(delivery_id),),
+                countdown=countdown,
+                producer=producer,
+                retry=False,
+                confirm_timeout=settings.BROKER_CONFIRM_TIMEOUT_SECONDS,
+            )
     except Exception:  # the broker may be down: the delivery waits in the database for the sweeper
         logger.warning("could not queue webhook delivery %s; the sweeper will", delivery_id, exc_info=True)
 

@@ -128,6 +128,22 @@ def test_json_nested_just_over_the_limit_is_refused_and_at_it_parsed(api):
     assert_error(at, 400, "invalid_geometry", attr="geometry")
 
 
+def test_a_utf16_body_cannot_hide_its_nesting_from_the_count(api):
+    # U+2200 is the bytes 00 22 in UTF-16-LE: a '"' to a count over the raw bytes, which would
+    # then take the brackets after it for a string's content.
+    body = ('["\u2200",' + nested(5_000) + "]").encode("utf-16-le")
+
+    response = api.post(REPORTS, body, content_type="application/json; charset=utf-16-le")
+
+    assert_error(response, 415, "unsupported_media_type")
+
+
+def test_a_body_in_an_unknown_charset_is_read_as_utf8(api):
+    response = api.post(REPORTS, b"{}", content_type="application/json; charset=no-such-charset")
+
+    assert_error(response, 400, "required", attr="product")
+
+
 def test_brackets_inside_strings_do_not_count_as_nesting():
     text = json.dumps({"name": "[[[[{{{{" * 100, "escaped": '\\"[[[['}).encode()
 

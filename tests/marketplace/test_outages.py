@@ -121,7 +121,7 @@ def test_a_broker_that_accepts_connections_but_never_answers_holds_an_order_abou
     finally:
         waited = time.monotonic() - started
         celery_app.pool.force_close_all()
-        outbox._producers().force_close_all()
+        outbox.producers().force_close_all()
 
     # Then it is taken and left to the relay; the request waited on the broker only its connect timeout
     assert (report.status, report.published_at) == ("queued", None)
