@@ -5,7 +5,7 @@ order was final.
 The service (gunicorn, one Celery worker, beat) reaches PostgreSQL, RabbitMQ and a private Redis
 only through proxies (bench/faults_proxy.py), which play the outages; the real servers are shared
 and never touched. This process checks the outcome in the database directly, not through them.
-Its own database (footfall_faults, from the template footfall_tpl_faults), queue
+Its own database (footfall_faults, from the template footfall_template), queue
 (footfall-faults), Redis (port 6391) and logs (var/faults/)."""
 
 import argparse
@@ -27,7 +27,7 @@ from bench.faults_proxy import DOWN, HUNG, UP, Proxy
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var" / "faults"
 BIN = Path(sys.executable).parent
-DATABASE, TEMPLATE = "footfall_faults", "footfall_tpl_faults"
+DATABASE, TEMPLATE = "footfall_faults", "footfall_template"  # bin/setup makes the template
 QUEUE = "footfall-faults"
 OUTBOUND_QUEUE = f"{QUEUE}-outbound"  # webhooks, Stripe, the outbox relay and the sweeper (settings)
 POSTGRES, RABBITMQ = ("127.0.0.1", 5432), ("127.0.0.1", 5672)
