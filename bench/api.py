@@ -7,7 +7,6 @@ with 2 processes on both queues, beat), set up by the fault runner's machinery (
 with no fault and no delay: its own database (footfall_api), queue and Redis."""
 
 import argparse
-import os
 import statistics
 import threading
 import time
@@ -79,34 +78,10 @@ def main() -> None:
     parser.add_argument("--buyers", type=int, action="append", help="buyer counts (default 1, 5, 20)")
     args = parser.parse_args()
     counts = args.buyers or list(BUYER_COUNTS)
-    faults.VAR.mkdir(parents=True, exist_ok=True)
-    faults.DATABASE = DATABASE
-    faults.SCENARIOS = tuple(f"buyer-{index}" for index in range(max(counts)))  # a tenant per buyer
-    faults.stop_redis()
-    faults.start_redis()
-    service = faults.Service(worker_db_delay=0.0)
-    direct_env = service.env(database_proxy="db")
-    direct_env.update(
-        DATABASE_URL=f"postgis://root@127.0.0.1:{faults.POSTGRES[1]}/{DATABASE}",
-        CELERY_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{faults.RABBITMQ[1]}//",
-        REDIS_URL=f"redis://127.0.0.1:{faults.REDIS_PORT}/0",
-    )
-    os.environ.update(direct_env)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings")
-    import django
-
-    django.setup()
-    try:
-        keys = [key for _, key in faults.setup_database(direct_env)]
-        service.start_web()
-        service.start_worker()
-        service.start_beat()
-        service.wait_ready()
-        time.sleep(3)  # the worker and beat connect
+    names = [f"Buyer {index}" for index in range(max(counts))]  # a tenant per buyer
+    with faults.running_service(DATABASE, names, worker_db_delay=0.0) as (service, tenants):
+        keys = [key for _, key in tenants]
         rows = [run(service, keys, buyers, args.seconds) for buyers in counts]
-    finally:
-        service.stop_all()
-        faults.stop_redis()
     print(
         "\n| buyers | reports succeeded | reports/s | order to succeeded p50 / p95 / p99 (s) | POST p95 (s) | other |"
     )

@@ -10,6 +10,7 @@ Its own database (footfall_faults, from the template footfall_template), queue
 
 import argparse
 import collections
+import contextlib
 import dataclasses
 import datetime as dt
 import os
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -63,7 +65,8 @@ class Service:
     """The web, worker and beat processes, each in a session of its own (so a kill reaches the
     whole process group), and the proxies they connect through."""
 
-    def __init__(self, *, worker_db_delay: float):
+    def __init__(self, *, database: str, worker_db_delay: float):
+        self.database = database
         self.proxies = {
             "db": Proxy("db", POSTGRES),  # the web's
             "db-worker": Proxy("db-worker", POSTGRES),  # the worker's and beat's: a slower link, see --worker-db-delay
@@ -78,7 +81,7 @@ class Service:
         port = lambda name: self.proxies[name].port  # noqa: E731
         return {
             **os.environ,
-            "DATABASE_URL": f"postgis://root@127.0.0.1:{port(database_proxy)}/{DATABASE}",
+            "DATABASE_URL": f"postgis://root@127.0.0.1:{port(database_proxy)}/{self.database}",
             "CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{port('broker')}//",
             "REDIS_URL": f"redis://127.0.0.1:{port('redis')}/0",
             "CELERY_QUEUE": QUEUE,
@@ -163,15 +166,10 @@ class Outcome:
 
 
 def order_body() -> dict:
-    from tests import grid
+    """The test city's 4 x 4 block by day over the five days it holds (as the tests order it)."""
+    from tests.factories import five_day_order_body
 
-    return {
-        "product": "footfall",
-        "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
-        "start": "2026-03-27T00:00:00+01:00",
-        "end": "2026-04-01T00:00:00+02:00",
-        "granularity": "day",
-    }
+    return five_day_order_body()
 
 
 def place(service: Service, key: str, outcome: Outcome, *, during_fault: bool) -> None:
@@ -358,10 +356,10 @@ def psql(database: str, sql: str) -> None:
     subprocess.run(command, check=True, env={**os.environ, "PGOPTIONS": "--client-min-messages=warning"})
 
 
-def setup_database(direct_env: dict[str, str]) -> list[tuple[object, str]]:
-    """A fresh footfall_faults with the test city and one tenant and key per scenario."""
-    psql("postgres", f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-    psql("postgres", f"CREATE DATABASE {DATABASE} TEMPLATE {TEMPLATE} OWNER root")
+def setup_database(direct_env: dict[str, str], database: str, tenant_names: list[str]) -> list[tuple[object, str]]:
+    """A fresh database with the test city and a tenant (with a key) per name."""
+    psql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    psql("postgres", f"CREATE DATABASE {database} TEMPLATE {TEMPLATE} OWNER root")
     manage = [str(BIN / "python"), "manage.py"]
     subprocess.run(manage + ["migrate", "--noinput", "-v", "0"], cwd=ROOT, env=direct_env, check=True)
     # Messages a run before left for reports of a database now gone.
@@ -376,7 +374,7 @@ def setup_database(direct_env: dict[str, str]) -> list[tuple[object, str]]:
     from tests.factories import granted_tenant, raw_api_key
 
     grid.load_totals(VAR / "city.csv", cells=CITY_CELLS, start=CITY_START, end=CITY_END, visits=city_visits)
-    tenants = [granted_tenant(name=f"Faults {scenario}") for scenario in SCENARIOS]
+    tenants = [granted_tenant(name=name) for name in tenant_names]
     return [(tenant.pk, raw_api_key(tenant)) for tenant in tenants]
 
 
@@ -427,6 +425,43 @@ def print_table(outcomes: list[Outcome]) -> None:
         )
 
 
+@contextlib.contextmanager
+def running_service(
+    database: str, tenant_names: list[str], *, worker_db_delay: float
+) -> Iterator[tuple[Service, list[tuple[object, str]]]]:
+    """The private service, running over a fresh database with the test city and a tenant (with a
+    key) per name; everything it started is stopped after. Also bench/api's."""
+    VAR.mkdir(parents=True, exist_ok=True)
+    for log in VAR.glob("*.log"):
+        log.unlink()
+    stop_redis()  # one a run before left, if any
+    start_redis()
+    service = Service(database=database, worker_db_delay=worker_db_delay)
+    # This process sets up and checks the database directly; the service goes through the proxies.
+    direct_env = service.env(database_proxy="db")
+    direct_env.update(
+        DATABASE_URL=f"postgis://root@127.0.0.1:{POSTGRES[1]}/{database}",
+        CELERY_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{RABBITMQ[1]}//",
+        REDIS_URL=f"redis://127.0.0.1:{REDIS_PORT}/0",
+    )
+    os.environ.update(direct_env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings")
+    import django
+
+    django.setup()
+    try:
+        tenants = setup_database(direct_env, database, tenant_names)
+        service.start_web()
+        service.start_worker()
+        service.start_beat()
+        service.wait_ready()
+        time.sleep(3)  # the worker and beat connect
+        yield service, tenants
+    finally:
+        service.stop_all()
+        stop_redis()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)")
@@ -439,56 +474,36 @@ def main() -> None:
     )
     parser.add_argument("--statement-timeout", default="1", help="the poison worker's statement_timeout (ms)")
     args = parser.parse_args()
-    VAR.mkdir(parents=True, exist_ok=True)
-    for log in VAR.glob("*.log"):
-        log.unlink()
-
-    stop_redis()  # one a run before left, if any
-    start_redis()
-    service = Service(worker_db_delay=args.worker_db_delay)
-    # This process sets up and checks the database directly; the service goes through the proxies.
-    direct_env = service.env(database_proxy="db")
-    direct_env.update(
-        DATABASE_URL=f"postgis://root@127.0.0.1:{POSTGRES[1]}/{DATABASE}",
-        CELERY_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{RABBITMQ[1]}//",
-        REDIS_URL=f"redis://127.0.0.1:{REDIS_PORT}/0",
-    )
-    os.environ.update(direct_env)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings")
-    import django
-
-    django.setup()
     outcomes = []
     try:
-        tenants = dict(zip(SCENARIOS, setup_database(direct_env), strict=True))
-        service.start_web()
-        service.start_worker()
-        service.start_beat()
-        service.wait_ready()
-        time.sleep(3)  # the worker and beat connect
-        runs = {
-            "worker-kill": lambda key: worker_kill(service, key),
-            "postgres-restart": lambda key: outage(
-                service, key, "postgres-restart", proxies=["db", "db-worker"], state=DOWN, seconds=25
-            ),
-            "broker-down": lambda key: outage(service, key, "broker-down", proxies=["broker"], state=DOWN, seconds=54),
-            "broker-hang": lambda key: outage(service, key, "broker-hang", proxies=["broker"], state=HUNG, seconds=30),
-            "broker-hang-reset": lambda key: outage(
-                service, key, "broker-hang-reset", proxies=["broker"], state=HUNG, seconds=30, reset=True
-            ),
-            "redis-down": lambda key: outage(service, key, "redis-down", proxies=["redis"], state=DOWN, seconds=30),
-            "poison": lambda key: poison(service, key, statement_timeout=args.statement_timeout),
-        }
-        for scenario in args.only or SCENARIOS:
-            tenant_id, key = tenants[scenario]
-            print(f"{time.strftime('%H:%M:%S')} {scenario}...", flush=True)
-            outcome = runs[scenario](key)
-            check(outcome, tenant_id)
-            print(f"{time.strftime('%H:%M:%S')} {scenario}: {outcome.row}", flush=True)
-            outcomes.append(outcome)
+        names = [f"Faults {scenario}" for scenario in SCENARIOS]
+        with running_service(DATABASE, names, worker_db_delay=args.worker_db_delay) as (service, keyed):
+            tenants = dict(zip(SCENARIOS, keyed, strict=True))
+            runs = {
+                "worker-kill": lambda key: worker_kill(service, key),
+                "postgres-restart": lambda key: outage(
+                    service, key, "postgres-restart", proxies=["db", "db-worker"], state=DOWN, seconds=25
+                ),
+                "broker-down": lambda key: outage(
+                    service, key, "broker-down", proxies=["broker"], state=DOWN, seconds=54
+                ),
+                "broker-hang": lambda key: outage(
+                    service, key, "broker-hang", proxies=["broker"], state=HUNG, seconds=30
+                ),
+                "broker-hang-reset": lambda key: outage(
+                    service, key, "broker-hang-reset", proxies=["broker"], state=HUNG, seconds=30, reset=True
+                ),
+                "redis-down": lambda key: outage(service, key, "redis-down", proxies=["redis"], state=DOWN, seconds=30),
+                "poison": lambda key: poison(service, key, statement_timeout=args.statement_timeout),
+            }
+            for scenario in args.only or SCENARIOS:
+                tenant_id, key = tenants[scenario]
+                print(f"{time.strftime('%H:%M:%S')} {scenario}...", flush=True)
+                outcome = runs[scenario](key)
+                check(outcome, tenant_id)
+                print(f"{time.strftime('%H:%M:%S')} {scenario}: {outcome.row}", flush=True)
+                outcomes.append(outcome)
     finally:
-        service.stop_all()
-        stop_redis()
         if outcomes:
             print_table(outcomes)
 

@@ -76,7 +76,7 @@ def reports_republish(report_ids: list) -> int:
     return _send(claimed)
 
 
-def reports_unpublish(report_ids: list) -> None:
+def _give_back(report_ids: list) -> None:
     """Give these reports back to the outbox: the relay sends their messages."""
     Report.objects.filter(pk__in=report_ids).update(published_at=None)
 
@@ -98,7 +98,7 @@ def _send(report_ids: list) -> int:
         except Exception:
             _broker_failed_at = time.monotonic()
             logger.warning("could not send report %s to the broker; the relay will", report_id, exc_info=True)
-            reports_unpublish(report_ids[sent:])
+            _give_back(report_ids[sent:])
             return sent
     _broker_failed_at = None
     return len(report_ids)

@@ -19,21 +19,11 @@ from marketplace import selectors, tasks
 from marketplace.celery import app as celery_app
 from marketplace.models import Report
 from marketplace.services import admission, outbox, reports_requeue_stuck, runs
-from tests import grid
 from tests.errors import assert_error
+from tests.factories import five_day_order_body
 
 REPORTS = "/api/v1/reports/"
 QUOTES = "/api/v1/quotes/"
-
-
-def order_body() -> dict:
-    return {
-        "product": "footfall",
-        "geometry": grid.geojson(grid.square(0, 0, 4, 4)),
-        "start": "2026-03-27T00:00:00+01:00",
-        "end": "2026-04-01T00:00:00+02:00",
-        "granularity": "day",
-    }
 
 
 @pytest.fixture
@@ -51,7 +41,7 @@ def broker_down(monkeypatch):
 
 def order(api, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        response = api.post(REPORTS, order_body(), format="json")
+        response = api.post(REPORTS, five_day_order_body(), format="json")
     assert response.status_code == 201, response.content
     return Report.objects.get(pk=response.json()["id"])
 
@@ -251,7 +241,7 @@ def every_admission_slot_taken(db, settings):
 
 def test_an_order_or_quote_past_the_admission_slots_is_a_503_at_once(api, city, every_admission_slot_taken):
     for path in (REPORTS, QUOTES):
-        response = api.post(path, order_body(), format="json")
+        response = api.post(path, five_day_order_body(), format="json")
 
         assert_error(response, 503, "service_busy", error_type="server_error")
         assert response["Retry-After"] == "2"
@@ -264,7 +254,7 @@ def test_an_order_is_refused_while_the_service_has_as_many_reports_waiting_as_it
     order(api, django_capture_on_commit_callbacks)
     settings.MAX_REPORTS_IN_PROGRESS_SERVICE_WIDE = 1
 
-    response = api.post(REPORTS, order_body(), format="json")
+    response = api.post(REPORTS, five_day_order_body(), format="json")
 
     assert_error(response, 503, "service_busy", error_type="server_error")
     assert Report.objects.count() == 1
@@ -273,8 +263,8 @@ def test_an_order_is_refused_while_the_service_has_as_many_reports_waiting_as_it
 def test_a_slot_is_given_back_when_the_order_is_refused(api, city, settings):
     settings.ORDER_ADMISSION_SLOTS = 1
 
-    refused = api.post(REPORTS, {**order_body(), "granularity": "fortnight"}, format="json")
-    placed = api.post(REPORTS, order_body(), format="json")
+    refused = api.post(REPORTS, five_day_order_body(granularity="fortnight"), format="json")
+    placed = api.post(REPORTS, five_day_order_body(), format="json")
 
     assert (refused.status_code, placed.status_code) == (400, 201)
 
