@@ -10,13 +10,16 @@ duration_seconds, values released and withheld).
 
 For each report it prints the engine's time (footfall_result, dwell_result and the others as
 a worker runs them, with the current ReleasePolicy, in a process of its own, the median of
-the timed runs), the SQL floor (the minimal hand-written query over the released table the
-engine's planner reads, insights_<kind>_released or its _day/_week rollup, run with psycopg),
-DuckDB over the same released hourly values (exported from PostgreSQL to Parquet once per
+the timed runs), the floor over the packed layout (one statement fetching, in binary, the
+packed rows of the area's cells and months the report needs from insights_<kind>_released or
+its _day rollup, and decoding and summing their values with numpy: the least any report over
+this layout does), DuckDB over the same released hourly values (exported from PostgreSQL to Parquet once per
 release, cell shares computed once in PostGIS, buckets in Europe/Berlin with DuckDB's
 built-in ICU), the engine process's peak RSS, and whether all three return the same numbers:
 the sums per bucket and per cell, per bucket and dwell band, per home region, per bucket and
-zone pair. It also reports the load rates and checks the targets.
+zone pair (the SQL side of that check is one statement over the views that unpack the packed
+rows, untimed). It also reports the load rates, the bytes stored per published value and
+checks the targets.
 
 It uses a database of its own per size (footfall_bench_s, _m, _l), which holds one seed at a
 time, and keeps its files in var/bench/.
@@ -38,6 +41,7 @@ from zoneinfo import ZoneInfo
 
 import django
 import duckdb
+import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -67,7 +71,8 @@ FASTER_THAN_DUCKDB = 3.0
 WITHIN_SQL_FLOOR = 1.2
 MAX_GROWTH = 1.3
 MAX_WORKER_RSS_MB = 300
-MIN_LOAD_ROWS_PER_S = 500_000
+MIN_LOAD_ROWS_PER_S = 1_000_000
+MAX_BYTES_PER_VALUE = 8
 
 # The cells of an area with the share of each inside it, as the engine weighs them; materialized,
 # so that each cell's share is computed once rather than again for each of its rows.
@@ -80,31 +85,76 @@ SHARES = """
         FROM insights_cell c JOIN area ON ST_Intersects(c.geometry, area.g)
     )
 """
-# Per table of published values the engine's planner may read (insights_<kind>_released and
-# its local day and week rollups): its suffix, its bucket column, its period filter and how
-# many hourly values a row sums.
+# Per table of published values the engine's planner may read (insights_<kind>_released or
+# its local day rollup), unpacked by its view (insights_<kind>_released_hours or _days): its
+# suffix, its bucket column per granularity, its period filter and how many hourly values a row sums.
 FLOOR_SOURCES = {
-    "hour": ("", "t.hour", "t.hour >= %(start)s AND t.hour < %(end)s", "1"),
-    "day": ("_day", "t.day", "t.day >= %(start_day)s AND t.day < %(end_day)s", "t.hours"),
-    "week": ("_week", "t.week", "t.week >= %(start_day)s AND t.week < %(end_day)s", "t.hours"),
+    "hour": ("_hours", {"hour": "t.hour"}, "t.hour >= %(start)s AND t.hour < %(end)s", "1"),
+    "day": (
+        "_days",
+        {"day": "t.day", "week": "date_trunc('week', t.day)::date"},
+        "t.day >= %(start_day)s AND t.day < %(end_day)s",
+        "t.hours",
+    ),
 }
 # The release of each dataset version up to the report's, under the current policy: what the engine reads.
 RELEASED = "t.policy_id = %(policy)s AND t.dataset_version_id <= %(version)s"
 FLOOR_FILTER = f"s.share >= %(min_share)s AND {RELEASED}"
+# The packed columns a report over each source fetches (insights/packing.py).
+PACKED = {"hour": ("", "t.published_hours, t.published_values"), "day": ("_day", "t.days, t.day_sums, t.day_hours")}
+PACKED_KIND = {"footfall": "presence", "compare": "presence", "dwell": "dwell", "catchment": "home"}
 
 
 def released(kind: str, suffix: str = "") -> str:
     return f"insights_{kind}_released{suffix}"
 
 
-def floor_sql(product: str, source: str) -> str:
-    """The least SQL any correct implementation runs for the product's result, in one statement:
+def packed_floor_sql(product: str, source: str) -> str:
+    """The least any report over the packed layout reads, in one statement: the packed rows of
+    the area's cells (or zones) and months, under the policy, of the segments the product sums."""
+    suffix, columns = PACKED[source]
+    months = "t.month >= %(first_month)s AND t.month < %(end_month)s"
+    if product == "od-matrix":
+        return (
+            f"SELECT t.origin_id, t.destination, {columns} FROM {released('trips', suffix)} t"
+            f" WHERE t.origin_id = ANY(%(zones)s) AND t.destination = ANY(%(zones)s) AND {months} AND {RELEASED}"
+        )
+    kind = PACKED_KIND[product]
+    segments = " AND t.age_band = 0 AND t.gender = 0" if kind == "presence" else ""
+    return (
+        f"WITH {SHARES} SELECT t.cell_id, s.share, {columns}"
+        f" FROM {released(kind, suffix)} t JOIN shares s USING (cell_id) WHERE {months} AND {FLOOR_FILTER}{segments}"
+    )
+
+
+def packed_floor(rows: list[tuple], source: str) -> float:
+    """What the floor does with its rows: decode every published value and sum it weighted
+    (numpy; no buckets, no result document). Returns the weighted sum, so the work is not skipped."""
+    from insights.packing import daily_values, hourly_values
+
+    if not rows:
+        return 0.0
+    weights = [row[1] for row in rows]
+    packed = [row[2:] for row in rows]
+    if source == "hour":
+        index, _, value = hourly_values([row[0] for row in packed], [row[1] for row in packed])
+    else:
+        index, _, value, _ = daily_values(*([row[column] for row in packed] for column in range(3)))
+    if isinstance(weights[0], float):
+        return float((value * np.asarray(weights)[index]).sum())
+    return float(value.sum())
+
+
+def check_sql(product: str, source: str, granularity: str) -> str:
+    """The product's sums in one statement over the unpacking views (untimed: the check of the
+    engine's numbers, beside DuckDB's):
     footfall, the area's sums per bucket and per cell (for the map); dwell, those of
     everyone and the sums per bucket and band; catchment, those of everyone and the sums per
     home region over the period; od-matrix, the trips per bucket and pair of the zones. All of
     them over published values only, each sum with what a result states of its accuracy: how
     many hourly values were published, weighted by the cells' shares and not."""
-    suffix, bucket, period, hours = FLOOR_SOURCES[source]
+    suffix, buckets, period, hours = FLOOR_SOURCES[source]
+    bucket = buckets.get(granularity, buckets[source])
     published = f"sum({hours} * s.share), sum({hours})"
     if product == "footfall":
         return (
@@ -154,7 +204,7 @@ def duckdb_sql(product: str, granularity: str) -> str:
     zones by region id, as in PostgreSQL."""
     bucket = {"hour": "p.hour", "day": "date_trunc('day', p.hour)", "week": "date_trunc('week', p.hour)"}[granularity]
     period = "p.hour >= $start::TIMESTAMPTZ AND p.hour < $end::TIMESTAMPTZ"
-    published = "sum(s.share), count(*)"  # what a result states of its accuracy, as in floor_sql
+    published = "sum(s.share), count(*)"  # what a result states of its accuracy, as in check_sql
     if product == "footfall":
         return (
             f"SELECT epoch({bucket}) AS bucket, p.cell_id, sum(p.visits * s.share), {published}"
@@ -287,6 +337,8 @@ def main() -> None:
     django.setup()
     load_lines, load_rate = load(database, presence_csv, places)
     lines += load_lines
+    storage = stored_bytes(database)
+    lines += storage_lines(storage)
     store, duckdb_lines = duckdb_store(database, size=size.name, seed=args.seed)
     lines += duckdb_lines
     outcomes = [
@@ -298,7 +350,7 @@ def main() -> None:
         "",
         *outcome_lines(outcomes),
         "",
-        *verdict_lines(outcomes, size=size.name, seed=args.seed, load_rate=load_rate),
+        *verdict_lines(outcomes, size=size.name, seed=args.seed, load_rate=load_rate, storage=storage),
     ]
     results_save(outcomes, size=size.name, seed=args.seed)
     print("\n".join(lines))
@@ -422,7 +474,7 @@ def load(database: str, presence_csv: Path, places: dict[str, Path]) -> tuple[li
             # Leave the tables as autovacuum would (hint bits, visibility map, statistics of the new
             # cells too), so that it does not do so during the timings.
             with psycopg.connect(conninfo(database), autocommit=True) as bench:
-                tables = ", ".join([kind.table, *(released(kind.name, suffix) for suffix in ("", "_day", "_week"))])
+                tables = ", ".join([kind.table, *(released(kind.name, suffix) for suffix in ("", "_day"))])
                 bench.execute(f"VACUUM (ANALYZE) insights_cell, {tables}")
     return lines + release_lines(releases), rates["presence"]
 
@@ -441,6 +493,59 @@ def release_lines(releases: list) -> list[str]:
             f"  {kind.name:<9} {release.duration_seconds:>6.1f} s {release.values:>11,}"
             f" {release.released:>11,} {release.withheld_below_k:>10,} {release.withheld_complementary:>10,}"
             f" {share:>23.1%}" + ("" if built_now else "  (built by an earlier run)")
+        )
+    return lines + [""]
+
+
+def stored_bytes(database: str) -> dict[str, dict]:
+    """Per kind, the bytes on disk (tables, TOAST and indexes) of its loaded aggregates and of its
+    release under the current policy (the packed hourly table and the day rollup), with the values
+    each holds."""
+    from insights.models import Release
+    from insights.selectors import current_release_policy
+
+    policy = current_release_policy()
+    found = {}
+    with psycopg.connect(conninfo(database)) as connection:
+
+        def size_of(table: str) -> int:
+            partitions = "SELECT inhrelid FROM pg_inherits WHERE inhparent = %(table)s::regclass"
+            return connection.execute(
+                f"SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::bigint FROM"
+                f" (SELECT %(table)s::regclass AS relid UNION ALL {partitions}) tables",
+                {"table": table},
+            ).fetchone()[0]
+
+        for kind in KINDS.values():
+            releases = Release.objects.filter(policy=policy, dataset_version__kind=kind.name)
+            if not releases.exists():
+                continue
+            found[kind.name] = {
+                "raw_bytes": size_of(kind.table),
+                "raw_values": sum(release.values for release in releases),
+                "hourly_bytes": size_of(released(kind.name)),
+                "day_bytes": size_of(released(kind.name, "_day")),
+                "released_bytes": size_of(released(kind.name)) + size_of(released(kind.name, "_day")),
+                "released_values": sum(release.released for release in releases),
+                "rows": connection.execute(f"SELECT count(*) FROM {released(kind.name)}").fetchone()[0],
+            }
+    return found
+
+
+def storage_lines(storage: dict[str, dict]) -> list[str]:
+    lines = [
+        "Storage (tables, TOAST and indexes; per value: per published value of the release, per loaded row of the"
+        " aggregates):",
+        f"  {'kind':<9} {'release':>10} {'hourly':>10} {'day':>9} {'published':>12} {'per value':>9}"
+        f" {'values/row':>10} {'aggregates':>11} {'per row':>8}",
+    ]
+    for kind, stored in storage.items():
+        values = max(stored["released_values"], 1)
+        lines.append(
+            f"  {kind:<9} {stored['released_bytes'] / 1e6:>7.1f} MB {stored['hourly_bytes'] / 1e6:>7.1f} MB"
+            f" {stored['day_bytes'] / 1e6:>6.1f} MB {stored['released_values']:>12,}"
+            f" {stored['released_bytes'] / values:>7.2f} B {stored['released_values'] / max(stored['rows'], 1):>10.1f}"
+            f" {stored['raw_bytes'] / 1e6:>8.1f} MB {stored['raw_bytes'] / max(stored['raw_values'], 1):>6.1f} B"
         )
     return lines + [""]
 
@@ -488,7 +593,7 @@ def released_parquet(database: str, kind: str, path: Path) -> int:
     names = [name.strip() for name in columns.split(",")]
     selected = ", ".join("extract(epoch FROM hour)::bigint" if name == "hour" else name for name in names)
     policy = current_release_policy().pk
-    query = f"SELECT {selected} FROM {released(kind)} WHERE policy_id = {policy} AND {where} ORDER BY 1, 2"
+    query = f"SELECT {selected} FROM {released(kind, '_hours')} WHERE policy_id = {policy} AND {where} ORDER BY 1, 2"
     buffer = bytearray()
     with psycopg.connect(conninfo(database)) as connection, connection.cursor() as cursor:
         with cursor.copy(f"COPY ({query}) TO STDOUT (FORMAT csv)") as copy:
@@ -567,6 +672,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
         "end": end,
         "start_day": start.astimezone(zone).date(),
         "end_day": end.astimezone(zone).date(),
+        **packed_months(source, start, end, zone),
         "version": version,
         "policy": policy,
         "zones": list(zones),
@@ -597,11 +703,15 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
         duck.register("area_zones", pa.table({"zone": pa.array(list(zones), pa.int16())}))
         duck.execute("CREATE TEMP TABLE zones AS SELECT * FROM area_zones")
         duck.execute(f"SET TimeZone = '{TIME_ZONE}'")
-        floor_query, duckdb_query = floor_sql(report.product, source), duckdb_sql(report.product, report.granularity)
+        floor_query = packed_floor_sql(report.product, source)
+        duckdb_query = duckdb_sql(report.product, report.granularity)
         duckdb_parameters = {"start": start.isoformat(), "end": end.isoformat()}
+        floor_rows = floor.execute(check_sql(report.product, source, report.granularity), floor_parameters).fetchall()
         for run in range(runs + 1):  # the first is a warm-up
             engine_s = engine.time_report()
-            floor_s, floor_rows = timed(lambda: floor.execute(floor_query, floor_parameters).fetchall())
+            floor_s, _ = timed(
+                lambda: packed_floor(floor.execute(floor_query, floor_parameters, binary=True).fetchall(), source)
+            )
             duckdb_s, duckdb_rows = timed(lambda: duck.execute(duckdb_query, duckdb_parameters).fetchall())
             if run:
                 times["engine"].append(engine_s)
@@ -652,6 +762,14 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
             for other in ("floor", "duckdb")
         ),
     )
+
+
+def packed_months(source: str, start: dt.datetime, end: dt.datetime, zone: ZoneInfo) -> dict:
+    """The packed months a report reads: UTC months of the hourly table, local ones of the day rollup."""
+    if source == "hour":
+        first = start.astimezone(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        return {"first_month": first, "end_month": end}
+    return {"first_month": start.astimezone(zone).date().replace(day=1), "end_month": end.astimezone(zone).date()}
 
 
 def region_codes_by_id() -> dict[int, str]:
@@ -780,11 +898,22 @@ def milliseconds(seconds: float) -> str:
     return f"{seconds * 1000:,.1f} ms"
 
 
-def verdict_lines(outcomes: list[Outcome], *, size: str, seed: int, load_rate: float) -> list[str]:
+def verdict_lines(
+    outcomes: list[Outcome], *, size: str, seed: int, load_rate: float, storage: dict[str, dict]
+) -> list[str]:
     def verdict(met: bool, text: str) -> str:
         return f"  [{'met' if met else 'MISSED'}] {text}"
 
     lines = ["Targets:"]
+    for kind, stored in storage.items():
+        per_value = stored["released_bytes"] / max(stored["released_values"], 1)
+        lines.append(
+            verdict(
+                per_value <= MAX_BYTES_PER_VALUE,
+                f"{kind}: ≤ {MAX_BYTES_PER_VALUE} bytes per published value, indexes and day rollup included:"
+                f" {per_value:.2f}",
+            )
+        )
     for outcome in outcomes:
         faster = outcome.duckdb_s / outcome.engine_s
         near_floor = outcome.engine_s / outcome.floor_s

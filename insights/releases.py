@@ -14,8 +14,8 @@ pair and hour), whether it is published and as what:
 3. a published value is the value plus optional sticky noise (seeded by a secret and by what
    the value counts, never by who asks), rounded to a base.
 
-Published values go to insights_<kind>_released (hourly, by UTC month) and its local day and
-week rollups; withheld values are not stored there at all. Reports read nothing else, so what
+Published values go to insights_<kind>_released (hourly, by UTC month) and its local day
+rollup, packed (insights/packing.py); withheld values are not stored there at all. Reports read nothing else, so what
 any set of reports shows is a function of the published values (docs/privacy.md).
 """
 
@@ -29,6 +29,13 @@ from django.db import connection, transaction
 
 from insights.kinds import KINDS, AggregateKind, RegionCodes
 from insights.models import Coverage, DatasetVersion, Region, Release, ReleasePolicy
+from insights.packing import (
+    PACKED_DAY_HOURS_SQL,
+    PACKED_DAYS_SQL,
+    PACKED_HOURS_SQL,
+    PACKED_SUMS_SQL,
+    PACKED_VALUES_SQL,
+)
 from insights.partitions import attach, month_start, months, next_month, partition, partitions
 from insights.segments import ALL
 
@@ -118,7 +125,7 @@ def release_build(*, version: DatasetVersion, policy: ReleasePolicy) -> Release:
 def release_analyze(*, kind: AggregateKind) -> None:
     """Fresh planner statistics for the released tables, after new releases."""
     with connection.cursor() as cursor:
-        for suffix in ("", "_day", "_week"):
+        for suffix in ("", "_day"):
             cursor.execute(f"ANALYZE {released_table(kind)}{suffix}")
 
 
@@ -297,16 +304,19 @@ def _publish(
     table = released_table(kind)
     target = table if attached else partition(table, month)
     if not attached:
-        cursor.execute(f"CREATE TABLE {target} (LIKE {table} INCLUDING CONSTRAINTS)")
+        # Rows up to 3 kB (a month's hours) stay inline and uncompressed: read without detoasting.
+        cursor.execute(f"CREATE TABLE {target} (LIKE {table} INCLUDING CONSTRAINTS) WITH (toast_tuple_target = 8160)")
     place, segments = kind.place_key, ", ".join(kind.segments)
     cursor.execute(
-        f"INSERT INTO {target} ({place}, hour, {segments}, {kind.value}, dataset_version_id, policy_id)"
-        f" SELECT {place}, hour, {segments}, published, %(version)s, %(policy)s FROM release_work"
-        f" WHERE withheld IS NULL ORDER BY {place}, hour",  # stored in key order: an area's hours sit on few pages
-        {"version": version.pk, "policy": policy.pk},
+        f"INSERT INTO {target} (month, {place}, {segments}, dataset_version_id, policy_id,"
+        f" published_hours, published_values)"
+        f" SELECT %(month)s, {place}, {segments}, %(version)s, %(policy)s, {PACKED_HOURS_SQL}, {PACKED_VALUES_SQL}"
+        f" FROM (SELECT {place}, hour, {segments}, published AS value FROM release_work WHERE withheld IS NULL) w"
+        f" GROUP BY {place}, {segments} ORDER BY {place}, {segments}",  # in key order: an area's rows sit on few pages
+        {"version": version.pk, "policy": policy.pk, "month": month_start(month)},
     )
     if not attached:
-        cursor.execute(f"ALTER TABLE {target} ADD PRIMARY KEY ({kind.key}, policy_id)")
+        cursor.execute(f"ALTER TABLE {target} ADD PRIMARY KEY ({_packed_key(kind)})")
         attach(cursor, table, month)
     if kind.in_grid:
         _register_cells(cursor)
@@ -344,19 +354,21 @@ def _cover(cursor) -> None:
 
 
 def _roll_up(cursor, kind: AggregateKind, *, version: DatasetVersion, policy: ReleasePolicy) -> None:
-    """The published values per local day and week; a day split between two UTC months is summed here."""
+    """The published values per local day, packed per local month; a day split between two UTC
+    months is summed here. Weeks are summed from the days."""
     table, place, segments = released_table(kind), kind.place_key, ", ".join(kind.segments)
-    ids = {"version": version.pk, "policy": policy.pk}
     cursor.execute(
-        f"INSERT INTO {table}_day ({place}, day, {segments}, {kind.value}, hours, dataset_version_id, policy_id)"
-        f" SELECT {place}, day, {segments}, sum(value), sum(hours), %(version)s, %(policy)s FROM release_days"
-        f" GROUP BY {place}, day, {segments} ORDER BY {place}, day",  # in key order: an area's days sit on few pages
-        ids,
+        f"INSERT INTO {table}_day ({place}, month, {segments}, dataset_version_id, policy_id,"
+        f" days, day_sums, day_hours)"
+        f" SELECT {place}, date_trunc('month', day)::date, {segments}, %(version)s, %(policy)s,"
+        f"  {PACKED_DAYS_SQL}, {PACKED_SUMS_SQL}, {PACKED_DAY_HOURS_SQL}"
+        f" FROM (SELECT {place}, day, {segments}, sum(value) AS value, sum(hours) AS hours FROM release_days"
+        f"       GROUP BY {place}, day, {segments}) days"
+        # in key order: an area's rows sit on few pages
+        f" GROUP BY {place}, 2, {segments} ORDER BY {place}, 2, {segments}",
+        {"version": version.pk, "policy": policy.pk},
     )
-    cursor.execute(
-        f"INSERT INTO {table}_week ({place}, week, {segments}, {kind.value}, hours, dataset_version_id, policy_id)"
-        f" SELECT {place}, date_trunc('week', day)::date, {segments}, sum({kind.value}), sum(hours),"
-        f"  %(version)s, %(policy)s FROM {table}_day WHERE dataset_version_id = %(version)s AND policy_id = %(policy)s"
-        f" GROUP BY {place}, 2, {segments} ORDER BY {place}, 2",
-        ids,
-    )
+
+
+def _packed_key(kind: AggregateKind) -> str:
+    return f"{kind.place_key}, month, {', '.join(kind.segments)}, policy_id, dataset_version_id"

@@ -3,21 +3,23 @@
 import contextlib
 import datetime as dt
 import itertools
-import math
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from functools import partial
 from zoneinfo import ZoneInfo
 
+import numpy as np
 from django.conf import settings
 from django.contrib.gis.db.models.functions import Transform
 from django.contrib.gis.geos import GEOSGeometry
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, Max
 
 from insights.buckets import buckets, local_midnight
 from insights.kinds import PRESENCE, TRIPS, AggregateKind
 from insights.models import DatasetVersion, Region, ReleasePolicy, RetentionMark
+from insights.packing import HOURS_PER_ROW, daily_values, hourly_values
+from insights.partitions import month_start, months, next_month
 from insights.releases import noise_key
 
 # The cells an area covers, each weighted by the share of the cell inside the area.
@@ -139,68 +141,19 @@ def area_cells(*, geometry: GEOSGeometry) -> AreaCells:
     return AreaCells(area_km2=area_km2, covered_km2=covered_km2, cell_count=cell_count)
 
 
-# Where a report's numbers come from: the coarsest table of published values that answers it
-# exactly. Rollups are kept per local day and week of ROLLUP_TIME_ZONE only.
-# Per source: the table's suffix, the period filter, the bucket for hour and coarser, and how
-# many hourly values a row sums.
-_SOURCES = {
-    "hour": (
-        "",
-        "t.hour >= %(start)s AND t.hour < %(end)s",
-        {"hour": "t.hour", "day": "date_trunc(%(granularity)s, t.hour, %(time_zone)s)"},
-        "1",
-    ),
-    # Rollups give local dates; they become instants in Python, once per bucket, not per row.
-    "day": (
-        "_day",
-        "t.day >= %(start_day)s AND t.day < %(end_day)s",
-        {"day": "date_trunc(%(granularity)s, t.day)::date"},
-        "t.hours",
-    ),
-    "week": (
-        "_week",
-        "t.week >= %(start_day)s AND t.week < %(end_day)s",
-        {"day": "t.week"},
-        "t.hours",
-    ),
-}
 # Reports read published values only: the release of each dataset version up to the report's,
 # under one policy.
 _RELEASED = "t.policy_id = %(policy)s AND t.dataset_version_id <= %(version)s"
-PROGRESS_STEPS = 20
-CELL_HOURS_PER_STEP = 2_000_000
-
-
-def _bucket_reading(
-    source: str, granularity: str, bucket_starts: list[dt.datetime], zone: ZoneInfo
-) -> tuple[str, Callable[[object], dt.datetime]]:
-    """The SQL of a row's bucket, and how the value it returns becomes the bucket's start.
-    Hours come back as epoch seconds (parsing thousands of timestamps costs more than the
-    sums); days and weeks as local dates, each one's midnight computed once. A day read from
-    the day sums is its own bucket, with nothing to truncate."""
-    buckets_by_kind = _SOURCES[source][2]
-    if source == "day" and granularity == "day":
-        bucket = "t.day"
-    else:
-        bucket = buckets_by_kind["hour" if granularity == "hour" else "day"]
-    if source == "hour":
-        by_epoch = {int(bucket_start.timestamp()): bucket_start for bucket_start in bucket_starts}
-        return f"date_part('epoch', {bucket})::bigint", by_epoch.__getitem__
-    midnights: dict[dt.date, dt.datetime] = {}
-
-    def start_of(day: dt.date) -> dt.datetime:
-        if day not in midnights:
-            midnights[day] = local_midnight(day, zone)
-        return midnights[day]
-
-    return bucket, start_of
+# Packed rows fetched per round trip: about 3 kB each, so a batch is a few MB whatever the area.
+ROWS_PER_FETCH = 2000
 
 
 def presence_source(*, granularity: str, time_zone: str) -> str:
-    """'hour', 'day' or 'week': the table a report of this granularity and zone reads."""
+    """'hour' or 'day': the table a report of this granularity and zone reads. The day rollup is
+    kept per local day of ROLLUP_TIME_ZONE only; weeks and months are summed from its days."""
     if time_zone != settings.ROLLUP_TIME_ZONE or granularity == "hour":
         return "hour"
-    return "week" if granularity == "week" else "day"
+    return "day"
 
 
 @dataclass(frozen=True)
@@ -225,6 +178,105 @@ class Sums:
     cells: list[tuple[str, float]]
 
 
+class _Totals:
+    """Sums of packed values per (bucket, group), as arrays: a group is a segment-code tuple,
+    a zone pair, or a cell."""
+
+    def __init__(self, *, buckets: int, groups: int):
+        self.buckets, self.groups = buckets, groups
+        self.value, self.weight, self.count = (np.zeros(buckets * groups) for _ in range(3))
+
+    def add(self, *, bucket: np.ndarray, group: np.ndarray, value: np.ndarray, count: np.ndarray, share) -> None:
+        """A batch of published values (or day sums), each with its bucket (-1: outside the
+        period), group, hours counted and share of its place inside the area."""
+        inside = bucket >= 0
+        key = bucket[inside] * self.groups + group[inside]
+        count, share, size = count[inside], share[inside], self.buckets * self.groups
+        self.value += np.bincount(key, weights=value[inside] * share, minlength=size)
+        self.weight += np.bincount(key, weights=count * share, minlength=size)
+        self.count += np.bincount(key, weights=count, minlength=size)
+
+    def released(self, flat: int) -> Released:
+        if not self.count[flat]:
+            return Released()
+        return Released(float(self.value[flat]), float(self.weight[flat]), int(self.count[flat]))
+
+    def by_bucket(self, bucket_keys: list, group_keys: list[tuple]) -> dict[tuple, Released]:
+        """{(bucket key, *group key): Released} where something was published, by bucket then group."""
+        found = {}
+        for flat in np.flatnonzero(self.count):
+            bucket, group = divmod(int(flat), self.groups)
+            found[(bucket_keys[bucket], *group_keys[group])] = self.released(flat)
+        return found
+
+
+@dataclass(frozen=True)
+class _Period:
+    """A report's period and buckets: which bucket each stored hour or local day falls in."""
+
+    start: dt.datetime
+    end: dt.datetime
+    starts: list[dt.datetime]  # each bucket's start
+    zone: ZoneInfo
+
+    @classmethod
+    def of(cls, start, end, granularity: str, zone: ZoneInfo, *, over_period: bool) -> "_Period":
+        if over_period:
+            return cls(start=start, end=end, starts=[start], zone=zone)
+        starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
+        return cls(start=start, end=end, starts=starts, zone=zone)
+
+    def bucket_of(self, instants: np.ndarray) -> np.ndarray:
+        """The bucket of each instant (epoch seconds); -1 outside [start, end)."""
+        edges = np.array([bucket_start.timestamp() for bucket_start in self.starts])
+        found = np.searchsorted(edges, instants, side="right") - 1
+        found[(instants < self.start.timestamp()) | (instants >= self.end.timestamp())] = -1
+        return found
+
+    def hour_buckets(self, month: dt.date) -> np.ndarray:
+        """The bucket of each hour of a packed UTC month."""
+        return self.bucket_of(month_start(month).timestamp() + 3600.0 * np.arange(HOURS_PER_ROW))
+
+    def day_buckets(self, month: dt.date) -> np.ndarray:
+        """The bucket of each day of a packed local month, by its local midnight."""
+        days = [month + dt.timedelta(days=offset) for offset in range(31)]
+        return self.bucket_of(np.array([local_midnight(day, self.zone).timestamp() for day in days]))
+
+    def months(self, source: str) -> list[dt.date]:
+        """The packed months the period touches: UTC months, or local months for the day rollup."""
+        if source == "hour":
+            return months(self.start, self.end)
+        first = self.start.astimezone(self.zone).date().replace(day=1)
+        last = (self.end - dt.timedelta(microseconds=1)).astimezone(self.zone).date().replace(day=1)
+        found = [first]
+        while found[-1] < last:
+            found.append(next_month(found[-1]))
+        return found
+
+
+def _packed_rows(sql: str, params: dict) -> Iterator[list[tuple]]:
+    """The statement's rows in batches, through a server-side cursor in binary: packed values
+    arrive as bytes, and memory stays bounded whatever the area."""
+    connection.ensure_connection()
+    with transaction.atomic(), connection.connection.cursor(name="packed_rows", binary=True) as cursor:
+        cursor.execute(sql, params)
+        while batch := cursor.fetchmany(ROWS_PER_FETCH):
+            yield batch
+
+
+def _decoded(period: _Period, *, source: str, month: dt.date, packed: list[tuple]) -> tuple[np.ndarray, ...]:
+    """The published values of a batch of packed rows of a month: (row index, bucket, value,
+    hours counted), each value in the bucket its hour or day falls in (-1: outside the period)."""
+    if source == "hour":
+        index, hours, value = hourly_values([row[0] for row in packed], [row[1] for row in packed])
+        return index, period.hour_buckets(month)[hours], value.astype(float), np.ones(len(value))
+    index, days, value, count = daily_values(*([row[column] for row in packed] for column in range(3)))
+    return index, period.day_buckets(month)[days], value.astype(float), count.astype(float)
+
+
+_PACKED_COLUMNS = {"hour": "t.published_hours, t.published_values", "day": "t.days, t.day_sums, t.day_hours"}
+
+
 def cell_hour_sums(
     *,
     kind: AggregateKind,
@@ -246,97 +298,67 @@ def cell_hour_sums(
     up to `version` under policy `policy`) per local time bucket and segment (a segment
     column not broken down is 0, all) and, with_cells, everyone's per cell over the whole
     period. with_everyone: everyone's sums per bucket too (segment codes all 0), from the same
-    scan as the breakdowns'. over_period: one bucket, the whole period, keyed by its start.
+    read as the breakdowns'. over_period: one bucket, the whole period, keyed by its start.
 
-    The area's cells are weighed once; the period is then summed in up to PROGRESS_STEPS
-    chunks of whole buckets, reporting the fraction done after each. Buckets and cells come
-    from the same scan (grouping sets).
+    The area's cells are weighed once; the packed rows (insights/packing.py) are then read a
+    month at a time, decoded and summed with numpy, reporting the fraction done after each month.
     """
-    # A segment broken down reads its specific rows (code > 0), the other its total (0): a
-    # constant, so it is not grouped by (hashing it cost a fifth of a whole metro's scan).
-    grouped = [name for name in kind.segments if name in breakdowns]
-    columns = "".join(f", t.{name}" for name in grouped)
-    full_codes = _full_codes(kind, grouped)
-    everyone = " AND ".join(f"t.{name} = 0" for name in kind.segments)
-    segments = " AND ".join(f"t.{name} {'>' if name in breakdowns else '='} 0" for name in kind.segments)
-    # A cell's sum is everyone's: beside the breakdowns, it leaves the segments' rows out. An
-    # aggregate written twice is computed once.
     source = source or presence_source(granularity=granularity, time_zone=time_zone)
-    suffix, period, _, hours = _SOURCES[source]
-    published = [f"sum(t.{kind.value} * c.share)", f"sum({hours} * c.share)", f"sum({hours})"]
-    cell_published = published
+    everyone = (0,) * len(kind.segments)
+    labels = kind.labels() if breakdowns else {}
+    codes = [range(1, len(labels[name])) if name in breakdowns else [0] for name in kind.segments]
+    group_keys = ([everyone] if with_everyone or not breakdowns else []) + (
+        list(itertools.product(*codes)) if breakdowns else []
+    )
+    groups = {key: index for index, key in enumerate(group_keys)}
+    everyone_only = " AND ".join(f"t.{name} = 0" for name in kind.segments)
+    segments = " AND ".join(f"t.{name} {'>' if name in breakdowns else '='} 0" for name in kind.segments)
     if breakdowns and with_everyone:
-        segments = f"(({everyone}) OR ({segments}))"
-        cell_published = [f"{aggregate} FILTER (WHERE {everyone})" for aggregate in published]
-    grouping = f"GROUPING SETS ((bucket{columns}), (t.cell_id))" if with_cells else f"bucket{columns}"
-    table = f"{kind.table}_released{suffix} t"
-    zone = ZoneInfo(time_zone)
-    bucket_starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
-    bucket, start_of = _bucket_reading(source, granularity, bucket_starts, zone)
-    if over_period:
-        bucket, start_of = "0", lambda _: start
-    by_bucket: dict[tuple, Released] = {}
-    by_cell: dict[int, Released] = {}
+        segments = f"(({everyone_only}) OR ({segments}))"
+    period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=over_period)
+    width = 1 + len(kind.segments)  # a row: the cell, its segment codes, then the packed columns
+    sql = (
+        f"SELECT t.cell_id, {', '.join(f't.{name}' for name in kind.segments)}, {_PACKED_COLUMNS[source]}"
+        f" FROM {kind.table}_released{'' if source == 'hour' else '_day'} t JOIN report_cells c USING (cell_id)"
+        f" WHERE t.month = %(month)s AND {segments} AND {_RELEASED}"
+    )
     with report_area(geometry) as area:
-        cursor = area.cursor
-        chunks = _chunks(bucket_starts, end, places=len(area.cells), source=source)
-        for done, (chunk_start, chunk_end) in enumerate(chunks, start=1):
-            cursor.execute(
-                f"SELECT {bucket} AS bucket{columns}, {'t.cell_id' if with_cells else 'NULL'},"
-                f" {', '.join(published)}, {', '.join(cell_published)}"
-                f" FROM {table} JOIN report_cells c USING (cell_id)"
-                f" WHERE {period} AND {segments} AND {_RELEASED}"
-                f" GROUP BY {grouping}",
-                {
-                    "start": chunk_start,
-                    "end": chunk_end,
-                    "start_day": chunk_start.astimezone(zone).date(),
-                    "end_day": chunk_end.astimezone(zone).date(),
-                    "granularity": granularity,
-                    "time_zone": time_zone,
-                    "version": version,
-                    "policy": policy,
-                },
-            )
-            nothing = Released()
-            for bucket_start, *codes, cell, value, weight, count, cell_value, cell_weight, cell_count in cursor:
-                if cell is None:
-                    # Chunks hold whole buckets; over the period, each adds its part.
-                    key = (start_of(bucket_start), *full_codes(codes))
-                    by_bucket[key] = by_bucket.get(key, nothing) + Released(value, weight, count)
-                elif cell_count:
-                    by_cell[cell] = by_cell.get(cell, nothing) + Released(cell_value, cell_weight, cell_count)
+        places = {cell: index for index, (cell, _, _) in enumerate(area.cells)}
+        shares = {cell: share for cell, _, share in area.cells}
+        totals = _Totals(buckets=len(period.starts), groups=len(groups))
+        cells = _Totals(buckets=1, groups=len(places))  # everyone's per cell over the period
+        months_read = period.months(source)
+        for done, month in enumerate(months_read, start=1):
+            month_key = month_start(month) if source == "hour" else month
+            for rows in _packed_rows(sql, {"month": month_key, "version": version, "policy": policy}):
+                rows = [row for row in rows if tuple(row[1:width]) in groups]
+                if not rows:
+                    continue
+                index, bucket, value, count = _decoded(
+                    period, source=source, month=month, packed=[row[width:] for row in rows]
+                )
+                share = np.array([shares[row[0]] for row in rows])[index]
+                group = np.array([groups[tuple(row[1:width])] for row in rows])[index]
+                totals.add(bucket=bucket, group=group, value=value, count=count, share=share)
+                if with_cells:
+                    chosen = np.array([tuple(row[1:width]) == everyone for row in rows])[index]
+                    place = np.array([places[row[0]] for row in rows])[index]
+                    cells.add(
+                        bucket=np.where(bucket[chosen] >= 0, 0, -1),
+                        group=place[chosen],
+                        value=value[chosen],
+                        count=count[chosen],
+                        share=share[chosen],
+                    )
             if on_progress:
-                on_progress(done / len(chunks))
+                on_progress(done / len(months_read))
     return Sums(
-        by_bucket=by_bucket,
-        by_cell=[(code, share, by_cell.get(cell, Released())) for cell, code, share in area.cells]
+        by_bucket=totals.by_bucket(period.starts, group_keys),
+        by_cell=[(code, share, cells.released(index)) for index, (_, code, share) in enumerate(area.cells)]
         if with_cells
         else [],
         cells=[(code, share) for _, code, share in area.cells],
     )
-
-
-def _full_codes(kind: AggregateKind, grouped: list[str]) -> Callable[[list], tuple]:
-    """A row's codes of the grouped segments as the codes of all the kind's segments, in order:
-    a segment not grouped is read as its total, 0."""
-    if len(grouped) == len(kind.segments):
-        return tuple
-    positions = [grouped.index(name) + 1 if name in grouped else 0 for name in kind.segments]
-    return lambda codes: tuple((0, *codes)[position] for position in positions)
-
-
-def _chunks(
-    bucket_starts: list[dt.datetime], end: dt.datetime, *, places: int, source: str
-) -> list[tuple[dt.datetime, dt.datetime]]:
-    """The period in runs of whole buckets, one statement and one progress step each.
-
-    Steps cost a statement each: only hourly reads of many place-hours are worth watching.
-    """
-    place_hours = places * (end - bucket_starts[0]) / dt.timedelta(hours=1)
-    steps = min(PROGRESS_STEPS, math.ceil(place_hours / CELL_HOURS_PER_STEP)) if source == "hour" else 1
-    step = math.ceil(len(bucket_starts) / max(steps, 1))
-    return list(itertools.pairwise(bucket_starts[::step] + [end]))
 
 
 def trip_sums(
@@ -353,39 +375,36 @@ def trip_sums(
     """Published trips between the zones (region ids) per local time bucket: (bucket start,
     origin, destination): trips and how many zone-pair-hours were published, in that order.
 
-    Only pairs with published trips in a bucket appear."""
+    Only pairs with published trips in a bucket appear, by bucket, origin and destination."""
     source = presence_source(granularity=granularity, time_zone=time_zone)
-    suffix, period, _, hours = _SOURCES[source]
-    zone = ZoneInfo(time_zone)
-    bucket_starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
-    bucket, start_of = _bucket_reading(source, granularity, bucket_starts, zone)
-    chunks = _chunks(bucket_starts, end, places=len(zones) ** 2, source=source)
-    sums = {}
-    with connection.cursor() as cursor:
-        for done, (chunk_start, chunk_end) in enumerate(chunks, start=1):
-            cursor.execute(
-                f"SELECT {bucket} AS bucket, t.origin_id, t.destination, sum(t.trips), sum({hours})"
-                f" FROM {TRIPS.table}_released{suffix} t"
-                f" WHERE t.origin_id = ANY(%(zones)s) AND t.destination = ANY(%(zones)s)"
-                f" AND {period} AND {_RELEASED}"
-                f" GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
-                {
-                    "zones": list(zones),
-                    "start": chunk_start,
-                    "end": chunk_end,
-                    "start_day": chunk_start.astimezone(zone).date(),
-                    "end_day": chunk_end.astimezone(zone).date(),
-                    "granularity": granularity,
-                    "time_zone": time_zone,
-                    "version": version,
-                    "policy": policy,
-                },
-            )
-            for bucket_start, origin, destination, trips, count in cursor.fetchall():
-                sums[(start_of(bucket_start), origin, destination)] = Released(int(trips), count, count)
-            if on_progress:
-                on_progress(done / len(chunks))
-    return sums
+    period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=False)
+    pairs = sorted(itertools.product(zones, zones))
+    groups = {pair: index for index, pair in enumerate(pairs)}
+    totals = _Totals(buckets=len(period.starts), groups=len(pairs))
+    suffix = "" if source == "hour" else "_day"
+    months_read = period.months(source)
+    for done, month in enumerate(months_read, start=1):
+        sql = (
+            f"SELECT t.origin_id, t.destination, {_PACKED_COLUMNS[source]} FROM {TRIPS.table}_released{suffix} t"
+            f" WHERE t.origin_id = ANY(%(zones)s) AND t.destination = ANY(%(zones)s)"
+            f" AND t.month = %(month)s AND {_RELEASED}"
+        )
+        params = {
+            "zones": list(zones),
+            "month": month_start(month) if source == "hour" else month,
+            "version": version,
+            "policy": policy,
+        }
+        for rows in _packed_rows(sql, params):
+            index, bucket, value, count = _decoded(period, source=source, month=month, packed=[row[2:] for row in rows])
+            group = np.array([groups[(origin, destination)] for origin, destination, *_ in rows])[index]
+            totals.add(bucket=bucket, group=group, value=value, count=count, share=np.ones(len(value)))
+        if on_progress:
+            on_progress(done / len(months_read))
+    return {
+        key: Released(int(round(published.value)), published.count, published.count)
+        for key, published in totals.by_bucket(period.starts, pairs).items()
+    }
 
 
 def regions_by_code(codes: Collection[str]) -> dict[str, Region]:

@@ -233,7 +233,7 @@ def retention_cutoff() -> dt.datetime:
 
 def aggregates_retain(*, before: dt.datetime) -> dict[str, RetentionSummary]:
     """Drop every whole UTC month that ends on or before `before`, of every kind, with the
-    rollup days and weeks that started before the first hour kept."""
+    rollup days that started before the first hour kept."""
     return {name: _retain(kind, before=before) for name, kind in KINDS.items()}
 
 
@@ -251,12 +251,21 @@ def _retain(kind: AggregateKind, *, before: dt.datetime) -> RetentionSummary:
             if month in released_months:
                 cursor.execute(f"DROP TABLE {partition(released_table(kind), month)}")
         retained_from = month_start(next_month(old_months[-1]))
-        # A rollup day or week that began before the cut holds hours that are gone.
-        for table, column in ((f"{released_table(kind)}_day", "day"), (f"{released_table(kind)}_week", "week")):
-            cursor.execute(
-                f"DELETE FROM {table} WHERE ({column}::timestamp AT TIME ZONE %(zone)s) < %(cut)s",
-                {"zone": settings.ROLLUP_TIME_ZONE, "cut": retained_from},
-            )
+        # A rollup day that began before the cut holds hours that are gone: a packed month loses
+        # its leading days (insights/packing.py), and is deleted when none is left.
+        day_table = f"{released_table(kind)}_day"
+        before_cut = "((month + {day})::timestamp AT TIME ZONE %(zone)s) < %(cut)s"
+        cursor.execute(
+            f"UPDATE {day_table} t SET days = substring(t.days FROM cut.days + 1),"
+            f" day_sums = substring(t.day_sums FROM 8 * cut.days + 1),"
+            f" day_hours = substring(t.day_hours FROM cut.days + 1)"
+            f" FROM (SELECT ctid AS row, (SELECT count(*) FROM generate_series(0, length(days) - 1) i"
+            f"        WHERE {before_cut.format(day='get_byte(days, i)')})::int AS days"
+            f"       FROM {day_table} WHERE {before_cut.format(day='0')}) cut"
+            f" WHERE t.ctid = cut.row AND cut.days > 0",
+            {"zone": settings.ROLLUP_TIME_ZONE, "cut": retained_from},
+        )
+        cursor.execute(f"DELETE FROM {day_table} WHERE length(days) = 0")
         RetentionMark.objects.update_or_create(kind=kind.name, defaults={"retained_from": retained_from})
     return RetentionSummary(dropped_months=old_months, retained_from=retained_from)
 

@@ -24,12 +24,12 @@ def labels_of(kind_name: str) -> dict[str, tuple]:
 
 
 def published(kind_name: str, *, policy: int | None = None, version: int | None = None, period: str = "hour") -> dict:
-    """The rows of insights_<kind>_released (period "hour") or its rollup (period "day" or
-    "week"), as {(place id, hour or date, *segment labels): value}; rollups as
+    """The values of insights_<kind>_released (period "hour") or its day rollup (period "day", or
+    "week": its days summed per week), one per row as the views unpack them, as {(place id, hour or date, *segment labels): value}; rollups as
     {key: (value, hours)}. Rows of several versions or policies can share a key: ask for one."""
     kind = KINDS[kind_name]
     labels = kind.labels()
-    suffix = "" if period == "hour" else f"_{period}"
+    view = "hours" if period == "hour" else "days"
     extra = ", hours" if period != "hour" else ""
     where, params = [], []
     if policy is not None:
@@ -38,11 +38,14 @@ def published(kind_name: str, *, policy: int | None = None, version: int | None 
     if version is not None:
         where.append("dataset_version_id = %s")
         params.append(version)
+    when = "date_trunc('week', day)::date" if period == "week" else ("hour" if period == "hour" else "day")
+    values = f"sum({kind.value}), sum(hours)" if period == "week" else f"{kind.value}{extra}"
+    group = f" GROUP BY {kind.place_key}, 2, {', '.join(kind.segments)}" if period == "week" else ""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {kind.place_key}, {period}, {', '.join(kind.segments)}, {kind.value}{extra}"
-            f" FROM {kind.table}_released{suffix}"
-            f" {'WHERE ' + ' AND '.join(where) if where else ''}",
+            f"SELECT {kind.place_key}, {when}, {', '.join(kind.segments)}, {values}"
+            f" FROM {kind.table}_released_{view}"
+            f" {'WHERE ' + ' AND '.join(where) if where else ''}{group}",
             params,
         )
         rows = cursor.fetchall()

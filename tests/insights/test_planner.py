@@ -7,10 +7,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.contrib.gis.geos import MultiPolygon
 
-from insights import selectors
 from insights.models import DatasetVersion
 from insights.reports import Query, footfall_result
-from insights.selectors import PROGRESS_STEPS, current_release_policy, presence_source, presence_totals
+from insights.selectors import current_release_policy, presence_source, presence_totals
 from tests import grid
 from tests.conftest import CITY_CELLS, city_visits
 from tests.insights.conftest import published
@@ -56,7 +55,7 @@ def totals(granularity, version, *, source=None, start=START, end=END, time_zone
         ("hour", "Europe/Berlin", "hour"),
         ("day", "Europe/Berlin", "day"),
         ("month", "Europe/Berlin", "day"),
-        ("week", "Europe/Berlin", "week"),
+        ("week", "Europe/Berlin", "day"),
         ("day", "America/New_York", "hour"),
         ("week", "Asia/Kolkata", "hour"),
     ],
@@ -65,7 +64,7 @@ def test_the_planner_reads_rollups_only_in_their_own_zone(granularity, time_zone
     assert presence_source(granularity=granularity, time_zone=time_zone) == source
 
 
-@pytest.mark.parametrize("granularity, rollup", [("day", "day"), ("week", "week"), ("month", "day")])
+@pytest.mark.parametrize("granularity, rollup", [("day", "day"), ("week", "day"), ("month", "day")])
 def test_a_rollup_gives_the_same_numbers_as_the_hours(month_of_data, granularity, rollup):
     _, version = month_of_data
     start, end = (
@@ -153,12 +152,12 @@ def test_a_report_pinned_to_a_version_reads_only_its_part_of_a_shared_day(db, tm
     assert published("presence", version=second, period="day") == {day_row: (12 * 20, 12)}
 
 
-def hourly_progress(version) -> list[float]:
+def hourly_progress(version, *, start=START, end=END) -> list[float]:
     fractions = []
     presence_totals(
         geometry=MultiPolygon(grid.square(0, 0, 2, 2), srid=4326),
-        start=START,
-        end=END,
+        start=start,
+        end=end,
         granularity="hour",
         time_zone="Europe/Berlin",
         version=version,
@@ -168,17 +167,14 @@ def hourly_progress(version) -> list[float]:
     return fractions
 
 
-def test_a_large_hourly_read_reports_progress_in_steps_up_to_one(month_of_data, monkeypatch):
-    _, version = month_of_data
-    monkeypatch.setattr(selectors, "CELL_HOURS_PER_STEP", 100)  # 4 cells x 672 hours: 27 steps' worth
-
-    fractions = hourly_progress(version)
-
-    assert len(fractions) == PROGRESS_STEPS
-    assert fractions == sorted(fractions) and fractions[-1] == 1.0
-
-
-def test_a_small_read_is_one_statement(month_of_data):
+def test_an_hourly_read_reports_progress_after_each_month_up_to_one(month_of_data):
     _, version = month_of_data
 
-    assert hourly_progress(version) == [1.0]
+    # 16 March to 13 April: the packed UTC months of March and April
+    assert hourly_progress(version) == [0.5, 1.0]
+
+
+def test_a_read_within_one_month_is_one_step(month_of_data):
+    _, version = month_of_data
+
+    assert hourly_progress(version, start=START, end=START + dt.timedelta(days=7)) == [1.0]

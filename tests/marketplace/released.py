@@ -17,7 +17,7 @@ def published_presence() -> dict[tuple[int, dt.datetime], int]:
     a withheld value is absent."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT cell_id, hour, visits FROM insights_presence_released"
+            "SELECT cell_id, hour, visits FROM insights_presence_released_hours"
             " WHERE policy_id = %s AND age_band = 0 AND gender = 0",
             [current_release_policy().pk],
         )

@@ -313,7 +313,7 @@ def withheld_values(policy: int) -> int:
         withheld = 0
         for kind in KINDS.values():
             cursor.execute(
-                f"SELECT count(*) FROM {kind.table} raw WHERE NOT EXISTS (SELECT 1 FROM {kind.table}_released r"
+                f"SELECT count(*) FROM {kind.table} raw WHERE NOT EXISTS (SELECT 1 FROM {kind.table}_released_hours r"
                 f" WHERE r.policy_id = %s AND {' AND '.join(f'r.{c} = raw.{c}' for c in kind.key.split(', '))})",
                 [policy],
             )
