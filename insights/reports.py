@@ -20,7 +20,15 @@ from django.contrib.gis.geos import GEOSGeometry
 from insights.buckets import HOUR, buckets
 from insights.kinds import DWELL, HOME, PRESENCE, TRIPS, AggregateKind, Metric
 from insights.models import ReleasePolicy
-from insights.selectors import Released, cell_hour_sums, dataset_sources, region_names_by_id, report_area, trip_sums
+from insights.selectors import (
+    Released,
+    Sums,
+    cell_hour_sums,
+    dataset_sources,
+    region_names_by_id,
+    report_area,
+    trip_sums,
+)
 
 NOT_RELEASED = "not_released"  # none of the values the number sums was published
 
@@ -135,19 +143,19 @@ def _cell_hour_result(
     labels = kind.labels()
     coverage = sum(share for _, share in sums.cells)  # the area in cells: what a bucket's hours are weighed by
     everyone = (0,) * len(kind.segments)
-    rows = functools.partial(_rows, kind, labels, sums.by_bucket, periods, stamps, metric=metric, coverage=coverage)
+    rows = functools.partial(_rows, kind, labels, sums, stamps, metric=metric, coverage=coverage)
     result = {
         **_head(query, product=product, metric=metric, kind=kind),
         "breakdowns": list(breakdowns),
         "series": rows(segments=[everyone]),
     }
     counted = Counted(cell_hours=len(sums.cells) * query.hours, coverage=coverage * query.hours)
-    counted.add_everyone(sums.by_bucket, everyone)
+    counted.add_everyone(sums, everyone)
     if breakdowns:
         codes = [range(1, len(labels[name])) if name in breakdowns else [0] for name in kind.segments]
         segments = list(itertools.product(*codes))
         result["segments"] = rows(segments=segments)
-        counted.add_breakdowns(sums.by_bucket, segments)
+        counted.add_breakdowns(sums, segments)
     if with_cells:
         result["cells"] = [
             {"cell": code, "share": round(share, 6), **_value(metric, published)}
@@ -203,16 +211,14 @@ class Counted:
     breakdown_values: int = 0
     breakdown_values_released: int = 0
 
-    def add_everyone(self, sums: dict[tuple, Released], everyone: tuple) -> None:
-        for key, published in sums.items():
-            if key[1:] == everyone:
-                self.cell_hours_released += published.count
-                self.released_weight += published.weight
+    def add_everyone(self, sums: Sums, everyone: tuple) -> None:
+        _, weights, counts = sums.column(everyone)
+        self.cell_hours_released += sum(counts)
+        self.released_weight += sum(weights)
 
-    def add_breakdowns(self, sums: dict[tuple, Released], segments: list[tuple]) -> None:
-        wanted = set(segments)
+    def add_breakdowns(self, sums: Sums, segments: list[tuple]) -> None:
         self.breakdown_values += self.cell_hours * len(segments)
-        self.breakdown_values_released += sum(published.count for key, published in sums.items() if key[1:] in wanted)
+        self.breakdown_values_released += sum(sum(sums.column(codes)[2]) for codes in segments)
 
     def summary(self, policy: ReleasePolicy, result: dict) -> dict:
         numbers = [row for part in ("series", "segments", "cells", "regions", "flows") for row in result.get(part, [])]
@@ -253,8 +259,7 @@ def _bucket_stamps(periods: list[tuple[dt.datetime, dt.datetime]], tz: ZoneInfo)
 def _rows(
     kind: AggregateKind,
     labels_by_code: dict[str, tuple],
-    sums: dict[tuple, Released],
-    periods: list[tuple[dt.datetime, dt.datetime]],
+    sums: Sums,
     stamps: list[tuple[str, str, int]],
     *,
     metric: Metric,
@@ -264,23 +269,30 @@ def _rows(
     """One row per bucket and segment (a tuple of segment codes), bucket by bucket: the
     published values' sum, and the share of the bucket's cell-hours that were published."""
     labelled = [
-        (codes, {name: labels_by_code[name][code] for name, code in zip(kind.segments, codes, strict=True)})
+        (
+            {name: labels_by_code[name][code] for name, code in zip(kind.segments, codes, strict=True)},
+            sums.column(codes),
+        )
         for codes in segments
     ]
-    rows = []
-    nothing = Released()
-    for (bucket_start, _), (start_text, end_text, hours) in zip(periods, stamps, strict=True):
-        for codes, labels in labelled:
-            published = sums.get((bucket_start, *codes), nothing)
-            rows.append(_row(start_text, end_text, hours, labels, metric, published, coverage * hours))
-    return rows
+    return [
+        _row(start_text, end_text, hours, labels, metric, values[bucket], weights[bucket], counts[bucket], coverage)
+        for bucket, (start_text, end_text, hours) in enumerate(stamps)
+        for labels, (values, weights, counts) in labelled
+    ]
 
 
-def _row(start: str, end: str, hours: int, labels: dict, metric: Metric, published: Released, coverage: float) -> dict:
-    row = {"start": start, "end": end, "hours": hours, **labels, **_value(metric, published)}
-    row["released_share"] = round(published.weight / coverage, 4) if coverage else 0.0
-    row["suppressed"] = not published.count
-    row["suppressed_reason"] = None if published.count else NOT_RELEASED
+def _row(
+    start: str, end: str, hours: int, labels: dict, metric: Metric, value: float, weight: float, count: int, coverage
+) -> dict:
+    """A bucket's row: coverage is the area in cells, weighed by the bucket's hours here."""
+    number = round(value) if count else None
+    row = {"start": start, "end": end, "hours": hours, **labels, metric.name: number}
+    if metric.deprecated:
+        row[metric.deprecated] = number
+    row["released_share"] = round(weight / (coverage * hours), 4) if coverage else 0.0
+    row["suppressed"] = not count
+    row["suppressed_reason"] = None if count else NOT_RELEASED
     return row
 
 
@@ -427,7 +439,7 @@ def od_matrix_result(query: Query, *, on_progress: Callable[[float], None] | Non
     for (bucket_start, origin, destination), published in sums.items():
         start_text, end_text, hours = stamps[bucket_start]
         labels = {"origin": zones[origin][0], "destination": zones[destination][0]}
-        flow = _row(start_text, end_text, hours, labels, metric, published, hours)
+        flow = _row(start_text, end_text, hours, labels, metric, published.value, published.weight, published.count, 1)
         del flow["suppressed"], flow["suppressed_reason"]  # only published flows are listed
         flows.append(flow)
         pairs[(origin, destination)] = pairs.get((origin, destination), Released()) + published

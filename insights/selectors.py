@@ -2,13 +2,14 @@
 
 import contextlib
 import datetime as dt
+import functools
 import itertools
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
-from functools import partial
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import psycopg
 from django.conf import settings
 from django.contrib.gis.db.models.functions import Transform
 from django.contrib.gis.geos import GEOSGeometry
@@ -171,11 +172,40 @@ class Released:
 
 @dataclass(frozen=True)
 class Sums:
-    by_bucket: dict[tuple, Released]  # (bucket start, *segment codes): what was published
+    """Published values summed per bucket and group (a tuple of segment codes), as arrays of
+    shape (buckets, groups), and everyone's per cell over the period."""
+
+    buckets: list[dt.datetime]  # each bucket's start
+    groups: list[tuple]  # each group's segment codes
+    value: np.ndarray
+    weight: np.ndarray
+    count: np.ndarray
     # with_cells: (cell code, share inside the area, everyone's published values over the period), by code
     by_cell: list[tuple[str, float, Released]]
     # (cell code, share inside the area) of every cell the area covers, by code
     cells: list[tuple[str, float]]
+
+    @property
+    def by_bucket(self) -> dict[tuple, Released]:
+        """{(bucket start, *segment codes): Released} where something was published, by bucket then group."""
+        found = {}
+        for bucket, group in zip(*np.nonzero(self.count), strict=True):
+            found[(self.buckets[bucket], *self.groups[group])] = Released(
+                float(self.value[bucket, group]), float(self.weight[bucket, group]), int(self.count[bucket, group])
+            )
+        return found
+
+    def column(self, codes: tuple) -> tuple[list[float], list[float], list[int]]:
+        """One group's value, weight and count per bucket, as lists (zeros: nothing published)."""
+        if codes not in self.groups:
+            zeros = [0] * len(self.buckets)
+            return zeros, zeros, zeros
+        group = self.groups.index(codes)
+        return (
+            self.value[:, group].tolist(),
+            self.weight[:, group].tolist(),
+            self.count[:, group].astype(np.int64).tolist(),
+        )
 
 
 class _Totals:
@@ -201,13 +231,9 @@ class _Totals:
             return Released()
         return Released(float(self.value[flat]), float(self.weight[flat]), int(self.count[flat]))
 
-    def by_bucket(self, bucket_keys: list, group_keys: list[tuple]) -> dict[tuple, Released]:
-        """{(bucket key, *group key): Released} where something was published, by bucket then group."""
-        found = {}
-        for flat in np.flatnonzero(self.count):
-            bucket, group = divmod(int(flat), self.groups)
-            found[(bucket_keys[bucket], *group_keys[group])] = self.released(flat)
-        return found
+    def shaped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """value, weight and count as (buckets, groups) arrays."""
+        return tuple(part.reshape(self.buckets, self.groups) for part in (self.value, self.weight, self.count))
 
 
 @dataclass(frozen=True)
@@ -226,26 +252,29 @@ class _Period:
         starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
         return cls(start=start, end=end, starts=starts, zone=zone)
 
+    @functools.cached_property
+    def _edges(self) -> np.ndarray:
+        return np.array([bucket_start.timestamp() for bucket_start in self.starts])
+
     def bucket_of(self, instants: np.ndarray) -> np.ndarray:
         """The bucket of each instant (epoch seconds); -1 outside [start, end)."""
-        edges = np.array([bucket_start.timestamp() for bucket_start in self.starts])
-        found = np.searchsorted(edges, instants, side="right") - 1
+        found = np.searchsorted(self._edges, instants, side="right") - 1
         found[(instants < self.start.timestamp()) | (instants >= self.end.timestamp())] = -1
         return found
 
-    def hour_buckets(self, month: dt.date) -> np.ndarray:
-        """The bucket of each hour of a packed UTC month."""
-        return self.bucket_of(month_start(month).timestamp() + 3600.0 * np.arange(HOURS_PER_ROW))
-
-    def day_buckets(self, month: dt.date) -> np.ndarray:
-        """The bucket of each day of a packed local month, by its local midnight."""
+    def buckets_of_month(self, source: str, month: dt.datetime | dt.date) -> np.ndarray:
+        """The bucket of each hour of a packed UTC month (its first instant), or of each day of a
+        packed local month (its first day), by the day's local midnight."""
+        if source == "hour":
+            return self.bucket_of(month.timestamp() + 3600.0 * np.arange(HOURS_PER_ROW))
         days = [month + dt.timedelta(days=offset) for offset in range(31)]
         return self.bucket_of(np.array([local_midnight(day, self.zone).timestamp() for day in days]))
 
-    def months(self, source: str) -> list[dt.date]:
-        """The packed months the period touches: UTC months, or local months for the day rollup."""
+    def months(self, source: str) -> list[dt.datetime | dt.date]:
+        """The packed months the period touches, as stored: UTC months' first instants, or the
+        first days of local months for the day rollup."""
         if source == "hour":
-            return months(self.start, self.end)
+            return [month_start(month) for month in months(self.start, self.end)]
         first = self.start.astimezone(self.zone).date().replace(day=1)
         last = (self.end - dt.timedelta(microseconds=1)).astimezone(self.zone).date().replace(day=1)
         found = [first]
@@ -254,24 +283,35 @@ class _Period:
         return found
 
 
-def _packed_rows(sql: str, params: dict) -> Iterator[list[tuple]]:
-    """The statement's rows in batches, through a server-side cursor in binary: packed values
-    arrive as bytes, and memory stays bounded whatever the area."""
+def _packed_rows(sql: str, params: dict, *, expected_rows: int) -> Iterator[list[tuple]]:
+    """The statement's rows, in binary (packed values arrive as bytes): at once when they are
+    few, else in batches through a server-side cursor, so memory stays bounded whatever the area."""
     connection.ensure_connection()
+    if expected_rows <= ROWS_PER_FETCH:
+        # Django's cursors bind on the client, which gives text results only.
+        with psycopg.Cursor(connection.connection) as cursor:
+            yield cursor.execute(sql, params, binary=True).fetchall()
+        return
     with transaction.atomic(), connection.connection.cursor(name="packed_rows", binary=True) as cursor:
         cursor.execute(sql, params)
         while batch := cursor.fetchmany(ROWS_PER_FETCH):
             yield batch
 
 
-def _decoded(period: _Period, *, source: str, month: dt.date, packed: list[tuple]) -> tuple[np.ndarray, ...]:
-    """The published values of a batch of packed rows of a month: (row index, bucket, value,
-    hours counted), each value in the bucket its hour or day falls in (-1: outside the period)."""
+def _decoded(period: _Period, *, source: str, rows: list[tuple], first: int) -> tuple[np.ndarray, ...]:
+    """The published values of a batch of packed rows (month, ..., packed columns from `first`):
+    (row index, bucket, value, hours counted), each value in the bucket its hour or day falls in
+    (-1: outside the period)."""
+    month_of_row, lookups = [], {}
+    for row in rows:
+        month_of_row.append(lookups.setdefault(row[0], len(lookups)))
+    lookup = np.stack([period.buckets_of_month(source, month) for month in lookups])
+    month_of_row = np.array(month_of_row)
     if source == "hour":
-        index, hours, value = hourly_values([row[0] for row in packed], [row[1] for row in packed])
-        return index, period.hour_buckets(month)[hours], value.astype(float), np.ones(len(value))
-    index, days, value, count = daily_values(*([row[column] for row in packed] for column in range(3)))
-    return index, period.day_buckets(month)[days], value.astype(float), count.astype(float)
+        index, hours, value = hourly_values([row[first] for row in rows], [row[first + 1] for row in rows])
+        return index, lookup[month_of_row[index], hours], value.astype(float), np.ones(len(value))
+    index, days, value, count = daily_values(*([row[first + column] for row in rows] for column in range(3)))
+    return index, lookup[month_of_row[index], days], value.astype(float), count.astype(float)
 
 
 _PACKED_COLUMNS = {"hour": "t.published_hours, t.published_values", "day": "t.days, t.day_sums, t.day_hours"}
@@ -300,8 +340,9 @@ def cell_hour_sums(
     period. with_everyone: everyone's sums per bucket too (segment codes all 0), from the same
     read as the breakdowns'. over_period: one bucket, the whole period, keyed by its start.
 
-    The area's cells are weighed once; the packed rows (insights/packing.py) are then read a
-    month at a time, decoded and summed with numpy, reporting the fraction done after each month.
+    The area's cells are weighed once; the packed rows (insights/packing.py) are then decoded
+    and summed with numpy: in one statement when they are few, else a month at a time,
+    reporting the fraction done after each month.
     """
     source = source or presence_source(granularity=granularity, time_zone=time_zone)
     everyone = (0,) * len(kind.segments)
@@ -316,49 +357,69 @@ def cell_hour_sums(
     if breakdowns and with_everyone:
         segments = f"(({everyone_only}) OR ({segments}))"
     period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=over_period)
-    width = 1 + len(kind.segments)  # a row: the cell, its segment codes, then the packed columns
     sql = (
-        f"SELECT t.cell_id, {', '.join(f't.{name}' for name in kind.segments)}, {_PACKED_COLUMNS[source]}"
-        f" FROM {kind.table}_released{'' if source == 'hour' else '_day'} t JOIN report_cells c USING (cell_id)"
-        f" WHERE t.month = %(month)s AND {segments} AND {_RELEASED}"
+        f"SELECT t.month, t.cell_id, {', '.join(f't.{name}' for name in kind.segments)}, {_PACKED_COLUMNS[source]}"
+        f" FROM {kind.table}_released{'' if source == 'hour' else '_day'} t"
+        f" WHERE t.cell_id = ANY(%(cells)s) AND t.month >= %(first)s AND t.month <= %(last)s"
+        f" AND {segments} AND {_RELEASED}"
     )
+    first = 2 + len(kind.segments)  # a row: its month, cell and segment codes, then the packed columns
     with report_area(geometry) as area:
-        places = {cell: index for index, (cell, _, _) in enumerate(area.cells)}
-        shares = {cell: share for cell, _, share in area.cells}
         totals = _Totals(buckets=len(period.starts), groups=len(groups))
-        cells = _Totals(buckets=1, groups=len(places))  # everyone's per cell over the period
-        months_read = period.months(source)
-        for done, month in enumerate(months_read, start=1):
-            month_key = month_start(month) if source == "hour" else month
-            for rows in _packed_rows(sql, {"month": month_key, "version": version, "policy": policy}):
-                rows = [row for row in rows if tuple(row[1:width]) in groups]
-                if not rows:
-                    continue
-                index, bucket, value, count = _decoded(
-                    period, source=source, month=month, packed=[row[width:] for row in rows]
+        cells = _Totals(buckets=1, groups=len(area.cells))  # everyone's per cell over the period
+        for rows in _read_by_month(
+            sql,
+            period,
+            source,
+            places=area.ids,
+            groups=len(groups),
+            on_progress=on_progress,
+            params={"version": version, "policy": policy},
+        ):
+            rows = [row for row in rows if tuple(row[2:first]) in groups]
+            if not rows:
+                continue
+            index, bucket, value, count = _decoded(period, source=source, rows=rows, first=first)
+            share = np.array([area.shares[row[1]] for row in rows])[index]
+            group = np.array([groups[tuple(row[2:first])] for row in rows])[index]
+            totals.add(bucket=bucket, group=group, value=value, count=count, share=share)
+            if with_cells:
+                chosen = np.array([tuple(row[2:first]) == everyone for row in rows])[index]
+                place = np.array([area.places[row[1]] for row in rows])[index]
+                cells.add(
+                    bucket=np.where(bucket[chosen] >= 0, 0, -1),
+                    group=place[chosen],
+                    value=value[chosen],
+                    count=count[chosen],
+                    share=share[chosen],
                 )
-                share = np.array([shares[row[0]] for row in rows])[index]
-                group = np.array([groups[tuple(row[1:width])] for row in rows])[index]
-                totals.add(bucket=bucket, group=group, value=value, count=count, share=share)
-                if with_cells:
-                    chosen = np.array([tuple(row[1:width]) == everyone for row in rows])[index]
-                    place = np.array([places[row[0]] for row in rows])[index]
-                    cells.add(
-                        bucket=np.where(bucket[chosen] >= 0, 0, -1),
-                        group=place[chosen],
-                        value=value[chosen],
-                        count=count[chosen],
-                        share=share[chosen],
-                    )
-            if on_progress:
-                on_progress(done / len(months_read))
+    value, weight, count = totals.shaped()
     return Sums(
-        by_bucket=totals.by_bucket(period.starts, group_keys),
+        buckets=period.starts,
+        groups=group_keys,
+        value=value,
+        weight=weight,
+        count=count,
         by_cell=[(code, share, cells.released(index)) for index, (_, code, share) in enumerate(area.cells)]
         if with_cells
         else [],
         cells=[(code, share) for _, code, share in area.cells],
     )
+
+
+def _read_by_month(
+    sql: str, period: _Period, source: str, *, places: list[int], groups: int, params: dict, on_progress
+) -> Iterator[list[tuple]]:
+    """The packed rows of the period's months: in one statement if they are few, else a month
+    per statement, reporting the fraction done after each."""
+    months_read = period.months(source)
+    expected_rows = len(places) * groups * len(months_read)
+    steps = [months_read] if expected_rows <= ROWS_PER_FETCH else [[month] for month in months_read]
+    for done, step in enumerate(steps, start=1):
+        read = {**params, "cells": places, "first": step[0], "last": step[-1]}
+        yield from _packed_rows(sql, read, expected_rows=expected_rows // len(steps))
+        if on_progress:
+            on_progress(done / len(steps))
 
 
 def trip_sums(
@@ -381,29 +442,28 @@ def trip_sums(
     pairs = sorted(itertools.product(zones, zones))
     groups = {pair: index for index, pair in enumerate(pairs)}
     totals = _Totals(buckets=len(period.starts), groups=len(pairs))
-    suffix = "" if source == "hour" else "_day"
-    months_read = period.months(source)
-    for done, month in enumerate(months_read, start=1):
-        sql = (
-            f"SELECT t.origin_id, t.destination, {_PACKED_COLUMNS[source]} FROM {TRIPS.table}_released{suffix} t"
-            f" WHERE t.origin_id = ANY(%(zones)s) AND t.destination = ANY(%(zones)s)"
-            f" AND t.month = %(month)s AND {_RELEASED}"
-        )
-        params = {
-            "zones": list(zones),
-            "month": month_start(month) if source == "hour" else month,
-            "version": version,
-            "policy": policy,
-        }
-        for rows in _packed_rows(sql, params):
-            index, bucket, value, count = _decoded(period, source=source, month=month, packed=[row[2:] for row in rows])
-            group = np.array([groups[(origin, destination)] for origin, destination, *_ in rows])[index]
-            totals.add(bucket=bucket, group=group, value=value, count=count, share=np.ones(len(value)))
-        if on_progress:
-            on_progress(done / len(months_read))
+    sql = (
+        f"SELECT t.month, t.origin_id, t.destination, {_PACKED_COLUMNS[source]}"
+        f" FROM {TRIPS.table}_released{'' if source == 'hour' else '_day'} t"
+        f" WHERE t.origin_id = ANY(%(cells)s) AND t.destination = ANY(%(cells)s)"
+        f" AND t.month >= %(first)s AND t.month <= %(last)s AND {_RELEASED}"
+    )
+    params = {"version": version, "policy": policy}
+    for rows in _read_by_month(
+        sql, period, source, places=list(zones), groups=len(zones), params=params, on_progress=on_progress
+    ):
+        if not rows:
+            continue
+        index, bucket, value, count = _decoded(period, source=source, rows=rows, first=3)
+        group = np.array([groups[(origin, destination)] for _, origin, destination, *_ in rows])[index]
+        totals.add(bucket=bucket, group=group, value=value, count=count, share=np.ones(len(value)))
+    _, _, count = totals.shaped()
+    trips = totals.value.reshape(count.shape)
     return {
-        key: Released(int(round(published.value)), published.count, published.count)
-        for key, published in totals.by_bucket(period.starts, pairs).items()
+        (period.starts[bucket], *pairs[pair]): Released(
+            int(round(trips[bucket, pair])), int(count[bucket, pair]), int(count[bucket, pair])
+        )
+        for bucket, pair in zip(*np.nonzero(count), strict=True)
     }
 
 
@@ -453,43 +513,43 @@ def cell_hour_totals(**query) -> dict[tuple, Released]:
 
 @dataclass(frozen=True)
 class ReportArea:
-    cursor: object
     cells: list[tuple[int, str, float]]  # (cell id, code, share inside the area), by code
+
+    @functools.cached_property
+    def ids(self) -> list[int]:
+        return [cell for cell, _, _ in self.cells]
+
+    @functools.cached_property
+    def places(self) -> dict[int, int]:
+        """{cell id: its position in cells}"""
+        return {cell: index for index, cell in enumerate(self.ids)}
+
+    @functools.cached_property
+    def shares(self) -> dict[int, float]:
+        return {cell: share for cell, _, share in self.cells}
 
 
 @contextlib.contextmanager
 def report_area(geometry: GEOSGeometry) -> Iterator[ReportArea]:
-    """The area's cells (id, code, share) in a session temp table (report_cells) and as a list,
-    made once for all the passes of a report: a pass inside another's `with` reuses them.
-    Dropped at the end."""
+    """The area's cells (id, code, share), weighed once for all the passes of a report: a pass
+    inside another's `with` reuses them."""
     key = bytes(geometry.ewkb)
+    made = getattr(connection, "report_area", None)
+    if made and made[0] == key:
+        yield made[1]
+        return
     with connection.cursor() as cursor:
-        made = getattr(connection, "report_area", None)
-        if made and made[0] == key:
-            yield ReportArea(cursor=cursor, cells=made[1])
-            return
-        cursor.execute("DROP TABLE IF EXISTS report_cells")
         cursor.execute(
-            f"CREATE TEMP TABLE report_cells AS WITH {_CELL_SHARES} SELECT cell_id, code, share FROM covered",
+            f"WITH {_CELL_SHARES} SELECT cell_id, code, share FROM covered ORDER BY code",
             {"geometry": key, "min_share": MIN_SHARE},
         )
-        cursor.execute("SELECT cell_id, code, share FROM report_cells ORDER BY code")
-        cells = cursor.fetchall()
-        # Autovacuum never analyzes temp tables; without row counts the planner would scan
-        # whole partitions instead of looking the few cells up by key.
-        cursor.execute("ANALYZE report_cells (cell_id)")
-        # A merge join walks a partition's key from its first cell to the area's last; the
-        # planner picks it for a few cells of a small table, where looking each cell up by
-        # key costs a fraction. A large area still gets a hash join.
-        cursor.execute("SET enable_mergejoin = off")
-        connection.report_area = (key, cells)
-        try:
-            yield ReportArea(cursor=cursor, cells=cells)
-        finally:
-            connection.report_area = None
-            cursor.execute("RESET enable_mergejoin")
-            cursor.execute("DROP TABLE IF EXISTS report_cells")
+        area = ReportArea(cells=cursor.fetchall())
+    connection.report_area = (key, area)
+    try:
+        yield area
+    finally:
+        connection.report_area = None
 
 
-presence_coverage = partial(coverage, kind=PRESENCE)
-presence_totals = partial(cell_hour_totals, kind=PRESENCE)
+presence_coverage = functools.partial(coverage, kind=PRESENCE)
+presence_totals = functools.partial(cell_hour_totals, kind=PRESENCE)

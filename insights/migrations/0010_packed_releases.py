@@ -64,10 +64,10 @@ def pack(apps, schema_editor):
                     {"month": start},
                 )
                 cursor.execute(f"ALTER TABLE {part} ADD PRIMARY KEY ({key})")
+                year, number = int(month[:4]), int(month[4:])
+                following = f"{year + number // 12}-{number % 12 + 1:02d}-01 00:00+00"
                 cursor.execute(
-                    f"ALTER TABLE {new} ATTACH PARTITION {part}"
-                    f" FOR VALUES FROM (%(start)s) TO (%(start)s::timestamptz + interval '1 month')",
-                    {"start": start},
+                    f"ALTER TABLE {new} ATTACH PARTITION {part} FOR VALUES FROM (%s) TO (%s)", [start, following]
                 )
             cursor.execute(
                 f"CREATE TABLE {new}_day ({place_column} NOT NULL, month date NOT NULL, {segment_columns} NOT NULL,"

@@ -25,8 +25,9 @@ def labels_of(kind_name: str) -> dict[str, tuple]:
 
 def published(kind_name: str, *, policy: int | None = None, version: int | None = None, period: str = "hour") -> dict:
     """The values of insights_<kind>_released (period "hour") or its day rollup (period "day", or
-    "week": its days summed per week), one per row as the views unpack them, as {(place id, hour or date, *segment labels): value}; rollups as
-    {key: (value, hours)}. Rows of several versions or policies can share a key: ask for one."""
+    "week": its days summed per week), one per row as the views unpack them, as
+    {(place id, hour or date, *segment labels): value}; rollups as {key: (value, hours)}. Rows
+    of several versions or policies can share a key: ask for one."""
     kind = KINDS[kind_name]
     labels = kind.labels()
     view = "hours" if period == "hour" else "days"

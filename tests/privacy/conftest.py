@@ -200,7 +200,9 @@ def release_table(kind: AggregateKind = PRESENCE, *, policy: ReleasePolicy | Non
     """The published values under the policy (the current one): {(place id, hour, *segments): value}."""
     policy = policy or current_release_policy()
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {kind.key}, {kind.value} FROM {kind.table}_released_hours WHERE policy_id = %s", [policy.pk])
+        cursor.execute(
+            f"SELECT {kind.key}, {kind.value} FROM {kind.table}_released_hours WHERE policy_id = %s", [policy.pk]
+        )
         return {tuple(row[:-1]): row[-1] for row in cursor.fetchall()}
 
 

@@ -48,7 +48,9 @@ class Rounded:
 def released(kind: AggregateKind, policy: int) -> dict[tuple, int]:
     """The release table: {(place id, hour, *segment codes): published value}."""
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {kind.key}, {kind.value} FROM {kind.table}_released_hours WHERE policy_id = %s", [policy])
+        cursor.execute(
+            f"SELECT {kind.key}, {kind.value} FROM {kind.table}_released_hours WHERE policy_id = %s", [policy]
+        )
         return {tuple(row[:-1]): row[-1] for row in cursor.fetchall()}
 
 
