@@ -11,7 +11,7 @@ The measure: squares of 0.25, 1, 4 and 16 km² at random places inside the city 
 the grid, so that edge cells count in part, as a customer's would) and the whole city; per
 granularity (hour, day, week, local Europe/Berlin buckets over the city's whole local weeks):
 - the released total is what a report shows: the engine's own sums of published values
-  (insights.selectors.cell_hour_sums, the area's cells weighted by their share inside it);
+  (insights.sums.cell_hour_sums, the area's cells weighted by their share inside it);
 - the true total is the same area weighting over the loaded aggregates (the raw hourly
   tables, every value, withheld or not, of every grid cell under the area: also the cells
   that no report lists because none of their values was published);
@@ -250,7 +250,7 @@ def area_errors(bounds, *, start: dt.datetime, end: dt.datetime, policies: dict)
 
     from insights.kinds import KINDS
     from insights.models import DatasetVersion
-    from insights.selectors import cell_hour_sums, report_area
+    from insights.sums import cell_hour_sums, report_area
 
     box = Polygon.from_bbox(bounds)
     box.srid = 3035

@@ -44,7 +44,8 @@ def main() -> None:
         footfall_result,
         od_matrix_result,
     )
-    from insights.selectors import cell_hour_sums, cell_hour_totals, region_names_by_id, regions_in_area, trip_sums
+    from insights.selectors import region_names_by_id, regions_in_area
+    from insights.sums import cell_hour_sums, cell_hour_totals, trip_sums
 
     product = report.pop("product")
     middle = dt.datetime.fromisoformat(report.pop("middle"))

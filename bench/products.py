@@ -646,7 +646,8 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
     from insights.buckets import buckets, local_midnight
     from insights.models import DatasetVersion
     from insights.products import PRODUCTS
-    from insights.selectors import MIN_SHARE, current_release_policy, presence_source, regions_in_area
+    from insights.selectors import MIN_SHARE, current_release_policy, regions_in_area
+    from insights.sums import presence_source
 
     print(f"  timing the {report.name} report", file=sys.stderr)
     west, south, east, north = report.bounds(size)

@@ -20,15 +20,8 @@ from django.contrib.gis.geos import GEOSGeometry
 from insights.buckets import HOUR, buckets
 from insights.kinds import DWELL, HOME, PRESENCE, TRIPS, AggregateKind, Metric
 from insights.models import ReleasePolicy
-from insights.selectors import (
-    Released,
-    Sums,
-    cell_hour_sums,
-    dataset_sources,
-    region_names_by_id,
-    report_area,
-    trip_sums,
-)
+from insights.selectors import dataset_sources, region_names_by_id
+from insights.sums import Released, Sums, cell_hour_sums, report_area, trip_sums
 
 NOT_RELEASED = "not_released"  # none of the values the number sums was published
 

@@ -1,26 +1,18 @@
 """Reads of the data side: coverage, cells under an area, and aggregate sums."""
 
-import contextlib
 import datetime as dt
 import functools
-import itertools
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
-import numpy as np
-import psycopg
 from django.conf import settings
 from django.contrib.gis.db.models.functions import Transform
 from django.contrib.gis.geos import GEOSGeometry
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Count, Max
 
-from insights.buckets import buckets, local_midnight
-from insights.kinds import PRESENCE, TRIPS, AggregateKind
+from insights.kinds import PRESENCE, AggregateKind
 from insights.models import DatasetVersion, Region, ReleasePolicy, RetentionMark
-from insights.packing import HOURS_PER_ROW, daily_values, hourly_values
-from insights.partitions import month_start, months, next_month
 from insights.releases import noise_key
 
 # The cells an area covers, each weighted by the share of the cell inside the area.
@@ -30,7 +22,7 @@ from insights.releases import noise_key
 # not a covered cell.
 MIN_SHARE = 1e-4
 # A cell wholly inside the area is all in it: only the cells on its edge are intersected.
-_CELL_SHARES = """
+CELL_SHARES_SQL = """
     area AS (SELECT ST_Transform(ST_GeomFromEWKB(%(geometry)s), 3035) AS g),
     shares AS (
         SELECT c.id AS cell_id, c.code, inside.m2 AS inside_m2, inside.m2 / ST_Area(c.geometry) AS share
@@ -131,7 +123,7 @@ def dataset_sources(
 def area_cells(*, geometry: GEOSGeometry) -> AreaCells:
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH {_CELL_SHARES}"
+            f"WITH {CELL_SHARES_SQL}"
             " SELECT (SELECT ST_Area(g) FROM area) / 1e6,"
             "        coalesce((SELECT ST_Area(ST_Intersection(area.g, coverage.geometry))"
             "                  FROM area, insights_coverage coverage), 0) / 1e6,"
@@ -140,331 +132,6 @@ def area_cells(*, geometry: GEOSGeometry) -> AreaCells:
         )
         area_km2, covered_km2, cell_count = cursor.fetchone()
     return AreaCells(area_km2=area_km2, covered_km2=covered_km2, cell_count=cell_count)
-
-
-# Reports read published values only: the release of each dataset version up to the report's,
-# under one policy.
-_RELEASED = "t.policy_id = %(policy)s AND t.dataset_version_id <= %(version)s"
-# Packed rows fetched per round trip: about 3 kB each, so a batch is a few MB whatever the area.
-ROWS_PER_FETCH = 2000
-
-
-def presence_source(*, granularity: str, time_zone: str) -> str:
-    """'hour' or 'day': the table a report of this granularity and zone reads. The day rollup is
-    kept per local day of ROLLUP_TIME_ZONE only; weeks and months are summed from its days."""
-    if time_zone != settings.ROLLUP_TIME_ZONE or granularity == "hour":
-        return "hour"
-    return "day"
-
-
-@dataclass(frozen=True)
-class Released:
-    """Published values summed: weighted by the share of each cell inside the area, and how
-    many hourly values were published (count), weighted too (weight)."""
-
-    value: float = 0.0
-    weight: float = 0.0
-    count: int = 0
-
-    def __add__(self, other: "Released") -> "Released":
-        return Released(self.value + other.value, self.weight + other.weight, self.count + other.count)
-
-
-@dataclass(frozen=True)
-class Sums:
-    """Published values summed per bucket and group (a tuple of segment codes), as arrays of
-    shape (buckets, groups), and everyone's per cell over the period."""
-
-    buckets: list[dt.datetime]  # each bucket's start
-    groups: list[tuple]  # each group's segment codes
-    value: np.ndarray
-    weight: np.ndarray
-    count: np.ndarray
-    # with_cells: (cell code, share inside the area, everyone's published values over the period), by code
-    by_cell: list[tuple[str, float, Released]]
-    # (cell code, share inside the area) of every cell the area covers, by code
-    cells: list[tuple[str, float]]
-
-    @property
-    def by_bucket(self) -> dict[tuple, Released]:
-        """{(bucket start, *segment codes): Released} where something was published, by bucket then group."""
-        found = {}
-        for bucket, group in zip(*np.nonzero(self.count), strict=True):
-            found[(self.buckets[bucket], *self.groups[group])] = Released(
-                float(self.value[bucket, group]), float(self.weight[bucket, group]), int(self.count[bucket, group])
-            )
-        return found
-
-    def column(self, codes: tuple) -> tuple[list[float], list[float], list[int]]:
-        """One group's value, weight and count per bucket, as lists (zeros: nothing published)."""
-        if codes not in self.groups:
-            zeros = [0] * len(self.buckets)
-            return zeros, zeros, zeros
-        group = self.groups.index(codes)
-        return (
-            self.value[:, group].tolist(),
-            self.weight[:, group].tolist(),
-            self.count[:, group].astype(np.int64).tolist(),
-        )
-
-
-class _Totals:
-    """Sums of packed values per (bucket, group), as arrays: a group is a segment-code tuple,
-    a zone pair, or a cell."""
-
-    def __init__(self, *, buckets: int, groups: int):
-        self.buckets, self.groups = buckets, groups
-        self.value, self.weight, self.count = (np.zeros(buckets * groups) for _ in range(3))
-
-    def add(self, *, bucket: np.ndarray, group: np.ndarray, value: np.ndarray, count: np.ndarray, share) -> None:
-        """A batch of published values (or day sums), each with its bucket (-1: outside the
-        period), group, hours counted and share of its place inside the area."""
-        inside = bucket >= 0
-        key = bucket[inside] * self.groups + group[inside]
-        count, share, size = count[inside], share[inside], self.buckets * self.groups
-        self.value += np.bincount(key, weights=value[inside] * share, minlength=size)
-        self.weight += np.bincount(key, weights=count * share, minlength=size)
-        self.count += np.bincount(key, weights=count, minlength=size)
-
-    def released(self, flat: int) -> Released:
-        if not self.count[flat]:
-            return Released()
-        return Released(float(self.value[flat]), float(self.weight[flat]), int(self.count[flat]))
-
-    def shaped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """value, weight and count as (buckets, groups) arrays."""
-        return tuple(part.reshape(self.buckets, self.groups) for part in (self.value, self.weight, self.count))
-
-
-@dataclass(frozen=True)
-class _Period:
-    """A report's period and buckets: which bucket each stored hour or local day falls in."""
-
-    start: dt.datetime
-    end: dt.datetime
-    starts: list[dt.datetime]  # each bucket's start
-    zone: ZoneInfo
-
-    @classmethod
-    def of(cls, start, end, granularity: str, zone: ZoneInfo, *, over_period: bool) -> "_Period":
-        if over_period:
-            return cls(start=start, end=end, starts=[start], zone=zone)
-        starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
-        return cls(start=start, end=end, starts=starts, zone=zone)
-
-    @functools.cached_property
-    def _edges(self) -> np.ndarray:
-        return np.array([bucket_start.timestamp() for bucket_start in self.starts])
-
-    def bucket_of(self, instants: np.ndarray) -> np.ndarray:
-        """The bucket of each instant (epoch seconds); -1 outside [start, end)."""
-        found = np.searchsorted(self._edges, instants, side="right") - 1
-        found[(instants < self.start.timestamp()) | (instants >= self.end.timestamp())] = -1
-        return found
-
-    def buckets_of_month(self, source: str, month: dt.datetime | dt.date) -> np.ndarray:
-        """The bucket of each hour of a packed UTC month (its first instant), or of each day of a
-        packed local month (its first day), by the day's local midnight."""
-        if source == "hour":
-            return self.bucket_of(month.timestamp() + 3600.0 * np.arange(HOURS_PER_ROW))
-        days = [month + dt.timedelta(days=offset) for offset in range(31)]
-        return self.bucket_of(np.array([local_midnight(day, self.zone).timestamp() for day in days]))
-
-    def months(self, source: str) -> list[dt.datetime | dt.date]:
-        """The packed months the period touches, as stored: UTC months' first instants, or the
-        first days of local months for the day rollup."""
-        if source == "hour":
-            return [month_start(month) for month in months(self.start, self.end)]
-        first = self.start.astimezone(self.zone).date().replace(day=1)
-        last = (self.end - dt.timedelta(microseconds=1)).astimezone(self.zone).date().replace(day=1)
-        found = [first]
-        while found[-1] < last:
-            found.append(next_month(found[-1]))
-        return found
-
-
-def _packed_rows(sql: str, params: dict, *, expected_rows: int) -> Iterator[list[tuple]]:
-    """The statement's rows, in binary (packed values arrive as bytes): at once when they are
-    few, else in batches through a server-side cursor, so memory stays bounded whatever the area."""
-    connection.ensure_connection()
-    if expected_rows <= ROWS_PER_FETCH:
-        # Django's cursors bind on the client, which gives text results only.
-        with psycopg.Cursor(connection.connection) as cursor:
-            yield cursor.execute(sql, params, binary=True).fetchall()
-        return
-    with transaction.atomic(), connection.connection.cursor(name="packed_rows", binary=True) as cursor:
-        cursor.execute(sql, params)
-        while batch := cursor.fetchmany(ROWS_PER_FETCH):
-            yield batch
-
-
-def _decoded(period: _Period, *, source: str, rows: list[tuple], first: int) -> tuple[np.ndarray, ...]:
-    """The published values of a batch of packed rows (month, ..., packed columns from `first`):
-    (row index, bucket, value, hours counted), each value in the bucket its hour or day falls in
-    (-1: outside the period)."""
-    month_of_row, lookups = [], {}
-    for row in rows:
-        month_of_row.append(lookups.setdefault(row[0], len(lookups)))
-    lookup = np.stack([period.buckets_of_month(source, month) for month in lookups])
-    month_of_row = np.array(month_of_row)
-    if source == "hour":
-        index, hours, value = hourly_values([row[first] for row in rows], [row[first + 1] for row in rows])
-        return index, lookup[month_of_row[index], hours], value.astype(float), np.ones(len(value))
-    index, days, value, count = daily_values(*([row[first + column] for row in rows] for column in range(3)))
-    return index, lookup[month_of_row[index], days], value.astype(float), count.astype(float)
-
-
-_PACKED_COLUMNS = {"hour": "t.published_hours, t.published_values", "day": "t.days, t.day_sums, t.day_hours"}
-
-
-def cell_hour_sums(
-    *,
-    kind: AggregateKind,
-    geometry: GEOSGeometry,
-    start: dt.datetime,
-    end: dt.datetime,
-    granularity: str,
-    time_zone: str,
-    version: int,
-    policy: int,
-    breakdowns: Collection[str] = (),
-    with_everyone: bool = False,
-    with_cells: bool = False,
-    over_period: bool = False,
-    source: str | None = None,
-    on_progress: Callable[[float], None] | None = None,
-) -> Sums:
-    """Area-weighted sums of the kind's published values (the release of each dataset version
-    up to `version` under policy `policy`) per local time bucket and segment (a segment
-    column not broken down is 0, all) and, with_cells, everyone's per cell over the whole
-    period. with_everyone: everyone's sums per bucket too (segment codes all 0), from the same
-    read as the breakdowns'. over_period: one bucket, the whole period, keyed by its start.
-
-    The area's cells are weighed once; the packed rows (insights/packing.py) are then decoded
-    and summed with numpy: in one statement when they are few, else a month at a time,
-    reporting the fraction done after each month.
-    """
-    source = source or presence_source(granularity=granularity, time_zone=time_zone)
-    everyone = (0,) * len(kind.segments)
-    labels = kind.labels() if breakdowns else {}
-    codes = [range(1, len(labels[name])) if name in breakdowns else [0] for name in kind.segments]
-    group_keys = ([everyone] if with_everyone or not breakdowns else []) + (
-        list(itertools.product(*codes)) if breakdowns else []
-    )
-    groups = {key: index for index, key in enumerate(group_keys)}
-    everyone_only = " AND ".join(f"t.{name} = 0" for name in kind.segments)
-    segments = " AND ".join(f"t.{name} {'>' if name in breakdowns else '='} 0" for name in kind.segments)
-    if breakdowns and with_everyone:
-        segments = f"(({everyone_only}) OR ({segments}))"
-    period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=over_period)
-    sql = (
-        f"SELECT t.month, t.cell_id, {', '.join(f't.{name}' for name in kind.segments)}, {_PACKED_COLUMNS[source]}"
-        f" FROM {kind.table}_released{'' if source == 'hour' else '_day'} t"
-        f" WHERE t.cell_id = ANY(%(cells)s) AND t.month >= %(first)s AND t.month <= %(last)s"
-        f" AND {segments} AND {_RELEASED}"
-    )
-    first = 2 + len(kind.segments)  # a row: its month, cell and segment codes, then the packed columns
-    with report_area(geometry) as area:
-        totals = _Totals(buckets=len(period.starts), groups=len(groups))
-        cells = _Totals(buckets=1, groups=len(area.cells))  # everyone's per cell over the period
-        for rows in _read_by_month(
-            sql,
-            period,
-            source,
-            places=area.ids,
-            groups=len(groups),
-            on_progress=on_progress,
-            params={"version": version, "policy": policy},
-        ):
-            rows = [row for row in rows if tuple(row[2:first]) in groups]
-            if not rows:
-                continue
-            index, bucket, value, count = _decoded(period, source=source, rows=rows, first=first)
-            share = np.array([area.shares[row[1]] for row in rows])[index]
-            group = np.array([groups[tuple(row[2:first])] for row in rows])[index]
-            totals.add(bucket=bucket, group=group, value=value, count=count, share=share)
-            if with_cells:
-                chosen = np.array([tuple(row[2:first]) == everyone for row in rows])[index]
-                place = np.array([area.places[row[1]] for row in rows])[index]
-                cells.add(
-                    bucket=np.where(bucket[chosen] >= 0, 0, -1),
-                    group=place[chosen],
-                    value=value[chosen],
-                    count=count[chosen],
-                    share=share[chosen],
-                )
-    value, weight, count = totals.shaped()
-    return Sums(
-        buckets=period.starts,
-        groups=group_keys,
-        value=value,
-        weight=weight,
-        count=count,
-        by_cell=[(code, share, cells.released(index)) for index, (_, code, share) in enumerate(area.cells)]
-        if with_cells
-        else [],
-        cells=[(code, share) for _, code, share in area.cells],
-    )
-
-
-def _read_by_month(
-    sql: str, period: _Period, source: str, *, places: list[int], groups: int, params: dict, on_progress
-) -> Iterator[list[tuple]]:
-    """The packed rows of the period's months: in one statement if they are few, else a month
-    per statement, reporting the fraction done after each."""
-    months_read = period.months(source)
-    expected_rows = len(places) * groups * len(months_read)
-    steps = [months_read] if expected_rows <= ROWS_PER_FETCH else [[month] for month in months_read]
-    for done, step in enumerate(steps, start=1):
-        read = {**params, "cells": places, "first": step[0], "last": step[-1]}
-        yield from _packed_rows(sql, read, expected_rows=expected_rows // len(steps))
-        if on_progress:
-            on_progress(done / len(steps))
-
-
-def trip_sums(
-    *,
-    zones: Collection[int],
-    start: dt.datetime,
-    end: dt.datetime,
-    granularity: str,
-    time_zone: str,
-    version: int,
-    policy: int,
-    on_progress: Callable[[float], None] | None = None,
-) -> dict[tuple[dt.datetime, int, int], Released]:
-    """Published trips between the zones (region ids) per local time bucket: (bucket start,
-    origin, destination): trips and how many zone-pair-hours were published, in that order.
-
-    Only pairs with published trips in a bucket appear, by bucket, origin and destination."""
-    source = presence_source(granularity=granularity, time_zone=time_zone)
-    period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=False)
-    pairs = sorted(itertools.product(zones, zones))
-    groups = {pair: index for index, pair in enumerate(pairs)}
-    totals = _Totals(buckets=len(period.starts), groups=len(pairs))
-    sql = (
-        f"SELECT t.month, t.origin_id, t.destination, {_PACKED_COLUMNS[source]}"
-        f" FROM {TRIPS.table}_released{'' if source == 'hour' else '_day'} t"
-        f" WHERE t.origin_id = ANY(%(cells)s) AND t.destination = ANY(%(cells)s)"
-        f" AND t.month >= %(first)s AND t.month <= %(last)s AND {_RELEASED}"
-    )
-    params = {"version": version, "policy": policy}
-    for rows in _read_by_month(
-        sql, period, source, places=list(zones), groups=len(zones), params=params, on_progress=on_progress
-    ):
-        if not rows:
-            continue
-        index, bucket, value, count = _decoded(period, source=source, rows=rows, first=3)
-        group = np.array([groups[(origin, destination)] for _, origin, destination, *_ in rows])[index]
-        totals.add(bucket=bucket, group=group, value=value, count=count, share=np.ones(len(value)))
-    _, _, count = totals.shaped()
-    trips = totals.value.reshape(count.shape)
-    return {
-        (period.starts[bucket], *pairs[pair]): Released(
-            int(round(trips[bucket, pair])), int(count[bucket, pair]), int(count[bucket, pair])
-        )
-        for bucket, pair in zip(*np.nonzero(count), strict=True)
-    }
 
 
 def regions_by_code(codes: Collection[str]) -> dict[str, Region]:
@@ -506,50 +173,4 @@ def regions_in_area(*, geometry: GEOSGeometry) -> list[Region]:
     return list(Region.objects.filter(id__in=ids).defer("geometry").order_by("code"))
 
 
-def cell_hour_totals(**query) -> dict[tuple, Released]:
-    """The per-bucket sums of cell_hour_sums, keyed by (bucket start, *segment codes)."""
-    return cell_hour_sums(**query).by_bucket
-
-
-@dataclass(frozen=True)
-class ReportArea:
-    cells: list[tuple[int, str, float]]  # (cell id, code, share inside the area), by code
-
-    @functools.cached_property
-    def ids(self) -> list[int]:
-        return [cell for cell, _, _ in self.cells]
-
-    @functools.cached_property
-    def places(self) -> dict[int, int]:
-        """{cell id: its position in cells}"""
-        return {cell: index for index, cell in enumerate(self.ids)}
-
-    @functools.cached_property
-    def shares(self) -> dict[int, float]:
-        return {cell: share for cell, _, share in self.cells}
-
-
-@contextlib.contextmanager
-def report_area(geometry: GEOSGeometry) -> Iterator[ReportArea]:
-    """The area's cells (id, code, share), weighed once for all the passes of a report: a pass
-    inside another's `with` reuses them."""
-    key = bytes(geometry.ewkb)
-    made = getattr(connection, "report_area", None)
-    if made and made[0] == key:
-        yield made[1]
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH {_CELL_SHARES} SELECT cell_id, code, share FROM covered ORDER BY code",
-            {"geometry": key, "min_share": MIN_SHARE},
-        )
-        area = ReportArea(cells=cursor.fetchall())
-    connection.report_area = (key, area)
-    try:
-        yield area
-    finally:
-        connection.report_area = None
-
-
 presence_coverage = functools.partial(coverage, kind=PRESENCE)
-presence_totals = functools.partial(cell_hour_totals, kind=PRESENCE)

@@ -8,8 +8,9 @@ import pytest
 from django.contrib.gis.geos import MultiPolygon
 
 from insights.reports import Query, footfall_result
-from insights.selectors import area_cells, current_release_policy, presence_totals
+from insights.selectors import area_cells, current_release_policy
 from insights.services import presence_load
+from insights.sums import presence_totals
 from tests import grid
 from tests.conftest import CITY_END, CITY_START
 

@@ -7,10 +7,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.contrib.gis.geos import MultiPolygon
 
-from insights import selectors
+from insights import sums as insights_sums
 from insights.models import DatasetVersion
 from insights.reports import Query, footfall_result
-from insights.selectors import current_release_policy, presence_source, presence_totals
+from insights.selectors import current_release_policy
+from insights.sums import presence_source, presence_totals
 from tests import grid
 from tests.conftest import CITY_CELLS, city_visits
 from tests.insights.conftest import published
@@ -170,7 +171,7 @@ def hourly_progress(version, *, start=START, end=END) -> list[float]:
 
 def test_a_large_hourly_read_reports_progress_after_each_month_up_to_one(month_of_data, monkeypatch):
     _, version = month_of_data
-    monkeypatch.setattr(selectors, "ROWS_PER_FETCH", 1)  # every read counts as large
+    monkeypatch.setattr(insights_sums, "ROWS_PER_FETCH", 1)  # every read counts as large
 
     # 16 March to 13 April: the packed UTC months of March and April, a statement each
     assert hourly_progress(version) == [0.5, 1.0]

@@ -14,7 +14,7 @@ from django.db import connection
 from insights.kinds import KINDS, AggregateKind
 from insights.models import Region
 from insights.products import PRODUCTS
-from insights.selectors import report_area
+from insights.sums import report_area
 
 UTC = dt.UTC
 NOT_RELEASED = "not_released"
