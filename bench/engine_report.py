@@ -76,7 +76,7 @@ def main() -> None:
             return {
                 "flows": [
                     [f"{bucket.timestamp():.0f} {zones[origin][0]} {zones[destination][0]}", published.value]
-                    for (bucket, origin, destination), published in flows.items()
+                    for (bucket, origin, destination), published in flows.by_bucket.items()
                 ]
             }
         if product == "compare":

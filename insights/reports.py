@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
+import numpy as np
 from django.contrib.gis.geos import GEOSGeometry
 
 from insights.buckets import HOUR, buckets
@@ -268,25 +269,26 @@ def _rows(
         )
         for codes in segments
     ]
-    return [
-        _row(start_text, end_text, hours, labels, metric, values[bucket], weights[bucket], counts[bucket], coverage)
-        for bucket, (start_text, end_text, hours) in enumerate(stamps)
+    # Whole numbers, rounded half to even as round() does, all at once.
+    labelled = [
+        (labels, (np.rint(values).astype(np.int64).tolist(), weights, counts))
         for labels, (values, weights, counts) in labelled
     ]
-
-
-def _row(
-    start: str, end: str, hours: int, labels: dict, metric: Metric, value: float, weight: float, count: int, coverage
-) -> dict:
-    """A bucket's row: coverage is the area in cells, weighed by the bucket's hours here."""
-    number = round(value) if count else None
-    row = {"start": start, "end": end, "hours": hours, **labels, metric.name: number}
-    if metric.deprecated:
-        row[metric.deprecated] = number
-    row["released_share"] = round(weight / (coverage * hours), 4) if coverage else 0.0
-    row["suppressed"] = not count
-    row["suppressed_reason"] = None if count else NOT_RELEASED
-    return row
+    rows = []
+    name, deprecated = metric.name, metric.deprecated
+    for bucket, (start_text, end_text, hours) in enumerate(stamps):
+        covered = coverage * hours
+        for labels, (values, weights, counts) in labelled:
+            count = counts[bucket]
+            number = values[bucket] if count else None
+            row = {"start": start_text, "end": end_text, "hours": hours, **labels, name: number}
+            if deprecated:
+                row[deprecated] = number
+            row["released_share"] = round(weights[bucket] / covered, 4) if covered else 0.0
+            row["suppressed"] = not count
+            row["suppressed_reason"] = None if count else NOT_RELEASED
+            rows.append(row)
+    return rows
 
 
 @_without_cyclic_gc
@@ -426,22 +428,29 @@ def od_matrix_result(query: Query, *, on_progress: Callable[[float], None] | Non
         on_progress=on_progress,
     )
     metric = TRIPS_METRIC
-    periods = list(buckets(query.start, query.end, query.granularity, tz))
-    stamps = dict(zip((bucket_start for bucket_start, _ in periods), _bucket_stamps(periods, tz), strict=True))
-    flows, pairs = [], {}
-    for (bucket_start, origin, destination), published in sums.items():
-        start_text, end_text, hours = stamps[bucket_start]
-        labels = {"origin": zones[origin][0], "destination": zones[destination][0]}
-        flow = _row(start_text, end_text, hours, labels, metric, published.value, published.weight, published.count, 1)
-        del flow["suppressed"], flow["suppressed_reason"]  # only published flows are listed
-        flows.append(flow)
-        pairs[(origin, destination)] = pairs.get((origin, destination), Released()) + published
-    matrix = [
-        [_value(metric, pairs.get((origin, destination), Released()))["trips"] for destination in zones]
-        for origin in zones
-    ]
+    stamps = _bucket_stamps(list(buckets(query.start, query.end, query.granularity, tz)), tz)
+    labels = [{"origin": zones[origin][0], "destination": zones[destination][0]} for origin, destination in sums.groups]
+    trips = np.rint(sums.value).astype(np.int64)  # each bucket's published trips are whole
+    flows = []  # only published flows are listed, by bucket, origin and destination
+    for bucket, pair in zip(*np.nonzero(sums.count), strict=True):
+        start_text, end_text, hours = stamps[bucket]
+        flows.append(
+            {
+                "start": start_text,
+                "end": end_text,
+                "hours": hours,
+                **labels[pair],
+                metric.name: int(trips[bucket, pair]),
+                "released_share": round(float(sums.count[bucket, pair]) / hours, 4),
+            }
+        )
+    pair_trips, pair_counts = trips.sum(axis=0).tolist(), sums.count.sum(axis=0).tolist()
+    published = {
+        pair: total if count else None for pair, total, count in zip(sums.groups, pair_trips, pair_counts, strict=True)
+    }
+    matrix = [[published[(origin, destination)] for destination in zones] for origin in zones]
     pair_hours = len(zones) ** 2 * query.hours
-    released = sum(published.count for published in pairs.values())
+    released = int(sum(pair_counts))
     return {
         **_head(query, product="od-matrix", metric=metric, kind=TRIPS),
         "breakdowns": [],

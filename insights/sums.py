@@ -311,11 +311,10 @@ def trip_sums(
     version: int,
     policy: int,
     on_progress: Callable[[float], None] | None = None,
-) -> dict[tuple[dt.datetime, int, int], Released]:
-    """Published trips between the zones (region ids) per local time bucket: (bucket start,
-    origin, destination): trips and how many zone-pair-hours were published, in that order.
-
-    Only pairs with published trips in a bucket appear, by bucket, origin and destination."""
+) -> Sums:
+    """Published trips between the zones (region ids) per local time bucket and zone pair
+    (groups: (origin, destination), by origin then destination): the trips, and how many
+    zone-pair-hours were published (weight and count)."""
     source = presence_source(granularity=granularity, time_zone=time_zone)
     period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=False)
     pairs = sorted(itertools.product(zones, zones))
@@ -336,14 +335,8 @@ def trip_sums(
         index, bucket, value, count = _decoded(period, source=source, rows=rows, first=3)
         group = np.array([groups[(origin, destination)] for _, origin, destination, *_ in rows])[index]
         totals.add(bucket=bucket, group=group, value=value, count=count, share=np.ones(len(value)))
-    _, _, count = totals.shaped()
-    trips = totals.value.reshape(count.shape)
-    return {
-        (period.starts[bucket], *pairs[pair]): Released(
-            int(round(trips[bucket, pair])), int(count[bucket, pair]), int(count[bucket, pair])
-        )
-        for bucket, pair in zip(*np.nonzero(count), strict=True)
-    }
+    value, _, count = totals.shaped()
+    return Sums(buckets=period.starts, groups=pairs, value=value, weight=count, count=count, by_cell=[], cells=[])
 
 
 def cell_hour_totals(**query) -> dict[tuple, Released]:
