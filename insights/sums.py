@@ -15,7 +15,7 @@ from django.conf import settings
 from django.contrib.gis.geos import GEOSGeometry
 from django.db import connection, transaction
 
-from insights.buckets import buckets, local_midnight
+from insights.buckets import buckets, is_boundary, local_midnight
 from insights.kinds import PRESENCE, TRIPS, AggregateKind
 from insights.packing import HOURS_PER_ROW, daily_values, hourly_values
 from insights.partitions import month_start, months, next_month
@@ -26,6 +26,8 @@ from insights.selectors import CELL_SHARES_SQL, MIN_SHARE
 _RELEASED = "t.policy_id = %(policy)s AND t.dataset_version_id <= %(version)s"
 # Packed rows fetched per round trip: about 3 kB each, so a batch is a few MB whatever the area.
 ROWS_PER_FETCH = 2000
+# A read of at most this many packed rows (about 3 kB each at most) is one statement, fetched at once.
+ROWS_AT_ONCE = 10_000
 
 
 def presence_source(*, granularity: str, time_zone: str) -> str:
@@ -166,7 +168,7 @@ def _packed_rows(sql: str, params: dict, *, expected_rows: int) -> Iterator[list
     """The statement's rows, in binary (packed values arrive as bytes): at once when they are
     few, else in batches through a server-side cursor, so memory stays bounded whatever the area."""
     connection.ensure_connection()
-    if expected_rows <= ROWS_PER_FETCH:
+    if expected_rows <= ROWS_AT_ONCE:
         # Django's cursors bind on the client, which gives text results only.
         with psycopg.Cursor(connection.connection) as cursor:
             yield cursor.execute(sql, params, binary=True).fetchall()
@@ -223,7 +225,12 @@ def cell_hour_sums(
     and summed with numpy: in one statement when they are few, else a month at a time,
     reporting the fraction done after each month.
     """
-    source = source or presence_source(granularity=granularity, time_zone=time_zone)
+    if source is None:
+        # Summed over the whole period, hours and days give the same sums when it is whole local days.
+        whole_days = over_period and all(
+            is_boundary(instant, "day", ZoneInfo(settings.ROLLUP_TIME_ZONE)) for instant in (start, end)
+        )
+        source = "day" if whole_days else presence_source(granularity=granularity, time_zone=time_zone)
     everyone = (0,) * len(kind.segments)
     labels = kind.labels() if breakdowns else {}
     codes = [range(1, len(labels[name])) if name in breakdowns else [0] for name in kind.segments]
@@ -293,7 +300,7 @@ def _read_by_month(
     per statement, reporting the fraction done after each."""
     months_read = period.months(source)
     expected_rows = len(places) * groups * len(months_read)
-    steps = [months_read] if expected_rows <= ROWS_PER_FETCH else [[month] for month in months_read]
+    steps = [months_read] if expected_rows <= ROWS_AT_ONCE else [[month] for month in months_read]
     for done, step in enumerate(steps, start=1):
         read = {**params, "cells": places, "first": step[0], "last": step[-1]}
         yield from _packed_rows(sql, read, expected_rows=expected_rows // len(steps))

@@ -171,7 +171,7 @@ def hourly_progress(version, *, start=START, end=END) -> list[float]:
 
 def test_a_large_hourly_read_reports_progress_after_each_month_up_to_one(month_of_data, monkeypatch):
     _, version = month_of_data
-    monkeypatch.setattr(insights_sums, "ROWS_PER_FETCH", 1)  # every read counts as large
+    monkeypatch.setattr(insights_sums, "ROWS_AT_ONCE", 1)  # every read counts as large
 
     # 16 March to 13 April: the packed UTC months of March and April, a statement each
     assert hourly_progress(version) == [0.5, 1.0]
