@@ -39,11 +39,10 @@ PACKED_DAY_HOURS_SQL = "string_agg(set_byte('\\x00'::bytea, 0, hours::int), ''::
 
 
 def hourly_values(bitmaps: list[bytes], values: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every published value of the rows: (row index, hour of the month, value), in row and hour order."""
-    if not bitmaps:
-        empty = np.empty(0, np.int64)
-        return empty, empty, empty
-    bits = np.unpackbits(np.frombuffer(b"".join(bitmaps), np.uint8).reshape(len(bitmaps), BITMAP_BYTES), axis=1)
+    """Every published value of the rows: (row index, hour of the month, value), in row and hour
+    order. bitmaps and values: the rows' columns, each item one row's or several rows' joined."""
+    joined = b"".join(bitmaps)
+    bits = np.unpackbits(np.frombuffer(joined, np.uint8).reshape(len(joined) // BITMAP_BYTES, BITMAP_BYTES), axis=1)
     rows, hours = np.nonzero(bits)
     numbers = np.frombuffer(b"".join(values), HOURLY_VALUE).astype(np.int64)
     if len(numbers) != len(rows):
@@ -52,14 +51,16 @@ def hourly_values(bitmaps: list[bytes], values: list[bytes]) -> tuple[np.ndarray
 
 
 def daily_values(
-    days: list[bytes], sums: list[bytes], hours: list[bytes]
+    days: list[bytes], sums: list[bytes], hours: list[bytes], *, lengths: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every published day of the rows: (row index, day of the month from 0, sum, published hours)."""
-    lengths = np.fromiter(map(len, days), np.int64, len(days))
-    rows = np.repeat(np.arange(len(days)), lengths)
+    """Every published day of the rows: (row index, day of the month from 0, sum, published
+    hours). lengths: each row's days, where an item of the columns joins several rows'."""
+    if lengths is None:
+        lengths = np.fromiter(map(len, days), np.int64, len(days))
+    rows = np.repeat(np.arange(len(lengths)), lengths)
     offsets = np.frombuffer(b"".join(days), np.uint8).astype(np.int64)
     totals = np.frombuffer(b"".join(sums), DAY_SUM).astype(np.int64)
     counts = np.frombuffer(b"".join(hours), np.uint8).astype(np.int64)
-    if not len(rows) == len(totals) == len(counts):
+    if not len(rows) == len(offsets) == len(totals) == len(counts):
         raise ValueError("a packed day row's sums do not match its days")
     return rows, offsets, totals, counts

@@ -26,6 +26,8 @@ from insights.selectors import CELL_SHARES_SQL, MIN_SHARE
 _RELEASED = "t.policy_id = %(policy)s AND t.dataset_version_id <= %(version)s"
 # Packed rows fetched per round trip: about 3 kB each, so a batch is a few MB whatever the area.
 ROWS_PER_FETCH = 2000
+# Joined rows (a strip of the area's cells each, insights.sums._JOINED_COLUMNS) per round trip.
+JOINED_ROWS_PER_FETCH = 64
 # A read of at most this many packed rows (about 3 kB each at most) is one statement, fetched at once.
 ROWS_AT_ONCE = 10_000
 
@@ -164,7 +166,7 @@ class _Period:
         return found
 
 
-def _packed_rows(sql: str, params: dict, *, expected_rows: int) -> Iterator[list[tuple]]:
+def _packed_rows(sql: str, params: dict, *, expected_rows: int, per_fetch: int) -> Iterator[list[tuple]]:
     """The statement's rows, in binary (packed values arrive as bytes): at once when they are
     few, else in batches through a server-side cursor, so memory stays bounded whatever the area."""
     connection.ensure_connection()
@@ -175,7 +177,7 @@ def _packed_rows(sql: str, params: dict, *, expected_rows: int) -> Iterator[list
         return
     with transaction.atomic(), connection.connection.cursor(name="packed_rows", binary=True) as cursor:
         cursor.execute(sql, params)
-        while batch := cursor.fetchmany(ROWS_PER_FETCH):
+        while batch := cursor.fetchmany(per_fetch):
             yield batch
 
 
@@ -196,6 +198,34 @@ def _decoded(period: _Period, *, source: str, rows: list[tuple], first: int) -> 
 
 
 _PACKED_COLUMNS = {"hour": "t.published_hours, t.published_values", "day": "t.days, t.day_sums, t.day_hours"}
+# The packed rows of a month and segment, joined per row of the grid (a northing index): a few
+# rows fetched instead of one per cell, each a strip of the area's cells.
+_JOINED_COLUMNS = {
+    "hour": "string_agg(t.published_hours, ''::bytea ORDER BY t.cell_id),"
+    " string_agg(t.published_values, ''::bytea ORDER BY t.cell_id)",
+    "day": "array_agg(length(t.days) ORDER BY t.cell_id), string_agg(t.days, ''::bytea ORDER BY t.cell_id),"
+    " string_agg(t.day_sums, ''::bytea ORDER BY t.cell_id), string_agg(t.day_hours, ''::bytea ORDER BY t.cell_id)",
+}
+
+
+def _joined_decoded(period: _Period, *, source: str, rows: list[tuple], first: int) -> tuple[np.ndarray, ...]:
+    """The published values of a batch of joined rows (month, segment codes, the cells, then the
+    joined packed columns from `first`): (each packed row's cell, each packed row's joined row,
+    then per value: its packed row, bucket, value and hours counted)."""
+    sizes = [len(row[first - 1]) for row in rows]
+    cells = np.fromiter(itertools.chain.from_iterable(row[first - 1] for row in rows), np.int64, sum(sizes))
+    joined = np.repeat(np.arange(len(rows)), sizes)
+    months: dict = {}
+    month_of_joined = np.array([months.setdefault(row[0], len(months)) for row in rows])
+    lookup = np.stack([period.buckets_of_month(source, month) for month in months])
+    month_of_row = month_of_joined[joined]
+    if source == "hour":
+        index, hours, value = hourly_values([row[first] for row in rows], [row[first + 1] for row in rows])
+        return cells, joined, index, lookup[month_of_row[index], hours], value.astype(float), np.ones(len(value))
+    lengths = np.fromiter(itertools.chain.from_iterable(row[first] for row in rows), np.int64, len(cells))
+    columns = ([row[first + column] for row in rows] for column in (1, 2, 3))
+    index, days, value, count = daily_values(*columns, lengths=lengths)
+    return cells, joined, index, lookup[month_of_row[index], days], value.astype(float), count.astype(float)
 
 
 def cell_hour_sums(
@@ -243,13 +273,15 @@ def cell_hour_sums(
     if breakdowns and with_everyone:
         segments = f"(({everyone_only}) OR ({segments}))"
     period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=over_period)
+    segment_columns = ", ".join(f"t.{name}" for name in kind.segments)
     sql = (
-        f"SELECT t.month, t.cell_id, {', '.join(f't.{name}' for name in kind.segments)}, {_PACKED_COLUMNS[source]}"
+        f"SELECT t.month, {segment_columns}, array_agg(t.cell_id ORDER BY t.cell_id), {_JOINED_COLUMNS[source]}"
         f" FROM {kind.table}_released{'' if source == 'hour' else '_day'} t"
-        f" WHERE t.cell_id = ANY(%(cells)s) AND t.month >= %(first)s AND t.month <= %(last)s"
+        f" WHERE t.cell_id = ANY(%(cells)s::bigint[]) AND t.month >= %(first)s AND t.month <= %(last)s"
         f" AND {segments} AND {_RELEASED}"
+        f" GROUP BY t.month, {segment_columns}, t.cell_id / 100000"
     )
-    first = 2 + len(kind.segments)  # a row: its month, cell and segment codes, then the packed columns
+    first = 2 + len(kind.segments)  # a row: its month, segment codes and cells, then the joined columns
     with report_area(geometry) as area:
         totals = _Totals(buckets=len(period.starts), groups=len(groups))
         cells = _Totals(buckets=1, groups=len(area.cells))  # everyone's per cell over the period
@@ -261,20 +293,21 @@ def cell_hour_sums(
             groups=len(groups),
             on_progress=on_progress,
             params={"version": version, "policy": policy},
+            per_fetch=JOINED_ROWS_PER_FETCH,
         ):
-            rows = [row for row in rows if tuple(row[2:first]) in groups]
+            rows = [row for row in rows if tuple(row[1 : first - 1]) in groups]
             if not rows:
                 continue
-            index, bucket, value, count = _decoded(period, source=source, rows=rows, first=first)
-            share = np.array([area.shares[row[1]] for row in rows])[index]
-            group = np.array([groups[tuple(row[2:first])] for row in rows])[index]
+            cell, joined, index, bucket, value, count = _joined_decoded(period, source=source, rows=rows, first=first)
+            place = area.place_of(cell)
+            share = area.share_array[place][index]
+            group = np.array([groups[tuple(row[1 : first - 1])] for row in rows])[joined][index]
             totals.add(bucket=bucket, group=group, value=value, count=count, share=share)
             if with_cells:
-                chosen = np.array([tuple(row[2:first]) == everyone for row in rows])[index]
-                place = np.array([area.places[row[1]] for row in rows])[index]
+                chosen = np.array([tuple(row[1 : first - 1]) == everyone for row in rows])[joined][index]
                 cells.add(
                     bucket=np.where(bucket[chosen] >= 0, 0, -1),
-                    group=place[chosen],
+                    group=place[index][chosen],
                     value=value[chosen],
                     count=count[chosen],
                     share=share[chosen],
@@ -294,16 +327,26 @@ def cell_hour_sums(
 
 
 def _read_by_month(
-    sql: str, period: _Period, source: str, *, places: list[int], groups: int, params: dict, on_progress
+    sql: str,
+    period: _Period,
+    source: str,
+    *,
+    places: list[int],
+    groups: int,
+    params: dict,
+    on_progress,
+    per_fetch: int = ROWS_PER_FETCH,
 ) -> Iterator[list[tuple]]:
     """The packed rows of the period's months: in one statement if they are few, else a month
     per statement, reporting the fraction done after each."""
     months_read = period.months(source)
     expected_rows = len(places) * groups * len(months_read)
+    # As an array literal, written once: psycopg would check and dump each of thousands of ids per statement.
+    params = {**params, "cells": "{" + ",".join(map(str, places)) + "}"}
     steps = [months_read] if expected_rows <= ROWS_AT_ONCE else [[month] for month in months_read]
     for done, step in enumerate(steps, start=1):
-        read = {**params, "cells": places, "first": step[0], "last": step[-1]}
-        yield from _packed_rows(sql, read, expected_rows=expected_rows // len(steps))
+        read = {**params, "first": step[0], "last": step[-1]}
+        yield from _packed_rows(sql, read, expected_rows=expected_rows // len(steps), per_fetch=per_fetch)
         if on_progress:
             on_progress(done / len(steps))
 
@@ -330,7 +373,7 @@ def trip_sums(
     sql = (
         f"SELECT t.month, t.origin_id, t.destination, {_PACKED_COLUMNS[source]}"
         f" FROM {TRIPS.table}_released{'' if source == 'hour' else '_day'} t"
-        f" WHERE t.origin_id = ANY(%(cells)s) AND t.destination = ANY(%(cells)s)"
+        f" WHERE t.origin_id = ANY(%(cells)s::smallint[]) AND t.destination = ANY(%(cells)s::smallint[])"
         f" AND t.month >= %(first)s AND t.month <= %(last)s AND {_RELEASED}"
     )
     params = {"version": version, "policy": policy}
@@ -360,13 +403,19 @@ class ReportArea:
         return [cell for cell, _, _ in self.cells]
 
     @functools.cached_property
-    def places(self) -> dict[int, int]:
-        """{cell id: its position in cells}"""
-        return {cell: index for index, cell in enumerate(self.ids)}
+    def share_array(self) -> np.ndarray:
+        """Each cell's share, by position in cells."""
+        return np.array([share for _, _, share in self.cells], dtype=float)
 
     @functools.cached_property
-    def shares(self) -> dict[int, float]:
-        return {cell: share for cell, _, share in self.cells}
+    def _by_id(self) -> tuple[np.ndarray, np.ndarray]:
+        order = np.argsort(np.array(self.ids, dtype=np.int64))
+        return np.array(self.ids, dtype=np.int64)[order], order
+
+    def place_of(self, cell_ids: np.ndarray) -> np.ndarray:
+        """The position in cells of each of the area's cell ids."""
+        ids, order = self._by_id
+        return order[np.searchsorted(ids, cell_ids)]
 
 
 @contextlib.contextmanager
