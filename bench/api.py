@@ -1,17 +1,22 @@
 """The API load benchmark (bench/api): N concurrent buyers each order a shopping-centre footfall
 report, poll it until it is final, and order the next; per N, the reports finished per second,
-the time from order to `succeeded` (p50, p95, p99) and the POST latency.
+the time from order to `succeeded` (p50, p95, p99) and the POST latency; then, per N, where a
+report's time went, stage by stage (the service's footfall_report_stage_seconds and
+footfall_task_duration_seconds histograms, scraped from /metrics before and after).
 
 It runs a private copy of the service as bin/run does (gunicorn with 2 workers, a Celery worker
 with 2 processes on both queues, beat), set up by the fault runner's machinery (bench/faults.py)
-with no fault and no delay: its own database (footfall_api), queue and Redis."""
+with no fault and no delay, and no proxies: its own database (footfall_api), queue and Redis."""
 
 import argparse
+import collections
+import itertools
 import statistics
 import threading
 import time
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import faults
 
@@ -19,14 +24,51 @@ DATABASE = "footfall_api"
 BUYER_COUNTS = (1, 5, 20)
 POLL_SECONDS = 0.05
 REPORT_TIMEOUT_SECONDS = 120
+# The stages of marketplace/observability/metrics.py, in order, and the tasks of the worker.
+STAGES = (
+    "order_checks",
+    "outbox_publish",
+    "queue_wait",
+    "claim",
+    "engine",
+    "result_storage",
+    "ledger",
+    "release_log",
+    "commit",
+)
+TASKS = {
+    "insights.tasks.compute_report": "compute_report task (claim to commit)",
+    "billing.tasks.sync_usage": "Stripe sync task",
+    "marketplace.tasks.deliver_webhook": "webhook delivery task",
+    "marketplace.tasks.publish_pending_reports": "outbox relay task",
+}
+# The test city's local days (Europe/Berlin), 27 March to 1 April 2026: orders take periods of
+# whole days among them in turn, so no buyer orders the same report twice in a row.
+CITY_MIDNIGHTS = (
+    "2026-03-27T00:00:00+01:00",
+    "2026-03-28T00:00:00+01:00",
+    "2026-03-29T00:00:00+01:00",
+    "2026-03-30T00:00:00+02:00",
+    "2026-03-31T00:00:00+02:00",
+    "2026-04-01T00:00:00+02:00",
+)
+PERIODS = list(itertools.combinations(CITY_MIDNIGHTS, 2))
 
 
-def buyer(url: str, key: str, until: float, results: list[tuple]) -> None:
+def order_body(number: int) -> dict:
+    """The shopping-centre block's footfall by day over the number-th period of whole days."""
+    start, end = PERIODS[number % len(PERIODS)]
+    return faults.order_body() | {"start": start, "end": end}
+
+
+def buyer(url: str, key: str, until: float, results: list[tuple], first: int) -> None:
     """Order, poll until final, order again, until `until`; appends (status, POST s, order-to-final s)."""
     headers = {"Authorization": f"Api-Key {key}"}
-    while time.monotonic() < until:
+    for number in itertools.count(first):
+        if time.monotonic() >= until:
+            break
         ordered = time.monotonic()
-        response = requests.post(f"{url}/api/v1/reports/", json=faults.order_body(), headers=headers, timeout=60)
+        response = requests.post(f"{url}/api/v1/reports/", json=order_body(number), headers=headers, timeout=60)
         posted = time.monotonic() - ordered
         if response.status_code != 201:
             results.append((str(response.status_code), posted, None))
@@ -45,11 +87,61 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+def histograms(service: faults.Service) -> dict[tuple[str, str], dict[float, float]]:
+    """The service's stage and task histograms: per (metric, stage or task) the cumulative
+    count of each bucket's upper bound, and the sum under bound -1."""
+    response = requests.get(
+        f"{service.web_url}/metrics", headers={"Authorization": f"Bearer {faults.METRICS_TOKEN}"}, timeout=30
+    )
+    response.raise_for_status()
+    found: dict[tuple[str, str], dict[float, float]] = collections.defaultdict(dict)
+    for family in text_string_to_metric_families(response.text):
+        if family.name not in ("footfall_report_stage_seconds", "footfall_task_duration_seconds"):
+            continue
+        for sample in family.samples:
+            name = sample.labels.get("stage") or sample.labels.get("task")
+            if sample.name.endswith("_bucket"):
+                found[(family.name, name)][float(sample.labels["le"])] = sample.value
+            elif sample.name.endswith("_sum"):
+                found[(family.name, name)][-1.0] = sample.value
+    return found
+
+
+def quantile(buckets: dict[float, float], share: float) -> float:
+    """A quantile of a histogram, interpolated within its bucket as Prometheus' histogram_quantile does."""
+    bounds = sorted(bound for bound in buckets if bound >= 0)
+    total = buckets[bounds[-1]]
+    rank, lower, below = share * total, 0.0, 0.0
+    for bound in bounds:
+        if buckets[bound] >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = buckets[bound] - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, buckets[bound]
+    return lower
+
+
+def stage_rows(before: dict, after: dict) -> list[tuple[str, int, float, float, float]]:
+    """(stage, count, p50, p95, mean) of what was observed between the two scrapes."""
+    rows = []
+    wanted = [("footfall_report_stage_seconds", stage, stage) for stage in STAGES]
+    wanted += [("footfall_task_duration_seconds", task, label) for task, label in TASKS.items()]
+    for metric, name, label in wanted:
+        now, then = after.get((metric, name), {}), before.get((metric, name), {})
+        buckets = {bound: value - then.get(bound, 0.0) for bound, value in now.items()}
+        count = int(buckets.get(float("inf"), 0))
+        if count:
+            rows.append((label, count, quantile(buckets, 0.5), quantile(buckets, 0.95), buckets[-1.0] / count))
+    return rows
+
+
 def run(service: faults.Service, keys: list[str], buyers: int, seconds: float) -> dict:
     results: list[tuple] = []
     until = time.monotonic() + seconds
+    before = histograms(service)
     threads = [
-        threading.Thread(target=buyer, args=(service.web_url, keys[index], until, results), daemon=True)
+        threading.Thread(target=buyer, args=(service.web_url, keys[index], until, results, index), daemon=True)
         for index in range(buyers)
     ]
     started = time.monotonic()
@@ -58,6 +150,8 @@ def run(service: faults.Service, keys: list[str], buyers: int, seconds: float) -
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - started
+    time.sleep(1)  # the last reports' commits are observed
+    stages = stage_rows(before, histograms(service))
     succeeded = [final for status, _, final in results if status == "succeeded"]
     posts = [posted for _, posted, _ in results]
     return {
@@ -69,6 +163,7 @@ def run(service: faults.Service, keys: list[str], buyers: int, seconds: float) -
         "final_p95": percentile(succeeded, 0.95) if succeeded else None,
         "final_p99": percentile(succeeded, 0.99) if succeeded else None,
         "post_p95": percentile(posts, 0.95) if posts else None,
+        "stages": stages,
     }
 
 
@@ -79,7 +174,7 @@ def main() -> None:
     args = parser.parse_args()
     counts = args.buyers or list(BUYER_COUNTS)
     names = [f"Buyer {index}" for index in range(max(counts))]  # a tenant per buyer
-    with faults.running_service(DATABASE, names, worker_db_delay=0.0) as (service, tenants):
+    with faults.running_service(DATABASE, names, worker_db_delay=0.0, proxied=False) as (service, tenants):
         keys = [key for _, key in tenants]
         rows = [run(service, keys, buyers, args.seconds) for buyers in counts]
     print(
@@ -97,6 +192,14 @@ def main() -> None:
             f"| {row['buyers']} | {row['succeeded']} | {row['per_second']:.2f} | {finals} | {post}"
             f" | {', '.join(row['other']) or '-'} |"
         )
+
+    print("\nWhere a report's time goes (histogram quantiles, interpolated within buckets; mean exact):")
+    for row in rows:
+        print(f"\n{row['buyers']} buyers\n")
+        print("| stage | observed | p50 (ms) | p95 (ms) | mean (ms) |")
+        print("|---|---|---|---|---|")
+        for label, count, p50, p95, mean in row["stages"]:
+            print(f"| {label} | {count} | {p50 * 1000:.1f} | {p95 * 1000:.1f} | {mean * 1000:.1f} |")
 
 
 if __name__ == "__main__":
