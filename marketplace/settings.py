@@ -388,6 +388,13 @@ CACHES["default"]["OPTIONS"] = {
 ORDER_ADMISSION_SLOTS = env.int("ORDER_ADMISSION_SLOTS", default=8)
 MAX_REPORTS_IN_PROGRESS_SERVICE_WIDE = env.int("MAX_REPORTS_IN_PROGRESS_SERVICE_WIDE", default=2000)
 ADMISSION_RETRY_AFTER_SECONDS = 2
+# GET reports/{id}/?wait=N holds the answer up to N (at most this many) seconds until the report
+# is final, looking every REPORT_WAIT_POLL_SECONDS; at most REPORT_WAIT_SLOTS requests per web
+# process wait at once (the others are answered at once). Keep the slots under the threads of a
+# web process (bin/run and docker/: gunicorn gthread, 16 threads) and the wait under its timeout.
+REPORT_WAIT_MAX_SECONDS = env.float("REPORT_WAIT_MAX_SECONDS", default=20.0)
+REPORT_WAIT_POLL_SECONDS = env.float("REPORT_WAIT_POLL_SECONDS", default=0.05)
+REPORT_WAIT_SLOTS = env.int("REPORT_WAIT_SLOTS", default=12)
 # The worker touches this file every WORKER_HEARTBEAT_SECONDS; `manage.py worker_alive` checks it.
 WORKER_HEARTBEAT_FILE = env("WORKER_HEARTBEAT_FILE", default=str(BASE_DIR / "var" / "worker-heartbeat"))
 WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10.0)

@@ -201,6 +201,22 @@ def test_each_stage_of_a_report_is_observed_once_when_it_runs(api, city, place, 
     assert f'footfall_task_duration_seconds_bucket{{le="+Inf",task="{task}"}}' in text
 
 
+def test_a_waited_status_poll_counts_only_its_answering_time(api, city, scrape, settings):
+    settings.REPORT_WAIT_POLL_SECONDS = 0.05
+    report_id = api.post(REPORTS, order_body(), format="json").json()["id"]  # queued: nothing runs it
+    route = "api/v1/reports/(?P<pk>[^/.]+)/$"
+    slow = sample("footfall_http_request_duration_seconds_count", method="GET", route=route) - sample(
+        "footfall_http_request_duration_seconds_bucket", method="GET", route=route, le="0.25"
+    )
+
+    assert api.get(f"{REPORTS}{report_id}/", {"wait": "0.3"}).json()["status"] == "queued"
+
+    now_slow = sample("footfall_http_request_duration_seconds_count", method="GET", route=route) - sample(
+        "footfall_http_request_duration_seconds_bucket", method="GET", route=route, le="0.25"
+    )
+    assert now_slow == slow
+
+
 # --- failures never fail the scrape ---------------------------------------------------------
 
 
