@@ -70,9 +70,10 @@ class Service:
     connect to the servers directly: the proxies are threads of this process, which carry
     every byte, and would measure themselves under load."""
 
-    def __init__(self, *, database: str, worker_db_delay: float, proxied: bool = True):
+    def __init__(self, *, database: str, worker_db_delay: float, proxied: bool = True, worker_concurrency: int = 2):
         self.database = database
         self.proxied = proxied
+        self.worker_concurrency = worker_concurrency
         self.proxies = {
             "db": Proxy("db", POSTGRES),  # the web's
             "db-worker": Proxy("db-worker", POSTGRES),  # the worker's and beat's: a slower link, see --worker-db-delay
@@ -113,11 +114,13 @@ class Service:
     def start_web(self) -> None:
         port = self.web_url.rsplit(":", 1)[1]
         argv = [str(BIN / "gunicorn"), "marketplace.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2"]
+        argv += ["--worker-class", "gthread", "--threads", "16", "--keep-alive", "5"]  # as bin/run
         argv += ["--access-logfile", "-"]
         self.start("web", argv, self.env(database_proxy="db"))
 
     def start_worker(self, name: str = "worker", **extra_env: str) -> None:
-        argv = [str(BIN / "celery"), "-A", "marketplace", "worker", "--pool", "prefork", "--concurrency", "2"]
+        argv = [str(BIN / "celery"), "-A", "marketplace", "worker", "--pool", "prefork"]
+        argv += ["--concurrency", str(self.worker_concurrency)]
         argv += ["-Q", f"{QUEUE},{OUTBOUND_QUEUE}", "-n", f"faults-{name}@%h", "--loglevel", "INFO"]
         self.start(name, argv, self.env(database_proxy="db-worker", **extra_env))
 
@@ -436,7 +439,12 @@ def print_table(outcomes: list[Outcome]) -> None:
 
 @contextlib.contextmanager
 def running_service(
-    database: str, tenant_names: list[str], *, worker_db_delay: float, proxied: bool = True
+    database: str,
+    tenant_names: list[str],
+    *,
+    worker_db_delay: float,
+    proxied: bool = True,
+    worker_concurrency: int = 2,
 ) -> Iterator[tuple[Service, list[tuple[object, str]]]]:
     """The private service, running over a fresh database with the test city and a tenant (with a
     key) per name; everything it started is stopped after. Also bench/api's (unproxied)."""
@@ -447,7 +455,9 @@ def running_service(
     METRICS_DIR.mkdir()
     stop_redis()  # one a run before left, if any
     start_redis()
-    service = Service(database=database, worker_db_delay=worker_db_delay, proxied=proxied)
+    service = Service(
+        database=database, worker_db_delay=worker_db_delay, proxied=proxied, worker_concurrency=worker_concurrency
+    )
     # This process sets up and checks the database directly; the service goes through the proxies.
     direct_env = service.env(database_proxy="db")
     del direct_env["PROMETHEUS_MULTIPROC_DIR"]  # this process's own metrics are not the service's
