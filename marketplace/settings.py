@@ -388,6 +388,9 @@ CACHES["default"]["OPTIONS"] = {
 ORDER_ADMISSION_SLOTS = env.int("ORDER_ADMISSION_SLOTS", default=8)
 MAX_REPORTS_IN_PROGRESS_SERVICE_WIDE = env.int("MAX_REPORTS_IN_PROGRESS_SERVICE_WIDE", default=2000)
 ADMISSION_RETRY_AFTER_SECONDS = 2
+# With every slot taken, an order or quote waits this long for one before its 503: a burst of
+# orders is checked a moment later instead of turned away for Retry-After.
+ADMISSION_WAIT_SECONDS = env.float("ADMISSION_WAIT_SECONDS", default=1.0)
 # GET reports/{id}/?wait=N holds the answer up to N (at most this many) seconds until the report
 # is final, looking every REPORT_WAIT_POLL_SECONDS; at most REPORT_WAIT_SLOTS requests per web
 # process wait at once (the others are answered at once). Keep the slots under the threads of a
