@@ -140,18 +140,20 @@ def _report_result(report: Report, *, version: int, policy: ReleasePolicy) -> di
 def _report_release(report: Report, result: dict, *, version: int, clock: StageClock) -> None:
     """Store the result, bill it and log its release, together: a report is released and billed
     exactly when it succeeds."""
+    finished = {
+        "status": Report.Status.SUCCEEDED,
+        "progress": 1.0,
+        "finished_at": timezone.now(),
+        "result_rows": sum(len(result.get(key, [])) for key in PRODUCTS[report.product.code].row_arrays),
+        "dataset_version": version,
+    }
     with transaction.atomic():
-        succeeded = _report_finish(
-            report.pk,
-            status=Report.Status.SUCCEEDED,
-            result=result,
-            result_rows=sum(len(result.get(key, [])) for key in PRODUCTS[report.product.code].row_arrays),
-            dataset_version=version,
-        )
+        succeeded = _report_finish(report.pk, result=result, **finished)
         clock.lap("result_storage")
         if succeeded:
-            # What the finish wrote, not the result again: it may be large.
-            report.refresh_from_db(fields=["status", "progress", "finished_at", "result_rows", "dataset_version"])
+            # The row holds these now; set here rather than read back with the result.
+            for name, value in finished.items():
+                setattr(report, name, value)
             billing_services.usage_record(report=report)
             clock.lap("ledger")
             Release.objects.create(
@@ -204,12 +206,13 @@ def _report_progress(report_id: str, fraction: float) -> None:
 
 def _report_finish(report_id: str, **fields) -> bool:
     """Whether the report took the fields: a report cancelled while it ran stays cancelled.
-    The buyer's webhooks are queued in the same transaction, and sent after it."""
-    with transaction.atomic():
+    The buyer's webhooks are queued in the same transaction, and sent after it. Within another
+    transaction (a release), no savepoint of its own: a failure undoes the whole."""
+    with transaction.atomic(savepoint=False):
         finished = bool(
             Report.objects.filter(pk=report_id)
             .exclude(status__in=Report.FINAL_STATUSES)
-            .update(finished_at=timezone.now(), progress=1.0, **fields)
+            .update(**{"finished_at": timezone.now(), "progress": 1.0} | fields)
         )
         if finished:
             webhooks_queue(Report.objects.select_related("product").defer("result", "geometry").get(pk=report_id))
