@@ -185,8 +185,10 @@ def report_overlapping_count(*, tenant: Tenant, products: list[str], geometry, s
 
 
 def licensed_region_list(*, tenant: Tenant, at) -> list[LicensedRegion]:
-    """The regions the tenant may order in at that time (None: at any time)."""
-    valid = LicensedRegion.objects.all()
+    """The regions the tenant may order in at that time (None: at any time), without their
+    boundaries (read when used): every order checks its licence, and a country's boundary is
+    large to parse."""
+    valid = LicensedRegion.objects.defer("geometry")
     if at is not None:
         valid = valid.filter(Q(valid_from__isnull=True) | Q(valid_from__lte=at)).filter(
             Q(valid_until__isnull=True) | Q(valid_until__gt=at)
