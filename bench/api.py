@@ -1,12 +1,13 @@
 """The API load benchmark (bench/api): N concurrent buyers each order a shopping-centre footfall
-report, poll it until it is final, and order the next; per N, the reports finished per second,
-the time from order to `succeeded` (p50, p95, p99) and the POST latency; then, per N, where a
-report's time went, stage by stage (the service's footfall_report_stage_seconds and
+report, ask for it (?wait=) until it is final, and order the next; per N, the reports finished
+per second, the time from order to `succeeded` (p50, p95, p99) and the POST latency; then, per
+N, where a report's time went, stage by stage (the service's footfall_report_stage_seconds and
 footfall_task_duration_seconds histograms, scraped from /metrics before and after).
 
-It runs a private copy of the service as bin/run does (gunicorn with 2 workers, a Celery worker
-with 2 processes on both queues, beat), set up by the fault runner's machinery (bench/faults.py)
-with no fault and no delay, and no proxies: its own database (footfall_api), queue and Redis."""
+It runs a private copy of the service as bin/run does (gunicorn with 2 gthread processes, a
+Celery worker of 4 processes for reports and one of 8 threads for the outbound queue, beat), set
+up by the fault runner's machinery (bench/faults.py) with no fault and no delay, and no proxies:
+its own database (footfall_api), queue and Redis."""
 
 import argparse
 import collections
@@ -213,7 +214,12 @@ def main() -> None:
     counts = args.buyers or list(BUYER_COUNTS)
     names = [f"Buyer {index}" for index in range(max(counts))]  # a tenant per buyer
     with faults.running_service(
-        DATABASE, names, worker_db_delay=0.0, proxied=False, worker_concurrency=args.worker_concurrency
+        DATABASE,
+        names,
+        worker_db_delay=0.0,
+        proxied=False,
+        worker_concurrency=args.worker_concurrency,
+        outbound_pool=True,
     ) as (service, tenants):
         keys = [key for _, key in tenants]
         rows = [run(service, keys, buyers, args.seconds, wait=args.wait, pause=args.pause) for buyers in counts]

@@ -70,10 +70,20 @@ class Service:
     connect to the servers directly: the proxies are threads of this process, which carry
     every byte, and would measure themselves under load."""
 
-    def __init__(self, *, database: str, worker_db_delay: float, proxied: bool = True, worker_concurrency: int = 2):
+    def __init__(
+        self,
+        *,
+        database: str,
+        worker_db_delay: float,
+        proxied: bool = True,
+        worker_concurrency: int = 2,
+        outbound_pool: bool = False,
+    ):
         self.database = database
         self.proxied = proxied
         self.worker_concurrency = worker_concurrency
+        # As bin/run: the outbound queue in a threads pool of its own, beside the report processes.
+        self.outbound_pool = outbound_pool
         self.proxies = {
             "db": Proxy("db", POSTGRES),  # the web's
             "db-worker": Proxy("db-worker", POSTGRES),  # the worker's and beat's: a slower link, see --worker-db-delay
@@ -121,8 +131,14 @@ class Service:
     def start_worker(self, name: str = "worker", **extra_env: str) -> None:
         argv = [str(BIN / "celery"), "-A", "marketplace", "worker", "--pool", "prefork"]
         argv += ["--concurrency", str(self.worker_concurrency)]
-        argv += ["-Q", f"{QUEUE},{OUTBOUND_QUEUE}", "-n", f"faults-{name}@%h", "--loglevel", "INFO"]
+        queues = QUEUE if self.outbound_pool else f"{QUEUE},{OUTBOUND_QUEUE}"
+        argv += ["-Q", queues, "-n", f"faults-{name}@%h", "--loglevel", "INFO"]
         self.start(name, argv, self.env(database_proxy="db-worker", **extra_env))
+
+    def start_outbound(self) -> None:
+        argv = [str(BIN / "celery"), "-A", "marketplace", "worker", "--pool", "threads", "--concurrency", "8"]
+        argv += ["-Q", OUTBOUND_QUEUE, "-n", "faults-outbound@%h", "--loglevel", "INFO"]
+        self.start("outbound", argv, self.env(database_proxy="db-worker"))
 
     def start_beat(self) -> None:
         argv = [str(BIN / "celery"), "-A", "marketplace", "beat", "--loglevel", "INFO"]
@@ -445,6 +461,7 @@ def running_service(
     worker_db_delay: float,
     proxied: bool = True,
     worker_concurrency: int = 2,
+    outbound_pool: bool = False,
 ) -> Iterator[tuple[Service, list[tuple[object, str]]]]:
     """The private service, running over a fresh database with the test city and a tenant (with a
     key) per name; everything it started is stopped after. Also bench/api's (unproxied)."""
@@ -456,7 +473,11 @@ def running_service(
     stop_redis()  # one a run before left, if any
     start_redis()
     service = Service(
-        database=database, worker_db_delay=worker_db_delay, proxied=proxied, worker_concurrency=worker_concurrency
+        database=database,
+        worker_db_delay=worker_db_delay,
+        proxied=proxied,
+        worker_concurrency=worker_concurrency,
+        outbound_pool=outbound_pool,
     )
     # This process sets up and checks the database directly; the service goes through the proxies.
     direct_env = service.env(database_proxy="db")
@@ -475,6 +496,8 @@ def running_service(
         tenants = setup_database(direct_env, database, tenant_names)
         service.start_web()
         service.start_worker()
+        if outbound_pool:
+            service.start_outbound()
         service.start_beat()
         service.wait_ready()
         time.sleep(3)  # the worker and beat connect
