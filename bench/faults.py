@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +35,8 @@ QUEUE = "footfall-faults"
 OUTBOUND_QUEUE = f"{QUEUE}-outbound"  # webhooks, Stripe, the outbox relay and the sweeper (settings)
 POSTGRES, RABBITMQ = ("127.0.0.1", 5432), ("127.0.0.1", 5672)
 REDIS_PORT = 6391
+METRICS_DIR = VAR / "prometheus"  # the service's processes add up in /metrics (multiprocess mode)
+METRICS_TOKEN = "bench-metrics-token"
 TARGET_SECONDS = 90  # the issue's target: every order final this long after an outage ends
 STUCK_AFTER_SECONDS = 300  # a report not final this long after the fault's end counts as stuck
 MAX_BACKENDS = 40  # the service's connections to PostgreSQL above which the poison worker is stopped
@@ -63,10 +66,24 @@ def city_visits(cell: tuple[int, int], hour: dt.datetime) -> int:
 
 class Service:
     """The web, worker and beat processes, each in a session of its own (so a kill reaches the
-    whole process group), and the proxies they connect through."""
+    whole process group), and the proxies they connect through. Unproxied (bench/api), they
+    connect to the servers directly: the proxies are threads of this process, which carry
+    every byte, and would measure themselves under load."""
 
-    def __init__(self, *, database: str, worker_db_delay: float):
+    def __init__(
+        self,
+        *,
+        database: str,
+        worker_db_delay: float,
+        proxied: bool = True,
+        worker_concurrency: int = 2,
+        outbound_pool: bool = False,
+    ):
         self.database = database
+        self.proxied = proxied
+        self.worker_concurrency = worker_concurrency
+        # As bin/run: the outbound queue in a threads pool of its own, beside the report processes.
+        self.outbound_pool = outbound_pool
         self.proxies = {
             "db": Proxy("db", POSTGRES),  # the web's
             "db-worker": Proxy("db-worker", POSTGRES),  # the worker's and beat's: a slower link, see --worker-db-delay
@@ -78,12 +95,15 @@ class Service:
         self.processes: dict[str, subprocess.Popen] = {}
 
     def env(self, *, database_proxy: str, **extra: str) -> dict[str, str]:
-        port = lambda name: self.proxies[name].port  # noqa: E731
+        upstream = {"db": POSTGRES[1], "db-worker": POSTGRES[1], "broker": RABBITMQ[1], "redis": REDIS_PORT}
+        port = lambda name: self.proxies[name].port if self.proxied else upstream[name]  # noqa: E731
         return {
             **os.environ,
             "DATABASE_URL": f"postgis://root@127.0.0.1:{port(database_proxy)}/{self.database}",
             "CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{port('broker')}//",
             "REDIS_URL": f"redis://127.0.0.1:{port('redis')}/0",
+            "PROMETHEUS_MULTIPROC_DIR": str(METRICS_DIR),
+            "METRICS_TOKEN": METRICS_TOKEN,
             "CELERY_QUEUE": QUEUE,
             "CACHE_KEY_PREFIX": "footfall-faults",
             "WORKER_HEARTBEAT_FILE": str(VAR / "worker-heartbeat"),
@@ -104,13 +124,21 @@ class Service:
     def start_web(self) -> None:
         port = self.web_url.rsplit(":", 1)[1]
         argv = [str(BIN / "gunicorn"), "marketplace.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2"]
+        argv += ["--worker-class", "gthread", "--threads", "16", "--keep-alive", "5"]  # as bin/run
         argv += ["--access-logfile", "-"]
         self.start("web", argv, self.env(database_proxy="db"))
 
     def start_worker(self, name: str = "worker", **extra_env: str) -> None:
-        argv = [str(BIN / "celery"), "-A", "marketplace", "worker", "--pool", "prefork", "--concurrency", "2"]
-        argv += ["-Q", f"{QUEUE},{OUTBOUND_QUEUE}", "-n", f"faults-{name}@%h", "--loglevel", "INFO"]
+        argv = [str(BIN / "celery"), "-A", "marketplace", "worker", "--pool", "prefork"]
+        argv += ["--concurrency", str(self.worker_concurrency)]
+        queues = QUEUE if self.outbound_pool else f"{QUEUE},{OUTBOUND_QUEUE}"
+        argv += ["-Q", queues, "-n", f"faults-{name}@%h", "--loglevel", "INFO"]
         self.start(name, argv, self.env(database_proxy="db-worker", **extra_env))
+
+    def start_outbound(self) -> None:
+        argv = [str(BIN / "celery"), "-A", "marketplace", "worker", "--pool", "threads", "--concurrency", "8"]
+        argv += ["-Q", OUTBOUND_QUEUE, "-n", "faults-outbound@%h", "--loglevel", "INFO"]
+        self.start("outbound", argv, self.env(database_proxy="db-worker"))
 
     def start_beat(self) -> None:
         argv = [str(BIN / "celery"), "-A", "marketplace", "beat", "--loglevel", "INFO"]
@@ -427,18 +455,33 @@ def print_table(outcomes: list[Outcome]) -> None:
 
 @contextlib.contextmanager
 def running_service(
-    database: str, tenant_names: list[str], *, worker_db_delay: float
+    database: str,
+    tenant_names: list[str],
+    *,
+    worker_db_delay: float,
+    proxied: bool = True,
+    worker_concurrency: int = 2,
+    outbound_pool: bool = False,
 ) -> Iterator[tuple[Service, list[tuple[object, str]]]]:
     """The private service, running over a fresh database with the test city and a tenant (with a
-    key) per name; everything it started is stopped after. Also bench/api's."""
+    key) per name; everything it started is stopped after. Also bench/api's (unproxied)."""
     VAR.mkdir(parents=True, exist_ok=True)
     for log in VAR.glob("*.log"):
         log.unlink()
+    shutil.rmtree(METRICS_DIR, ignore_errors=True)
+    METRICS_DIR.mkdir()
     stop_redis()  # one a run before left, if any
     start_redis()
-    service = Service(database=database, worker_db_delay=worker_db_delay)
+    service = Service(
+        database=database,
+        worker_db_delay=worker_db_delay,
+        proxied=proxied,
+        worker_concurrency=worker_concurrency,
+        outbound_pool=outbound_pool,
+    )
     # This process sets up and checks the database directly; the service goes through the proxies.
     direct_env = service.env(database_proxy="db")
+    del direct_env["PROMETHEUS_MULTIPROC_DIR"]  # this process's own metrics are not the service's
     direct_env.update(
         DATABASE_URL=f"postgis://root@127.0.0.1:{POSTGRES[1]}/{database}",
         CELERY_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{RABBITMQ[1]}//",
@@ -453,6 +496,8 @@ def running_service(
         tenants = setup_database(direct_env, database, tenant_names)
         service.start_web()
         service.start_worker()
+        if outbound_pool:
+            service.start_outbound()
         service.start_beat()
         service.wait_ready()
         time.sleep(3)  # the worker and beat connect

@@ -1,8 +1,11 @@
 """Reads of the buyer-facing domain. Every query starts from what the caller may see."""
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.contrib.gis.db.models.functions import Area as AreaOf
 from django.contrib.gis.db.models.functions import Transform
 from django.db import connection
@@ -44,6 +47,33 @@ def area_visible_list(*, tenant: Tenant, role: str, api_key: ApiKey) -> QuerySet
     """What the caller may see: the tenant's areas, or for a viewer those shared with it."""
     areas = area_list(tenant=tenant)
     return areas.filter(shares__viewer=api_key) if role == Role.VIEWER else areas
+
+
+# The requests of this process that may wait on a report at once (GET reports/{id}/?wait=): the
+# others are answered at once, so waiting buyers never take every thread of the web process.
+_report_waits = threading.BoundedSemaphore(settings.REPORT_WAIT_SLOTS)
+
+
+def report_wait_final(*, report_id, seconds: float) -> float:
+    """Wait until the report is final, or `seconds` have passed, looking every
+    REPORT_WAIT_POLL_SECONDS; not at all if REPORT_WAIT_SLOTS requests of this process wait
+    already. Returns how long it waited."""
+    if not _report_waits.acquire(blocking=False):
+        return 0.0
+    started = time.monotonic()
+    try:
+        deadline = started + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(settings.REPORT_WAIT_POLL_SECONDS, left))
+            # In SQL: a fraction of the ORM's cost, and it runs many times a second per waiting buyer.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT status FROM marketplace_report WHERE id = %s", [report_id])
+                row = cursor.fetchone()
+            if row is None or row[0] in Report.FINAL_STATUSES:
+                break
+    finally:
+        _report_waits.release()
+    return time.monotonic() - started
 
 
 def report_visible_list(*, tenant: Tenant, role: str, api_key: ApiKey) -> QuerySet[Report]:
@@ -155,8 +185,10 @@ def report_overlapping_count(*, tenant: Tenant, products: list[str], geometry, s
 
 
 def licensed_region_list(*, tenant: Tenant, at) -> list[LicensedRegion]:
-    """The regions the tenant may order in at that time (None: at any time)."""
-    valid = LicensedRegion.objects.all()
+    """The regions the tenant may order in at that time (None: at any time), without their
+    boundaries (read when used): every order checks its licence, and a country's boundary is
+    large to parse."""
+    valid = LicensedRegion.objects.defer("geometry")
     if at is not None:
         valid = valid.filter(Q(valid_from__isnull=True) | Q(valid_from__lte=at)).filter(
             Q(valid_until__isnull=True) | Q(valid_until__gt=at)

@@ -201,6 +201,10 @@ CELERY_TASK_ROUTES = {
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery would close the database connection before and after every task: a new PostgreSQL
+# connection (and PostGIS's type lookups) per task. Instead, as Django does per request, a
+# connection is kept while it works and is younger than CONN_MAX_AGE (marketplace/celery.py).
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
@@ -384,6 +388,16 @@ CACHES["default"]["OPTIONS"] = {
 ORDER_ADMISSION_SLOTS = env.int("ORDER_ADMISSION_SLOTS", default=8)
 MAX_REPORTS_IN_PROGRESS_SERVICE_WIDE = env.int("MAX_REPORTS_IN_PROGRESS_SERVICE_WIDE", default=2000)
 ADMISSION_RETRY_AFTER_SECONDS = 2
+# With every slot taken, an order or quote waits this long for one before its 503: a burst of
+# orders is checked a moment later instead of turned away for Retry-After.
+ADMISSION_WAIT_SECONDS = env.float("ADMISSION_WAIT_SECONDS", default=1.0)
+# GET reports/{id}/?wait=N holds the answer up to N (at most this many) seconds until the report
+# is final, looking every REPORT_WAIT_POLL_SECONDS; at most REPORT_WAIT_SLOTS requests per web
+# process wait at once (the others are answered at once). Keep the slots under the threads of a
+# web process (bin/run and docker/: gunicorn gthread, 16 threads) and the wait under its timeout.
+REPORT_WAIT_MAX_SECONDS = env.float("REPORT_WAIT_MAX_SECONDS", default=20.0)
+REPORT_WAIT_POLL_SECONDS = env.float("REPORT_WAIT_POLL_SECONDS", default=0.05)
+REPORT_WAIT_SLOTS = env.int("REPORT_WAIT_SLOTS", default=12)
 # The worker touches this file every WORKER_HEARTBEAT_SECONDS; `manage.py worker_alive` checks it.
 WORKER_HEARTBEAT_FILE = env("WORKER_HEARTBEAT_FILE", default=str(BASE_DIR / "var" / "worker-heartbeat"))
 WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10.0)

@@ -5,6 +5,7 @@ import tempfile
 from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.db.models import Model, QuerySet
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
@@ -110,6 +111,23 @@ def _order(data: dict) -> services.ReportOrder:
     )
 
 
+def _wait_seconds(request) -> float:
+    """The `wait` query parameter: 0 (answer at once) to REPORT_WAIT_MAX_SECONDS."""
+    given = request.query_params.get("wait")
+    if given is None:
+        return 0.0
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= settings.REPORT_WAIT_MAX_SECONDS:
+        raise ValidationError(
+            {"wait": [f"wait must be a number of seconds from 0 to {settings.REPORT_WAIT_MAX_SECONDS:g}"]},
+            code="invalid_wait",
+        )
+    return seconds
+
+
 def _fingerprint(body) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
@@ -211,12 +229,33 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantRows
     model = Report
 
     def visible(self, principal: Principal) -> QuerySet:
-        reports = selectors.report_visible_list(tenant=principal.tenant, role=principal.role, api_key=principal.api_key)
+        reports = selectors.report_visible_list(
+            tenant=principal.tenant, role=principal.role, api_key=principal.api_key
+        ).select_related("quote")
         # A result may be large: it is read only when small enough to inline, or a part at a time.
         return reports.defer("result", "geometry") if self.action == "list" else reports.defer("result")
 
     def get_serializer_class(self):
         return ReportSummaryOutput if self.action == "list" else ReportOutput
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "wait",
+                OpenApiTypes.NUMBER,
+                description="seconds (up to 20) to hold the answer while the report is queued or running:"
+                " it comes as soon as the report is final, or when the wait ends, instead of polling",
+            )
+        ]
+    )
+    def retrieve(self, request, pk=None):
+        report = self.get_object()
+        wait = _wait_seconds(request)
+        if wait and report.status not in Report.FINAL_STATUSES:
+            # Not counted as the request's own time in the metrics (it waited on purpose).
+            request._request.waited_seconds = selectors.report_wait_final(report_id=report.pk, seconds=wait)
+            report = self.get_object()
+        return Response(ReportOutput(report).data)
 
     @extend_schema(
         request=ReportInput,

@@ -1,9 +1,11 @@
 """Celery's side of the log context: each task runs in a log scope with its task id, and the
 request, tenant and report it was queued for (carried in the message's headers, so a report
 ordered by one request can be followed into the worker); and Celery leaves the logging
-configuration of settings.LOGGING in place (JSON or text) instead of installing its own."""
+configuration of settings.LOGGING in place (JSON or text) instead of installing its own.
+Each task's run time is observed (footfall_task_duration_seconds)."""
 
 import logging.config
+import time
 from typing import Any
 
 from celery import signals
@@ -16,9 +18,9 @@ HEADER_PREFIX = "log_"
 # The tasks whose first argument is a report id.
 REPORT_TASKS = {"insights.tasks.compute_report"}
 
-# Per task id, its scopes still open: a stack, as an eager task retried runs again, inside
-# itself, under the same id.
-_open_scopes: dict[str, list] = {}
+# Per task id, its scopes still open and when each began: a stack, as an eager task retried
+# runs again, inside itself, under the same id.
+_open_scopes: dict[str, list[tuple[Any, float]]] = {}
 
 
 @signals.setup_logging.connect
@@ -44,7 +46,7 @@ def open_task_scope(task_id: str | None = None, task=None, args=None, **kwargs: 
         fields["report_id"] = str(args[0])
     scope = log_scope(**fields, task_id=task_id)
     scope.__enter__()
-    _open_scopes.setdefault(task_id, []).append(scope)
+    _open_scopes.setdefault(task_id, []).append((scope, time.perf_counter()))
 
 
 def _header(request, name: str) -> Any:
@@ -56,9 +58,15 @@ def _header(request, name: str) -> Any:
 
 
 @signals.task_postrun.connect
-def close_task_scope(task_id: str | None = None, **kwargs: Any) -> None:
+def close_task_scope(task_id: str | None = None, task=None, **kwargs: Any) -> None:
     scopes = _open_scopes.get(task_id)
     if scopes:
-        scopes.pop().__exit__(None, None, None)
+        scope, started = scopes.pop()
+        scope.__exit__(None, None, None)
+        if task is not None:
+            # Imported here: this module loads with the Celery app, before Django's models.
+            from marketplace.observability.metrics import task_observe
+
+            task_observe(task_name=task.name, seconds=time.perf_counter() - started)
         if not scopes:
             del _open_scopes[task_id]

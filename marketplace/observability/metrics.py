@@ -44,12 +44,81 @@ HTTP_REQUEST_DURATION = Histogram(
     ["method", "route"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+# Fine buckets: most stages of a report take milliseconds to a fraction of a second.
+STAGE_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.35,
+    0.5,
+    0.75,
+    1,
+    1.5,
+    2,
+    3,
+    5,
+    10,
+    30,
+    60,
+    300,
+)
+# Where a report's time goes, in the order it goes there (docs/operations.md says what each covers).
+REPORT_STAGES = (
+    "order_checks",  # web: the POST's checks and writes, up to the commit
+    "outbox_publish",  # web: sending the compute message after the commit
+    "queue_wait",  # from the order (queued_at) to a worker claiming the report
+    "claim",  # worker: the report's lock, its claim and what the engine needs read
+    "engine",  # worker: computing the result
+    "result_storage",  # worker: storing the result (and queueing the buyer's webhooks)
+    "ledger",  # worker: the usage line and its Stripe outbox row
+    "release_log",  # worker: the release record (the result's hash)
+    "commit",  # worker: the commit, and after it queueing the Stripe sync and sending webhooks
+)
+REPORT_STAGE_DURATION = Histogram(
+    "footfall_report_stage_seconds",
+    "Time a report spent in each stage between its order and its result, by stage.",
+    ["stage"],
+    buckets=STAGE_BUCKETS,
+)
+TASK_DURATION = Histogram(
+    "footfall_task_duration_seconds",
+    "Time a Celery task took to run, by task name.",
+    ["task"],
+    buckets=STAGE_BUCKETS,
+)
 REPORT_ORDER_TO_SUCCEEDED = Histogram(
     "footfall_report_order_to_succeeded_seconds",
     "Time from a report's order to its result being stored (succeeded), by product.",
     ["product"],
     buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600),
 )
+
+
+def report_stage_observe(stage: str, seconds: float) -> None:
+    REPORT_STAGE_DURATION.labels(stage=stage).observe(max(seconds, 0.0))
+
+
+class StageClock:
+    """Laps of a report's way: each lap observes the time since the one before as its stage."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        report_stage_observe(stage, now - self._last)
+        self._last = now
+
+
+def task_observe(*, task_name: str, seconds: float) -> None:
+    TASK_DURATION.labels(task=task_name).observe(seconds)
 
 
 def request_observe(*, request: HttpRequest, response: HttpResponse, duration_seconds: float) -> None:

@@ -27,7 +27,9 @@ class RequestObservabilityMiddleware:
             duration = time.monotonic() - started
             response[REQUEST_ID_HEADER] = request_id
             try:
-                request_observe(request=request, response=response, duration_seconds=duration)
+                # A report's ?wait= is the buyer's choice, not the API being slow.
+                answering = duration - getattr(request, "waited_seconds", 0.0)
+                request_observe(request=request, response=response, duration_seconds=answering)
             except Exception:  # a full or unwritable metrics directory must not fail the request
                 logger.exception("request not counted in the metrics")
             logger.info(

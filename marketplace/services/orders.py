@@ -2,6 +2,7 @@
 refusal stops it), then queued; and cancelled."""
 
 import datetime as dt
+import time
 import uuid
 from dataclasses import dataclass
 from functools import partial
@@ -20,6 +21,7 @@ from insights.products import PRODUCTS, Regions
 from marketplace.exceptions import Conflict, ServiceError, Unprocessable
 from marketplace.models import ApiKey, Area, Product, Report, Tenant
 from marketplace.observability.context import log_context_update
+from marketplace.observability.metrics import report_stage_observe
 from marketplace.policy import OrderPolicy
 from marketplace.selectors import area_list
 from marketplace.services import order_checks, outbox
@@ -204,6 +206,7 @@ def report_create(
     quote. quote_id: the quote whose price the report is billed at (given for the same
     order); without one, the product's price now.
     """
+    started = time.perf_counter()
     tenant = principal.tenant
     if idempotency_key and len(idempotency_key) > IDEMPOTENCY_KEY_MAX_LENGTH:
         raise ServiceError(
@@ -259,6 +262,7 @@ def report_create(
                 amount_cents=quote.amount_cents,
             )
             transaction.on_commit(partial(outbox.report_publish, report.pk))
+            report_stage_observe("order_checks", time.perf_counter() - started)
     except IntegrityError:
         if not idempotency_key:
             raise

@@ -20,6 +20,7 @@ from kombu import pools
 from marketplace import tasks
 from marketplace.celery import app as celery_app
 from marketplace.models import Report
+from marketplace.observability.metrics import report_stage_observe
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,14 @@ _CLAIM_PENDING = """
 def report_publish(report_id: uuid.UUID) -> bool:
     """Send a just-committed report's compute message, unless the broker failed a moment ago
     (the relay sends it then). Whether it was sent now."""
+    started = time.perf_counter()
+    try:
+        return _report_publish(report_id)
+    finally:
+        report_stage_observe("outbox_publish", time.perf_counter() - started)
+
+
+def _report_publish(report_id: uuid.UUID) -> bool:
     if _broker_failed_at is not None and time.monotonic() - _broker_failed_at < settings.BROKER_RETRY_AFTER_SECONDS:
         return False
     claimed = Report.objects.filter(pk=report_id, status=Report.Status.QUEUED, published_at__isnull=True).update(

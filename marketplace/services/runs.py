@@ -7,8 +7,9 @@ import enum
 import hashlib
 import json
 import logging
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import psycopg
@@ -23,12 +24,15 @@ from insights.models import ReleasePolicy
 from insights.products import PRODUCTS, Regions
 from insights.reports import Query
 from marketplace.models import Release, Report
-from marketplace.observability.metrics import report_succeeded_observe
+from marketplace.observability.metrics import StageClock, report_stage_observe, report_succeeded_observe
 from marketplace.services import outbox
 from marketplace.services.audit import audit
 from marketplace.services.webhooks import webhooks_queue
 
 logger = logging.getLogger(__name__)
+
+# A running report's progress is written at most this often: a report done within it writes none.
+PROGRESS_WRITE_SECONDS = 1.0
 
 
 class RunOutcome(enum.Enum):
@@ -38,6 +42,7 @@ class RunOutcome(enum.Enum):
 
 def report_run(*, report_id: str) -> RunOutcome:
     """Compute a report at most once at a time; safe to call again after a crash."""
+    clock = StageClock()
     with _report_lock(report_id) as acquired:
         if not acquired:
             return RunOutcome.BUSY
@@ -50,6 +55,7 @@ def report_run(*, report_id: str) -> RunOutcome:
         if not claimed:
             return RunOutcome.FINISHED
         report = Report.objects.select_related("product").get(pk=report_id)
+        report_stage_observe("queue_wait", (report.started_at - report.queued_at).total_seconds())
         if report.attempts > settings.REPORT_MAX_ATTEMPTS:  # it failed, or its worker died, every time
             _report_finish(
                 report_id,
@@ -62,6 +68,7 @@ def report_run(*, report_id: str) -> RunOutcome:
         if coverage is None:  # every release dropped since it was ordered (retention): nothing to compute from
             _report_finish(report_id, status=Report.Status.FAILED, error="the data this report covers is gone")
             return RunOutcome.FINISHED
+        clock.lap("claim")
         try:
             result = _report_result(report, version=coverage.latest_version, policy=coverage.policy)
         except DatabaseError as exc:
@@ -83,7 +90,8 @@ def report_run(*, report_id: str) -> RunOutcome:
                 error=f"the report could not be computed ({type(exc).__name__}); our team was notified",
             )
             return RunOutcome.FINISHED
-        _report_release(report, result, version=coverage.latest_version)
+        clock.lap("engine")
+        _report_release(report, result, version=coverage.latest_version, clock=clock)
         return RunOutcome.FINISHED
 
 
@@ -126,23 +134,28 @@ def _report_result(report: Report, *, version: int, policy: ReleasePolicy) -> di
         comparison_end=report.compare_end,
         comparison_geometry=report.compare_geometry,
     )
-    return product.compute(query, on_progress=partial(_report_progress, report.pk))
+    return product.compute(query, on_progress=_progress_writer(report.pk))
 
 
-def _report_release(report: Report, result: dict, *, version: int) -> None:
+def _report_release(report: Report, result: dict, *, version: int, clock: StageClock) -> None:
     """Store the result, bill it and log its release, together: a report is released and billed
     exactly when it succeeds."""
+    finished = {
+        "status": Report.Status.SUCCEEDED,
+        "progress": 1.0,
+        "finished_at": timezone.now(),
+        "result_rows": sum(len(result.get(key, [])) for key in PRODUCTS[report.product.code].row_arrays),
+        "dataset_version": version,
+    }
     with transaction.atomic():
-        succeeded = _report_finish(
-            report.pk,
-            status=Report.Status.SUCCEEDED,
-            result=result,
-            result_rows=sum(len(result.get(key, [])) for key in PRODUCTS[report.product.code].row_arrays),
-            dataset_version=version,
-        )
+        succeeded = _report_finish(report.pk, result=result, **finished)
+        clock.lap("result_storage")
         if succeeded:
-            report.refresh_from_db()
+            # The row holds these now; set here rather than read back with the result.
+            for name, value in finished.items():
+                setattr(report, name, value)
             billing_services.usage_record(report=report)
+            clock.lap("ledger")
             Release.objects.create(
                 report=report,
                 tenant_id=report.tenant_id,
@@ -167,6 +180,23 @@ def _report_release(report: Report, result: dict, *, version: int) -> None:
                 ).hexdigest(),
             )
             report_succeeded_observe(report=report)
+            clock.lap("release_log")
+    if succeeded:
+        clock.lap("commit")
+
+
+def _progress_writer(report_id) -> Callable[[float], None]:
+    """The engine's on_progress: writes the report's progress once PROGRESS_WRITE_SECONDS have
+    passed since the run began or since the last write."""
+    last_written = time.monotonic()
+
+    def write(fraction: float) -> None:
+        nonlocal last_written
+        if time.monotonic() - last_written >= PROGRESS_WRITE_SECONDS:
+            _report_progress(report_id, fraction)
+            last_written = time.monotonic()
+
+    return write
 
 
 def _report_progress(report_id: str, fraction: float) -> None:
@@ -176,15 +206,16 @@ def _report_progress(report_id: str, fraction: float) -> None:
 
 def _report_finish(report_id: str, **fields) -> bool:
     """Whether the report took the fields: a report cancelled while it ran stays cancelled.
-    The buyer's webhooks are queued in the same transaction, and sent after it."""
-    with transaction.atomic():
+    The buyer's webhooks are queued in the same transaction, and sent after it. Within another
+    transaction (a release), no savepoint of its own: a failure undoes the whole."""
+    with transaction.atomic(savepoint=False):
         finished = bool(
             Report.objects.filter(pk=report_id)
             .exclude(status__in=Report.FINAL_STATUSES)
-            .update(finished_at=timezone.now(), progress=1.0, **fields)
+            .update(**{"finished_at": timezone.now(), "progress": 1.0} | fields)
         )
         if finished:
-            webhooks_queue(Report.objects.select_related("product").get(pk=report_id))
+            webhooks_queue(Report.objects.select_related("product").defer("result", "geometry").get(pk=report_id))
         return finished
 
 
@@ -244,8 +275,10 @@ def _report_lock(report_id) -> Iterator[bool]:
         yield acquired
     finally:
         if acquired:
-            with (
-                contextlib.suppress(DatabaseError),
-                connection.cursor() as cursor,
-            ):  # a lost connection freed it already
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+            except DatabaseError:
+                # Lost, or the unlock itself failed (a statement timeout): closing the connection
+                # frees the lock, which the next task would otherwise find held on a kept connection.
+                connection.close()

@@ -21,6 +21,7 @@ from marketplace.observability import selectors
 from marketplace.observability.celery_signals import add_log_context_headers
 from marketplace.observability.context import log_scope
 from marketplace.observability.logs import JsonFormatter, LogContextFilter, TextFormatter
+from marketplace.observability.metrics import REPORT_STAGES
 from tests.errors import assert_error
 from tests.marketplace.test_api_reports import REPORTS, order_body
 
@@ -181,6 +182,39 @@ def test_a_succeeded_report_is_observed_in_the_order_to_succeeded_histogram(api,
     assert report.status == Report.Status.SUCCEEDED
     assert sample("footfall_report_order_to_succeeded_seconds_count", product="footfall") == before + 1
     assert 'footfall_report_order_to_succeeded_seconds_bucket{le="+Inf",product="footfall"}' in scrape()
+
+
+def test_each_stage_of_a_report_is_observed_once_when_it_runs(api, city, place, scrape):
+    before = {stage: sample("footfall_report_stage_seconds_count", stage=stage) for stage in REPORT_STAGES}
+    task = "insights.tasks.compute_report"
+    task_runs = sample("footfall_task_duration_seconds_count", task=task)
+
+    assert place(order_body()).status_code == 201
+
+    assert Report.objects.get().status == Report.Status.SUCCEEDED
+    after = {stage: sample("footfall_report_stage_seconds_count", stage=stage) for stage in REPORT_STAGES}
+    assert after == {stage: count + 1 for stage, count in before.items()}
+    assert sample("footfall_report_stage_seconds_sum", stage="engine") > 0
+    assert sample("footfall_task_duration_seconds_count", task=task) == task_runs + 1
+    text = scrape()
+    assert 'footfall_report_stage_seconds_bucket{le="+Inf",stage="queue_wait"}' in text
+    assert f'footfall_task_duration_seconds_bucket{{le="+Inf",task="{task}"}}' in text
+
+
+def test_a_waited_status_poll_counts_only_its_answering_time(api, city, scrape, settings):
+    settings.REPORT_WAIT_POLL_SECONDS = 0.05
+    report_id = api.post(REPORTS, order_body(), format="json").json()["id"]  # queued: nothing runs it
+    route = "api/v1/reports/(?P<pk>[^/.]+)/$"
+    slow = sample("footfall_http_request_duration_seconds_count", method="GET", route=route) - sample(
+        "footfall_http_request_duration_seconds_bucket", method="GET", route=route, le="0.25"
+    )
+
+    assert api.get(f"{REPORTS}{report_id}/", {"wait": "0.3"}).json()["status"] == "queued"
+
+    now_slow = sample("footfall_http_request_duration_seconds_count", method="GET", route=route) - sample(
+        "footfall_http_request_duration_seconds_bucket", method="GET", route=route, le="0.25"
+    )
+    assert now_slow == slow
 
 
 # --- failures never fail the scrape ---------------------------------------------------------

@@ -284,3 +284,30 @@ def test_worker_alive_reads_the_heartbeat_file(tmp_path, settings):
     os.utime(settings.WORKER_HEARTBEAT_FILE, (stale, stale))
     with pytest.raises(CommandError, match="last heartbeat is"):
         call_command("worker_alive")
+
+
+def test_an_order_waits_a_moment_for_a_slot_being_freed(api, city, settings):
+    settings.ORDER_ADMISSION_SLOTS = 1
+    settings.ADMISSION_WAIT_SECONDS = 5
+    db_settings = connection.settings_dict
+    with psycopg.connect(
+        dbname=db_settings["NAME"], host=db_settings["HOST"], port=db_settings["PORT"] or 5432, user=db_settings["USER"]
+    ) as other:
+        other.execute("SELECT pg_advisory_lock(%s, 0)", [admission.ADMISSION_LOCK])  # a request being checked
+        threading.Timer(0.3, other.execute, ["SELECT pg_advisory_unlock(%s, 0)", [admission.ADMISSION_LOCK]]).start()
+        started = time.monotonic()
+
+        response = api.post(REPORTS, five_day_order_body(), format="json")
+
+    assert response.status_code == 201
+    assert 0.2 < time.monotonic() - started < 5
+
+
+def test_past_the_admission_wait_an_order_is_a_503(api, city, every_admission_slot_taken, settings):
+    settings.ADMISSION_WAIT_SECONDS = 0.2
+    started = time.monotonic()
+
+    response = api.post(REPORTS, five_day_order_body(), format="json")
+
+    assert_error(response, 503, "service_busy", error_type="server_error")
+    assert 0.2 <= time.monotonic() - started < 2

@@ -1,0 +1,88 @@
+"""Asking for a report's status: cheap (the result is not read while it is being computed), and
+with ?wait= held until the report is final instead of polled for."""
+
+import threading
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from marketplace import selectors
+from marketplace.models import Report
+from marketplace.services import runs
+from tests.errors import assert_error
+from tests.factories import order_body
+
+REPORTS = "/api/v1/reports/"
+
+
+@pytest.fixture
+def queued(api, city) -> str:
+    """A report ordered and not computed yet (its message is not sent: no on-commit here)."""
+    response = api.post(REPORTS, order_body(), format="json")
+    assert response.status_code == 201
+    return response.json()["id"]
+
+
+def test_a_status_poll_reads_neither_the_result_nor_the_quote_apart(api, queued):
+    with CaptureQueriesContext(connection) as queries:
+        response = api.get(f"{REPORTS}{queued}/")
+
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["price"]["currency"]) == ("queued", "EUR")
+    [read] = [query["sql"] for query in queries if 'FROM "marketplace_report"' in query["sql"]]
+    assert '"marketplace_report"."result"' not in read
+    assert '"billing_quote"' in read  # joined, not a query of its own
+    assert not [query for query in queries if query["sql"].startswith('SELECT "billing_quote"')]
+
+
+def test_wait_answers_as_soon_as_the_report_is_final(api, queued, monkeypatch):
+    looks = []
+
+    def finish_while_waiting(seconds):
+        looks.append(seconds)
+        Report.objects.filter(pk=queued).update(status=Report.Status.SUCCEEDED, result={}, result_rows=0)
+
+    monkeypatch.setattr(selectors.time, "sleep", finish_while_waiting)
+
+    response = api.get(f"{REPORTS}{queued}/", {"wait": "20"})
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "succeeded"
+    assert len(looks) == 1
+
+
+def test_wait_ends_with_the_report_still_queued(api, queued, settings):
+    settings.REPORT_WAIT_POLL_SECONDS = 0.01
+
+    response = api.get(f"{REPORTS}{queued}/", {"wait": "0.05"})
+
+    assert (response.status_code, response.json()["status"]) == (200, "queued")
+
+
+def test_without_a_free_wait_slot_the_answer_comes_at_once(api, queued, monkeypatch):
+    monkeypatch.setattr(selectors, "_report_waits", threading.BoundedSemaphore(1))
+    selectors._report_waits.acquire()  # another request of this process waits
+    monkeypatch.setattr(selectors.time, "sleep", lambda seconds: pytest.fail("it waited"))
+
+    response = api.get(f"{REPORTS}{queued}/", {"wait": "20"})
+
+    assert (response.status_code, response.json()["status"]) == (200, "queued")
+
+
+@pytest.mark.parametrize("wait", ["-1", "21", "soon", "nan"])
+def test_a_wait_out_of_bounds_is_refused(api, queued, wait):
+    assert_error(api.get(f"{REPORTS}{queued}/", {"wait": wait}), 400, "invalid_wait", attr="wait")
+
+
+def test_a_fast_report_writes_no_progress_and_a_slow_one_does(monkeypatch):
+    written = []
+    monkeypatch.setattr(runs, "_report_progress", lambda report_id, fraction: written.append(fraction))
+    clock = iter([100.0, 100.2, 101.5, 101.6, 101.7])
+    monkeypatch.setattr(runs.time, "monotonic", lambda: next(clock))
+
+    write = runs._progress_writer("report")  # began at 100.0
+    write(0.5)  # 0.2 s in: not yet
+    write(0.9)  # 1.5 s in: written, at 101.6
+
+    assert written == [0.9]
