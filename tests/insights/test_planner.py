@@ -181,3 +181,25 @@ def test_a_small_read_is_one_statement(month_of_data):
     _, version = month_of_data
 
     assert hourly_progress(version) == [1.0]
+
+
+@pytest.mark.parametrize("granularity", ["hour", "day"])
+def test_a_large_read_in_batches_gives_the_same_report_as_one_statement(month_of_data, monkeypatch, granularity):
+    _, version = month_of_data
+    query = Query(
+        geometry=MultiPolygon(grid.square(0, 0, 4, 4), srid=4326),
+        start=START,
+        end=END,
+        granularity=granularity,
+        time_zone="Europe/Berlin",
+        version=version,
+        policy=current_release_policy(),
+    )
+    at_once = footfall_result(query)
+
+    monkeypatch.setattr(insights_sums, "ROWS_AT_ONCE", 1)  # a statement a month, through a server-side cursor
+    monkeypatch.setattr(insights_sums, "JOINED_ROWS_PER_FETCH", 1)  # one strip of the grid per fetch
+    in_batches = footfall_result(query)
+
+    assert in_batches == at_once
+    assert {cell["person_hours"] is not None for cell in at_once["cells"]} == {True}
