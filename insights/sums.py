@@ -24,9 +24,8 @@ from insights.selectors import CELL_SHARES_SQL, MIN_SHARE
 # Reports read published values only: the release of each dataset version up to the report's,
 # under one policy.
 _RELEASED = "t.policy_id = %(policy)s AND t.dataset_version_id <= %(version)s"
-# Packed rows fetched per round trip: about 3 kB each, so a batch is a few MB whatever the area.
-ROWS_PER_FETCH = 2000
-# Joined rows (a strip of the area's cells each, insights.sums._JOINED_COLUMNS) per round trip.
+# Joined rows per round trip of a large read: each holds the packed rows of a strip of the area's
+# cells (at most a few hundred, about 3 kB each), so a batch is some MB whatever the area.
 JOINED_ROWS_PER_FETCH = 64
 # A read of at most this many packed rows (about 3 kB each at most) is one statement, fetched at once.
 ROWS_AT_ONCE = 10_000
@@ -166,7 +165,7 @@ class _Period:
         return found
 
 
-def _packed_rows(sql: str, params: dict, *, expected_rows: int, per_fetch: int) -> Iterator[list[tuple]]:
+def _packed_rows(sql: str, params: dict, *, expected_rows: int) -> Iterator[list[tuple]]:
     """The statement's rows, in binary (packed values arrive as bytes): at once when they are
     few, else in batches through a server-side cursor, so memory stays bounded whatever the area."""
     connection.ensure_connection()
@@ -177,41 +176,29 @@ def _packed_rows(sql: str, params: dict, *, expected_rows: int, per_fetch: int) 
         return
     with transaction.atomic(), connection.connection.cursor(name="packed_rows", binary=True) as cursor:
         cursor.execute(sql, params)
-        while batch := cursor.fetchmany(per_fetch):
+        while batch := cursor.fetchmany(JOINED_ROWS_PER_FETCH):
             yield batch
 
 
-def _decoded(period: _Period, *, source: str, rows: list[tuple], first: int) -> tuple[np.ndarray, ...]:
-    """The published values of a batch of packed rows (month, ..., packed columns from `first`):
-    (row index, bucket, value, hours counted), each value in the bucket its hour or day falls in
-    (-1: outside the period)."""
-    month_of_row, lookups = [], {}
-    for row in rows:
-        month_of_row.append(lookups.setdefault(row[0], len(lookups)))
-    lookup = np.stack([period.buckets_of_month(source, month) for month in lookups])
-    month_of_row = np.array(month_of_row)
-    if source == "hour":
-        index, hours, value = hourly_values([row[first] for row in rows], [row[first + 1] for row in rows])
-        return index, lookup[month_of_row[index], hours], value.astype(float), np.ones(len(value))
-    index, days, value, count = daily_values(*([row[first + column] for row in rows] for column in range(3)))
-    return index, lookup[month_of_row[index], days], value.astype(float), count.astype(float)
-
-
-_PACKED_COLUMNS = {"hour": "t.published_hours, t.published_values", "day": "t.days, t.day_sums, t.day_hours"}
-# The packed rows of a month and segment, joined per row of the grid (a northing index): a few
-# rows fetched instead of one per cell, each a strip of the area's cells.
-_JOINED_COLUMNS = {
-    "hour": "string_agg(t.published_hours, ''::bytea ORDER BY t.cell_id),"
-    " string_agg(t.published_values, ''::bytea ORDER BY t.cell_id)",
-    "day": "array_agg(length(t.days) ORDER BY t.cell_id), string_agg(t.days, ''::bytea ORDER BY t.cell_id),"
-    " string_agg(t.day_sums, ''::bytea ORDER BY t.cell_id), string_agg(t.day_hours, ''::bytea ORDER BY t.cell_id)",
-}
+def _joined_columns(source: str, place: str, *, joined: bool = True) -> str:
+    """The packed columns of a read, with the places they belong to. joined: the packed rows of a
+    month and segment joined in one row, ordered by place (a few rows fetched instead of one
+    per place, decoded without a Python step per place); else each row as its own one-place join."""
+    packed = ["published_hours", "published_values"] if source == "hour" else ["days", "day_sums", "day_hours"]
+    if not joined:
+        lengths = ["ARRAY[length(t.days)]"] if source == "day" else []
+        return ", ".join([f"ARRAY[t.{place}]", *lengths, *(f"t.{column}" for column in packed)])
+    columns = [f"array_agg(t.{place} ORDER BY t.{place})"]
+    if source == "day":
+        columns.append(f"array_agg(length(t.days) ORDER BY t.{place})")
+    columns += [f"string_agg(t.{column}, ''::bytea ORDER BY t.{place})" for column in packed]
+    return ", ".join(columns)
 
 
 def _joined_decoded(period: _Period, *, source: str, rows: list[tuple], first: int) -> tuple[np.ndarray, ...]:
-    """The published values of a batch of joined rows (month, segment codes, the cells, then the
-    joined packed columns from `first`): (each packed row's cell, each packed row's joined row,
-    then per value: its packed row, bucket, value and hours counted)."""
+    """The published values of a batch of joined rows (month, segment codes or destination, the
+    places, then the joined packed columns from `first`): (each packed row's place, each packed
+    row's joined row, then per value: its packed row, bucket, value and hours counted)."""
     sizes = [len(row[first - 1]) for row in rows]
     cells = np.fromiter(itertools.chain.from_iterable(row[first - 1] for row in rows), np.int64, sum(sizes))
     joined = np.repeat(np.arange(len(rows)), sizes)
@@ -275,7 +262,7 @@ def cell_hour_sums(
     period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=over_period)
     segment_columns = ", ".join(f"t.{name}" for name in kind.segments)
     sql = (
-        f"SELECT t.month, {segment_columns}, array_agg(t.cell_id ORDER BY t.cell_id), {_JOINED_COLUMNS[source]}"
+        f"SELECT t.month, {segment_columns}, {_joined_columns(source, 'cell_id')}"
         f" FROM {kind.table}_released{'' if source == 'hour' else '_day'} t"
         f" WHERE t.cell_id = ANY(%(cells)s::bigint[]) AND t.month >= %(first)s AND t.month <= %(last)s"
         f" AND {segments} AND {_RELEASED}"
@@ -293,7 +280,6 @@ def cell_hour_sums(
             groups=len(groups),
             on_progress=on_progress,
             params={"version": version, "policy": policy},
-            per_fetch=JOINED_ROWS_PER_FETCH,
         ):
             rows = [row for row in rows if tuple(row[1 : first - 1]) in groups]
             if not rows:
@@ -335,7 +321,6 @@ def _read_by_month(
     groups: int,
     params: dict,
     on_progress,
-    per_fetch: int = ROWS_PER_FETCH,
 ) -> Iterator[list[tuple]]:
     """The packed rows of the period's months: in one statement if they are few, else a month
     per statement, reporting the fraction done after each."""
@@ -346,7 +331,7 @@ def _read_by_month(
     steps = [months_read] if expected_rows <= ROWS_AT_ONCE else [[month] for month in months_read]
     for done, step in enumerate(steps, start=1):
         read = {**params, "first": step[0], "last": step[-1]}
-        yield from _packed_rows(sql, read, expected_rows=expected_rows // len(steps), per_fetch=per_fetch)
+        yield from _packed_rows(sql, read, expected_rows=expected_rows // len(steps))
         if on_progress:
             on_progress(done / len(steps))
 
@@ -367,11 +352,11 @@ def trip_sums(
     zone-pair-hours were published (weight and count)."""
     source = presence_source(granularity=granularity, time_zone=time_zone)
     period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=False)
-    pairs = sorted(itertools.product(zones, zones))
-    groups = {pair: index for index, pair in enumerate(pairs)}
+    ordered = np.array(sorted(zones), dtype=np.int64)
+    pairs = [(int(origin), int(destination)) for origin in ordered for destination in ordered]
     totals = _Totals(buckets=len(period.starts), groups=len(pairs))
-    sql = (
-        f"SELECT t.month, t.origin_id, t.destination, {_PACKED_COLUMNS[source]}"
+    sql = (  # few rows (zone pairs): not worth joining
+        f"SELECT t.month, t.destination, {_joined_columns(source, 'origin_id', joined=False)}"
         f" FROM {TRIPS.table}_released{'' if source == 'hour' else '_day'} t"
         f" WHERE t.origin_id = ANY(%(cells)s::smallint[]) AND t.destination = ANY(%(cells)s::smallint[])"
         f" AND t.month >= %(first)s AND t.month <= %(last)s AND {_RELEASED}"
@@ -382,9 +367,11 @@ def trip_sums(
     ):
         if not rows:
             continue
-        index, bucket, value, count = _decoded(period, source=source, rows=rows, first=3)
-        group = np.array([groups[(origin, destination)] for _, origin, destination, *_ in rows])[index]
-        totals.add(bucket=bucket, group=group, value=value, count=count, share=np.ones(len(value)))
+        origin, row_of, index, bucket, value, count = _joined_decoded(period, source=source, rows=rows, first=3)
+        destination = np.array([row[1] for row in rows], dtype=np.int64)[row_of]
+        # pairs run by origin then destination, both in id order
+        pair = np.searchsorted(ordered, origin) * len(ordered) + np.searchsorted(ordered, destination)
+        totals.add(bucket=bucket, group=pair[index], value=value, count=count, share=np.ones(len(value)))
     value, _, count = totals.shaped()
     return Sums(buckets=period.starts, groups=pairs, value=value, weight=count, count=count, by_cell=[], cells=[])
 
