@@ -116,7 +116,7 @@ class ReleasePolicy(models.Model):
 class Release(models.Model):
     """A dataset version's values as published under a policy: each released (at or above k,
     rounded, noised) or withheld. Built once, never changed; every report sums released
-    values only (insights_<kind>_released and its day and week rollups)."""
+    values only (insights_<kind>_released and its day rollup, packed: insights/packing.py)."""
 
     dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="releases")
     policy = models.ForeignKey(ReleasePolicy, on_delete=models.PROTECT, related_name="releases")

@@ -227,8 +227,8 @@ AREA_MAX_KM2 = env.float("AREA_MAX_KM2", default=1500.0)
 # A result with more rows than this is not inlined in GET /reports/{id}/: page through
 # /reports/{id}/rows/ or download it (downloads stream from the database).
 RESULT_INLINE_MAX_ROWS = env.int("RESULT_INLINE_MAX_ROWS", default=2000)
-# Day and week rollups are kept in this zone (the operator's); reports in another zone
-# are computed from the hourly data.
+# The day rollup is kept in this zone (the operator's; weeks and months are summed from its
+# days); reports in another zone are computed from the hourly data.
 ROLLUP_TIME_ZONE = env("ROLLUP_TIME_ZONE", default="Europe/Berlin")
 # Finance's months (the billing export) are calendar months here.
 BILLING_TIME_ZONE = env("BILLING_TIME_ZONE", default="Europe/Berlin")
