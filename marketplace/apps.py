@@ -8,7 +8,7 @@ class MarketplaceConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from . import schema  # noqa: F401  registers the Api-Key auth scheme with drf-spectacular
+        from . import schema  # noqa: F401  registers the Api-Key auth scheme and the geometry schema
         from .staff import ensure_account_managers_group
 
         # After the whole migrate, when every app's permissions exist.

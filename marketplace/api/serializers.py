@@ -22,27 +22,10 @@ from marketplace.models import (
     WebhookEndpoint,
 )
 
-GEOJSON_POLYGON_SCHEMA = {
-    "type": "object",
-    "description": (
-        "GeoJSON (RFC 7946) Polygon or MultiPolygon in longitude/latitude (EPSG:4326);"
-        " at most GEOMETRY_MAX_VERTICES (10,000) positions and GEOMETRY_MAX_PARTS (100) polygons"
-    ),
-    "properties": {
-        "type": {"type": "string", "enum": ["Polygon", "MultiPolygon"]},
-        "coordinates": {"type": "array", "items": {"type": "array"}},
-    },
-    "required": ["type", "coordinates"],
-    "example": {
-        "type": "Polygon",
-        "coordinates": [[[12.36, 51.33], [12.38, 51.33], [12.38, 51.345], [12.36, 51.345], [12.36, 51.33]]],
-    },
-}
 
-
-@extend_schema_field(GEOJSON_POLYGON_SCHEMA)
 class GeoJSONPolygonField(serializers.Field):
-    """A GeoJSON Polygon or MultiPolygon, checked ring by ring, stored as a MultiPolygon."""
+    """A GeoJSON Polygon or MultiPolygon, checked ring by ring, stored as a MultiPolygon.
+    Its OpenAPI schema is marketplace.schema.GeoJSONPolygonFieldSchema."""
 
     def to_internal_value(self, data) -> MultiPolygon:
         if not isinstance(data, dict):
