@@ -302,19 +302,24 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantRows
         report = services.report_cancel(report=self.get_object(), actor=self.request.user.api_key)
         return Response(ReportOutput(report).data)
 
-    @extend_schema(responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="the result document")})
+    # The downloads' ids are set: the default ones keep the dot of `result.json`, no function name.
+    @extend_schema(
+        operation_id="reports_result_json_retrieve",
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="the result document")},
+    )
     def result_json(self, request, pk=None):
         report = self._succeeded_report()
         response = StreamingHttpResponse(_json_chunks(report), content_type="application/json")
         return _as_attachment(response, report, "json")
 
     @extend_schema(
+        operation_id="reports_result_csv_retrieve",
         responses={
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR,
                 description="one line per bucket (and segment); a catchment's per region, an od-matrix's per flow",
             )
-        }
+        },
     )
     def result_csv(self, request, pk=None):
         report = self._succeeded_report()
@@ -324,11 +329,12 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantRows
         return _as_attachment(response, report, "csv")
 
     @extend_schema(
+        operation_id="reports_result_parquet_retrieve",
         responses={
             (200, PARQUET_CONTENT_TYPE): OpenApiResponse(
                 OpenApiTypes.BINARY, description="one row per bucket; the report's context in the file's metadata"
             )
-        }
+        },
     )
     def result_parquet(self, request, pk=None):
         report = self._succeeded_report()
@@ -341,13 +347,14 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantRows
         return _as_attachment(response, report, "parquet")
 
     @extend_schema(
+        operation_id="reports_result_png_retrieve",
         responses={
             (200, "image/png"): OpenApiResponse(
                 OpenApiTypes.BINARY,
                 description="a 1200 x 600 chart: the series and a line per segment of a breakdown (dwell: per"
                 " dwell band), withheld values as gaps; a catchment's regions as bars; an od-matrix as a heat map",
             )
-        }
+        },
     )
     def result_png(self, request, pk=None):
         report = self._succeeded_report()
@@ -357,13 +364,14 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantRows
         return _as_attachment(response, report, "png")
 
     @extend_schema(
+        operation_id="reports_result_geojson_retrieve",
         responses={
             (200, "application/geo+json"): OpenApiResponse(
                 OpenApiTypes.OBJECT,
                 description="a FeatureCollection: the area's grid cells with their counts; a catchment's home"
                 " regions; an od-matrix's zones and flow lines",
             )
-        }
+        },
     )
     def result_geojson(self, request, pk=None):
         report = self._succeeded_report()
