@@ -43,6 +43,50 @@ EXPECTED_PATHS = {
     "/api/v1/invoices/",
 }
 
+# Generated clients name their functions after these (docs/openapi-python-client.yaml):
+# a rename breaks every client, so they change only on purpose.
+EXPECTED_OPERATION_IDS = {
+    "api_keys_create",
+    "api_keys_list",
+    "api_keys_retrieve",
+    "api_keys_revoke_create",
+    "api_keys_rotate_create",
+    "areas_create",
+    "areas_destroy",
+    "areas_list",
+    "areas_retrieve",
+    "areas_share_create",
+    "invoices_list",
+    "members_create",
+    "members_destroy",
+    "members_list",
+    "members_partial_update",
+    "members_retrieve",
+    "organisation_partial_update",
+    "organisation_retrieve",
+    "products_list",
+    "quotes_create",
+    "regions_list",
+    "reports_cancel_create",
+    "reports_create",
+    "reports_list",
+    "reports_result_csv_retrieve",
+    "reports_result_geojson_retrieve",
+    "reports_result_json_retrieve",
+    "reports_result_parquet_retrieve",
+    "reports_result_png_retrieve",
+    "reports_retrieve",
+    "reports_rows_retrieve",
+    "reports_share_create",
+    "usage_retrieve",
+    "webhooks_create",
+    "webhooks_deliveries_list",
+    "webhooks_destroy",
+    "webhooks_list",
+    "webhooks_retrieve",
+    "webhooks_test_create",
+}
+
 
 @pytest.fixture(scope="module")
 def schema_file(tmp_path_factory):
@@ -70,6 +114,30 @@ def test_the_schema_validates_without_warnings(tmp_path):
 
 def test_the_schema_lists_the_api(schema):
     assert set(schema["paths"]) == EXPECTED_PATHS
+
+
+def test_each_operation_has_its_stable_id(schema):
+    operation_ids = [operation["operationId"] for path in schema["paths"].values() for operation in path.values()]
+
+    assert sorted(operation_ids) == sorted(EXPECTED_OPERATION_IDS)
+
+
+def test_a_geometry_is_taken_as_a_polygon_or_multipolygon_and_given_as_a_multipolygon(schema):
+    schemas = schema["components"]["schemas"]
+    polygon, multi_polygon = schemas["GeoJSONPolygon"], schemas["GeoJSONMultiPolygon"]
+    ref = {"Polygon": "#/components/schemas/GeoJSONPolygon", "MultiPolygon": "#/components/schemas/GeoJSONMultiPolygon"}
+
+    for name in ("AreaInputRequest", "ReportInputRequest"):
+        assert schemas[name]["properties"]["geometry"]["oneOf"] == [
+            {"$ref": ref["Polygon"]},
+            {"$ref": ref["MultiPolygon"]},
+        ]
+        assert schemas[name]["properties"]["geometry"]["discriminator"] == {"propertyName": "type", "mapping": ref}
+    assert schemas["AreaOutput"]["properties"]["geometry"] == {"$ref": ref["MultiPolygon"]}
+    assert schemas[polygon["properties"]["type"]["$ref"].rsplit("/", 1)[1]]["enum"] == ["Polygon"]
+    # position, ring, polygon (, polygons): every array says what it holds, down to the numbers
+    assert polygon["properties"]["coordinates"]["items"]["items"]["items"] == {"type": "number"}
+    assert multi_polygon["properties"]["coordinates"]["items"]["items"]["items"]["items"] == {"type": "number"}
 
 
 def test_path_ids_are_typed_as_uuids(schema):
