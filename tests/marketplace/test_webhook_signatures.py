@@ -110,7 +110,7 @@ def test_the_old_headers_are_sent_until_the_deprecation_day(
     Webhook(hook["secret"]).verify(after["body"], after["headers"])
 
 
-def test_an_endpoint_registered_before_keeps_its_secret_and_verifies_both_ways(tenant, city, receiver, settings):
+def test_an_endpoint_registered_before_keeps_its_secret_and_verifies_both_ways(tenant, receiver, settings):
     """The 0025 migration: an old hex secret becomes whsec_<base64 of its bytes>, the same key."""
     settings.WEBHOOK_LEGACY_HEADERS_UNTIL = timezone.now().date() + dt.timedelta(days=1)
     old_secret = "ab" * 32  # as secrets.token_hex(32) made them
