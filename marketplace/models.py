@@ -371,7 +371,9 @@ class WebhookEndpoint(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="webhook_endpoints")
     url = models.URLField(max_length=500)
     events = models.JSONField(default=list, help_text="the events to deliver: report.succeeded, report.failed")
-    secret = models.CharField(max_length=64, help_text="HMAC-SHA256 key of the signatures; shown once")
+    secret = models.CharField(
+        max_length=100, help_text="whsec_ and the base64 of the HMAC-SHA256 key of the signatures; shown once"
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -286,6 +286,10 @@ if WEBHOOK_DEADLINE_SECONDS <= 0 or WEBHOOK_MAX_ENDPOINTS < 1 or WEBHOOK_MAX_IN_
     raise ImproperlyConfigured(
         "need WEBHOOK_DEADLINE_SECONDS > 0, WEBHOOK_MAX_ENDPOINTS >= 1, WEBHOOK_MAX_IN_FLIGHT >= 1"
     )
+# Deliveries carry the Standard Webhooks headers; the old Footfall-Signature and Footfall-Delivery
+# headers go along with them on tries before this day (UTC), so receivers written for them keep
+# working while buyers move over (docs/webhooks.md). A past day stops them now.
+WEBHOOK_LEGACY_HEADERS_UNTIL = dt.date.fromisoformat(env("WEBHOOK_LEGACY_HEADERS_UNTIL", default="2027-03-01"))
 # A report still queued this long after it was (re-)queued is sent to the broker again.
 REPORT_REQUEUE_AFTER_SECONDS = env.int("REPORT_REQUEUE_AFTER_SECONDS", default=600)
 # A worker that finds a report locked by another worker retries after this many seconds.

@@ -8,6 +8,7 @@ or the sweeper finds it. Failed tries are retried with a capped exponential back
 (docs/webhooks.md); a task that is lost, or a wait too long to leave with the broker, is
 queued again by the sweeper. Where a delivery may go is decided in webhook_destinations."""
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 
 WEBHOOK_SECRET_BYTES = 32
+# Standard Webhooks (standardwebhooks.com) shows a secret as this prefix and the key's bytes in base64.
+SECRET_PREFIX = "whsec_"
 WEBHOOK_RESPONSE_KEPT = 1000  # bytes of an answer kept for the deliveries log; the rest is not read
 TEST_EVENT = "webhook.test"
 # Retries: the wait after the n-th failed try is 30 s * 2^(n-1), at most 4 h; the 15th failure
@@ -103,7 +106,7 @@ def webhook_endpoint_create(*, principal: Principal, url: str, events: list[str]
             tenant=principal.tenant,
             url=url,
             events=sorted(set(events)),
-            secret=secrets.token_hex(WEBHOOK_SECRET_BYTES),
+            secret=SECRET_PREFIX + base64.b64encode(secrets.token_bytes(WEBHOOK_SECRET_BYTES)).decode(),
         )
         audit(tenant=principal.tenant, actor=principal.api_key, action="webhook.created", target=url)
     return endpoint
@@ -114,10 +117,40 @@ def webhook_endpoint_delete(*, principal: Principal, endpoint: WebhookEndpoint) 
     endpoint.delete()
 
 
-def webhook_signature(*, secret: str, timestamp: int, body: bytes) -> str:
-    """The Footfall-Signature header: t=<unix time>,v1=<HMAC-SHA256 of "<t>.<body>"> (docs/webhooks.md)."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+def webhook_signing_key(secret: str) -> bytes:
+    """The HMAC key of an endpoint's whsec_ secret: the bytes it encodes."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError("a webhook secret starts with whsec_")
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+
+
+def webhook_signature(*, key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
+    """The webhook-signature header of Standard Webhooks: v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">."""
+    digest = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return f"v1,{base64.b64encode(digest).decode()}"
+
+
+def webhook_legacy_signature(*, key: bytes, timestamp: int, body: bytes) -> str:
+    """The deprecated Footfall-Signature header: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">,
+    sent until WEBHOOK_LEGACY_HEADERS_UNTIL (docs/webhooks.md)."""
+    digest = hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
+
+
+def webhook_headers(*, secret: str, message_id: str, body: bytes, now: dt.datetime) -> dict[str, str]:
+    """The headers of one try: Standard Webhooks', and during the deprecation period the old ones."""
+    key = webhook_signing_key(secret)
+    timestamp = int(now.timestamp())
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": webhook_signature(key=key, message_id=message_id, timestamp=timestamp, body=body),
+    }
+    if now.date() < settings.WEBHOOK_LEGACY_HEADERS_UNTIL:
+        headers["Footfall-Signature"] = webhook_legacy_signature(key=key, timestamp=timestamp, body=body)
+        headers["Footfall-Delivery"] = message_id
+    return headers
 
 
 def _delivery_create(*, endpoint: WebhookEndpoint, event: str, data: dict) -> WebhookDelivery:
@@ -213,12 +246,10 @@ def _claim(delivery_id: str) -> WebhookDelivery | None:
 def _send(delivery: WebhookDelivery) -> tuple[int | None, str]:
     """One try: the status (None without an answer) and the start of the answer or the error."""
     body = json.dumps(delivery.payload, separators=(",", ":")).encode()
-    timestamp = int(timezone.now().timestamp())
-    headers = {
-        "Content-Type": "application/json",
-        "Footfall-Signature": webhook_signature(secret=delivery.endpoint.secret, timestamp=timestamp, body=body),
-        "Footfall-Delivery": str(delivery.pk),
-    }
+    # The message id is the delivery's, the same on every try; the timestamp is this try's.
+    headers = webhook_headers(
+        secret=delivery.endpoint.secret, message_id=str(delivery.pk), body=body, now=timezone.now()
+    )
     try:
         answer = destination_post(
             delivery.endpoint.url,

@@ -119,7 +119,9 @@ def test_an_api_key_does_not_open_metrics(tenant, client_for, metrics_token):
 def test_metrics_describe_reports_queues_billing_and_webhooks(tenant, api, city, scrape, settings):
     with_report = api.post(REPORTS, order_body(), format="json")  # queued: its task waits for the commit
     assert with_report.status_code == 201
-    endpoint = WebhookEndpoint.objects.create(tenant=tenant, url="https://hooks.example/footfall", secret="s")
+    endpoint = WebhookEndpoint.objects.create(
+        tenant=tenant, url="https://hooks.example/footfall", secret="whsec_c2VjcmV0"
+    )
     WebhookDelivery.objects.create(endpoint=endpoint, event="report.succeeded", payload={}, attempts=3)
     WebhookDelivery.objects.create(endpoint=endpoint, event="report.failed", payload={}, attempts=2)
     WebhookDelivery.objects.filter(event="report.succeeded").update(gave_up_at=Report.objects.get().created_at)

@@ -68,7 +68,7 @@ def tls_receiver(test_ca, monkeypatch):
 
 def deliver(tenant, url: str) -> WebhookDelivery:
     """Register url (checked then), queue a delivery to it and run it once; the delivery after that."""
-    endpoint = WebhookEndpoint.objects.create(tenant=tenant, url=url, events=EVENTS, secret="s")
+    endpoint = WebhookEndpoint.objects.create(tenant=tenant, url=url, events=EVENTS, secret="whsec_c2VjcmV0")
     delivery = WebhookDelivery.objects.create(
         endpoint=endpoint,
         event="report.succeeded",
@@ -384,7 +384,9 @@ def test_only_the_start_of_a_large_answer_is_kept(tenant, settings):
 
 def test_the_sweeper_ignores_what_is_not_due(tenant, settings):
     settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
-    endpoint = WebhookEndpoint.objects.create(tenant=tenant, url="https://127.0.0.1:9/", events=EVENTS, secret="s")
+    endpoint = WebhookEndpoint.objects.create(
+        tenant=tenant, url="https://127.0.0.1:9/", events=EVENTS, secret="whsec_c2VjcmV0"
+    )
     later = timezone.now() + dt.timedelta(hours=1)
     WebhookDelivery.objects.create(endpoint=endpoint, event="e", payload={}, next_attempt_at=later)
     WebhookDelivery.objects.create(endpoint=endpoint, event="e", payload={}, delivered_at=timezone.now())
