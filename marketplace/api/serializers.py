@@ -317,7 +317,10 @@ class WebhookOutput(serializers.ModelSerializer):
 
 
 class WebhookCreated(WebhookOutput):
-    secret = serializers.CharField(help_text="the HMAC-SHA256 key of the signatures: shown this once")
+    secret = serializers.CharField(
+        help_text="the signing secret, whsec_ and the base64 of the HMAC-SHA256 key (Standard Webhooks):"
+        " shown this once"
+    )
 
     class Meta(WebhookOutput.Meta):
         fields = [*WebhookOutput.Meta.fields, "secret"]
