@@ -127,21 +127,21 @@ def packed_floor_sql(product: str, source: str) -> str:
     )
 
 
-def packed_floor(rows: list[tuple], source: str) -> float:
-    """What the floor does with its rows: decode every published value and sum it weighted
-    (numpy; no buckets, no result document). Returns the weighted sum, so the work is not skipped."""
+def packed_floor(rows: list[tuple], source: str, *, weighted: bool) -> float:
+    """What the floor does with its rows, (place, share or destination, packed columns...):
+    decode every published value and sum it, weighted by its cell's share (numpy; no buckets,
+    no result document). Returns the sum, so the work is not skipped."""
     from insights.packing import daily_values, hourly_values
 
     if not rows:
         return 0.0
-    weights = [row[1] for row in rows]
     packed = [row[2:] for row in rows]
     if source == "hour":
         index, _, value = hourly_values([row[0] for row in packed], [row[1] for row in packed])
     else:
         index, _, value, _ = daily_values(*([row[column] for row in packed] for column in range(3)))
-    if isinstance(weights[0], float):
-        return float((value * np.asarray(weights)[index]).sum())
+    if weighted:
+        return float((value * np.array([row[1] for row in rows])[index]).sum())
     return float(value.sum())
 
 
@@ -711,7 +711,11 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
         for run in range(runs + 1):  # the first is a warm-up
             engine_s = engine.time_report()
             floor_s, _ = timed(
-                lambda: packed_floor(floor.execute(floor_query, floor_parameters, binary=True).fetchall(), source)
+                lambda: packed_floor(
+                    floor.execute(floor_query, floor_parameters, binary=True).fetchall(),
+                    source,
+                    weighted=report.product != "od-matrix",  # trips are counted whole, cells by their share
+                )
             )
             duckdb_s, duckdb_rows = timed(lambda: duck.execute(duckdb_query, duckdb_parameters).fetchall())
             if run:

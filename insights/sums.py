@@ -48,9 +48,6 @@ class Released:
     weight: float = 0.0
     count: int = 0
 
-    def __add__(self, other: "Released") -> "Released":
-        return Released(self.value + other.value, self.weight + other.weight, self.count + other.count)
-
 
 @dataclass(frozen=True)
 class Sums:

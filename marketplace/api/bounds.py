@@ -1,5 +1,5 @@
 """The bounds every input of the API is held to, so hostile values answer 4xx, never 5xx:
-dates in a supported range, JSON nested at most so deep, page sizes clamped."""
+dates in a supported range, JSON nested at most so deep, page sizes clamped, waits bounded."""
 
 import codecs
 import datetime as dt
@@ -10,7 +10,7 @@ import django_filters
 from django import forms
 from django.conf import settings
 from rest_framework import serializers
-from rest_framework.exceptions import ParseError, UnsupportedMediaType
+from rest_framework.exceptions import ParseError, UnsupportedMediaType, ValidationError
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser, get_encoding
 
@@ -88,3 +88,20 @@ class BoundedJSONParser(JSONParser):
             return super().parse(io.BytesIO(raw), media_type, parser_context)
         except RecursionError:  # a backstop: the count above should have refused it
             raise ParseError(f"JSON parse error - arrays and objects nest deeper than {limit} levels") from None
+
+
+def report_wait_seconds(query_params) -> float:
+    """The `wait` query parameter of a report: 0 (answer at once) to REPORT_WAIT_MAX_SECONDS."""
+    given = query_params.get("wait")
+    if given is None:
+        return 0.0
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= settings.REPORT_WAIT_MAX_SECONDS:  # NaN and infinity fail here too
+        raise ValidationError(
+            {"wait": [f"wait must be a number of seconds from 0 to {settings.REPORT_WAIT_MAX_SECONDS:g}"]},
+            code="invalid_wait",
+        )
+    return seconds

@@ -5,7 +5,6 @@ import tempfile
 from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.db.models import Model, QuerySet
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
@@ -21,7 +20,12 @@ from billing import selectors as billing_selectors
 from billing.models import Invoice
 from insights import renderers
 from marketplace import selectors, services
-from marketplace.api.bounds import BoundedLimitOffsetPagination, is_supported_date, supported_dates_text
+from marketplace.api.bounds import (
+    BoundedLimitOffsetPagination,
+    is_supported_date,
+    report_wait_seconds,
+    supported_dates_text,
+)
 from marketplace.api.filters import ReportFilter
 from marketplace.api.permissions import ROLES_THAT_ORDER, RolePermission
 from marketplace.api.serializers import (
@@ -109,23 +113,6 @@ def _order(data: dict) -> services.ReportOrder:
         compare_name=data["compare_name"],
         regions=tuple(data["regions"]),
     )
-
-
-def _wait_seconds(request) -> float:
-    """The `wait` query parameter: 0 (answer at once) to REPORT_WAIT_MAX_SECONDS."""
-    given = request.query_params.get("wait")
-    if given is None:
-        return 0.0
-    try:
-        seconds = float(given)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds <= settings.REPORT_WAIT_MAX_SECONDS:
-        raise ValidationError(
-            {"wait": [f"wait must be a number of seconds from 0 to {settings.REPORT_WAIT_MAX_SECONDS:g}"]},
-            code="invalid_wait",
-        )
-    return seconds
 
 
 def _fingerprint(body) -> str:
@@ -250,7 +237,7 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantRows
     )
     def retrieve(self, request, pk=None):
         report = self.get_object()
-        wait = _wait_seconds(request)
+        wait = report_wait_seconds(request.query_params)
         if wait and report.status not in Report.FINAL_STATUSES:
             # Not counted as the request's own time in the metrics (it waited on purpose).
             request._request.waited_seconds = selectors.report_wait_final(report_id=report.pk, seconds=wait)
