@@ -92,7 +92,10 @@ def main() -> None:
         # Without breakdowns every key is (bucket start, all segments...).
         found = {
             "series": [[bucket.timestamp(), published.value] for (bucket, *_), published in sums.by_bucket.items()],
-            "cells": [[cell_id(*cell_corner(code)), published.value] for code, _, published in sums.by_cell],
+            "cells": [
+                [cell_id(*cell_corner(code)), float(value)]
+                for (code, _), value in zip(sums.cells, sums.cell_value, strict=True)
+            ],
         }
         if product == "dwell":
             by_band = cell_hour_totals(kind=DWELL, **read, breakdowns=("dwell_band",))

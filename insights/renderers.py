@@ -107,31 +107,31 @@ def columns(result: dict) -> dict[str, pa.DataType]:
     return types
 
 
-def csv_rows(head: dict, rows: Iterable[dict]) -> Iterator[str]:
-    """The header, then one line per row: empty where withheld, booleans as true/false.
+def csv_lines(head: dict, tables: Iterable[pa.Table]) -> Iterator[str]:
+    """The header, then the rows a batch at a time: empty where withheld, booleans as true/false.
 
-    head: the result document (its arrays are not read); rows: its rows, e.g. streamed."""
+    head: the result document (its arrays are not read); tables: its rows as columns, e.g. streamed."""
     writer = csv.writer(_LineBuffer())
     names = list(columns(head))
     yield writer.writerow(names)
-    for row in rows:
-        yield writer.writerow([_csv_value(row[name]) for name in names])
+    for table in tables:
+        if not table.num_rows:
+            continue  # an empty array is stored as an empty batch, perhaps without columns
+        texts = [_csv_texts(table.column(name)) for name in names]
+        yield "".join(writer.writerow(row) for row in zip(*texts, strict=True))
 
 
-def _csv_value(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def _csv_texts(column: pa.ChunkedArray) -> list[str]:
+    """A column's values as the CSV writes them, converted a column at a time."""
+    values = column.to_pylist()
+    if pa.types.is_boolean(column.type):
+        return ["" if value is None else "true" if value else "false" for value in values]
+    return ["" if value is None else str(value) for value in values]
 
 
-PARQUET_ROW_GROUP = 50_000
-
-
-def parquet_write(head: dict, rows: Iterable[dict], out: BinaryIO) -> None:
+def parquet_write(head: dict, tables: Iterable[pa.Table], out: BinaryIO) -> None:
     """The rows as Parquet, times in the report's time zone, the report's context in the
-    metadata; written a row group at a time, so memory stays bounded whatever the rows."""
+    metadata; written a stored batch at a time, so memory stays bounded whatever the rows."""
     types = columns(head)
     schema = pa.schema(
         [pa.field(name, kind) for name, kind in types.items()],
@@ -145,14 +145,26 @@ def parquet_write(head: dict, rows: Iterable[dict], out: BinaryIO) -> None:
             "release_policy": str(head["privacy"]["release_policy"]),
         },
     )
-    timestamps = [name for name, kind in types.items() if pa.types.is_timestamp(kind)]
     with pq.ParquetWriter(out, schema) as writer:
-        rows = iter(rows)
-        while group := list(itertools.islice(rows, PARQUET_ROW_GROUP)):
-            columns_of_group = {name: [row[name] for row in group] for name in types}
-            for name in timestamps:
-                columns_of_group[name] = [dt.datetime.fromisoformat(text) for text in columns_of_group[name]]
-            writer.write_table(pa.table(columns_of_group, schema=schema))
+        for table in tables:
+            if table.num_rows:  # a row group per stored batch
+                writer.write_table(
+                    pa.table([_typed(table.column(name), kind) for name, kind in types.items()], schema=schema)
+                )
+
+
+def _typed(column: pa.ChunkedArray, kind: pa.DataType) -> pa.Array:
+    """A stored column as its download type. Times are stored as their local ISO text (each
+    bucket's once, in a dictionary): each distinct text is parsed once."""
+    column = column.combine_chunks()
+    if not pa.types.is_timestamp(kind):
+        return column.cast(kind)
+    if not pa.types.is_dictionary(column.type):
+        column = column.dictionary_encode()
+    parsed = pa.array(
+        [None if text is None else dt.datetime.fromisoformat(text) for text in column.dictionary.to_pylist()], kind
+    )
+    return parsed.take(column.indices)
 
 
 def png_chart(result: dict, *, title: str | None = None) -> bytes:

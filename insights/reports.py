@@ -16,11 +16,13 @@ from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import pyarrow as pa
 from django.contrib.gis.geos import GEOSGeometry
 
 from insights.buckets import HOUR, buckets
 from insights.kinds import DWELL, HOME, PRESENCE, TRIPS, AggregateKind, Metric
 from insights.models import ReleasePolicy
+from insights.rows import Rows, labelled, numbers, rounded, whole_or_null
 from insights.selectors import dataset_sources, region_names_by_id
 from insights.sums import Released, Sums, cell_hour_sums, report_area, trip_sums
 
@@ -93,10 +95,18 @@ def footfall_result(
         with_cells=with_cells,
         on_progress=on_progress,
     )
-    for row in itertools.chain(result["series"], result.get("segments", [])):
-        value = row["person_hours"]
-        row["average_present"] = None if value is None else round(value / row["hours"], 1)
+    for part in ("series", "segments"):
+        if part in result:
+            result[part] = Rows(_with_average_present(result[part].table))
     return result
+
+
+def _with_average_present(table: pa.Table) -> pa.Table:
+    """Person-hours per hour of the bucket: the people present on average, to a tenth."""
+    person_hours = table.column("person_hours")
+    present = person_hours.is_valid().to_numpy(zero_copy_only=False)
+    average = person_hours.fill_null(0).to_numpy() / table.column("hours").to_numpy()
+    return table.append_column("average_present", rounded(average, 1, present))
 
 
 @_without_cyclic_gc
@@ -151,10 +161,7 @@ def _cell_hour_result(
         result["segments"] = rows(segments=segments)
         counted.add_breakdowns(sums, segments)
     if with_cells:
-        result["cells"] = [
-            {"cell": code, "share": round(share, 6), **_value(metric, published)}
-            for code, share, published in sums.by_cell
-        ]
+        result["cells"] = Rows(_cell_table(sums, metric))
     result["privacy"] = counted.summary(query.policy, result)
     return result
 
@@ -207,16 +214,14 @@ class Counted:
 
     def add_everyone(self, sums: Sums, everyone: tuple) -> None:
         _, weights, counts = sums.column(everyone)
-        self.cell_hours_released += sum(counts)
-        self.released_weight += sum(weights)
+        self.cell_hours_released += int(counts.sum())
+        self.released_weight += float(weights.sum())
 
     def add_breakdowns(self, sums: Sums, segments: list[tuple]) -> None:
         self.breakdown_values += self.cell_hours * len(segments)
-        self.breakdown_values_released += sum(sum(sums.column(codes)[2]) for codes in segments)
+        self.breakdown_values_released += sum(int(sums.column(codes)[2].sum()) for codes in segments)
 
     def summary(self, policy: ReleasePolicy, result: dict) -> dict:
-        numbers = [row for part in ("series", "segments", "cells", "regions", "flows") for row in result.get(part, [])]
-        metric = result["metric"]
         return {
             **policy.summary(),
             "cell_hours": self.cell_hours,
@@ -224,8 +229,14 @@ class Counted:
             "released_share": round(self.released_weight / self.coverage, 4) if self.coverage else None,
             "breakdown_values": self.breakdown_values,
             "breakdown_values_released": self.breakdown_values_released,
-            "suppressed_values": sum(row.get(metric) is None for row in numbers),
+            "suppressed_values": suppressed_count(result),
         }
+
+
+def suppressed_count(result: dict) -> int:
+    """The result's numbers left empty because nothing they sum was published."""
+    metric = result["metric"]
+    return sum(part.table.column(metric).null_count for part in result.values() if isinstance(part, Rows))
 
 
 def _elapsed_hours(start: dt.datetime, end: dt.datetime) -> int:
@@ -259,36 +270,53 @@ def _rows(
     metric: Metric,
     coverage: float,
     segments: list[tuple],
-) -> list[dict]:
+) -> Rows:
     """One row per bucket and segment (a tuple of segment codes), bucket by bucket: the
-    published values' sum, and the share of the bucket's cell-hours that were published."""
-    labelled = [
-        (
-            {name: labels_by_code[name][code] for name, code in zip(kind.segments, codes, strict=True)},
-            sums.column(codes),
-        )
-        for codes in segments
-    ]
-    # Whole numbers, rounded half to even as round() does, all at once.
-    labelled = [
-        (labels, (np.rint(values).astype(np.int64).tolist(), weights, counts))
-        for labels, (values, weights, counts) in labelled
-    ]
-    rows = []
-    name, deprecated = metric.name, metric.deprecated
-    for bucket, (start_text, end_text, hours) in enumerate(stamps):
-        covered = coverage * hours
-        for labels, (values, weights, counts) in labelled:
-            count = counts[bucket]
-            number = values[bucket] if count else None
-            row = {"start": start_text, "end": end_text, "hours": hours, **labels, name: number}
-            if deprecated:
-                row[deprecated] = number
-            row["released_share"] = round(weights[bucket] / covered, 4) if covered else 0.0
-            row["suppressed"] = not count
-            row["suppressed_reason"] = None if count else NOT_RELEASED
-            rows.append(row)
-    return rows
+    published values' sum, and the share of the bucket's cell-hours that were published.
+    Built column by column from the sums' arrays."""
+    columns = [sums.column(codes) for codes in segments]
+    value, weight, count = (np.stack([column[part] for column in columns], axis=1).reshape(-1) for part in range(3))
+    bucket = np.repeat(np.arange(len(stamps)), len(segments))
+    group = np.tile(np.arange(len(segments)), len(stamps))
+    hours = np.array([bucket_hours for _, _, bucket_hours in stamps], dtype=np.int16)[bucket]
+    covered = coverage * hours
+    published = count > 0
+    number = whole_or_null(value, published)
+    table = {
+        "start": labelled(bucket, [start_text for start_text, _, _ in stamps]),
+        "end": labelled(bucket, [end_text for _, end_text, _ in stamps]),
+        "hours": pa.array(hours, pa.int16()),
+        **{
+            name: labelled(np.array([codes[position] for codes in segments])[group], labels_by_code[name])
+            for position, name in enumerate(kind.segments)
+        },
+        metric.name: number,
+        **({metric.deprecated: number} if metric.deprecated else {}),
+        "released_share": rounded(np.divide(weight, covered, out=np.zeros_like(weight), where=covered > 0), 4),
+        "suppressed": pa.array(~published),
+        "suppressed_reason": _reason(published),
+    }
+    return Rows(pa.table(table))
+
+
+def _reason(published: np.ndarray) -> pa.Array:
+    """NOT_RELEASED where nothing was published, else null."""
+    return pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(len(published), dtype=np.int32), mask=published), pa.array([NOT_RELEASED])
+    )
+
+
+def _cell_table(sums: Sums, metric: Metric) -> pa.Table:
+    """Each of the area's cells: its share inside the area and everyone's published values over the period."""
+    number = whole_or_null(sums.cell_value, sums.cell_count > 0)
+    return pa.table(
+        {
+            "cell": pa.array([code for code, _ in sums.cells], pa.string()),
+            "share": rounded(np.array([share for _, share in sums.cells], dtype=np.float64), 6),
+            metric.name: number,
+            **({metric.deprecated: number} if metric.deprecated else {}),
+        }
+    )
 
 
 @_without_cyclic_gc
@@ -310,7 +338,7 @@ def compare_result(query: Query, *, on_progress: Callable[[float], None] | None 
         comparison = footfall_result(
             comparison_query, with_cells=False, on_progress=_part_of(on_progress, first=1, of=2)
         )
-    series = [_paired(mine, theirs) for mine, theirs in zip(ordered["series"], comparison["series"], strict=True)]
+    series = Rows(_paired(ordered["series"].table, comparison["series"].table))
     privacy = {
         name: ordered["privacy"][name] + comparison["privacy"][name]
         for name in ("cell_hours", "cell_hours_released", "breakdown_values", "breakdown_values_released")
@@ -337,23 +365,27 @@ def compare_result(query: Query, *, on_progress: Callable[[float], None] | None 
     }
 
 
-def _paired(mine: dict, theirs: dict) -> dict:
-    both = mine["person_hours"] is not None and theirs["person_hours"] is not None
-    change = mine["person_hours"] - theirs["person_hours"] if both else None
-    return {
-        **mine,
-        "comparison_start": theirs["start"],
-        "comparison_end": theirs["end"],
-        "comparison_person_hours": theirs["person_hours"],
-        "comparison_visits": theirs["person_hours"],
-        "comparison_released_share": theirs["released_share"],
-        "comparison_suppressed": theirs["suppressed"],
-        "comparison_suppressed_reason": theirs["suppressed_reason"],
-        "change": change,
-        "change_pct": round(100 * change / theirs["person_hours"], 1)
-        if change is not None and theirs["person_hours"]
-        else None,
+def _paired(mine: pa.Table, theirs: pa.Table) -> pa.Table:
+    """The ordered period's rows beside the comparison's, bucket by bucket, and the change from it."""
+    ordered, ordered_present = numbers(mine.column("person_hours"))
+    compared, compared_present = numbers(theirs.column("person_hours"))
+    both = ordered_present & compared_present
+    change = ordered - compared
+    percent = np.divide(100 * change, compared, out=np.zeros(len(change)), where=compared != 0)
+    paired = {
+        "comparison_start": theirs.column("start"),
+        "comparison_end": theirs.column("end"),
+        "comparison_person_hours": theirs.column("person_hours"),
+        "comparison_visits": theirs.column("person_hours"),
+        "comparison_released_share": theirs.column("released_share"),
+        "comparison_suppressed": theirs.column("suppressed"),
+        "comparison_suppressed_reason": theirs.column("suppressed_reason"),
+        "change": pa.array(change, pa.int64(), mask=~both),
+        "change_pct": rounded(percent, 1, both & (compared != 0)),
     }
+    for name, column in paired.items():
+        mine = mine.append_column(name, column)
+    return mine
 
 
 @_without_cyclic_gc
@@ -386,24 +418,45 @@ def catchment_result(query: Query, *, on_progress: Callable[[float], None] | Non
             ).by_bucket.items()
         }
     result["everyone"] = _value(metric, by_region.pop(0, Released()))  # region 0: everyone
-    total = result["everyone"][metric.name]
-    rows = []
-    for region, (code, name) in (regions or region_names_by_id(by_region)).items():
-        row = {"region": code, "name": name, **_value(metric, by_region.get(region, Released()))}
-        # Shares come from published numbers only.
-        row["share"] = round(row[metric.name] / total, 4) if row[metric.name] is not None and total else None
-        row["suppressed"] = row[metric.name] is None
-        row["suppressed_reason"] = NOT_RELEASED if row["suppressed"] else None
-        rows.append(row)
-    rows.sort(key=lambda row: (row[metric.name] is None, -(row[metric.name] or 0), row["region"]))
-    result["regions"] = rows
+    listed = regions or region_names_by_id(by_region)
+    result["regions"] = Rows(_region_table(listed, by_region, metric=metric, total=result["everyone"][metric.name]))
     privacy = result["privacy"]
-    privacy["breakdown_values"] = privacy["cell_hours"] * len(rows)
+    privacy["breakdown_values"] = privacy["cell_hours"] * len(listed)
     privacy["breakdown_values_released"] = sum(
         by_region[region].count for region in (regions or by_region) if region in by_region
     )
-    privacy["suppressed_values"] += sum(row[metric.name] is None for row in rows)
+    privacy["suppressed_values"] += result["regions"].table.column(metric.name).null_count
     return result
+
+
+def _region_table(
+    listed: Mapping[int, tuple[str, str]], by_region: dict[int, Released], *, metric: Metric, total: int | None
+) -> pa.Table:
+    """A row per listed home region, the largest first, then the withheld ones by code: its
+    published person-hours and their share of everyone's (from published numbers only)."""
+    count = np.array([by_region.get(region, Released()).count for region in listed], dtype=np.int64)
+    value = np.array([by_region.get(region, Released()).value for region in listed], dtype=np.float64)
+    whole = np.rint(value).astype(np.int64)
+    published = count > 0
+    codes, names = [code for code, _ in listed.values()], [name for _, name in listed.values()]
+    # Published before withheld, larger before smaller, then by code.
+    order = sorted(
+        range(len(codes)), key=lambda row: (not published[row], -whole[row] if published[row] else 0, codes[row])
+    )
+    whole, published = whole[order], published[order]
+    number = pa.array(whole, pa.int64(), mask=~published)
+    share = rounded(whole / total, 4, published) if total else pa.nulls(len(order), pa.float64())
+    return pa.table(
+        {
+            "region": pa.array([codes[row] for row in order], pa.string()),
+            "name": pa.array([names[row] for row in order], pa.string()),
+            metric.name: number,
+            **({metric.deprecated: number} if metric.deprecated else {}),
+            "share": share,
+            "suppressed": pa.array(~published),
+            "suppressed_reason": _reason(published),
+        }
+    )
 
 
 @_without_cyclic_gc
@@ -429,21 +482,24 @@ def od_matrix_result(query: Query, *, on_progress: Callable[[float], None] | Non
     )
     metric = TRIPS_METRIC
     stamps = _bucket_stamps(list(buckets(query.start, query.end, query.granularity, tz)), tz)
-    labels = [{"origin": zones[origin][0], "destination": zones[destination][0]} for origin, destination in sums.groups]
     trips = np.rint(sums.value).astype(np.int64)  # each bucket's published trips are whole
-    flows = []  # only published flows are listed, by bucket, origin and destination
-    for bucket, pair in zip(*np.nonzero(sums.count), strict=True):
-        start_text, end_text, hours = stamps[bucket]
-        flows.append(
-            {
-                "start": start_text,
-                "end": end_text,
-                "hours": hours,
-                **labels[pair],
-                metric.name: int(trips[bucket, pair]),
-                "released_share": round(float(sums.count[bucket, pair]) / hours, 4),
-            }
-        )
+    # Only published flows are listed, by bucket, origin and destination.
+    bucket, pair = np.nonzero(sums.count)
+    hours = np.array([bucket_hours for _, _, bucket_hours in stamps], dtype=np.int16)[bucket]
+    position = {zone: index for index, zone in enumerate(zones)}
+    codes = [code for code, _ in zones.values()]
+    origin, destination = (np.array([position[ends[end]] for ends in sums.groups], dtype=np.int32) for end in (0, 1))
+    flows = pa.table(
+        {
+            "start": labelled(bucket, [start_text for start_text, _, _ in stamps]),
+            "end": labelled(bucket, [end_text for _, end_text, _ in stamps]),
+            "hours": pa.array(hours, pa.int16()),
+            "origin": labelled(origin[pair], codes),
+            "destination": labelled(destination[pair], codes),
+            metric.name: pa.array(trips[bucket, pair], pa.int64()),
+            "released_share": rounded(sums.count[bucket, pair] / hours, 4),
+        }
+    )
     pair_trips, pair_counts = trips.sum(axis=0).tolist(), sums.count.sum(axis=0).tolist()
     published = {
         pair: total if count else None for pair, total, count in zip(sums.groups, pair_trips, pair_counts, strict=True)
@@ -456,7 +512,7 @@ def od_matrix_result(query: Query, *, on_progress: Callable[[float], None] | Non
         "breakdowns": [],
         "zones": [{"zone": code, "name": name} for code, name in zones.values()],
         "matrix": matrix,
-        "flows": flows,
+        "flows": Rows(flows),
         "privacy": {
             **query.policy.summary(),
             "zone_pair_hours": pair_hours,

@@ -59,10 +59,11 @@ class Sums:
     value: np.ndarray
     weight: np.ndarray
     count: np.ndarray
-    # with_cells: (cell code, share inside the area, everyone's published values over the period), by code
-    by_cell: list[tuple[str, float, Released]]
     # (cell code, share inside the area) of every cell the area covers, by code
     cells: list[tuple[str, float]]
+    # with_cells: everyone's published values per cell over the period (summed, and how many), as cells
+    cell_value: np.ndarray | None = None
+    cell_count: np.ndarray | None = None
 
     @property
     def by_bucket(self) -> dict[tuple, Released]:
@@ -74,17 +75,13 @@ class Sums:
             )
         return found
 
-    def column(self, codes: tuple) -> tuple[list[float], list[float], list[int]]:
-        """One group's value, weight and count per bucket, as lists (zeros: nothing published)."""
+    def column(self, codes: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One group's value, weight and count per bucket (zeros: nothing published)."""
         if codes not in self.groups:
-            zeros = [0] * len(self.buckets)
+            zeros = np.zeros(len(self.buckets))
             return zeros, zeros, zeros
         group = self.groups.index(codes)
-        return (
-            self.value[:, group].tolist(),
-            self.weight[:, group].tolist(),
-            self.count[:, group].astype(np.int64).tolist(),
-        )
+        return self.value[:, group], self.weight[:, group], self.count[:, group]
 
 
 class _Totals:
@@ -104,11 +101,6 @@ class _Totals:
         self.value += np.bincount(key, weights=value[inside] * share, minlength=size)
         self.weight += np.bincount(key, weights=count * share, minlength=size)
         self.count += np.bincount(key, weights=count, minlength=size)
-
-    def released(self, flat: int) -> Released:
-        if not self.count[flat]:
-            return Released()
-        return Released(float(self.value[flat]), float(self.weight[flat]), int(self.count[flat]))
 
     def shaped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """value, weight and count as (buckets, groups) arrays."""
@@ -302,10 +294,9 @@ def cell_hour_sums(
         value=value,
         weight=weight,
         count=count,
-        by_cell=[(code, share, cells.released(index)) for index, (_, code, share) in enumerate(area.cells)]
-        if with_cells
-        else [],
         cells=[(code, share) for _, code, share in area.cells],
+        cell_value=cells.value if with_cells else None,
+        cell_count=cells.count if with_cells else None,
     )
 
 
@@ -370,7 +361,7 @@ def trip_sums(
         pair = np.searchsorted(ordered, origin) * len(ordered) + np.searchsorted(ordered, destination)
         totals.add(bucket=bucket, group=pair[index], value=value, count=count, share=np.ones(len(value)))
     value, _, count = totals.shaped()
-    return Sums(buckets=period.starts, groups=pairs, value=value, weight=count, count=count, by_cell=[], cells=[])
+    return Sums(buckets=period.starts, groups=pairs, value=value, weight=count, count=count, cells=[])
 
 
 def cell_hour_totals(**query) -> dict[tuple, Released]:

@@ -222,7 +222,7 @@ class Report(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     dataset_version = models.PositiveIntegerField(null=True, blank=True)
-    result = models.JSONField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True, help_text="the result without its arrays of rows (ResultBatch)")
     query_budget_remaining = models.PositiveIntegerField(
         null=True, blank=True, help_text="overlapping orders the tenant may still place over these cells and period"
     )
@@ -266,6 +266,25 @@ class Report(models.Model):
         return f"{self.product_id} report {self.id}"
 
 
+class ResultBatch(models.Model):
+    """Up to ROWS_PER_BATCH rows of one of a succeeded report's arrays (series, segments, cells,
+    regions, flows) as an Arrow IPC stream (insights/rows.py): stored with the report's success,
+    read a few batches at a time by the pages and the downloads. The rest of the result, small,
+    is Report.result."""
+
+    report = models.ForeignKey(Report, on_delete=models.CASCADE, related_name="result_batches")
+    name = models.CharField(max_length=20, help_text="the array: series, segments, cells, regions or flows")
+    first_row = models.PositiveIntegerField(help_text="its first row's position in the array")
+    rows = models.PositiveIntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["report", "name", "first_row"], name="result_batch_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name} rows {self.first_row}-{self.first_row + self.rows} of report {self.report_id}"
+
+
 class Release(models.Model):
     """A released report, for audit: who received what, from which data. Append-only: the
     database refuses to change or delete a row (migration 0010)."""
@@ -279,7 +298,10 @@ class Release(models.Model):
     end = models.DateTimeField()
     dataset_version = models.PositiveIntegerField()
     parameters = models.JSONField(help_text="the order as the engine read it: granularity, breakdowns, regions, ...")
-    result_sha256 = models.CharField(max_length=64, help_text="SHA-256 of the released result (canonical JSON)")
+    result_sha256 = models.CharField(
+        max_length=64,
+        help_text="SHA-256 of the released result as stored: its canonical JSON, then its batches' bytes in order",
+    )
     released_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,10 +1,10 @@
 """Reads of the buyer-facing domain. Every query starts from what the caller may see."""
 
-import json
 import threading
 import time
 from collections.abc import Iterator
 
+import pyarrow as pa
 from django.conf import settings
 from django.contrib.gis.db.models.functions import Area as AreaOf
 from django.contrib.gis.db.models.functions import Transform
@@ -14,6 +14,7 @@ from guardian.shortcuts import get_objects_for_group
 
 from insights.models import Region
 from insights.products import LIST_ARRAYS, PRODUCTS
+from insights.rows import Rows, from_ipc
 from marketplace.models import (
     ApiKey,
     Area,
@@ -21,6 +22,7 @@ from marketplace.models import (
     Membership,
     Product,
     Report,
+    ResultBatch,
     Role,
     Tenant,
     WebhookEndpoint,
@@ -92,60 +94,66 @@ def region_list() -> QuerySet[Region]:
     )
 
 
-# A result's rows, read from the stored document in the database, array after array in
-# order, so that a large result is paged or streamed rather than loaded whole.
-_RESULT_ROWS = """
-    SELECT element.row
-    FROM marketplace_report report,
-         unnest(%(arrays)s::text[]) WITH ORDINALITY AS array_name(name, position),
-         jsonb_array_elements(coalesce(report.result -> array_name.name, '[]'::jsonb))
-            WITH ORDINALITY AS element(row, number)
-    WHERE report.id = %(report)s
-    ORDER BY array_name.position, element.number
+# A result's batches in order: by array, then by position in it. The arrays' order is the
+# downloads' (a series' totals, then its segments).
+_RESULT_BATCHES = """
+    SELECT batch.name, batch.first_row, batch.rows, batch.data
+    FROM marketplace_resultbatch batch
+    WHERE batch.report_id = %(report)s AND batch.name = ANY(%(arrays)s::text[])
+    ORDER BY array_position(%(arrays)s::text[], batch.name::text), batch.first_row
 """
-STREAMED_ROWS_PER_FETCH = 2000
+BATCHES_PER_FETCH = 4
+
+
+def report_result_tables(*, report: Report, arrays: tuple[str, ...] | None = None) -> Iterator[pa.Table]:
+    """The result's rows (or the given arrays) a stored batch at a time, as columns, fetched a
+    few batches at a time through a server-side cursor: memory stays bounded whatever the
+    result's size."""
+    names = list(arrays or PRODUCTS[report.product.code].row_arrays)
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(_RESULT_BATCHES, {"report": report.pk, "arrays": names})
+        while batches := cursor.fetchmany(BATCHES_PER_FETCH):
+            for _, _, _, data in batches:
+                yield from_ipc(data)
 
 
 def report_result_rows(*, report: Report, offset: int = 0, limit: int | None = None) -> list[dict]:
-    """A page of the result's rows (as in its CSV)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"{_RESULT_ROWS} OFFSET %(offset)s LIMIT %(limit)s",
-            {
-                "arrays": list(PRODUCTS[report.product.code].row_arrays),
-                "report": report.pk,
-                "offset": offset,
-                "limit": limit,
-            },
-        )
-        return [json.loads(row) for (row,) in cursor.fetchall()]
-
-
-def report_result_stream(*, report: Report, arrays: tuple[str, ...] | None = None) -> Iterator[dict]:
-    """The result's rows (or the elements of the given arrays), fetched a few thousand at a
-    time through a server-side cursor: memory stays bounded whatever the result's size."""
-    with connection.chunked_cursor() as cursor:
-        cursor.execute(
-            _RESULT_ROWS, {"arrays": list(arrays or PRODUCTS[report.product.code].row_arrays), "report": report.pk}
-        )
-        while rows := cursor.fetchmany(STREAMED_ROWS_PER_FETCH):
-            for (row,) in rows:
-                yield json.loads(row)  # Django has psycopg hand jsonb over as text
+    """A page of the result's rows (as in its CSV): only the batches it overlaps are read."""
+    names = list(PRODUCTS[report.product.code].row_arrays)
+    placed = []  # (position among all the rows, rows, batch id) in the downloads' order
+    position = 0
+    batches = ResultBatch.objects.filter(report=report, name__in=names).values_list("name", "first_row", "rows", "pk")
+    for _, _, rows, pk in sorted(batches, key=lambda batch: (names.index(batch[0]), batch[1])):
+        placed.append((position, rows, pk))
+        position += rows
+    stop = position if limit is None else min(position, offset + limit)
+    wanted = [(first, pk) for first, rows, pk in placed if first < stop and first + rows > offset]
+    data = dict(ResultBatch.objects.filter(pk__in=[pk for _, pk in wanted]).values_list("pk", "data"))
+    page = []
+    for first, pk in wanted:
+        table = from_ipc(data[pk])
+        skip = max(offset - first, 0)
+        page += table.slice(skip, stop - first - skip).to_pylist()
+    return page
 
 
 def report_result_head(*, report: Report, keep: tuple[str, ...] = ()) -> tuple[dict, list[str]]:
-    """The result document without its long arrays (except those in keep), and the names of
-    the arrays left out that it has."""
-    dropped = [name for name in LIST_ARRAYS if name not in keep]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT result - %(dropped)s::text[],"
-            "       ARRAY(SELECT name FROM unnest(%(dropped)s::text[]) AS name WHERE result ? name)"
-            " FROM marketplace_report WHERE id = %(report)s",
-            {"dropped": dropped, "report": report.pk},
-        )
-        head, left_out = cursor.fetchone()
-    return json.loads(head), left_out
+    """The result document without its arrays of rows, except those in keep (as Rows), and
+    the names of the arrays it has that were left out, in the downloads' order."""
+    head = Report.objects.values_list("result", flat=True).get(pk=report.pk)
+    stored = set(ResultBatch.objects.filter(report=report).values_list("name", flat=True).distinct())
+    for name in keep:
+        if name in stored:
+            head[name] = Rows(pa.concat_tables(report_result_tables(report=report, arrays=(name,))))
+    return head, [name for name in LIST_ARRAYS if name in stored and name not in keep]
+
+
+def report_result_document(*, report: Report) -> dict:
+    """The whole result document, rows as dicts: for a result small enough to inline."""
+    head, arrays = report_result_head(report=report)
+    for name in arrays:
+        head[name] = [row for table in report_result_tables(report=report, arrays=(name,)) for row in table.to_pylist()]
+    return head
 
 
 # The areas a tenant has ordered (both areas of a compare report), with their periods: what

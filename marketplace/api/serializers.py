@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from insights.models import Region
+from marketplace import selectors
 from marketplace.api.bounds import SupportedDateTimeField
 from marketplace.models import (
     ApiKey,
@@ -189,7 +190,7 @@ class ReportOutput(serializers.ModelSerializer):
     def get_result(self, report: Report) -> dict | None:
         if report.result_rows is None or report.result_rows > settings.RESULT_INLINE_MAX_ROWS:
             return None
-        return report.result
+        return selectors.report_result_document(report=report)
 
     @extend_schema_field(serializers.JSONField(allow_null=True))
     def get_price(self, report: Report) -> dict | None:

@@ -1,5 +1,4 @@
 import hashlib
-import itertools
 import json
 import tempfile
 from collections.abc import Iterator
@@ -60,7 +59,6 @@ from marketplace.services import Principal
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 PARQUET_IN_MEMORY_BYTES = 8 << 20
-JSON_ROWS_PER_CHUNK = 1000
 
 
 class ResultRowsPagination(BoundedLimitOffsetPagination):
@@ -82,16 +80,16 @@ class _ResultRows:
 
 
 def _json_chunks(report: Report) -> Iterator[str]:
-    """The result document, its long arrays streamed from the database a few rows at a time."""
+    """The result document, its arrays of rows streamed from the database a batch at a time."""
     head, arrays = selectors.report_result_head(report=report)
     yield json.dumps(head)[:-1]  # the closing brace comes after the arrays
     for name in arrays:
         yield f", {json.dumps(name)}: ["
-        rows = selectors.report_result_stream(report=report, arrays=(name,))
         first = True
-        while chunk := list(itertools.islice(rows, JSON_ROWS_PER_CHUNK)):
-            yield ("" if first else ",") + ",".join(json.dumps(row) for row in chunk)
-            first = False
+        for table in selectors.report_result_tables(report=report, arrays=(name,)):
+            if table.num_rows:
+                yield ("" if first else ",") + json.dumps(table.to_pylist())[1:-1]
+                first = False
         yield "]"
     yield "}"
 
@@ -311,8 +309,8 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantRows
     def result_csv(self, request, pk=None):
         report = self._succeeded_report()
         head, _ = selectors.report_result_head(report=report)
-        rows = selectors.report_result_stream(report=report)
-        response = StreamingHttpResponse(renderers.csv_rows(head, rows), content_type="text/csv; charset=utf-8")
+        tables = selectors.report_result_tables(report=report)
+        response = StreamingHttpResponse(renderers.csv_lines(head, tables), content_type="text/csv; charset=utf-8")
         return _as_attachment(response, report, "csv")
 
     @extend_schema(
@@ -328,7 +326,7 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantRows
         head, _ = selectors.report_result_head(report=report)
         # Written a row group at a time; spills to disk beyond a few MB.
         out = tempfile.SpooledTemporaryFile(max_size=PARQUET_IN_MEMORY_BYTES)
-        renderers.parquet_write(head, selectors.report_result_stream(report=report), out)
+        renderers.parquet_write(head, selectors.report_result_tables(report=report), out)
         out.seek(0)
         response = FileResponse(out, content_type=PARQUET_CONTENT_TYPE)
         return _as_attachment(response, report, "parquet")

@@ -4,8 +4,6 @@ stored, billed and logged together; and what a dead worker or a lost message lef
 import contextlib
 import datetime as dt
 import enum
-import hashlib
-import json
 import logging
 import time
 import uuid
@@ -27,6 +25,7 @@ from marketplace.models import Release, Report
 from marketplace.observability.metrics import StageClock, report_stage_observe, report_succeeded_observe
 from marketplace.services import outbox
 from marketplace.services.audit import audit
+from marketplace.services.results import result_batches_store, result_split
 from marketplace.services.webhooks import webhooks_queue
 
 logger = logging.getLogger(__name__)
@@ -140,15 +139,18 @@ def _report_result(report: Report, *, version: int, policy: ReleasePolicy) -> di
 def _report_release(report: Report, result: dict, *, version: int, clock: StageClock) -> None:
     """Store the result, bill it and log its release, together: a report is released and billed
     exactly when it succeeds."""
+    head, arrays = result_split(result)
     finished = {
         "status": Report.Status.SUCCEEDED,
         "progress": 1.0,
         "finished_at": timezone.now(),
-        "result_rows": sum(len(result.get(key, [])) for key in PRODUCTS[report.product.code].row_arrays),
+        "result_rows": sum(len(arrays[name]) for name in PRODUCTS[report.product.code].row_arrays if name in arrays),
         "dataset_version": version,
     }
     with transaction.atomic():
-        succeeded = _report_finish(report.pk, result=result, **finished)
+        succeeded = _report_finish(report.pk, result=head, **finished)
+        if succeeded:
+            digest = result_batches_store(report_id=report.pk, head=head, arrays=arrays)
         clock.lap("result_storage")
         if succeeded:
             # The row holds these now; set here rather than read back with the result.
@@ -175,9 +177,7 @@ def _report_release(report: Report, result: dict, *, version: int, clock: StageC
                     "compare_geometry": report.compare_geometry.geojson if report.compare_geometry else None,
                     "privacy": result["privacy"],
                 },
-                result_sha256=hashlib.sha256(
-                    json.dumps(result, sort_keys=True, separators=(",", ":")).encode()
-                ).hexdigest(),
+                result_sha256=digest,
             )
             report_succeeded_observe(report=report)
             clock.lap("release_log")

@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 
 from insights.releases import releases_build
 from insights.selectors import current_release_policy
+from marketplace import selectors
 from marketplace.models import Report
 from tests import grid
 from tests.downloads import as_json, content
@@ -275,7 +276,7 @@ def _in_report(report: dict, hour) -> bool:
 def test_a_large_result_is_paged_not_inlined_and_downloads_whole(api, succeeded, settings):
     settings.RESULT_INLINE_MAX_ROWS = 10
     report = succeeded(granularity="hour")  # 119 hours, the short DST day included
-    stored = Report.objects.get(pk=report["id"]).result
+    stored = selectors.report_result_document(report=Report.objects.get(pk=report["id"]))
 
     assert report["result"] is None
     assert report["result_rows"] == 119

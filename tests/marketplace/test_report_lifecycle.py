@@ -14,7 +14,7 @@ from django.utils import timezone
 from insights.models import ReleasePolicy
 from insights.products import PRODUCTS
 from insights.releases import releases_build
-from marketplace import services
+from marketplace import selectors, services
 from marketplace.models import Release, Report
 from tests import grid
 from tests.conftest import CITY_END, CITY_START
@@ -53,7 +53,9 @@ def test_running_a_report_computes_it_and_running_it_again_changes_nothing(queue
     assert services.report_run(report_id=queued_report.pk) is services.RunOutcome.FINISHED
     queued_report.refresh_from_db()
     assert (queued_report.status, queued_report.attempts, queued_report.progress) == ("succeeded", 1, 1.0)
-    assert len(queued_report.result["series"]) == len(grid.hours(CITY_START, CITY_END))
+    assert len(selectors.report_result_document(report=queued_report)["series"]) == len(
+        grid.hours(CITY_START, CITY_END)
+    )
     finished_at = queued_report.finished_at
 
     assert services.report_run(report_id=queued_report.pk) is services.RunOutcome.FINISHED
@@ -201,8 +203,11 @@ def test_the_release_log_records_the_release_policy_of_each_report(queued_report
             "noise": False,
         }
         assert logged.dataset_version == report.dataset_version
-        canonical = json.dumps(report.result, sort_keys=True, separators=(",", ":")).encode()
-        assert logged.result_sha256 == hashlib.sha256(canonical).hexdigest()
+        # The document as stored, then its batches in the order they were written.
+        stored = hashlib.sha256(json.dumps(report.result, sort_keys=True, separators=(",", ":")).encode())
+        for data in report.result_batches.order_by("pk").values_list("data", flat=True):
+            stored.update(data)
+        assert logged.result_sha256 == stored.hexdigest()
 
 
 def test_a_report_queued_before_a_change_of_release_policy_is_not_failed(queued_report, settings):

@@ -185,7 +185,7 @@ def assert_cell_hour_product(product: str, result: dict, expected: dict) -> None
     assert_rows(result["series"], expected["series"])
     assert_rows(result.get("segments", []), expected.get("segments", []))
     assert result["cells"] == expected["cells"]
-    for row in result["series"] + result.get("segments", []):
+    for row in [*result["series"], *result.get("segments", [])]:
         if product == "footfall":
             value = row[metric]
             assert row["average_present"] == (None if value is None else round(value / row["hours"], 1))
@@ -195,7 +195,7 @@ def assert_cell_hour_product(product: str, result: dict, expected: dict) -> None
     if product != "catchment":
         for name in ("breakdown_values", "breakdown_values_released"):
             assert privacy[name] == expected["privacy"][name], name
-        numbers = result["series"] + result.get("segments", []) + result["cells"]
+        numbers = [*result["series"], *result.get("segments", []), *result["cells"]]
         assert privacy["suppressed_values"] == sum(row[metric] is None for row in numbers)
 
 
@@ -343,7 +343,9 @@ def test_no_withheld_value_changes_any_report_of_any_product(regions, settings, 
                 versions = data.load(tmp_path)
                 tables.append(release_tables(release.pk))
                 differences.append(withheld_values(release.pk))
-                documents.append([json.dumps(results(query, versions, release), sort_keys=True) for query in queries])
+                documents.append(
+                    [json.dumps(results(query, versions, release), sort_keys=True, default=list) for query in queries]
+                )
         assert original != hidden_changed(original, change), "the change changed nothing: it tests nothing"
         assert tables[0] == tables[1], "the change was meant to leave the release as it is"
         assert differences[0] and differences[1], "nothing was withheld: the example checks nothing"
@@ -376,7 +378,7 @@ def test_a_cell_whose_every_value_is_withheld_is_like_a_cell_without_data(region
             versions = data.load(tmp_path, kinds={"presence"})
             tables.append(release_tables(release.pk))
             result = footfall_result(Query(geometry=area, **window, version=versions["presence"], policy=release))
-            documents.append(json.dumps(result, sort_keys=True))
+            documents.append(json.dumps(result, sort_keys=True, default=list))  # Rows as lists of rows
 
     assert tables[0] == tables[1]
     assert documents[0] == documents[1], "a cell with only withheld values shows in the report"
