@@ -6,6 +6,9 @@ import csv
 import datetime as dt
 import io
 import json
+import subprocess
+import sys
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy
@@ -178,3 +181,11 @@ def test_the_wait_is_fed_by_the_reports_progress(live_server, tenant, city, work
     assert seen[-1]["status"] == "succeeded" and seen[-1]["progress"] == 1.0
     assert all(0.0 <= answer["progress"] <= 1.0 for answer in seen)
     assert [answer["progress"] for answer in seen] == sorted(answer["progress"] for answer in seen)
+
+
+def test_the_footfall_command_is_installed_beside_python():
+    """bin/setup installs the client (pip install -e ./client): its console script runs."""
+    command = Path(sys.executable).parent / "footfall"
+    result = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0 and result.stdout.startswith("footfall-client "), result.stderr
+    assert "Exit codes:" in subprocess.run([command, "--help"], capture_output=True, text=True, timeout=60).stdout

@@ -91,6 +91,20 @@ def test_a_wait_that_times_out_exits_9(footfall, city, square_geojson):
     assert waited.returncode == Exit.TIMEOUT and f"footfall wait {ordered['id']}" in waited.stderr
 
 
+def test_a_script_run_again_with_its_idempotency_key_orders_once(footfall, city, tenant, square_geojson):
+    first = json.loads(
+        footfall("--json", *order_args(square_geojson), "--idempotency-key", "nightly-2026-03-27").stdout
+    )
+    again = json.loads(
+        footfall("--json", *order_args(square_geojson), "--idempotency-key", "nightly-2026-03-27").stdout
+    )
+    assert again["id"] == first["id"] and Report.objects.filter(tenant=tenant).count() == 1
+
+    other = footfall(*order_args(square_geojson), "-g", "hour", "--idempotency-key", "nightly-2026-03-27")
+    assert other.returncode == Exit.REFUSED and "idempotency_key_reused" in other.stderr
+    assert "give a new --idempotency-key" in other.stderr
+
+
 def test_the_key_is_never_taken_on_the_command_line(footfall, city, tenant):
     key = footfall.env["FOOTFALL_KEY"]
 

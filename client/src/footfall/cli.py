@@ -23,14 +23,14 @@ from footfall.api import FORMATS, Client
 from footfall.errors import EXIT_TEXT, ApiError, Exit, FootfallError, UsageError
 from footfall.geo import read_area
 
-EXIT_CODES = "\n\n".join(f"{int(code)}  {text}" for code, text in EXIT_TEXT.items())
+EXIT_CODES = "\n".join(f"  {int(code)}  {text}" for code, text in EXIT_TEXT.items())
 HELP = f"""Order footfall reports from the command line.
 
 The API key comes from the environment (FOOTFALL_KEY) or the config file
 (~/.config/footfall/config.toml, or FOOTFALL_CONFIG), never from the command line; the
 API's address from --url, FOOTFALL_URL or the file's url (default {config.DEFAULT_URL}).
 """
-EPILOG = f"Exit codes:\n\n{EXIT_CODES}\n\nMore: docs/client.md"
+EPILOG = f"\b\nExit codes:\n{EXIT_CODES}\n\nMore: docs/client.md"  # \b: click keeps the lines as they are
 
 # A key on the command line shows in `ps` and in shell histories: refused before anything is sent.
 KEY_OPTIONS = ("--key", "--api-key", "--apikey", "--token")
@@ -322,7 +322,7 @@ def quote(
     _emit(quoted, human)
     failed = [check for check in quoted["checks"] if not check["passed"]]
     if failed:
-        refusal = ApiError(400, {"code": failed[0]["code"] or "error", "message": failed[0]["detail"]})
+        refusal = ApiError(400, {"code": failed[0]["code"] or "", "message": failed[0]["detail"]})
         err.print(f"the order would be refused ({refusal.code}): {refusal.message}")
         if refusal.hint:
             err.print(f"  {refusal.hint}")
