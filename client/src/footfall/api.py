@@ -275,7 +275,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 def _describe(error: httpx.TransportError) -> str:
-    text = str(error) or type(error).__name__
+    text = (str(error) or type(error).__name__).rstrip(".")
     return f"{type(error).__name__}: {text}" if type(error).__name__ not in text else text
 
 
