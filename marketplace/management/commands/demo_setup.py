@@ -1,6 +1,8 @@
 import json
 import shlex
+from pathlib import Path
 
+from django.conf import settings
 from django.contrib.gis.geos import MultiPolygon, Polygon
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
@@ -12,6 +14,7 @@ from marketplace.services import api_key_create, licensed_region_create, product
 DEMO_TENANT = "Demo Shopping Centres GmbH"
 DEMO_REGION = "Demo city"
 DEMO_PRODUCTS = ("footfall", "compare", "dwell", "catchment", "od-matrix")
+CLIENT_DEFAULT_URL = "http://127.0.0.1:8000"  # where the footfall command looks without --url
 
 
 class Command(BaseCommand):
@@ -52,6 +55,18 @@ class Command(BaseCommand):
             "granularity": "day",
         }
         auth = f"Authorization: Api-Key {raw_key}"
+        # The same area as a file, for the footfall command (client/, which bin/setup installs).
+        area_file = Path(settings.BASE_DIR) / "var" / "westpark.geojson"
+        area_file.parent.mkdir(exist_ok=True)
+        area_file.write_text(json.dumps(order["geometry"]) + "\n")
+        command = shlex.join(
+            [
+                ".venv/bin/footfall", *(["--url", base_url] if base_url != CLIENT_DEFAULT_URL else []),
+                "order", "--file", str(area_file.relative_to(settings.BASE_DIR)),
+                "--name", order["name"], "--start", "2026-03-23", "--end", "2026-03-30",
+                "--granularity", "day", "--wait", "-o", "westpark.csv",
+            ]
+        )  # fmt: skip
         self.stdout.write(
             f"\nDemo tenant: {DEMO_TENANT} (analyst key {api_key.prefix}, shown only now)\n\n"
             f"  export FOOTFALL_KEY={raw_key}\n\n"
@@ -61,6 +76,9 @@ class Command(BaseCommand):
             "Then fetch it with the id it returned (status goes queued -> running -> succeeded):\n\n"
             f"  curl -s {base_url}/api/v1/reports/<id>/ -H {shlex.quote(auth)}\n"
             f"  curl -s {base_url}/api/v1/reports/<id>/result.csv -H {shlex.quote(auth)}\n\n"
+            "Or the same order with the footfall command (it waits, with a progress bar, and saves the"
+            " result; docs/client.md):\n\n"
+            f"  {command}\n\n"
             f"API docs: {base_url}/api/v1/docs/\n"
         )
 
