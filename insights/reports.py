@@ -19,11 +19,12 @@ import numpy as np
 import pyarrow as pa
 from django.contrib.gis.geos import GEOSGeometry
 
-from insights.buckets import HOUR, buckets
+from insights.buckets import HOUR, bucket_next
 from insights.kinds import DWELL, HOME, PRESENCE, TRIPS, AggregateKind, Metric
 from insights.models import ReleasePolicy
 from insights.rows import Rows, labelled, numbers, rounded, whole_or_null
 from insights.selectors import dataset_sources, region_names_by_id
+from insights.stamps import Stamps, bucket_stamps
 from insights.sums import Released, Sums, cell_hour_sums, report_area, trip_sums
 
 NOT_RELEASED = "not_released"  # none of the values the number sums was published
@@ -141,9 +142,7 @@ def _cell_hour_result(
         with_cells=with_cells,
         on_progress=on_progress,
     )
-    tz = ZoneInfo(query.time_zone)
-    periods = list(buckets(query.start, query.end, query.granularity, tz))
-    stamps = _bucket_stamps(periods, tz)
+    stamps = _stamps(sums, query)
     labels = kind.labels()
     coverage = sum(share for _, share in sums.cells)  # the area in cells: what a bucket's hours are weighed by
     everyone = (0,) * len(kind.segments)
@@ -251,21 +250,17 @@ def _part_of(on_progress, *, first: int, of: int) -> Callable[[float], None] | N
     return lambda done: on_progress((first + done) / of)
 
 
-def _bucket_stamps(periods: list[tuple[dt.datetime, dt.datetime]], tz: ZoneInfo) -> list[tuple[str, str, int]]:
-    """Each bucket's local start and end as text, and its hours; a boundary is formatted once."""
-    boundaries = [bucket_start for bucket_start, _ in periods] + [periods[-1][1]]
-    text = [boundary.astimezone(tz).isoformat() for boundary in boundaries]
-    return [
-        (text[index], text[index + 1], int((bucket_end - bucket_start) / HOUR))
-        for index, (bucket_start, bucket_end) in enumerate(periods)
-    ]
+def _stamps(sums: Sums, query: Query) -> Stamps:
+    """The buckets the sums were read in, as the rows show them."""
+    tz = ZoneInfo(query.time_zone)
+    return bucket_stamps(sums.buckets, bucket_next(sums.buckets[-1], query.granularity, tz), tz)
 
 
 def _rows(
     kind: AggregateKind,
     labels_by_code: dict[str, tuple],
     sums: Sums,
-    stamps: list[tuple[str, str, int]],
+    stamps: Stamps,
     *,
     metric: Metric,
     coverage: float,
@@ -278,13 +273,13 @@ def _rows(
     value, weight, count = (np.stack([column[part] for column in columns], axis=1).reshape(-1) for part in range(3))
     bucket = np.repeat(np.arange(len(stamps)), len(segments))
     group = np.tile(np.arange(len(segments)), len(stamps))
-    hours = np.array([bucket_hours for _, _, bucket_hours in stamps], dtype=np.int16)[bucket]
+    hours = stamps.hours[bucket]
     covered = coverage * hours
     published = count > 0
     number = whole_or_null(value, published)
     table = {
-        "start": labelled(bucket, [start_text for start_text, _, _ in stamps]),
-        "end": labelled(bucket, [end_text for _, end_text, _ in stamps]),
+        "start": stamps.starts(bucket),
+        "end": stamps.ends(bucket),
         "hours": pa.array(hours, pa.int16()),
         **{
             name: labelled(np.array([codes[position] for codes in segments])[group], labels_by_code[name])
@@ -469,7 +464,6 @@ def od_matrix_result(query: Query, *, on_progress: Callable[[float], None] | Non
     zones = query.regions
     if zones is None:
         raise ValueError("an od-matrix query needs its zones (Query.regions)")
-    tz = ZoneInfo(query.time_zone)
     sums = trip_sums(
         zones=list(zones),
         start=query.start,
@@ -481,18 +475,18 @@ def od_matrix_result(query: Query, *, on_progress: Callable[[float], None] | Non
         on_progress=on_progress,
     )
     metric = TRIPS_METRIC
-    stamps = _bucket_stamps(list(buckets(query.start, query.end, query.granularity, tz)), tz)
+    stamps = _stamps(sums, query)
     trips = np.rint(sums.value).astype(np.int64)  # each bucket's published trips are whole
     # Only published flows are listed, by bucket, origin and destination.
     bucket, pair = np.nonzero(sums.count)
-    hours = np.array([bucket_hours for _, _, bucket_hours in stamps], dtype=np.int16)[bucket]
+    hours = stamps.hours[bucket]
     position = {zone: index for index, zone in enumerate(zones)}
     codes = [code for code, _ in zones.values()]
     origin, destination = (np.array([position[ends[end]] for ends in sums.groups], dtype=np.int32) for end in (0, 1))
     flows = pa.table(
         {
-            "start": labelled(bucket, [start_text for start_text, _, _ in stamps]),
-            "end": labelled(bucket, [end_text for _, end_text, _ in stamps]),
+            "start": stamps.starts(bucket),
+            "end": stamps.ends(bucket),
             "hours": pa.array(hours, pa.int16()),
             "origin": labelled(origin[pair], codes),
             "destination": labelled(destination[pair], codes),
