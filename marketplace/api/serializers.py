@@ -451,7 +451,7 @@ class UsageProduct(serializers.Serializer):
 
 
 class UsageOutput(serializers.Serializer):
-    period = serializers.CharField(help_text="YYYY-MM, a calendar month in your time zone")
+    period = serializers.CharField(help_text="YYYY-MM, a billing month: a calendar month of time_zone (the seller's)")
     time_zone = serializers.CharField()
     products = UsageProduct(many=True)
 
