@@ -119,7 +119,9 @@ def month_close(*, tenant, month: dt.date | str) -> Invoice | None:
     lines = month_lines(tenant=tenant, month=month)
     unsent = lines.filter(sync__state__in=UNSENT).count()
     if unsent:
-        raise ServiceError(f"{unsent} line(s) of {month:%Y-%m} are not in Stripe yet; see their sync errors")
+        raise ServiceError(
+            f"{unsent} line(s) of {month:%Y-%m} are not in Stripe yet; see their sync errors", code="lines_not_sent"
+        )
     to_invoice = list(
         lines.filter(sync__state=UsageSync.State.SYNCED, sync__stripe_invoice_id="").values_list("pk", flat=True)
     )

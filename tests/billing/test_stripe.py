@@ -346,3 +346,108 @@ def test_a_plans_monthly_minimum_tops_the_month_up_once(api, tenant, fake_stripe
     export = io.StringIO()
     call_command("billing_export", "--month", this_month(), stdout=export)
     assert ",1.00,0.00,1.00," in export.getvalue()  # billed, credited, net
+
+
+# --- robust sync, webhook order, long invoices ------------------------------------------------
+
+
+def test_a_customer_deleted_in_stripe_stops_neither_other_lines_nor_the_close(
+    api, tenant, client_for, fake_stripe, django_capture_on_commit_callbacks
+):
+    from tests.factories import granted_tenant
+
+    order_succeeded(api, django_capture_on_commit_callbacks)
+    fake_stripe.v1.customers.delete(StripeAccount.objects.get(tenant=tenant).customer_id)  # someone, in Stripe
+    with mock.patch("billing.services._sync_enqueue"):  # the tasks are lost: the sweep sends the lines
+        mine = order_succeeded(api, django_capture_on_commit_callbacks, name="after the deletion")
+        other = granted_tenant()
+        theirs = order_succeeded(client_for(other), django_capture_on_commit_callbacks, name="theirs")
+
+    assert billing_sync.usage_sync_due() == 2  # the sweep tries both; the first failure stops nothing
+
+    failed = UsageSync.objects.get(line__report=mine)
+    assert (failed.state, failed.attempts) == ("pending", 1)
+    assert "StripeRefused" in failed.last_error and "404" in failed.last_error
+    assert failed.next_attempt_at > timezone.now()
+    assert UsageSync.objects.get(line__report=theirs).state == "synced"
+    out, err = io.StringIO(), io.StringIO()
+    with clock.after(this_month()):
+        call_command("billing_close_month", "--month", this_month(), stdout=out, stderr=err)
+    assert f"{tenant.name}: NOT INVOICED" in out.getvalue()
+    assert Invoice.objects.get().tenant == other and f"{other.name}: invoice" in out.getvalue()
+    assert "1 tenant(s) not invoiced" in err.getvalue()
+
+
+def test_no_transaction_is_held_while_stripe_is_asked(api, tenant, fake_stripe, django_capture_on_commit_callbacks):
+    from django.db import connection
+
+    outer = len(connection.savepoint_ids)  # the test's own transaction
+    seen = {}
+    real = billing_sync.stripe_gateway.invoice_item_create
+
+    def watching(**kwargs):
+        sync = UsageSync.objects.get(pk=kwargs["line_id"])
+        seen.update(depth=len(connection.savepoint_ids), state=sync.state, lease=sync.lease_until)
+        return real(**kwargs)
+
+    with mock.patch.object(billing_sync.stripe_gateway, "invoice_item_create", side_effect=watching):
+        order_succeeded(api, django_capture_on_commit_callbacks)
+
+    assert seen["depth"] == outer  # no transaction of ours is open during the call
+    assert seen["state"] == "sending" and seen["lease"] > timezone.now()
+
+
+def test_an_invoices_state_only_moves_forward(client, invoiced, fake_stripe):
+    now = int(timezone.now().timestamp())
+    deliver(client, invoice_event(fake_stripe, invoiced, "invoice.finalized", created=now, status="open"))
+    deliver(client, invoice_event(fake_stripe, invoiced, "invoice.updated", created=now, status="draft"))  # same time
+
+    invoiced.refresh_from_db()
+    assert invoiced.status == "open"
+    deliver(client, invoice_event(fake_stripe, invoiced, "invoice.paid", created=now - 30, status="paid"))
+    invoiced.refresh_from_db()
+    assert invoiced.status == "paid"  # further along, though its event is older
+
+
+def test_an_uncollectible_invoice_stops_new_orders_at_once(api, client, invoiced, fake_stripe):
+    now = int(timezone.now().timestamp())
+    deliver(
+        client,
+        invoice_event(fake_stripe, invoiced, "invoice.marked_uncollectible", created=now, status="uncollectible"),
+    )
+
+    refused = api.post("/api/v1/reports/", {**ORDER, "name": "more"}, format="json")
+    assert_error(refused, 403, "payment_overdue")
+    assert "uncollectible" in refused.json()["message"]
+    deliver(client, invoice_event(fake_stripe, invoiced, "invoice.paid", created=now + 1, status="paid"))
+    assert api.post("/api/v1/reports/", {**ORDER, "name": "more"}, format="json").status_code == 201
+
+
+def test_an_open_invoice_past_its_due_date_and_the_grace_stops_new_orders(api, invoiced, settings):
+    Invoice.objects.filter(pk=invoiced.pk).update(
+        due_at=timezone.now() - dt.timedelta(days=settings.BILLING_PAYMENT_GRACE_DAYS + 1)
+    )
+
+    assert_error(api.post("/api/v1/reports/", {**ORDER, "name": "more"}, format="json"), 403, "payment_overdue")
+
+
+def test_every_line_of_an_invoice_of_more_than_ten_is_mirrored_and_exported(
+    api, tenant, fake_stripe, django_capture_on_commit_callbacks
+):
+    footfall = Price.objects.get(product__code="footfall", tenant=None).product
+    Price.objects.create(product=footfall, tenant=tenant, unit="cell_day", unit_price=Decimal("1"))
+    report = order_succeeded(api, django_capture_on_commit_callbacks)  # 32.00
+    for cent in range(11):
+        with django_capture_on_commit_callbacks(execute=True):
+            credit_issue(report=report, amount_cents=1, reason=f"goodwill {cent}", by=None)
+
+    with clock.after(this_month()):
+        invoice = month_close(tenant=tenant, month=this_month())
+
+    assert fake_stripe.v1.invoices.retrieve(invoice.stripe_invoice_id).lines.has_more  # more than it embeds
+    assert invoice.subtotal_cents == 3200 - 11
+    assert UsageSync.objects.filter(stripe_invoice_id=invoice.stripe_invoice_id).count() == 12
+    export = io.StringIO()
+    call_command("billing_export", "--month", this_month(), stdout=export)
+    assert export.getvalue().splitlines()[1].endswith(",0")  # not_in_stripe
+    assert reconcile(this_month()).strip().endswith("no differences")
