@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from billing import stripe_gateway, tax
-from billing.models import Invoice, MonthClose, StripeAccount, UsageLine, UsageSync
+from billing.models import CreditNote, Invoice, MonthClose, StripeAccount, UsageLine, UsageSync
 from billing.selectors import all_lines_in_month
 
 
@@ -79,9 +79,24 @@ def _tenant(account, month: dt.date, lines) -> list[Difference]:
     closed = MonthClose.objects.filter(tenant=account.tenant, month=month, closed_at__isnull=False).exists()
     syncs = {sync.pk: sync for sync in UsageSync.objects.filter(line__in=lines)}
     ledger_by_invoice: dict[str, list[UsageLine]] = defaultdict(list)
+    notes = {note.line_id: note for note in CreditNote.objects.filter(line__in=lines)}
     for line in lines:
-        found = in_stripe.pop(str(line.pk), [])
         sync = syncs.get(line.pk)
+        if line.pk in notes:  # a credit note on an earlier invoice, not an invoice item
+            note = notes[line.pk]
+            if not note.stripe_credit_note_id or note.amount_cents != -line.amount_cents:
+                rows.append(
+                    _d(
+                        name,
+                        line,
+                        note.invoice.stripe_invoice_id,
+                        "credit note missing or of another amount",
+                        line.amount_cents,
+                        -note.amount_cents,
+                    )
+                )
+            continue
+        found = in_stripe.pop(str(line.pk), [])
         if not found:
             if sync is None or sync.state != UsageSync.State.SYNCED:
                 tries = f"{sync.attempts} tries; last error: {sync.last_error}" if sync else "no outbox row"

@@ -348,12 +348,9 @@ def credit_note_create(
     if tax_rate_id:
         line["tax_rates"] = [tax_rate_id]
     params = {"invoice": invoice_id, "lines": [line], "metadata": {USAGE_LINE_METADATA: str(line_id)}}
-    if refund:
-        params["refund_amount"] = None  # filled below: gross, as Stripe computes it
-        preview = _calling(lambda: client.v1.credit_notes.preview(params={k: v for k, v in params.items() if v}))
+    if refund:  # a paid invoice: the gross amount goes back to the payment method
+        preview = _calling(lambda: client.v1.credit_notes.preview(params=params))
         params["refund_amount"] = preview.total
-    else:
-        params.pop("refund_amount", None)
     note = _calling(
         lambda: client.v1.credit_notes.create(
             params=params, options={"idempotency_key": _key(f"credit-note-{line_id}", params)}

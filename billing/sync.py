@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from billing import months, stripe_gateway, tax
+from billing import credit_notes, months, stripe_gateway, tax
 from billing.models import BillingProfile, MonthClose, StripeAccount, UsageLine, UsageSync
 
 logger = logging.getLogger(__name__)
@@ -124,6 +124,9 @@ def usage_sync(*, line_id: int) -> str:
     line = sync.line
     try:
         account = stripe_account_ensure(tenant=line.tenant)
+        invoice = credit_notes.credited_invoice(line)
+        if invoice is not None and credit_notes.credit_note_send(line=line, invoice=invoice):
+            return "synced"  # a credit note on the invoice that holds the credited usage
         item_id = (
             stripe_gateway.invoice_item_find(customer_id=account.customer_id, line_id=line.pk) if unknown else None
         )
