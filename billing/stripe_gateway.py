@@ -149,7 +149,8 @@ def customer_create(*, tenant_id: int, name: str, profile: dict | None = None) -
 def customer_update(*, customer_id: str, profile: dict, vat_id: str = "") -> None:
     """The customer's e-mail, name and billing address as invoices show them, and its VAT ID."""
     client = _client()
-    _calling(lambda: client.v1.customers.update(customer_id, params=profile))
+    if profile:
+        _calling(lambda: client.v1.customers.update(customer_id, params=profile))
     if vat_id:
         listed = _calling(lambda: client.v1.customers.tax_ids.list(customer_id))
         if vat_id not in [tax_id.value for tax_id in listed.data]:
