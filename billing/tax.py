@@ -80,7 +80,9 @@ def treatment_for(*, country: str, vat_id: str) -> str:
 
 
 def rate_of(treatment: str) -> Decimal:
-    return Decimal(settings.BILLING_VAT_RATE) if treatment == Treatment.DOMESTIC else Decimal(0)
+    """The VAT rate in percent, to two places."""
+    rate = Decimal(settings.BILLING_VAT_RATE) if treatment == Treatment.DOMESTIC else Decimal(0)
+    return rate.quantize(Decimal("0.01"))
 
 
 def treatment_of(tenant) -> str:
