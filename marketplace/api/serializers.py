@@ -420,7 +420,7 @@ class QuoteOutput(serializers.Serializer):
 
 class OrganisationOutput(serializers.ModelSerializer):
     monthly_spending_limit = serializers.SerializerMethodField(help_text="in the currency of the prices; null: none")
-    spent_this_month = serializers.SerializerMethodField(help_text="billed less credited this billing month (docs/billing.md)")
+    spent_this_month = serializers.SerializerMethodField(help_text="billed less credited this billing month")
     committed = serializers.SerializerMethodField(help_text="what queued and running reports will bill")
 
     class Meta:
