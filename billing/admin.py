@@ -2,10 +2,23 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpResponse
 
-from billing import services
+from billing import services, stripe_gateway, tax
 from billing.exports import export_csv, export_xlsx
-from billing.models import Invoice, Price, PriceTier, Quote, StripeAccount, StripeEvent, UsageLine, UsageSync
+from billing.models import (
+    BillingProfile,
+    CreditNote,
+    Invoice,
+    MonthClose,
+    Price,
+    PriceTier,
+    Quote,
+    StripeAccount,
+    StripeEvent,
+    UsageLine,
+    UsageSync,
+)
 from billing.selectors import export_rows
+from billing.sync import profile_push
 from insights.admin import ReadOnlyAdmin
 from marketplace.exceptions import ServiceError
 
@@ -50,6 +63,7 @@ class InvoiceAdmin(ReadOnlyAdmin):
         "tenant",
         "stripe_invoice_id",
         "number",
+        "month",
         "status",
         "amount_due",
         "paid_at",
@@ -166,3 +180,55 @@ def _attachment(content: bytes, content_type: str, filename: str) -> HttpRespons
     response = HttpResponse(content, content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+class BillingProfileForm(forms.ModelForm):
+    class Meta:
+        model = BillingProfile
+        fields = ["tenant", "email", "legal_name", "line1", "line2", "postal_code", "city", "country", "vat_id"]
+
+    def clean(self):
+        data = super().clean()
+        country = (data.get("country") or "").upper()
+        data["country"] = country
+        if data.get("vat_id"):
+            try:
+                data["vat_id"] = tax.vat_id_check(country=country, vat_id=data["vat_id"])
+            except ValueError as error:
+                self.add_error("vat_id", str(error))
+        return data
+
+
+@admin.register(BillingProfile)
+class BillingProfileAdmin(admin.ModelAdmin):
+    """Who a tenant's invoices are addressed to, and its VAT treatment (from its country and VAT ID)."""
+
+    form = BillingProfileForm
+    list_display = ["tenant", "country", "vat_id", "treatment", "email", "synced_to_stripe"]
+    search_fields = ["tenant__name", "vat_id", "email"]
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        profile = tax.profile_set(
+            tenant=data["tenant"],
+            country=data["country"],
+            vat_id=data.get("vat_id") or "",
+            email=data.get("email") or "",
+            **{key: data.get(key) or "" for key in ("legal_name", "line1", "line2", "postal_code", "city")},
+        )
+        obj.pk, obj.treatment = profile.pk, profile.treatment
+        try:
+            profile_push(tenant=profile.tenant)
+        except stripe_gateway.StripeFailed as error:
+            self.message_user(request, f"saved; Stripe's customer is not updated yet: {error}", level="warning")
+
+
+@admin.register(MonthClose)
+class MonthCloseAdmin(ReadOnlyAdmin):
+    list_display = ["month", "tenant", "closed_at", "invoice", "error"]
+    list_filter = ["month"]
+
+
+@admin.register(CreditNote)
+class CreditNoteAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "invoice", "kind", "amount_cents", "number", "stripe_credit_note_id", "last_error"]

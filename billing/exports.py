@@ -23,8 +23,9 @@ def export_xlsx(rows: list[dict], *, title: str) -> bytes:
     sheet.append(EXPORT_COLUMNS)
     for row in rows:
         sheet.append([row[column] for column in EXPORT_COLUMNS])
-    for column in ("F", "G", "H", "I"):  # quantity and amounts, to the cent
-        for cell in sheet[column][1:]:
+    for name in ("quantity", "billed", "credited", "net", "vat", "gross"):  # to the cent
+        column = EXPORT_COLUMNS.index(name) + 1
+        for (cell,) in sheet.iter_rows(min_row=2, min_col=column, max_col=column):
             cell.number_format = "#,##0.00"
     out = io.BytesIO()
     workbook.save(out)

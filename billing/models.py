@@ -162,6 +162,7 @@ class UsageSync(models.Model):
 
     class State(models.TextChoices):
         PENDING = "pending"
+        SENDING = "sending", "sending (a worker holds its lease)"
         SYNCED = "synced"
 
     line = models.OneToOneField(UsageLine, on_delete=models.PROTECT, primary_key=True, related_name="sync")
@@ -169,6 +170,9 @@ class UsageSync(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     last_error = models.TextField(blank=True)
+    # While `sending`: until when the worker that took the line may be talking to Stripe; after
+    # it, the line may have reached Stripe and another worker sends it again (same idempotency key).
+    lease_until = models.DateTimeField(null=True, blank=True)
     stripe_invoice_item_id = models.CharField(max_length=255, blank=True)
     stripe_invoice_id = models.CharField(max_length=255, blank=True, help_text="the invoice that holds it")
     synced_at = models.DateTimeField(null=True, blank=True)
@@ -204,6 +208,12 @@ class Invoice(models.Model):
     amount_due_cents = models.BigIntegerField()
     amount_paid_cents = models.BigIntegerField(default=0)
     hosted_invoice_url = models.URLField(max_length=500, blank=True)
+    invoice_pdf = models.URLField(max_length=500, blank=True)
+    month = models.DateField(null=True, blank=True, help_text="the billing month it closes (its first day)")
+    subtotal_cents = models.BigIntegerField(default=0, help_text="net, before VAT")
+    tax_cents = models.BigIntegerField(default=0, help_text="VAT")
+    total_cents = models.BigIntegerField(default=0, help_text="gross")
+    due_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField()
     paid_at = models.DateTimeField(null=True, blank=True)
     payment_failed_at = models.DateTimeField(null=True, blank=True, help_text="the first failed payment, until paid")
@@ -215,3 +225,70 @@ class Invoice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.stripe_invoice_id} ({self.status})"
+
+
+class MonthClose(models.Model):
+    """A billing month closed for a tenant: when, its invoice (none: nothing to invoice), or
+    the error that stopped it (the close is run again)."""
+
+    tenant = models.ForeignKey("marketplace.Tenant", on_delete=models.PROTECT, related_name="month_closes")
+    month = models.DateField(help_text="its first day")
+    closed_at = models.DateTimeField(null=True, blank=True, help_text="empty: not closed yet (see the error)")
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, null=True, blank=True, related_name="closes")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-month"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "month"], name="one_close_per_tenant_and_month")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant} {self.month:%Y-%m}: {'closed' if self.closed_at else 'open'}"
+
+
+class BillingProfile(models.Model):
+    """Who an invoice is addressed to and how VAT applies (billing/tax.py)."""
+
+    class Treatment(models.TextChoices):
+        DOMESTIC = "domestic", "domestic VAT"
+        REVERSE_CHARGE = "reverse_charge", "EU reverse charge (0 %, the customer accounts for VAT)"
+        EXPORT = "export", "export outside the EU (no VAT)"
+
+    tenant = models.OneToOneField("marketplace.Tenant", on_delete=models.PROTECT, related_name="billing_profile")
+    email = models.EmailField(blank=True, help_text="where Stripe sends invoices and receipts")
+    legal_name = models.CharField(max_length=200, blank=True)
+    line1 = models.CharField(max_length=200, blank=True)
+    line2 = models.CharField(max_length=200, blank=True)
+    postal_code = models.CharField(max_length=20, blank=True)
+    city = models.CharField(max_length=100, blank=True)
+    country = models.CharField(max_length=2, help_text="ISO 3166-1 alpha-2, e.g. DE")
+    vat_id = models.CharField(
+        max_length=20, blank=True, help_text="EU VAT ID with its country prefix, e.g. ATU12345678"
+    )
+    treatment = models.CharField(max_length=20, choices=Treatment.choices, editable=False)
+    synced_to_stripe = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.tenant}: {self.country} {self.vat_id} ({self.treatment})"
+
+
+class CreditNote(models.Model):
+    """A Stripe credit note on a finalized invoice, for a credit line of the ledger: credited
+    to the customer's balance (invoice not paid yet or `credit`) or refunded (`refund`)."""
+
+    class Kind(models.TextChoices):
+        CREDIT = "credit", "credited to the customer's balance"
+        REFUND = "refund", "refunded to the payment method"
+
+    line = models.OneToOneField(UsageLine, on_delete=models.PROTECT, related_name="credit_note")
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="credit_notes")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    amount_cents = models.BigIntegerField(help_text="positive: what is credited or refunded, net")
+    stripe_credit_note_id = models.CharField(max_length=255, blank=True)
+    number = models.CharField(max_length=100, blank=True)
+    pdf = models.URLField(max_length=500, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount_cents / 100:.2f} on {self.invoice.stripe_invoice_id}"

@@ -2,57 +2,32 @@
 
 import datetime as dt
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.contrib.postgres.aggregates import ArrayAgg
 from django.db.models import Count, Q, Sum
-from django.utils import timezone
 
-from billing.models import Invoice, Quote, UsageLine, UsageSync
+from billing import months, tax
+from billing.models import BillingProfile, CreditNote, Invoice, Quote, UsageLine
 from marketplace.models import Report
 
 UNFINISHED = [Report.Status.QUEUED, Report.Status.RUNNING]
 
 
-def parse_month(text: str) -> dt.date:
-    """The first day of a month given as YYYY-MM; ValueError says what is wrong."""
-    try:
-        return dt.datetime.strptime(text, "%Y-%m").date()
-    except ValueError:
-        raise ValueError(f"a month such as 2026-03, got {text!r}") from None
+parse_month = months.parse_month
 
 
-def current_month(tenant) -> dt.date:
-    """The first day of this calendar month in the tenant's time zone."""
-    return timezone.now().astimezone(ZoneInfo(tenant.time_zone)).date().replace(day=1)
+def current_month(tenant=None) -> dt.date:
+    """The billing month of now: a calendar month of BILLING_TIME_ZONE, for every tenant
+    (billing/months.py); `tenant` is accepted for callers that name it, and changes nothing."""
+    return months.current_month()
 
 
-def current_billing_month() -> dt.date:
-    """The first day of this calendar month of BILLING_TIME_ZONE (finance's months)."""
-    return timezone.now().astimezone(ZoneInfo(settings.BILLING_TIME_ZONE)).date().replace(day=1)
-
-
-def month_bounds(month: dt.date, time_zone: str) -> tuple[dt.datetime, dt.datetime]:
-    """The instants that start the month of `month` and the next, in the time zone."""
-    zone = ZoneInfo(time_zone)
-    first = month.replace(day=1)
-    following = (first + dt.timedelta(days=32)).replace(day=1)
-    return (
-        dt.datetime.combine(first, dt.time(), tzinfo=zone),
-        dt.datetime.combine(following, dt.time(), tzinfo=zone),
-    )
+current_billing_month = current_month
 
 
 def month_lines(*, tenant, month: dt.date):
-    return UsageLine.objects.filter(_in_month(month, tenant.time_zone), tenant=tenant)
-
-
-def _in_month(month: dt.date, time_zone: str) -> Q:
-    """Lines of the month: written in it, or a minimum for it (written when the month is closed, after it)."""
-    start, end = month_bounds(month, time_zone)
-    written = Q(created_at__gte=start, created_at__lt=end) & ~Q(kind=UsageLine.Kind.MINIMUM)
-    return written | Q(kind=UsageLine.Kind.MINIMUM, month=month.replace(day=1))
+    """The tenant's lines of the billing month: this tenant's only."""
+    return UsageLine.objects.filter(months.in_month(month), tenant=tenant)
 
 
 def month_spent_cents(*, tenant, month: dt.date) -> int:
@@ -74,21 +49,12 @@ def month_units(*, tenant, product) -> Decimal:
     """The units of the product the tenant has this calendar month: billed, and in reports
     ordered but not finished, which will be."""
     billed = (
-        month_lines(tenant=tenant, month=current_month(tenant))
+        month_lines(tenant=tenant, month=months.current_month())
         .filter(kind=UsageLine.Kind.USAGE, product=product.code)
         .aggregate(total=Sum("quantity"))["total"]
     )
     ordered = _unfinished_quotes(tenant).filter(product=product.code).aggregate(total=Sum("quantity"))["total"]
     return (billed or Decimal(0)) + (ordered or Decimal(0))
-
-
-def usage_lines_due() -> list[int]:
-    """Lines waiting for Stripe whose next try is due, oldest first."""
-    return list(
-        UsageSync.objects.filter(state=UsageSync.State.PENDING, next_attempt_at__lte=timezone.now())
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:500]
-    )
 
 
 def _sums(lines, *keys: str) -> list[dict]:
@@ -127,6 +93,9 @@ def month_usage_by_product(*, tenant, month: dt.date) -> list[dict]:
 
 EXPORT_COLUMNS = [
     "tenant",
+    "country",
+    "vat_id",
+    "vat_treatment",
     "product",
     "unit",
     "currency",
@@ -135,45 +104,84 @@ EXPORT_COLUMNS = [
     "billed",
     "credited",
     "net",
+    "vat_rate",
+    "vat",
+    "gross",
     "stripe_invoices",
+    "invoice_numbers",
     "invoice_status",
+    "invoice_urls",
+    "invoice_pdfs",
+    "credit_notes",
     "not_in_stripe",
 ]
 
 
 def export_rows(lines) -> list[dict]:
     """Usage lines summed per tenant and product, as finance's export lists them (amounts in
-    the currency's units, as Decimal), with the Stripe invoices that hold them."""
-    rows = _sums(lines, "tenant__name", "product", "unit", "currency")
+    the currency's units, as Decimal): net, VAT (each line's, rounded to the cent, as Stripe's
+    tax rates do) and gross; the Stripe invoices that hold them (ids, numbers, states, pages,
+    PDFs), the credit notes of their credits, and how many lines are on no invoice yet."""
+    rows = _sums(lines, "tenant__name", "tenant_id", "product", "unit", "currency")
+    tenant_ids = {row["tenant_id"] for row in rows}
+    profiles = {profile.tenant_id: profile for profile in BillingProfile.objects.filter(tenant_id__in=tenant_ids)}
+    treatments = {
+        tenant_id: profiles[tenant_id].treatment if tenant_id in profiles else tax.Treatment.DOMESTIC
+        for tenant_id in tenant_ids
+    }
+    vat: dict[tuple, int] = {}
+    for tenant_id, product, unit, currency, cents in lines.values_list(
+        "tenant_id", "product", "unit", "currency", "amount_cents"
+    ):
+        key = (tenant_id, product, unit, currency)
+        vat[key] = vat.get(key, 0) + tax.vat_cents(cents, tax.rate_of(treatments[tenant_id]))
     invoice_ids = {invoice_id for row in rows for invoice_id in row["invoice_ids"]}
-    statuses = dict(
-        Invoice.objects.filter(stripe_invoice_id__in=invoice_ids).values_list("stripe_invoice_id", "status")
-    )
-    return [
-        {
-            "tenant": row["tenant__name"],
-            "product": row["product"],
-            "unit": row["unit"],
-            "currency": row["currency"],
-            "reports": row["reports"],
-            "quantity": row["quantity"],
-            "billed": _units(row["billed_cents"]),
-            "credited": _units(row["credited_cents"]),
-            "net": _units(row["net_cents"]),
-            "stripe_invoices": " ".join(sorted(row["invoice_ids"])),
-            "invoice_status": " ".join(
-                statuses.get(invoice_id, "unknown") for invoice_id in sorted(row["invoice_ids"])
-            ),
-            # Lines not yet on a Stripe invoice: waiting in the outbox, or sent and not invoiced yet.
-            "not_in_stripe": row["not_in_stripe"],
-        }
-        for row in rows
-    ]
+    invoices = {
+        invoice.stripe_invoice_id: invoice for invoice in Invoice.objects.filter(stripe_invoice_id__in=invoice_ids)
+    }
+    notes: dict[tuple, list[str]] = {}
+    for note in CreditNote.objects.filter(line__in=lines).select_related("line").order_by("pk"):
+        key = (note.line.tenant_id, note.line.product, note.line.unit, note.line.currency)
+        notes.setdefault(key, []).append(f"{note.number or note.stripe_credit_note_id or 'pending'}:{note.kind}")
+    out = []
+    for row in rows:
+        key = (row["tenant_id"], row["product"], row["unit"], row["currency"])
+        held = [invoices.get(invoice_id) for invoice_id in sorted(row["invoice_ids"])]
+        profile = profiles.get(row["tenant_id"])
+        treatment = treatments[row["tenant_id"]]
+        out.append(
+            {
+                "tenant": row["tenant__name"],
+                "country": profile.country if profile else "",
+                "vat_id": profile.vat_id if profile else "",
+                "vat_treatment": treatment,
+                "product": row["product"],
+                "unit": row["unit"],
+                "currency": row["currency"],
+                "reports": row["reports"],
+                "quantity": row["quantity"],
+                "billed": _units(row["billed_cents"]),
+                "credited": _units(row["credited_cents"]),
+                "net": _units(row["net_cents"]),
+                "vat_rate": tax.rate_of(treatment),
+                "vat": _units(vat.get(key, 0)),
+                "gross": _units(row["net_cents"] + vat.get(key, 0)),
+                "stripe_invoices": " ".join(sorted(row["invoice_ids"])),
+                "invoice_numbers": " ".join(invoice.number or "-" for invoice in held if invoice),
+                "invoice_status": " ".join(invoice.status if invoice else "unknown" for invoice in held),
+                "invoice_urls": " ".join(invoice.hosted_invoice_url or "-" for invoice in held if invoice),
+                "invoice_pdfs": " ".join(invoice.invoice_pdf or "-" for invoice in held if invoice),
+                "credit_notes": " ".join(notes.get(key, [])),
+                # Lines not yet on a Stripe invoice: waiting in the outbox, or sent and not invoiced yet.
+                "not_in_stripe": row["not_in_stripe"],
+            }
+        )
+    return out
 
 
-def all_lines_in_month(month: dt.date, time_zone: str | None = None):
-    """Every tenant's lines of a month of BILLING_TIME_ZONE (finance's months), or of time_zone."""
-    return UsageLine.objects.filter(_in_month(month, time_zone or settings.BILLING_TIME_ZONE))
+def all_lines_in_month(month: dt.date):
+    """Every tenant's lines of a billing month."""
+    return UsageLine.objects.filter(months.in_month(month))
 
 
 def _units(cents: int) -> Decimal:
@@ -181,4 +189,5 @@ def _units(cents: int) -> Decimal:
 
 
 def invoice_list(*, tenant):
+    """The tenant's invoices: this tenant's only."""
     return Invoice.objects.filter(tenant=tenant).order_by("-created_at")

@@ -3,17 +3,22 @@
 from celery import shared_task
 
 
-@shared_task
-def sync_usage(line_id: int) -> str:
-    from billing.services import usage_sync  # services queue this task, so they import this module
+@shared_task(bind=True, max_retries=3)
+def sync_usage(self, line_id: int) -> str:
+    from django.conf import settings
 
-    return usage_sync(line_id=line_id)
+    from billing.sync import usage_sync  # services queue this task, so they import this module
+
+    outcome = usage_sync(line_id=line_id)
+    if outcome == "leased":  # a worker that died while sending it holds it: try once its lease ran out
+        raise self.retry(countdown=settings.BILLING_SYNC_LEASE_SECONDS)
+    return outcome
 
 
 @shared_task
 def sync_due_usage() -> int:
     """The outbox sweep: every line whose next try is due (new ones whose task was lost, and retries)."""
-    from billing.services import usage_sync_due
+    from billing.sync import usage_sync_due
 
     return usage_sync_due()
 
@@ -21,9 +26,7 @@ def sync_due_usage() -> int:
 @shared_task
 def close_last_month() -> None:
     """Beat, on the 1st: close the month that just ended."""
-    import datetime as dt
+    from billing import months
+    from billing.closing import month_close_all
 
-    from billing.selectors import current_billing_month
-    from billing.services import month_close_all
-
-    month_close_all(month=(current_billing_month() - dt.timedelta(days=1)).replace(day=1))
+    month_close_all(month=months.previous_month(months.current_month()))

@@ -4,7 +4,7 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from billing import services, stripe_gateway
+from billing import invoices, stripe_gateway
 from marketplace.exceptions import error_body
 
 
@@ -23,5 +23,5 @@ def stripe_webhook(request) -> JsonResponse:
             ],
         )
         return JsonResponse(body, status=400)
-    new = services.stripe_event_receive(event=event)
+    new = invoices.stripe_event_receive(event=event)
     return JsonResponse({"received": True, "new": new})

@@ -230,8 +230,20 @@ RESULT_INLINE_MAX_ROWS = env.int("RESULT_INLINE_MAX_ROWS", default=2000)
 # The day rollup is kept in this zone (the operator's; weeks and months are summed from its
 # days); reports in another zone are computed from the hourly data.
 ROLLUP_TIME_ZONE = env("ROLLUP_TIME_ZONE", default="Europe/Berlin")
-# Finance's months (the billing export) are calendar months here.
+# The billing month, for every tenant whatever its own zone: a calendar month here (the
+# seller's zone; docs/billing.md). Tiers, minimums, spending limits, GET /usage/, the close,
+# exports and reconciliation all use it.
 BILLING_TIME_ZONE = env("BILLING_TIME_ZONE", default="Europe/Berlin")
+# The seller's country and its standard VAT rate (percent): domestic customers pay it; other
+# EU businesses with a VAT ID are reverse charged; customers outside the EU pay none.
+BILLING_SELLER_COUNTRY = env("BILLING_SELLER_COUNTRY", default="DE")
+BILLING_VAT_RATE = env("BILLING_VAT_RATE", default="19.00")
+# A worker sending a usage line holds it this long; after it, another worker may send it again
+# (with the same idempotency key). Longer than STRIPE_TIMEOUT_SECONDS.
+BILLING_SYNC_LEASE_SECONDS = env.int("BILLING_SYNC_LEASE_SECONDS", default=120)
+STRIPE_TIMEOUT_SECONDS = env.int("STRIPE_TIMEOUT_SECONDS", default=30)
+# The tests' localstripe lacks parts of Stripe's current API (billing/stripe_gateway.py).
+STRIPE_LOCALSTRIPE = env.bool("STRIPE_LOCALSTRIPE", default=False)
 # Stripe: usage lines are sent as invoice items to each tenant's customer. Without a secret
 # key nothing is sent; the lines wait in the outbox (billing.UsageSync) until there is one.
 STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", default="")

@@ -27,6 +27,9 @@ ACCOUNT_MANAGER_PERMISSIONS = {
     ("billing", "stripeevent"): ("view",),
     ("billing", "stripeaccount"): ("view",),
     ("billing", "usagesync"): ("view",),
+    ("billing", "billingprofile"): ("add", "change", "view"),  # address, e-mail, VAT ID
+    ("billing", "monthclose"): ("view",),
+    ("billing", "creditnote"): ("view",),
     ("insights", "datasetversion"): ("view",),
     ("insights", "region"): ("view",),
     ("auth", "user"): ("add", "change", "view"),

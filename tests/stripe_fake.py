@@ -53,6 +53,7 @@ def fake_stripe(localstripe, settings):
     settings.STRIPE_SECRET_KEY = "sk_test_footfall"
     settings.STRIPE_API_BASE = localstripe
     settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
+    settings.STRIPE_LOCALSTRIPE = True  # the parts of the API it lacks: billing/stripe_gateway.py
     return stripe.StripeClient("sk_test_footfall", base_addresses={"api": localstripe}, max_network_retries=0)
 
 

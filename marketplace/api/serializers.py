@@ -6,6 +6,7 @@ from django.contrib.gis.geos import GEOSException, LinearRing, MultiPolygon, Pol
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from billing import tax as billing_tax
 from insights.models import Region
 from marketplace import selectors
 from marketplace.api.bounds import SupportedDateTimeField
@@ -383,14 +384,22 @@ class QuoteOutput(serializers.Serializer):
     quantity = serializers.DecimalField(max_digits=16, decimal_places=2)
     unit = serializers.CharField(help_text="cell_day: cells in the area × days; zone_day: zones × days")
     unit_price = serializers.DecimalField(max_digits=12, decimal_places=6)
-    amount = serializers.CharField(help_text="quantity × unit price, rounded to the cent")
+    amount = serializers.CharField(help_text="quantity × unit price, rounded to the cent: net, before VAT")
     currency = serializers.CharField()
+    vat_treatment = serializers.CharField(
+        help_text="domestic (VAT at vat_rate), reverse_charge (EU business: 0 %, you account for the VAT) or export"
+    )
+    vat_rate = serializers.DecimalField(max_digits=5, decimal_places=2, help_text="percent")
+    net = serializers.CharField(help_text="the same as amount")
+    vat = serializers.CharField(help_text="VAT on the net amount, rounded to the cent")
+    gross = serializers.CharField(help_text="net plus VAT: what the invoice will charge for it")
     expires_at = serializers.DateTimeField(help_text="an order with this quote must be placed before")
     orderable = serializers.BooleanField(help_text="true when every check passed")
     checks = QuoteCheck(many=True)
 
     @staticmethod
     def of(quote, checks: list[dict]) -> dict:
+        taxed = billing_tax.taxed(tenant=quote.tenant, net_cents=quote.amount_cents)
         return {
             "id": quote.pk,
             "product": quote.product,
@@ -399,6 +408,11 @@ class QuoteOutput(serializers.Serializer):
             "unit_price": quote.unit_price,
             "amount": money(quote.amount_cents),
             "currency": quote.currency,
+            "vat_treatment": taxed.treatment,
+            "vat_rate": taxed.rate,
+            "net": money(taxed.net_cents),
+            "vat": money(taxed.vat_cents),
+            "gross": money(taxed.gross_cents),
             "expires_at": quote.expires_at,
             "orderable": all(check["passed"] for check in checks),
             "checks": checks,
@@ -407,7 +421,7 @@ class QuoteOutput(serializers.Serializer):
 
 class OrganisationOutput(serializers.ModelSerializer):
     monthly_spending_limit = serializers.SerializerMethodField(help_text="in the currency of the prices; null: none")
-    spent_this_month = serializers.SerializerMethodField(help_text="billed less credited this calendar month")
+    spent_this_month = serializers.SerializerMethodField(help_text="billed less credited this billing month")
     committed = serializers.SerializerMethodField(help_text="what queued and running reports will bill")
 
     class Meta:
@@ -452,7 +466,7 @@ class UsageProduct(serializers.Serializer):
 
 
 class UsageOutput(serializers.Serializer):
-    period = serializers.CharField(help_text="YYYY-MM, a calendar month in your time zone")
+    period = serializers.CharField(help_text="YYYY-MM, a billing month: a calendar month of time_zone (the seller's)")
     time_zone = serializers.CharField()
     products = UsageProduct(many=True)
 
@@ -467,7 +481,19 @@ class InvoiceOutput(serializers.Serializer):
     created_at = serializers.DateTimeField()
     paid_at = serializers.DateTimeField(allow_null=True)
     payment_failed_at = serializers.DateTimeField(allow_null=True, help_text="set while a failed payment is unpaid")
-    hosted_invoice_url = serializers.CharField(help_text="Stripe's page of the invoice, to pay or download it")
+    hosted_invoice_url = serializers.CharField(
+        help_text="Stripe's page of the invoice: pay it there (card or SEPA debit) or download it"
+    )
+    invoice_pdf = serializers.CharField(help_text="the invoice as a PDF")
+    month = serializers.DateField(allow_null=True, help_text="the billing month it is for (its first day)")
+    net = serializers.SerializerMethodField(help_text="before VAT")
+    vat = serializers.SerializerMethodField()
+
+    def get_net(self, invoice) -> str:
+        return money(invoice.subtotal_cents)
+
+    def get_vat(self, invoice) -> str:
+        return money(invoice.tax_cents)
 
     def get_amount_due(self, invoice) -> str:
         return money(invoice.amount_due_cents)

@@ -4,6 +4,7 @@ import tempfile
 from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.db.models import Model, QuerySet
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
@@ -577,7 +578,9 @@ class UsageViewSet(TenantViewSet):
             raise ValidationError({"period": [f"period must be {supported_dates_text()}"]}, code="invalid_period")
         products = billing_selectors.month_usage_by_product(tenant=tenant, month=month)
         return Response(
-            UsageOutput({"period": f"{month:%Y-%m}", "time_zone": tenant.time_zone, "products": products}).data
+            UsageOutput(
+                {"period": f"{month:%Y-%m}", "time_zone": settings.BILLING_TIME_ZONE, "products": products}
+            ).data
         )
 
 

@@ -53,9 +53,8 @@ def oldest_queued_report_age_seconds() -> float:
 
 def usage_sync_lag() -> tuple[int, float]:
     """Usage lines not yet sent to Stripe, and the age of the oldest of them (0 if none)."""
-    pending = UsageSync.objects.filter(state=UsageSync.State.PENDING).aggregate(
-        count=Count("pk"), oldest=Min("line__created_at")
-    )
+    unsent = [UsageSync.State.PENDING, UsageSync.State.SENDING]
+    pending = UsageSync.objects.filter(state__in=unsent).aggregate(count=Count("pk"), oldest=Min("line__created_at"))
     return pending["count"], _age_seconds(pending["oldest"])
 
 

@@ -13,6 +13,7 @@ from django.core.management.base import CommandError
 from openpyxl import load_workbook
 
 from billing.models import UsageLine
+from billing.selectors import EXPORT_COLUMNS
 from billing.services import credit_issue, usage_record
 from marketplace.models import Report
 from marketplace.staff import ACCOUNT_MANAGERS
@@ -39,6 +40,9 @@ def ledger(api, tenant, city):
 
 
 MARCH_ROW = {
+    "country": "",
+    "vat_id": "",
+    "vat_treatment": "domestic",
     "product": "footfall",
     "unit": "cell_day",
     "currency": "EUR",
@@ -47,8 +51,16 @@ MARCH_ROW = {
     "billed": "0.12",
     "credited": "0.02",
     "net": "0.10",
+    # VAT per line, rounded to the cent: 6 x 19 % = 1.14 -> 1 (twice), -2 x 19 % = -0.38 -> 0.
+    "vat_rate": "19.00",
+    "vat": "0.02",
+    "gross": "0.12",
     "stripe_invoices": "",  # Stripe is not configured here: tests/billing/test_stripe.py has them
+    "invoice_numbers": "",
     "invoice_status": "",
+    "invoice_urls": "",
+    "invoice_pdfs": "",
+    "credit_notes": "",
     "not_in_stripe": "3",
 }
 
@@ -73,21 +85,12 @@ def test_the_xlsx_export_holds_the_same_numbers(ledger, tmp_path):
 
     sheet = load_workbook(tmp_path / "april.xlsx").active
     header, *rows = [list(row) for row in sheet.iter_rows(values_only=True)]
-    assert header == [
-        "tenant",
-        "product",
-        "unit",
-        "currency",
-        "reports",
-        "quantity",
-        "billed",
-        "credited",
-        "net",
-        "stripe_invoices",
-        "invoice_status",
-        "not_in_stripe",
+    assert header == EXPORT_COLUMNS
+    assert rows == [
+        [ledger.name, None, None, "domestic", "footfall", "cell_day", "EUR", 1, 32, 0.06, 0, 0.06, 19, 0.01, 0.07]
+        + [None] * 6
+        + [1]
     ]
-    assert rows == [[ledger.name, "footfall", "cell_day", "EUR", 1, 32, 0.06, 0, 0.06, None, None, 1]]
 
 
 def test_a_bad_month_is_refused(db):

@@ -183,7 +183,9 @@ def test_a_negative_spending_limit_is_refused(tenant, client_for):
     assert_error(response, 400, "min_value", attr="monthly_spending_limit")
 
 
-def test_finance_reads_the_months_usage_per_product(api, city, tenant, client_for, django_capture_on_commit_callbacks):
+def test_finance_reads_the_months_usage_per_product(
+    api, city, tenant, client_for, settings, django_capture_on_commit_callbacks
+):
     order(api, ORDER, django_capture_on_commit_callbacks)
     order(api, {**ORDER, "name": "again"}, django_capture_on_commit_callbacks)
     report = Report.objects.first()
@@ -200,7 +202,7 @@ def test_finance_reads_the_months_usage_per_product(api, city, tenant, client_fo
         reason="late",
     )
     finance = client_for(tenant, Role.FINANCE)
-    month = timezone.now().astimezone(ZoneInfo(tenant.time_zone)).strftime("%Y-%m")  # the usage API's months
+    month = timezone.now().astimezone(ZoneInfo(settings.BILLING_TIME_ZONE)).strftime("%Y-%m")  # billing months
 
     usage = finance.get(f"/api/v1/usage/?period={month}").json()
     earlier = finance.get("/api/v1/usage/?period=2020-01").json()

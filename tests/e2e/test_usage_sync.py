@@ -81,7 +81,14 @@ def wait_until(condition, what: str):
 
 def test_a_worker_killed_between_stripe_and_the_ledger_syncs_the_usage_once(api, city, workers, fake_stripe, proxy):
     workers.env.update(
-        {"STRIPE_SECRET_KEY": "sk_test_footfall", "STRIPE_API_BASE": proxy.base, "STRIPE_WEBHOOK_SECRET": "whsec_x"}
+        {
+            "STRIPE_SECRET_KEY": "sk_test_footfall",
+            "STRIPE_API_BASE": proxy.base,
+            "STRIPE_WEBHOOK_SECRET": "whsec_x",
+            "STRIPE_LOCALSTRIPE": "true",
+            # The dead worker's lease on the line runs out this soon; then the redelivered task sends it.
+            "BILLING_SYNC_LEASE_SECONDS": "5",
+        }
     )
     first = workers.start()
     report_id = api.post("/api/v1/reports/", ORDER, format="json").json()["id"]
@@ -95,7 +102,7 @@ def test_a_worker_killed_between_stripe_and_the_ledger_syncs_the_usage_once(api,
         return [item for item in listed.auto_paging_iter() if item.metadata["usage_line_id"] == str(line.pk)]
 
     assert len(items()) == 1  # Stripe made it ...
-    assert UsageSync.objects.get(pk=line.pk).state == "pending"  # ... and the ledger does not know yet
+    assert UsageSync.objects.get(pk=line.pk).state == "sending"  # ... and the ledger does not know yet
 
     workers.kill(first)  # SIGKILL: the sync task is neither finished nor acknowledged
     proxy.released.set()
