@@ -126,6 +126,17 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# The buyers' page at / (marketplace/web, docs/web.md). Its map and chart libraries come from the
+# npm registry (web/package.json): `npm ci` there (bin/setup) copies the few dist files it loads
+# to web/dist/, served as static files like the page's own script. No internet at run time.
+INSTALLED_APPS += ["marketplace.web"]
+STATICFILES_DIRS = [BASE_DIR / "web" / "dist"]
+# Base map tiles under the page's map, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png (the
+# page's Content-Security-Policy then allows images from that host); empty: none, the map shows
+# the regions' outlines and the report's grid cells on a plain background.
+WEB_MAP_TILE_URL = env("WEB_MAP_TILE_URL", default="")
+WEB_MAP_TILE_ATTRIBUTION = env("WEB_MAP_TILE_ATTRIBUTION", default="")
 # Debian 12 ships GDAL 3.6, which cannot sandbox file access. Buyer geometry never reaches
 # GDAL: the API builds it with GEOS from checked coordinates.
 SILENCED_SYSTEM_CHECKS = ["gis.W001"]

@@ -2,7 +2,6 @@ from csp.constants import SELF, UNSAFE_INLINE
 from csp.decorators import csp_update
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
@@ -22,6 +21,7 @@ from marketplace.api.views import (
 )
 from marketplace.health import healthz, readyz
 from marketplace.observability.metrics import metrics_view
+from marketplace.web.views import home
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
@@ -67,7 +67,7 @@ urlpatterns = [
     path("billing/stripe/webhook/", stripe_webhook, name="stripe-webhook"),
     path("admin/", admin.site.urls),
     path("opt-out/", include("pipeline.urls")),
-    path("", RedirectView.as_view(pattern_name="docs"), name="home"),
+    path("", home, name="home"),  # the buyers' page (docs/web.md)
 ]
 
 handler404 = "marketplace.api.errors.not_found"
