@@ -6,10 +6,12 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 from django.conf import settings
+from django.contrib.gis.db.models import MultiPolygonField
 from django.contrib.gis.db.models.functions import Area as AreaOf
 from django.contrib.gis.db.models.functions import Transform
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Func, Q, QuerySet, Value
+from django.utils import timezone
 from guardian.shortcuts import get_objects_for_group
 
 from insights.models import Region
@@ -202,6 +204,25 @@ def licensed_region_list(*, tenant: Tenant, at) -> list[LicensedRegion]:
             Q(valid_until__isnull=True) | Q(valid_until__gt=at)
         )
     return list(get_objects_for_group(tenant.group, "marketplace.order_in_region", klass=valid).order_by("name"))
+
+
+# Display only: a boundary simplified to ~10 m (in degrees) draws the same on a map and is a
+# fraction of a country's size; licence checks read the full geometry.
+LICENCE_MAP_TOLERANCE_DEGREES = 1e-4
+
+
+def licensed_region_map_list(*, tenant: Tenant) -> QuerySet[LicensedRegion]:
+    """The regions the tenant may order in now or later, each with a simplified boundary
+    (`outline`) for a map."""
+    current = LicensedRegion.objects.filter(Q(valid_until__isnull=True) | Q(valid_until__gt=timezone.now()))
+    outlined = current.defer("geometry").annotate(
+        outline=Func(
+            Func("geometry", Value(LICENCE_MAP_TOLERANCE_DEGREES), function="ST_SimplifyPreserveTopology"),
+            function="ST_Multi",
+            output_field=MultiPolygonField(srid=4326),
+        )
+    )
+    return get_objects_for_group(tenant.group, "marketplace.order_in_region", klass=outlined).order_by("name")
 
 
 def km2_outside(*, geometry, regions: list[LicensedRegion]) -> float:

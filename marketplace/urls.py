@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import DefaultRouter
 
 from billing.views import stripe_webhook
+from marketplace.api.regions import LicensedRegionViewSet, RegionViewSet
 from marketplace.api.views import (
     ApiKeyViewSet,
     AreaViewSet,
@@ -14,7 +15,6 @@ from marketplace.api.views import (
     OrganisationViewSet,
     ProductViewSet,
     QuoteViewSet,
-    RegionViewSet,
     ReportViewSet,
     UsageViewSet,
     WebhookViewSet,
@@ -28,6 +28,7 @@ router.include_root_view = False
 router.register("products", ProductViewSet, basename="product")
 router.register("areas", AreaViewSet, basename="area")
 router.register("regions", RegionViewSet, basename="region")
+router.register("licensed-regions", LicensedRegionViewSet, basename="licensed-region")
 router.register("reports", ReportViewSet, basename="report")
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
 router.register("webhooks", WebhookViewSet, basename="webhook")

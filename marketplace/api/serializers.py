@@ -15,6 +15,7 @@ from marketplace.models import (
     Area,
     Breakdown,
     Granularity,
+    LicensedRegion,
     Membership,
     Product,
     Report,
@@ -264,6 +265,16 @@ class RegionOutput(serializers.ModelSerializer):
 
     def get_area_km2(self, region) -> float:
         return round(region.area_m2.sq_km, 3)
+
+
+class LicensedRegionOutput(serializers.ModelSerializer):
+    geometry = GeoJSONPolygonField(
+        source="outline", read_only=True, help_text="the boundary simplified to about 10 m, to draw on a map"
+    )
+
+    class Meta:
+        model = LicensedRegion
+        fields = ["name", "valid_from", "valid_until", "geometry"]
 
 
 class ShareInput(serializers.Serializer):

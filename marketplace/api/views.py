@@ -42,7 +42,6 @@ from marketplace.api.serializers import (
     OrganisationOutput,
     ProductOutput,
     QuoteOutput,
-    RegionOutput,
     ReportInput,
     ReportOutput,
     ReportSummaryOutput,
@@ -168,15 +167,6 @@ class ProductViewSet(mixins.ListModelMixin, TenantViewSet):
     def get_serializer_context(self):
         granted = selectors.product_granted_list(tenant=self.request.user.tenant).values_list("pk", flat=True)
         return {**super().get_serializer_context(), "granted_ids": set(granted)}
-
-
-class RegionViewSet(mixins.ListModelMixin, TenantViewSet):
-    """The loaded home regions (catchment) and zones (od-matrix), by code."""
-
-    serializer_class = RegionOutput
-
-    def get_queryset(self):
-        return selectors.region_list()
 
 
 class AreaViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantRowsViewSet):

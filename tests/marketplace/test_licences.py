@@ -5,7 +5,7 @@ import io
 import json
 
 import pytest
-from django.contrib.gis.geos import MultiPolygon
+from django.contrib.gis.geos import GEOSGeometry, MultiPolygon
 from django.core.management import call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -108,3 +108,26 @@ def test_a_product_grant_with_a_current_period_is_honoured(city_tenant, city):
     call_command("grant_product", city_tenant.name, "footfall", "--valid-until", until, stdout=io.StringIO())
 
     assert caller(city_tenant).post("/api/v1/reports/", ORDER, format="json").status_code == 201
+
+
+def test_a_tenant_sees_the_regions_it_may_order_in_to_draw_them_on_a_map(city_tenant, db):
+    now = timezone.now()
+    west = licensed(city_tenant, grid.square(0, 0, 2, 4))
+    licensed(city_tenant, grid.square(2, 0, 2, 4), valid_until=now - dt.timedelta(days=1))  # ended
+    later = licensed_region_create(
+        name="Later", geometry=MultiPolygon(grid.square(0, 4, 4, 4), srid=4326), valid_from=now + dt.timedelta(days=30)
+    )
+    region_license(tenant=city_tenant, region=later)
+    other_tenant = TenantFactory()
+    licensed(other_tenant, grid.square(40, 40, 4, 4))
+
+    response = caller(city_tenant).get("/api/v1/licensed-regions/")
+
+    assert response.status_code == 200
+    regions = response.json()
+    assert [region["name"] for region in regions] == ["Later", "West"]
+    drawn = regions[1]
+    assert drawn["valid_from"] is None and drawn["valid_until"] is None
+    assert drawn["geometry"]["type"] == "MultiPolygon"
+    # A rectangle has nothing to simplify: the outline is the boundary.
+    assert GEOSGeometry(json.dumps(drawn["geometry"]), srid=4326).equals_exact(west.geometry, tolerance=1e-9)

@@ -14,6 +14,7 @@ from django.db import connections
 from playwright.sync_api import expect, sync_playwright
 
 from marketplace.models import Report
+from marketplace.selectors import report_result_document
 from tests.factories import raw_api_key
 from tests.pipeline.test_optout_browser import chromium_path
 from tests.web.conftest import STATIC_FILES
@@ -76,6 +77,9 @@ def test_a_buyer_draws_an_area_orders_and_downloads_the_csv_in_a_browser(
             # the test block, a corner at a time, and closed on the first corner.
             expect(page.locator('path[data-region="W"]')).to_be_visible()
             expect(page.locator("#map .region-label", has_text="District E")).to_be_visible()
+            # Under them, the region the organisation is licensed for (the tenant's: 50 km around the block).
+            expect(page.locator('path[data-licensed-region="Test country"]')).to_have_count(1)
+            expect(page.locator("#licence-info")).to_contain_text("may order (Test country)")
             west, east = box_of(page, 'path[data-region="W"]'), box_of(page, 'path[data-region="E"]')
             left, top = west["x"], min(west["y"], east["y"])
             right, bottom = east["x"] + east["width"], max(west["y"] + west["height"], east["y"] + east["height"])
@@ -144,7 +148,7 @@ def test_a_buyer_draws_an_area_orders_and_downloads_the_csv_in_a_browser(
             assert [int(line["hours"]) for line in lines] == [24, 24, 23, 24, 24]  # the spring DST change
             assert all(int(line["person_hours"]) > 0 for line in lines)
             assert [line["person_hours"] for line in lines] == [
-                str(bucket["person_hours"]) for bucket in report.result["series"]
+                str(bucket["person_hours"]) for bucket in report_result_document(report=report)["series"]
             ]
 
             # The report is in the past reports, and opens again from there.

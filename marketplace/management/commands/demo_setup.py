@@ -79,6 +79,7 @@ class Command(BaseCommand):
             "Or the same order with the footfall command (it waits, with a progress bar, and saves the"
             " result; docs/client.md):\n\n"
             f"  {command}\n\n"
+            f"Or in a browser: open {base_url}/ and sign in with the key (a map to draw the area on).\n\n"
             f"API docs: {base_url}/api/v1/docs/\n"
         )
 

@@ -139,7 +139,29 @@
     map.on(L.Draw.Event.CREATED, (event) => {
       setArea(event.layer);
     });
+    loadLicensedRegions(); // first, so the districts' outlines are drawn over it
     loadRegions();
+  }
+
+  // Where the organisation may order: an order's area must lie inside one of these.
+  async function loadLicensedRegions() {
+    const layer = L.geoJSON(null, {
+      interactive: false,
+      style: { color: "#15803d", weight: 2, fillColor: "#22c55e", fillOpacity: 0.06 },
+    }).addTo(map);
+    try {
+      for (const region of await api("licensed-regions/")) {
+        layer.addData({ type: "Feature", properties: region, geometry: region.geometry });
+      }
+    } catch (error) {
+      $("area-error").textContent = `Your licensed regions could not be loaded: ${error.message}`;
+      return;
+    }
+    layer.eachLayer((region) => region.getElement().setAttribute("data-licensed-region", region.feature.properties.name));
+    const names = layer.getLayers().map((region) => region.feature.properties.name);
+    $("licence-info").textContent = names.length
+      ? `Green outline: where your organisation may order (${names.join(", ")}).`
+      : "Your organisation is not licensed for any region yet: ask your account manager.";
   }
 
   async function loadRegions() {
