@@ -104,10 +104,8 @@ def footfall_result(
 
 def _with_average_present(table: pa.Table) -> pa.Table:
     """Person-hours per hour of the bucket: the people present on average, to a tenth."""
-    person_hours = table.column("person_hours")
-    present = person_hours.is_valid().to_numpy(zero_copy_only=False)
-    average = person_hours.fill_null(0).to_numpy() / table.column("hours").to_numpy()
-    return table.append_column("average_present", rounded(average, 1, present))
+    person_hours, present = numbers(table.column("person_hours"))
+    return table.append_column("average_present", rounded(person_hours / table.column("hours").to_numpy(), 1, present))
 
 
 @_without_cyclic_gc
@@ -439,7 +437,7 @@ def _region_table(
         range(len(codes)), key=lambda row: (not published[row], -whole[row] if published[row] else 0, codes[row])
     )
     whole, published = whole[order], published[order]
-    number = pa.array(whole, pa.int64(), mask=~published)
+    number = whole_or_null(whole, published)
     share = rounded(whole / total, 4, published) if total else pa.nulls(len(order), pa.float64())
     return pa.table(
         {

@@ -2,7 +2,7 @@
 (with the zone's offset at that instant, as datetime.isoformat() writes it) and its hours.
 
 Formatted as arrays: a zone changes its offset at most once a day, so the offset is looked up
-twice a local day rather than once a bucket, and the text is made by numpy."""
+twice a UTC day rather than once a bucket, and the text is made by numpy."""
 
 import datetime as dt
 from dataclasses import dataclass
