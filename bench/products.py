@@ -474,7 +474,7 @@ def load(database: str, presence_csv: Path, places: dict[str, Path]) -> tuple[li
             # Leave the tables as autovacuum would (hint bits, visibility map, statistics of the new
             # cells too), so that it does not do so during the timings.
             with psycopg.connect(conninfo(database), autocommit=True) as bench:
-                tables = ", ".join([kind.table, *(released(kind.name, suffix) for suffix in ("", "_day"))])
+                tables = ", ".join([kind.raw_table, *(released(kind.name, suffix) for suffix in ("", "_day"))])
                 bench.execute(f"VACUUM (ANALYZE) insights_cell, {tables}")
     return lines + release_lines(releases), rates["presence"]
 
@@ -521,7 +521,7 @@ def stored_bytes(database: str) -> dict[str, dict]:
             if not releases.exists():
                 continue
             found[kind.name] = {
-                "raw_bytes": size_of(kind.table),
+                "raw_bytes": size_of(kind.raw_table),
                 "raw_values": sum(release.values for release in releases),
                 "hourly_bytes": size_of(released(kind.name)),
                 "day_bytes": size_of(released(kind.name, "_day")),
@@ -534,10 +534,10 @@ def stored_bytes(database: str) -> dict[str, dict]:
 
 def storage_lines(storage: dict[str, dict]) -> list[str]:
     lines = [
-        "Storage (tables, TOAST and indexes; per value: per published value of the release, per loaded row of the"
-        " aggregates):",
+        "Storage (tables, TOAST and indexes; per value: per published value of the release, per loaded value of the"
+        " aggregates, packed by place and day):",
         f"  {'kind':<9} {'release':>10} {'hourly':>10} {'day':>9} {'published':>12} {'per value':>9}"
-        f" {'values/row':>10} {'aggregates':>11} {'per row':>8}",
+        f" {'values/row':>10} {'aggregates':>11} {'per value':>9}",
     ]
     for kind, stored in storage.items():
         values = max(stored["released_values"], 1)
@@ -545,7 +545,7 @@ def storage_lines(storage: dict[str, dict]) -> list[str]:
             f"  {kind:<9} {stored['released_bytes'] / 1e6:>7.1f} MB {stored['hourly_bytes'] / 1e6:>7.1f} MB"
             f" {stored['day_bytes'] / 1e6:>6.1f} MB {stored['released_values']:>12,}"
             f" {stored['released_bytes'] / values:>7.2f} B {stored['released_values'] / max(stored['rows'], 1):>10.1f}"
-            f" {stored['raw_bytes'] / 1e6:>8.1f} MB {stored['raw_bytes'] / max(stored['raw_values'], 1):>6.1f} B"
+            f" {stored['raw_bytes'] / 1e6:>8.1f} MB {stored['raw_bytes'] / max(stored['raw_values'], 1):>7.1f} B"
         )
     return lines + [""]
 

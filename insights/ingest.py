@@ -57,12 +57,13 @@ class CellHourReader:
 
     def __post_init__(self):
         self.labels = self.kind.labels()
+        self._cell_id_of_code: dict[str, int | None] = {}
         # Trips name their origin zone by region code, which the destination's labels list too.
         self._region_codes = RegionCodes(with_all=False).labels() if not self.kind.in_grid else ()
 
     def batches(self) -> Iterator[dict[dt.date, pa.Table]]:
-        """Valid batches, each as its rows per UTC month, until the first bad line; after
-        that only errors are collected."""
+        """Valid batches, each as its rows per UTC month in the file's order, until the first
+        bad line; after that only errors are collected."""
         next_line = 2
         for batch in self._raw_batches():
             if self._malformed_rows:  # this batch skipped lines, so its line numbers are off
@@ -72,9 +73,7 @@ class CellHourReader:
             self.rows += batch.num_rows
             if valid is not None and not self.errors:
                 valid = valid.append_column("line", pa.array(np.arange(first_line, next_line)))
-                # Stored cell by cell, a report over a few cells reads a few pages, not one page per row.
-                valid = valid.sort_by([("place_id", "ascending"), ("hour", "ascending")])
-                yield _split_by_month(valid)
+                yield split_by_month(valid)
         if self._malformed_rows:
             self.errors, self.error_total = _lines_with_wrong_field_count(self.path, len(self.kind.columns))
         if self.errors:
@@ -129,10 +128,9 @@ class CellHourReader:
         return pa.table(
             {
                 "place_id": places,
-                "hour": pc.cast(batch["hour"], pa.string()),
+                "hour": batch["hour"],
                 "instant": hours,
                 **{name: pc.cast(segment, pa.int16()) for name, segment in codes.items()},
-                "value": pc.cast(batch[self.kind.value], pa.string()),
                 "count": counts,
                 "month": _per_value(batch["hour"], _utc_months),
             }
@@ -141,14 +139,18 @@ class CellHourReader:
     def _cell_ids(self, codes: pa.Array) -> pa.Array:
         ids = []
         for code in codes.to_pylist():
-            try:
-                northing, easting = cell_corner(code)
-            except InvalidCellCode:
-                ids.append(None)
-                continue
-            ids.append(cell_id(northing, easting))
-            self.cell_ids.setdefault(ids[-1], (code, northing, easting))
+            if code not in self._cell_id_of_code:  # each batch names the same cells again
+                self._cell_id_of_code[code] = self._new_cell_id(code)
+            ids.append(self._cell_id_of_code[code])
         return pa.array(ids, pa.int64())
+
+    def _new_cell_id(self, code: str) -> int | None:
+        try:
+            northing, easting = cell_corner(code)
+        except InvalidCellCode:
+            return None
+        self.cell_ids[cell_id(northing, easting)] = (code, northing, easting)
+        return cell_id(northing, easting)
 
     def _zone_ids(self, codes: pa.Array) -> pa.Array:
         ids = pc.index_in(codes, value_set=pa.array(self._region_codes, pa.string()))
@@ -201,46 +203,10 @@ def _lines_with_wrong_field_count(path: Path, expected: int) -> tuple[list[str],
     return errors, total
 
 
-# PostgreSQL's binary COPY: a signature, flags and header extension, then per row its field
-# count and each field as (length, big-endian value); -1 ends the data.
-COPY_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
-COPY_BINARY_TRAILER = b"\xff\xff"
-POSTGRES_EPOCH_S = 946_684_800  # 2000-01-01T00:00:00Z, where binary timestamps count from
-NUMPY_TYPES = {"int2": ">i2", "int4": ">i4", "int8": ">i8"}
-
-
-def rows_binary(kind: AggregateKind, table: pa.Table, version: int) -> bytes:
-    """The COPY ... (FORMAT binary) payload of validated rows: the kind's key, value and version.
-
-    Every field has a fixed width, so the rows are one numpy record array: no per-row Python,
-    and the server parses no text (timestamps above all)."""
-    types = {
-        "place_id": kind.place_type,
-        "instant": "int8",
-        **dict.fromkeys(kind.segments, "int2"),
-        "count": kind.value_type,
-        "dataset_version_id": "int8",
-    }
-    layout = [("fields", ">i2")]
-    for name, type_name in types.items():
-        layout += [(f"{name}_length", ">i4"), (name, NUMPY_TYPES[type_name])]
-    rows = np.empty(table.num_rows, dtype=np.dtype(layout))
-    rows["fields"] = len(types)
-    for name, type_name in types.items():
-        rows[f"{name}_length"] = np.dtype(NUMPY_TYPES[type_name]).itemsize
-    rows["place_id"] = table["place_id"].to_numpy()
-    seconds = pc.cast(table["instant"], pa.timestamp("s")).cast(pa.int64()).to_numpy()
-    rows["instant"] = (seconds - POSTGRES_EPOCH_S) * 1_000_000
-    for name in kind.segments:
-        rows[name] = table[name].to_numpy()
-    rows["count"] = table["count"].to_numpy()
-    rows["dataset_version_id"] = version
-    return COPY_BINARY_HEADER + rows.tobytes() + COPY_BINARY_TRAILER
-
-
 def staging_csv(kind: AggregateKind, table: pa.Table) -> bytes:
     """COPY payload of (line, key...), to find repeated rows."""
-    return _csv(table.select(["line", "place_id", "hour", *kind.segments]))
+    keys = table.select(["line", "place_id", "hour", *kind.segments])
+    return _csv(keys.set_column(2, "hour", pc.cast(keys["hour"], pa.string())))
 
 
 def _csv(table: pa.Table) -> bytes:
@@ -272,8 +238,8 @@ def _counts(values: pa.Array) -> pa.Array:
     return pc.if_else(pc.and_(digits, pc.less_equal(counts, MAX_COUNT)), counts, None)
 
 
-def _split_by_month(table: pa.Table) -> dict[dt.date, pa.Table]:
-    months = pc.unique(table["month"]).to_pylist()
+def split_by_month(table: pa.Table) -> dict[dt.date, pa.Table]:
+    months = sorted(pc.unique(table["month"]).to_pylist())  # in time order, as insights/repeats.py expects
     if len(months) == 1:
         return {months[0].date(): table}
     return {month.date(): table.filter(pc.equal(table["month"], month)) for month in months}

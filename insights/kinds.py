@@ -50,6 +50,12 @@ class AggregateKind:
         return f"insights_{self.name}"
 
     @property
+    def raw_table(self) -> str:
+        """Where the loaded values are stored, packed (insights/loaded.py); `table` is the view
+        that unpacks them."""
+        return f"{self.table}_raw"
+
+    @property
     def place_key(self) -> str:
         """The database column of the place: a cell id, or a region id."""
         return f"{self.place}_id"

@@ -25,6 +25,14 @@ def attach(cursor, table: str, month: dt.date) -> None:
     )
 
 
+def attach_days(cursor, table: str, month: dt.date) -> None:
+    """attach() for a table partitioned by a date column."""
+    cursor.execute(
+        f"ALTER TABLE {table} ATTACH PARTITION {partition(table, month)} FOR VALUES FROM (%s) TO (%s)",
+        [month, next_month(month)],
+    )
+
+
 def month_start(month: dt.date) -> dt.datetime:
     return dt.datetime(month.year, month.month, 1, tzinfo=dt.UTC)
 

@@ -102,7 +102,7 @@ def release_build(*, version: DatasetVersion, policy: ReleasePolicy) -> Release:
             f"{kind.place_key} {kind.place_type}, day date, {_segment_columns(kind)}, value bigint, hours integer",
         )
         published_months = partitions(cursor, released_table(kind))
-        loaded_months = partitions(cursor, kind.table)  # retention may have dropped some
+        loaded_months = partitions(cursor, kind.raw_table)  # retention may have dropped some
         for month in months(version.period_start, version.period_end):
             if month not in loaded_months:
                 continue
@@ -153,7 +153,9 @@ def _decide(cursor, kind: AggregateKind, *, version: DatasetVersion, policy: Rel
         f" FROM (SELECT {columns}, exact,"
         f"        (%(round_to)s * floor((exact + {noise})::float8 / %(round_to)s + 0.5))::bigint AS published"
         f"       FROM (SELECT {columns}, {kind.value}::bigint AS exact FROM {kind.table}"
-        f"             WHERE dataset_version_id = %(version)s AND hour >= %(from)s AND hour < %(to)s) raw) decided",
+        # The month's days as well as its hours: the view's hour is computed and prunes no partition.
+        f"             WHERE dataset_version_id = %(version)s AND day >= %(first_day)s AND day < %(after_day)s"
+        f"             AND hour >= %(from)s AND hour < %(to)s) raw) decided",
         {
             "k": policy.k,
             "round_to": policy.round_to,
@@ -163,6 +165,8 @@ def _decide(cursor, kind: AggregateKind, *, version: DatasetVersion, policy: Rel
             "version": version.pk,
             "from": month_start(month),
             "to": month_start(next_month(month)),
+            "first_day": month,
+            "after_day": next_month(month),
         },
     )
     margins = _margins(kind)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.gis.geos import GEOSException, GEOSGeometry, MultiPolygon
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from insights.ingest import (
@@ -20,13 +20,15 @@ from insights.ingest import (
     CellHourReader,
     LoadRejected,
     read_ahead,
-    rows_binary,
+    split_by_month,
     staging_csv,
 )
 from insights.kinds import DWELL, HOME, KINDS, PRESENCE, TRIPS, AggregateKind
+from insights.loaded import in_key_order, key_columns, packed_binary, whole_days
 from insights.models import DatasetVersion, Region, Release, RetentionMark
-from insights.partitions import attach, month_start, next_month, partition, partitions
+from insights.partitions import attach_days, month_start, next_month, partition, partitions
 from insights.releases import release_analyze, release_build, release_policy_of_settings, released_table
+from insights.repeats import RepeatCheck
 from insights.selectors import current_release_policy
 
 __all__ = [
@@ -42,9 +44,6 @@ __all__ = [
     "regions_load",
     "retention_cutoff",
 ]
-
-# Sorting a month's primary key in memory rather than on disk.
-INDEX_BUILD_MEMORY = "512MB"
 
 
 @dataclass(frozen=True)
@@ -90,11 +89,11 @@ def aggregates_load(
             if in_force and in_force != release.policy:
                 # The settings' policy waits for build_releases; reports read this one till then.
                 release_build(version=version, policy=in_force)
-    except IntegrityError:
+    except RepeatedRows:
         errors, total = _duplicate_lines(kind, path)
         raise LoadRejected(errors, total) from None
     with connection.cursor() as cursor:
-        for table in [*new_partitions, kind.table]:
+        for table in [*new_partitions, kind.raw_table]:
             cursor.execute(f"ANALYZE {table}")
     release_analyze(kind=kind)
     return _summary(version, already_loaded=False, release=release)
@@ -106,9 +105,14 @@ home_load = partial(aggregates_load, kind=HOME)
 trips_load = partial(aggregates_load, kind=TRIPS)
 
 
+class RepeatedRows(Exception):
+    """A key (place, hour, segments) is in the file twice, or was loaded before."""
+
+
 def _load(reader: CellHourReader, sha256: str, on_progress) -> tuple[DatasetVersion, list[str]]:
-    """COPY each month: a month seen for the first time goes to a fresh table that gets its
-    primary key after the rows are in (much faster than maintaining it) and is then attached."""
+    """COPY the values packed by place and day (insights/loaded.py), a month seen for the first
+    time to a fresh table, attached when its rows are in. Nothing keys the packed rows:
+    insights/repeats.py says how a repeated key is found instead."""
     kind = reader.kind
     placeholder = timezone.now()
     version = DatasetVersion.objects.create(
@@ -121,42 +125,96 @@ def _load(reader: CellHourReader, sha256: str, on_progress) -> tuple[DatasetVers
         period_end=placeholder,
         duration_seconds=0.0,
     )
-    copy_rows = f"COPY {{table}} ({kind.key}, {kind.value}, dataset_version_id) FROM STDIN (FORMAT binary{{options}})"
+    columns = ", ".join([kind.place_key, "day", *kind.segments, "dataset_version_id", "hours", "counts"])
+    copy_rows = f"COPY {{table}} ({columns}) FROM STDIN (FORMAT binary{{options}})"
+    repeats = RepeatCheck(key_columns(kind))
     with connection.cursor() as cursor:
-        attached = partitions(cursor, kind.table)
+        # One load of a kind at a time, so that each checks the rows of the one before it.
+        cursor.execute(f"LOCK TABLE {kind.raw_table} IN SHARE ROW EXCLUSIVE MODE")
+        attached = partitions(cursor, kind.raw_table)
         new_months: list[dt.date] = []
-        # The next batches are read, checked and encoded in a thread while this one is copied.
-        payloads = (
-            [(month, rows_binary(kind, rows, version.pk)) for month, rows in by_month.items()]
-            for by_month in reader.batches()
-        )
+        pieces = (rows for by_month in reader.batches() for rows in by_month.values())
+        # The next rows are read, checked, packed and encoded in a thread while these are copied.
+        payloads = (_packed_months(kind, days, version, repeats) for days in whole_days(pieces))
         for batch in read_ahead(payloads):
             for month, rows in batch:
+                table = partition(kind.raw_table, month)
                 if month not in attached and month not in new_months:
+                    # The check is the partition's bound, so attaching it need not scan its rows.
                     cursor.execute(
-                        f"CREATE TABLE {partition(kind.table, month)} (LIKE {kind.table} INCLUDING CONSTRAINTS)"
+                        f"CREATE TABLE {table} (LIKE {kind.raw_table} INCLUDING CONSTRAINTS,"
+                        " CHECK (day >= %s AND day < %s))",
+                        [month, next_month(month)],
                     )
                     new_months.append(month)
                 # A table created in this transaction can take its rows already frozen.
                 fresh = month in new_months
-                statement = copy_rows.format(
-                    table=partition(kind.table, month) if fresh else kind.table, options=", FREEZE" if fresh else ""
-                )
+                statement = copy_rows.format(table=table, options=", FREEZE" if fresh else "")
                 # COPY bypasses Django's cursor wrapper: translate psycopg's errors as execute() would.
                 with connection.wrap_database_errors, cursor.copy(statement) as copy:
                     copy.write(rows)
             if on_progress:
                 on_progress(reader.rows)
-        cursor.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
         for month in new_months:
-            cursor.execute(f"ALTER TABLE {partition(kind.table, month)} ADD PRIMARY KEY ({kind.key})")
-            attach(cursor, kind.table, month)
-    version.rows = reader.rows
-    version.cells = len(reader.cell_ids) if kind.in_grid else len(reader.zone_ids)
-    version.period_start = reader.first_hour
-    version.period_end = reader.last_hour + dt.timedelta(hours=1)
-    version.save(update_fields=["rows", "cells", "period_start", "period_end"])
-    return version, [partition(kind.table, month) for month in new_months]
+            attach_days(cursor, kind.raw_table, month)
+        version.rows = reader.rows
+        version.cells = len(reader.cell_ids) if kind.in_grid else len(reader.zone_ids)
+        version.period_start = reader.first_hour
+        version.period_end = reader.last_hour + dt.timedelta(hours=1)
+        version.save(update_fields=["rows", "cells", "period_start", "period_end"])
+        if _repeated_in_database(cursor, kind, version, repeats.unordered_hours):
+            raise RepeatedRows
+    return version, [partition(kind.raw_table, month) for month in new_months]
+
+
+def _packed_months(kind: AggregateKind, days, version: DatasetVersion, repeats: RepeatCheck) -> list:
+    rows = in_key_order(kind, days)
+    repeats.add(rows)
+    if repeats.repeated:
+        raise RepeatedRows
+    return [(month, packed_binary(kind, part, version.pk)) for month, part in split_by_month(rows).items()]
+
+
+# Bounds on the packed rows' day, written into the statement so that only the partitions of
+# those days are read (the view's hour is computed, and prunes nothing).
+_DAYS = "day BETWEEN %s AND %s"
+
+
+def _repeated_in_database(cursor, kind: AggregateKind, version: DatasetVersion, unordered_hours: list) -> bool:
+    """What the reader could not rule out: keys repeated in hours that the file's batches share
+    out of time order, and keys loaded before in hours that an earlier version's period shares."""
+    for first, last in _merged(unordered_hours):
+        cursor.execute(
+            f"SELECT EXISTS (SELECT FROM {kind.table} WHERE dataset_version_id = %s AND {_DAYS}"
+            f" AND hour BETWEEN %s AND %s GROUP BY {kind.key} HAVING count(*) > 1)",
+            [version.pk, first.date(), last.date(), first, last],
+        )
+        if cursor.fetchone()[0]:
+            return True
+    overlapping = DatasetVersion.objects.filter(
+        kind=kind.name, period_start__lt=version.period_end, period_end__gt=version.period_start
+    ).exclude(pk=version.pk)
+    for earlier in overlapping:
+        start, end = max(earlier.period_start, version.period_start), min(earlier.period_end, version.period_end)
+        cursor.execute(
+            f"SELECT EXISTS (SELECT FROM {kind.table} n JOIN {kind.table} e USING ({kind.key})"
+            f" WHERE n.dataset_version_id = %s AND e.dataset_version_id = %s AND n.{_DAYS} AND e.{_DAYS}"
+            " AND n.hour >= %s AND n.hour < %s)",
+            [version.pk, earlier.pk, start.date(), end.date(), start.date(), end.date(), start, end],
+        )
+        if cursor.fetchone()[0]:
+            return True
+    return False
+
+
+def _merged(spans: list[tuple]) -> list[tuple]:
+    merged: list[list] = []
+    for first, last in sorted(spans):
+        if merged and first <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    return [tuple(span) for span in merged]
 
 
 REGION_CODE = re.compile(r"^[A-Za-z0-9_-]{1,20}$")
@@ -240,14 +298,14 @@ def aggregates_retain(*, before: dt.datetime) -> dict[str, RetentionSummary]:
 def _retain(kind: AggregateKind, *, before: dt.datetime) -> RetentionSummary:
     with transaction.atomic(), connection.cursor() as cursor:
         old_months = sorted(
-            month for month in partitions(cursor, kind.table) if month_start(next_month(month)) <= before
+            month for month in partitions(cursor, kind.raw_table) if month_start(next_month(month)) <= before
         )
         if not old_months:
             mark = RetentionMark.objects.filter(kind=kind.name).first()
             return RetentionSummary(dropped_months=[], retained_from=mark.retained_from if mark else None)
         released_months = partitions(cursor, released_table(kind))
         for month in old_months:
-            cursor.execute(f"DROP TABLE {partition(kind.table, month)}")
+            cursor.execute(f"DROP TABLE {partition(kind.raw_table, month)}")
             if month in released_months:
                 cursor.execute(f"DROP TABLE {partition(released_table(kind), month)}")
         retained_from = month_start(next_month(old_months[-1]))
@@ -287,7 +345,13 @@ def _duplicate_lines(kind: AggregateKind, path: Path) -> tuple[list[str], int]:
         cursor.execute(f"SELECT min(line), max(line) FROM staging GROUP BY {kind.key} HAVING count(*) > 1 ORDER BY 1")
         same = ", ".join([kind.place, "hour", *kind.segments])
         errors = [(last, f"line {last}: repeats line {first} (same {same})") for first, last in cursor.fetchall()]
-        cursor.execute(f"SELECT s.line, t.dataset_version_id FROM staging s JOIN {kind.table} t USING ({kind.key})")
+        cursor.execute("SELECT min(hour), max(hour) FROM staging")
+        first, last = cursor.fetchone()
+        cursor.execute(
+            f"SELECT s.line, t.dataset_version_id FROM staging s JOIN {kind.table} t USING ({kind.key})"
+            f" WHERE t.{_DAYS}",
+            [first.date(), last.date()],
+        )
         errors += [
             (line, f"line {line}: already loaded in dataset version {version}") for line, version in cursor.fetchall()
         ]

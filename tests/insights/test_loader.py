@@ -163,7 +163,7 @@ def partitions() -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-            " WHERE i.inhparent = 'insights_presence'::regclass ORDER BY 1"
+            " WHERE i.inhparent = 'insights_presence_raw'::regclass ORDER BY 1"
         )
         return [name for (name,) in cursor.fetchall()]
 
@@ -174,10 +174,35 @@ def test_each_utc_month_gets_its_own_partition(db, tmp_path):
 
     presence_load(path=write(tmp_path, march_end, april_start))
 
-    assert partitions() == ["insights_presence_p202603", "insights_presence_p202604"]
+    assert partitions() == ["insights_presence_raw_p202603", "insights_presence_raw_p202604"]
     with connection.cursor() as cursor:
-        cursor.execute("SELECT visits FROM insights_presence_p202604")
-        assert cursor.fetchall() == [(6,)]
+        cursor.execute("SELECT day, hours, counts FROM insights_presence_raw_p202604")
+        assert cursor.fetchall() == [(dt.date(2026, 4, 1), [0], [6])]
+
+
+def test_a_days_values_are_packed_in_one_row_and_read_back_through_the_view(db, tmp_path):
+    presence_load(
+        path=write(
+            tmp_path,
+            f"{grid.code(0, 0)},2026-03-29T05:00:00Z,*,*,7",
+            GOOD,
+            f"{grid.code(0, 0)},2026-03-29T23:00:00Z,*,*,9",
+            f"{grid.code(0, 0)},2026-03-29T05:00:00Z,*,f,8",
+        )
+    )
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT gender, day, hours, counts FROM insights_presence_raw ORDER BY gender")
+        assert cursor.fetchall() == [
+            (0, dt.date(2026, 3, 29), [0, 5, 23], [412, 7, 9]),
+            (1, dt.date(2026, 3, 29), [5], [8]),
+        ]
+    assert sorted(Presence.objects.values_list("hour", "gender", "visits")) == [
+        (HOUR0, 0, 412),
+        (HOUR0 + dt.timedelta(hours=5), 0, 7),
+        (HOUR0 + dt.timedelta(hours=5), 1, 8),
+        (HOUR0 + dt.timedelta(hours=23), 0, 9),
+    ]
 
 
 def test_a_later_batch_adds_to_a_month_already_loaded(db, tmp_path):
@@ -187,12 +212,11 @@ def test_a_later_batch_adds_to_a_month_already_loaded(db, tmp_path):
 
     presence_load(path=later)
 
-    assert partitions() == ["insights_presence_p202603"]
+    assert partitions() == ["insights_presence_raw_p202603"]
     assert Presence.objects.count() == 2
 
 
-def test_a_repeat_within_a_new_month_is_found_after_the_copy(db, tmp_path):
-    # A new month's key is built after its rows are in; a repeat fails there, and is named.
+def test_a_repeat_within_a_new_month_is_refused_and_its_partition_dropped(db, tmp_path):
     first_of_may = f"{grid.code(0, 0)},2026-05-01T00:00:00Z,*,*,5"
 
     with pytest.raises(LoadRejected) as rejected:

@@ -105,7 +105,9 @@ def migrate(targets) -> None:
 
 
 def rewind_to_before_packing() -> None:
-    """A database at 0009: 0010 recorded unapplied, and the released tables as 0008 made them."""
+    """A database at 0009: the later migrations that can be reversed reversed, 0010 recorded
+    unapplied, and the released tables as 0008 made them."""
+    MigrationExecutor(connection).migrate([PACKING])
     MigrationExecutor(connection).migrate([BEFORE_PACKING], fake=True)
     releases_0008 = importlib.import_module("insights.migrations.0008_releases")
     with connection.cursor() as cursor:

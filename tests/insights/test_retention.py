@@ -18,9 +18,9 @@ def months_loaded() -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-            " WHERE i.inhparent = 'insights_presence'::regclass ORDER BY 1"
+            " WHERE i.inhparent = 'insights_presence_raw'::regclass ORDER BY 1"
         )
-        return [name.removeprefix("insights_presence_p") for (name,) in cursor.fetchall()]
+        return [name.removeprefix("insights_presence_raw_p") for (name,) in cursor.fetchall()]
 
 
 def load_february_to_april(tmp_path):
