@@ -25,7 +25,8 @@ def _view(table, place, segments, value) -> str:
     columns = ", ".join(f"r.{name}" for name in segments)
     return (
         f"CREATE VIEW {table} AS SELECT r.{place},"
-        " (r.day::timestamp AT TIME ZONE 'UTC') + v.hour * interval '1 hour' AS hour,"
+        # Seconds since the epoch: no time zone looked up per value.
+        " to_timestamp(((r.day - date '1970-01-01') * 24 + v.hour)::float8 * 3600) AS hour,"
         f" {columns}, v.count AS {value}, r.dataset_version_id, r.day"
         f" FROM {table}_raw r CROSS JOIN LATERAL unnest(r.hours, r.counts) AS v(hour, count)"
     )
