@@ -6,7 +6,7 @@ import datetime as dt
 import functools
 import itertools
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -16,7 +16,10 @@ from django.contrib.gis.geos import GEOSGeometry
 from django.db import connection, transaction
 
 from insights.buckets import buckets, is_boundary, local_midnight
+from insights.catalogue import catalogue, forget
+from insights.held import HELD, Read, Values, held_values, segment_key
 from insights.kinds import PRESENCE, TRIPS, AggregateKind
+from insights.memo import ITEM_OVERHEAD, ByteLRU
 from insights.packing import HOURS_PER_ROW, daily_values, hourly_values
 from insights.partitions import month_start, months, next_month
 from insights.selectors import CELL_SHARES_SQL, MIN_SHARE
@@ -250,42 +253,54 @@ def cell_hour_sums(
         segments = f"(({everyone_only}) OR ({segments}))"
     period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=over_period)
     segment_columns = ", ".join(f"t.{name}" for name in kind.segments)
-    sql = (
-        f"SELECT t.month, {segment_columns}, {_joined_columns(source, 'cell_id')}"
-        f" FROM {kind.table}_released{'' if source == 'hour' else '_day'} t"
-        f" WHERE t.cell_id = ANY(%(cells)s::bigint[]) AND t.month >= %(first)s AND t.month <= %(last)s"
-        f" AND {segments} AND {_RELEASED}"
-        f" GROUP BY t.month, {segment_columns}, t.cell_id / 100000"
-    )
-    first = 2 + len(kind.segments)  # a row: its month, segment codes and cells, then the joined columns
     with report_area(geometry) as area:
         totals = _Totals(buckets=len(period.starts), groups=len(groups))
         cells = _Totals(buckets=1, groups=len(area.cells))  # everyone's per cell over the period
-        for rows in _read_by_month(
-            sql,
-            period,
-            source,
-            places=area.ids,
-            groups=len(groups),
-            on_progress=on_progress,
-            params={"version": version, "policy": policy},
-        ):
-            rows = [row for row in rows if tuple(row[1 : first - 1]) in groups]
-            if not rows:
-                continue
-            cell, joined, index, bucket, value, count = _joined_decoded(period, source=source, rows=rows, first=first)
-            place = area.place_of(cell)
-            share = area.share_array[place][index]
-            group = np.array([groups[tuple(row[1 : first - 1])] for row in rows])[joined][index]
-            totals.add(bucket=bucket, group=group, value=value, count=count, share=share)
-            if with_cells:
-                chosen = np.array([tuple(row[1 : first - 1]) == everyone for row in rows])[joined][index]
-                cells.add(
-                    bucket=np.where(bucket[chosen] >= 0, 0, -1),
-                    group=place[index][chosen],
-                    value=value[chosen],
-                    count=count[chosen],
-                    share=share[chosen],
+        summed = functools.partial(_summed, totals, cells if with_cells else None, area, groups)
+        if len(area.ids) * len(groups) * len(period.months(source)) <= ROWS_AT_ONCE:
+            # A small read: its months are kept in the worker's memory (insights/held.py).
+            table = f"{kind.table}_released{'' if source == 'hour' else '_day'}"
+            held, bucket = _held_values(
+                Read(table, source, "cell_id", tuple(kind.segments), segments, {}, (segments,), policy, None),
+                kind=kind,
+                period=period,
+                places=area.ids,
+                version=version,
+            )
+            summed(cell=held.place, segment=held.segment, bucket=bucket, value=held.value, count=held.count)
+            if on_progress:
+                on_progress(1.0)
+        else:
+            sql = (
+                f"SELECT t.month, {segment_columns}, {_joined_columns(source, 'cell_id')}"
+                f" FROM {kind.table}_released{'' if source == 'hour' else '_day'} t"
+                f" WHERE t.cell_id = ANY(%(cells)s::bigint[]) AND t.month >= %(first)s AND t.month <= %(last)s"
+                f" AND {segments} AND {_RELEASED}"
+                f" GROUP BY t.month, {segment_columns}, t.cell_id / 100000"
+            )
+            first = 2 + len(kind.segments)  # a row: its month, segment codes and cells, then the joined columns
+            for rows in _read_by_month(
+                sql,
+                period,
+                source,
+                places=area.ids,
+                groups=len(groups),
+                on_progress=on_progress,
+                params={"version": version, "policy": policy},
+            ):
+                rows = [row for row in rows if tuple(row[1 : first - 1]) in groups]
+                if not rows:
+                    continue
+                cell, joined, index, bucket, value, count = _joined_decoded(
+                    period, source=source, rows=rows, first=first
+                )
+                codes = np.array([segment_key(row[1 : first - 1]) for row in rows], dtype=np.int64)
+                summed(
+                    cell=area.place_of(cell)[index],
+                    segment=codes[joined][index],
+                    bucket=bucket,
+                    value=value,
+                    count=count,
                 )
     value, weight, count = totals.shaped()
     return Sums(
@@ -298,6 +313,50 @@ def cell_hour_sums(
         cell_value=cells.value if with_cells else None,
         cell_count=cells.count if with_cells else None,
     )
+
+
+def _summed(totals: _Totals, cells: _Totals | None, area: "ReportArea", groups: dict[tuple, int], **read) -> None:
+    """Add a read's values to the totals of their groups and, with cells, everyone's to their
+    cell's. read: per value its cell's position in the area, segment key, bucket, value and hours."""
+    cell, segment, bucket, value, count = (read[name] for name in ("cell", "segment", "bucket", "value", "count"))
+    keys, inverse = np.unique(segment, return_inverse=True)
+    by_key = {segment_key(codes): index for codes, index in groups.items()}
+    group = np.array([by_key.get(int(key), -1) for key in keys], dtype=np.int64)[inverse.reshape(-1)]
+    kept = group >= 0  # a segment the report does not sum
+    share = area.share_array[cell]
+    totals.add(bucket=bucket[kept], group=group[kept], value=value[kept], count=count[kept], share=share[kept])
+    if cells is not None:
+        chosen = kept & (segment == 0)  # everyone's
+        cells.add(
+            bucket=np.where(bucket[chosen] >= 0, 0, -1),
+            group=cell[chosen],
+            value=value[chosen],
+            count=count[chosen],
+            share=share[chosen],
+        )
+
+
+def _held_values(
+    read: Read, *, kind: AggregateKind, period: _Period, places: list[int], version: int
+) -> tuple[Values, np.ndarray]:
+    """A small read's values from the worker's memory (insights/held.py), and their buckets:
+    each month's dataset versions up to `version` as the catalogue lists them."""
+    seen = catalogue()
+    read = replace(read, retained_from=seen.retained_from.get(kind.name))
+    months_read = period.months(read.source)
+    versions = [
+        seen.versions(
+            kind=kind.name,
+            policy=read.policy,
+            version=version,
+            start=month_start(month),
+            end=month_start(next_month(month)),
+        )
+        for month in months_read
+    ]
+    values = held_values(read, places=places, months=months_read, versions=versions)
+    lookup = np.stack([period.buckets_of_month(read.source, month) for month in months_read])
+    return values, lookup[values.month, values.position]
 
 
 def _read_by_month(
@@ -343,6 +402,33 @@ def trip_sums(
     ordered = np.array(sorted(zones), dtype=np.int64)
     pairs = [(int(origin), int(destination)) for origin in ordered for destination in ordered]
     totals = _Totals(buckets=len(period.starts), groups=len(pairs))
+    if len(zones) ** 2 * len(period.months(source)) <= ROWS_AT_ONCE:
+        # A small read: its months are kept in the worker's memory (insights/held.py).
+        table = f"{TRIPS.table}_released{'' if source == 'hour' else '_day'}"
+        where = "t.destination = ANY(%(zones)s::smallint[])"
+        held, bucket = _held_values(
+            Read(
+                table,
+                source,
+                "origin_id",
+                ("destination",),
+                where,
+                {"zones": [int(zone) for zone in ordered]},
+                (where, tuple(ordered)),
+                policy,
+                None,
+            ),
+            kind=TRIPS,
+            period=period,
+            places=list(ordered),
+            version=version,
+        )
+        pair = held.place * len(ordered) + np.searchsorted(ordered, held.segment)
+        totals.add(bucket=bucket, group=pair, value=held.value, count=held.count, share=np.ones(len(held.value)))
+        if on_progress:
+            on_progress(1.0)
+        value, _, count = totals.shaped()
+        return Sums(buckets=period.starts, groups=pairs, value=value, weight=count, count=count, cells=[])
     sql = (  # few rows (zone pairs): not worth joining
         f"SELECT t.month, t.destination, {_joined_columns(source, 'origin_id', joined=False)}"
         f" FROM {TRIPS.table}_released{'' if source == 'hour' else '_day'} t"
@@ -393,26 +479,45 @@ class ReportArea:
         return order[np.searchsorted(ids, cell_ids)]
 
 
+# The areas weighed lately, per worker process: a repeated area does no PostGIS work.
+AREAS = ByteLRU(8 * 2**20)
+AREA_CELL_BYTES = 256  # a cell's tuple, code and share, and its entries in the cached arrays
+
+
 @contextlib.contextmanager
 def report_area(geometry: GEOSGeometry) -> Iterator[ReportArea]:
     """The area's cells (id, code, share), weighed once for all the passes of a report: a pass
-    inside another's `with` reuses them."""
+    inside another's `with` reuses them. They are kept for later reports too, keyed by the
+    geometry and the catalogue's state (insights/catalogue.py): the grid gains cells only in a
+    release's build, which changes that state."""
     key = bytes(geometry.ewkb)
     made = getattr(connection, "report_area", None)
     if made and made[0] == key:
         yield made[1]
         return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH {CELL_SHARES_SQL} SELECT cell_id, code, share FROM covered ORDER BY code",
-            {"geometry": key, "min_share": MIN_SHARE},
-        )
-        area = ReportArea(cells=cursor.fetchall())
+    held_key = (key, catalogue().state)
+    area = AREAS.get(held_key)
+    if area is None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH {CELL_SHARES_SQL} SELECT cell_id, code, share FROM covered ORDER BY code",
+                {"geometry": key, "min_share": MIN_SHARE},
+            )
+            area = ReportArea(cells=cursor.fetchall())
+        AREAS.put(held_key, area, ITEM_OVERHEAD + len(key) + AREA_CELL_BYTES * len(area.cells))
     connection.report_area = (key, area)
     try:
         yield area
     finally:
         connection.report_area = None
+
+
+def caches_clear() -> None:
+    """Forget what this process keeps between reports: the weighed areas, the decoded months
+    and the catalogue of releases. The next report reads them all again (a cold report)."""
+    AREAS.clear()
+    HELD.clear()
+    forget()
 
 
 presence_totals = functools.partial(cell_hour_totals, kind=PRESENCE)
