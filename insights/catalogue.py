@@ -9,9 +9,11 @@ largest id and sum of ids of both tables, with the marks, change whenever anythi
 reads could have: a release committed late, out of id order, still changes the count.
 """
 
+import contextlib
 import copy
 import datetime as dt
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.db import connection
@@ -84,9 +86,26 @@ _seen: list[Catalogue] = []  # the last one read, in this process
 _lock = threading.Lock()
 
 
+@contextlib.contextmanager
+def one_look() -> Iterator[None]:
+    """Within: catalogue() answers what it saw first, so all the passes of a report read one
+    state of the releases, and look once."""
+    if getattr(connection, "catalogue_seen", None) is not None:
+        yield
+        return
+    connection.catalogue_seen = catalogue()
+    try:
+        yield
+    finally:
+        connection.catalogue_seen = None
+
+
 def catalogue() -> Catalogue:
     """The releases as they are now: one statement, and the releases read again if it says
     something changed since this process last read them."""
+    seen = getattr(connection, "catalogue_seen", None)
+    if seen is not None:
+        return seen
     with connection.cursor() as cursor:
         cursor.execute(_STATE_SQL)
         releases, versions, marks = cursor.fetchone()

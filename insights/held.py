@@ -22,14 +22,15 @@ import psycopg
 from django.db import connection
 
 from insights.memo import ByteLRU, arrays_size
-from insights.packing import daily_values, hourly_values
+from insights.packing import HOURS_PER_ROW, daily_values, hourly_values
 
-# 64 MB of decoded months per worker process (about 4 bytes of cache a published hourly value
-# and 1 kB a place-month): some hundreds of shopping-centre quarters. A worker stays well
-# under its 300 MB with it.
+# 64 MB of decoded months per worker process (a month's row of hours takes 3.7 kB, its row of
+# days 0.3 kB, and each place-month 1 kB more): a hundred shopping-centre quarters of footfall,
+# twenty of dwell with its bands. A worker stays under its 300 MB with it.
 HELD_BYTES = 64 * 2**20
 HELD = ByteLRU(HELD_BYTES)
 SEGMENT_BITS = 16  # a segment code is a smallint
+DAYS_PER_ROW = 31
 
 
 @dataclass(frozen=True)
@@ -49,67 +50,71 @@ class Read:
 
 @dataclass(frozen=True)
 class _Entry:
-    """One place's published values of one month: its rows' segment keys and lengths, then per
-    value the hour (or day) of the month, the value and, for days, the hours it sums."""
+    """One place's published values of one month, a row per segment: each row's value at each
+    hour (or day) of the month and how many hours it sums (0 where nothing was published)."""
 
-    row_segment: np.ndarray
-    row_length: np.ndarray
-    position: np.ndarray
-    value: np.ndarray
-    count: np.ndarray | None
+    segment: np.ndarray  # (rows,) segment keys
+    values: np.ndarray  # (rows, 744 hours) int32, or (rows, 31 days) int64
+    counts: np.ndarray  # (rows, same) uint8
 
     @property
     def size(self) -> int:
-        return arrays_size((self.row_segment, self.row_length, self.position, self.value, self.count))
+        return arrays_size((self.segment, self.values, self.counts))
 
 
 @dataclass(frozen=True)
-class Values:
-    """Every published value of a read, places by the read's order within months by theirs:
-    its place's and month's positions in the read, its segment key, its hour or day of the
-    month, the value and how many hours it sums."""
+class Month:
+    """The published values of a read's places in one month, a row per place and segment, the
+    places in the read's order: each row's place (its position in the read), segment key, and
+    per hour (or day) of the month its value and the hours it sums."""
 
     place: np.ndarray
-    month: np.ndarray
     segment: np.ndarray
-    position: np.ndarray
-    value: np.ndarray
-    count: np.ndarray
+    values: np.ndarray
+    counts: np.ndarray
 
 
 def segment_key(codes: Sequence[int]) -> int:
-    """A tuple of segment codes as one integer, as Values.segment holds them."""
+    """A tuple of segment codes as one integer, as Month.segment holds them."""
     return sum(int(code) << (SEGMENT_BITS * position) for position, code in enumerate(codes))
 
 
-def held_values(read: Read, *, places: Sequence[int], months: Sequence, versions: Sequence[tuple[int, ...]]) -> Values:
-    """The published values of the places in the months (versions: each month's dataset versions
+def held_values(
+    read: Read, *, places: Sequence[int], months: Sequence, versions: Sequence[tuple[int, ...]]
+) -> list[Month]:
+    """The published values of the places in each month (versions: each month's dataset versions
     to read), from the cache where held, the rest read in one statement and kept."""
     base = (read.table, read.filter_key, read.policy, read.retained_from)
     keys = [
         [(*base, month, month_versions, place) for place in places]
         for month, month_versions in zip(months, versions, strict=True)
     ]
+    empty = _empty(read.source)
     entries = [
-        [HELD.get(key) if month_versions else _EMPTY for key in row]
+        [HELD.get(key) if month_versions else empty for key in row]
         for row, month_versions in zip(keys, versions, strict=True)
     ]
     missing = [(month, place) for month, row in enumerate(entries) for place, entry in enumerate(row) if entry is None]
     if missing:
         fetched = _fetch(read, places, months, versions, missing)
         for month, place in missing:
-            entry = fetched.get((month, place), _EMPTY)
+            entry = fetched.get((month, place), empty)
             entries[month][place] = entry
             HELD.put(keys[month][place], entry, entry.size)
-    return _assembled(entries, hourly=read.source == "hour")
+    return [_month(row) for row in entries]
 
 
-def _empty() -> _Entry:
-    nothing = np.zeros(0, dtype=np.int64)
-    return _Entry(row_segment=nothing, row_length=nothing, position=nothing, value=nothing, count=None)
+def _width(source: str) -> int:
+    return HOURS_PER_ROW if source == "hour" else DAYS_PER_ROW
 
 
-_EMPTY = _empty()
+def _empty(source: str) -> _Entry:
+    width = _width(source)
+    return _Entry(
+        segment=np.zeros(0, dtype=np.int64),
+        values=np.zeros((0, width), dtype=np.int32 if source == "hour" else np.int64),
+        counts=np.zeros((0, width), dtype=np.uint8),
+    )
 
 
 def _fetch(read: Read, places, months, versions, missing: list[tuple[int, int]]) -> dict[tuple[int, int], _Entry]:
@@ -143,53 +148,39 @@ def _fetch(read: Read, places, months, versions, missing: list[tuple[int, int]])
     rows = [row for row in rows if row[2] in versions[month_of[row[0]]]]
     if not rows:
         return {}
+    values = np.zeros((len(rows), _width(read.source)), dtype=np.int32 if read.source == "hour" else np.int64)
+    counts = np.zeros(values.shape, dtype=np.uint8)
     if read.source == "hour":
         row, position, value = hourly_values([row[first] for row in rows], [row[first + 1] for row in rows])
-        value, count = value.astype(np.int32), None
+        values[row, position], counts[row, position] = value, 1
     else:
         row, position, value, count = daily_values(*([row[first + column] for row in rows] for column in range(3)))
-        count = count.astype(np.uint8)
-    position = position.astype(np.int16)
-    lengths = np.bincount(row, minlength=len(rows))
-    ends = np.cumsum(lengths)
-    segment = np.array([segment_key(row[3:first]) for row in rows], dtype=np.int64)
-    owner = [(month_of[row[0]], place_of[row[1]]) for row in rows]
+        values[row, position], counts[row, position] = value, count
+    # A place's segment in several versions of the month (weekly loads): one row, the versions'
+    # values added, as a read adds them. They never share an hour (the loader refuses a row
+    # loaded before); a local day split between two versions adds its sums and hours.
+    keys = [(month_of[row[0]], place_of[row[1]], segment_key(row[3:first])) for row in rows]
+    starts = [index for index, key in enumerate(keys) if not index or key != keys[index - 1]]
+    values, counts = np.add.reduceat(values, starts, axis=0), np.add.reduceat(counts, starts, axis=0)
+    segment = np.array([keys[start][2] for start in starts], dtype=np.int64)
+    owner = [keys[start][:2] for start in starts]
     found, start = {}, 0
-    while start < len(rows):  # rows come by month and place: each entry's rows are together
+    while start < len(owner):  # rows come by month and place: each entry's rows are together
         stop = start
-        while stop < len(rows) and owner[stop] == owner[start]:
+        while stop < len(owner) and owner[stop] == owner[start]:
             stop += 1
-        first_value, last_value = ends[start] - lengths[start], ends[stop - 1]
         found[owner[start]] = _Entry(
-            row_segment=segment[start:stop].copy(),
-            row_length=lengths[start:stop].astype(np.int32),
-            position=position[first_value:last_value].copy(),
-            value=value[first_value:last_value].copy(),
-            count=None if count is None else count[first_value:last_value].copy(),
+            segment=segment[start:stop].copy(), values=values[start:stop].copy(), counts=counts[start:stop].copy()
         )
         start = stop
     return found
 
 
-def _assembled(entries: list[list[_Entry]], *, hourly: bool) -> Values:
-    """The entries' values in one set of arrays, month by month, place by place."""
-    flat = [(month, place, entry) for month, row in enumerate(entries) for place, entry in enumerate(row)]
-    sizes = np.array([len(entry.position) for _, _, entry in flat], dtype=np.int64)
-    if not sizes.sum():
-        nothing = np.zeros(0, dtype=np.int64)
-        return Values(nothing, nothing, nothing, nothing, np.zeros(0), np.zeros(0))
-    full = [(month, place, entry) for month, place, entry in flat if len(entry.position)]
-    segment = np.repeat(
-        np.concatenate([entry.row_segment for _, _, entry in full]),
-        np.concatenate([entry.row_length for _, _, entry in full]),
-    )
-    value = np.concatenate([entry.value for _, _, entry in full]).astype(float)
-    count = np.ones(len(value)) if hourly else np.concatenate([entry.count for _, _, entry in full]).astype(float)
-    return Values(
-        place=np.repeat(np.array([place for _, place, _ in flat]), sizes),
-        month=np.repeat(np.array([month for month, _, _ in flat]), sizes),
-        segment=segment,
-        position=np.concatenate([entry.position for _, _, entry in full]).astype(np.int64),
-        value=value,
-        count=count,
+def _month(entries: list[_Entry]) -> Month:
+    """A month's entries, place by place, as one set of rows."""
+    return Month(
+        place=np.repeat(np.arange(len(entries)), [len(entry.segment) for entry in entries]),
+        segment=np.concatenate([entry.segment for entry in entries]),
+        values=np.concatenate([entry.values for entry in entries]),
+        counts=np.concatenate([entry.counts for entry in entries]),
     )

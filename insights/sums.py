@@ -6,7 +6,7 @@ import datetime as dt
 import functools
 import itertools
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -17,7 +17,7 @@ from django.db import connection, transaction
 
 from insights.buckets import buckets, is_boundary, local_midnight
 from insights.catalogue import catalogue, forget
-from insights.held import HELD, Read, Values, held_values, segment_key
+from insights.held import HELD, Month, Read, held_values, segment_key
 from insights.kinds import PRESENCE, TRIPS, AggregateKind
 from insights.memo import ITEM_OVERHEAD, ByteLRU
 from insights.packing import HOURS_PER_ROW, daily_values, hourly_values
@@ -105,9 +105,61 @@ class _Totals:
         self.weight += np.bincount(key, weights=count * share, minlength=size)
         self.count += np.bincount(key, weights=count, minlength=size)
 
+    def add_month(self, lookup: np.ndarray, month: Month, *, group: np.ndarray, share: np.ndarray) -> None:
+        """A month's rows of values (insights/held.py), each row with its group (-1: not summed)
+        and share; lookup: the bucket of each of the month's hours or days (-1: outside the
+        period, which is one span of them). Each row's runs of hours (or days) of one bucket
+        are summed, then the rows of each group."""
+        inside, rows = np.flatnonzero(lookup >= 0), np.flatnonzero(group >= 0)
+        if not len(inside) or not len(rows):
+            return
+        span = slice(inside[0], inside[-1] + 1)
+        bucket = lookup[span]
+        runs = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+        values, counts = month.values[:, span], month.counts[:, span]
+        if len(rows) < len(group):
+            values, counts = values[rows], counts[rows]
+        if len(runs) < len(bucket):  # buckets of several hours (or days)
+            values = np.add.reduceat(values, runs, axis=1, dtype=float)
+            counts = np.add.reduceat(counts, runs, axis=1, dtype=float)
+        else:
+            values, counts = values.astype(float), counts.astype(float)
+        groups, position = np.unique(group[rows], return_inverse=True)
+        summed = _by_group(position.reshape(-1), share[rows], len(groups), values, counts)
+        at = np.ix_(bucket[runs], groups)
+        for total, part in zip((self.value, self.weight, self.count), summed, strict=True):
+            total.reshape(self.buckets, self.groups)[at] += part.T
+
     def shaped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """value, weight and count as (buckets, groups) arrays."""
         return tuple(part.reshape(self.buckets, self.groups) for part in (self.value, self.weight, self.count))
+
+
+# Rows of a month summed per group with a matrix product when its matrix (groups x rows) is at
+# most this big: 8 MB. Else sorted by group and summed with reduceat.
+PRODUCT_CELLS = 2**20
+
+
+def _by_group(
+    position: np.ndarray, share: np.ndarray, groups: int, values: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows (values and counts per column) summed per group (position: each row's group, from
+    0): the values and counts weighted by the rows' shares, and the counts."""
+    if groups == len(position):  # a row per group
+        order = np.argsort(position)
+        return values[order] * share[order, np.newaxis], counts[order] * share[order, np.newaxis], counts[order]
+    if groups * len(position) <= PRODUCT_CELLS:
+        shares, members = np.zeros((groups, len(position))), np.zeros((groups, len(position)))
+        shares[position, np.arange(len(position))] = share
+        members[position, np.arange(len(position))] = 1.0
+        return shares @ values, shares @ counts, members @ counts
+    order = np.argsort(position, kind="stable")
+    firsts = np.flatnonzero(np.r_[True, np.diff(position[order]) != 0])
+    weighted = share[order, np.newaxis]
+    return tuple(
+        np.add.reduceat(part, firsts, axis=0)
+        for part in (values[order] * weighted, counts[order] * weighted, counts[order])
+    )
 
 
 @dataclass(frozen=True)
@@ -116,15 +168,13 @@ class _Period:
 
     start: dt.datetime
     end: dt.datetime
-    starts: list[dt.datetime]  # each bucket's start
+    starts: tuple[dt.datetime, ...]  # each bucket's start
     zone: ZoneInfo
+    _lookups: dict = field(default_factory=dict, compare=False)  # buckets_of_month's, by source and month
 
     @classmethod
     def of(cls, start, end, granularity: str, zone: ZoneInfo, *, over_period: bool) -> "_Period":
-        if over_period:
-            return cls(start=start, end=end, starts=[start], zone=zone)
-        starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
-        return cls(start=start, end=end, starts=starts, zone=zone)
+        return _period(start, end, granularity, zone, over_period)
 
     @functools.cached_property
     def _edges(self) -> np.ndarray:
@@ -138,11 +188,17 @@ class _Period:
 
     def buckets_of_month(self, source: str, month: dt.datetime | dt.date) -> np.ndarray:
         """The bucket of each hour of a packed UTC month (its first instant), or of each day of a
-        packed local month (its first day), by the day's local midnight."""
-        if source == "hour":
-            return self.bucket_of(month.timestamp() + 3600.0 * np.arange(HOURS_PER_ROW))
-        days = [month + dt.timedelta(days=offset) for offset in range(31)]
-        return self.bucket_of(np.array([local_midnight(day, self.zone).timestamp() for day in days]))
+        packed local month (its first day), by the day's local midnight. Not to be changed: kept."""
+        found = self._lookups.get((source, month))
+        if found is None:
+            if source == "hour":
+                found = self.bucket_of(month.timestamp() + 3600.0 * np.arange(HOURS_PER_ROW))
+            else:
+                days = [month + dt.timedelta(days=offset) for offset in range(31)]
+                found = self.bucket_of(np.array([local_midnight(day, self.zone).timestamp() for day in days]))
+            found.flags.writeable = False
+            self._lookups[(source, month)] = found
+        return found
 
     def months(self, source: str) -> list[dt.datetime | dt.date]:
         """The packed months the period touches, as stored: UTC months' first instants, or the
@@ -155,6 +211,19 @@ class _Period:
         while found[-1] < last:
             found.append(next_month(found[-1]))
         return found
+
+
+@functools.lru_cache(maxsize=8)  # a worker's recent periods: a year of hours is some hundred kB
+def _period(start, end, granularity: str, zone: ZoneInfo, over_period: bool) -> _Period:
+    if over_period:
+        return _Period(start=start, end=end, starts=(start,), zone=zone)
+    starts = tuple(bucket_start for bucket_start, _ in buckets(start, end, granularity, zone))
+    return _Period(start=start, end=end, starts=starts, zone=zone)
+
+
+def period_starts(start: dt.datetime, end: dt.datetime, granularity: str, zone: ZoneInfo) -> tuple[dt.datetime, ...]:
+    """The start of each of the period's buckets, as the sums are keyed."""
+    return _period(start, end, granularity, zone, False).starts
 
 
 def _packed_rows(sql: str, params: dict, *, expected_rows: int) -> Iterator[list[tuple]]:
@@ -260,14 +329,26 @@ def cell_hour_sums(
         if len(area.ids) * len(groups) * len(period.months(source)) <= ROWS_AT_ONCE:
             # A small read: its months are kept in the worker's memory (insights/held.py).
             table = f"{kind.table}_released{'' if source == 'hour' else '_day'}"
-            held, bucket = _held_values(
+            by_month = _held_values(
                 Read(table, source, "cell_id", tuple(kind.segments), segments, {}, (segments,), policy, None),
                 kind=kind,
                 period=period,
                 places=area.ids,
                 version=version,
             )
-            summed(cell=held.place, segment=held.segment, bucket=bucket, value=held.value, count=held.count)
+            by_key = {segment_key(codes): index for codes, index in groups.items()}
+            for month, held in by_month:
+                group = np.array([by_key.get(int(key), -1) for key in held.segment], dtype=np.int64)
+                share = area.share_array[held.place]
+                lookup = period.buckets_of_month(source, month)
+                totals.add_month(lookup, held, group=group, share=share)
+                if with_cells:
+                    cells.add_month(
+                        np.where(lookup >= 0, 0, -1),
+                        held,
+                        group=np.where(held.segment == 0, held.place, -1),
+                        share=share,
+                    )
             if on_progress:
                 on_progress(1.0)
         else:
@@ -304,7 +385,7 @@ def cell_hour_sums(
                 )
     value, weight, count = totals.shaped()
     return Sums(
-        buckets=period.starts,
+        buckets=list(period.starts),
         groups=group_keys,
         value=value,
         weight=weight,
@@ -319,10 +400,10 @@ def _summed(totals: _Totals, cells: _Totals | None, area: "ReportArea", groups: 
     """Add a read's values to the totals of their groups and, with cells, everyone's to their
     cell's. read: per value its cell's position in the area, segment key, bucket, value and hours."""
     cell, segment, bucket, value, count = (read[name] for name in ("cell", "segment", "bucket", "value", "count"))
-    keys, inverse = np.unique(segment, return_inverse=True)
-    by_key = {segment_key(codes): index for codes, index in groups.items()}
-    group = np.array([by_key.get(int(key), -1) for key in keys], dtype=np.int64)[inverse.reshape(-1)]
-    kept = group >= 0  # a segment the report does not sum
+    keys = np.array(sorted((segment_key(codes), index) for codes, index in groups.items()), dtype=np.int64)
+    found = np.minimum(np.searchsorted(keys[:, 0], segment), len(keys) - 1)
+    kept = keys[found, 0] == segment  # else a segment the report does not sum
+    group = keys[found, 1]
     share = area.share_array[cell]
     totals.add(bucket=bucket[kept], group=group[kept], value=value[kept], count=count[kept], share=share[kept])
     if cells is not None:
@@ -338,9 +419,9 @@ def _summed(totals: _Totals, cells: _Totals | None, area: "ReportArea", groups: 
 
 def _held_values(
     read: Read, *, kind: AggregateKind, period: _Period, places: list[int], version: int
-) -> tuple[Values, np.ndarray]:
-    """A small read's values from the worker's memory (insights/held.py), and their buckets:
-    each month's dataset versions up to `version` as the catalogue lists them."""
+) -> list[tuple[dt.datetime | dt.date, Month]]:
+    """A small read's values by month, from the worker's memory (insights/held.py): each month's
+    dataset versions up to `version` as the catalogue lists them."""
     seen = catalogue()
     read = replace(read, retained_from=seen.retained_from.get(kind.name))
     months_read = period.months(read.source)
@@ -354,9 +435,7 @@ def _held_values(
         )
         for month in months_read
     ]
-    values = held_values(read, places=places, months=months_read, versions=versions)
-    lookup = np.stack([period.buckets_of_month(read.source, month) for month in months_read])
-    return values, lookup[values.month, values.position]
+    return list(zip(months_read, held_values(read, places=places, months=months_read, versions=versions), strict=True))
 
 
 def _read_by_month(
@@ -406,7 +485,7 @@ def trip_sums(
         # A small read: its months are kept in the worker's memory (insights/held.py).
         table = f"{TRIPS.table}_released{'' if source == 'hour' else '_day'}"
         where = "t.destination = ANY(%(zones)s::smallint[])"
-        held, bucket = _held_values(
+        by_month = _held_values(
             Read(
                 table,
                 source,
@@ -423,12 +502,14 @@ def trip_sums(
             places=list(ordered),
             version=version,
         )
-        pair = held.place * len(ordered) + np.searchsorted(ordered, held.segment)
-        totals.add(bucket=bucket, group=pair, value=held.value, count=held.count, share=np.ones(len(held.value)))
+        for month, held in by_month:
+            # pairs run by origin then destination, both in id order
+            pair = held.place * len(ordered) + np.searchsorted(ordered, held.segment)
+            totals.add_month(period.buckets_of_month(source, month), held, group=pair, share=np.ones(len(pair)))
         if on_progress:
             on_progress(1.0)
         value, _, count = totals.shaped()
-        return Sums(buckets=period.starts, groups=pairs, value=value, weight=count, count=count, cells=[])
+        return Sums(buckets=list(period.starts), groups=pairs, value=value, weight=count, count=count, cells=[])
     sql = (  # few rows (zone pairs): not worth joining
         f"SELECT t.month, t.destination, {_joined_columns(source, 'origin_id', joined=False)}"
         f" FROM {TRIPS.table}_released{'' if source == 'hour' else '_day'} t"
@@ -447,7 +528,7 @@ def trip_sums(
         pair = np.searchsorted(ordered, origin) * len(ordered) + np.searchsorted(ordered, destination)
         totals.add(bucket=bucket, group=pair[index], value=value, count=count, share=np.ones(len(value)))
     value, _, count = totals.shaped()
-    return Sums(buckets=period.starts, groups=pairs, value=value, weight=count, count=count, cells=[])
+    return Sums(buckets=list(period.starts), groups=pairs, value=value, weight=count, count=count, cells=[])
 
 
 def cell_hour_totals(**query) -> dict[tuple, Released]:

@@ -5,6 +5,7 @@ new release, a new policy, the grid gaining cells or retention is seen by the ne
 import datetime as dt
 import sys
 
+import numpy as np
 import pytest
 from django.contrib.gis.geos import MultiPolygon
 
@@ -202,7 +203,23 @@ def test_each_month_kept_states_at_least_the_memory_it_takes(dwell):
 
     assert len(HELD) == 4  # the dwell block's 4 cells, a UTC month
     for key, (entry, stated) in HELD._items.items():
-        arrays = (entry.row_segment, entry.row_length, entry.position, entry.value, entry.count)
+        arrays = (entry.segment, entry.values, entry.counts)
         # Each array owns its data: its size counts its bytes.
         taken = sys.getsizeof(key) + sys.getsizeof(entry) + sum(sys.getsizeof(array) for array in arrays)
         assert taken + 200 <= stated  # and the ordered dict's node
+
+
+@pytest.mark.parametrize("product_cells", [0, 2**20])  # rows sorted and reduced, or a matrix product
+def test_rows_are_summed_per_group_by_either_way(monkeypatch, product_cells):
+    monkeypatch.setattr(insights.sums, "PRODUCT_CELLS", product_cells)
+    rng = np.random.default_rng(7)
+    position = np.array([2, 0, 1, 2, 0, 2])
+    share, values, counts = rng.random(6), rng.integers(2, 90, (6, 5)).astype(float), rng.integers(0, 2, (6, 5)) * 1.0
+
+    summed = insights.sums._by_group(position, share, 3, values, counts)
+
+    for group in range(3):
+        rows = position == group
+        assert summed[0][group] == pytest.approx((values[rows] * share[rows, None]).sum(axis=0))
+        assert summed[1][group] == pytest.approx((counts[rows] * share[rows, None]).sum(axis=0))
+        assert summed[2][group] == pytest.approx(counts[rows].sum(axis=0))
