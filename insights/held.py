@@ -161,7 +161,8 @@ def _fetch(read: Read, places, months, versions, missing: list[tuple[int, int]])
     # loaded before); a local day split between two versions adds its sums and hours.
     keys = [(month_of[row[0]], place_of[row[1]], segment_key(row[3:first])) for row in rows]
     starts = [index for index, key in enumerate(keys) if not index or key != keys[index - 1]]
-    values, counts = np.add.reduceat(values, starts, axis=0), np.add.reduceat(counts, starts, axis=0)
+    values = np.add.reduceat(values, starts, axis=0, dtype=values.dtype)  # reduceat would widen them
+    counts = np.add.reduceat(counts, starts, axis=0, dtype=counts.dtype)
     segment = np.array([keys[start][2] for start in starts], dtype=np.int64)
     owner = [keys[start][:2] for start in starts]
     found, start = {}, 0

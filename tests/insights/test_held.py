@@ -203,6 +203,7 @@ def test_each_month_kept_states_at_least_the_memory_it_takes(dwell):
 
     assert len(HELD) == 4  # the dwell block's 4 cells, a UTC month
     for key, (entry, stated) in HELD._items.items():
+        assert (entry.values.dtype, entry.counts.dtype) == (np.int32, np.uint8)  # 5 bytes an hour
         arrays = (entry.segment, entry.values, entry.counts)
         # Each array owns its data: its size counts its bytes.
         taken = sys.getsizeof(key) + sys.getsizeof(entry) + sum(sys.getsizeof(array) for array in arrays)
