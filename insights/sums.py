@@ -325,7 +325,6 @@ def cell_hour_sums(
     with report_area(geometry) as area:
         totals = _Totals(buckets=len(period.starts), groups=len(groups))
         cells = _Totals(buckets=1, groups=len(area.cells))  # everyone's per cell over the period
-        summed = functools.partial(_summed, totals, cells if with_cells else None, area, groups)
         if len(area.ids) * len(groups) * len(period.months(source)) <= ROWS_AT_ONCE:
             # A small read: its months are kept in the worker's memory (insights/held.py).
             table = f"{kind.table}_released{'' if source == 'hour' else '_day'}"
@@ -375,14 +374,19 @@ def cell_hour_sums(
                 cell, joined, index, bucket, value, count = _joined_decoded(
                     period, source=source, rows=rows, first=first
                 )
-                codes = np.array([segment_key(row[1 : first - 1]) for row in rows], dtype=np.int64)
-                summed(
-                    cell=area.place_of(cell)[index],
-                    segment=codes[joined][index],
-                    bucket=bucket,
-                    value=value,
-                    count=count,
-                )
+                place = area.place_of(cell)
+                share = area.share_array[place][index]
+                group = np.array([groups[tuple(row[1 : first - 1])] for row in rows])[joined][index]
+                totals.add(bucket=bucket, group=group, value=value, count=count, share=share)
+                if with_cells:
+                    chosen = np.array([tuple(row[1 : first - 1]) == everyone for row in rows])[joined][index]
+                    cells.add(
+                        bucket=np.where(bucket[chosen] >= 0, 0, -1),
+                        group=place[index][chosen],
+                        value=value[chosen],
+                        count=count[chosen],
+                        share=share[chosen],
+                    )
     value, weight, count = totals.shaped()
     return Sums(
         buckets=list(period.starts),
@@ -394,27 +398,6 @@ def cell_hour_sums(
         cell_value=cells.value if with_cells else None,
         cell_count=cells.count if with_cells else None,
     )
-
-
-def _summed(totals: _Totals, cells: _Totals | None, area: "ReportArea", groups: dict[tuple, int], **read) -> None:
-    """Add a read's values to the totals of their groups and, with cells, everyone's to their
-    cell's. read: per value its cell's position in the area, segment key, bucket, value and hours."""
-    cell, segment, bucket, value, count = (read[name] for name in ("cell", "segment", "bucket", "value", "count"))
-    keys = np.array(sorted((segment_key(codes), index) for codes, index in groups.items()), dtype=np.int64)
-    found = np.minimum(np.searchsorted(keys[:, 0], segment), len(keys) - 1)
-    kept = keys[found, 0] == segment  # else a segment the report does not sum
-    group = keys[found, 1]
-    share = area.share_array[cell]
-    totals.add(bucket=bucket[kept], group=group[kept], value=value[kept], count=count[kept], share=share[kept])
-    if cells is not None:
-        chosen = kept & (segment == 0)  # everyone's
-        cells.add(
-            bucket=np.where(bucket[chosen] >= 0, 0, -1),
-            group=cell[chosen],
-            value=value[chosen],
-            count=count[chosen],
-            share=share[chosen],
-        )
 
 
 def _held_values(
