@@ -126,7 +126,7 @@ class _Totals:
             values, counts = values.astype(float), counts.astype(float)
         groups, position = np.unique(group[rows], return_inverse=True)
         summed = _by_group(position.reshape(-1), share[rows], len(groups), values, counts)
-        at = np.ix_(bucket[runs], groups)
+        at = _block(bucket[runs], groups)
         for total, part in zip((self.value, self.weight, self.count), summed, strict=True):
             total.reshape(self.buckets, self.groups)[at] += part.T
 
@@ -138,6 +138,15 @@ class _Totals:
 # Rows of a month summed per group with a matrix product when its matrix (groups x rows) is at
 # most this big: 8 MB. Else sorted by group and summed with reduceat.
 PRODUCT_CELLS = 2**20
+
+
+def _block(rows: np.ndarray, columns: np.ndarray) -> tuple:
+    """The index of a block of the (buckets, groups) totals, from its increasing row and column
+    positions: slices when each follows the one before (an hour's buckets, a report's groups),
+    which add much faster than a fancy index."""
+    if rows[-1] - rows[0] == len(rows) - 1 and columns[-1] - columns[0] == len(columns) - 1:
+        return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(columns[0]), int(columns[-1]) + 1)
+    return np.ix_(rows, columns)
 
 
 def _by_group(
