@@ -186,3 +186,57 @@ def _month(entries: list[_Entry]) -> Month:
         values=np.concatenate([entry.values for entry in entries]),
         counts=np.concatenate([entry.counts for entry in entries]),
     )
+
+
+# Rows of a month summed per group with a matrix product when its matrix (groups x rows) is at
+# most this big: 8 MB. Else sorted by group and summed with reduceat.
+PRODUCT_CELLS = 2**20
+
+
+def month_sums(
+    month: Month, lookup: np.ndarray, *, group: np.ndarray, share: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+    """A month's rows summed per bucket and group: each row with its group (-1: not summed) and
+    share; lookup: the bucket of each of the month's hours or days (-1: outside the period,
+    which is one span of them). The buckets and groups found, in order, and the values and
+    counts weighted by the rows' shares and the counts, as (groups, buckets) arrays; None if
+    nothing is summed. Each row's runs of hours (or days) of one bucket are summed, then the
+    rows of each group."""
+    inside, rows = np.flatnonzero(lookup >= 0), np.flatnonzero(group >= 0)
+    if not len(inside) or not len(rows):
+        return None
+    span = slice(inside[0], inside[-1] + 1)
+    bucket = lookup[span]
+    runs = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    values, counts = month.values[:, span], month.counts[:, span]
+    if len(rows) < len(group):
+        values, counts = values[rows], counts[rows]
+    if len(runs) < len(bucket):  # buckets of several hours (or days)
+        values = np.add.reduceat(values, runs, axis=1, dtype=float)
+        counts = np.add.reduceat(counts, runs, axis=1, dtype=float)
+    else:
+        values, counts = values.astype(float), counts.astype(float)
+    groups, position = np.unique(group[rows], return_inverse=True)
+    return bucket[runs], groups, by_group(position.reshape(-1), share[rows], len(groups), values, counts)
+
+
+def by_group(
+    position: np.ndarray, share: np.ndarray, groups: int, values: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows (values and counts per column) summed per group (position: each row's group, from
+    0): the values and counts weighted by the rows' shares, and the counts."""
+    if groups == len(position):  # a row per group
+        order = np.argsort(position)
+        return values[order] * share[order, np.newaxis], counts[order] * share[order, np.newaxis], counts[order]
+    if groups * len(position) <= PRODUCT_CELLS:
+        shares, members = np.zeros((groups, len(position))), np.zeros((groups, len(position)))
+        shares[position, np.arange(len(position))] = share
+        members[position, np.arange(len(position))] = 1.0
+        return shares @ values, shares @ counts, members @ counts
+    order = np.argsort(position, kind="stable")
+    firsts = np.flatnonzero(np.r_[True, np.diff(position[order]) != 0])
+    weighted = share[order, np.newaxis]
+    return tuple(
+        np.add.reduceat(part, firsts, axis=0)
+        for part in (values[order] * weighted, counts[order] * weighted, counts[order])
+    )

@@ -17,7 +17,7 @@ from django.db import connection, transaction
 
 from insights.buckets import buckets, is_boundary, local_midnight
 from insights.catalogue import catalogue, forget
-from insights.held import HELD, Month, Read, held_values, segment_key
+from insights.held import HELD, Month, Read, held_values, month_sums, segment_key
 from insights.kinds import PRESENCE, TRIPS, AggregateKind
 from insights.memo import ITEM_OVERHEAD, ByteLRU
 from insights.packing import HOURS_PER_ROW, daily_values, hourly_values
@@ -108,36 +108,18 @@ class _Totals:
     def add_month(self, lookup: np.ndarray, month: Month, *, group: np.ndarray, share: np.ndarray) -> None:
         """A month's rows of values (insights/held.py), each row with its group (-1: not summed)
         and share; lookup: the bucket of each of the month's hours or days (-1: outside the
-        period, which is one span of them). Each row's runs of hours (or days) of one bucket
-        are summed, then the rows of each group."""
-        inside, rows = np.flatnonzero(lookup >= 0), np.flatnonzero(group >= 0)
-        if not len(inside) or not len(rows):
+        period)."""
+        summed = month_sums(month, lookup, group=group, share=share)
+        if summed is None:
             return
-        span = slice(inside[0], inside[-1] + 1)
-        bucket = lookup[span]
-        runs = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
-        values, counts = month.values[:, span], month.counts[:, span]
-        if len(rows) < len(group):
-            values, counts = values[rows], counts[rows]
-        if len(runs) < len(bucket):  # buckets of several hours (or days)
-            values = np.add.reduceat(values, runs, axis=1, dtype=float)
-            counts = np.add.reduceat(counts, runs, axis=1, dtype=float)
-        else:
-            values, counts = values.astype(float), counts.astype(float)
-        groups, position = np.unique(group[rows], return_inverse=True)
-        summed = _by_group(position.reshape(-1), share[rows], len(groups), values, counts)
-        at = _block(bucket[runs], groups)
-        for total, part in zip((self.value, self.weight, self.count), summed, strict=True):
+        bucket, groups, parts = summed
+        at = _block(bucket, groups)
+        for total, part in zip((self.value, self.weight, self.count), parts, strict=True):
             total.reshape(self.buckets, self.groups)[at] += part.T
 
     def shaped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """value, weight and count as (buckets, groups) arrays."""
         return tuple(part.reshape(self.buckets, self.groups) for part in (self.value, self.weight, self.count))
-
-
-# Rows of a month summed per group with a matrix product when its matrix (groups x rows) is at
-# most this big: 8 MB. Else sorted by group and summed with reduceat.
-PRODUCT_CELLS = 2**20
 
 
 def _block(rows: np.ndarray, columns: np.ndarray) -> tuple:
@@ -147,28 +129,6 @@ def _block(rows: np.ndarray, columns: np.ndarray) -> tuple:
     if rows[-1] - rows[0] == len(rows) - 1 and columns[-1] - columns[0] == len(columns) - 1:
         return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(columns[0]), int(columns[-1]) + 1)
     return np.ix_(rows, columns)
-
-
-def _by_group(
-    position: np.ndarray, share: np.ndarray, groups: int, values: np.ndarray, counts: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows (values and counts per column) summed per group (position: each row's group, from
-    0): the values and counts weighted by the rows' shares, and the counts."""
-    if groups == len(position):  # a row per group
-        order = np.argsort(position)
-        return values[order] * share[order, np.newaxis], counts[order] * share[order, np.newaxis], counts[order]
-    if groups * len(position) <= PRODUCT_CELLS:
-        shares, members = np.zeros((groups, len(position))), np.zeros((groups, len(position)))
-        shares[position, np.arange(len(position))] = share
-        members[position, np.arange(len(position))] = 1.0
-        return shares @ values, shares @ counts, members @ counts
-    order = np.argsort(position, kind="stable")
-    firsts = np.flatnonzero(np.r_[True, np.diff(position[order]) != 0])
-    weighted = share[order, np.newaxis]
-    return tuple(
-        np.add.reduceat(part, firsts, axis=0)
-        for part in (values[order] * weighted, counts[order] * weighted, counts[order])
-    )
 
 
 @dataclass(frozen=True)
@@ -309,8 +269,9 @@ def cell_hour_sums(
     read as the breakdowns'. over_period: one bucket, the whole period, keyed by its start.
 
     The area's cells are weighed once; the packed rows (insights/packing.py) are then decoded
-    and summed with numpy: in one statement when they are few, else a month at a time,
-    reporting the fraction done after each month.
+    and summed with numpy. A small read's months come from the worker's memory
+    (insights/held.py; what is not held is read in one statement); a large one's are read a
+    month at a time, reporting the fraction done after each month.
     """
     if source is None:
         # Summed over the whole period, hours and days give the same sums when it is whole local days.
@@ -338,7 +299,17 @@ def cell_hour_sums(
             # A small read: its months are kept in the worker's memory (insights/held.py).
             table = f"{kind.table}_released{'' if source == 'hour' else '_day'}"
             by_month = _held_values(
-                Read(table, source, "cell_id", tuple(kind.segments), segments, {}, (segments,), policy, None),
+                Read(
+                    table=table,
+                    source=source,
+                    place="cell_id",
+                    segments=tuple(kind.segments),
+                    where=segments,
+                    params={},
+                    filter_key=(segments,),
+                    policy=policy,
+                    retained_from=None,  # the catalogue's, set by _held_values
+                ),
                 kind=kind,
                 period=period,
                 places=area.ids,
@@ -479,15 +450,15 @@ def trip_sums(
         where = "t.destination = ANY(%(zones)s::smallint[])"
         by_month = _held_values(
             Read(
-                table,
-                source,
-                "origin_id",
-                ("destination",),
-                where,
-                {"zones": [int(zone) for zone in ordered]},
-                (where, tuple(ordered)),
-                policy,
-                None,
+                table=table,
+                source=source,
+                place="origin_id",
+                segments=("destination",),
+                where=where,
+                params={"zones": [int(zone) for zone in ordered]},
+                filter_key=(where, tuple(ordered)),
+                policy=policy,
+                retained_from=None,  # the catalogue's, set by _held_values
             ),
             kind=TRIPS,
             period=period,

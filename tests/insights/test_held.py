@@ -212,12 +212,12 @@ def test_each_month_kept_states_at_least_the_memory_it_takes(dwell):
 
 @pytest.mark.parametrize("product_cells", [0, 2**20])  # rows sorted and reduced, or a matrix product
 def test_rows_are_summed_per_group_by_either_way(monkeypatch, product_cells):
-    monkeypatch.setattr(insights.sums, "PRODUCT_CELLS", product_cells)
+    monkeypatch.setattr(insights.held, "PRODUCT_CELLS", product_cells)
     rng = np.random.default_rng(7)
     position = np.array([2, 0, 1, 2, 0, 2])
     share, values, counts = rng.random(6), rng.integers(2, 90, (6, 5)).astype(float), rng.integers(0, 2, (6, 5)) * 1.0
 
-    summed = insights.sums._by_group(position, share, 3, values, counts)
+    summed = insights.held.by_group(position, share, 3, values, counts)
 
     for group in range(3):
         rows = position == group
