@@ -18,6 +18,7 @@ from insights.models import DatasetVersion, Release, RetentionMark
 from insights.releases import releases_build
 from insights.reports import Query, dwell_result, footfall_result, od_matrix_result
 from insights.selectors import current_release_policy, region_names
+from insights.services import aggregates_retain
 from insights.sums import AREAS, HELD, caches_clear
 from tests import grid
 from tests.conftest import CITY_END, CITY_START, DWELL_END, DWELL_START
@@ -159,6 +160,18 @@ def test_retention_changes_what_the_catalogue_says(city):
 
     assert catalogue().state != seen.state
     assert catalogue().retained_from == {"presence": CITY_START}
+
+
+def test_a_month_dropped_by_retention_is_not_served_from_memory(city, tmp_path):
+    april = dt.datetime(2026, 4, 2, tzinfo=UTC)
+    grid.load_totals(
+        tmp_path / "april.csv", cells=[(0, 0)], start=april, end=april + dt.timedelta(hours=2), visits=lambda *_: 9
+    )
+    assert footfall_result(query())["privacy"]["cell_hours_released"] > 0  # March, now kept
+
+    aggregates_retain(before=dt.datetime(2026, 4, 1, tzinfo=UTC))
+
+    assert footfall_result(query())["privacy"]["cell_hours_released"] == 0
 
 
 def test_the_sources_are_the_versions_released_under_the_policy(city, tmp_path):
