@@ -1,7 +1,8 @@
 """One report in a process of its own, so that the process's peak RSS is what a worker needs
 to compute it. bench/products.py starts it with the report as JSON and talks to it one line
 at a time: "run" times the report (footfall_result, dwell_result, catchment_result,
-od_matrix_result or compare_result),
+od_matrix_result or compare_result) as a worker that ran it before does (its area, months and
+releases kept in memory, insights/held.py), "cold" times it with those caches emptied first,
 "sums" returns the sums of the scans the report runs, to check them against the SQL floor
 and DuckDB; at the end of its input it answers with its peak RSS. Reports read the release of
 each dataset version under the policy the benchmark names (the current one).
@@ -45,7 +46,7 @@ def main() -> None:
         od_matrix_result,
     )
     from insights.selectors import region_names_by_id, regions_in_area
-    from insights.sums import cell_hour_sums, cell_hour_totals, trip_sums
+    from insights.sums import caches_clear, cell_hour_sums, cell_hour_totals, trip_sums
 
     product = report.pop("product")
     middle = dt.datetime.fromisoformat(report.pop("middle"))
@@ -122,7 +123,9 @@ def main() -> None:
     answer({"started_rss_mb": peak_rss_mb()})
     for line in sys.stdin:
         command = line.strip()
-        if command == "run":
+        if command in ("run", "cold"):
+            if command == "cold":
+                caches_clear()
             started = time.perf_counter()
             result(Query(**query))
             answer({"seconds": time.perf_counter() - started})

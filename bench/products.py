@@ -10,11 +10,13 @@ duration_seconds, values released and withheld).
 
 For each report it prints the engine's time (footfall_result, dwell_result and the others as
 a worker runs them, with the current ReleasePolicy, in a process of its own, the median of
-the timed runs), the floor over the packed layout (one statement fetching, in binary, the
-packed rows of the area's cells and months the report needs from insights_<kind>_released or
-its _day rollup, and decoding and summing their values with numpy: the least any report over
-this layout does), DuckDB over the same released hourly values (exported from PostgreSQL to Parquet once per
-release, cell shares computed once in PostGIS, buckets in Europe/Berlin with DuckDB's
+the timed runs) cold (the worker's caches of areas, decoded months and releases emptied
+before each run: an area it has not seen) and warm (a repeated area: its months in memory),
+the floor over the packed layout (one statement fetching, in binary, the packed rows of the
+area's cells and months the report needs from insights_<kind>_released or its _day rollup,
+and decoding and summing their values with numpy: the least any report over this layout
+does), DuckDB over the same released hourly values (exported from PostgreSQL to Parquet once
+per release, cell shares computed once in PostGIS, buckets in Europe/Berlin with DuckDB's
 built-in ICU), the engine process's peak RSS, and whether all three return the same numbers:
 the sums per bucket and per cell, per bucket and dwell band, per home region, per bucket and
 zone pair (the SQL side of that check is one statement over the views that unpack the packed
@@ -285,7 +287,8 @@ class Outcome:
     area_km2: float
     places: int  # cells, or zones for od-matrix
     buckets: int
-    engine_s: float
+    engine_s: float  # warm: the area's cells and months kept from the run before
+    engine_cold_s: float  # the worker's caches emptied first
     floor_s: float
     duckdb_s: float
     started_rss_mb: float
@@ -364,7 +367,8 @@ def machine_lines(runs: int) -> list[str]:
         f"  machine: {os.cpu_count()} cores, {platform.machine()}, PostgreSQL {postgres}, DuckDB {duckdb.__version__}"
         " (ICU time zones built in, nothing downloaded)",
         "  the machine is shared with another engineer's test runs: the figures are noisy",
-        f"  times: median of {runs} runs after a warm-up, engine, floor and DuckDB taking turns",
+        f"  times: median of {runs} runs after a warm-up, engine (cold, then warm), floor and DuckDB taking turns;"
+        " cold: the worker's caches of areas, decoded months and releases emptied first; warm: the same area again",
     ]
 
 
@@ -691,7 +695,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
             "middle": local_midnight(size.first_day + dt.timedelta(days=report.days // 2), zone).isoformat(),
         }
     )
-    times = {"engine": [], "floor": [], "duckdb": []}
+    times = {"engine": [], "engine_cold": [], "floor": [], "duckdb": []}
     with (
         psycopg.connect(conninfo(database)) as floor,
         duckdb.connect(str(store), read_only=True, config=DUCKDB_CONFIG) as duck,
@@ -709,6 +713,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
         duckdb_parameters = {"start": start.isoformat(), "end": end.isoformat()}
         floor_rows = floor.execute(check_sql(report.product, source, report.granularity), floor_parameters).fetchall()
         for run in range(runs + 1):  # the first is a warm-up
+            engine_cold_s = engine.time_report(cold=True)
             engine_s = engine.time_report()
             floor_s, _ = timed(
                 lambda: packed_floor(
@@ -720,6 +725,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
             duckdb_s, duckdb_rows = timed(lambda: duck.execute(duckdb_query, duckdb_parameters).fetchall())
             if run:
                 times["engine"].append(engine_s)
+                times["engine_cold"].append(engine_cold_s)
                 times["floor"].append(floor_s)
                 times["duckdb"].append(duckdb_s)
     engine_sums = engine.sums()
@@ -757,6 +763,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
         places=len(zones) if report.product == "od-matrix" else len(shares),
         buckets=len(list(buckets(start, end, report.granularity, zone))),
         engine_s=statistics.median(times["engine"]),
+        engine_cold_s=statistics.median(times["engine_cold"]),
         floor_s=statistics.median(times["floor"]),
         duckdb_s=statistics.median(times["duckdb"]),
         started_rss_mb=started_rss_mb,
@@ -796,8 +803,9 @@ class EngineProcess:
         )
         self.started_rss_mb = self._answer()["started_rss_mb"]
 
-    def time_report(self) -> float:
-        return self._ask("run")["seconds"]
+    def time_report(self, *, cold: bool = False) -> float:
+        """One run's seconds; cold: with the worker's caches emptied first."""
+        return self._ask("cold" if cold else "run")["seconds"]
 
     def sums(self) -> dict[str, list]:
         """The engine's sums of published values: "series", [bucket epoch, sum], and "cells", [cell id, sum]."""
@@ -878,8 +886,8 @@ def relative_difference(expected: dict[int, float], actual: dict[int, float]) ->
 
 def outcome_lines(outcomes: list[Outcome]) -> list[str]:
     header = (
-        f"{'report':<44} {'area':>9} {'places':>6} {'buckets':>7} {'engine':>9} {'SQL floor':>9} {'DuckDB':>9}"
-        f" {'engine/floor':>12} {'DuckDB/engine':>13} {'worker RSS':>10}  same numbers"
+        f"{'report':<44} {'area':>9} {'places':>6} {'buckets':>7} {'cold':>9} {'warm':>9} {'SQL floor':>9}"
+        f" {'DuckDB':>9} {'floor: cold/warm':>16} {'DuckDB/engine: cold/warm':>24} {'worker RSS':>10}  same numbers"
     )
     lines = [header, "-" * len(header)]
     for outcome in outcomes:
@@ -889,12 +897,14 @@ def outcome_lines(outcomes: list[Outcome]) -> list[str]:
             if outcome.worst_relative_difference <= SAME_NUMBERS_RELATIVE
             else f"NO ({outcome.worst_relative_difference:.1e})"
         )
+        cold, warm = outcome.engine_cold_s, outcome.engine_s
+        near_floor = f"{cold / outcome.floor_s:.3g}× / {warm / outcome.floor_s:.3g}×"
+        faster = f"{outcome.duckdb_s / cold:.3g}× / {outcome.duckdb_s / warm:.3g}×"
         lines.append(
             f"{f'{report.name}, {report.days} d {ADVERB[report.granularity]}':<44} {outcome.area_km2:>6g} km²"
-            f" {outcome.places:>6,} {outcome.buckets:>7,} {milliseconds(outcome.engine_s):>9}"
+            f" {outcome.places:>6,} {outcome.buckets:>7,} {milliseconds(cold):>9} {milliseconds(warm):>9}"
             f" {milliseconds(outcome.floor_s):>9} {milliseconds(outcome.duckdb_s):>9}"
-            f" {outcome.engine_s / outcome.floor_s:>11.3g}× {outcome.duckdb_s / outcome.engine_s:>12.3g}×"
-            f" {outcome.peak_rss_mb:>7.0f} MB  {same}"
+            f" {near_floor:>16} {faster:>24} {outcome.peak_rss_mb:>7.0f} MB  {same}"
         )
     return lines
 
@@ -920,18 +930,22 @@ def verdict_lines(
             )
         )
     for outcome in outcomes:
-        faster = outcome.duckdb_s / outcome.engine_s
-        near_floor = outcome.engine_s / outcome.floor_s
         name = outcome.report.name
-        lines.append(
-            verdict(faster >= FASTER_THAN_DUCKDB, f"{name}: ≥{FASTER_THAN_DUCKDB:g}× faster than DuckDB: {faster:.3g}×")
-        )
-        lines.append(
-            verdict(
-                near_floor <= WITHIN_SQL_FLOOR,
-                f"{name}: within {WITHIN_SQL_FLOOR:g}× of the SQL floor: {near_floor:.3g}×",
+        for state, engine_s in (("cold", outcome.engine_cold_s), ("warm", outcome.engine_s)):
+            faster = outcome.duckdb_s / engine_s
+            near_floor = engine_s / outcome.floor_s
+            lines.append(
+                verdict(
+                    faster >= FASTER_THAN_DUCKDB,
+                    f"{name}, {state}: ≥{FASTER_THAN_DUCKDB:g}× faster than DuckDB: {faster:.3g}×",
+                )
             )
-        )
+            lines.append(
+                verdict(
+                    near_floor <= WITHIN_SQL_FLOOR,
+                    f"{name}, {state}: within {WITHIN_SQL_FLOOR:g}× of the SQL floor: {near_floor:.3g}×",
+                )
+            )
     peak = max(outcome.peak_rss_mb for outcome in outcomes)
     started = max(outcome.started_rss_mb for outcome in outcomes)
     lines.append(
@@ -988,6 +1002,7 @@ def results_save(outcomes: list[Outcome], *, size: str, seed: int) -> None:
         "reports": {
             outcome.report.name: {
                 "engine_s": outcome.engine_s,
+                "engine_cold_s": outcome.engine_cold_s,
                 "floor_s": outcome.floor_s,
                 "duckdb_s": outcome.duckdb_s,
                 "peak_rss_mb": outcome.peak_rss_mb,

@@ -20,12 +20,13 @@ import pyarrow as pa
 from django.contrib.gis.geos import GEOSGeometry
 
 from insights.buckets import HOUR, bucket_next
+from insights.catalogue import one_look
 from insights.kinds import DWELL, HOME, PRESENCE, TRIPS, AggregateKind, Metric
 from insights.models import ReleasePolicy
 from insights.rows import Rows, labelled, numbers, rounded, whole_or_null
 from insights.selectors import dataset_sources, region_names_by_id
 from insights.stamps import Stamps, bucket_stamps
-from insights.sums import Released, Sums, cell_hour_sums, report_area, trip_sums
+from insights.sums import Released, Sums, cell_hour_sums, period_starts, report_area, trip_sums
 
 NOT_RELEASED = "not_released"  # none of the values the number sums was published
 
@@ -37,20 +38,22 @@ CATCHMENT_METRIC = Metric("person_hours", deprecated="visitors")
 TRIPS_METRIC = Metric("trips")
 
 
-def _without_cyclic_gc(compute: Callable[..., dict]) -> Callable[..., dict]:
-    """Compute a report with the cyclic garbage collector paused. A result is tens of thousands
+def _report(compute: Callable[..., dict]) -> Callable[..., dict]:
+    """Compute a report with one look at the releases (insights/catalogue.py: every pass reads
+    one state of them) and the cyclic garbage collector paused. A result is tens of thousands
     of small rows that all live until it is stored; the collector would walk them again and
     again and find no cycle. Reference counting still frees what the report lets go."""
 
     @functools.wraps(compute)
     def paused(*args, **kwargs) -> dict:
-        if not gc.isenabled():  # already paused by the caller
-            return compute(*args, **kwargs)
-        gc.disable()
-        try:
-            return compute(*args, **kwargs)
-        finally:
-            gc.enable()
+        with one_look():
+            if not gc.isenabled():  # already paused by the caller
+                return compute(*args, **kwargs)
+            gc.disable()
+            try:
+                return compute(*args, **kwargs)
+            finally:
+                gc.enable()
 
     return paused
 
@@ -80,7 +83,7 @@ class Query:
         return _elapsed_hours(self.start, self.end)
 
 
-@_without_cyclic_gc
+@_report
 def footfall_result(
     query: Query, *, with_cells: bool = True, on_progress: Callable[[float], None] | None = None
 ) -> dict:
@@ -108,7 +111,7 @@ def _with_average_present(table: pa.Table) -> pa.Table:
     return table.append_column("average_present", rounded(person_hours / table.column("hours").to_numpy(), 1, present))
 
 
-@_without_cyclic_gc
+@_report
 def dwell_result(query: Query, *, on_progress: Callable[[float], None] | None = None) -> dict:
     """Visits (arrivals) per local bucket, in all and per dwell band (how long they stayed)."""
     return _cell_hour_result(
@@ -140,7 +143,7 @@ def _cell_hour_result(
         with_cells=with_cells,
         on_progress=on_progress,
     )
-    stamps = _stamps(sums, query)
+    stamps = _stamps(query)
     labels = kind.labels()
     coverage = sum(share for _, share in sums.cells)  # the area in cells: what a bucket's hours are weighed by
     everyone = (0,) * len(kind.segments)
@@ -248,10 +251,16 @@ def _part_of(on_progress, *, first: int, of: int) -> Callable[[float], None] | N
     return lambda done: on_progress((first + done) / of)
 
 
-def _stamps(sums: Sums, query: Query) -> Stamps:
-    """The buckets the sums were read in, as the rows show them."""
-    tz = ZoneInfo(query.time_zone)
-    return bucket_stamps(sums.buckets, bucket_next(sums.buckets[-1], query.granularity, tz), tz)
+def _stamps(query: Query) -> Stamps:
+    """The buckets the sums were read in (insights.sums.period_starts), as the rows show them."""
+    return _period_stamps(query.start, query.end, query.granularity, query.time_zone)
+
+
+@functools.lru_cache(maxsize=8)  # a worker's recent periods, as insights/sums.py keeps their buckets
+def _period_stamps(start: dt.datetime, end: dt.datetime, granularity: str, time_zone: str) -> Stamps:
+    tz = ZoneInfo(time_zone)
+    starts = period_starts(start, end, granularity, tz)
+    return bucket_stamps(list(starts), bucket_next(starts[-1], granularity, tz), tz)
 
 
 def _rows(
@@ -312,7 +321,7 @@ def _cell_table(sums: Sums, metric: Metric) -> pa.Table:
     )
 
 
-@_without_cyclic_gc
+@_report
 def compare_result(query: Query, *, on_progress: Callable[[float], None] | None = None) -> dict:
     """Footfall of the ordered period and area beside a comparison period or area, bucket by
     bucket, with the change from the comparison (which is the reference, e.g. last year)."""
@@ -381,7 +390,7 @@ def _paired(mine: pa.Table, theirs: pa.Table) -> pa.Table:
     return mine
 
 
-@_without_cyclic_gc
+@_report
 def catchment_result(query: Query, *, on_progress: Callable[[float], None] | None = None) -> dict:
     """Where the people present in the area live: per home region over the whole period, its
     person-hours and their share of everyone's; and everyone's per local bucket and per cell.
@@ -452,7 +461,7 @@ def _region_table(
     )
 
 
-@_without_cyclic_gc
+@_report
 def od_matrix_result(query: Query, *, on_progress: Callable[[float], None] | None = None) -> dict:
     """Published trips between the zones: a flow list per local bucket and origin-destination
     pair (the pairs with published trips), and an origin x destination matrix over the period.
@@ -473,7 +482,7 @@ def od_matrix_result(query: Query, *, on_progress: Callable[[float], None] | Non
         on_progress=on_progress,
     )
     metric = TRIPS_METRIC
-    stamps = _stamps(sums, query)
+    stamps = _stamps(query)
     trips = np.rint(sums.value).astype(np.int64)  # each bucket's published trips are whole
     # Only published flows are listed, by bucket, origin and destination.
     bucket, pair = np.nonzero(sums.count)

@@ -11,6 +11,7 @@ from django.contrib.gis.geos import GEOSGeometry
 from django.db import connection
 from django.db.models import Count, Max
 
+from insights.catalogue import catalogue
 from insights.kinds import PRESENCE, AggregateKind
 from insights.models import DatasetVersion, Region, ReleasePolicy, RetentionMark
 from insights.releases import noise_key
@@ -105,19 +106,8 @@ def dataset_sources(
     *, kind: AggregateKind, start: dt.datetime, end: dt.datetime, version: int, policy: ReleasePolicy
 ) -> list[dict]:
     """The dataset versions a report over [start, end) reads (released under the policy), with
-    what the operator's pipeline said of each (its manifest)."""
-    versions = DatasetVersion.objects.filter(
-        kind=kind.name, releases__policy=policy, pk__lte=version, period_start__lt=end, period_end__gt=start
-    )
-    return [
-        {
-            "dataset_version": version.pk,
-            "period_start": version.period_start.isoformat(),
-            "period_end": version.period_end.isoformat(),
-            "manifest": version.manifest,
-        }
-        for version in versions.order_by("pk")
-    ]
+    what the operator's pipeline said of each (its manifest), from the catalogue of releases."""
+    return catalogue().sources(kind=kind.name, policy=policy.pk, version=version, start=start, end=end)
 
 
 def area_cells(*, geometry: GEOSGeometry) -> AreaCells:

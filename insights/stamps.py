@@ -40,7 +40,9 @@ def bucket_stamps(starts: list[dt.datetime], end: dt.datetime, zone: ZoneInfo) -
     distinct, position = np.unique(offsets, return_inverse=True)
     suffixes = np.array([_offset_text(int(seconds)) for seconds in distinct])
     text = np.char.add(local, suffixes[position])
-    return Stamps(text=pa.array(text, pa.string()), hours=(np.diff(epoch) // 3600).astype(np.int16))
+    hours = (np.diff(epoch) // 3600).astype(np.int16)
+    hours.flags.writeable = False  # kept for the period's next reports (insights/reports.py)
+    return Stamps(text=pa.array(text, pa.string()), hours=hours)
 
 
 def utc_offsets(epoch: np.ndarray, zone: ZoneInfo) -> np.ndarray:

@@ -6,7 +6,7 @@ import datetime as dt
 import functools
 import itertools
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -16,7 +16,10 @@ from django.contrib.gis.geos import GEOSGeometry
 from django.db import connection, transaction
 
 from insights.buckets import buckets, is_boundary, local_midnight
+from insights.catalogue import catalogue, forget
+from insights.held import HELD, Month, Read, held_values, month_sums, segment_key
 from insights.kinds import PRESENCE, TRIPS, AggregateKind
+from insights.memo import ITEM_OVERHEAD, ByteLRU
 from insights.packing import HOURS_PER_ROW, daily_values, hourly_values
 from insights.partitions import month_start, months, next_month
 from insights.selectors import CELL_SHARES_SQL, MIN_SHARE
@@ -102,9 +105,30 @@ class _Totals:
         self.weight += np.bincount(key, weights=count * share, minlength=size)
         self.count += np.bincount(key, weights=count, minlength=size)
 
+    def add_month(self, lookup: np.ndarray, month: Month, *, group: np.ndarray, share: np.ndarray) -> None:
+        """A month's rows of values (insights/held.py), each row with its group (-1: not summed)
+        and share; lookup: the bucket of each of the month's hours or days (-1: outside the
+        period)."""
+        summed = month_sums(month, lookup, group=group, share=share)
+        if summed is None:
+            return
+        bucket, groups, parts = summed
+        at = _block(bucket, groups)
+        for total, part in zip((self.value, self.weight, self.count), parts, strict=True):
+            total.reshape(self.buckets, self.groups)[at] += part.T
+
     def shaped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """value, weight and count as (buckets, groups) arrays."""
         return tuple(part.reshape(self.buckets, self.groups) for part in (self.value, self.weight, self.count))
+
+
+def _block(rows: np.ndarray, columns: np.ndarray) -> tuple:
+    """The index of a block of the (buckets, groups) totals, from its increasing row and column
+    positions: slices when each follows the one before (an hour's buckets, a report's groups),
+    which add much faster than a fancy index."""
+    if rows[-1] - rows[0] == len(rows) - 1 and columns[-1] - columns[0] == len(columns) - 1:
+        return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(columns[0]), int(columns[-1]) + 1)
+    return np.ix_(rows, columns)
 
 
 @dataclass(frozen=True)
@@ -113,15 +137,13 @@ class _Period:
 
     start: dt.datetime
     end: dt.datetime
-    starts: list[dt.datetime]  # each bucket's start
+    starts: tuple[dt.datetime, ...]  # each bucket's start
     zone: ZoneInfo
+    _lookups: dict = field(default_factory=dict, compare=False)  # buckets_of_month's, by source and month
 
     @classmethod
     def of(cls, start, end, granularity: str, zone: ZoneInfo, *, over_period: bool) -> "_Period":
-        if over_period:
-            return cls(start=start, end=end, starts=[start], zone=zone)
-        starts = [bucket_start for bucket_start, _ in buckets(start, end, granularity, zone)]
-        return cls(start=start, end=end, starts=starts, zone=zone)
+        return _period(start, end, granularity, zone, over_period)
 
     @functools.cached_property
     def _edges(self) -> np.ndarray:
@@ -135,11 +157,17 @@ class _Period:
 
     def buckets_of_month(self, source: str, month: dt.datetime | dt.date) -> np.ndarray:
         """The bucket of each hour of a packed UTC month (its first instant), or of each day of a
-        packed local month (its first day), by the day's local midnight."""
-        if source == "hour":
-            return self.bucket_of(month.timestamp() + 3600.0 * np.arange(HOURS_PER_ROW))
-        days = [month + dt.timedelta(days=offset) for offset in range(31)]
-        return self.bucket_of(np.array([local_midnight(day, self.zone).timestamp() for day in days]))
+        packed local month (its first day), by the day's local midnight. Not to be changed: kept."""
+        found = self._lookups.get((source, month))
+        if found is None:
+            if source == "hour":
+                found = self.bucket_of(month.timestamp() + 3600.0 * np.arange(HOURS_PER_ROW))
+            else:
+                days = [month + dt.timedelta(days=offset) for offset in range(31)]
+                found = self.bucket_of(np.array([local_midnight(day, self.zone).timestamp() for day in days]))
+            found.flags.writeable = False
+            self._lookups[(source, month)] = found
+        return found
 
     def months(self, source: str) -> list[dt.datetime | dt.date]:
         """The packed months the period touches, as stored: UTC months' first instants, or the
@@ -152,6 +180,19 @@ class _Period:
         while found[-1] < last:
             found.append(next_month(found[-1]))
         return found
+
+
+@functools.lru_cache(maxsize=8)  # a worker's recent periods: a year of hours is some hundred kB
+def _period(start, end, granularity: str, zone: ZoneInfo, over_period: bool) -> _Period:
+    if over_period:
+        return _Period(start=start, end=end, starts=(start,), zone=zone)
+    starts = tuple(bucket_start for bucket_start, _ in buckets(start, end, granularity, zone))
+    return _Period(start=start, end=end, starts=starts, zone=zone)
+
+
+def period_starts(start: dt.datetime, end: dt.datetime, granularity: str, zone: ZoneInfo) -> tuple[dt.datetime, ...]:
+    """The start of each of the period's buckets, as the sums are keyed."""
+    return _period(start, end, granularity, zone, False).starts
 
 
 def _packed_rows(sql: str, params: dict, *, expected_rows: int) -> Iterator[list[tuple]]:
@@ -228,8 +269,9 @@ def cell_hour_sums(
     read as the breakdowns'. over_period: one bucket, the whole period, keyed by its start.
 
     The area's cells are weighed once; the packed rows (insights/packing.py) are then decoded
-    and summed with numpy: in one statement when they are few, else a month at a time,
-    reporting the fraction done after each month.
+    and summed with numpy. A small read's months come from the worker's memory
+    (insights/held.py; what is not held is read in one statement); a large one's are read a
+    month at a time, reporting the fraction done after each month.
     """
     if source is None:
         # Summed over the whole period, hours and days give the same sums when it is whole local days.
@@ -250,46 +292,84 @@ def cell_hour_sums(
         segments = f"(({everyone_only}) OR ({segments}))"
     period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=over_period)
     segment_columns = ", ".join(f"t.{name}" for name in kind.segments)
-    sql = (
-        f"SELECT t.month, {segment_columns}, {_joined_columns(source, 'cell_id')}"
-        f" FROM {kind.table}_released{'' if source == 'hour' else '_day'} t"
-        f" WHERE t.cell_id = ANY(%(cells)s::bigint[]) AND t.month >= %(first)s AND t.month <= %(last)s"
-        f" AND {segments} AND {_RELEASED}"
-        f" GROUP BY t.month, {segment_columns}, t.cell_id / 100000"
-    )
-    first = 2 + len(kind.segments)  # a row: its month, segment codes and cells, then the joined columns
     with report_area(geometry) as area:
         totals = _Totals(buckets=len(period.starts), groups=len(groups))
         cells = _Totals(buckets=1, groups=len(area.cells))  # everyone's per cell over the period
-        for rows in _read_by_month(
-            sql,
-            period,
-            source,
-            places=area.ids,
-            groups=len(groups),
-            on_progress=on_progress,
-            params={"version": version, "policy": policy},
-        ):
-            rows = [row for row in rows if tuple(row[1 : first - 1]) in groups]
-            if not rows:
-                continue
-            cell, joined, index, bucket, value, count = _joined_decoded(period, source=source, rows=rows, first=first)
-            place = area.place_of(cell)
-            share = area.share_array[place][index]
-            group = np.array([groups[tuple(row[1 : first - 1])] for row in rows])[joined][index]
-            totals.add(bucket=bucket, group=group, value=value, count=count, share=share)
-            if with_cells:
-                chosen = np.array([tuple(row[1 : first - 1]) == everyone for row in rows])[joined][index]
-                cells.add(
-                    bucket=np.where(bucket[chosen] >= 0, 0, -1),
-                    group=place[index][chosen],
-                    value=value[chosen],
-                    count=count[chosen],
-                    share=share[chosen],
+        if len(area.ids) * len(groups) * len(period.months(source)) <= ROWS_AT_ONCE:
+            # A small read: its months are kept in the worker's memory (insights/held.py).
+            table = f"{kind.table}_released{'' if source == 'hour' else '_day'}"
+            by_month = _held_values(
+                Read(
+                    table=table,
+                    source=source,
+                    place="cell_id",
+                    segments=tuple(kind.segments),
+                    where=segments,
+                    params={},
+                    filter_key=(segments,),
+                    policy=policy,
+                    retained_from=None,  # the catalogue's, set by _held_values
+                ),
+                kind=kind,
+                period=period,
+                places=area.ids,
+                version=version,
+            )
+            by_key = {segment_key(codes): index for codes, index in groups.items()}
+            for month, held in by_month:
+                group = np.array([by_key.get(int(key), -1) for key in held.segment], dtype=np.int64)
+                share = area.share_array[held.place]
+                lookup = period.buckets_of_month(source, month)
+                totals.add_month(lookup, held, group=group, share=share)
+                if with_cells:
+                    cells.add_month(
+                        np.where(lookup >= 0, 0, -1),
+                        held,
+                        group=np.where(held.segment == 0, held.place, -1),
+                        share=share,
+                    )
+            if on_progress:
+                on_progress(1.0)
+        else:
+            sql = (
+                f"SELECT t.month, {segment_columns}, {_joined_columns(source, 'cell_id')}"
+                f" FROM {kind.table}_released{'' if source == 'hour' else '_day'} t"
+                f" WHERE t.cell_id = ANY(%(cells)s::bigint[]) AND t.month >= %(first)s AND t.month <= %(last)s"
+                f" AND {segments} AND {_RELEASED}"
+                f" GROUP BY t.month, {segment_columns}, t.cell_id / 100000"
+            )
+            first = 2 + len(kind.segments)  # a row: its month, segment codes and cells, then the joined columns
+            for rows in _read_by_month(
+                sql,
+                period,
+                source,
+                places=area.ids,
+                groups=len(groups),
+                on_progress=on_progress,
+                params={"version": version, "policy": policy},
+            ):
+                rows = [row for row in rows if tuple(row[1 : first - 1]) in groups]
+                if not rows:
+                    continue
+                cell, joined, index, bucket, value, count = _joined_decoded(
+                    period, source=source, rows=rows, first=first
                 )
+                place = area.place_of(cell)
+                share = area.share_array[place][index]
+                group = np.array([groups[tuple(row[1 : first - 1])] for row in rows])[joined][index]
+                totals.add(bucket=bucket, group=group, value=value, count=count, share=share)
+                if with_cells:
+                    chosen = np.array([tuple(row[1 : first - 1]) == everyone for row in rows])[joined][index]
+                    cells.add(
+                        bucket=np.where(bucket[chosen] >= 0, 0, -1),
+                        group=place[index][chosen],
+                        value=value[chosen],
+                        count=count[chosen],
+                        share=share[chosen],
+                    )
     value, weight, count = totals.shaped()
     return Sums(
-        buckets=period.starts,
+        buckets=list(period.starts),
         groups=group_keys,
         value=value,
         weight=weight,
@@ -298,6 +378,27 @@ def cell_hour_sums(
         cell_value=cells.value if with_cells else None,
         cell_count=cells.count if with_cells else None,
     )
+
+
+def _held_values(
+    read: Read, *, kind: AggregateKind, period: _Period, places: list[int], version: int
+) -> list[tuple[dt.datetime | dt.date, Month]]:
+    """A small read's values by month, from the worker's memory (insights/held.py): each month's
+    dataset versions up to `version` as the catalogue lists them."""
+    seen = catalogue()
+    read = replace(read, retained_from=seen.retained_from.get(kind.name))
+    months_read = period.months(read.source)
+    versions = [
+        seen.versions(
+            kind=kind.name,
+            policy=read.policy,
+            version=version,
+            start=month_start(month),
+            end=month_start(next_month(month)),
+        )
+        for month in months_read
+    ]
+    return list(zip(months_read, held_values(read, places=places, months=months_read, versions=versions), strict=True))
 
 
 def _read_by_month(
@@ -343,6 +444,35 @@ def trip_sums(
     ordered = np.array(sorted(zones), dtype=np.int64)
     pairs = [(int(origin), int(destination)) for origin in ordered for destination in ordered]
     totals = _Totals(buckets=len(period.starts), groups=len(pairs))
+    if len(zones) ** 2 * len(period.months(source)) <= ROWS_AT_ONCE:
+        # A small read: its months are kept in the worker's memory (insights/held.py).
+        table = f"{TRIPS.table}_released{'' if source == 'hour' else '_day'}"
+        where = "t.destination = ANY(%(zones)s::smallint[])"
+        by_month = _held_values(
+            Read(
+                table=table,
+                source=source,
+                place="origin_id",
+                segments=("destination",),
+                where=where,
+                params={"zones": [int(zone) for zone in ordered]},
+                filter_key=(where, tuple(ordered)),
+                policy=policy,
+                retained_from=None,  # the catalogue's, set by _held_values
+            ),
+            kind=TRIPS,
+            period=period,
+            places=list(ordered),
+            version=version,
+        )
+        for month, held in by_month:
+            # pairs run by origin then destination, both in id order
+            pair = held.place * len(ordered) + np.searchsorted(ordered, held.segment)
+            totals.add_month(period.buckets_of_month(source, month), held, group=pair, share=np.ones(len(pair)))
+        if on_progress:
+            on_progress(1.0)
+        value, _, count = totals.shaped()
+        return Sums(buckets=list(period.starts), groups=pairs, value=value, weight=count, count=count, cells=[])
     sql = (  # few rows (zone pairs): not worth joining
         f"SELECT t.month, t.destination, {_joined_columns(source, 'origin_id', joined=False)}"
         f" FROM {TRIPS.table}_released{'' if source == 'hour' else '_day'} t"
@@ -361,7 +491,7 @@ def trip_sums(
         pair = np.searchsorted(ordered, origin) * len(ordered) + np.searchsorted(ordered, destination)
         totals.add(bucket=bucket, group=pair[index], value=value, count=count, share=np.ones(len(value)))
     value, _, count = totals.shaped()
-    return Sums(buckets=period.starts, groups=pairs, value=value, weight=count, count=count, cells=[])
+    return Sums(buckets=list(period.starts), groups=pairs, value=value, weight=count, count=count, cells=[])
 
 
 def cell_hour_totals(**query) -> dict[tuple, Released]:
@@ -393,26 +523,45 @@ class ReportArea:
         return order[np.searchsorted(ids, cell_ids)]
 
 
+# The areas weighed lately, per worker process: a repeated area does no PostGIS work.
+AREAS = ByteLRU(8 * 2**20)
+AREA_CELL_BYTES = 256  # a cell's tuple, code and share, and its entries in the cached arrays
+
+
 @contextlib.contextmanager
 def report_area(geometry: GEOSGeometry) -> Iterator[ReportArea]:
     """The area's cells (id, code, share), weighed once for all the passes of a report: a pass
-    inside another's `with` reuses them."""
+    inside another's `with` reuses them. They are kept for later reports too, keyed by the
+    geometry and the catalogue's state (insights/catalogue.py): the grid gains cells only in a
+    release's build, which changes that state."""
     key = bytes(geometry.ewkb)
     made = getattr(connection, "report_area", None)
     if made and made[0] == key:
         yield made[1]
         return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH {CELL_SHARES_SQL} SELECT cell_id, code, share FROM covered ORDER BY code",
-            {"geometry": key, "min_share": MIN_SHARE},
-        )
-        area = ReportArea(cells=cursor.fetchall())
+    held_key = (key, catalogue().state)
+    area = AREAS.get(held_key)
+    if area is None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH {CELL_SHARES_SQL} SELECT cell_id, code, share FROM covered ORDER BY code",
+                {"geometry": key, "min_share": MIN_SHARE},
+            )
+            area = ReportArea(cells=cursor.fetchall())
+        AREAS.put(held_key, area, ITEM_OVERHEAD + len(key) + AREA_CELL_BYTES * len(area.cells))
     connection.report_area = (key, area)
     try:
         yield area
     finally:
         connection.report_area = None
+
+
+def caches_clear() -> None:
+    """Forget what this process keeps between reports: the weighed areas, the decoded months
+    and the catalogue of releases. The next report reads them all again (a cold report)."""
+    AREAS.clear()
+    HELD.clear()
+    forget()
 
 
 presence_totals = functools.partial(cell_hour_totals, kind=PRESENCE)

@@ -1,0 +1,140 @@
+"""What has been released, as a report worker last saw it: every release with its dataset
+version's kind and period, and the retention marks. Read again only when one cheap statement
+says something changed, so a report lists its sources and keys its caches (insights/held.py)
+without ORM queries.
+
+Releases and dataset versions are only ever added (ids from sequences, never reused) and never
+changed; retention moves a kind's mark in the transaction that drops its months. So the count,
+largest id and sum of ids of both tables, with the marks, change whenever anything a report
+reads could have: a release committed late, out of id order, still changes the count.
+"""
+
+import contextlib
+import copy
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from django.db import connection
+
+from insights.models import Release, RetentionMark
+
+_STATE_SQL = """
+    SELECT (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_release),
+           (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_datasetversion),
+           (SELECT coalesce(string_agg(kind || '@' || retained_from::text, ',' ORDER BY kind), '')
+            FROM insights_retentionmark)
+"""
+# A version's rows lie in its period; a day of margin each side covers a local day rollup's edges.
+MARGIN = dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Published:
+    """A release: a dataset version published under a policy."""
+
+    version: int
+    policy: int
+    kind: str
+    period_start: dt.datetime
+    period_end: dt.datetime
+    manifest: dict
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    state: tuple  # what _STATE_SQL returned: equal states, equal catalogues
+    releases: tuple[Published, ...]  # by version
+    retained_from: dict[str, dt.datetime]  # by kind
+
+    def versions(
+        self, *, kind: str, policy: int, version: int, start: dt.datetime, end: dt.datetime
+    ) -> tuple[int, ...]:
+        """The dataset versions up to `version` a read of [start, end) finds under the policy:
+        those whose period, with a day's margin, overlaps it."""
+        return tuple(
+            release.version
+            for release in self.releases
+            if release.kind == kind
+            and release.policy == policy
+            and release.version <= version
+            and release.period_start - MARGIN < end
+            and start < release.period_end + MARGIN
+        )
+
+    def sources(self, *, kind: str, policy: int, version: int, start: dt.datetime, end: dt.datetime) -> list[dict]:
+        """The dataset versions a report over [start, end) reads, with their manifests: as
+        insights.selectors.dataset_sources lists them."""
+        return [
+            {
+                "dataset_version": release.version,
+                "period_start": release.period_start.isoformat(),
+                "period_end": release.period_end.isoformat(),
+                "manifest": copy.deepcopy(release.manifest),  # the result's own: results are changed later
+            }
+            for release in self.releases
+            if release.kind == kind
+            and release.policy == policy
+            and release.version <= version
+            and release.period_start < end
+            and release.period_end > start
+        ]
+
+
+_seen: list[Catalogue] = []  # the last one read, in this process
+_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def one_look() -> Iterator[None]:
+    """Within: catalogue() answers what it saw first, so all the passes of a report read one
+    state of the releases, and look once."""
+    if getattr(connection, "catalogue_seen", None) is not None:
+        yield
+        return
+    connection.catalogue_seen = catalogue()
+    try:
+        yield
+    finally:
+        connection.catalogue_seen = None
+
+
+def catalogue() -> Catalogue:
+    """The releases as they are now: one statement, and the releases read again if it says
+    something changed since this process last read them."""
+    seen = getattr(connection, "catalogue_seen", None)
+    if seen is not None:
+        return seen
+    with connection.cursor() as cursor:
+        cursor.execute(_STATE_SQL)
+        releases, versions, marks = cursor.fetchone()
+    state = (tuple(releases), tuple(versions), marks)
+    with _lock:
+        if _seen and _seen[0].state == state:
+            return _seen[0]
+    # Read after the state: a release committed in between is listed, and changes the next state.
+    found = Catalogue(
+        state=state,
+        releases=tuple(
+            Published(*row)
+            for row in Release.objects.order_by("dataset_version_id", "policy_id").values_list(
+                "dataset_version_id",
+                "policy_id",
+                "dataset_version__kind",
+                "dataset_version__period_start",
+                "dataset_version__period_end",
+                "dataset_version__manifest",
+            )
+        ),
+        retained_from=dict(RetentionMark.objects.values_list("kind", "retained_from")),
+    )
+    with _lock:
+        _seen[:] = [found]
+    return found
+
+
+def forget() -> None:
+    """Read the releases again at the next look (tests, and the benchmark's cold runs)."""
+    with _lock:
+        _seen.clear()

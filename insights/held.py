@@ -1,0 +1,242 @@
+"""The packed months of small reads, decoded and kept in the worker's memory between reports.
+
+A small report (a shopping centre over a quarter: some tens of cells, a few months) would spend
+most of its time on the round trip that fetches its packed rows (insights/packing.py). Each
+place's decoded rows of a month are kept instead, in a cache bounded by bytes (insights/memo.py),
+keyed by what makes them what they are:
+
+    (table, segment filter, policy, the dataset versions read, the kind's retention mark, month, place)
+
+The dataset versions read are those of the catalogue (insights/catalogue.py) whose period meets
+the month, and the statement reads exactly those: a release is never changed, so an entry is
+never stale. A new release for the month is another key, so the next report reads it; the old
+entry is left to be evicted. Retention, the one change to released rows, moves the mark.
+"""
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import psycopg
+from django.db import connection
+
+from insights.memo import ByteLRU, arrays_size
+from insights.packing import HOURS_PER_ROW, daily_values, hourly_values
+
+# 48 MB of decoded months per worker process (a month's row of hours takes 3.7 kB, its row of
+# days 0.3 kB, and each place-month 1 kB more): a hundred shopping-centre quarters of footfall,
+# twenty of dwell with its bands. A worker peaked at 220 MB without it (bench/run at S): with
+# it and insights.sums.AREAS (8 MB) it stays under its 300 MB.
+HELD_BYTES = 48 * 2**20
+HELD = ByteLRU(HELD_BYTES)
+SEGMENT_BITS = 16  # a segment code is a smallint
+DAYS_PER_ROW = 31
+
+
+@dataclass(frozen=True)
+class Read:
+    """Which packed rows a small read takes, apart from its places and months."""
+
+    table: str  # insights_<kind>_released or its _day rollup
+    source: str  # "hour" or "day"
+    place: str  # the place column: cell_id, or origin_id for trips
+    segments: tuple[str, ...]  # the segment columns (trips: the destination)
+    where: str  # the condition on the segment columns, over t.
+    params: dict  # its parameters
+    filter_key: tuple  # what the condition depends on, for the key: its text and parameters
+    policy: int
+    retained_from: dt.datetime | None  # the kind's retention mark
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One place's published values of one month, a row per segment: each row's value at each
+    hour (or day) of the month and how many hours it sums (0 where nothing was published)."""
+
+    segment: np.ndarray  # (rows,) segment keys
+    values: np.ndarray  # (rows, 744 hours) int32, or (rows, 31 days) int64
+    counts: np.ndarray  # (rows, same) uint8
+
+    @property
+    def size(self) -> int:
+        return arrays_size((self.segment, self.values, self.counts))
+
+
+@dataclass(frozen=True)
+class Month:
+    """The published values of a read's places in one month, a row per place and segment, the
+    places in the read's order: each row's place (its position in the read), segment key, and
+    per hour (or day) of the month its value and the hours it sums."""
+
+    place: np.ndarray
+    segment: np.ndarray
+    values: np.ndarray
+    counts: np.ndarray
+
+
+def segment_key(codes: Sequence[int]) -> int:
+    """A tuple of segment codes as one integer, as Month.segment holds them."""
+    return sum(int(code) << (SEGMENT_BITS * position) for position, code in enumerate(codes))
+
+
+def held_values(
+    read: Read, *, places: Sequence[int], months: Sequence, versions: Sequence[tuple[int, ...]]
+) -> list[Month]:
+    """The published values of the places in each month (versions: each month's dataset versions
+    to read), from the cache where held, the rest read in one statement and kept."""
+    base = (read.table, read.filter_key, read.policy, read.retained_from)
+    keys = [
+        [(*base, month, month_versions, place) for place in places]
+        for month, month_versions in zip(months, versions, strict=True)
+    ]
+    empty = _empty(read.source)
+    entries = [
+        [HELD.get(key) if month_versions else empty for key in row]
+        for row, month_versions in zip(keys, versions, strict=True)
+    ]
+    missing = [(month, place) for month, row in enumerate(entries) for place, entry in enumerate(row) if entry is None]
+    if missing:
+        fetched = _fetch(read, places, months, versions, missing)
+        for month, place in missing:
+            entry = fetched.get((month, place), empty)
+            entries[month][place] = entry
+            HELD.put(keys[month][place], entry, entry.size)
+    return [_month(row) for row in entries]
+
+
+def _width(source: str) -> int:
+    return HOURS_PER_ROW if source == "hour" else DAYS_PER_ROW
+
+
+def _empty(source: str) -> _Entry:
+    width = _width(source)
+    return _Entry(
+        segment=np.zeros(0, dtype=np.int64),
+        values=np.zeros((0, width), dtype=np.int32 if source == "hour" else np.int64),
+        counts=np.zeros((0, width), dtype=np.uint8),
+    )
+
+
+def _fetch(read: Read, places, months, versions, missing: list[tuple[int, int]]) -> dict[tuple[int, int], _Entry]:
+    """The missing places' rows of the missing months, in one statement, as entries by (month,
+    place) position. Only a month's own versions are kept."""
+    wanted_months = sorted({month for month, _ in missing})
+    wanted_places = sorted({places[place] for _, place in missing})
+    packed = "t.published_hours, t.published_values" if read.source == "hour" else "t.days, t.day_sums, t.day_hours"
+    segments = ", ".join(f"t.{name}" for name in read.segments)
+    sql = (
+        f"SELECT t.month, t.{read.place}, t.dataset_version_id, {segments}, {packed} FROM {read.table} t"
+        f" WHERE t.{read.place} = ANY(%(places)s::bigint[]) AND t.month = ANY(%(months)s)"
+        f" AND t.policy_id = %(policy)s AND t.dataset_version_id = ANY(%(versions)s) AND {read.where}"
+        f" ORDER BY t.month, t.{read.place}, {segments}, t.dataset_version_id"
+    )
+    params = {
+        **read.params,
+        # As an array literal, written once: psycopg would check and dump each id.
+        "places": "{" + ",".join(map(str, wanted_places)) + "}",
+        "months": [months[month] for month in wanted_months],
+        "policy": read.policy,
+        "versions": sorted({version for month in wanted_months for version in versions[month]}),
+    }
+    connection.ensure_connection()
+    # Django's cursors bind on the client, which gives text results only.
+    with psycopg.Cursor(connection.connection) as cursor:
+        rows = cursor.execute(sql, params, binary=True).fetchall()
+    month_of = {months[month]: month for month in wanted_months}
+    place_of = {place: position for position, place in enumerate(places)}
+    first = 3 + len(read.segments)  # the packed columns
+    rows = [row for row in rows if row[2] in versions[month_of[row[0]]]]
+    if not rows:
+        return {}
+    values = np.zeros((len(rows), _width(read.source)), dtype=np.int32 if read.source == "hour" else np.int64)
+    counts = np.zeros(values.shape, dtype=np.uint8)
+    if read.source == "hour":
+        row, position, value = hourly_values([row[first] for row in rows], [row[first + 1] for row in rows])
+        values[row, position], counts[row, position] = value, 1
+    else:
+        row, position, value, count = daily_values(*([row[first + column] for row in rows] for column in range(3)))
+        values[row, position], counts[row, position] = value, count
+    # A place's segment in several versions of the month (weekly loads): one row, the versions'
+    # values added, as a read adds them. They never share an hour (the loader refuses a row
+    # loaded before); a local day split between two versions adds its sums and hours.
+    keys = [(month_of[row[0]], place_of[row[1]], segment_key(row[3:first])) for row in rows]
+    starts = [index for index, key in enumerate(keys) if not index or key != keys[index - 1]]
+    values = np.add.reduceat(values, starts, axis=0, dtype=values.dtype)  # reduceat would widen them
+    counts = np.add.reduceat(counts, starts, axis=0, dtype=counts.dtype)
+    segment = np.array([keys[start][2] for start in starts], dtype=np.int64)
+    owner = [keys[start][:2] for start in starts]
+    found, start = {}, 0
+    while start < len(owner):  # rows come by month and place: each entry's rows are together
+        stop = start
+        while stop < len(owner) and owner[stop] == owner[start]:
+            stop += 1
+        found[owner[start]] = _Entry(
+            segment=segment[start:stop].copy(), values=values[start:stop].copy(), counts=counts[start:stop].copy()
+        )
+        start = stop
+    return found
+
+
+def _month(entries: list[_Entry]) -> Month:
+    """A month's entries, place by place, as one set of rows."""
+    return Month(
+        place=np.repeat(np.arange(len(entries)), [len(entry.segment) for entry in entries]),
+        segment=np.concatenate([entry.segment for entry in entries]),
+        values=np.concatenate([entry.values for entry in entries]),
+        counts=np.concatenate([entry.counts for entry in entries]),
+    )
+
+
+# Rows of a month summed per group with a matrix product when its matrix (groups x rows) is at
+# most this big: 8 MB. Else sorted by group and summed with reduceat.
+PRODUCT_CELLS = 2**20
+
+
+def month_sums(
+    month: Month, lookup: np.ndarray, *, group: np.ndarray, share: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+    """A month's rows summed per bucket and group: each row with its group (-1: not summed) and
+    share; lookup: the bucket of each of the month's hours or days (-1: outside the period,
+    which is one span of them). The buckets and groups found, in order, and the values and
+    counts weighted by the rows' shares and the counts, as (groups, buckets) arrays; None if
+    nothing is summed. Each row's runs of hours (or days) of one bucket are summed, then the
+    rows of each group."""
+    inside, rows = np.flatnonzero(lookup >= 0), np.flatnonzero(group >= 0)
+    if not len(inside) or not len(rows):
+        return None
+    span = slice(inside[0], inside[-1] + 1)
+    bucket = lookup[span]
+    runs = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    values, counts = month.values[:, span], month.counts[:, span]
+    if len(rows) < len(group):
+        values, counts = values[rows], counts[rows]
+    if len(runs) < len(bucket):  # buckets of several hours (or days)
+        values = np.add.reduceat(values, runs, axis=1, dtype=float)
+        counts = np.add.reduceat(counts, runs, axis=1, dtype=float)
+    else:
+        values, counts = values.astype(float), counts.astype(float)
+    groups, position = np.unique(group[rows], return_inverse=True)
+    return bucket[runs], groups, by_group(position.reshape(-1), share[rows], len(groups), values, counts)
+
+
+def by_group(
+    position: np.ndarray, share: np.ndarray, groups: int, values: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows (values and counts per column) summed per group (position: each row's group, from
+    0): the values and counts weighted by the rows' shares, and the counts."""
+    if groups == len(position):  # a row per group
+        order = np.argsort(position)
+        return values[order] * share[order, np.newaxis], counts[order] * share[order, np.newaxis], counts[order]
+    if groups * len(position) <= PRODUCT_CELLS:
+        shares, members = np.zeros((groups, len(position))), np.zeros((groups, len(position)))
+        shares[position, np.arange(len(position))] = share
+        members[position, np.arange(len(position))] = 1.0
+        return shares @ values, shares @ counts, members @ counts
+    order = np.argsort(position, kind="stable")
+    firsts = np.flatnonzero(np.r_[True, np.diff(position[order]) != 0])
+    weighted = share[order, np.newaxis]
+    return tuple(
+        np.add.reduceat(part, firsts, axis=0)
+        for part in (values[order] * weighted, counts[order] * weighted, counts[order])
+    )

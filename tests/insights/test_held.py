@@ -1,0 +1,239 @@
+"""What a report worker keeps between reports (the weighed areas, the decoded packed months, the
+catalogue of releases) gives the numbers of a worker that keeps nothing, and is never stale: a
+new release, a new policy, the grid gaining cells or retention is seen by the next report."""
+
+import datetime as dt
+import sys
+
+import numpy as np
+import pytest
+from django.contrib.gis.geos import MultiPolygon
+
+import insights.held
+import insights.sums
+from insights.catalogue import catalogue
+from insights.kinds import DWELL_BANDS
+from insights.memo import ByteLRU
+from insights.models import DatasetVersion, Release, RetentionMark
+from insights.releases import releases_build
+from insights.reports import Query, dwell_result, footfall_result, od_matrix_result
+from insights.selectors import current_release_policy, region_names
+from insights.services import aggregates_retain
+from insights.sums import AREAS, HELD, caches_clear
+from tests import grid
+from tests.conftest import CITY_END, CITY_START, DWELL_END, DWELL_START
+
+UTC = dt.UTC
+BLOCK = MultiPolygon(grid.square(0.5, 0.5, 2, 2), srid=4326)  # 9 cells, 5 of them in part
+
+
+@pytest.fixture(autouse=True)
+def nothing_kept():
+    caches_clear()
+    yield
+    caches_clear()
+
+
+def query(geometry=BLOCK, *, start=CITY_START, end=CITY_END, granularity="hour", **more) -> Query:
+    return Query(
+        geometry=geometry,
+        start=start,
+        end=end,
+        granularity=granularity,
+        time_zone="Europe/Berlin",
+        version=DatasetVersion.objects.latest("pk").pk,
+        policy=current_release_policy(),
+        **more,
+    )
+
+
+def tables(result: dict) -> dict:
+    """The result's row arrays as lists of dicts, and the rest as it is."""
+    return {name: list(part) if hasattr(part, "table") else part for name, part in result.items()}
+
+
+def no_reads(monkeypatch):
+    """From here on, reading packed rows or weighing an area fails the test."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("read from the database")
+
+    monkeypatch.setattr(insights.held, "_fetch", fail)
+    monkeypatch.setattr(insights.sums.ReportArea, "__init__", fail)
+
+
+def test_a_repeated_report_is_computed_from_memory_with_the_same_numbers(city, monkeypatch):
+    cold = tables(footfall_result(query()))
+    assert len(HELD) == 9 and len(AREAS) == 1  # a month of each of the area's cells
+
+    no_reads(monkeypatch)
+    warm = tables(footfall_result(query()))
+
+    assert warm == cold
+    assert [row["person_hours"] for row in warm["series"][:2]] == [
+        round(sum(share * city[(cell, hour)] for cell, share in SHARES.items()))
+        for hour in grid.hours(CITY_START, CITY_START + dt.timedelta(hours=2))
+    ]
+
+
+SHARES = {
+    (col, row): (0.5 if col in (0, 2) else 1.0) * (0.5 if row in (0, 2) else 1.0)
+    for col in range(3)
+    for row in range(3)
+}
+
+
+def test_the_months_kept_give_the_numbers_of_a_read_month_by_month(city, monkeypatch):
+    kept = footfall_result(query(granularity="day"))
+    monkeypatch.setattr(insights.sums, "ROWS_AT_ONCE", 0)  # the large reads' path: nothing kept
+    caches_clear()
+    streamed = footfall_result(query(granularity="day"))
+
+    assert len(HELD) == 0
+    for name in ("series", "cells"):
+        assert list(kept[name]) == list(streamed[name])
+
+
+def test_dwell_bands_and_od_matrix_zones_are_kept_and_give_the_same_numbers(dwell, trips, monkeypatch):
+    zones = region_names(["E", "N", "W"])
+    orders = [
+        (dwell_result, query(start=DWELL_START, end=DWELL_END)),
+        (od_matrix_result, query(geometry=None, start=DWELL_START, end=DWELL_END, regions=zones)),
+    ]
+    cold = [tables(compute(order)) for compute, order in orders]
+
+    no_reads(monkeypatch)
+    assert [tables(compute(order)) for compute, order in orders] == cold
+    assert {row["dwell_band"] for row in cold[0]["segments"]} == set(DWELL_BANDS) - {"*"}
+    assert cold[1]["matrix"][0][0] is not None
+
+
+def test_a_new_release_of_a_month_kept_is_read_by_the_next_report(city, tmp_path):
+    later = dt.datetime(2026, 3, 31, 22, tzinfo=UTC)
+    before = footfall_result(query(end=later + dt.timedelta(hours=2)))
+    assert [row["person_hours"] for row in before["series"]][-2:] == [None, None]
+
+    # The same month's next hours, in a version of their own
+    grid.load_totals(
+        tmp_path / "later.csv", cells=[(1, 1)], start=later, end=later + dt.timedelta(hours=2), visits=lambda *_: 40
+    )
+    after = footfall_result(query(end=later + dt.timedelta(hours=2)))
+
+    assert [row["person_hours"] for row in after["series"]][-2:] == [40, 40]
+    assert list(after["series"])[:-2] == list(before["series"])[:-2]
+    assert [source["dataset_version"] for source in after["sources"]] == list(
+        DatasetVersion.objects.order_by("pk").values_list("pk", flat=True)
+    )
+
+
+def test_a_new_policy_is_read_by_the_next_report(city, settings):
+    first = footfall_result(query())
+    settings.PRIVACY_K = 40  # the city's busiest cells only
+    releases_build()
+    second = footfall_result(query())
+
+    assert second["privacy"]["release_policy"] != first["privacy"]["release_policy"]
+    assert second["privacy"]["cell_hours_released"] < first["privacy"]["cell_hours_released"]
+    caches_clear()
+    assert tables(footfall_result(query())) == tables(second)
+
+
+def test_the_grid_gaining_cells_is_seen_by_the_next_report(db, tmp_path):
+    hours = (CITY_START, CITY_START + dt.timedelta(hours=3))
+    grid.load_totals(tmp_path / "west.csv", cells=[(0, 0)], start=hours[0], end=hours[1], visits=lambda *_: 30)
+    area = MultiPolygon(grid.square(0, 0, 2, 1), srid=4326)
+    assert [row["cell"] for row in footfall_result(query(area, start=hours[0], end=hours[1]))["cells"]] == [
+        grid.code(0, 0)
+    ]
+
+    grid.load_totals(tmp_path / "east.csv", cells=[(1, 0)], start=hours[0], end=hours[1], visits=lambda *_: 50)
+    report = footfall_result(query(area, start=hours[0], end=hours[1]))
+
+    assert [row["cell"] for row in report["cells"]] == [grid.code(0, 0), grid.code(1, 0)]
+    assert [row["person_hours"] for row in report["series"]] == [80, 80, 80]
+
+
+def test_retention_changes_what_the_catalogue_says(city):
+    seen = catalogue()
+    assert catalogue() is seen  # nothing changed: not read again
+    RetentionMark.objects.create(kind="presence", retained_from=CITY_START)
+
+    assert catalogue().state != seen.state
+    assert catalogue().retained_from == {"presence": CITY_START}
+
+
+def test_a_month_dropped_by_retention_is_not_served_from_memory(city, tmp_path):
+    april = dt.datetime(2026, 4, 2, tzinfo=UTC)
+    grid.load_totals(
+        tmp_path / "april.csv", cells=[(0, 0)], start=april, end=april + dt.timedelta(hours=2), visits=lambda *_: 9
+    )
+    assert footfall_result(query())["privacy"]["cell_hours_released"] > 0  # March, now kept
+
+    aggregates_retain(before=dt.datetime(2026, 4, 1, tzinfo=UTC))
+
+    assert footfall_result(query())["privacy"]["cell_hours_released"] == 0
+
+
+def test_the_sources_are_the_versions_released_under_the_policy(city, tmp_path):
+    grid.load_totals(
+        tmp_path / "later.csv", cells=[(0, 0)], start=CITY_END, end=CITY_END + dt.timedelta(days=2), visits=lambda *_: 9
+    )
+    policy = current_release_policy()
+    versions = DatasetVersion.objects.filter(releases__policy=policy, period_start__lt=CITY_END).order_by("pk")
+
+    assert [source["dataset_version"] for source in footfall_result(query())["sources"]] == [
+        version.pk for version in versions
+    ]
+    assert footfall_result(query())["sources"][0]["manifest"] == versions[0].manifest
+    assert Release.objects.count() == 2
+
+
+def test_the_memory_kept_stays_within_its_budget(city, monkeypatch):
+    cold = tables(footfall_result(query(granularity="day")))
+    budget = HELD.bytes // 3
+    monkeypatch.setattr(insights.held, "HELD", ByteLRU(budget))
+
+    for _ in range(2):
+        assert tables(footfall_result(query(granularity="day"))) == cold
+        assert 0 < insights.held.HELD.bytes <= budget
+
+
+def test_the_cache_evicts_the_least_recently_used_first():
+    cache = ByteLRU(3000)
+    for key in "abc":
+        cache.put(key, key, 1000)
+    cache.get("a")
+    cache.put("d", "d", 1000)
+
+    assert [cache.get(key) for key in "abcd"] == ["a", None, "c", "d"]
+    assert cache.bytes == 3000
+    cache.put("e", "e", 4000)  # larger than the whole budget: not kept
+    assert cache.get("e") is None and cache.bytes == 3000
+
+
+def test_each_month_kept_states_at_least_the_memory_it_takes(dwell):
+    dwell_result(query(start=DWELL_START, end=DWELL_END))
+
+    assert len(HELD) == 4  # the dwell block's 4 cells, a UTC month
+    for key, (entry, stated) in HELD._items.items():
+        assert (entry.values.dtype, entry.counts.dtype) == (np.int32, np.uint8)  # 5 bytes an hour
+        arrays = (entry.segment, entry.values, entry.counts)
+        # Each array owns its data: its size counts its bytes.
+        taken = sys.getsizeof(key) + sys.getsizeof(entry) + sum(sys.getsizeof(array) for array in arrays)
+        assert taken + 200 <= stated  # and the ordered dict's node
+
+
+@pytest.mark.parametrize("product_cells", [0, 2**20])  # rows sorted and reduced, or a matrix product
+def test_rows_are_summed_per_group_by_either_way(monkeypatch, product_cells):
+    monkeypatch.setattr(insights.held, "PRODUCT_CELLS", product_cells)
+    rng = np.random.default_rng(7)
+    position = np.array([2, 0, 1, 2, 0, 2])
+    share, values, counts = rng.random(6), rng.integers(2, 90, (6, 5)).astype(float), rng.integers(0, 2, (6, 5)) * 1.0
+
+    summed = insights.held.by_group(position, share, 3, values, counts)
+
+    for group in range(3):
+        rows = position == group
+        assert summed[0][group] == pytest.approx((values[rows] * share[rows, None]).sum(axis=0))
+        assert summed[1][group] == pytest.approx((counts[rows] * share[rows, None]).sum(axis=0))
+        assert summed[2][group] == pytest.approx(counts[rows].sum(axis=0))
