@@ -167,19 +167,21 @@ _report_waits = threading.BoundedSemaphore(settings.REPORT_WAIT_SLOTS)
 
 def report_wait_final(*, report_id, seconds: float) -> float:
     """Wait until the report is final, or `seconds` have passed: woken by its notification
-    (marketplace/report_waits.py), and looking at the row every REPORT_WAIT_POLL_SECONDS in case
-    one was missed; not at all if REPORT_WAIT_SLOTS requests of this process wait already.
-    Returns how long it waited."""
+    (marketplace/report_waits.py), which reads nothing; looking at the row every
+    REPORT_WAIT_POLL_SECONDS, or when woken otherwise, in case one was missed. Not at all if
+    REPORT_WAIT_SLOTS requests of this process wait already. Returns how long it waited."""
     if not _report_waits.acquire(blocking=False):
         return 0.0
     started = time.monotonic()
     try:
         deadline = started + seconds
         with report_waits.final_event(report_id) as woken:
-            # Listening before the first look: a report final since the caller read it is seen now.
-            while not _report_is_final(report_id) and (left := deadline - time.monotonic()) > 0:
-                woken.wait(min(settings.REPORT_WAIT_POLL_SECONDS, left))
+            while (left := deadline - time.monotonic()) > 0:
+                if woken.wait(min(settings.REPORT_WAIT_POLL_SECONDS, left)) and report_waits.notified(report_id):
+                    break
                 woken.clear()
+                if _report_is_final(report_id):
+                    break
     finally:
         _report_waits.release()
     return time.monotonic() - started

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from marketplace import selectors
+from marketplace import report_waits, selectors
 from marketplace.models import Report
 from marketplace.services import outbox, runs
 from tests.errors import assert_error
@@ -79,6 +79,22 @@ def test_a_waiting_request_is_woken_by_the_report_s_end_not_by_polling(api, city
 
     assert response.json()["status"] == "failed"
     assert 0.4 < waited < 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_report_notified_final_a_moment_before_the_wait_is_not_read_again(api, city, monkeypatch):
+    monkeypatch.setattr(outbox, "_send", lambda report_ids: len(report_ids))  # stays queued
+    report_id = api.post(REPORTS, order_body(), format="json").json()["id"]
+    api.get(f"{REPORTS}{report_id}/", {"wait": "0.5"})  # this process listens from here on
+    Report.objects.filter(pk=report_id).update(status=Report.Status.FAILED, error="gone")
+    deadline = time.monotonic() + 5
+    while not report_waits.notified(report_id) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    monkeypatch.setattr(selectors, "_report_is_final", lambda report_id: pytest.fail("it read the row"))
+
+    waited = selectors.report_wait_final(report_id=report_id, seconds=20)
+
+    assert waited < 1
 
 
 def test_wait_ends_with_the_report_still_queued(api, queued, settings):
