@@ -120,13 +120,16 @@ def licence_shortfall(*, tenant: Tenant, geometry, at) -> tuple[list[str], float
     return names, (outside_km2 if names else None)
 
 
-# What the released data's coverage depends on: the dataset versions, releases, policies and
-# retention marks (rows only added, or deleted, with ids from sequences), and the policy settings.
+# What the released data's coverage depends on: the dataset versions, releases and policies (rows
+# only added, or deleted, with ids from sequences: the count, largest id and sum of ids change
+# with any of that, even a row committed late, out of id order), the retention marks, and the
+# policy settings.
 _DATA_GENERATION = """
-    SELECT (SELECT count(*) || ':' || coalesce(max(id), 0) FROM insights_datasetversion),
-           (SELECT count(*) || ':' || coalesce(max(id), 0) FROM insights_release),
-           (SELECT count(*) || ':' || coalesce(max(id), 0) FROM insights_releasepolicy),
-           (SELECT count(*) || ':' || coalesce(max(updated_at)::text, '') FROM insights_retentionmark)
+    SELECT (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_datasetversion),
+           (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_release),
+           (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_releasepolicy),
+           (SELECT coalesce(string_agg(kind || '@' || retained_from::text, ',' ORDER BY kind), '')
+            FROM insights_retentionmark)
 """
 _coverages: dict[str, tuple[tuple, insights_selectors.Coverage | None]] = {}
 
