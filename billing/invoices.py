@@ -138,7 +138,16 @@ def _apply(event: dict, subject: dict) -> None:
 def check_payment_standing(*, tenant) -> None:
     """New orders are refused while an invoice is uncollectible, or open and overdue: its
     payment failed, or its due date passed, longer than the grace period ago."""
-    uncollectible = Invoice.objects.filter(tenant=tenant, status="uncollectible").order_by("created_at").first()
+    overdue_since = timezone.now() - dt.timedelta(days=settings.BILLING_PAYMENT_GRACE_DAYS)
+    overdue_open = Q(status="open") & (Q(payment_failed_at__lte=overdue_since) | Q(due_at__lte=overdue_since))
+    # Both kinds in one query: the oldest uncollectible invoice ("uncollectible" sorts after
+    # "open") is named first, else the oldest overdue one.
+    refusing = (
+        Invoice.objects.filter(Q(status="uncollectible") | overdue_open, tenant=tenant)
+        .order_by("-status", "created_at")
+        .first()
+    )
+    uncollectible = refusing if refusing and refusing.status == "uncollectible" else None
     if uncollectible:
         raise NotPermitted(
             f"invoice {uncollectible.number or uncollectible.stripe_invoice_id}"
@@ -146,13 +155,7 @@ def check_payment_standing(*, tenant) -> None:
             " uncollectible; new orders are possible again once it is paid",
             code="payment_overdue",
         )
-    overdue_since = timezone.now() - dt.timedelta(days=settings.BILLING_PAYMENT_GRACE_DAYS)
-    overdue = (
-        Invoice.objects.filter(tenant=tenant, status="open")
-        .filter(Q(payment_failed_at__lte=overdue_since) | Q(due_at__lte=overdue_since))
-        .order_by("created_at")
-        .first()
-    )
+    overdue = refusing
     if overdue:
         since = overdue.payment_failed_at or overdue.due_at
         what = "failed" if overdue.payment_failed_at else "was due"

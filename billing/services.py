@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from functools import partial
 
+from django.contrib.postgres.aggregates import ArrayAgg
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from billing.invoices import check_payment_standing  # noqa: F401 - orders call it here
@@ -42,7 +43,7 @@ def price_quote(*, report) -> PriceQuote:
         quantity = usage_quantity(report=report, unit=Unit.CELL_DAY)
         return PriceQuote(quantity, Unit.CELL_DAY, Decimal(0), 0, "EUR")
     quantity = usage_quantity(report=report, unit=price.unit)
-    tiers = [(Decimal(0), price.unit_price), *price.tiers.values_list("from_quantity", "unit_price")]
+    tiers = [(Decimal(0), price.unit_price), *zip(price.tier_starts, price.tier_prices, strict=True)]
     if len(tiers) == 1:
         amount = quantity * price.unit_price
     else:
@@ -57,9 +58,18 @@ def price_quote(*, report) -> PriceQuote:
 
 
 def price_for(*, tenant, product) -> Price | None:
-    """The tenant's own plan for the product, else the list price (None: the product is free)."""
-    plan = Price.objects.filter(product=product, tenant=tenant).first()
-    return plan or Price.objects.filter(product=product, tenant__isnull=True).first()
+    """The tenant's own plan for the product, else the list price (None: the product is free);
+    with its tiers (`tier_starts`, `tier_prices`, by quantity), in one query."""
+    tiers = {"filter": Q(tiers__isnull=False), "order_by": "tiers__from_quantity", "default": []}
+    return (
+        Price.objects.filter(Q(tenant=tenant) | Q(tenant__isnull=True), product=product)
+        .annotate(
+            tier_starts=ArrayAgg("tiers__from_quantity", **tiers),
+            tier_prices=ArrayAgg("tiers__unit_price", **tiers),
+        )
+        .order_by(F("tenant").asc(nulls_last=True))
+        .first()
+    )
 
 
 def _graduated(tiers: list[tuple[Decimal, Decimal]], *, before: Decimal, quantity: Decimal) -> Decimal:
@@ -117,7 +127,9 @@ def usage_record(*, report) -> UsageLine:
     ordered before quotes, its product's price now). Called in the transaction that marks the
     report succeeded; a second call for the same report is refused by the database (one usage
     line per report), so a retried task cannot bill twice."""
-    quote = Quote.objects.filter(report=report).first()
+    # The reverse one-to-one: read with the report when it was selected with it; a report without
+    # a quote raises RelatedObjectDoesNotExist, an AttributeError.
+    quote = getattr(report, "quote", None)
     priced = (
         PriceQuote(quote.quantity, quote.unit, quote.unit_price, quote.amount_cents, quote.currency)
         if quote

@@ -6,23 +6,32 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 from django.conf import settings
+from django.contrib.auth.models import Group
+from django.contrib.contenttypes.models import ContentType
 from django.contrib.gis.db.models import MultiPolygonField
 from django.contrib.gis.db.models.functions import Area as AreaOf
 from django.contrib.gis.db.models.functions import Transform
 from django.db import connection
-from django.db.models import Func, Q, QuerySet, Value
+from django.db.models import Exists, Func, OuterRef, Q, QuerySet, Subquery, TextField, Value
+from django.db.models.functions import Cast
 from django.utils import timezone
+from guardian.models import GroupObjectPermission
 from guardian.shortcuts import get_objects_for_group
 
+from insights import selectors as insights_selectors
+from insights.kinds import AggregateKind
 from insights.models import Region
 from insights.products import LIST_ARRAYS, PRODUCTS
+from insights.releases import noise_key
 from insights.rows import Rows, from_ipc
+from marketplace import report_waits
 from marketplace.models import (
     ApiKey,
     Area,
     LicensedRegion,
     Membership,
     Product,
+    ProductGrantPeriod,
     Report,
     ResultBatch,
     Role,
@@ -37,6 +46,107 @@ def product_list() -> QuerySet[Product]:
 
 def product_granted_list(*, tenant: Tenant) -> QuerySet[Product]:
     return get_objects_for_group(tenant.group, "marketplace.order_product", klass=product_list())
+
+
+def _granted(*, group_id: int, model, codename: str) -> tuple[Exists, Exists]:
+    """Whether the group holds the django-guardian permission on the row (OuterRef pk): globally,
+    or on that object; as get_objects_for_group decides it, but as expressions of one query."""
+    content_type = ContentType.objects.get_for_model(model)  # cached by Django after the first
+    globally = Group.permissions.through.objects.filter(
+        group_id=group_id, permission__content_type=content_type, permission__codename=codename
+    )
+    on_object = GroupObjectPermission.objects.filter(
+        group_id=group_id,
+        content_type=content_type,
+        permission__codename=codename,
+        object_pk=Cast(OuterRef("pk"), TextField()),
+    )
+    return Exists(globally), Exists(on_object)
+
+
+def product_for_order(*, tenant: Tenant, code: str) -> Product | None:
+    """The active product of that code, in one query with what the tenant holds of it:
+    `granted` (the guardian permission order_product) and its grant period
+    (`grant_valid_from`, `grant_valid_until`; None: unbounded or no period)."""
+    globally, on_object = _granted(group_id=tenant.group_id, model=Product, codename="order_product")
+    periods = ProductGrantPeriod.objects.filter(tenant=tenant, product=OuterRef("pk"))
+    return (
+        product_list()
+        .filter(code=code)
+        .annotate(
+            granted_globally=globally,
+            granted_on_object=on_object,
+            grant_valid_from=Subquery(periods.values("valid_from")[:1]),
+            grant_valid_until=Subquery(periods.values("valid_until")[:1]),
+        )
+        .first()
+    )
+
+
+# The licensed regions valid at a time, of those the group holds order_in_region on (globally or
+# on the region, as guardian decides): their names, and how much of the area lies outside all of
+# them (in an equal-area projection); one round trip.
+_LICENCE_SHORTFALL = """
+    WITH permission AS (
+        SELECT permission.id, permission.content_type_id
+        FROM auth_permission permission JOIN django_content_type type ON type.id = permission.content_type_id
+        WHERE type.app_label = 'marketplace' AND type.model = 'licensedregion'
+          AND permission.codename = 'order_in_region'
+    ),
+    licensed AS (
+        SELECT region.name, region.geometry FROM marketplace_licensedregion region, permission
+        WHERE (region.valid_from IS NULL OR region.valid_from <= %(at)s)
+          AND (region.valid_until IS NULL OR region.valid_until > %(at)s)
+          AND (EXISTS (SELECT 1 FROM auth_group_permissions granted
+                       WHERE granted.group_id = %(group)s AND granted.permission_id = permission.id)
+               OR EXISTS (SELECT 1 FROM guardian_groupobjectpermission granted
+                          WHERE granted.group_id = %(group)s AND granted.permission_id = permission.id
+                            AND granted.content_type_id = permission.content_type_id
+                            AND granted.object_pk = region.id::text))
+    )
+    SELECT coalesce(array_agg(name ORDER BY name), '{}'),
+           ST_Area(ST_Difference(ST_Transform(ST_GeomFromEWKB(%(geometry)s), 3035),
+                                 ST_Transform(ST_Union(geometry), 3035))) / 1e6
+    FROM licensed
+"""
+
+
+def licence_shortfall(*, tenant: Tenant, geometry, at) -> tuple[list[str], float | None]:
+    """The names of the regions the tenant may order in at that time, and the km² of the area
+    outside them all (None when there is none)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LICENCE_SHORTFALL, {"at": at, "group": tenant.group_id, "geometry": bytes(geometry.ewkb)})
+        names, outside_km2 = cursor.fetchone()
+    return names, (outside_km2 if names else None)
+
+
+# What the released data's coverage depends on: the dataset versions, releases and policies (rows
+# only added, or deleted, with ids from sequences: the count, largest id and sum of ids change
+# with any of that, even a row committed late, out of id order), the retention marks, and the
+# policy settings.
+_DATA_GENERATION = """
+    SELECT (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_datasetversion),
+           (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_release),
+           (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_releasepolicy),
+           (SELECT coalesce(string_agg(kind || '@' || retained_from::text, ',' ORDER BY kind), '')
+            FROM insights_retentionmark)
+"""
+_coverages: dict[str, tuple[tuple, insights_selectors.Coverage | None]] = {}
+
+
+def coverage(*, kind: AggregateKind) -> insights_selectors.Coverage | None:
+    """insights' coverage of a kind (five queries), kept per process until the data or the policy
+    settings change: one query to find out, per order and per report."""
+    with connection.cursor() as cursor:
+        cursor.execute(_DATA_GENERATION)
+        generation = cursor.fetchone()
+    generation += (settings.PRIVACY_K, settings.PRIVACY_ROUND_TO, settings.PRIVACY_NOISE_SCALE, noise_key())
+    cached = _coverages.get(kind.name)
+    if cached is not None and cached[0] == generation:
+        return cached[1]
+    found = insights_selectors.coverage(kind=kind)
+    _coverages[kind.name] = (generation, found)
+    return found
 
 
 def area_list(*, tenant: Tenant) -> QuerySet[Area]:
@@ -59,25 +169,33 @@ _report_waits = threading.BoundedSemaphore(settings.REPORT_WAIT_SLOTS)
 
 
 def report_wait_final(*, report_id, seconds: float) -> float:
-    """Wait until the report is final, or `seconds` have passed, looking every
-    REPORT_WAIT_POLL_SECONDS; not at all if REPORT_WAIT_SLOTS requests of this process wait
-    already. Returns how long it waited."""
+    """Wait until the report is final, or `seconds` have passed: woken by its notification
+    (marketplace/report_waits.py), which reads nothing; looking at the row every
+    REPORT_WAIT_POLL_SECONDS, or when woken otherwise, in case one was missed. Not at all if
+    REPORT_WAIT_SLOTS requests of this process wait already. Returns how long it waited."""
     if not _report_waits.acquire(blocking=False):
         return 0.0
     started = time.monotonic()
     try:
         deadline = started + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(settings.REPORT_WAIT_POLL_SECONDS, left))
-            # In SQL: a fraction of the ORM's cost, and it runs many times a second per waiting buyer.
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT status FROM marketplace_report WHERE id = %s", [report_id])
-                row = cursor.fetchone()
-            if row is None or row[0] in Report.FINAL_STATUSES:
-                break
+        with report_waits.final_event(report_id) as woken:
+            while (left := deadline - time.monotonic()) > 0:
+                if woken.wait(min(settings.REPORT_WAIT_POLL_SECONDS, left)) and report_waits.notified(report_id):
+                    break
+                woken.clear()
+                if _report_is_final(report_id):
+                    break
     finally:
         _report_waits.release()
     return time.monotonic() - started
+
+
+def _report_is_final(report_id) -> bool:
+    # In SQL: a fraction of the ORM's cost.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT status FROM marketplace_report WHERE id = %s", [report_id])
+        row = cursor.fetchone()
+    return row is None or row[0] in Report.FINAL_STATUSES
 
 
 def report_visible_list(*, tenant: Tenant, role: str, api_key: ApiKey) -> QuerySet[Report]:
@@ -151,11 +269,13 @@ def report_result_head(*, report: Report, keep: tuple[str, ...] = ()) -> tuple[d
 
 
 def report_result_document(*, report: Report) -> dict:
-    """The whole result document, rows as dicts: for a result small enough to inline."""
-    head, arrays = report_result_head(report=report)
-    for name in arrays:
-        head[name] = [row for table in report_result_tables(report=report, arrays=(name,)) for row in table.to_pylist()]
-    return head
+    """The whole result document, rows as dicts: for a result small enough to inline, so its
+    batches are read in one query (no server-side cursor)."""
+    head = Report.objects.values_list("result", flat=True).get(pk=report.pk)
+    rows: dict[str, list[dict]] = {}
+    for name, data in ResultBatch.objects.filter(report=report).order_by("first_row").values_list("name", "data"):
+        rows.setdefault(name, []).extend(from_ipc(data).to_pylist())
+    return head | {name: rows[name] for name in LIST_ARRAYS if name in rows}
 
 
 # The areas a tenant has ordered (both areas of a compare report), with their periods: what
@@ -223,18 +343,6 @@ def licensed_region_map_list(*, tenant: Tenant) -> QuerySet[LicensedRegion]:
         )
     )
     return get_objects_for_group(tenant.group, "marketplace.order_in_region", klass=outlined).order_by("name")
-
-
-def km2_outside(*, geometry, regions: list[LicensedRegion]) -> float:
-    """How much of the area lies outside all the regions, in an equal-area projection."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT ST_Area(ST_Difference(ST_Transform(ST_GeomFromEWKB(%(geometry)s), 3035),"
-            " ST_Transform(ST_Union(region.geometry), 3035))) / 1e6"
-            " FROM marketplace_licensedregion region WHERE region.id = ANY(%(regions)s)",
-            {"geometry": bytes(geometry.ewkb), "regions": [region.pk for region in regions]},
-        )
-        return cursor.fetchone()[0]
 
 
 def webhook_endpoint_list(*, tenant: Tenant) -> QuerySet[WebhookEndpoint]:

@@ -419,11 +419,12 @@ ADMISSION_RETRY_AFTER_SECONDS = 2
 # orders is checked a moment later instead of turned away for Retry-After.
 ADMISSION_WAIT_SECONDS = env.float("ADMISSION_WAIT_SECONDS", default=1.0)
 # GET reports/{id}/?wait=N holds the answer up to N (at most this many) seconds until the report
-# is final, looking every REPORT_WAIT_POLL_SECONDS; at most REPORT_WAIT_SLOTS requests per web
+# is final, woken by PostgreSQL's notification (marketplace/report_waits.py) and looking at the row
+# every REPORT_WAIT_POLL_SECONDS in case one was missed; at most REPORT_WAIT_SLOTS requests per web
 # process wait at once (the others are answered at once). Keep the slots under the threads of a
 # web process (bin/run and docker/: gunicorn gthread, 16 threads) and the wait under its timeout.
 REPORT_WAIT_MAX_SECONDS = env.float("REPORT_WAIT_MAX_SECONDS", default=20.0)
-REPORT_WAIT_POLL_SECONDS = env.float("REPORT_WAIT_POLL_SECONDS", default=0.05)
+REPORT_WAIT_POLL_SECONDS = env.float("REPORT_WAIT_POLL_SECONDS", default=1.0)
 REPORT_WAIT_SLOTS = env.int("REPORT_WAIT_SLOTS", default=12)
 # The worker touches this file every WORKER_HEARTBEAT_SECONDS; `manage.py worker_alive` checks it.
 WORKER_HEARTBEAT_FILE = env("WORKER_HEARTBEAT_FILE", default=str(BASE_DIR / "var" / "worker-heartbeat"))

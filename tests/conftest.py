@@ -7,6 +7,7 @@ from rest_framework.test import APIClient
 
 from insights.kinds import DWELL_BANDS
 from insights.services import dwell_load, home_load, regions_load, trips_load
+from marketplace import report_waits
 from marketplace.celery import app as celery_app
 from marketplace.models import Role
 from marketplace.services import outbox
@@ -56,6 +57,14 @@ def broker_not_failed_lately(monkeypatch):
     """Each test starts with a broker the web tier sends to at once (a failed send in an earlier
     test would leave sending to the relay for a while)."""
     monkeypatch.setattr(outbox, "_broker_failed_at", None)
+
+
+@pytest.fixture(autouse=True)
+def report_wait_listener_stopped():
+    """A test that waited on a report started this process's listener, whose connection would
+    keep the test database from being dropped: stopped after each test (it starts again on use)."""
+    yield
+    report_waits.listener_stop()
 
 
 @pytest.fixture

@@ -63,14 +63,18 @@ def area_measure(
 def _area_cells_in_time(*, geometry: MultiPolygon, field: str) -> insights_selectors.AreaCells:
     """The area's cells, cut off after AREA_MEASURE_TIMEOUT_MS so that no shape holds a web
     worker (the vertex limit comes first, in the API)."""
+    timeout = f"{settings.AREA_MEASURE_TIMEOUT_MS}ms"
+    # Its own transaction ends the setting with it; within another one (a savepoint, which a
+    # timeout rolls back to, setting and all), it is put back after.
+    within_another = connection.in_atomic_block
     try:
-        with transaction.atomic():  # a savepoint: a timeout rolls back to it, and so does the setting
-            with connection.cursor() as cursor:
+        with transaction.atomic(), connection.cursor() as cursor:
+            if within_another:
                 cursor.execute("SELECT current_setting('statement_timeout')")
                 (previous,) = cursor.fetchone()
-                timeout = f"{settings.AREA_MEASURE_TIMEOUT_MS}ms"
-                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [timeout])
-                cells = insights_selectors.area_cells(geometry=geometry)
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [timeout])
+            cells = insights_selectors.area_cells(geometry=geometry)
+            if within_another:
                 cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
     except OperationalError as exc:
         if not isinstance(exc.__cause__, psycopg.errors.QueryCanceled):

@@ -9,28 +9,27 @@ from django.contrib.gis.geos import MultiPolygon
 from django.utils import timezone
 
 from billing import selectors as billing_selectors
-from insights import selectors as insights_selectors
 from insights.buckets import is_boundary
 from insights.products import PRODUCTS
 from marketplace import selectors
 from marketplace.exceptions import NotPermitted, PaymentRequired, ServiceError, TooManyRequests
 from marketplace.models import Product, ProductGrantPeriod, Report, Tenant
 from marketplace.policy import OrderPolicy
-from marketplace.selectors import product_granted_list
 
 # Reprojection noise along a licensed region's edge, not area outside it.
 LICENCE_TOLERANCE_KM2 = 1e-6
 
 
-def check_entitlement(*, tenant: Tenant, product: Product) -> None:
+def check_entitlement(*, product: Product) -> None:
+    """product: as selectors.product_for_order gives it, with what the tenant holds of it."""
     code = product.code
-    if not product_granted_list(tenant=tenant).filter(pk=product.pk).exists():
+    if not (product.granted_globally or product.granted_on_object):
         raise NotPermitted(
             f"your organisation has no licence for the product {code!r}; ask your account manager",
             code="product_not_granted",
         )
-    period = ProductGrantPeriod.objects.filter(tenant=tenant, product=product).first()
-    if period and not period.covers(timezone.now()):
+    period = ProductGrantPeriod(valid_from=product.grant_valid_from, valid_until=product.grant_valid_until)
+    if not period.covers(timezone.now()):
         raise NotPermitted(
             f"your organisation's licence for {code!r} is valid from {period.valid_from or 'the start'}"
             f" until {period.valid_until or 'no end'}, not now; ask your account manager",
@@ -40,17 +39,15 @@ def check_entitlement(*, tenant: Tenant, product: Product) -> None:
 
 def check_licence(*, tenant: Tenant, geometry: MultiPolygon, field: str) -> None:
     """An order must lie inside the regions the tenant is licensed for today."""
-    regions = selectors.licensed_region_list(tenant=tenant, at=timezone.now())
-    if not regions:
+    names, outside_km2 = selectors.licence_shortfall(tenant=tenant, geometry=geometry, at=timezone.now())
+    if not names:
         raise NotPermitted(
             "your organisation has no licensed region to order in today; ask your account manager",
             code="no_licensed_region",
         )
-    outside_km2 = selectors.km2_outside(geometry=geometry, regions=regions)
     if outside_km2 > LICENCE_TOLERANCE_KM2:
-        names = ", ".join(region.name for region in regions)
         raise NotPermitted(
-            f"{outside_km2:.3f} km² of the area lie outside your organisation's licensed regions ({names})",
+            f"{outside_km2:.3f} km² of the area lie outside your organisation's licensed regions ({', '.join(names)})",
             code="outside_licensed_region",
         )
 
@@ -91,7 +88,7 @@ def check_period(
                 code="not_on_bucket_boundary",
                 field=field,
             )
-    coverage = insights_selectors.coverage(kind=PRODUCTS[product.code].kind)
+    coverage = selectors.coverage(kind=PRODUCTS[product.code].kind)
     if coverage is None:
         raise ServiceError("no data has been loaded yet", code="no_data", field=start_field)
     if start < coverage.start or end > coverage.end:

@@ -18,12 +18,12 @@ from billing.models import Quote
 from insights import selectors as insights_selectors
 from insights.buckets import buckets
 from insights.products import PRODUCTS, Regions
+from marketplace import selectors
 from marketplace.exceptions import Conflict, ServiceError, Unprocessable
 from marketplace.models import ApiKey, Area, Product, Report, Tenant
 from marketplace.observability.context import log_context_update
 from marketplace.observability.metrics import report_stage_observe
 from marketplace.policy import OrderPolicy
-from marketplace.selectors import area_list
 from marketplace.services import order_checks, outbox
 from marketplace.services.admission import check_service_capacity, order_admitted
 from marketplace.services.areas import MeasuredArea, area_measure
@@ -92,8 +92,8 @@ class _Plan:
 
 
 def _order_plan(*, tenant: Tenant, order: ReportOrder, check: Check) -> _Plan:
-    product = _active_product(order.product_code)
-    check("entitlement", partial(order_checks.check_entitlement, tenant=tenant, product=product))
+    product = _active_product(tenant=tenant, code=order.product_code)
+    check("entitlement", partial(order_checks.check_entitlement, product=product))
     order_checks.check_breakdowns(breakdowns=order.breakdowns, product=product)
     order_checks.check_period(
         product=product, start=order.start, end=order.end, granularity=order.granularity, time_zone=tenant.time_zone
@@ -283,8 +283,8 @@ def _replayed(report: Report, fingerprint: str) -> Report:
     return report
 
 
-def _active_product(code: str) -> Product:
-    product = Product.objects.filter(code=code, is_active=True).first()
+def _active_product(*, tenant: Tenant, code: str) -> Product:
+    product = selectors.product_for_order(tenant=tenant, code=code)
     if product is None or code not in PRODUCTS:  # a catalog row without an engine is not for sale
         raise ServiceError(f"unknown product {code!r}", code="unknown_product", field="product")
     return product
@@ -309,7 +309,7 @@ def _order_area(
     if geometry is not None:
         measured = area_measure(geometry=geometry, field=geometry_field, in_grid=in_grid, policy=policy, check=check)
         return name or "unnamed area", measured, None
-    area = area_list(tenant=tenant).filter(pk=area_id).first()
+    area = selectors.area_list(tenant=tenant).filter(pk=area_id).first()
     if area is None:
         raise ServiceError(f"no area with id {area_id}", code="does_not_exist", field=area_field)
     measured = MeasuredArea(geometry=area.geometry, area_km2=area.area_km2, cell_count=area.cell_count)

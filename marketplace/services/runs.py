@@ -21,6 +21,7 @@ from insights import selectors as insights_selectors
 from insights.models import ReleasePolicy
 from insights.products import PRODUCTS, Regions
 from insights.reports import Query
+from marketplace import selectors
 from marketplace.models import Release, Report
 from marketplace.observability.metrics import StageClock, report_stage_observe, report_succeeded_observe
 from marketplace.services import outbox
@@ -53,7 +54,8 @@ def report_run(*, report_id: str) -> RunOutcome:
         )
         if not claimed:
             return RunOutcome.FINISHED
-        report = Report.objects.select_related("product").get(pk=report_id)
+        # With its quote, which the usage line is billed at.
+        report = Report.objects.select_related("product", "quote").get(pk=report_id)
         report_stage_observe("queue_wait", (report.started_at - report.queued_at).total_seconds())
         if report.attempts > settings.REPORT_MAX_ATTEMPTS:  # it failed, or its worker died, every time
             _report_finish(
@@ -63,7 +65,7 @@ def report_run(*, report_id: str) -> RunOutcome:
                 " our team was notified",
             )
             return RunOutcome.FINISHED
-        coverage = insights_selectors.coverage(kind=PRODUCTS[report.product.code].kind)
+        coverage = selectors.coverage(kind=PRODUCTS[report.product.code].kind)
         if coverage is None:  # every release dropped since it was ordered (retention): nothing to compute from
             _report_finish(report_id, status=Report.Status.FAILED, error="the data this report covers is gone")
             return RunOutcome.FINISHED
@@ -148,14 +150,11 @@ def _report_release(report: Report, result: dict, *, version: int, clock: StageC
         "dataset_version": version,
     }
     with transaction.atomic():
-        succeeded = _report_finish(report.pk, result=head, **finished)
+        succeeded = _report_finish(report.pk, result=head, report=report, **finished)
         if succeeded:
             digest = result_batches_store(report_id=report.pk, head=head, arrays=arrays)
         clock.lap("result_storage")
         if succeeded:
-            # The row holds these now; set here rather than read back with the result.
-            for name, value in finished.items():
-                setattr(report, name, value)
             billing_services.usage_record(report=report)
             clock.lap("ledger")
             Release.objects.create(
@@ -204,18 +203,21 @@ def _report_progress(report_id: str, fraction: float) -> None:
     Report.objects.filter(pk=report_id, status=Report.Status.RUNNING).update(progress=min(fraction, 0.99))
 
 
-def _report_finish(report_id: str, **fields) -> bool:
+def _report_finish(report_id: str, report: Report | None = None, **fields) -> bool:
     """Whether the report took the fields: a report cancelled while it ran stays cancelled.
     The buyer's webhooks are queued in the same transaction, and sent after it. Within another
-    transaction (a release), no savepoint of its own: a failure undoes the whole."""
+    transaction (a release), no savepoint of its own: a failure undoes the whole. `report`: the
+    instance in hand, given the fields too (else the finished row is read for the webhooks)."""
+    fields = {"finished_at": timezone.now(), "progress": 1.0} | fields
     with transaction.atomic(savepoint=False):
-        finished = bool(
-            Report.objects.filter(pk=report_id)
-            .exclude(status__in=Report.FINAL_STATUSES)
-            .update(**{"finished_at": timezone.now(), "progress": 1.0} | fields)
-        )
+        finished = bool(Report.objects.filter(pk=report_id).exclude(status__in=Report.FINAL_STATUSES).update(**fields))
         if finished:
-            webhooks_queue(Report.objects.select_related("product").defer("result", "geometry").get(pk=report_id))
+            if report is None:
+                report = Report.objects.select_related("product").defer("result", "geometry").get(pk=report_id)
+            else:
+                for name, value in fields.items():
+                    setattr(report, name, value)
+            webhooks_queue(report)
         return finished
 
 

@@ -2,14 +2,15 @@
 with ?wait= held until the report is final instead of polled for."""
 
 import threading
+import time
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from marketplace import selectors
+from marketplace import report_waits, selectors
 from marketplace.models import Report
-from marketplace.services import runs
+from marketplace.services import outbox, runs
 from tests.errors import assert_error
 from tests.factories import order_body
 
@@ -36,20 +37,64 @@ def test_a_status_poll_reads_neither_the_result_nor_the_quote_apart(api, queued)
     assert not [query for query in queries if query["sql"].startswith('SELECT "billing_quote"')]
 
 
-def test_wait_answers_as_soon_as_the_report_is_final(api, queued, monkeypatch):
+def test_wait_answers_as_soon_as_the_report_is_final(api, queued, monkeypatch, settings):
+    settings.REPORT_WAIT_POLL_SECONDS = 0.01
     looks = []
+    is_final = selectors._report_is_final
 
-    def finish_while_waiting(seconds):
-        looks.append(seconds)
-        Report.objects.filter(pk=queued).update(status=Report.Status.SUCCEEDED, result={}, result_rows=0)
+    def finished_after_the_first_look(report_id):
+        looks.append(report_id)
+        if len(looks) == 1:
+            Report.objects.filter(pk=queued).update(status=Report.Status.SUCCEEDED, result={}, result_rows=0)
+            return False
+        return is_final(report_id)
 
-    monkeypatch.setattr(selectors.time, "sleep", finish_while_waiting)
+    monkeypatch.setattr(selectors, "_report_is_final", finished_after_the_first_look)
 
     response = api.get(f"{REPORTS}{queued}/", {"wait": "20"})
 
     assert response.status_code == 200
     assert response.json()["status"] == "succeeded"
-    assert len(looks) == 1
+    assert len(looks) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_waiting_request_is_woken_by_the_report_s_end_not_by_polling(api, city, settings, monkeypatch):
+    """Its end is notified by PostgreSQL on commit (migration 0027), whichever path finishes it."""
+    settings.REPORT_WAIT_POLL_SECONDS = 30  # only the notification can end the wait early
+    monkeypatch.setattr(outbox, "_send", lambda report_ids: len(report_ids))  # stays queued
+    report_id = api.post(REPORTS, order_body(), format="json").json()["id"]
+
+    def finish_a_moment_later():
+        time.sleep(0.5)
+        Report.objects.filter(pk=report_id).update(status=Report.Status.FAILED, error="gone")
+        connection.close()
+
+    finisher = threading.Thread(target=finish_a_moment_later)
+    finisher.start()
+    started = time.monotonic()
+    response = api.get(f"{REPORTS}{report_id}/", {"wait": "20"})
+    waited = time.monotonic() - started
+    finisher.join()
+
+    assert response.json()["status"] == "failed"
+    assert 0.4 < waited < 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_report_notified_final_a_moment_before_the_wait_is_not_read_again(api, city, monkeypatch):
+    monkeypatch.setattr(outbox, "_send", lambda report_ids: len(report_ids))  # stays queued
+    report_id = api.post(REPORTS, order_body(), format="json").json()["id"]
+    api.get(f"{REPORTS}{report_id}/", {"wait": "0.5"})  # this process listens from here on
+    Report.objects.filter(pk=report_id).update(status=Report.Status.FAILED, error="gone")
+    deadline = time.monotonic() + 5
+    while not report_waits.notified(report_id) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    monkeypatch.setattr(selectors, "_report_is_final", lambda report_id: pytest.fail("it read the row"))
+
+    waited = selectors.report_wait_final(report_id=report_id, seconds=20)
+
+    assert waited < 1
 
 
 def test_wait_ends_with_the_report_still_queued(api, queued, settings):
@@ -63,7 +108,7 @@ def test_wait_ends_with_the_report_still_queued(api, queued, settings):
 def test_without_a_free_wait_slot_the_answer_comes_at_once(api, queued, monkeypatch):
     monkeypatch.setattr(selectors, "_report_waits", threading.BoundedSemaphore(1))
     selectors._report_waits.acquire()  # another request of this process waits
-    monkeypatch.setattr(selectors.time, "sleep", lambda seconds: pytest.fail("it waited"))
+    monkeypatch.setattr(selectors, "_report_is_final", lambda report_id: pytest.fail("it waited"))
 
     response = api.get(f"{REPORTS}{queued}/", {"wait": "20"})
 

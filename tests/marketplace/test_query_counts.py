@@ -1,0 +1,57 @@
+"""The round trips to PostgreSQL of the busiest paths, pinned: an order, a quote, the report's
+run and the buyer's status read. Each check reads what it needs in a query or two (the
+grants, licences, price and standing in one each; the data's coverage kept per process while
+it is unchanged), so a change that adds a query per check fails here. Counted as in
+production: committed transactions, each BEGIN and COMMIT a round trip of its own."""
+
+import datetime as dt
+
+import pytest
+
+from insights.services import aggregates_retain
+from marketplace import tasks
+from marketplace.services import outbox
+from tests.errors import assert_error
+from tests.factories import five_day_order_body
+
+REPORTS = "/api/v1/reports/"
+QUOTES = "/api/v1/quotes/"
+
+# Before issue 14's API work: an order 40, a quote 34, a run 21, a status read 6.
+ORDER_QUERIES = 24  # with the outbox's claim of the compute message after the commit
+QUOTE_QUERIES = 18
+RUN_QUERIES = 15
+SUCCEEDED_READ_QUERIES = 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_order_its_run_and_its_reading_take_a_fixed_few_queries(
+    api, city, monkeypatch, django_assert_max_num_queries
+):
+    sent = []
+    monkeypatch.setattr(outbox, "_send", lambda report_ids: sent.extend(report_ids) or len(report_ids))
+    body = five_day_order_body()
+    first = api.post(REPORTS, body, format="json", HTTP_IDEMPOTENCY_KEY="first")  # the process's caches fill
+    assert first.status_code == 201
+    tasks.compute_report.apply(args=(str(sent[-1]),))
+
+    with django_assert_max_num_queries(QUOTE_QUERIES):
+        assert api.post(QUOTES, body, format="json").status_code == 201
+    with django_assert_max_num_queries(ORDER_QUERIES):
+        ordered = api.post(REPORTS, body, format="json", HTTP_IDEMPOTENCY_KEY="second")
+    assert ordered.status_code == 201
+    with django_assert_max_num_queries(RUN_QUERIES):
+        tasks.compute_report.apply(args=(str(sent[-1]),))
+    with django_assert_max_num_queries(SUCCEEDED_READ_QUERIES):
+        read = api.get(f"{REPORTS}{sent[-1]}/")
+    assert read.json()["status"] == "succeeded"
+    assert read.json()["result"]["series"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_coverage_kept_per_process_follows_the_data_at_once(api, city):
+    body = five_day_order_body()
+    assert api.post(QUOTES, body, format="json").status_code == 201  # kept now
+    aggregates_retain(before=dt.datetime(2026, 4, 1, tzinfo=dt.UTC))  # March goes
+
+    assert_error(api.post(QUOTES, body, format="json"), 400, "outside_loaded_data", attr="start")
