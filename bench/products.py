@@ -366,7 +366,8 @@ def machine_lines(runs: int) -> list[str]:
     return [
         f"  machine: {os.cpu_count()} cores, {platform.machine()}, PostgreSQL {postgres}, DuckDB {duckdb.__version__}"
         " (ICU time zones built in, nothing downloaded)",
-        "  the machine is shared with another engineer's test runs: the figures are noisy",
+        f"  load average at the start: {os.getloadavg()[0]:.1f} (other processes' share of the {os.cpu_count()} cores"
+        " shows in the figures)",
         f"  times: median of {runs} runs after a warm-up, engine (cold, then warm), floor and DuckDB taking turns;"
         " cold: the worker's caches of areas, decoded months and releases emptied first; warm: the same area again",
     ]
