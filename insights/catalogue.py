@@ -3,10 +3,10 @@ version's kind and period, and the retention marks. Read again only when one che
 says something changed, so a report lists its sources and keys its caches (insights/held.py)
 without ORM queries.
 
-Releases and dataset versions are only ever added (ids from sequences, never reused) and never
-changed; retention moves a kind's mark in the transaction that drops its months. So the count,
-largest id and sum of ids of both tables, with the marks, change whenever anything a report
-reads could have: a release committed late, out of id order, still changes the count.
+Releases, dataset versions and policies are only ever added (ids from sequences, never reused)
+and never changed; retention moves a kind's mark in the transaction that drops its months. So
+the count, largest id and sum of ids of those tables, with the marks, change whenever anything
+a report reads could have: a release committed late, out of id order, still changes the count.
 """
 
 import contextlib
@@ -23,6 +23,7 @@ from insights.models import Release, RetentionMark
 _STATE_SQL = """
     SELECT (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_release),
            (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_datasetversion),
+           (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_releasepolicy),
            (SELECT coalesce(string_agg(kind || '@' || retained_from::text, ',' ORDER BY kind), '')
             FROM insights_retentionmark)
 """
@@ -44,7 +45,7 @@ class Published:
 
 @dataclass(frozen=True)
 class Catalogue:
-    state: tuple  # what _STATE_SQL returned: equal states, equal catalogues
+    state: tuple  # release_state(): equal states, equal catalogues
     releases: tuple[Published, ...]  # by version
     retained_from: dict[str, dt.datetime]  # by kind
 
@@ -100,16 +101,21 @@ def one_look() -> Iterator[None]:
         connection.catalogue_seen = None
 
 
+def release_state() -> tuple:
+    """One statement that changes whenever releases, dataset versions, policies or retention
+    marks do: what a cache of anything read from them is keyed by."""
+    with connection.cursor() as cursor:
+        cursor.execute(_STATE_SQL)
+        return tuple(tuple(part) if isinstance(part, list) else part for part in cursor.fetchone())
+
+
 def catalogue() -> Catalogue:
     """The releases as they are now: one statement, and the releases read again if it says
     something changed since this process last read them."""
     seen = getattr(connection, "catalogue_seen", None)
     if seen is not None:
         return seen
-    with connection.cursor() as cursor:
-        cursor.execute(_STATE_SQL)
-        releases, versions, marks = cursor.fetchone()
-    state = (tuple(releases), tuple(versions), marks)
+    state = release_state()
     with _lock:
         if _seen and _seen[0].state == state:
             return _seen[0]

@@ -205,8 +205,17 @@ def _lines_with_wrong_field_count(path: Path, expected: int) -> tuple[list[str],
 
 def staging_csv(kind: AggregateKind, table: pa.Table) -> bytes:
     """COPY payload of (line, key...), to find repeated rows."""
-    keys = table.select(["line", "place_id", "hour", *kind.segments])
-    return _csv(keys.set_column(2, "hour", pc.cast(keys["hour"], pa.string())))
+    hour_text = pc.cast(table["hour"], pa.string())
+    return _csv(
+        pa.table(
+            {
+                "line": table["line"],
+                "place_id": table["place_id"],
+                "hour": hour_text,
+                **{name: table[name] for name in kind.segments},
+            }
+        )
+    )
 
 
 def _csv(table: pa.Table) -> bytes:

@@ -8,7 +8,8 @@ day split in two is still one day's values. The view insights_<kind> unpacks the
 per value, as the tables were before (docs/scaling.md, section 5): the release build reads it.
 
 A row per value cost ~100 bytes and about a microsecond of the server's time to copy; packed,
-a value costs ~6 bytes and the server copies a row per place-day instead of a row per hour.
+a value costs 12-18 bytes (metro L) and the server copies a row per place-day instead of a
+row per hour.
 """
 
 from collections.abc import Iterator

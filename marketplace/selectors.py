@@ -18,6 +18,7 @@ from django.utils import timezone
 from guardian.models import GroupObjectPermission
 from guardian.shortcuts import get_objects_for_group
 
+from insights import catalogue
 from insights import selectors as insights_selectors
 from insights.kinds import AggregateKind
 from insights.models import Region
@@ -120,27 +121,20 @@ def licence_shortfall(*, tenant: Tenant, geometry, at) -> tuple[list[str], float
     return names, (outside_km2 if names else None)
 
 
-# What the released data's coverage depends on: the dataset versions, releases and policies (rows
-# only added, or deleted, with ids from sequences: the count, largest id and sum of ids change
-# with any of that, even a row committed late, out of id order), the retention marks, and the
-# policy settings.
-_DATA_GENERATION = """
-    SELECT (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_datasetversion),
-           (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_release),
-           (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_releasepolicy),
-           (SELECT coalesce(string_agg(kind || '@' || retained_from::text, ',' ORDER BY kind), '')
-            FROM insights_retentionmark)
-"""
+# The released data's coverage, per kind, with the state of the releases and the policy
+# settings it was read under.
 _coverages: dict[str, tuple[tuple, insights_selectors.Coverage | None]] = {}
 
 
 def coverage(*, kind: AggregateKind) -> insights_selectors.Coverage | None:
     """insights' coverage of a kind (five queries), kept per process until the data or the policy
     settings change: one query to find out, per order and per report."""
-    with connection.cursor() as cursor:
-        cursor.execute(_DATA_GENERATION)
-        generation = cursor.fetchone()
-    generation += (settings.PRIVACY_K, settings.PRIVACY_ROUND_TO, settings.PRIVACY_NOISE_SCALE, noise_key())
+    generation = catalogue.release_state() + (
+        settings.PRIVACY_K,
+        settings.PRIVACY_ROUND_TO,
+        settings.PRIVACY_NOISE_SCALE,
+        noise_key(),
+    )
     cached = _coverages.get(kind.name)
     if cached is not None and cached[0] == generation:
         return cached[1]
