@@ -320,6 +320,13 @@ def main() -> None:
     parser.add_argument("--size", required=True, choices=SIZE_ORDER)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per report, after one warm-up (default 5)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="time only the reports whose name holds TEXT, e.g. 'catchment: shopping' (repeatable); nothing is saved",
+    )
     args = parser.parse_args()
     database = bench_database(args.size)
     # Everything this runs, the processes it starts too, uses the bench database, never the development one.
@@ -347,7 +354,7 @@ def main() -> None:
     outcomes = [
         measure(report, size=size, database=database, store=store, runs=args.runs)
         for report in REPORTS
-        if report.fits(size)
+        if report.fits(size) and (not args.only or any(text in report.name for text in args.only))
     ]
     lines += [
         "",
@@ -355,7 +362,8 @@ def main() -> None:
         "",
         *verdict_lines(outcomes, size=size.name, seed=args.seed, load_rate=load_rate, storage=storage),
     ]
-    results_save(outcomes, size=size.name, seed=args.seed)
+    if not args.only:  # the growth check reads a whole run's results
+        results_save(outcomes, size=size.name, seed=args.seed)
     print("\n".join(lines))
     if any(outcome.worst_relative_difference > SAME_NUMBERS_RELATIVE for outcome in outcomes):
         sys.exit("the engine, the SQL floor and DuckDB disagree: see 'same numbers' above")
