@@ -17,6 +17,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing import services as billing_services
+from insights import catalogue
 from insights import selectors as insights_selectors
 from insights.models import ReleasePolicy
 from insights.products import PRODUCTS, Regions
@@ -65,35 +66,42 @@ def report_run(*, report_id: str) -> RunOutcome:
                 " our team was notified",
             )
             return RunOutcome.FINISHED
-        coverage = selectors.coverage(kind=PRODUCTS[report.product.code].kind)
-        if coverage is None:  # every release dropped since it was ordered (retention): nothing to compute from
-            _report_finish(report_id, status=Report.Status.FAILED, error="the data this report covers is gone")
-            return RunOutcome.FINISHED
-        clock.lap("claim")
-        try:
-            result = _report_result(report, version=coverage.latest_version, policy=coverage.policy)
-        except DatabaseError as exc:
-            if database_error_is_transient(exc):
-                raise  # the task tries again
-            logger.exception("report %s failed", report_id)
-            _report_finish(
-                report_id,
-                status=Report.Status.FAILED,
-                error=f"the report could not be computed ({type(exc.__cause__ or exc).__name__});"
-                " our team was notified",
-            )
-            return RunOutcome.FINISHED
-        except Exception as exc:
-            logger.exception("report %s failed", report_id)
-            _report_finish(
-                report_id,
-                status=Report.Status.FAILED,
-                error=f"the report could not be computed ({type(exc).__name__}); our team was notified",
-            )
-            return RunOutcome.FINISHED
-        clock.lap("engine")
-        _report_release(report, result, version=coverage.latest_version, clock=clock)
+        # The coverage and the engine's passes read one state of the releases, looked at once.
+        with catalogue.one_look():
+            return _report_compute(report, clock=clock)
+
+
+def _report_compute(report: Report, *, clock: StageClock) -> RunOutcome:
+    """Compute a claimed report, then store, bill and log it; or fail it, saying why."""
+    report_id = report.pk
+    coverage = selectors.coverage(kind=PRODUCTS[report.product.code].kind)
+    if coverage is None:  # every release dropped since it was ordered (retention): nothing to compute from
+        _report_finish(report_id, status=Report.Status.FAILED, error="the data this report covers is gone")
         return RunOutcome.FINISHED
+    clock.lap("claim")
+    try:
+        result = _report_result(report, version=coverage.latest_version, policy=coverage.policy)
+    except DatabaseError as exc:
+        if database_error_is_transient(exc):
+            raise  # the task tries again
+        logger.exception("report %s failed", report_id)
+        _report_finish(
+            report_id,
+            status=Report.Status.FAILED,
+            error=f"the report could not be computed ({type(exc.__cause__ or exc).__name__}); our team was notified",
+        )
+        return RunOutcome.FINISHED
+    except Exception as exc:
+        logger.exception("report %s failed", report_id)
+        _report_finish(
+            report_id,
+            status=Report.Status.FAILED,
+            error=f"the report could not be computed ({type(exc).__name__}); our team was notified",
+        )
+        return RunOutcome.FINISHED
+    clock.lap("engine")
+    _report_release(report, result, version=coverage.latest_version, clock=clock)
+    return RunOutcome.FINISHED
 
 
 def database_error_is_transient(exc: DatabaseError) -> bool:
