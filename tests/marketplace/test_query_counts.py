@@ -21,7 +21,7 @@ QUOTES = "/api/v1/quotes/"
 # an order 24, a run 15.
 ORDER_QUERIES = 22  # with the outbox's claim of the compute message after the commit
 QUOTE_QUERIES = 18
-RUN_QUERIES = 13
+RUN_QUERIES = 12
 SUCCEEDED_READ_QUERIES = 4
 
 
