@@ -3,6 +3,7 @@
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -16,6 +17,7 @@ from django.db.models import Func, Q, QuerySet, Value
 from django.utils import timezone
 from guardian.shortcuts import get_objects_for_group
 
+from billing.models import Quote
 from insights import catalogue
 from insights import selectors as insights_selectors
 from insights.kinds import AggregateKind
@@ -230,6 +232,44 @@ def report_by_idempotency_key(*, tenant: Tenant, key: str) -> Report | None:
         )
         row = cursor.fetchone()
     return None if row is None else Report.objects.get(pk=row[0])
+
+
+# A report its reader may see (a viewer: one shared with it), with its product and quote, its
+# result (read apart, when small enough to inline) deferred: the status read's, in SQL, built as
+# select_related builds it (the ORM's joined query cost more to build than to run, twice a read
+# that waits).
+_READ_DEFERRED = {Report: ("result",)}
+_READABLE_REPORT = f"""
+    SELECT {columns(Report, "report", _READ_DEFERRED[Report])}, {columns(Product, "product")},
+           {columns(Quote, "quote")}
+    FROM marketplace_report report
+    JOIN marketplace_product product ON product.id = report.product_id
+    LEFT JOIN billing_quote quote ON quote.report_id = report.id
+    WHERE report.id = %(report)s AND report.tenant_id = %(tenant)s
+      AND (NOT %(viewer)s OR EXISTS (SELECT 1 FROM marketplace_share share
+                                     WHERE share.report_id = report.id AND share.viewer_id = %(api_key)s))
+"""
+
+
+def report_readable(*, tenant: Tenant, role: str, api_key: ApiKey, report_id) -> Report | None:
+    """The report, as report_visible_list shows it, with its product and quote; None if the
+    caller may not see it, or the id is no report id at all."""
+    try:
+        report_id = uuid.UUID(str(report_id))
+    except ValueError:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _READABLE_REPORT,
+            {"report": report_id, "tenant": tenant.pk, "viewer": role == Role.VIEWER, "api_key": api_key.pk},
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    report, product, quote = instances(row, Report, Product, Quote, deferred=_READ_DEFERRED)
+    report.product = product
+    Report.quote.related.set_cached_value(report, quote)  # as select_related("quote") leaves it
+    return report
 
 
 def report_visible_list(*, tenant: Tenant, role: str, api_key: ApiKey) -> QuerySet[Report]:
