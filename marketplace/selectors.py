@@ -1,23 +1,23 @@
 """Reads of the buyer-facing domain. Every query starts from what the caller may see."""
 
+import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import pyarrow as pa
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.contrib.contenttypes.models import ContentType
 from django.contrib.gis.db.models import MultiPolygonField
 from django.contrib.gis.db.models.functions import Area as AreaOf
 from django.contrib.gis.db.models.functions import Transform
 from django.db import connection
-from django.db.models import Exists, Func, OuterRef, Q, QuerySet, Subquery, TextField, Value
-from django.db.models.functions import Cast
+from django.db.models import Func, Q, QuerySet, Value
 from django.utils import timezone
-from guardian.models import GroupObjectPermission
 from guardian.shortcuts import get_objects_for_group
 
+from billing.models import Quote
 from insights import catalogue
 from insights import selectors as insights_selectors
 from insights.kinds import AggregateKind
@@ -26,19 +26,42 @@ from insights.products import LIST_ARRAYS, PRODUCTS
 from insights.releases import noise_key
 from insights.rows import Rows, from_ipc
 from marketplace import report_waits
+from marketplace.joined_rows import columns, instances
 from marketplace.models import (
     ApiKey,
     Area,
     LicensedRegion,
     Membership,
     Product,
-    ProductGrantPeriod,
     Report,
     ResultBatch,
     Role,
     Tenant,
     WebhookEndpoint,
 )
+
+# In SQL, and built from the row as the ORM's select_related would: every request authenticates,
+# and building the ORM's joined query cost a quarter of a status read.
+_API_KEY = f"""
+    SELECT {columns(ApiKey, "key")}, {columns(Tenant, "tenant")}, {columns(Group, "grp")}
+    FROM marketplace_apikey key
+    JOIN marketplace_tenant tenant ON tenant.id = key.tenant_id
+    JOIN auth_group grp ON grp.id = tenant.group_id
+    WHERE key.prefix = %s
+"""
+
+
+def api_key_by_prefix(prefix: str) -> ApiKey | None:
+    """The key of that prefix, with its tenant and the tenant's group."""
+    with connection.cursor() as cursor:
+        cursor.execute(_API_KEY, [prefix])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    api_key, tenant, group = instances(row, ApiKey, Tenant, Group)
+    tenant.group = group
+    api_key.tenant = tenant
+    return api_key
 
 
 def product_list() -> QuerySet[Product]:
@@ -49,39 +72,35 @@ def product_granted_list(*, tenant: Tenant) -> QuerySet[Product]:
     return get_objects_for_group(tenant.group, "marketplace.order_product", klass=product_list())
 
 
-def _granted(*, group_id: int, model, codename: str) -> tuple[Exists, Exists]:
-    """Whether the group holds the django-guardian permission on the row (OuterRef pk): globally,
-    or on that object; as get_objects_for_group decides it, but as expressions of one query."""
-    content_type = ContentType.objects.get_for_model(model)  # cached by Django after the first
-    globally = Group.permissions.through.objects.filter(
-        group_id=group_id, permission__content_type=content_type, permission__codename=codename
+# The active product of a code with what the group holds of it (the django-guardian permission,
+# globally or on that product, as get_objects_for_group decides it); in SQL:
+# the ORM's annotated query cost more to build than to run, on every order and quote.
+_PRODUCT_FOR_ORDER = """
+    WITH permission AS (
+        SELECT permission.id, permission.content_type_id
+        FROM auth_permission permission JOIN django_content_type type ON type.id = permission.content_type_id
+        WHERE type.app_label = 'marketplace' AND type.model = 'product' AND permission.codename = 'order_product'
     )
-    on_object = GroupObjectPermission.objects.filter(
-        group_id=group_id,
-        content_type=content_type,
-        permission__codename=codename,
-        object_pk=Cast(OuterRef("pk"), TextField()),
-    )
-    return Exists(globally), Exists(on_object)
+    SELECT product.*,
+           EXISTS (SELECT 1 FROM auth_group_permissions granted, permission
+                   WHERE granted.group_id = %(group)s AND granted.permission_id = permission.id) AS granted_globally,
+           EXISTS (SELECT 1 FROM guardian_groupobjectpermission granted, permission
+                   WHERE granted.group_id = %(group)s AND granted.permission_id = permission.id
+                     AND granted.content_type_id = permission.content_type_id
+                     AND granted.object_pk = product.id::text) AS granted_on_object,
+           period.valid_from AS grant_valid_from, period.valid_until AS grant_valid_until
+    FROM marketplace_product product
+    LEFT JOIN marketplace_productgrantperiod period ON period.product_id = product.id AND period.tenant_id = %(tenant)s
+    WHERE product.is_active AND product.code = %(code)s
+"""
 
 
 def product_for_order(*, tenant: Tenant, code: str) -> Product | None:
     """The active product of that code, in one query with what the tenant holds of it:
-    `granted` (the guardian permission order_product) and its grant period
-    (`grant_valid_from`, `grant_valid_until`; None: unbounded or no period)."""
-    globally, on_object = _granted(group_id=tenant.group_id, model=Product, codename="order_product")
-    periods = ProductGrantPeriod.objects.filter(tenant=tenant, product=OuterRef("pk"))
-    return (
-        product_list()
-        .filter(code=code)
-        .annotate(
-            granted_globally=globally,
-            granted_on_object=on_object,
-            grant_valid_from=Subquery(periods.values("valid_from")[:1]),
-            grant_valid_until=Subquery(periods.values("valid_until")[:1]),
-        )
-        .first()
-    )
+    `granted_globally` and `granted_on_object` (the guardian permission order_product) and its
+    grant period (`grant_valid_from`, `grant_valid_until`; None: unbounded or no period)."""
+    found = Product.objects.raw(_PRODUCT_FOR_ORDER, {"group": tenant.group_id, "tenant": tenant.pk, "code": code})
+    return next(iter(found), None)
 
 
 # The licensed regions valid at a time, of those the group holds order_in_region on (globally or
@@ -128,8 +147,9 @@ _coverages: dict[str, tuple[tuple, insights_selectors.Coverage | None]] = {}
 
 def coverage(*, kind: AggregateKind) -> insights_selectors.Coverage | None:
     """insights' coverage of a kind (five queries), kept per process until the data or the policy
-    settings change: one query to find out, per order and per report."""
-    generation = catalogue.release_state() + (
+    settings change: one query to find out, per order and per report (none within
+    catalogue.one_look(), which looked already)."""
+    generation = catalogue.catalogue().state + (
         settings.PRIVACY_K,
         settings.PRIVACY_ROUND_TO,
         settings.PRIVACY_NOISE_SCALE,
@@ -190,6 +210,66 @@ def _report_is_final(report_id) -> bool:
         cursor.execute("SELECT status FROM marketplace_report WHERE id = %s", [report_id])
         row = cursor.fetchone()
     return row is None or row[0] in Report.FINAL_STATUSES
+
+
+def reports_in_progress(*, tenant: Tenant) -> tuple[int, int]:
+    """The reports queued or running: the tenant's, and the service's; in one query."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE tenant_id = %s), count(*) FROM marketplace_report"
+            " WHERE status IN ('queued', 'running')",
+            [tenant.pk],
+        )
+        return cursor.fetchone()
+
+
+def report_by_idempotency_key(*, tenant: Tenant, key: str) -> Report | None:
+    """The tenant's report ordered with this Idempotency-Key, if any: looked for by every order
+    with a key, and rarely found, so first by its id alone (a fraction of the ORM's cost)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM marketplace_report WHERE tenant_id = %s AND idempotency_key = %s", [tenant.pk, key]
+        )
+        row = cursor.fetchone()
+    return None if row is None else Report.objects.get(pk=row[0])
+
+
+# A report its reader may see (a viewer: one shared with it), with its product and quote, its
+# result (read apart, when small enough to inline) deferred: the status read's, in SQL, built as
+# select_related builds it (the ORM's joined query cost more to build than to run, twice a read
+# that waits).
+_READ_DEFERRED = {Report: ("result",)}
+_READABLE_REPORT = f"""
+    SELECT {columns(Report, "report", _READ_DEFERRED[Report])}, {columns(Product, "product")},
+           {columns(Quote, "quote")}
+    FROM marketplace_report report
+    JOIN marketplace_product product ON product.id = report.product_id
+    LEFT JOIN billing_quote quote ON quote.report_id = report.id
+    WHERE report.id = %(report)s AND report.tenant_id = %(tenant)s
+      AND (NOT %(viewer)s OR EXISTS (SELECT 1 FROM marketplace_share share
+                                     WHERE share.report_id = report.id AND share.viewer_id = %(api_key)s))
+"""
+
+
+def report_readable(*, tenant: Tenant, role: str, api_key: ApiKey, report_id) -> Report | None:
+    """The report, as report_visible_list shows it, with its product and quote; None if the
+    caller may not see it, or the id is no report id at all."""
+    try:
+        report_id = uuid.UUID(str(report_id))
+    except ValueError:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _READABLE_REPORT,
+            {"report": report_id, "tenant": tenant.pk, "viewer": role == Role.VIEWER, "api_key": api_key.pk},
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    report, product, quote = instances(row, Report, Product, Quote, deferred=_READ_DEFERRED)
+    report.product = product
+    Report.quote.related.set_cached_value(report, quote)  # as select_related("quote") leaves it
+    return report
 
 
 def report_visible_list(*, tenant: Tenant, role: str, api_key: ApiKey) -> QuerySet[Report]:
@@ -265,9 +345,16 @@ def report_result_head(*, report: Report, keep: tuple[str, ...] = ()) -> tuple[d
 def report_result_document(*, report: Report) -> dict:
     """The whole result document, rows as dicts: for a result small enough to inline, so its
     batches are read in one query (no server-side cursor)."""
-    head = Report.objects.values_list("result", flat=True).get(pk=report.pk)
+    # In SQL: every status read of a succeeded report asks.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT result FROM marketplace_report WHERE id = %s", [report.pk])
+        head = json.loads(cursor.fetchone()[0])
+        cursor.execute(
+            "SELECT name, data FROM marketplace_resultbatch WHERE report_id = %s ORDER BY first_row", [report.pk]
+        )
+        batches = cursor.fetchall()
     rows: dict[str, list[dict]] = {}
-    for name, data in ResultBatch.objects.filter(report=report).order_by("first_row").values_list("name", "data"):
+    for name, data in batches:
         rows.setdefault(name, []).extend(from_ipc(data).to_pylist())
     return head | {name: rows[name] for name in LIST_ARRAYS if name in rows}
 

@@ -81,7 +81,9 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db("DATABASE_URL", default="postgis://root@127.0.0.1:5432/footfall")}
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+# Ten minutes: a new connection's first PostGIS query costs its backend 0.1-0.2 s (PostGIS and
+# PROJ set up), which every web thread and worker process paid again each minute at 60.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # The test database is cloned from a template that already has PostGIS, so the
 # test run needs no superuser to create the extension.

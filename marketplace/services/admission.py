@@ -11,7 +11,6 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
 from marketplace.exceptions import ServiceUnavailable
-from marketplace.models import Report
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +70,13 @@ def _slot_take() -> int | None:
     return slot
 
 
-def check_service_capacity() -> None:
-    """No new report while MAX_REPORTS_IN_PROGRESS_SERVICE_WIDE wait or run: the workers are behind."""
-    waiting = Report.objects.filter(status__in=[Report.Status.QUEUED, Report.Status.RUNNING]).count()
-    if waiting >= settings.MAX_REPORTS_IN_PROGRESS_SERVICE_WIDE:
-        logger.warning("admission: %s reports waiting or running, no new orders", waiting)
+def check_service_capacity(*, in_progress: int) -> None:
+    """No new report while MAX_REPORTS_IN_PROGRESS_SERVICE_WIDE wait or run: the workers are
+    behind. in_progress: the service's reports queued or running (selectors.reports_in_progress)."""
+    if in_progress >= settings.MAX_REPORTS_IN_PROGRESS_SERVICE_WIDE:
+        logger.warning("admission: %s reports waiting or running, no new orders", in_progress)
         raise ServiceUnavailable(
-            f"the service has {waiting} reports waiting or running, as many as it takes; nothing was"
+            f"the service has {in_progress} reports waiting or running, as many as it takes; nothing was"
             " changed, try again in a minute",
             code="service_busy",
             retry_after=60,

@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from marketplace import selectors
 from marketplace.exceptions import Conflict, NotPermitted, ServiceError
 from marketplace.models import ApiKey, Area, Membership, Report, Role, Share, Tenant
 from marketplace.services.audit import audit
@@ -122,7 +123,7 @@ def api_key_authenticate(*, raw_key: str) -> Principal | None:
     parts = raw_key.split("_", 2)
     if len(parts) != 3 or parts[0] != "ff":
         return None
-    api_key = ApiKey.objects.select_related("tenant", "tenant__group").filter(prefix=parts[1]).first()
+    api_key = selectors.api_key_by_prefix(parts[1])
     if api_key is None or api_key.revoked_at is not None:
         return None
     if api_key.expires_at is not None and api_key.expires_at <= timezone.now():

@@ -13,7 +13,7 @@ from insights.buckets import is_boundary
 from insights.products import PRODUCTS
 from marketplace import selectors
 from marketplace.exceptions import NotPermitted, PaymentRequired, ServiceError, TooManyRequests
-from marketplace.models import Product, ProductGrantPeriod, Report, Tenant
+from marketplace.models import Product, ProductGrantPeriod, Tenant
 from marketplace.policy import OrderPolicy
 
 # Reprojection noise along a licensed region's edge, not area outside it.
@@ -109,8 +109,8 @@ def check_period(
         )
 
 
-def check_reports_in_progress(*, tenant: Tenant) -> None:
-    in_progress = Report.objects.filter(tenant=tenant, status__in=[Report.Status.QUEUED, Report.Status.RUNNING]).count()
+def check_reports_in_progress(*, in_progress: int) -> None:
+    """in_progress: the tenant's reports queued or running (selectors.reports_in_progress)."""
     if in_progress >= settings.MAX_REPORTS_IN_PROGRESS:
         raise TooManyRequests(
             f"your organisation has {in_progress} reports queued or running, the most at once"

@@ -136,11 +136,22 @@ def _order_plan(*, tenant: Tenant, order: ReportOrder, check: Check) -> _Plan:
 
 
 def _check_standing(
-    *, tenant: Tenant, plan: _Plan, order: ReportOrder, amount_cents: int, currency: str, check: Check
+    *,
+    tenant: Tenant,
+    plan: _Plan,
+    order: ReportOrder,
+    amount_cents: int,
+    currency: str,
+    check: Check,
+    service_capacity: bool = False,
 ) -> int | None:
-    """The checks against what the tenant has ordered and spent; returns the query budget left."""
+    """The checks against what the tenant has ordered and spent, and (service_capacity) the
+    service's reports in progress; returns the query budget left."""
+    tenant_in_progress, service_in_progress = selectors.reports_in_progress(tenant=tenant)
+    if service_capacity:
+        check_service_capacity(in_progress=service_in_progress)
     check("payment", partial(billing_services.check_payment_standing, tenant=tenant))
-    check("reports_in_progress", partial(order_checks.check_reports_in_progress, tenant=tenant))
+    check("reports_in_progress", partial(order_checks.check_reports_in_progress, in_progress=tenant_in_progress))
     budget_remaining = check(
         "fair_use",
         partial(
@@ -215,32 +226,32 @@ def report_create(
             code="invalid_idempotency_key",
         )
     if idempotency_key:
-        existing = Report.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
+        existing = selectors.report_by_idempotency_key(tenant=tenant, key=idempotency_key)
         if existing:
             return _replayed(existing, fingerprint), False
 
-    check_service_capacity()
     plan = _order_plan(tenant=tenant, order=order, check=strictly)
     now = timezone.now()
     try:
         with transaction.atomic():
             _locked_for_orders(tenant)
             draft = plan.draft(tenant=tenant, order=order)
+            quote = None
             if quote_id is not None:
                 quote = billing_services.quote_claim(
                     tenant=tenant, quote_id=quote_id, product_code=plan.product.code, fingerprint=order_fingerprint
                 )
+                priced = billing_services.PriceQuote.of(quote)
             else:
-                quote = billing_services.quote_create(
-                    tenant=tenant, report=draft, fingerprint=order_fingerprint, valid_for=dt.timedelta(0)
-                )
+                priced = billing_services.price_quote(report=draft)
             budget_remaining = _check_standing(
                 tenant=tenant,
                 plan=plan,
                 order=order,
-                amount_cents=quote.amount_cents,
-                currency=quote.currency,
+                amount_cents=priced.amount_cents,
+                currency=priced.currency,
                 check=strictly,
+                service_capacity=True,
             )
             draft.query_budget_remaining = budget_remaining
             draft.idempotency_key = idempotency_key
@@ -250,8 +261,13 @@ def report_create(
             draft.save()
             report = draft
             log_context_update(report_id=str(report.pk))  # the request's log lines name it from here
-            quote.report = report
-            quote.save(update_fields=["report"])
+            if quote is None:  # written with its report, which it prices
+                quote = billing_services.quote_record(
+                    tenant=tenant, report=report, priced=priced, fingerprint=order_fingerprint
+                )
+            else:
+                quote.report = report
+                quote.save(update_fields=["report"])
             audit(
                 tenant=tenant,
                 actor=principal.api_key,

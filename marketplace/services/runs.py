@@ -13,16 +13,18 @@ from functools import partial
 import psycopg
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from billing import services as billing_services
+from billing.models import Quote
+from insights import catalogue
 from insights import selectors as insights_selectors
 from insights.models import ReleasePolicy
 from insights.products import PRODUCTS, Regions
 from insights.reports import Query
 from marketplace import selectors
-from marketplace.models import Release, Report
+from marketplace.joined_rows import columns, instances
+from marketplace.models import Product, Release, Report
 from marketplace.observability.metrics import StageClock, report_stage_observe, report_succeeded_observe
 from marketplace.services import outbox
 from marketplace.services.audit import audit
@@ -46,16 +48,9 @@ def report_run(*, report_id: str) -> RunOutcome:
     with _report_lock(report_id) as acquired:
         if not acquired:
             return RunOutcome.BUSY
-        # Conditional, so a report cancelled a moment ago is not revived.
-        claimed = (
-            Report.objects.filter(pk=report_id)
-            .exclude(status__in=Report.FINAL_STATUSES)
-            .update(status=Report.Status.RUNNING, attempts=F("attempts") + 1, started_at=timezone.now(), progress=0.0)
-        )
-        if not claimed:
+        report = _report_claim(report_id)
+        if report is None:
             return RunOutcome.FINISHED
-        # With its quote, which the usage line is billed at.
-        report = Report.objects.select_related("product", "quote").get(pk=report_id)
         report_stage_observe("queue_wait", (report.started_at - report.queued_at).total_seconds())
         if report.attempts > settings.REPORT_MAX_ATTEMPTS:  # it failed, or its worker died, every time
             _report_finish(
@@ -65,35 +60,71 @@ def report_run(*, report_id: str) -> RunOutcome:
                 " our team was notified",
             )
             return RunOutcome.FINISHED
-        coverage = selectors.coverage(kind=PRODUCTS[report.product.code].kind)
-        if coverage is None:  # every release dropped since it was ordered (retention): nothing to compute from
-            _report_finish(report_id, status=Report.Status.FAILED, error="the data this report covers is gone")
-            return RunOutcome.FINISHED
-        clock.lap("claim")
-        try:
-            result = _report_result(report, version=coverage.latest_version, policy=coverage.policy)
-        except DatabaseError as exc:
-            if database_error_is_transient(exc):
-                raise  # the task tries again
-            logger.exception("report %s failed", report_id)
-            _report_finish(
-                report_id,
-                status=Report.Status.FAILED,
-                error=f"the report could not be computed ({type(exc.__cause__ or exc).__name__});"
-                " our team was notified",
-            )
-            return RunOutcome.FINISHED
-        except Exception as exc:
-            logger.exception("report %s failed", report_id)
-            _report_finish(
-                report_id,
-                status=Report.Status.FAILED,
-                error=f"the report could not be computed ({type(exc).__name__}); our team was notified",
-            )
-            return RunOutcome.FINISHED
-        clock.lap("engine")
-        _report_release(report, result, version=coverage.latest_version, clock=clock)
+        # The coverage and the engine's passes read one state of the releases, looked at once.
+        with catalogue.one_look():
+            return _report_compute(report, clock=clock)
+
+
+# Conditional, so a report cancelled a moment ago is not revived; the claimed report comes back
+# with its product and its quote (which the usage line is billed at), in the same statement.
+_CLAIM = f"""
+    WITH claimed AS (
+        UPDATE marketplace_report
+        SET status = 'running', attempts = attempts + 1, started_at = %(now)s, progress = 0
+        WHERE id = %(report)s AND NOT status = ANY(%(final)s)
+        RETURNING *
+    )
+    SELECT {columns(Report, "claimed")}, {columns(Product, "product")}, {columns(Quote, "quote")}
+    FROM claimed
+    JOIN marketplace_product product ON product.id = claimed.product_id
+    LEFT JOIN billing_quote quote ON quote.report_id = claimed.id
+"""
+
+
+def _report_claim(report_id: str) -> Report | None:
+    """Mark the report running, one attempt more; None if it is final already."""
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM, {"now": timezone.now(), "report": report_id, "final": list(Report.FINAL_STATUSES)})
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    report, product, quote = instances(row, Report, Product, Quote)
+    report.product = product
+    Report.quote.related.set_cached_value(report, quote)  # as select_related("quote") leaves it
+    return report
+
+
+def _report_compute(report: Report, *, clock: StageClock) -> RunOutcome:
+    """Compute a claimed report, then store, bill and log it; or fail it, saying why."""
+    report_id = report.pk
+    coverage = selectors.coverage(kind=PRODUCTS[report.product.code].kind)
+    if coverage is None:  # every release dropped since it was ordered (retention): nothing to compute from
+        _report_finish(report_id, status=Report.Status.FAILED, error="the data this report covers is gone")
         return RunOutcome.FINISHED
+    clock.lap("claim")
+    try:
+        result = _report_result(report, version=coverage.latest_version, policy=coverage.policy)
+    except DatabaseError as exc:
+        if database_error_is_transient(exc):
+            raise  # the task tries again
+        logger.exception("report %s failed", report_id)
+        _report_finish(
+            report_id,
+            status=Report.Status.FAILED,
+            error=f"the report could not be computed ({type(exc.__cause__ or exc).__name__}); our team was notified",
+        )
+        return RunOutcome.FINISHED
+    except Exception as exc:
+        logger.exception("report %s failed", report_id)
+        _report_finish(
+            report_id,
+            status=Report.Status.FAILED,
+            error=f"the report could not be computed ({type(exc).__name__}); our team was notified",
+        )
+        return RunOutcome.FINISHED
+    clock.lap("engine")
+    _report_release(report, result, version=coverage.latest_version, clock=clock)
+    return RunOutcome.FINISHED
 
 
 def database_error_is_transient(exc: DatabaseError) -> bool:

@@ -31,10 +31,10 @@ def test_a_status_poll_reads_neither_the_result_nor_the_quote_apart(api, queued)
 
     assert response.status_code == 200
     assert (response.json()["status"], response.json()["price"]["currency"]) == ("queued", "EUR")
-    [read] = [query["sql"] for query in queries if 'FROM "marketplace_report"' in query["sql"]]
-    assert '"marketplace_report"."result"' not in read
-    assert '"billing_quote"' in read  # joined, not a query of its own
-    assert not [query for query in queries if query["sql"].startswith('SELECT "billing_quote"')]
+    [read] = [query["sql"] for query in queries if "marketplace_report" in query["sql"]]
+    assert '"result"' not in read
+    assert "billing_quote" in read  # joined, not a query of its own
+    assert [query["sql"] for query in queries if "billing_quote" in query["sql"]] == [read]
 
 
 def test_wait_answers_as_soon_as_the_report_is_final(api, queued, monkeypatch, settings):
