@@ -28,7 +28,7 @@ from insights.packing import BITMAP_BYTES, HOURLY_VALUE, HOURS_PER_ROW, daily_va
 # 48 MB of decoded months per worker process (a month's row of hours takes 3.7 kB, its row of
 # days 0.3 kB, and each place-month 1 kB more): a hundred shopping-centre quarters of footfall,
 # twenty of dwell with its bands. A worker peaked at 220 MB without it (bench/run at S): with
-# it and insights.sums.AREAS (8 MB) it stays under its 300 MB.
+# it and insights.areas.AREAS (8 MB) it stays under its 300 MB.
 HELD_BYTES = 48 * 2**20
 HELD = ByteLRU(HELD_BYTES)
 SEGMENT_BITS = 16  # a segment code is a smallint
