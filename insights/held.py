@@ -128,17 +128,18 @@ def _fetch(read: Read, places, months, versions, missing: list[tuple[int, int]])
     segments = ", ".join(f"t.{name}" for name in read.segments)
     sql = (
         f"SELECT t.month, t.{read.place}, t.dataset_version_id, {segments}, {packed} FROM {read.table} t"
-        f" WHERE t.{read.place} = ANY(%(places)s::bigint[]) AND t.month = ANY(%(months)s)"
-        f" AND t.policy_id = %(policy)s AND t.dataset_version_id = ANY(%(versions)s) AND {read.where}"
+        f" WHERE t.{read.place} = ANY(%(places)s::bigint[])"
+        f" AND t.month = ANY(%(months)s::{'timestamptz' if read.source == 'hour' else 'date'}[])"
+        f" AND t.policy_id = %(policy)s AND t.dataset_version_id = ANY(%(versions)s::int[]) AND {read.where}"
         f" ORDER BY t.month, t.{read.place}, {segments}, t.dataset_version_id"
     )
     params = {
         **read.params,
-        # As an array literal, written once: psycopg would check and dump each id.
-        "places": "{" + ",".join(map(str, wanted_places)) + "}",
-        "months": [months[month] for month in wanted_months],
+        # As array literals, written once: psycopg would check and dump each item (0.2 ms a statement).
+        "places": _array(wanted_places),
+        "months": _array(months[month].isoformat() for month in wanted_months),
         "policy": read.policy,
-        "versions": sorted({version for month in wanted_months for version in versions[month]}),
+        "versions": _array(sorted({version for month in wanted_months for version in versions[month]})),
     }
     connection.ensure_connection()
     # Django's cursors bind on the client, which gives text results only.
@@ -173,6 +174,11 @@ def _fetch(read: Read, places, months, versions, missing: list[tuple[int, int]])
         )
         for start, stop in itertools.pairwise(bounds)
     }
+
+
+def _array(items) -> str:
+    """A PostgreSQL array literal of the items (numbers, ISO dates and times: nothing to quote)."""
+    return "{" + ",".join(map(str, items)) + "}"
 
 
 def _changes(*keys: np.ndarray) -> np.ndarray:
