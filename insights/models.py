@@ -37,13 +37,17 @@ class RegionChanges(models.Model):
 class AreaWeights(models.Model):
     """An area's cells and each one's share inside it, as insights/areas.py weighed them in
     PostGIS: kept so that any worker's first report of an area seen before skips the weighing.
-    Valid while the grid's cells under the area's bounding box are those it was weighed with
-    (cells are only ever added, by a release build)."""
+    Valid while the grid's cells in the span of rows and columns around the area are those it
+    was weighed with (cells are only ever added, by a release build)."""
 
     key = models.CharField(max_length=64, primary_key=True, help_text="sha256 of the weighing and the area's EWKB")
-    box = models.PolygonField(srid=3035, spatial_index=False, help_text="the area's bounding box")
-    box_cells = models.BigIntegerField(help_text="the grid's cells under the box when weighed")
-    box_cell_ids = models.BigIntegerField(help_text="their ids summed")
+    # The grid's rows and columns around the area (insights.grid.cell_id: row × 100000 + column).
+    first_row = models.IntegerField()
+    last_row = models.IntegerField()
+    first_column = models.IntegerField()
+    last_column = models.IntegerField()
+    grid_cells = models.BigIntegerField(help_text="the grid's cells in that span when weighed")
+    grid_cell_ids = models.BigIntegerField(help_text="their ids summed")
     cell_ids = ArrayField(models.BigIntegerField(), help_text="the covered cells, by code")
     codes = ArrayField(models.CharField(max_length=40))
     shares = ArrayField(models.FloatField(), help_text="each cell's share inside the area")

@@ -1,4 +1,3 @@
-import django.contrib.gis.db.models.fields
 import django.contrib.postgres.fields
 from django.db import migrations, models
 
@@ -43,14 +42,12 @@ class Migration(migrations.Migration):
                         serialize=False,
                     ),
                 ),
-                (
-                    "box",
-                    django.contrib.gis.db.models.fields.PolygonField(
-                        help_text="the area's bounding box", spatial_index=False, srid=3035
-                    ),
-                ),
-                ("box_cells", models.BigIntegerField(help_text="the grid's cells under the box when weighed")),
-                ("box_cell_ids", models.BigIntegerField(help_text="their ids summed")),
+                ("first_row", models.IntegerField()),
+                ("last_row", models.IntegerField()),
+                ("first_column", models.IntegerField()),
+                ("last_column", models.IntegerField()),
+                ("grid_cells", models.BigIntegerField(help_text="the grid's cells in that span when weighed")),
+                ("grid_cell_ids", models.BigIntegerField(help_text="their ids summed")),
                 (
                     "cell_ids",
                     django.contrib.postgres.fields.ArrayField(
