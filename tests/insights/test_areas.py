@@ -96,3 +96,10 @@ def test_a_forgotten_area_is_weighed_again(db, tmp_path, monkeypatch):
 
     with pytest.raises(psycopg.errors.DivisionByZero):
         footfall()
+
+
+def test_a_new_area_weighed_outside_a_transaction_is_stored_by_its_own(transactional_db, tmp_path):
+    load(tmp_path, (0, 0), 30)
+    assert footfall() == {"cells": [grid.code(0, 0)], "series": [30, 30, 30]}
+
+    assert AreaWeights.objects.get().cell_ids == [grid.cell_id_of((0, 0))]
