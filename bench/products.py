@@ -10,8 +10,12 @@ duration_seconds, values released and withheld).
 
 For each report it prints the engine's time (footfall_result, dwell_result and the others as
 a worker runs them, with the current ReleasePolicy, in a process of its own, the median of
-the timed runs) cold (the worker's caches of areas, decoded months and releases emptied
-before each run: an area it has not seen) and warm (a repeated area: its months in memory),
+the timed runs) three ways: cold with a new area (the worker's caches of areas, decoded
+months, releases and regions emptied and the area's stored cell weights dropped before each
+run: an area the service has not seen, weighed in PostGIS), cold with a known area (the same
+caches emptied, the area's cell weights read from where the run before stored them,
+insights/areas.py: a worker's first report of an area the service has seen, as a buyer's
+monthly order of the same shopping centre is) and warm (a repeated area: its months in memory),
 the floor over the packed layout (one statement fetching, in binary, the packed rows of the
 area's cells and months the report needs from insights_<kind>_released or its _day rollup,
 and decoding and summing their values with numpy: the least any report over this layout
@@ -288,7 +292,8 @@ class Outcome:
     places: int  # cells, or zones for od-matrix
     buckets: int
     engine_s: float  # warm: the area's cells and months kept from the run before
-    engine_cold_s: float  # the worker's caches emptied first
+    engine_cold_s: float  # the worker's caches emptied first: a known area, its stored cell weights read
+    engine_cold_new_s: float  # a new area: the caches emptied and the area's stored weights dropped first
     floor_s: float
     duckdb_s: float
     started_rss_mb: float
@@ -376,8 +381,10 @@ def machine_lines(runs: int) -> list[str]:
         " (ICU time zones built in, nothing downloaded)",
         f"  load average at the start: {os.getloadavg()[0]:.1f} (other processes' share of the {os.cpu_count()} cores"
         " shows in the figures)",
-        f"  times: median of {runs} runs after a warm-up, engine (cold, then warm), floor and DuckDB taking turns;"
-        " cold: the worker's caches of areas, decoded months and releases emptied first; warm: the same area again",
+        f"  times: median of {runs} runs after a warm-up, engine (cold with a new area, cold with a known area, then"
+        " warm), floor and DuckDB taking turns; cold: the worker's caches of areas, decoded months, releases and"
+        " regions emptied first, and for a new area its stored cell weights dropped (weighed in PostGIS again),"
+        " for a known area read from the database; warm: the same area again",
     ]
 
 
@@ -704,7 +711,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
             "middle": local_midnight(size.first_day + dt.timedelta(days=report.days // 2), zone).isoformat(),
         }
     )
-    times = {"engine": [], "engine_cold": [], "floor": [], "duckdb": []}
+    times = {"engine": [], "engine_cold": [], "engine_cold_new": [], "floor": [], "duckdb": []}
     with (
         psycopg.connect(conninfo(database)) as floor,
         duckdb.connect(str(store), read_only=True, config=DUCKDB_CONFIG) as duck,
@@ -722,6 +729,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
         duckdb_parameters = {"start": start.isoformat(), "end": end.isoformat()}
         floor_rows = floor.execute(check_sql(report.product, source, report.granularity), floor_parameters).fetchall()
         for run in range(runs + 1):  # the first is a warm-up
+            engine_cold_new_s = engine.time_report(cold=True, new_area=True)
             engine_cold_s = engine.time_report(cold=True)
             engine_s = engine.time_report()
             floor_s, _ = timed(
@@ -735,6 +743,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
             if run:
                 times["engine"].append(engine_s)
                 times["engine_cold"].append(engine_cold_s)
+                times["engine_cold_new"].append(engine_cold_new_s)
                 times["floor"].append(floor_s)
                 times["duckdb"].append(duckdb_s)
     engine_sums = engine.sums()
@@ -773,6 +782,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
         buckets=len(list(buckets(start, end, report.granularity, zone))),
         engine_s=statistics.median(times["engine"]),
         engine_cold_s=statistics.median(times["engine_cold"]),
+        engine_cold_new_s=statistics.median(times["engine_cold_new"]),
         floor_s=statistics.median(times["floor"]),
         duckdb_s=statistics.median(times["duckdb"]),
         started_rss_mb=started_rss_mb,
@@ -812,9 +822,10 @@ class EngineProcess:
         )
         self.started_rss_mb = self._answer()["started_rss_mb"]
 
-    def time_report(self, *, cold: bool = False) -> float:
-        """One run's seconds; cold: with the worker's caches emptied first."""
-        return self._ask("cold" if cold else "run")["seconds"]
+    def time_report(self, *, cold: bool = False, new_area: bool = False) -> float:
+        """One run's seconds; cold: with the worker's caches emptied first; new_area: and the
+        area's stored cell weights dropped."""
+        return self._ask(("cold-new" if new_area else "cold") if cold else "run")["seconds"]
 
     def sums(self) -> dict[str, list]:
         """The engine's sums of published values: "series", [bucket epoch, sum], and "cells", [cell id, sum]."""
@@ -895,8 +906,9 @@ def relative_difference(expected: dict[int, float], actual: dict[int, float]) ->
 
 def outcome_lines(outcomes: list[Outcome]) -> list[str]:
     header = (
-        f"{'report':<44} {'area':>9} {'places':>6} {'buckets':>7} {'cold':>9} {'warm':>9} {'SQL floor':>9}"
-        f" {'DuckDB':>9} {'floor: cold/warm':>16} {'DuckDB/engine: cold/warm':>24} {'worker RSS':>10}  same numbers"
+        f"{'report':<44} {'area':>9} {'places':>6} {'buckets':>7} {'cold, new':>9} {'cold, seen':>10} {'warm':>9}"
+        f" {'SQL floor':>9} {'DuckDB':>9} {'floor: new/seen/warm':>22} {'DuckDB/engine: new/seen/warm':>30}"
+        f" {'worker RSS':>10}  same numbers"
     )
     lines = [header, "-" * len(header)]
     for outcome in outcomes:
@@ -906,15 +918,20 @@ def outcome_lines(outcomes: list[Outcome]) -> list[str]:
             if outcome.worst_relative_difference <= SAME_NUMBERS_RELATIVE
             else f"NO ({outcome.worst_relative_difference:.1e})"
         )
-        cold, warm = outcome.engine_cold_s, outcome.engine_s
-        near_floor = f"{cold / outcome.floor_s:.3g}× / {warm / outcome.floor_s:.3g}×"
-        faster = f"{outcome.duckdb_s / cold:.3g}× / {outcome.duckdb_s / warm:.3g}×"
+        engine = (outcome.engine_cold_new_s, outcome.engine_cold_s, outcome.engine_s)
+        near_floor = " / ".join(f"{seconds / outcome.floor_s:.3g}×" for seconds in engine)
+        faster = " / ".join(f"{outcome.duckdb_s / seconds:.3g}×" for seconds in engine)
+        new, seen, warm = (milliseconds(seconds) for seconds in engine)
         lines.append(
             f"{f'{report.name}, {report.days} d {ADVERB[report.granularity]}':<44} {outcome.area_km2:>6g} km²"
-            f" {outcome.places:>6,} {outcome.buckets:>7,} {milliseconds(cold):>9} {milliseconds(warm):>9}"
+            f" {outcome.places:>6,} {outcome.buckets:>7,} {new:>9} {seen:>10} {warm:>9}"
             f" {milliseconds(outcome.floor_s):>9} {milliseconds(outcome.duckdb_s):>9}"
-            f" {near_floor:>16} {faster:>24} {outcome.peak_rss_mb:>7.0f} MB  {same}"
+            f" {near_floor:>22} {faster:>30} {outcome.peak_rss_mb:>7.0f} MB  {same}"
         )
+    lines.append(
+        "  cold, new: a worker's first report of an area the service has not seen (weighed in PostGIS); cold, seen:"
+        " of an area it has (its stored cell weights read); od-matrix reads zones, no area: both are the same"
+    )
     return lines
 
 
@@ -940,7 +957,11 @@ def verdict_lines(
         )
     for outcome in outcomes:
         name = outcome.report.name
-        for state, engine_s in (("cold", outcome.engine_cold_s), ("warm", outcome.engine_s)):
+        for state, engine_s in (
+            ("cold, new area", outcome.engine_cold_new_s),
+            ("cold, area seen before", outcome.engine_cold_s),
+            ("warm", outcome.engine_s),
+        ):
             faster = outcome.duckdb_s / engine_s
             near_floor = engine_s / outcome.floor_s
             lines.append(
@@ -1012,6 +1033,7 @@ def results_save(outcomes: list[Outcome], *, size: str, seed: int) -> None:
             outcome.report.name: {
                 "engine_s": outcome.engine_s,
                 "engine_cold_s": outcome.engine_cold_s,
+                "engine_cold_new_s": outcome.engine_cold_new_s,
                 "floor_s": outcome.floor_s,
                 "duckdb_s": outcome.duckdb_s,
                 "peak_rss_mb": outcome.peak_rss_mb,

@@ -12,20 +12,39 @@ a report reads could have: a release committed late, out of id order, still chan
 import contextlib
 import copy
 import datetime as dt
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.db import connection
 
-from insights.models import Release, RetentionMark
-
-_STATE_SQL = """
-    SELECT (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_release),
-           (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_datasetversion),
-           (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_releasepolicy),
-           (SELECT coalesce(string_agg(kind || '@' || retained_from::text, ',' ORDER BY kind), '')
-            FROM insights_retentionmark)
+_STATE_COLUMNS = """
+    (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_release),
+    (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_datasetversion),
+    (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_releasepolicy),
+    (SELECT coalesce(string_agg(kind || '@' || retained_from::text, ',' ORDER BY kind), '')
+     FROM insights_retentionmark)
+"""
+_STATE_SQL = f"SELECT {_STATE_COLUMNS}"
+# Published's fields, a column each, by version then policy.
+_RELEASE_COLUMNS = (
+    "r.dataset_version_id",
+    "r.policy_id",
+    "v.kind",
+    "v.period_start",
+    "v.period_end",
+    "v.manifest::text",
+)
+_RELEASES_AGGREGATED = ", ".join(
+    f"array_agg({column} ORDER BY r.dataset_version_id, r.policy_id)" for column in _RELEASE_COLUMNS
+)
+# The state and all it stands for in one statement (one snapshot): the releases, the retention marks.
+_CATALOGUE_SQL = f"""
+    SELECT {_STATE_COLUMNS}, releases.*, marks.*
+    FROM (SELECT {_RELEASES_AGGREGATED}
+          FROM insights_release r JOIN insights_datasetversion v ON v.id = r.dataset_version_id) releases,
+         (SELECT array_agg(kind), array_agg(retained_from) FROM insights_retentionmark) marks
 """
 # A version's rows lie in its period; a day of margin each side covers a local day rollup's edges.
 MARGIN = dt.timedelta(days=1)
@@ -106,34 +125,38 @@ def release_state() -> tuple:
     marks do: what a cache of anything read from them is keyed by."""
     with connection.cursor() as cursor:
         cursor.execute(_STATE_SQL)
-        return tuple(tuple(part) if isinstance(part, list) else part for part in cursor.fetchone())
+        return _state(cursor.fetchone())
+
+
+def _state(row: tuple) -> tuple:
+    return tuple(tuple(part) if isinstance(part, list) else part for part in row)
 
 
 def catalogue() -> Catalogue:
     """The releases as they are now: one statement, and the releases read again if it says
-    something changed since this process last read them."""
+    something changed since this process last read them (a process that read none reads them
+    at once, with their state)."""
     seen = getattr(connection, "catalogue_seen", None)
     if seen is not None:
         return seen
-    state = release_state()
     with _lock:
-        if _seen and _seen[0].state == state:
-            return _seen[0]
-    # Read after the state: a release committed in between is listed, and changes the next state.
+        last = _seen[0] if _seen else None
+    if last is not None and release_state() == last.state:
+        return last
+    with connection.cursor() as cursor:
+        cursor.execute(_CATALOGUE_SQL)
+        row = cursor.fetchone()
+    state_columns = len(row) - len(_RELEASE_COLUMNS) - 2
+    releases, (mark_kinds, marks) = row[state_columns:-2], row[-2:]
     found = Catalogue(
-        state=state,
+        state=_state(row[:state_columns]),
         releases=tuple(
-            Published(*row)
-            for row in Release.objects.order_by("dataset_version_id", "policy_id").values_list(
-                "dataset_version_id",
-                "policy_id",
-                "dataset_version__kind",
-                "dataset_version__period_start",
-                "dataset_version__period_end",
-                "dataset_version__manifest",
+            Published(version, policy, kind, period_start, period_end, json.loads(manifest))
+            for version, policy, kind, period_start, period_end, manifest in zip(
+                *(column or () for column in releases), strict=True
             )
         ),
-        retained_from=dict(RetentionMark.objects.values_list("kind", "retained_from")),
+        retained_from=dict(zip(mark_kinds or (), marks or (), strict=True)),
     )
     with _lock:
         _seen[:] = [found]

@@ -14,6 +14,7 @@ entry is left to be evicted. Retention, the one change to released rows, moves t
 """
 
 import datetime as dt
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,12 +23,12 @@ import psycopg
 from django.db import connection
 
 from insights.memo import ByteLRU, arrays_size
-from insights.packing import HOURS_PER_ROW, daily_values, hourly_values
+from insights.packing import BITMAP_BYTES, HOURLY_VALUE, HOURS_PER_ROW, daily_values
 
 # 48 MB of decoded months per worker process (a month's row of hours takes 3.7 kB, its row of
 # days 0.3 kB, and each place-month 1 kB more): a hundred shopping-centre quarters of footfall,
 # twenty of dwell with its bands. A worker peaked at 220 MB without it (bench/run at S): with
-# it and insights.sums.AREAS (8 MB) it stays under its 300 MB.
+# it and insights.areas.AREAS (8 MB) it stays under its 300 MB.
 HELD_BYTES = 48 * 2**20
 HELD = ByteLRU(HELD_BYTES)
 SEGMENT_BITS = 16  # a segment code is a smallint
@@ -119,63 +120,90 @@ def _empty(source: str) -> _Entry:
 
 
 def _fetch(read: Read, places, months, versions, missing: list[tuple[int, int]]) -> dict[tuple[int, int], _Entry]:
-    """The missing places' rows of the missing months, in one statement, as entries by (month,
-    place) position. Only a month's own versions are kept."""
+    """The missing places' rows of the missing months, in one statement fetched in binary, as
+    entries by (month, place) position, decoded with numpy. Only a month's own versions are kept."""
     wanted_months = sorted({month for month, _ in missing})
     wanted_places = sorted({places[place] for _, place in missing})
     packed = "t.published_hours, t.published_values" if read.source == "hour" else "t.days, t.day_sums, t.day_hours"
     segments = ", ".join(f"t.{name}" for name in read.segments)
     sql = (
         f"SELECT t.month, t.{read.place}, t.dataset_version_id, {segments}, {packed} FROM {read.table} t"
-        f" WHERE t.{read.place} = ANY(%(places)s::bigint[]) AND t.month = ANY(%(months)s)"
-        f" AND t.policy_id = %(policy)s AND t.dataset_version_id = ANY(%(versions)s) AND {read.where}"
+        f" WHERE t.{read.place} = ANY(%(places)s::bigint[])"
+        f" AND t.month = ANY(%(months)s::{'timestamptz' if read.source == 'hour' else 'date'}[])"
+        f" AND t.policy_id = %(policy)s AND t.dataset_version_id = ANY(%(versions)s::int[]) AND {read.where}"
         f" ORDER BY t.month, t.{read.place}, {segments}, t.dataset_version_id"
     )
     params = {
         **read.params,
-        # As an array literal, written once: psycopg would check and dump each id.
-        "places": "{" + ",".join(map(str, wanted_places)) + "}",
-        "months": [months[month] for month in wanted_months],
+        # As array literals, written once: psycopg would check and dump each item (0.2 ms a statement).
+        "places": _array(wanted_places),
+        "months": _array(months[month].isoformat() for month in wanted_months),
         "policy": read.policy,
-        "versions": sorted({version for month in wanted_months for version in versions[month]}),
+        "versions": _array(sorted({version for month in wanted_months for version in versions[month]})),
     }
     connection.ensure_connection()
     # Django's cursors bind on the client, which gives text results only.
     with psycopg.Cursor(connection.connection) as cursor:
         rows = cursor.execute(sql, params, binary=True).fetchall()
     month_of = {months[month]: month for month in wanted_months}
-    place_of = {place: position for position, place in enumerate(places)}
-    first = 3 + len(read.segments)  # the packed columns
     rows = [row for row in rows if row[2] in versions[month_of[row[0]]]]
     if not rows:
         return {}
-    values = np.zeros((len(rows), _width(read.source)), dtype=np.int32 if read.source == "hour" else np.int64)
-    counts = np.zeros(values.shape, dtype=np.uint8)
-    if read.source == "hour":
-        row, position, value = hourly_values([row[first] for row in rows], [row[first + 1] for row in rows])
-        values[row, position], counts[row, position] = value, 1
-    else:
-        row, position, value, count = daily_values(*([row[first + column] for row in rows] for column in range(3)))
-        values[row, position], counts[row, position] = value, count
-    # A place's segment in several versions of the month (weekly loads): one row, the versions'
-    # values added, as a read adds them. They never share an hour (the loader refuses a row
-    # loaded before); a local day split between two versions adds its sums and hours.
-    keys = [(month_of[row[0]], place_of[row[1]], segment_key(row[3:first])) for row in rows]
-    starts = [index for index, key in enumerate(keys) if not index or key != keys[index - 1]]
-    values = np.add.reduceat(values, starts, axis=0, dtype=values.dtype)  # reduceat would widen them
-    counts = np.add.reduceat(counts, starts, axis=0, dtype=counts.dtype)
-    segment = np.array([keys[start][2] for start in starts], dtype=np.int64)
-    owner = [keys[start][:2] for start in starts]
-    found, start = {}, 0
-    while start < len(owner):  # rows come by month and place: each entry's rows are together
-        stop = start
-        while stop < len(owner) and owner[stop] == owner[start]:
-            stop += 1
-        found[owner[start]] = _Entry(
+    columns = list(zip(*rows, strict=True))
+    first = 3 + len(read.segments)  # the packed columns
+    values, counts = _decoded(read.source, columns[first:])
+    month = np.array([month_of[value] for value in columns[0]], dtype=np.int64)
+    place_of = {place: position for position, place in enumerate(places)}
+    place = np.array([place_of[value] for value in columns[1]], dtype=np.int64)
+    segment = np.zeros(len(rows), dtype=np.int64)
+    for position, codes in enumerate(columns[3:first]):
+        segment |= np.array(codes, dtype=np.int64) << (SEGMENT_BITS * position)
+    # Rows come by month, place and segment. A place's segment in several versions of the month
+    # (weekly loads): one row, the versions' values added, as a read adds them. They never share
+    # an hour (the loader refuses a row loaded before); a local day split between two versions
+    # adds its sums and hours.
+    starts = np.flatnonzero(_changes(month, place, segment))
+    if len(starts) < len(rows):
+        values = np.add.reduceat(values, starts, axis=0, dtype=values.dtype)  # reduceat would widen them
+        counts = np.add.reduceat(counts, starts, axis=0, dtype=counts.dtype)
+        month, place, segment = month[starts], place[starts], segment[starts]
+    bounds = [*np.flatnonzero(_changes(month, place)).tolist(), len(month)]  # each entry's rows
+    return {
+        (int(month[start]), int(place[start])): _Entry(
             segment=segment[start:stop].copy(), values=values[start:stop].copy(), counts=counts[start:stop].copy()
         )
-        start = stop
-    return found
+        for start, stop in itertools.pairwise(bounds)
+    }
+
+
+def _array(items) -> str:
+    """A PostgreSQL array literal of the items (numbers, ISO dates and times: nothing to quote)."""
+    return "{" + ",".join(map(str, items)) + "}"
+
+
+def _changes(*keys: np.ndarray) -> np.ndarray:
+    """Where sorted rows' keys change: True at each row whose key differs from the one before."""
+    changed = np.zeros(len(keys[0]), dtype=bool)
+    changed[0] = True
+    for key in keys:
+        changed[1:] |= key[1:] != key[:-1]
+    return changed
+
+
+def _decoded(source: str, packed: list[tuple[bytes, ...]]) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' packed columns as dense rows: each hour's (or day's) value, and the hours it sums."""
+    if source == "hour":
+        bitmaps, numbers = packed
+        # A set bit is a published hour, whose value comes next in hour order: the bits as a mask.
+        counts = np.unpackbits(np.frombuffer(b"".join(bitmaps), np.uint8).reshape(len(bitmaps), BITMAP_BYTES), axis=1)
+        values = np.zeros(counts.shape, dtype=np.int32)
+        values[counts.view(bool)] = np.frombuffer(b"".join(numbers), HOURLY_VALUE)
+        return values, counts
+    row, day, value, count = daily_values(*packed)
+    values = np.zeros((len(packed[0]), DAYS_PER_ROW), dtype=np.int64)
+    counts = np.zeros(values.shape, dtype=np.uint8)
+    values[row, day], counts[row, day] = value, count
+    return values, counts
 
 
 def _month(entries: list[_Entry]) -> Month:

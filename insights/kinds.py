@@ -3,6 +3,7 @@ hold and where they are stored."""
 
 from dataclasses import dataclass
 
+from insights.regions import regions
 from insights.segments import AGE_BANDS, ALL, GENDERS
 
 # How long visitors stayed, shortest first; "*" is everyone.
@@ -19,9 +20,7 @@ class RegionCodes:
     with_all: bool
 
     def labels(self) -> tuple[str | None, ...]:
-        from insights.models import Region
-
-        codes = dict(Region.objects.values_list("id", "code"))
+        codes = {region: code for region, (code, _) in regions().items()}
         # Position = region id; ids freed by a deleted region stay unused (None).
         return (ALL if self.with_all else None, *(codes.get(number) for number in range(1, max(codes, default=0) + 1)))
 

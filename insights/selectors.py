@@ -14,6 +14,7 @@ from django.db.models import Count, Max
 from insights.catalogue import catalogue
 from insights.kinds import PRESENCE, AggregateKind
 from insights.models import DatasetVersion, Region, ReleasePolicy, RetentionMark
+from insights.regions import regions
 from insights.releases import noise_key
 
 # The cells an area covers, each weighted by the share of the cell inside the area.
@@ -141,7 +142,9 @@ def region_shapes(codes: Collection[str]) -> dict[str, GEOSGeometry]:
 
 
 def region_names_by_id(ids: Collection[int]) -> dict[int, tuple[str, str]]:
-    return {region.id: (region.code, region.name) for region in Region.objects.filter(id__in=ids).defer("geometry")}
+    """{region id: (code, name)} of the loaded regions among the ids, by id (insights/regions.py)."""
+    loaded = regions()
+    return {region: loaded[region] for region in sorted(ids) if region in loaded}
 
 
 # A region overlaps an area when the overlap is at least this share of the smaller of the

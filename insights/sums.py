@@ -1,7 +1,6 @@
 """Reads of the released tables (insights/packing.py): area-weighted sums of the published
 values per local time bucket and segment, decoded and summed with numpy."""
 
-import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -16,14 +15,14 @@ from django.conf import settings
 from django.contrib.gis.geos import GEOSGeometry
 from django.db import connection, transaction
 
+from insights.areas import AREAS, report_area
 from insights.buckets import buckets, is_boundary, local_midnight
 from insights.catalogue import catalogue, forget
 from insights.held import HELD, Month, Read, held_values, segment_key
 from insights.kinds import PRESENCE, TRIPS, AggregateKind
-from insights.memo import ITEM_OVERHEAD, ByteLRU
 from insights.packing import HOURS_PER_ROW, daily_values, hourly_values
 from insights.partitions import month_start, months, next_month
-from insights.selectors import CELL_SHARES_SQL, MIN_SHARE
+from insights.regions import forget as regions_forget
 from insights.summed import SUMMED, SummedMonth, keep, kept, summed_month
 
 # Reports read published values only: the release of each dataset version up to the report's,
@@ -580,70 +579,15 @@ def cell_hour_totals(**query) -> dict[tuple, Released]:
     return cell_hour_sums(**query).by_bucket
 
 
-@dataclass(frozen=True)
-class ReportArea:
-    cells: list[tuple[int, str, float]]  # (cell id, code, share inside the area), by code
-
-    @functools.cached_property
-    def ids(self) -> list[int]:
-        return [cell for cell, _, _ in self.cells]
-
-    @functools.cached_property
-    def share_array(self) -> np.ndarray:
-        """Each cell's share, by position in cells."""
-        return np.array([share for _, _, share in self.cells], dtype=float)
-
-    @functools.cached_property
-    def _by_id(self) -> tuple[np.ndarray, np.ndarray]:
-        order = np.argsort(np.array(self.ids, dtype=np.int64))
-        return np.array(self.ids, dtype=np.int64)[order], order
-
-    def place_of(self, cell_ids: np.ndarray) -> np.ndarray:
-        """The position in cells of each of the area's cell ids."""
-        ids, order = self._by_id
-        return order[np.searchsorted(ids, cell_ids)]
-
-
-# The areas weighed lately, per worker process: a repeated area does no PostGIS work.
-AREAS = ByteLRU(8 * 2**20)
-AREA_CELL_BYTES = 256  # a cell's tuple, code and share, and its entries in the cached arrays
-
-
-@contextlib.contextmanager
-def report_area(geometry: GEOSGeometry) -> Iterator[ReportArea]:
-    """The area's cells (id, code, share), weighed once for all the passes of a report: a pass
-    inside another's `with` reuses them. They are kept for later reports too, keyed by the
-    geometry and the catalogue's state (insights/catalogue.py): the grid gains cells only in a
-    release's build, which changes that state."""
-    key = bytes(geometry.ewkb)
-    made = getattr(connection, "report_area", None)
-    if made and made[0] == key:
-        yield made[1]
-        return
-    held_key = (key, catalogue().state)
-    area = AREAS.get(held_key)
-    if area is None:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"WITH {CELL_SHARES_SQL} SELECT cell_id, code, share FROM covered ORDER BY code",
-                {"geometry": key, "min_share": MIN_SHARE},
-            )
-            area = ReportArea(cells=cursor.fetchall())
-        AREAS.put(held_key, area, ITEM_OVERHEAD + len(key) + AREA_CELL_BYTES * len(area.cells))
-    connection.report_area = (key, area)
-    try:
-        yield area
-    finally:
-        connection.report_area = None
-
-
 def caches_clear() -> None:
-    """Forget what this process keeps between reports: the weighed areas, the decoded months
-    and the catalogue of releases. The next report reads them all again (a cold report)."""
+    """Forget what this process keeps between reports: the weighed areas, the decoded months,
+    the catalogue of releases and the regions. The next report reads them all again (a cold
+    report; an area seen before is read from its stored weights, insights/areas.py)."""
     AREAS.clear()
     HELD.clear()
     SUMMED.clear()
     forget()
+    regions_forget()
 
 
 presence_totals = functools.partial(cell_hour_totals, kind=PRESENCE)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from django.contrib.gis.geos import MultiPolygon
 
+import insights.areas
 import insights.held
 import insights.summed
 import insights.sums
@@ -61,7 +62,7 @@ def no_reads(monkeypatch):
         raise AssertionError("read from the database")
 
     monkeypatch.setattr(insights.held, "_fetch", fail)
-    monkeypatch.setattr(insights.sums.ReportArea, "__init__", fail)
+    monkeypatch.setattr(insights.areas.ReportArea, "__init__", fail)
 
 
 def test_a_repeated_report_is_computed_from_memory_with_the_same_numbers(city, monkeypatch):
