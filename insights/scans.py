@@ -1,11 +1,12 @@
-"""Large reads of the released tables (insights/packing.py): the packed rows of many places,
-in plain statements of a month each (or of a few months, when they hold few rows), streamed
-from the server in batches of bounded size and decoded into insights.held.Month's rows, which
-insights/sums.py sums as it sums the months kept in memory.
+"""Large reads of the released tables (insights/packing.py): the packed rows of many places
+in plain statements, streamed from the server in batches of bounded size and decoded into
+insights.held.Month's rows, which insights/sums.py sums as it sums the months kept in memory.
 
 A statement is streamed (libpq's chunked rows), not fetched whole nor through a server-side
 cursor: memory stays bounded whatever the area, there is no round trip per batch, and the
-server goes on reading while a batch is decoded and summed.
+server goes on reading while a batch is decoded and summed. The day rollup is read in one
+statement (it is one table, which a statement scans whole); the hours a month at a time (a
+month is a partition of its own), or a few months together when they hold few rows.
 """
 
 import datetime as dt
@@ -23,9 +24,9 @@ from insights.packing import DAYS_PER_ROW, HOURS_PER_ROW, daily_rows, hourly_row
 # Hours or days of the packed rows decoded at once: a batch's matrices take some MB (672 rows of
 # hours, 16,129 of days), whatever the area.
 POSITIONS_PER_BATCH = 500_000
-# Months are read in one statement while their rows are expected to be at most this many
-# (places x segments x months, an upper bound): a read of few rows (the trips between some
-# zones over a year) is one round trip.
+# Months of hours are read in one statement while their rows are expected to be at most this
+# many (places x segments x months, an upper bound): a read of few rows (the trips between
+# some zones, hour by hour) is one round trip.
 ROWS_PER_STATEMENT = 50_000
 
 
@@ -50,13 +51,16 @@ def scanned_months(
     on_progress: Callable[[float], None] | None,
 ) -> Iterator[tuple[dt.datetime | dt.date, Month]]:
     """The published values of the places in the months, as (month, its rows) a batch at a time
-    (a month may come in several batches, those of a statement's months in any order). Month.place is the row's place's
-    position in `places`, Month.segment its segment key (insights.held.segment_key). Reports the
-    fraction done after each statement."""
+    (a month may come in several batches, the months of a statement in any order). Month.place
+    is the position of the row's place in `places`, Month.segment its segment key
+    (insights.held.segment_key). Reports the fraction done after each statement."""
     ids = np.array(places, dtype=np.int64)
     by_id = np.argsort(ids)
-    per_statement = max(1, ROWS_PER_STATEMENT // max(1, rows_per_month))
-    steps = [months[start : start + per_statement] for start in range(0, len(months), per_statement)]
+    if scan.source == "day":
+        steps = [months]
+    else:
+        per_statement = max(1, ROWS_PER_STATEMENT // max(1, rows_per_month))
+        steps = [months[start : start + per_statement] for start in range(0, len(months), per_statement)]
     width = HOURS_PER_ROW if scan.source == "hour" else DAYS_PER_ROW
     batch_rows = max(1, POSITIONS_PER_BATCH // width)
     params = {**scan.params, "places": "{" + ",".join(map(str, places)) + "}"}  # written once: see _statement
