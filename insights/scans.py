@@ -99,6 +99,10 @@ def _decoded(
     if month.min() == month.max():
         yield months[month[0]], Month(place=place, segment=segment, values=values, counts=counts)
         return
-    for position in np.unique(month):
-        rows = month == position
-        yield months[position], Month(place[rows], segment[rows], values[rows], counts[rows])
+    # Sorted by month once: each month's rows are then a slice.
+    order = np.argsort(month, kind="stable")
+    month, place, segment, values, counts = month[order], place[order], segment[order], values[order], counts[order]
+    starts = np.flatnonzero(np.r_[True, month[1:] != month[:-1]])
+    for start, stop in zip(starts, [*starts[1:], len(month)], strict=True):
+        rows = slice(start, stop)
+        yield months[month[start]], Month(place[rows], segment[rows], values[rows], counts[rows])
