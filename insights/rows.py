@@ -45,10 +45,10 @@ class Rows:
         return self.table.column(name).to_pylist()
 
 
-def labelled(codes: np.ndarray, labels: Sequence[str | None]) -> pa.DictionaryArray:
+def labelled(codes: np.ndarray, labels: Sequence[str | None] | pa.Array) -> pa.DictionaryArray:
     """Labels picked by code (None: null), stored once each: bucket stamps, segments, zones."""
-    dictionary = pa.array(labels, pa.string())
-    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), dictionary)
+    dictionary = labels if isinstance(labels, pa.Array) else pa.array(labels, pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(np.asarray(codes, dtype=np.int32)), dictionary)
 
 
 def whole_or_null(values: np.ndarray, present: np.ndarray) -> pa.Array:

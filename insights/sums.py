@@ -4,8 +4,9 @@ values per local time bucket and segment, decoded and summed with numpy."""
 import contextlib
 import datetime as dt
 import functools
+import hashlib
 import itertools
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterator
 from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
@@ -16,13 +17,14 @@ from django.db import connection
 
 from insights.buckets import buckets, is_boundary, local_midnight
 from insights.catalogue import catalogue, forget
-from insights.held import HELD, Month, Read, held_values, month_sums, segment_key
+from insights.held import HELD, Month, Read, held_values, segment_key
 from insights.kinds import PRESENCE, TRIPS, AggregateKind
 from insights.memo import ITEM_OVERHEAD, ByteLRU
 from insights.packing import HOURS_PER_ROW
 from insights.partitions import month_start, months, next_month
 from insights.scans import Scan, scanned_months
 from insights.selectors import CELL_SHARES_SQL, MIN_SHARE
+from insights.summed import SUMMED, SummedMonth, keep, kept, summed_month
 
 # Reports read published values only: the release of each dataset version up to the report's,
 # under one policy.
@@ -93,17 +95,29 @@ class _Totals:
         self.buckets, self.groups = buckets, groups
         self.value, self.weight, self.count = (np.zeros(buckets * groups) for _ in range(3))
 
-    def add_month(self, lookup: np.ndarray, month: Month, *, group: np.ndarray, share: np.ndarray) -> None:
-        """A month's rows of values (insights/held.py), each row with its group (-1: not summed)
-        and share; lookup: the bucket of each of the month's hours or days (-1: outside the
-        period)."""
-        summed = month_sums(month, lookup, group=group, share=share)
-        if summed is None:
+    def add_summed(self, span: "MonthSpan | None", summed: SummedMonth) -> None:
+        """A month summed per group (insights/summed.py), its span of hours (or days) added into
+        the buckets they fall in."""
+        if span is None or not len(summed.groups):
             return
-        bucket, groups, parts = summed
-        at = _block(bucket, groups)
+        parts = (summed.value[:, span.columns], summed.weight[:, span.columns], summed.count[:, span.columns])
+        if span.runs is not None:  # buckets of several hours (or days)
+            parts = tuple(np.add.reduceat(part, span.runs, axis=1) for part in parts)
+        at = _block(span.buckets, summed.groups)
         for total, part in zip((self.value, self.weight, self.count), parts, strict=True):
             total.reshape(self.buckets, self.groups)[at] += part.T
+
+    def add_places(self, span: "MonthSpan | None", summed: SummedMonth, *, share: np.ndarray) -> None:
+        """Everyone's values of each place over a month's span, as one bucket per place (a
+        group per place), weighted by the places' shares."""
+        if span is None:
+            return
+        first, last = span.columns.start, span.columns.stop
+        value = (summed.place_value[:, last] - summed.place_value[:, first]).astype(float)
+        count = (summed.place_count[:, last] - summed.place_count[:, first]).astype(float)
+        self.value += value * share
+        self.weight += count * share
+        self.count += count
 
     def shaped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """value, weight and count as (buckets, groups) arrays."""
@@ -119,11 +133,15 @@ def _block(rows: np.ndarray, columns: np.ndarray) -> tuple:
     return np.ix_(rows, columns)
 
 
-def _position(keys: np.ndarray, found: np.ndarray) -> np.ndarray:
-    """The position in keys of each found key; -1 where it is not one of them."""
-    order = np.argsort(keys)
-    at = np.minimum(np.searchsorted(keys, found, sorter=order), len(keys) - 1)
-    return np.where(keys[order[at]] == found, order[at], -1)
+@dataclass(frozen=True)
+class MonthSpan:
+    """The hours (or days) of a packed month a period covers: one span of its columns, the
+    bucket of each run of columns in one bucket, and where those runs start (None: a bucket
+    per column)."""
+
+    columns: slice
+    buckets: np.ndarray
+    runs: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -162,6 +180,25 @@ class _Period:
                 found = self.bucket_of(np.array([local_midnight(day, self.zone).timestamp() for day in days]))
             found.flags.writeable = False
             self._lookups[(source, month)] = found
+        return found
+
+    def month_span(self, source: str, month: dt.datetime | dt.date) -> "MonthSpan | None":
+        """Which of a packed month's hours (or days) the period covers, and their buckets; None
+        if none. Not to be changed: kept."""
+        found = self._lookups.get((source, month, "span"), False)
+        if found is False:
+            lookup = self.buckets_of_month(source, month)
+            inside = np.flatnonzero(lookup >= 0)
+            found = None
+            if len(inside):
+                bucket = lookup[inside[0] : inside[-1] + 1]
+                runs = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+                found = MonthSpan(
+                    columns=slice(int(inside[0]), int(inside[-1]) + 1),
+                    buckets=bucket[runs],
+                    runs=runs if len(runs) < len(bucket) else None,
+                )
+            self._lookups[(source, month, "span")] = found
         return found
 
     def months(self, source: str) -> list[dt.datetime | dt.date]:
@@ -240,11 +277,12 @@ def cell_hour_sums(
         totals = _Totals(buckets=len(period.starts), groups=len(groups))
         cells = _Totals(buckets=1, groups=len(area.cells))  # everyone's per cell over the period
         if len(area.ids) * len(groups) * len(period.months(source)) <= ROWS_AT_ONCE:
-            # A small read: its months are kept in the worker's memory (insights/held.py).
-            table = f"{kind.table}_released{'' if source == 'hour' else '_day'}"
-            by_month = _held_values(
+            # A small read: its months are kept in the worker's memory (insights/held.py), and
+            # summed per group for this area (insights/summed.py).
+            by_key = {segment_key(codes): index for codes, index in groups.items()}
+            for month, summed in _summed_months(
                 Read(
-                    table=table,
+                    table=f"{kind.table}_released{'' if source == 'hour' else '_day'}",
                     source=source,
                     place="cell_id",
                     segments=tuple(kind.segments),
@@ -252,31 +290,24 @@ def cell_hour_sums(
                     params={},
                     filter_key=(segments,),
                     policy=policy,
-                    retained_from=None,  # the catalogue's, set by _held_values
+                    retained_from=None,  # the catalogue's, set by _summed_months
                 ),
                 kind=kind,
                 period=period,
                 places=area.ids,
+                shares=area.share_array,
                 version=version,
-            )
-            by_key = {segment_key(codes): index for codes, index in groups.items()}
-            for month, held in by_month:
-                group = np.array([by_key.get(int(key), -1) for key in held.segment], dtype=np.int64)
-                share = area.share_array[held.place]
-                lookup = period.buckets_of_month(source, month)
-                totals.add_month(lookup, held, group=group, share=share)
+                grouping=(tuple(sorted(by_key.items())), lambda held: _groups_of(held.segment, by_key)),
+                with_places=with_cells,
+            ):
+                totals.add_summed(period.month_span(source, month), summed)
                 if with_cells:
-                    cells.add_month(
-                        np.where(lookup >= 0, 0, -1),
-                        held,
-                        group=np.where(held.segment == 0, held.place, -1),
-                        share=share,
-                    )
+                    cells.add_places(period.month_span(source, month), summed, share=area.share_array)
             if on_progress:
                 on_progress(1.0)
         else:
-            # A large read: streamed a month at a time (insights/scans.py), summed as the kept months are.
-            keys = np.array([segment_key(codes) for codes in group_keys], dtype=np.int64)
+            # A large read: streamed (insights/scans.py), each batch of a month summed as a kept month is.
+            by_key = {segment_key(codes): index for codes, index in groups.items()}
             for month, rows in scanned_months(
                 Scan(
                     table=f"{kind.table}_released{'' if source == 'hour' else '_day'}",
@@ -292,15 +323,11 @@ def cell_hour_sums(
                 on_progress=on_progress,
             ):
                 share = area.share_array[rows.place]
-                lookup = period.buckets_of_month(source, month)
-                totals.add_month(lookup, rows, group=_position(keys, rows.segment), share=share)
+                span = period.month_span(source, month)
+                summed = summed_month(rows, group=_groups_of(rows.segment, by_key), share=share, places=None)
+                totals.add_summed(span, summed)
                 if with_cells:
-                    cells.add_month(
-                        np.where(lookup >= 0, 0, -1),
-                        rows,
-                        group=np.where(rows.segment == 0, rows.place, -1),
-                        share=share,
-                    )
+                    _add_places(cells, span, rows, share=share)
     value, weight, count = totals.shaped()
     return Sums(
         buckets=list(period.starts),
@@ -314,11 +341,32 @@ def cell_hour_sums(
     )
 
 
-def _held_values(
-    read: Read, *, kind: AggregateKind, period: _Period, places: list[int], version: int
-) -> list[tuple[dt.datetime | dt.date, Month]]:
-    """A small read's values by month, from the worker's memory (insights/held.py): each month's
-    dataset versions up to `version` as the catalogue lists them."""
+def _groups_of(segment: np.ndarray, by_key: dict[int, int]) -> np.ndarray:
+    """The group of each row's segment key (-1: not summed)."""
+    keys = np.fromiter(by_key, dtype=np.int64, count=len(by_key))
+    indexes = np.fromiter(by_key.values(), dtype=np.int64, count=len(by_key))
+    order = np.argsort(keys)
+    keys, indexes = keys[order], indexes[order]
+    at = np.minimum(np.searchsorted(keys, segment), len(keys) - 1)
+    return np.where(keys[at] == segment, indexes[at], -1)
+
+
+def _summed_months(
+    read: Read,
+    *,
+    kind: AggregateKind,
+    period: _Period,
+    places: list[int],
+    shares: np.ndarray,
+    version: int,
+    grouping: tuple[Hashable, Callable[[Month], np.ndarray]],
+    with_places: bool,
+) -> list[tuple[dt.datetime | dt.date, SummedMonth]]:
+    """A small read's months summed per group for this area: from the worker's memory
+    (insights/summed.py), else from the months kept per place (insights/held.py), else read.
+    Each month reads its dataset versions up to `version` as the catalogue lists them.
+    grouping: what says which segments go to which group (for the key), and the group of each
+    row of a month (-1: not summed)."""
     seen = catalogue()
     read = replace(read, retained_from=seen.retained_from.get(kind.name))
     months_read = period.months(read.source)
@@ -332,7 +380,28 @@ def _held_values(
         )
         for month in months_read
     ]
-    return list(zip(months_read, held_values(read, places=places, months=months_read, versions=versions), strict=True))
+    # The places and their shares as a digest: a key of thousands of ids would outweigh its item.
+    places_digest = hashlib.blake2b(np.asarray(places, dtype=np.int64).tobytes() + shares.tobytes(), digest_size=16)
+    area = (read.table, read.filter_key, read.policy, read.retained_from, places_digest.digest())
+    keys = [
+        (*area, month, month_versions, grouping[0], with_places)
+        for month, month_versions in zip(months_read, versions, strict=True)
+    ]
+    found = [kept(key) for key in keys]
+    missing = [index for index, summed in enumerate(found) if summed is None]
+    if missing:
+        months = held_values(
+            read,
+            places=places,
+            months=[months_read[index] for index in missing],
+            versions=[versions[index] for index in missing],
+        )
+        for index, month in zip(missing, months, strict=True):
+            found[index] = summed_month(
+                month, group=grouping[1](month), share=shares[month.place], places=len(places) if with_places else None
+            )
+            keep(keys[index], found[index])
+    return list(zip(months_read, found, strict=True))
 
 
 def trip_sums(
@@ -355,12 +424,12 @@ def trip_sums(
     pairs = [(int(origin), int(destination)) for origin in ordered for destination in ordered]
     totals = _Totals(buckets=len(period.starts), groups=len(pairs))
     if len(zones) ** 2 * len(period.months(source)) <= ROWS_AT_ONCE:
-        # A small read: its months are kept in the worker's memory (insights/held.py).
-        table = f"{TRIPS.table}_released{'' if source == 'hour' else '_day'}"
+        # A small read: its months are kept in the worker's memory (insights/held.py), and
+        # summed per zone pair (insights/summed.py).
         where = "t.destination = ANY(%(zones)s::smallint[])"
-        by_month = _held_values(
+        for month, summed in _summed_months(
             Read(
-                table=table,
+                table=f"{TRIPS.table}_released{'' if source == 'hour' else '_day'}",
                 source=source,
                 place="origin_id",
                 segments=("destination",),
@@ -368,17 +437,18 @@ def trip_sums(
                 params={"zones": [int(zone) for zone in ordered]},
                 filter_key=(where, tuple(ordered)),
                 policy=policy,
-                retained_from=None,  # the catalogue's, set by _held_values
+                retained_from=None,  # the catalogue's, set by _summed_months
             ),
             kind=TRIPS,
             period=period,
             places=list(ordered),
+            shares=np.ones(len(ordered)),
             version=version,
-        )
-        for month, held in by_month:
             # pairs run by origin then destination, both in id order
-            pair = held.place * len(ordered) + np.searchsorted(ordered, held.segment)
-            totals.add_month(period.buckets_of_month(source, month), held, group=pair, share=np.ones(len(pair)))
+            grouping=((), lambda held: held.place * len(ordered) + np.searchsorted(ordered, held.segment)),
+            with_places=False,
+        ):
+            totals.add_summed(period.month_span(source, month), summed)
         if on_progress:
             on_progress(1.0)
         value, _, count = totals.shaped()
@@ -400,9 +470,24 @@ def trip_sums(
     ):
         # pairs run by origin then destination, both in id order
         pair = rows.place * len(ordered) + np.searchsorted(ordered, rows.segment)
-        totals.add_month(period.buckets_of_month(source, month), rows, group=pair, share=np.ones(len(pair)))
+        totals.add_summed(
+            period.month_span(source, month), summed_month(rows, group=pair, share=np.ones(len(pair)), places=None)
+        )
     value, _, count = totals.shaped()
     return Sums(buckets=list(period.starts), groups=pairs, value=value, weight=count, count=count, cells=[])
+
+
+def _add_places(cells: _Totals, span: MonthSpan | None, rows: Month, *, share: np.ndarray) -> None:
+    """Everyone's values of the rows' places over a month's span, weighted by the rows' shares:
+    a batch of a large read, which holds some of the area's places (a group per place)."""
+    if span is None:
+        return
+    everyone = rows.segment == 0
+    place, share = rows.place[everyone], share[everyone]
+    value = rows.values[everyone, span.columns].sum(axis=1, dtype=np.int64).astype(float)
+    count = rows.counts[everyone, span.columns].sum(axis=1, dtype=np.int64).astype(float)
+    for total, weights in ((cells.value, value * share), (cells.weight, count * share), (cells.count, count)):
+        total += np.bincount(place, weights=weights, minlength=len(total))
 
 
 def cell_hour_totals(**query) -> dict[tuple, Released]:
@@ -472,6 +557,7 @@ def caches_clear() -> None:
     and the catalogue of releases. The next report reads them all again (a cold report)."""
     AREAS.clear()
     HELD.clear()
+    SUMMED.clear()
     forget()
 
 

@@ -10,6 +10,7 @@ import pytest
 from django.contrib.gis.geos import MultiPolygon
 
 import insights.held
+import insights.summed
 import insights.sums
 from insights.catalogue import catalogue
 from insights.kinds import DWELL_BANDS
@@ -19,6 +20,7 @@ from insights.releases import releases_build
 from insights.reports import Query, dwell_result, footfall_result, od_matrix_result
 from insights.selectors import current_release_policy, region_names
 from insights.services import aggregates_retain
+from insights.summed import SUMMED
 from insights.sums import AREAS, HELD, caches_clear
 from tests import grid
 from tests.conftest import CITY_END, CITY_START, DWELL_END, DWELL_START
@@ -190,12 +192,25 @@ def test_the_sources_are_the_versions_released_under_the_policy(city, tmp_path):
 
 def test_the_memory_kept_stays_within_its_budget(city, monkeypatch):
     cold = tables(footfall_result(query(granularity="day")))
-    budget = HELD.bytes // 3
-    monkeypatch.setattr(insights.held, "HELD", ByteLRU(budget))
+    held_budget, summed_budget = HELD.bytes // 3, SUMMED.bytes // 3
+    monkeypatch.setattr(insights.held, "HELD", ByteLRU(held_budget))
+    monkeypatch.setattr(insights.summed, "SUMMED", ByteLRU(summed_budget))
 
     for _ in range(2):
         assert tables(footfall_result(query(granularity="day"))) == cold
-        assert 0 < insights.held.HELD.bytes <= budget
+        assert 0 < insights.held.HELD.bytes <= held_budget
+        assert insights.summed.SUMMED.bytes <= summed_budget
+
+
+def test_each_area_month_kept_states_at_least_the_memory_it_takes(dwell):
+    dwell_result(query(start=DWELL_START, end=DWELL_END))
+
+    assert len(SUMMED) == 1  # the dwell block's UTC month, its bands and everyone summed for the area
+    for key, (entry, stated) in SUMMED._items.items():
+        arrays = [entry.groups, entry.value, entry.weight, entry.count, entry.place_value, entry.place_count]
+        assert entry.place_value is not None  # dwell lists its cells
+        taken = sys.getsizeof(key) + sys.getsizeof(entry) + sum(sys.getsizeof(array) for array in arrays)
+        assert taken + 200 <= stated
 
 
 def test_the_cache_evicts_the_least_recently_used_first():
@@ -225,12 +240,12 @@ def test_each_month_kept_states_at_least_the_memory_it_takes(dwell):
 
 @pytest.mark.parametrize("product_cells", [0, 2**20])  # rows sorted and reduced, or a matrix product
 def test_rows_are_summed_per_group_by_either_way(monkeypatch, product_cells):
-    monkeypatch.setattr(insights.held, "PRODUCT_CELLS", product_cells)
+    monkeypatch.setattr(insights.summed, "PRODUCT_CELLS", product_cells)
     rng = np.random.default_rng(7)
     position = np.array([2, 0, 1, 2, 0, 2])
     share, values, counts = rng.random(6), rng.integers(2, 90, (6, 5)).astype(float), rng.integers(0, 2, (6, 5)) * 1.0
 
-    summed = insights.held.by_group(position, share, 3, values, counts)
+    summed = insights.summed.by_group(position, share, 3, values, counts)
 
     for group in range(3):
         rows = position == group

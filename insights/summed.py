@@ -1,0 +1,115 @@
+"""A report area's months summed per group, kept in the worker's memory between reports.
+
+A small read's months are decoded and kept per place (insights/held.py), so that areas that
+share cells share them. A repeated area (a shopping centre ordered again, over another period
+or granularity) would still weigh and sum each month's rows anew: per month, its rows summed
+per group (weighted by each cell's share) hour by hour (or day by day), and each place's
+everyone's values as running sums, are kept here, keyed by what makes them what they are:
+
+    (the read's key and month as held.py keys them, the places and their shares, which
+     segments go to which group, whether places are summed)
+
+A report then only adds each month's span of hours (or days) into its buckets: a slice and,
+for buckets of several hours, one reduceat per month.
+"""
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import numpy as np
+
+from insights.held import Month
+from insights.memo import ITEM_OVERHEAD, ByteLRU, arrays_size
+
+# 16 MB per worker process: a footfall month of a 25-cell area is about 0.3 MB with its places'
+# running sums, so some fifty area-months (a dozen shopping-centre quarters). With insights.held's
+# 48 MB and the areas' 8 MB, a worker stays under its 300 MB (bench/run prints its peak RSS).
+SUMMED_BYTES = 16 * 2**20
+SUMMED = ByteLRU(SUMMED_BYTES)
+
+# Rows of a month summed per group with a matrix product when its matrix (groups x rows) is at
+# most this big: 8 MB. Else sorted by group and summed with reduceat.
+PRODUCT_CELLS = 2**20
+
+
+@dataclass(frozen=True)
+class SummedMonth:
+    """One month of an area: per group found (increasing), per hour (or day) of the month, the
+    values and hours counted weighted by their places' shares, and the hours counted; per place,
+    everyone's values and hours counted as running sums from the month's start (column 0 is 0),
+    or None when places are not summed."""
+
+    groups: np.ndarray
+    value: np.ndarray  # (groups, width) float
+    weight: np.ndarray  # (groups, width) float
+    count: np.ndarray  # (groups, width) float
+    place_value: np.ndarray | None  # (places, width + 1) int64
+    place_count: np.ndarray | None  # (places, width + 1) int64
+
+    @property
+    def size(self) -> int:
+        # Twice the usual overhead: six arrays' headers, and a key that holds the grouping too.
+        arrays = (self.groups, self.value, self.weight, self.count, self.place_value, self.place_count)
+        return arrays_size(arrays) + ITEM_OVERHEAD
+
+
+def summed_month(month: Month, *, group: np.ndarray, share: np.ndarray, places: int | None) -> SummedMonth:
+    """A month's rows (insights/held.py) summed per group: each row with its group (-1: not
+    summed) and its place's share. places: how many places the area has, to keep each one's
+    everyone's running sums (segment key 0), or None."""
+    rows = np.flatnonzero(group >= 0)
+    groups, position = np.unique(group[rows], return_inverse=True)
+    value, weight, count = by_group(
+        position.reshape(-1),
+        share[rows],
+        len(groups),
+        month.values[rows].astype(float),
+        month.counts[rows].astype(float),
+    )
+    place_value = place_count = None
+    if places is not None:
+        width = month.values.shape[1]
+        everyone = np.flatnonzero(month.segment == 0)
+        place_value = np.zeros((places, width + 1), dtype=np.int64)
+        place_count = np.zeros((places, width + 1), dtype=np.int64)
+        # A place has at most one everyone's row a month (insights.held adds a month's versions).
+        place_value[month.place[everyone], 1:] = np.cumsum(month.values[everyone], axis=1, dtype=np.int64)
+        place_count[month.place[everyone], 1:] = np.cumsum(month.counts[everyone], axis=1, dtype=np.int64)
+    return SummedMonth(
+        groups=groups,
+        value=value,
+        weight=weight,
+        count=count,
+        place_value=place_value,
+        place_count=place_count,
+    )
+
+
+def kept(key: Hashable) -> SummedMonth | None:
+    return SUMMED.get(key)
+
+
+def keep(key: Hashable, summed: SummedMonth) -> None:
+    SUMMED.put(key, summed, summed.size)
+
+
+def by_group(
+    position: np.ndarray, share: np.ndarray, groups: int, values: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows (values and counts per column) summed per group (position: each row's group, from
+    0): the values and counts weighted by the rows' shares, and the counts."""
+    if groups == len(position):  # a row per group
+        order = np.argsort(position)
+        return values[order] * share[order, np.newaxis], counts[order] * share[order, np.newaxis], counts[order]
+    if groups * len(position) <= PRODUCT_CELLS:
+        shares, members = np.zeros((groups, len(position))), np.zeros((groups, len(position)))
+        shares[position, np.arange(len(position))] = share
+        members[position, np.arange(len(position))] = 1.0
+        return shares @ values, shares @ counts, members @ counts
+    order = np.argsort(position, kind="stable")
+    firsts = np.flatnonzero(np.r_[True, np.diff(position[order]) != 0])
+    weighted = share[order, np.newaxis]
+    return tuple(
+        np.add.reduceat(part, firsts, axis=0)
+        for part in (values[order] * weighted, counts[order] * weighted, counts[order])
+    )
