@@ -53,7 +53,9 @@ def scanned_months(
     """The published values of the places in the months, as (month, its rows) a batch at a time
     (a month may come in several batches, the months of a statement in any order). Month.place
     is the position of the row's place in `places`, Month.segment its segment key
-    (insights.held.segment_key). Reports the fraction done after each statement."""
+    (insights.held.segment_key). Reports the fraction done after each batch: the statements read,
+    and the share of the places read in the current one (a release is written in place order,
+    insights/releases.py, so its rows come mostly that way), then after each statement."""
     ids = np.array(places, dtype=np.int64)
     by_id = np.argsort(ids)
     if scan.source == "day":
@@ -66,13 +68,25 @@ def scanned_months(
     params = {**scan.params, "places": "{" + ",".join(map(str, places)) + "}"}  # written once: see _statement
     connection.ensure_connection()
     # Django's cursors bind on the client, which gives text results only.
+    reported = 0.0
     with psycopg.Cursor(connection.connection) as cursor:
-        for done, step in enumerate(steps, start=1):
+        for done, step in enumerate(steps):
             rows = cursor.stream(_statement(scan), {**params, "months": step}, binary=True, size=batch_rows)
+            seen = np.zeros(len(places), dtype=bool)  # the places read so far
             while batch := list(itertools.islice(rows, batch_rows)):
-                yield from _decoded(batch, scan.source, step, ids=ids[by_id], positions=by_id)
-            if on_progress:
-                on_progress(done / len(steps))
+                for month, found in _decoded(batch, scan.source, step, ids=ids[by_id], positions=by_id):
+                    seen[found.place] = True
+                    yield month, found
+                reported = _progress(on_progress, (done + float(seen.mean())) / len(steps), reported)
+            reported = _progress(on_progress, (done + 1) / len(steps), reported)
+
+
+def _progress(on_progress: Callable[[float], None] | None, fraction: float, reported: float) -> float:
+    """Reports the fraction done if it moved on; returns the last one reported."""
+    if on_progress and fraction > reported:
+        on_progress(fraction)
+        return fraction
+    return reported
 
 
 def _statement(scan: Scan) -> str:

@@ -155,13 +155,13 @@ def test_a_report_pinned_to_a_version_reads_only_its_part_of_a_shared_day(db, tm
     assert published("presence", version=second, period="day") == {day_row: (12 * 20, 12)}
 
 
-def hourly_progress(version, *, start=START, end=END) -> list[float]:
+def hourly_progress(version, *, start=START, end=END, granularity="hour") -> list[float]:
     fractions = []
     presence_totals(
         geometry=MultiPolygon(grid.square(0, 0, 2, 2), srid=4326),
         start=start,
         end=end,
-        granularity="hour",
+        granularity=granularity,
         time_zone="Europe/Berlin",
         version=version,
         policy=current_release_policy().pk,
@@ -184,6 +184,15 @@ def test_a_large_read_of_few_rows_is_one_statement(month_of_data, monkeypatch):
     monkeypatch.setattr(insights_sums, "ROWS_AT_ONCE", 1)  # every read counts as large
 
     assert hourly_progress(version) == [1.0]
+
+
+def test_a_large_read_of_the_day_rollup_reports_the_places_read_batch_by_batch(month_of_data, monkeypatch):
+    _, version = month_of_data
+    monkeypatch.setattr(insights_sums, "ROWS_AT_ONCE", 1)  # every read counts as large
+    monkeypatch.setattr(insights_scans, "POSITIONS_PER_BATCH", 1)  # a packed row per batch
+
+    # The area's 4 cells, each with a row of days in March and in April, in one statement.
+    assert hourly_progress(version, granularity="day") == [0.25, 0.5, 0.75, 1.0]
 
 
 def test_a_small_read_is_one_statement(month_of_data):
