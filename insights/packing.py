@@ -52,12 +52,10 @@ def hourly_values(bitmaps: list[bytes], values: list[bytes]) -> tuple[np.ndarray
 
 
 def daily_values(
-    days: list[bytes], sums: list[bytes], hours: list[bytes], *, lengths: np.ndarray | None = None
+    days: list[bytes], sums: list[bytes], hours: list[bytes]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every published day of the rows: (row index, day of the month from 0, sum, published
-    hours). lengths: each row's days, where an item of the columns joins several rows'."""
-    if lengths is None:
-        lengths = np.fromiter(map(len, days), np.int64, len(days))
+    """Every published day of the rows: (row index, day of the month from 0, sum, published hours)."""
+    lengths = np.fromiter(map(len, days), np.int64, len(days))
     rows = np.repeat(np.arange(len(lengths)), lengths)
     offsets = np.frombuffer(b"".join(days), np.uint8).astype(np.int64)
     totals = np.frombuffer(b"".join(sums), DAY_SUM).astype(np.int64)
