@@ -21,9 +21,9 @@ from django.db import connection
 from insights.held import SEGMENT_BITS, Month
 from insights.packing import DAYS_PER_ROW, HOURS_PER_ROW, daily_rows, hourly_rows
 
-# Hours or days of the packed rows decoded at once: a batch's matrices take some MB (672 rows of
-# hours, 16,129 of days), whatever the area.
-POSITIONS_PER_BATCH = 500_000
+# Hours or days of the packed rows decoded at once (336 rows of hours, 8,064 of days): a batch
+# takes some MB whatever the area. Twice as many gave the same times at L, and 23 MB more peak RSS.
+POSITIONS_PER_BATCH = 250_000
 # Months of hours are read in one statement while their rows are expected to be at most this
 # many (places x segments x months, an upper bound): a read of few rows (the trips between
 # some zones, hour by hour) is one round trip.
