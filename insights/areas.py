@@ -48,16 +48,6 @@ class ReportArea:
         """Each cell's share, by position in cells."""
         return np.array([share for _, _, share in self.cells], dtype=float)
 
-    @functools.cached_property
-    def _by_id(self) -> tuple[np.ndarray, np.ndarray]:
-        order = np.argsort(np.array(self.ids, dtype=np.int64))
-        return np.array(self.ids, dtype=np.int64)[order], order
-
-    def place_of(self, cell_ids: np.ndarray) -> np.ndarray:
-        """The position in cells of each of the area's cell ids."""
-        ids, order = self._by_id
-        return order[np.searchsorted(ids, cell_ids)]
-
 
 # The areas weighed lately, per worker process: a repeated area does no PostGIS work.
 AREAS = ByteLRU(8 * 2**20)

@@ -23,6 +23,7 @@ import numpy as np
 
 HOURS_PER_ROW = 744  # the longest UTC month, 31 days
 BITMAP_BYTES = HOURS_PER_ROW // 8
+DAYS_PER_ROW = 31  # the longest month
 HOURLY_VALUE = np.dtype(">i4")
 DAY_SUM = np.dtype(">i8")
 
@@ -51,12 +52,10 @@ def hourly_values(bitmaps: list[bytes], values: list[bytes]) -> tuple[np.ndarray
 
 
 def daily_values(
-    days: list[bytes], sums: list[bytes], hours: list[bytes], *, lengths: np.ndarray | None = None
+    days: list[bytes], sums: list[bytes], hours: list[bytes]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every published day of the rows: (row index, day of the month from 0, sum, published
-    hours). lengths: each row's days, where an item of the columns joins several rows'."""
-    if lengths is None:
-        lengths = np.fromiter(map(len, days), np.int64, len(days))
+    """Every published day of the rows: (row index, day of the month from 0, sum, published hours)."""
+    lengths = np.fromiter(map(len, days), np.int64, len(days))
     rows = np.repeat(np.arange(len(lengths)), lengths)
     offsets = np.frombuffer(b"".join(days), np.uint8).astype(np.int64)
     totals = np.frombuffer(b"".join(sums), DAY_SUM).astype(np.int64)
@@ -64,3 +63,33 @@ def daily_values(
     if not len(rows) == len(offsets) == len(totals) == len(counts):
         raise ValueError("a packed day row's sums do not match its days")
     return rows, offsets, totals, counts
+
+
+def hourly_rows(bitmaps: list[bytes], values: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' values as a (rows, 744 hours) int32 matrix, 0 where nothing was published, and
+    how many hours each position sums (uint8, 1 where published): each row decoded in place, no
+    index per value."""
+    joined = np.frombuffer(b"".join(bitmaps), np.uint8)
+    published = np.unpackbits(joined.reshape(len(joined) // BITMAP_BYTES, BITMAP_BYTES), axis=1)
+    numbers = np.frombuffer(b"".join(values), HOURLY_VALUE)
+    if len(numbers) != np.count_nonzero(published):
+        raise ValueError("a packed row's values do not match its bitmap")
+    matrix = np.zeros(published.shape, dtype=np.int32)
+    matrix[published.view(bool)] = numbers  # row by row, hour by hour: the order they are packed in
+    return matrix, published
+
+
+def daily_rows(days: list[bytes], sums: list[bytes], hours: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' day sums as a (rows, 31 days) int64 matrix, 0 where nothing was published, and
+    the hours each day sums (uint8)."""
+    lengths = np.fromiter(map(len, days), np.int64, len(days))
+    offsets = np.frombuffer(b"".join(days), np.uint8)
+    totals = np.frombuffer(b"".join(sums), DAY_SUM)
+    counts = np.frombuffer(b"".join(hours), np.uint8)
+    if not len(offsets) == len(totals) == len(counts):
+        raise ValueError("a packed day row's sums do not match its days")
+    at = np.repeat(np.arange(len(days)) * DAYS_PER_ROW, lengths) + offsets
+    matrix = np.zeros((len(days), DAYS_PER_ROW), dtype=np.int64)
+    published = np.zeros((len(days), DAYS_PER_ROW), dtype=np.uint8)
+    matrix.reshape(-1)[at], published.reshape(-1)[at] = totals, counts  # views: faster than .flat
+    return matrix, published

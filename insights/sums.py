@@ -5,33 +5,30 @@ import datetime as dt
 import functools
 import hashlib
 import itertools
-from collections.abc import Callable, Collection, Hashable, Iterator
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
 import numpy as np
-import psycopg
 from django.conf import settings
 from django.contrib.gis.geos import GEOSGeometry
-from django.db import connection, transaction
 
 from insights.areas import AREAS, report_area
 from insights.buckets import buckets, is_boundary, local_midnight
 from insights.catalogue import catalogue, forget
 from insights.held import HELD, Month, Read, held_values, segment_key
 from insights.kinds import PRESENCE, TRIPS, AggregateKind
-from insights.packing import HOURS_PER_ROW, daily_values, hourly_values
+from insights.packing import HOURS_PER_ROW
 from insights.partitions import month_start, months, next_month
 from insights.regions import forget as regions_forget
+from insights.scans import Scan, scanned_months
 from insights.summed import SUMMED, SummedMonth, keep, kept, summed_month
 
 # Reports read published values only: the release of each dataset version up to the report's,
 # under one policy.
 _RELEASED = "t.policy_id = %(policy)s AND t.dataset_version_id <= %(version)s"
-# Joined rows per round trip of a large read: each holds the packed rows of a strip of the area's
-# cells (at most a few hundred, about 3 kB each), so a batch is some MB whatever the area.
-JOINED_ROWS_PER_FETCH = 64
-# A read of at most this many packed rows (about 3 kB each at most) is one statement, fetched at once.
+# A read of at most this many packed rows (about 3 kB each at most) is a small one: its months
+# are kept in the worker's memory (insights/held.py). A larger one is streamed (insights/scans.py).
 ROWS_AT_ONCE = 10_000
 
 
@@ -95,16 +92,6 @@ class _Totals:
     def __init__(self, *, buckets: int, groups: int):
         self.buckets, self.groups = buckets, groups
         self.value, self.weight, self.count = (np.zeros(buckets * groups) for _ in range(3))
-
-    def add(self, *, bucket: np.ndarray, group: np.ndarray, value: np.ndarray, count: np.ndarray, share) -> None:
-        """A batch of published values (or day sums), each with its bucket (-1: outside the
-        period), group, hours counted and share of its place inside the area."""
-        inside = bucket >= 0
-        key = bucket[inside] * self.groups + group[inside]
-        count, share, size = count[inside], share[inside], self.buckets * self.groups
-        self.value += np.bincount(key, weights=value[inside] * share, minlength=size)
-        self.weight += np.bincount(key, weights=count * share, minlength=size)
-        self.count += np.bincount(key, weights=count, minlength=size)
 
     def add_summed(self, span: "MonthSpan | None", summed: SummedMonth) -> None:
         """A month summed per group (insights/summed.py), its span of hours (or days) added into
@@ -238,56 +225,6 @@ def period_starts(start: dt.datetime, end: dt.datetime, granularity: str, zone: 
     return _period(start, end, granularity, zone, False).starts
 
 
-def _packed_rows(sql: str, params: dict, *, expected_rows: int) -> Iterator[list[tuple]]:
-    """The statement's rows, in binary (packed values arrive as bytes): at once when they are
-    few, else in batches through a server-side cursor, so memory stays bounded whatever the area."""
-    connection.ensure_connection()
-    if expected_rows <= ROWS_AT_ONCE:
-        # Django's cursors bind on the client, which gives text results only.
-        with psycopg.Cursor(connection.connection) as cursor:
-            yield cursor.execute(sql, params, binary=True).fetchall()
-        return
-    with transaction.atomic(), connection.connection.cursor(name="packed_rows", binary=True) as cursor:
-        cursor.execute(sql, params)
-        while batch := cursor.fetchmany(JOINED_ROWS_PER_FETCH):
-            yield batch
-
-
-def _joined_columns(source: str, place: str, *, joined: bool = True) -> str:
-    """The packed columns of a read, with the places they belong to. joined: the packed rows of a
-    month and segment joined in one row, ordered by place (a few rows fetched instead of one
-    per place, decoded without a Python step per place); else each row as its own one-place join."""
-    packed = ["published_hours", "published_values"] if source == "hour" else ["days", "day_sums", "day_hours"]
-    if not joined:
-        lengths = ["ARRAY[length(t.days)]"] if source == "day" else []
-        return ", ".join([f"ARRAY[t.{place}]", *lengths, *(f"t.{column}" for column in packed)])
-    columns = [f"array_agg(t.{place} ORDER BY t.{place})"]
-    if source == "day":
-        columns.append(f"array_agg(length(t.days) ORDER BY t.{place})")
-    columns += [f"string_agg(t.{column}, ''::bytea ORDER BY t.{place})" for column in packed]
-    return ", ".join(columns)
-
-
-def _joined_decoded(period: _Period, *, source: str, rows: list[tuple], first: int) -> tuple[np.ndarray, ...]:
-    """The published values of a batch of joined rows (month, segment codes or destination, the
-    places, then the joined packed columns from `first`): (each packed row's place, each packed
-    row's joined row, then per value: its packed row, bucket, value and hours counted)."""
-    sizes = [len(row[first - 1]) for row in rows]
-    cells = np.fromiter(itertools.chain.from_iterable(row[first - 1] for row in rows), np.int64, sum(sizes))
-    joined = np.repeat(np.arange(len(rows)), sizes)
-    months: dict = {}
-    month_of_joined = np.array([months.setdefault(row[0], len(months)) for row in rows])
-    lookup = np.stack([period.buckets_of_month(source, month) for month in months])
-    month_of_row = month_of_joined[joined]
-    if source == "hour":
-        index, hours, value = hourly_values([row[first] for row in rows], [row[first + 1] for row in rows])
-        return cells, joined, index, lookup[month_of_row[index], hours], value.astype(float), np.ones(len(value))
-    lengths = np.fromiter(itertools.chain.from_iterable(row[first] for row in rows), np.int64, len(cells))
-    columns = ([row[first + column] for row in rows] for column in (1, 2, 3))
-    index, days, value, count = daily_values(*columns, lengths=lengths)
-    return cells, joined, index, lookup[month_of_row[index], days], value.astype(float), count.astype(float)
-
-
 def cell_hour_sums(
     *,
     kind: AggregateKind,
@@ -334,7 +271,6 @@ def cell_hour_sums(
     if breakdowns and with_everyone:
         segments = f"(({everyone_only}) OR ({segments}))"
     period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=over_period)
-    segment_columns = ", ".join(f"t.{name}" for name in kind.segments)
     with report_area(geometry) as area:
         totals = _Totals(buckets=len(period.starts), groups=len(groups))
         cells = _Totals(buckets=1, groups=len(area.cells))  # everyone's per cell over the period
@@ -368,42 +304,28 @@ def cell_hour_sums(
             if on_progress:
                 on_progress(1.0)
         else:
-            sql = (
-                f"SELECT t.month, {segment_columns}, {_joined_columns(source, 'cell_id')}"
-                f" FROM {kind.table}_released{'' if source == 'hour' else '_day'} t"
-                f" WHERE t.cell_id = ANY(%(cells)s::bigint[]) AND t.month >= %(first)s AND t.month <= %(last)s"
-                f" AND {segments} AND {_RELEASED}"
-                f" GROUP BY t.month, {segment_columns}, t.cell_id / 100000"
-            )
-            first = 2 + len(kind.segments)  # a row: its month, segment codes and cells, then the joined columns
-            for rows in _read_by_month(
-                sql,
-                period,
-                source,
+            # A large read: streamed (insights/scans.py), each batch of a month summed as a kept month is.
+            by_key = {segment_key(codes): index for codes, index in groups.items()}
+            for month, rows in scanned_months(
+                Scan(
+                    table=f"{kind.table}_released{'' if source == 'hour' else '_day'}",
+                    source=source,
+                    place="cell_id",
+                    segments=tuple(kind.segments),
+                    where=f"{segments} AND {_RELEASED}",
+                    params={"version": version, "policy": policy},
+                ),
                 places=area.ids,
-                groups=len(groups),
+                months=period.months(source),
+                rows_per_month=len(area.ids) * len(groups),
                 on_progress=on_progress,
-                params={"version": version, "policy": policy},
             ):
-                rows = [row for row in rows if tuple(row[1 : first - 1]) in groups]
-                if not rows:
-                    continue
-                cell, joined, index, bucket, value, count = _joined_decoded(
-                    period, source=source, rows=rows, first=first
-                )
-                place = area.place_of(cell)
-                share = area.share_array[place][index]
-                group = np.array([groups[tuple(row[1 : first - 1])] for row in rows])[joined][index]
-                totals.add(bucket=bucket, group=group, value=value, count=count, share=share)
+                share = area.share_array[rows.place]
+                span = period.month_span(source, month)
+                summed = summed_month(rows, group=_groups_of(rows.segment, by_key), share=share, places=None)
+                totals.add_summed(span, summed)
                 if with_cells:
-                    chosen = np.array([tuple(row[1 : first - 1]) == everyone for row in rows])[joined][index]
-                    cells.add(
-                        bucket=np.where(bucket[chosen] >= 0, 0, -1),
-                        group=place[index][chosen],
-                        value=value[chosen],
-                        count=count[chosen],
-                        share=share[chosen],
-                    )
+                    _add_places(cells, span, rows, share=share)
     value, weight, count = totals.shaped()
     return Sums(
         buckets=list(period.starts),
@@ -480,30 +402,6 @@ def _summed_months(
     return list(zip(months_read, found, strict=True))
 
 
-def _read_by_month(
-    sql: str,
-    period: _Period,
-    source: str,
-    *,
-    places: list[int],
-    groups: int,
-    params: dict,
-    on_progress,
-) -> Iterator[list[tuple]]:
-    """The packed rows of the period's months: in one statement if they are few, else a month
-    per statement, reporting the fraction done after each."""
-    months_read = period.months(source)
-    expected_rows = len(places) * groups * len(months_read)
-    # As an array literal, written once: psycopg would check and dump each of thousands of ids per statement.
-    params = {**params, "cells": "{" + ",".join(map(str, places)) + "}"}
-    steps = [months_read] if expected_rows <= ROWS_AT_ONCE else [[month] for month in months_read]
-    for done, step in enumerate(steps, start=1):
-        read = {**params, "first": step[0], "last": step[-1]}
-        yield from _packed_rows(sql, read, expected_rows=expected_rows // len(steps))
-        if on_progress:
-            on_progress(done / len(steps))
-
-
 def trip_sums(
     *,
     zones: Collection[int],
@@ -553,25 +451,41 @@ def trip_sums(
             on_progress(1.0)
         value, _, count = totals.shaped()
         return Sums(buckets=list(period.starts), groups=pairs, value=value, weight=count, count=count, cells=[])
-    sql = (  # few rows (zone pairs): not worth joining
-        f"SELECT t.month, t.destination, {_joined_columns(source, 'origin_id', joined=False)}"
-        f" FROM {TRIPS.table}_released{'' if source == 'hour' else '_day'} t"
-        f" WHERE t.origin_id = ANY(%(cells)s::smallint[]) AND t.destination = ANY(%(cells)s::smallint[])"
-        f" AND t.month >= %(first)s AND t.month <= %(last)s AND {_RELEASED}"
-    )
-    params = {"version": version, "policy": policy}
-    for rows in _read_by_month(
-        sql, period, source, places=list(zones), groups=len(zones), params=params, on_progress=on_progress
+    # A large read: streamed (insights/scans.py), a year of a few zones' pairs in one statement.
+    for month, rows in scanned_months(
+        Scan(
+            table=f"{TRIPS.table}_released{'' if source == 'hour' else '_day'}",
+            source=source,
+            place="origin_id",
+            segments=("destination",),
+            where=f"t.destination = ANY(%(zones)s::smallint[]) AND {_RELEASED}",
+            params={"zones": [int(zone) for zone in ordered], "version": version, "policy": policy},
+        ),
+        places=list(ordered),
+        months=period.months(source),
+        rows_per_month=len(zones) ** 2,
+        on_progress=on_progress,
     ):
-        if not rows:
-            continue
-        origin, row_of, index, bucket, value, count = _joined_decoded(period, source=source, rows=rows, first=3)
-        destination = np.array([row[1] for row in rows], dtype=np.int64)[row_of]
         # pairs run by origin then destination, both in id order
-        pair = np.searchsorted(ordered, origin) * len(ordered) + np.searchsorted(ordered, destination)
-        totals.add(bucket=bucket, group=pair[index], value=value, count=count, share=np.ones(len(value)))
+        pair = rows.place * len(ordered) + np.searchsorted(ordered, rows.segment)
+        totals.add_summed(
+            period.month_span(source, month), summed_month(rows, group=pair, share=np.ones(len(pair)), places=None)
+        )
     value, _, count = totals.shaped()
     return Sums(buckets=list(period.starts), groups=pairs, value=value, weight=count, count=count, cells=[])
+
+
+def _add_places(cells: _Totals, span: MonthSpan | None, rows: Month, *, share: np.ndarray) -> None:
+    """Everyone's values of the rows' places over a month's span, weighted by the rows' shares:
+    a batch of a large read, which holds some of the area's places (a group per place)."""
+    if span is None:
+        return
+    everyone = rows.segment == 0
+    place, share = rows.place[everyone], share[everyone]
+    value = rows.values[everyone, span.columns].sum(axis=1, dtype=np.int64).astype(float)
+    count = rows.counts[everyone, span.columns].sum(axis=1, dtype=np.int64).astype(float)
+    for total, weights in ((cells.value, value * share), (cells.weight, count * share), (cells.count, count)):
+        total += np.bincount(place, weights=weights, minlength=len(total))
 
 
 def cell_hour_totals(**query) -> dict[tuple, Released]:

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.contrib.gis.geos import MultiPolygon
 
+from insights import scans as insights_scans
 from insights import sums as insights_sums
 from insights.models import DatasetVersion
 from insights.reports import Query, footfall_result
@@ -154,13 +155,13 @@ def test_a_report_pinned_to_a_version_reads_only_its_part_of_a_shared_day(db, tm
     assert published("presence", version=second, period="day") == {day_row: (12 * 20, 12)}
 
 
-def hourly_progress(version, *, start=START, end=END) -> list[float]:
+def hourly_progress(version, *, start=START, end=END, granularity="hour") -> list[float]:
     fractions = []
     presence_totals(
         geometry=MultiPolygon(grid.square(0, 0, 2, 2), srid=4326),
         start=start,
         end=end,
-        granularity="hour",
+        granularity=granularity,
         time_zone="Europe/Berlin",
         version=version,
         policy=current_release_policy().pk,
@@ -169,12 +170,29 @@ def hourly_progress(version, *, start=START, end=END) -> list[float]:
     return fractions
 
 
-def test_a_large_hourly_read_reports_progress_after_each_month_up_to_one(month_of_data, monkeypatch):
+def test_a_large_hourly_read_reports_progress_after_each_statement_up_to_one(month_of_data, monkeypatch):
     _, version = month_of_data
     monkeypatch.setattr(insights_sums, "ROWS_AT_ONCE", 1)  # every read counts as large
+    monkeypatch.setattr(insights_scans, "ROWS_PER_STATEMENT", 1)  # a statement a month
 
     # 16 March to 13 April: the packed UTC months of March and April, a statement each
     assert hourly_progress(version) == [0.5, 1.0]
+
+
+def test_a_large_read_of_few_rows_is_one_statement(month_of_data, monkeypatch):
+    _, version = month_of_data
+    monkeypatch.setattr(insights_sums, "ROWS_AT_ONCE", 1)  # every read counts as large
+
+    assert hourly_progress(version) == [1.0]
+
+
+def test_a_large_read_of_the_day_rollup_reports_the_places_read_batch_by_batch(month_of_data, monkeypatch):
+    _, version = month_of_data
+    monkeypatch.setattr(insights_sums, "ROWS_AT_ONCE", 1)  # every read counts as large
+    monkeypatch.setattr(insights_scans, "POSITIONS_PER_BATCH", 1)  # a packed row per batch
+
+    # The area's 4 cells, each with a row of days in March and in April, in one statement.
+    assert hourly_progress(version, granularity="day") == [0.25, 0.5, 0.75, 1.0]
 
 
 def test_a_small_read_is_one_statement(month_of_data):
@@ -184,7 +202,16 @@ def test_a_small_read_is_one_statement(month_of_data):
 
 
 @pytest.mark.parametrize("granularity", ["hour", "day"])
-def test_a_large_read_in_batches_gives_the_same_report_as_one_statement(month_of_data, monkeypatch, granularity):
+@pytest.mark.parametrize(
+    ("rows_per_statement", "positions_per_batch"),
+    [
+        (1, 1),  # a statement a month, a packed row per batch
+        (10**6, 10**6),  # both months in one statement and one batch, split by month when summed
+    ],
+)
+def test_a_large_read_gives_the_same_report_as_the_months_kept(
+    month_of_data, monkeypatch, granularity, rows_per_statement, positions_per_batch
+):
     _, version = month_of_data
     query = Query(
         geometry=MultiPolygon(grid.square(0, 0, 4, 4), srid=4326),
@@ -197,9 +224,10 @@ def test_a_large_read_in_batches_gives_the_same_report_as_one_statement(month_of
     )
     at_once = footfall_result(query)
 
-    monkeypatch.setattr(insights_sums, "ROWS_AT_ONCE", 1)  # a statement a month, through a server-side cursor
-    monkeypatch.setattr(insights_sums, "JOINED_ROWS_PER_FETCH", 1)  # one strip of the grid per fetch
-    in_batches = footfall_result(query)
+    monkeypatch.setattr(insights_sums, "ROWS_AT_ONCE", 1)  # every read counts as large: streamed
+    monkeypatch.setattr(insights_scans, "ROWS_PER_STATEMENT", rows_per_statement)
+    monkeypatch.setattr(insights_scans, "POSITIONS_PER_BATCH", positions_per_batch)
+    streamed = footfall_result(query)
 
-    assert in_batches == at_once
+    assert streamed == at_once
     assert {cell["person_hours"] is not None for cell in at_once["cells"]} == {True}
