@@ -248,9 +248,10 @@ def area_errors(bounds, *, start: dt.datetime, end: dt.datetime, policies: dict)
     from django.contrib.gis.geos import MultiPolygon, Polygon
     from django.db import connection
 
+    from insights.areas import report_area
     from insights.kinds import KINDS
     from insights.models import DatasetVersion
-    from insights.sums import cell_hour_sums, report_area
+    from insights.sums import cell_hour_sums
 
     box = Polygon.from_bbox(bounds)
     box.srid = 3035

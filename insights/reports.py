@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 from django.contrib.gis.geos import GEOSGeometry
 
+from insights.areas import report_area
 from insights.buckets import HOUR, bucket_next
 from insights.catalogue import one_look
 from insights.kinds import DWELL, HOME, PRESENCE, TRIPS, AggregateKind, Metric
@@ -26,7 +27,7 @@ from insights.models import ReleasePolicy
 from insights.rows import Rows, labelled, numbers, rounded, whole_or_null
 from insights.selectors import dataset_sources, region_names_by_id
 from insights.stamps import Stamps, bucket_stamps
-from insights.sums import Released, Sums, cell_hour_sums, period_starts, report_area, trip_sums
+from insights.sums import Released, Sums, cell_hour_sums, is_small_read, period_starts, trip_sums
 
 NOT_RELEASED = "not_released"  # none of the values the number sums was published
 
@@ -134,15 +135,17 @@ def _cell_hour_result(
     breakdowns: Collection[str],
     with_cells: bool,
     on_progress: Callable[[float], None] | None,
+    sums: Sums | None = None,
 ) -> dict:
     # Everyone's sums and the breakdowns' in one scan.
-    sums = cell_hour_sums(
-        **_read(query, kind),
-        breakdowns=breakdowns,
-        with_everyone=True,
-        with_cells=with_cells,
-        on_progress=on_progress,
-    )
+    if sums is None:
+        sums = cell_hour_sums(
+            **_read(query, kind),
+            breakdowns=breakdowns,
+            with_everyone=True,
+            with_cells=with_cells,
+            on_progress=on_progress,
+        )
     stamps = _stamps(query)
     labels = kind.labels()
     coverage = sum(share for _, share in sums.cells)  # the area in cells: what a bucket's hours are weighed by
@@ -399,26 +402,11 @@ def catchment_result(query: Query, *, on_progress: Callable[[float], None] | Non
     """
     metric = CATCHMENT_METRIC
     regions = query.regions
-    with report_area(query.geometry):  # both passes read one table of the area's cells
-        result = _cell_hour_result(
-            query,
-            kind=HOME,
-            product="catchment",
-            metric=metric,
-            breakdowns=(),
-            with_cells=True,
-            on_progress=_part_of(on_progress, first=0, of=2),
-        )
-        by_region = {
-            region: published
-            for (_, region), published in cell_hour_sums(
-                **_read(query, HOME),
-                breakdowns=("home_region",),
-                with_everyone=True,
-                over_period=True,
-                on_progress=_part_of(on_progress, first=1, of=2),
-            ).by_bucket.items()
-        }
+    with report_area(query.geometry) as area:  # both ways read one table of the area's cells
+        if is_small_read(places=len(area.cells), start=query.start, end=query.end, time_zone=query.time_zone):
+            result, by_region = _catchment_in_two_passes(query, on_progress=on_progress)
+        else:
+            result, by_region = _catchment_in_one_read(query, on_progress=on_progress)
     result["everyone"] = _value(metric, by_region.pop(0, Released()))  # region 0: everyone
     listed = regions or region_names_by_id(by_region)
     result["regions"] = Rows(_region_table(listed, by_region, metric=metric, total=result["everyone"][metric.name]))
@@ -429,6 +417,59 @@ def catchment_result(query: Query, *, on_progress: Callable[[float], None] | Non
     )
     privacy["suppressed_values"] += result["regions"].table.column(metric.name).null_count
     return result
+
+
+def _catchment_in_two_passes(query: Query, *, on_progress) -> tuple[dict, dict[int, Released]]:
+    """A small area: everyone's per bucket and per cell, then each home region's over the
+    period, whose whole days the day rollup holds (fewer rows to fetch and keep than hours)."""
+    result = _cell_hour_result(
+        query,
+        kind=HOME,
+        product="catchment",
+        metric=CATCHMENT_METRIC,
+        breakdowns=(),
+        with_cells=True,
+        on_progress=_part_of(on_progress, first=0, of=2),
+    )
+    by_region = {
+        region: published
+        for (_, region), published in cell_hour_sums(
+            **_read(query, HOME),
+            breakdowns=("home_region",),
+            with_everyone=True,
+            over_period=True,
+            on_progress=_part_of(on_progress, first=1, of=2),
+        ).by_bucket.items()
+    }
+    return result, by_region
+
+
+def _catchment_in_one_read(query: Query, *, on_progress) -> tuple[dict, dict[int, Released]]:
+    """A large area: its rows read once, everyone's per bucket and per cell and each home
+    region's per bucket, the regions' then summed over the period."""
+    sums = cell_hour_sums(
+        **_read(query, HOME), breakdowns=("home_region",), with_everyone=True, with_cells=True, on_progress=on_progress
+    )
+    everyone = replace(
+        sums, groups=sums.groups[:1], value=sums.value[:, :1], weight=sums.weight[:, :1], count=sums.count[:, :1]
+    )
+    result = _cell_hour_result(
+        query,
+        kind=HOME,
+        product="catchment",
+        metric=CATCHMENT_METRIC,
+        breakdowns=(),
+        with_cells=True,
+        on_progress=None,
+        sums=everyone,
+    )
+    value, weight, count = (part.sum(axis=0) for part in (sums.value, sums.weight, sums.count))
+    by_region = {
+        codes[0]: Released(float(value[group]), float(weight[group]), int(count[group]))
+        for group, codes in enumerate(sums.groups)
+        if count[group]
+    }
+    return result, by_region
 
 
 def _region_table(

@@ -225,6 +225,13 @@ def period_starts(start: dt.datetime, end: dt.datetime, granularity: str, zone: 
     return _period(start, end, granularity, zone, False).starts
 
 
+def is_small_read(*, places: int, start: dt.datetime, end: dt.datetime, time_zone: str, groups: int = 1) -> bool:
+    """Whether a read of the places' hourly rows over the period, of so many groups, is small:
+    its months kept in the worker's memory (insights/held.py), rather than streamed."""
+    period = _Period.of(start, end, "hour", ZoneInfo(time_zone), over_period=True)
+    return places * groups * len(period.months("hour")) <= ROWS_AT_ONCE
+
+
 def cell_hour_sums(
     *,
     kind: AggregateKind,

@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.contrib.gis.geos import MultiPolygon
 
+import insights.sums
 from insights.models import Home, Region
 from insights.reports import Query, catchment_result
 from insights.selectors import current_release_policy, region_names
@@ -158,3 +159,17 @@ def test_reloading_regions_keeps_their_ids_and_a_bad_file_changes_nothing(region
 
     assert rejected.value.errors == ["feature 2: code must be 1-20 letters, digits, '-' or '_', got 'bad code'"]
     assert not Region.objects.filter(code="NEW").exists()
+
+
+@pytest.mark.parametrize("granularity", ["hour", "day"])
+def test_a_large_area_read_once_gives_the_two_passes_document(home, monkeypatch, granularity):
+    _, version = home
+    two_passes = catchment(version, granularity=granularity)
+    monkeypatch.setattr(insights.sums, "ROWS_AT_ONCE", 0)  # every area counts as large: read once
+
+    one_read = catchment(version, granularity=granularity)
+
+    def documents(result):
+        return {name: list(part) if hasattr(part, "table") else part for name, part in result.items()}
+
+    assert documents(one_read) == documents(two_passes)

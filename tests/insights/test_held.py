@@ -13,6 +13,7 @@ import insights.areas
 import insights.held
 import insights.summed
 import insights.sums
+from insights.areas import AREAS
 from insights.catalogue import catalogue
 from insights.kinds import DWELL_BANDS
 from insights.memo import ByteLRU
@@ -22,7 +23,7 @@ from insights.reports import Query, dwell_result, footfall_result, od_matrix_res
 from insights.selectors import current_release_policy, region_names
 from insights.services import aggregates_retain
 from insights.summed import SUMMED
-from insights.sums import AREAS, HELD, caches_clear
+from insights.sums import HELD, caches_clear
 from tests import grid
 from tests.conftest import CITY_END, CITY_START, DWELL_END, DWELL_START
 

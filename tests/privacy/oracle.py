@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 
 from django.db import connection
 
+from insights.areas import report_area
 from insights.kinds import KINDS, AggregateKind
 from insights.models import Region
 from insights.products import PRODUCTS
-from insights.sums import report_area
 
 UTC = dt.UTC
 NOT_RELEASED = "not_released"
