@@ -96,16 +96,12 @@ def _graduated(tiers: list[tuple[Decimal, Decimal]], *, before: Decimal, quantit
 
 def quote_create(*, tenant, report, fingerprint: str, valid_for: dt.timedelta) -> Quote:
     """A quote for an order (a draft report): its price now, fixed until it expires."""
-    priced = price_quote(report=report)
-    return Quote.objects.create(
+    return _quote_write(
         tenant=tenant,
-        product=report.product.code,
-        request_fingerprint=fingerprint,
-        quantity=priced.quantity,
-        unit=priced.unit,
-        unit_price=priced.unit_price,
-        amount_cents=priced.amount_cents,
-        currency=priced.currency,
+        report=None,
+        product_code=report.product.code,
+        priced=price_quote(report=report),
+        fingerprint=fingerprint,
         expires_at=timezone.now() + valid_for,
     )
 
@@ -113,17 +109,28 @@ def quote_create(*, tenant, report, fingerprint: str, valid_for: dt.timedelta) -
 def quote_record(*, tenant, report, priced: PriceQuote, fingerprint: str) -> Quote:
     """The quote an order placed without one is billed at: its price at ordering, written with
     the (saved) report; expired at once, as it was never offered."""
+    return _quote_write(
+        tenant=tenant,
+        report=report,
+        product_code=report.product.code,
+        priced=priced,
+        fingerprint=fingerprint,
+        expires_at=timezone.now(),
+    )
+
+
+def _quote_write(*, tenant, report, product_code: str, priced: PriceQuote, fingerprint: str, expires_at) -> Quote:
     return Quote.objects.create(
         tenant=tenant,
         report=report,
-        product=report.product.code,
+        product=product_code,
         request_fingerprint=fingerprint,
         quantity=priced.quantity,
         unit=priced.unit,
         unit_price=priced.unit_price,
         amount_cents=priced.amount_cents,
         currency=priced.currency,
-        expires_at=timezone.now(),
+        expires_at=expires_at,
     )
 
 

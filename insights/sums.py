@@ -281,13 +281,14 @@ def cell_hour_sums(
     with report_area(geometry) as area:
         totals = _Totals(buckets=len(period.starts), groups=len(groups))
         cells = _Totals(buckets=1, groups=len(area.cells))  # everyone's per cell over the period
+        table = f"{kind.table}_released{'' if source == 'hour' else '_day'}"
+        by_key = {segment_key(codes): index for codes, index in groups.items()}
         if len(area.ids) * len(groups) * len(period.months(source)) <= ROWS_AT_ONCE:
             # A small read: its months are kept in the worker's memory (insights/held.py), and
             # summed per group for this area (insights/summed.py).
-            by_key = {segment_key(codes): index for codes, index in groups.items()}
             for month, summed in _summed_months(
                 Read(
-                    table=f"{kind.table}_released{'' if source == 'hour' else '_day'}",
+                    table=table,
                     source=source,
                     place="cell_id",
                     segments=tuple(kind.segments),
@@ -312,10 +313,9 @@ def cell_hour_sums(
                 on_progress(1.0)
         else:
             # A large read: streamed (insights/scans.py), each batch of a month summed as a kept month is.
-            by_key = {segment_key(codes): index for codes, index in groups.items()}
             for month, rows in scanned_months(
                 Scan(
-                    table=f"{kind.table}_released{'' if source == 'hour' else '_day'}",
+                    table=table,
                     source=source,
                     place="cell_id",
                     segments=tuple(kind.segments),

@@ -6,19 +6,16 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import DefaultRouter
 
 from billing.views import stripe_webhook
-from marketplace.api.regions import LicensedRegionViewSet, RegionViewSet
-from marketplace.api.views import (
+from marketplace.api.organisation import (
     ApiKeyViewSet,
-    AreaViewSet,
     InvoiceViewSet,
     MemberViewSet,
     OrganisationViewSet,
-    ProductViewSet,
-    QuoteViewSet,
-    ReportViewSet,
     UsageViewSet,
     WebhookViewSet,
 )
+from marketplace.api.regions import LicensedRegionViewSet, RegionViewSet
+from marketplace.api.views import AreaViewSet, ProductViewSet, QuoteViewSet, ReportViewSet
 from marketplace.health import healthz, readyz
 from marketplace.observability.metrics import metrics_view
 from marketplace.web.views import home

@@ -4,8 +4,8 @@ zones) and the regions the organisation is licensed for, to draw on a map."""
 from rest_framework import mixins
 
 from marketplace import selectors
+from marketplace.api.bases import TenantViewSet
 from marketplace.api.serializers import LicensedRegionOutput, RegionOutput
-from marketplace.api.views import TenantViewSet
 from marketplace.models import LicensedRegion
 
 
