@@ -167,7 +167,7 @@ def city_load(city: str) -> None:
     if city == "demo":
         call_command("generate_demo_city", out_dir=ACCURACY_DIR / "demo", stdout=sys.stderr)
         return
-    from bench.products import LOADED_PLACES
+    from bench.metro_db import LOADED_PLACES
     from insights.kinds import KINDS, PRESENCE
     from insights.services import aggregates_load, regions_load
     from insights.synthetic.metro import metro_file_name, metro_places_names

@@ -1,5 +1,5 @@
 """One report in a process of its own, so that the process's peak RSS is what a worker needs
-to compute it. bench/products.py starts it with the report as JSON and talks to it one line
+to compute it. bench/timing.py starts it with the report as JSON and talks to it one line
 at a time: "run" times the report (footfall_result, dwell_result, catchment_result,
 od_matrix_result or compare_result) as a worker that ran it before does (its area, months,
 releases and regions kept in memory, insights/held.py), "cold" times it with those caches

@@ -1,0 +1,162 @@
+"""The benchmark's table of outcomes and its targets, met or missed, with the growth against the
+smaller sizes' saved results."""
+
+import datetime as dt
+import json
+from pathlib import Path
+
+from bench.metro_db import BENCH_DIR
+from bench.shapes import ADVERB, SIZE_ORDER
+from bench.timing import Outcome
+
+SAME_NUMBERS_RELATIVE = 1e-6
+
+# Targets from the issue.
+FASTER_THAN_DUCKDB = 3.0
+WITHIN_SQL_FLOOR = 1.2
+MAX_GROWTH = 1.3
+MAX_WORKER_RSS_MB = 300
+MIN_LOAD_ROWS_PER_S = 1_000_000
+MAX_BYTES_PER_VALUE = 8
+
+
+def outcome_lines(outcomes: list[Outcome]) -> list[str]:
+    header = (
+        f"{'report':<44} {'area':>9} {'places':>6} {'buckets':>7} {'cold, new':>9} {'cold, seen':>10} {'warm':>9}"
+        f" {'SQL floor':>9} {'DuckDB':>9} {'floor: new/seen/warm':>22} {'DuckDB/engine: new/seen/warm':>30}"
+        f" {'worker RSS':>10}  same numbers"
+    )
+    lines = [header, "-" * len(header)]
+    for outcome in outcomes:
+        report = outcome.report
+        same = (
+            "yes"
+            if outcome.worst_relative_difference <= SAME_NUMBERS_RELATIVE
+            else f"NO ({outcome.worst_relative_difference:.1e})"
+        )
+        engine = (outcome.engine_cold_new_s, outcome.engine_cold_s, outcome.engine_s)
+        near_floor = " / ".join(f"{seconds / outcome.floor_s:.3g}×" for seconds in engine)
+        faster = " / ".join(f"{outcome.duckdb_s / seconds:.3g}×" for seconds in engine)
+        new, seen, warm = (milliseconds(seconds) for seconds in engine)
+        lines.append(
+            f"{f'{report.name}, {report.days} d {ADVERB[report.granularity]}':<44} {outcome.area_km2:>6g} km²"
+            f" {outcome.places:>6,} {outcome.buckets:>7,} {new:>9} {seen:>10} {warm:>9}"
+            f" {milliseconds(outcome.floor_s):>9} {milliseconds(outcome.duckdb_s):>9}"
+            f" {near_floor:>22} {faster:>30} {outcome.peak_rss_mb:>7.0f} MB  {same}"
+        )
+    lines.append(
+        "  cold, new: a worker's first report of an area the service has not seen (weighed in PostGIS); cold, seen:"
+        " of an area it has (its stored cell weights read); od-matrix reads zones, no area: both are the same"
+    )
+    return lines
+
+
+def milliseconds(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f} ms"
+
+
+def verdict_lines(
+    outcomes: list[Outcome], *, size: str, seed: int, load_rate: float, storage: dict[str, dict]
+) -> list[str]:
+    def verdict(met: bool, text: str) -> str:
+        return f"  [{'met' if met else 'MISSED'}] {text}"
+
+    lines = ["Targets:"]
+    for kind, stored in storage.items():
+        per_value = stored["released_bytes"] / max(stored["released_values"], 1)
+        lines.append(
+            verdict(
+                per_value <= MAX_BYTES_PER_VALUE,
+                f"{kind}: ≤ {MAX_BYTES_PER_VALUE} bytes per published value, indexes and day rollup included:"
+                f" {per_value:.2f}",
+            )
+        )
+    for outcome in outcomes:
+        name = outcome.report.name
+        for state, engine_s in (
+            ("cold, new area", outcome.engine_cold_new_s),
+            ("cold, area seen before", outcome.engine_cold_s),
+            ("warm", outcome.engine_s),
+        ):
+            faster = outcome.duckdb_s / engine_s
+            near_floor = engine_s / outcome.floor_s
+            lines.append(
+                verdict(
+                    faster >= FASTER_THAN_DUCKDB,
+                    f"{name}, {state}: ≥{FASTER_THAN_DUCKDB:g}× faster than DuckDB: {faster:.3g}×",
+                )
+            )
+            lines.append(
+                verdict(
+                    near_floor <= WITHIN_SQL_FLOOR,
+                    f"{name}, {state}: within {WITHIN_SQL_FLOOR:g}× of the SQL floor: {near_floor:.3g}×",
+                )
+            )
+    if outcomes:  # --only may time none
+        peak = max(outcome.peak_rss_mb for outcome in outcomes)
+        started = max(outcome.started_rss_mb for outcome in outcomes)
+        lines.append(
+            verdict(
+                peak < MAX_WORKER_RSS_MB,
+                f"worker peak RSS < {MAX_WORKER_RSS_MB} MB: {peak:.0f} MB ({started:.0f} MB of it before the first"
+                " report)",
+            )
+        )
+    lines.append(
+        verdict(
+            load_rate >= MIN_LOAD_ROWS_PER_S,
+            f"load ≥ {MIN_LOAD_ROWS_PER_S // 1000}k rows/s from CSV (presence): {load_rate / 1000:,.0f}k rows/s",
+        )
+    )
+    lines += growth_lines(outcomes, size=size, seed=seed, verdict=verdict)
+    return lines
+
+
+def growth_lines(outcomes: list[Outcome], *, size: str, seed: int, verdict) -> list[str]:
+    """Time growth of each fixed-size report against the smaller sizes that held it (from their
+    saved results). The whole-metro report grows with the size's window: it is not compared."""
+    lines = []
+    for smaller in SIZE_ORDER[: SIZE_ORDER.index(size)]:
+        path = results_path(size=smaller, seed=seed)
+        if not path.exists():
+            lines.append(
+                f"  [—] growth {smaller}→{size}: no saved results of size {smaller} (bench/run --size {smaller})"
+            )
+            continue
+        earlier = json.loads(path.read_text())
+        for outcome in outcomes:
+            before = earlier["reports"].get(outcome.report.name)
+            if before and outcome.report.bounds_km is not None:
+                growth = outcome.engine_s / before["engine_s"]
+                lines.append(
+                    verdict(
+                        growth <= MAX_GROWTH,
+                        f"{outcome.report.name}: time growth {smaller}→{size} ≤ {MAX_GROWTH:g}×: {growth:.2f}×"
+                        f" ({milliseconds(before['engine_s'])} at {smaller}, run {earlier['when']})",
+                    )
+                )
+    if size != "L":
+        lines.append("  [—] growth S→L: needs a run at size L")
+    return lines
+
+
+def results_path(*, size: str, seed: int) -> Path:
+    return BENCH_DIR / f"results-{size}-seed{seed}.json"
+
+
+def results_save(outcomes: list[Outcome], *, size: str, seed: int) -> None:
+    results = {
+        "when": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        "reports": {
+            outcome.report.name: {
+                "engine_s": outcome.engine_s,
+                "engine_cold_s": outcome.engine_cold_s,
+                "engine_cold_new_s": outcome.engine_cold_new_s,
+                "floor_s": outcome.floor_s,
+                "duckdb_s": outcome.duckdb_s,
+                "peak_rss_mb": outcome.peak_rss_mb,
+            }
+            for outcome in outcomes
+        },
+    }
+    results_path(size=size, seed=seed).write_text(json.dumps(results, indent=2) + "\n")
