@@ -4,8 +4,9 @@ An area is weighed in the worker (insights/weighing.py: GEOS against the regular
 cells and shares as PostGIS's CELL_SHARES_SQL) from the grid's cells in its span of rows and
 columns, read on their primary key (insights.selectors.cells_in_span): a report never loads
 PostGIS in its connection (its first use there costs 30-150 ms), and a new area costs what an
-area seen before does, a statement on the cells' ids and a millisecond or so of GEOS per
-thousand cells. Nothing is stored: reading stored weights back would cost that statement too.
+area seen before does, a statement on the cells' ids and about a millisecond of GEOS per
+thousand cells (PROJ's first transformation costs a worker process about 100 ms, once).
+Nothing is stored: reading stored weights back would cost a statement too.
 A worker keeps the areas of its recent reports in memory (AREAS), keyed by the geometry and the
 catalogue's state, which a release build changes: a cell the build adds under an area is seen
 by the next report.
