@@ -3,9 +3,9 @@ to compute it. bench/timing.py starts it with the report as JSON and talks to it
 at a time: "run" times the report (footfall_result, dwell_result, catchment_result,
 od_matrix_result or compare_result) as a worker that ran it before does (its area, months,
 releases and regions kept in memory, insights/held.py), "cold" times it with those caches
-emptied first, as a worker's first report of an area the service has seen (its cell weights
-read from the database, insights/areas.py), "cold-new" also with the area's stored weights
-dropped first, as a first report of a new area (weighed in PostGIS and stored), "sums"
+emptied first, as a worker's first report of an area (weighed in the worker, insights/areas.py),
+"cold-new" the same, a first report of an area the service has never seen: nothing of an area
+is stored, so a new one costs what one seen before does, "sums"
 returns the sums of the scans the report runs, to check them against the SQL floor and
 DuckDB; at the end of its input it answers with its peak RSS. Reports read the release of
 each dataset version under the policy the benchmark names (the current one).
@@ -37,7 +37,6 @@ def main() -> None:
     # Imported after setup: the engine needs the app registry.
     from django.contrib.gis.geos import GEOSGeometry
 
-    from insights.areas import forget_stored
     from insights.grid import cell_corner, cell_id
     from insights.kinds import DWELL, HOME, PRESENCE
     from insights.models import ReleasePolicy
@@ -128,8 +127,6 @@ def main() -> None:
     for line in sys.stdin:
         command = line.strip()
         if command in ("run", "cold", "cold-new"):
-            if command == "cold-new" and "geometry" in query:
-                forget_stored(query["geometry"])
             if command != "run":
                 caches_clear()
             started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 import re
 
+import numpy as np
 from django.conf import settings
 
 CELL_CODE = re.compile(r"^CRS3035RES(\d+)mN(\d+)E(\d+)$")
@@ -29,7 +30,27 @@ def cell_code(northing: int, easting: int) -> str:
     return f"CRS3035RES{settings.GRID_RESOLUTION_M}mN{northing}E{easting}"
 
 
+# A cell's id is its row (northing index) times ROW plus its column (easting index).
+ROW = 100_000
+
+
 def cell_id(northing: int, easting: int) -> int:
     """A cell's id, derived from its corner so that loading needs no lookup: N index, then E index."""
     resolution = settings.GRID_RESOLUTION_M
-    return (northing // resolution) * 100_000 + easting // resolution
+    return (northing // resolution) * ROW + easting // resolution
+
+
+def cell_corners(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(northing, easting) of each cell's lower-left corner, in metres, from its id."""
+    rows, columns = np.divmod(ids, ROW)
+    return rows * settings.GRID_RESOLUTION_M, columns * settings.GRID_RESOLUTION_M
+
+
+def cell_codes(ids: np.ndarray) -> list[str]:
+    """Each cell's code, from its id; a row's prefix is made once (areas of thousands of cells)."""
+    northings, eastings = cell_corners(ids)
+    prefixes = {northing: cell_code(northing, 0)[:-1] for northing in np.unique(northings).tolist()}
+    return [
+        prefixes[northing] + str(easting)
+        for northing, easting in zip(northings.tolist(), eastings.tolist(), strict=True)
+    ]

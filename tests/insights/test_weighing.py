@@ -1,0 +1,115 @@
+"""An area weighed in the worker (insights/weighing.py, insights.areas.weighed) gives the cells and
+shares PostGIS gives (insights.selectors.CELL_SHARES_SQL), in the same order, on awkward areas."""
+
+import pytest
+from django.conf import settings
+from django.contrib.gis.geos import MultiPolygon, Polygon
+from django.db import connection
+
+from insights.areas import weighed
+from insights.grid import cell_id
+from insights.selectors import CELL_SHARES_SQL, MIN_SHARE
+from tests import grid
+
+# The grid's cells: a block of 10 × 8 with a gap (cells never published), and four cells where
+# codes change their number of digits (north 10,000 km, east 1,000 km), which orders them apart.
+GAP = {(4, 4), (5, 4), (7, 1)}
+BLOCK = [(col, row) for col in range(10) for row in range(8) if (col, row) not in GAP]
+FAR = [(northing, easting) for northing in (9_999_750, 10_000_000) for easting in (999_750, 1_000_000)]
+
+
+@pytest.fixture
+def cells(db):
+    """The cells in insights_cell as a release build registers them (insights/releases.py)."""
+    corners = [(grid.ORIGIN_NORTH + row * grid.CELL, grid.ORIGIN_EAST + col * grid.CELL) for col, row in BLOCK] + FAR
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO insights_cell (id, code, geometry)"
+            " VALUES (%(id)s, format('CRS3035RES%%smN%%sE%%s', %(res)s, %(north)s, %(east)s),"
+            "         ST_MakeEnvelope(%(east)s, %(north)s, %(east)s + %(res)s, %(north)s + %(res)s, 3035))",
+            [
+                {"id": cell_id(north, east), "north": north, "east": east, "res": settings.GRID_RESOLUTION_M}
+                for north, east in corners
+            ],
+        )
+
+
+def polygon(*corners: tuple[float, float], holes=(), srid: int = 4326) -> Polygon:
+    """A polygon through the corners given in cells from the test grid's origin (EPSG:3035), in srid."""
+
+    def ring(points):
+        at = [(grid.ORIGIN_EAST + col * grid.CELL, grid.ORIGIN_NORTH + row * grid.CELL) for col, row in points]
+        return [*at, at[0]]
+
+    shape = Polygon(ring(corners), *(ring(hole) for hole in holes), srid=3035)
+    shape.transform(srid)
+    return shape
+
+
+def box(col: float, row: float, cols: float, rows: float, srid: int = 4326) -> Polygon:
+    return polygon((col, row), (col + cols, row), (col + cols, row + rows), (col, row + rows), srid=srid)
+
+
+AREAS = {
+    "a multipolygon off the grid lines": MultiPolygon(
+        box(0.3, 0.2, 2.4, 1.7), polygon((6.1, 1.2), (8.7, 1.9), (7.2, 4.6)), srid=4326
+    ),
+    "holes, one a diamond": polygon(
+        (0.5, 0.5),
+        (6.5, 0.5),
+        (6.5, 6.5),
+        (0.5, 6.5),
+        holes=[[(2.2, 2.3), (4.1, 2.3), (4.1, 3.9), (2.2, 3.9)], [(5, 4.5), (5.8, 5.3), (5, 6.1), (4.2, 5.3)]],
+    ),
+    "along the cell edges, concave": polygon((1, 1), (6, 1), (6, 3), (3, 3), (3, 6), (1, 6)),
+    "along the cell edges, over the gap": box(3, 3, 4, 3),
+    "a sliver below MIN_SHARE and one above": MultiPolygon(
+        box(1, 1, 2, 2), box(3, 1, MIN_SHARE / 2, 1), box(5, 1, 3 * MIN_SHARE, 1), srid=4326
+    ),
+    "diagonals through the cells' corners": polygon((0, 0), (6, 0), (0, 6), srid=3035),
+    "a cell's own square": box(2, 2, 1, 1, srid=3035),
+    "outside the grid": box(40, 40, 3, 2),
+    "in the grid's CRS, off the lines": polygon((0.4, 0.7), (8.2, 1.1), (5.5, 7.3), (1.1, 5.9), srid=3035),
+    "in web mercator": polygon((0.4, 0.7), (8.2, 1.1), (5.5, 7.3), (1.1, 5.9), srid=3857),
+    "in UTM 33N": polygon((0.4, 0.7), (8.2, 1.1), (5.5, 7.3), (1.1, 5.9), srid=25833),
+}
+
+
+def far_square(srid: int = 3035) -> Polygon:
+    """Over the four cells whose codes differ in their number of digits."""
+    shape = Polygon.from_bbox((999_800, 9_999_900, 1_000_100, 10_000_200))
+    shape.srid = 3035
+    return shape
+
+
+def in_postgis(geometry) -> list[tuple[int, str, float]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH {CELL_SHARES_SQL} SELECT cell_id, code, share FROM covered ORDER BY code",
+            {"geometry": bytes(geometry.ewkb), "min_share": MIN_SHARE},
+        )
+        return cursor.fetchall()
+
+
+@pytest.mark.parametrize("name", [*AREAS, "codes of other lengths"])
+def test_an_area_weighed_in_the_worker_has_postgis_cells_and_shares(cells, name):
+    geometry = AREAS.get(name) or far_square()
+    expected = in_postgis(geometry)
+
+    found = weighed(geometry).cells
+
+    assert [(cell, code) for cell, code, _ in found] == [(cell, code) for cell, code, _ in expected]
+    assert [share for _, _, share in found] == pytest.approx([share for _, _, share in expected], rel=1e-9, abs=1e-12)
+
+
+def test_the_awkward_areas_are_awkward(cells):
+    """The areas above test what they are named for: partial and whole cells, slivers, none."""
+    shares = {name: [share for _, _, share in in_postgis(geometry)] for name, geometry in AREAS.items()}
+
+    assert all(0 < share < 1 for share in shares["a multipolygon off the grid lines"][:3])
+    assert shares["outside the grid"] == []
+    assert len(shares["a sliver below MIN_SHARE and one above"]) == 5  # the four cells and one sliver
+    assert min(shares["a sliver below MIN_SHARE and one above"]) == pytest.approx(3 * MIN_SHARE, rel=1e-3)
+    assert shares["a cell's own square"] == [1.0]
+    assert shares["diagonals through the cells' corners"].count(0.5) == 6
+    assert len(in_postgis(far_square())) == 4
