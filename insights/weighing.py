@@ -28,6 +28,11 @@ def in_grid_crs(geometry: GEOSGeometry) -> GEOSGeometry:
     return geometry.transform(_to_grid(geometry.srid), clone=True)
 
 
+def prepare() -> None:
+    """Read PROJ's database now, for the longitude/latitude areas buyers draw."""
+    _to_grid(4326)
+
+
 @functools.cache
 def _to_grid(srid: int) -> CoordTransform:
     """Kept per worker process: PROJ's first transformation in a process reads its database

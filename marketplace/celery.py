@@ -23,5 +23,14 @@ def close_old_database_connections(sender=None, **kwargs) -> None:
         close_old_connections()
 
 
+@signals.worker_process_init.connect
+def prepare_report_process(**kwargs) -> None:
+    """Each worker process reads PROJ's database for its area weighing once, when it starts
+    (about 100 ms), rather than in its first report's time."""
+    from insights.weighing import prepare
+
+    prepare()
+
+
 # The log context of tasks and JSON/text logs in the worker (docs/operations.md).
 import marketplace.observability.celery_signals  # noqa: E402, F401
