@@ -2,6 +2,7 @@
 stored, billed and logged together; and what a dead worker or a lost message left behind, queued again."""
 
 import contextlib
+import dataclasses
 import datetime as dt
 import enum
 import logging
@@ -48,6 +49,7 @@ def report_run(*, report_id: str) -> RunOutcome:
     acquired, report = _report_claim(report_id)
     if not acquired:
         return RunOutcome.BUSY
+    lock = _HeldLock(report_id)
     try:
         if report is None:
             return RunOutcome.FINISHED
@@ -62,9 +64,19 @@ def report_run(*, report_id: str) -> RunOutcome:
             return RunOutcome.FINISHED
         # The coverage and the engine's passes read one state of the releases, looked at once.
         with catalogue.one_look():
-            return _report_compute(report, clock=clock)
+            return _report_compute(report, clock=clock, lock=lock)
     finally:
-        _report_unlock(report_id)
+        if lock.held:
+            _report_unlock(report_id)
+
+
+@dataclasses.dataclass
+class _HeldLock:
+    """The report's lock, which this run holds until it is freed (by the statement that marks
+    the report succeeded, or after the run)."""
+
+    report_id: str
+    held: bool = True
 
 
 # The report's lock (_report_lock's) taken in the statement that claims it, which is
@@ -115,7 +127,7 @@ def _report_claim(report_id: str) -> tuple[bool, Report | None]:
     return True, report
 
 
-def _report_compute(report: Report, *, clock: StageClock) -> RunOutcome:
+def _report_compute(report: Report, *, clock: StageClock, lock: _HeldLock) -> RunOutcome:
     """Compute a claimed report, then store, bill and log it; or fail it, saying why."""
     report_id = report.pk
     coverage = selectors.coverage(kind=PRODUCTS[report.product.code].kind)
@@ -144,7 +156,7 @@ def _report_compute(report: Report, *, clock: StageClock) -> RunOutcome:
         )
         return RunOutcome.FINISHED
     clock.lap("engine")
-    _report_release(report, result, version=coverage.latest_version, clock=clock)
+    _report_release(report, result, version=coverage.latest_version, clock=clock, lock=lock)
     return RunOutcome.FINISHED
 
 
@@ -190,7 +202,7 @@ def _report_result(report: Report, *, version: int, policy: ReleasePolicy) -> di
     return product.compute(query, on_progress=_progress_writer(report.pk))
 
 
-def _report_release(report: Report, result: dict, *, version: int, clock: StageClock) -> None:
+def _report_release(report: Report, result: dict, *, version: int, clock: StageClock, lock: _HeldLock) -> None:
     """Store the result, bill it and log its release, together: a report is released and billed
     exactly when it succeeds."""
     head, arrays = result_split(result)
@@ -202,7 +214,7 @@ def _report_release(report: Report, result: dict, *, version: int, clock: StageC
         "dataset_version": version,
     }
     with transaction.atomic():
-        succeeded = _report_finish(report.pk, result=head, report=report, **finished)
+        succeeded = _report_finish(report.pk, result=head, report=report, lock=lock, **finished)
         if succeeded:
             digest = result_batches_store(report_id=report.pk, head=head, arrays=arrays)
         clock.lap("result_storage")
@@ -255,48 +267,54 @@ def _report_progress(report_id: str, fraction: float) -> None:
     Report.objects.filter(pk=report_id, status=Report.Status.RUNNING).update(progress=min(fraction, 0.99))
 
 
-def _report_finish(report_id: str, report: Report | None = None, **fields) -> bool:
+def _report_finish(report_id: str, report: Report | None = None, lock: _HeldLock | None = None, **fields) -> bool:
     """Whether the report took the fields: a report cancelled while it ran stays cancelled.
     The buyer's webhooks are queued in the same transaction, and sent after it. Within another
     transaction (a release), no savepoint of its own: a failure undoes the whole. `report`: the
-    instance in hand, given the fields too (else the finished row is read for the webhooks)."""
+    instance in hand, given the fields too (else the finished row is read for the webhooks).
+    `lock`: the report's lock, freed by the same statement if it finishes the report."""
     fields = {"finished_at": timezone.now(), "progress": 1.0} | fields
     with transaction.atomic(savepoint=False):
-        endpoint_ids = _report_finished(report_id, fields)
+        endpoint_ids = _report_finished(report_id, fields, lock=lock)
         if endpoint_ids is None:
             return False
+        if report is not None:
+            for name, value in fields.items():
+                setattr(report, name, value)
         if endpoint_ids:
             if report is None:
                 report = Report.objects.select_related("product").defer("result", "geometry").get(pk=report_id)
-            else:
-                for name, value in fields.items():
-                    setattr(report, name, value)
             webhooks_queue(report, endpoint_ids=endpoint_ids)
-        elif report is not None:
-            for name, value in fields.items():
-                setattr(report, name, value)
         return True
 
 
-def _report_finished(report_id: str, fields: dict) -> list[int] | None:
+def _report_finished(report_id: str, fields: dict, *, lock: _HeldLock | None) -> list[int] | None:
     """Give a report that is not final the fields: the ids of its tenant's active webhook
     endpoints, read in the same statement (most tenants have none: no query then for them),
-    or None if it was final."""
+    or None if it was final. A held `lock` is freed by the statement when it finishes the
+    report: another worker's claim then waits for this transaction and finds the report final
+    (or, if it rolls back, claims it), and so does the sweeper."""
     assignments, values = [], []
     for name, value in fields.items():
         field = Report._meta.get_field(name)
         assignments.append(f'"{field.column}" = %s')
         values.append(field.get_db_prep_save(value, connection))
+    unlocking = lock is not None and lock.held
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE marketplace_report report SET {', '.join(assignments)}"
             " WHERE id = %s AND NOT status = ANY(%s)"
             " RETURNING ARRAY(SELECT id FROM marketplace_webhookendpoint"
-            " WHERE tenant_id = report.tenant_id AND is_active ORDER BY id)",
-            [*values, report_id, list(Report.FINAL_STATUSES)],
+            " WHERE tenant_id = report.tenant_id AND is_active ORDER BY id)"
+            + (", pg_advisory_unlock(%s)" if unlocking else ""),
+            [*values, report_id, list(Report.FINAL_STATUSES)] + ([report_lock_key(report_id)] if unlocking else []),
         )
         row = cursor.fetchone()
-    return None if row is None else row[0]
+    if row is None:
+        return None
+    if unlocking:
+        lock.held = False
+    return row[0]
 
 
 def report_rerun(*, report: Report) -> bool:
