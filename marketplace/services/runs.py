@@ -49,7 +49,7 @@ def report_run(*, report_id: str) -> RunOutcome:
     acquired, report = _report_claim(report_id)
     if not acquired:
         return RunOutcome.BUSY
-    lock = _HeldLock(report_id)
+    lock = _HeldLock()
     try:
         if report is None:
             return RunOutcome.FINISHED
@@ -75,7 +75,6 @@ class _HeldLock:
     """The report's lock, which this run holds until it is freed (by the statement that marks
     the report succeeded, or after the run)."""
 
-    report_id: str
     held: bool = True
 
 
