@@ -112,9 +112,8 @@ def _report_claim(report_id: str) -> tuple[bool, Report | None]:
             cursor.execute(_CLAIM, params)
             acquired, *row = cursor.fetchone()
     except DatabaseError:
-        # The lock may have been taken before the statement failed (a statement timeout):
-        # closing the connection frees it, as an unlock could not know whether it was.
-        connection.close()
+        # The lock may have been taken before the statement failed (a lock or statement timeout).
+        _report_unlock(report_id)
         raise
     if not acquired:
         return False, None
@@ -375,6 +374,7 @@ def _report_lock(report_id) -> Iterator[bool]:
 
 
 def _report_unlock(report_id) -> None:
+    """Free the report's lock (if this session does not hold it, PostgreSQL only warns)."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [report_lock_key(report_id)])

@@ -99,6 +99,8 @@ def test_a_claim_that_fails_after_taking_the_lock_leaves_the_report_unlocked(que
 
     # Then the lock is free for the next try, and the report untouched
     assert other_connection.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]
+    with connection.cursor() as cursor:
+        cursor.execute("RESET lock_timeout")
     queued_report.refresh_from_db()
     assert (queued_report.status, queued_report.attempts) == ("queued", 0)
 
