@@ -156,27 +156,48 @@ def quote_claim(*, tenant, quote_id, product_code: str, fingerprint: str) -> Quo
     return quote
 
 
+# The usage line and its outbox row (pending, due now) in one statement: one round trip on
+# every report's success.
+_USAGE_WITH_SYNC = """
+    WITH line AS (
+        INSERT INTO billing_usageline (tenant_id, report_id, month, kind, product, quantity, unit, unit_price,
+                                       amount_cents, currency, reason, created_by_id, created_at)
+        VALUES (%(tenant)s, %(report)s, NULL, %(kind)s, %(product)s, %(quantity)s, %(unit)s, %(unit_price)s,
+                %(amount_cents)s, %(currency)s, '', NULL, %(now)s)
+        RETURNING *
+    ), sync AS (
+        INSERT INTO billing_usagesync (line_id, state, attempts, next_attempt_at, last_error, lease_until,
+                                       stripe_invoice_item_id, stripe_invoice_id, synced_at)
+        SELECT id, %(pending)s, 0, %(now)s, '', NULL, '', '', NULL FROM line
+    )
+    SELECT * FROM line
+"""
+
+
 def usage_record(*, report) -> UsageLine:
     """The usage line of a succeeded report, at the price of its quote (or, for a report
-    ordered before quotes, its product's price now). Called in the transaction that marks the
-    report succeeded; a second call for the same report is refused by the database (one usage
-    line per report), so a retried task cannot bill twice."""
+    ordered before quotes, its product's price now), queued for Stripe. Called in the
+    transaction that marks the report succeeded; a second call for the same report is refused
+    by the database (one usage line per report), so a retried task cannot bill twice."""
     # The reverse one-to-one: read with the report when it was selected with it; a report without
     # a quote raises RelatedObjectDoesNotExist, an AttributeError.
     quote = getattr(report, "quote", None)
     priced = PriceQuote.of(quote) if quote else price_quote(report=report)
-    line = UsageLine.objects.create(
-        tenant_id=report.tenant_id,
-        report=report,
-        kind=UsageLine.Kind.USAGE,
-        product=report.product.code,
-        quantity=priced.quantity,
-        unit=priced.unit,
-        unit_price=priced.unit_price,
-        amount_cents=priced.amount_cents,
-        currency=priced.currency,
-    )
-    _outbox(line)
+    params = {
+        "tenant": report.tenant_id,
+        "report": report.pk,
+        "kind": UsageLine.Kind.USAGE,
+        "product": report.product.code,
+        "quantity": priced.quantity,
+        "unit": priced.unit,
+        "unit_price": priced.unit_price,
+        "amount_cents": priced.amount_cents,
+        "currency": priced.currency,
+        "now": timezone.now(),
+        "pending": UsageSync.State.PENDING,
+    }
+    line = next(iter(UsageLine.objects.raw(_USAGE_WITH_SYNC, params)))
+    transaction.on_commit(partial(_sync_enqueue, line.pk))
     return line
 
 

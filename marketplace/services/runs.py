@@ -2,6 +2,7 @@
 stored, billed and logged together; and what a dead worker or a lost message left behind, queued again."""
 
 import contextlib
+import dataclasses
 import datetime as dt
 import enum
 import logging
@@ -45,10 +46,11 @@ class RunOutcome(enum.Enum):
 def report_run(*, report_id: str) -> RunOutcome:
     """Compute a report at most once at a time; safe to call again after a crash."""
     clock = StageClock()
-    with _report_lock(report_id) as acquired:
-        if not acquired:
-            return RunOutcome.BUSY
-        report = _report_claim(report_id)
+    acquired, report = _report_claim(report_id)
+    if not acquired:
+        return RunOutcome.BUSY
+    lock = _HeldLock()
+    try:
         if report is None:
             return RunOutcome.FINISHED
         report_stage_observe("queue_wait", (report.started_at - report.queued_at).total_seconds())
@@ -62,39 +64,68 @@ def report_run(*, report_id: str) -> RunOutcome:
             return RunOutcome.FINISHED
         # The coverage and the engine's passes read one state of the releases, looked at once.
         with catalogue.one_look():
-            return _report_compute(report, clock=clock)
+            return _report_compute(report, clock=clock, lock=lock)
+    finally:
+        if lock.held:
+            _report_unlock(report_id)
 
 
-# Conditional, so a report cancelled a moment ago is not revived; the claimed report comes back
-# with its product and its quote (which the usage line is billed at), in the same statement.
+@dataclasses.dataclass
+class _HeldLock:
+    """The report's lock, which this run holds until it is freed (by the statement that marks
+    the report succeeded, or after the run)."""
+
+    held: bool = True
+
+
+# The report's lock (_report_lock's) taken in the statement that claims it, which is
+# conditional on the lock: a report another worker holds is not touched. Conditional too on
+# the report not being final, so a report cancelled a moment ago is not revived; the claimed
+# report comes back with its product and its quote (which the usage line is billed at).
 _CLAIM = f"""
-    WITH claimed AS (
+    WITH locked AS (SELECT pg_try_advisory_lock(%(key)s) AS acquired),
+    claimed AS (
         UPDATE marketplace_report
         SET status = 'running', attempts = attempts + 1, started_at = %(now)s, progress = 0
-        WHERE id = %(report)s AND NOT status = ANY(%(final)s)
+        WHERE id = %(report)s AND NOT status = ANY(%(final)s) AND (SELECT acquired FROM locked)
         RETURNING *
     )
-    SELECT {columns(Report, "claimed")}, {columns(Product, "product")}, {columns(Quote, "quote")}
-    FROM claimed
-    JOIN marketplace_product product ON product.id = claimed.product_id
+    SELECT locked.acquired, {columns(Report, "claimed")}, {columns(Product, "product")}, {columns(Quote, "quote")}
+    FROM locked
+    LEFT JOIN claimed ON true
+    LEFT JOIN marketplace_product product ON product.id = claimed.product_id
     LEFT JOIN billing_quote quote ON quote.report_id = claimed.id
 """
 
 
-def _report_claim(report_id: str) -> Report | None:
-    """Mark the report running, one attempt more; None if it is final already."""
-    with connection.cursor() as cursor:
-        cursor.execute(_CLAIM, {"now": timezone.now(), "report": report_id, "final": list(Report.FINAL_STATUSES)})
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    report, product, quote = instances(row, Report, Product, Quote)
+def _report_claim(report_id: str) -> tuple[bool, Report | None]:
+    """Lock the report and mark it running, one attempt more: (whether it was locked, the
+    report; None if it is final already). Locked until _report_unlock."""
+    params = {
+        "key": report_lock_key(report_id),
+        "now": timezone.now(),
+        "report": report_id,
+        "final": list(Report.FINAL_STATUSES),
+    }
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(_CLAIM, params)
+            acquired, *row = cursor.fetchone()
+    except DatabaseError:
+        # The lock may have been taken before the statement failed (a lock or statement timeout).
+        _report_unlock(report_id)
+        raise
+    if not acquired:
+        return False, None
+    report, product, quote = instances(tuple(row), Report, Product, Quote)
+    if report is None:
+        return True, None
     report.product = product
     Report.quote.related.set_cached_value(report, quote)  # as select_related("quote") leaves it
-    return report
+    return True, report
 
 
-def _report_compute(report: Report, *, clock: StageClock) -> RunOutcome:
+def _report_compute(report: Report, *, clock: StageClock, lock: _HeldLock) -> RunOutcome:
     """Compute a claimed report, then store, bill and log it; or fail it, saying why."""
     report_id = report.pk
     coverage = selectors.coverage(kind=PRODUCTS[report.product.code].kind)
@@ -123,7 +154,7 @@ def _report_compute(report: Report, *, clock: StageClock) -> RunOutcome:
         )
         return RunOutcome.FINISHED
     clock.lap("engine")
-    _report_release(report, result, version=coverage.latest_version, clock=clock)
+    _report_release(report, result, version=coverage.latest_version, clock=clock, lock=lock)
     return RunOutcome.FINISHED
 
 
@@ -169,7 +200,7 @@ def _report_result(report: Report, *, version: int, policy: ReleasePolicy) -> di
     return product.compute(query, on_progress=_progress_writer(report.pk))
 
 
-def _report_release(report: Report, result: dict, *, version: int, clock: StageClock) -> None:
+def _report_release(report: Report, result: dict, *, version: int, clock: StageClock, lock: _HeldLock) -> None:
     """Store the result, bill it and log its release, together: a report is released and billed
     exactly when it succeeds."""
     head, arrays = result_split(result)
@@ -181,7 +212,7 @@ def _report_release(report: Report, result: dict, *, version: int, clock: StageC
         "dataset_version": version,
     }
     with transaction.atomic():
-        succeeded = _report_finish(report.pk, result=head, report=report, **finished)
+        succeeded = _report_finish(report.pk, result=head, report=report, lock=lock, **finished)
         if succeeded:
             digest = result_batches_store(report_id=report.pk, head=head, arrays=arrays)
         clock.lap("result_storage")
@@ -234,22 +265,54 @@ def _report_progress(report_id: str, fraction: float) -> None:
     Report.objects.filter(pk=report_id, status=Report.Status.RUNNING).update(progress=min(fraction, 0.99))
 
 
-def _report_finish(report_id: str, report: Report | None = None, **fields) -> bool:
+def _report_finish(report_id: str, report: Report | None = None, lock: _HeldLock | None = None, **fields) -> bool:
     """Whether the report took the fields: a report cancelled while it ran stays cancelled.
     The buyer's webhooks are queued in the same transaction, and sent after it. Within another
     transaction (a release), no savepoint of its own: a failure undoes the whole. `report`: the
-    instance in hand, given the fields too (else the finished row is read for the webhooks)."""
+    instance in hand, given the fields too (else the finished row is read for the webhooks).
+    `lock`: the report's lock, freed by the same statement if it finishes the report."""
     fields = {"finished_at": timezone.now(), "progress": 1.0} | fields
     with transaction.atomic(savepoint=False):
-        finished = bool(Report.objects.filter(pk=report_id).exclude(status__in=Report.FINAL_STATUSES).update(**fields))
-        if finished:
+        endpoint_ids = _report_finished(report_id, fields, lock=lock)
+        if endpoint_ids is None:
+            return False
+        if report is not None:
+            for name, value in fields.items():
+                setattr(report, name, value)
+        if endpoint_ids:
             if report is None:
                 report = Report.objects.select_related("product").defer("result", "geometry").get(pk=report_id)
-            else:
-                for name, value in fields.items():
-                    setattr(report, name, value)
-            webhooks_queue(report)
-        return finished
+            webhooks_queue(report, endpoint_ids=endpoint_ids)
+        return True
+
+
+def _report_finished(report_id: str, fields: dict, *, lock: _HeldLock | None) -> list[int] | None:
+    """Give a report that is not final the fields: the ids of its tenant's active webhook
+    endpoints, read in the same statement (most tenants have none: no query then for them),
+    or None if it was final. A held `lock` is freed by the statement when it finishes the
+    report: another worker's claim then waits for this transaction and finds the report final
+    (or, if it rolls back, claims it), and so does the sweeper."""
+    assignments, values = [], []
+    for name, value in fields.items():
+        field = Report._meta.get_field(name)
+        assignments.append(f'"{field.column}" = %s')
+        values.append(field.get_db_prep_save(value, connection))
+    unlocking = lock is not None and lock.held
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE marketplace_report report SET {', '.join(assignments)}"
+            " WHERE id = %s AND NOT status = ANY(%s)"
+            " RETURNING ARRAY(SELECT id FROM marketplace_webhookendpoint"
+            " WHERE tenant_id = report.tenant_id AND is_active ORDER BY id)"
+            + (", pg_advisory_unlock(%s)" if unlocking else ""),
+            [*values, report_id, list(Report.FINAL_STATUSES)] + ([report_lock_key(report_id)] if unlocking else []),
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    if unlocking:
+        lock.held = False
+    return row[0]
 
 
 def report_rerun(*, report: Report) -> bool:
@@ -300,18 +363,22 @@ def report_lock_key(report_id) -> int:
 @contextlib.contextmanager
 def _report_lock(report_id) -> Iterator[bool]:
     """A session advisory lock: PostgreSQL frees it when the holder's connection dies."""
-    key = report_lock_key(report_id)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [report_lock_key(report_id)])
         acquired = cursor.fetchone()[0]
     try:
         yield acquired
     finally:
         if acquired:
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
-            except DatabaseError:
-                # Lost, or the unlock itself failed (a statement timeout): closing the connection
-                # frees the lock, which the next task would otherwise find held on a kept connection.
-                connection.close()
+            _report_unlock(report_id)
+
+
+def _report_unlock(report_id) -> None:
+    """Free the report's lock (if this session does not hold it, PostgreSQL only warns)."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [report_lock_key(report_id)])
+    except DatabaseError:
+        # Lost, or the unlock itself failed (a statement timeout): closing the connection
+        # frees the lock, which the next task would otherwise find held on a kept connection.
+        connection.close()

@@ -169,11 +169,13 @@ def _delivery_create(*, endpoint: WebhookEndpoint, event: str, data: dict) -> We
     return delivery
 
 
-def webhooks_queue(report: Report) -> None:
+def webhooks_queue(report: Report, *, endpoint_ids: list[int]) -> None:
+    """A delivery of the report's event to each of these endpoints (its tenant's active ones)
+    that takes it."""
     event = {Report.Status.SUCCEEDED: "report.succeeded", Report.Status.FAILED: "report.failed"}.get(report.status)
     if event is None:
         return
-    for endpoint in WebhookEndpoint.objects.filter(tenant_id=report.tenant_id, is_active=True):
+    for endpoint in WebhookEndpoint.objects.filter(pk__in=endpoint_ids).order_by("pk"):
         if event not in endpoint.events:
             continue
         _delivery_create(

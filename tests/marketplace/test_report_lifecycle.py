@@ -73,6 +73,38 @@ def test_a_report_another_worker_holds_is_left_alone(queued_report, other_connec
     assert (queued_report.status, queued_report.attempts) == ("queued", 0)
 
 
+def test_a_run_frees_the_reports_lock_whether_it_computed_the_report_or_found_it_final(queued_report, other_connection):
+    key = services.report_lock_key(queued_report.pk)
+    for _ in range(2):  # computed, then found final
+        assert services.report_run(report_id=queued_report.pk) is services.RunOutcome.FINISHED
+
+        assert other_connection.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]
+        other_connection.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_that_fails_after_taking_the_lock_leaves_the_report_unlocked(queued_report, other_connection):
+    # Given a queued report (committed here, so computed once already) whose row another
+    # transaction holds, and a claim that waits for it 0.1 s at most
+    Report.objects.filter(pk=queued_report.pk).update(status="queued", attempts=0)
+    key = services.report_lock_key(queued_report.pk)
+    with other_connection.transaction():
+        other_connection.execute("SELECT 1 FROM marketplace_report WHERE id = %s FOR UPDATE", [queued_report.pk])
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '100ms'")
+
+        # When the claim, which took the report's lock first, fails
+        with pytest.raises(OperationalError):
+            services.report_run(report_id=queued_report.pk)
+
+    # Then the lock is free for the next try, and the report untouched
+    assert other_connection.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]
+    with connection.cursor() as cursor:
+        cursor.execute("RESET lock_timeout")
+    queued_report.refresh_from_db()
+    assert (queued_report.status, queued_report.attempts) == ("queued", 0)
+
+
 def test_a_report_left_running_by_a_dead_worker_is_computed_by_the_next(queued_report):
     Report.objects.filter(pk=queued_report.pk).update(status="running", attempts=1)
 
