@@ -108,8 +108,13 @@ def buyer(url: str, key: str, until: float, results: list[tuple], first: int, *,
         while status in ("queued", "running") and time.monotonic() - ordered < REPORT_TIMEOUT_SECONDS:
             if asks:
                 time.sleep(pause)
-            status = session.get(report, params={"wait": wait} if wait else None, timeout=60).json()["status"]
+            asked = session.get(report, params={"wait": wait} if wait else None, timeout=60)
             asks += 1
+            if asked.status_code != 200:  # turned away (503, 429): asked again after Retry-After
+                results.append((f"GET {asked.status_code}", 0.0, None))
+                time.sleep(float(asked.headers.get("Retry-After", 1)) * random.uniform(1, 1.5))
+                continue
+            status = asked.json()["status"]
         results.append((status, posted, time.monotonic() - ordered))
 
 
@@ -189,7 +194,7 @@ def run(service: faults.Service, keys: list[str], buyers: int, seconds: float, *
     time.sleep(1)  # the last reports' commits are observed
     stages = stage_rows(before, histograms(service))
     succeeded = [final for status, _, final in results if status == "succeeded"]
-    posts = [posted for _, posted, _ in results]
+    posts = [posted for status, posted, _ in results if not status.startswith("GET ")]
     return {
         "buyers": buyers,
         "succeeded": len(succeeded),
@@ -232,7 +237,8 @@ def main() -> None:
         rows = [run(service, keys, buyers, args.seconds, wait=args.wait, pause=args.pause) for buyers in counts]
     print(
         "\n| buyers | reports succeeded | reports/s | order to succeeded p50 / p95 / p99 (s) | POST p95 (s)"
-        " | other outcomes (an HTTP status: turned away, ordered again after Retry-After; or a report's status) |"
+        " | other outcomes (an HTTP status: an order turned away, ordered again after Retry-After;"
+        " GET and a status: an ask turned away, asked again; or a report's status) |"
     )
     print("|---|---|---|---|---|---|")
     for row in rows:
