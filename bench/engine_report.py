@@ -4,8 +4,11 @@ at a time: "run" times the report (footfall_result, dwell_result, catchment_resu
 od_matrix_result or compare_result) as a worker that ran it before does (its area, months,
 releases and regions kept in memory, insights/held.py), "cold" times it with those caches
 emptied first, as a worker's first report of an area the service has seen (its cell weights
-read from the database, insights/areas.py), "cold-new" also with the area's stored weights
-dropped first, as a first report of a new area (weighed in PostGIS and stored), "sums"
+read from the database, insights/areas.py; the months the node's workers share,
+insights/shared.py, as the runs before left them), "cold-new" also with the area's stored
+weights dropped first, as a first report of a new area (weighed in PostGIS and stored),
+"cold-node" as "cold" with the node's shared months of this database emptied too, as the
+service's first report of the area after a release (every month read from PostgreSQL), "sums"
 returns the sums of the scans the report runs, to check them against the SQL floor and
 DuckDB; at the end of its input it answers with its peak RSS. Reports read the release of
 each dataset version under the policy the benchmark names (the current one).
@@ -37,6 +40,7 @@ def main() -> None:
     # Imported after setup: the engine needs the app registry.
     from django.contrib.gis.geos import GEOSGeometry
 
+    from insights import shared
     from insights.areas import forget_stored
     from insights.grid import cell_corner, cell_id
     from insights.kinds import DWELL, HOME, PRESENCE
@@ -127,9 +131,11 @@ def main() -> None:
     answer({"started_rss_mb": peak_rss_mb()})
     for line in sys.stdin:
         command = line.strip()
-        if command in ("run", "cold", "cold-new"):
+        if command in ("run", "cold", "cold-new", "cold-node"):
             if command == "cold-new" and "geometry" in query:
                 forget_stored(query["geometry"])
+            if command == "cold-node":
+                shared.forget_all()
             if command != "run":
                 caches_clear()
             started = time.perf_counter()
