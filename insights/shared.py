@@ -91,7 +91,31 @@ def put(source: str, entries: Sequence[tuple[tuple, object]]) -> None:
         return
     encode = _encoded_hours if source == "hour" else _encoded_days
     names = _names(_database(), [key for key, _ in entries])
-    named = [(name, encode(entry)) for name, (_, entry) in zip(names, entries, strict=True)]
+    _write(client, [(name, encode(entry)) for name, (_, entry) in zip(names, entries, strict=True)])
+
+
+def get_summed(key: tuple) -> list[np.ndarray | None] | None:
+    """An area's month summed (insights/summed.py, by its key there) as its arrays (groups,
+    value, weight, count, place_value, place_count), None if not shared."""
+    client = _redis()
+    if client is None:
+        return None
+    try:
+        blob = client.get(_summed_name(_database(), key))
+    except (redis.RedisError, OSError) as exc:
+        _failed(exc)
+        return None
+    return None if blob is None else _decoded_summed(blob)
+
+
+def put_summed(key: tuple, summed) -> None:
+    """Share an area's month summed, unless this window's budget is spent."""
+    client = _redis()
+    if client is not None:
+        _write(client, [(_summed_name(_database(), key), _encoded_summed(summed))])
+
+
+def _write(client: redis.Redis, named: list[tuple[str, bytes | None]]) -> None:
     named = [(name, blob) for name, blob in named if blob is not None]
     size = sum(len(name) + len(blob) + KEY_OVERHEAD for name, blob in named)
     ttl = settings.SHARED_MONTHS_TTL_SECONDS
@@ -238,3 +262,61 @@ def _decoded_days(blob: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         np.frombuffer(blob, "<i8", count * DAYS, values_at).reshape(count, DAYS).astype(np.int64),
         np.frombuffer(blob, np.uint8, count * DAYS, counts_at).reshape(count, DAYS).copy(),
     )
+
+
+def _summed_name(database: str, key: tuple) -> str:
+    """insights/summed.py's key (held.py's read and month, the area's places and shares as a
+    digest, the grouping, whether places are summed) as a Redis key."""
+    summed = json.dumps([FORMAT, *key], default=_plain_or_hex, separators=(",", ":"))
+    digest = hashlib.blake2b(summed.encode(), digest_size=16).hexdigest()
+    return f"{settings.SHARED_MONTHS_PREFIX}:{database}:summed:{digest}"
+
+
+def _plain_or_hex(value):
+    return value.hex() if isinstance(value, bytes) else _plain(value)
+
+
+_ARRAY = struct.Struct("<2sBII")  # an array's dtype ('f8', 'u2'...), dimensions, shape (one or two)
+
+
+def _encoded_summed(summed) -> bytes:
+    """An area's month summed: its group arrays as they are, each place's running sums as the
+    steps between them, in the narrowest unsigned type that holds them."""
+    arrays = [summed.groups, summed.value, summed.weight, summed.count]
+    if summed.place_value is not None:
+        arrays += [_steps(summed.place_value), _steps(summed.place_count)]
+    header = [_COUNT.pack(len(arrays))]
+    for array in arrays:
+        shape = (*array.shape, 0)[:2]
+        header.append(_ARRAY.pack(array.dtype.str[1:].encode(), array.ndim, *shape))
+    return b"".join([*header, *(np.ascontiguousarray(array).tobytes() for array in arrays)])
+
+
+def _steps(running: np.ndarray) -> np.ndarray:
+    steps = np.diff(running, axis=1)
+    if steps.min(initial=0) < 0:  # sums of published values never fall; kept whole if they did
+        return steps
+    return steps.astype(np.min_scalar_type(int(steps.max(initial=0))))
+
+
+def _decoded_summed(blob: bytes) -> list[np.ndarray | None]:
+    (count,) = _COUNT.unpack_from(blob)
+    at = _COUNT.size + count * _ARRAY.size
+    arrays = []
+    for index in range(count):
+        kind, ndim, *shape = _ARRAY.unpack_from(blob, _COUNT.size + index * _ARRAY.size)
+        dtype = np.dtype("<" + kind.decode())
+        shape = tuple(shape[:ndim])
+        size = int(np.prod(shape)) * dtype.itemsize
+        arrays.append(np.frombuffer(blob, dtype, size // dtype.itemsize, at).reshape(shape))
+        at += size
+    if count == 4:
+        return [*arrays, None, None]
+    return [*arrays[:4], *(_running(steps) for steps in arrays[4:])]
+
+
+def _running(steps: np.ndarray) -> np.ndarray:
+    """Running sums from the month's start (column 0 is 0) of the steps."""
+    running = np.zeros((steps.shape[0], steps.shape[1] + 1), dtype=np.int64)
+    np.cumsum(steps, axis=1, dtype=np.int64, out=running[:, 1:])
+    return running

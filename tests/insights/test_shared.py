@@ -16,6 +16,7 @@ import redis
 from django.contrib.gis.geos import MultiPolygon
 
 import insights.held
+import insights.summed
 from insights import shared
 from insights.models import DatasetVersion
 from insights.releases import releases_build
@@ -61,9 +62,14 @@ def tables(result: dict) -> dict:
     return {name: list(part) if hasattr(part, "table") else part for name, part in result.items()}
 
 
-def entries(settings) -> list[bytes]:
+def values(settings) -> list[bytes]:
+    """The names of the values shared under this test's prefix: place-months and area-months."""
     client = redis.Redis.from_url(settings.SHARED_MONTHS_URL)
     return [name for name in client.scan_iter(match=f"{settings.SHARED_MONTHS_PREFIX}:*") if b":written:" not in name]
+
+
+def area_months(settings) -> list[bytes]:
+    return [name for name in values(settings) if b":summed:" in name]
 
 
 def reads_counted(monkeypatch) -> list:
@@ -79,34 +85,56 @@ def reads_counted(monkeypatch) -> list:
     return fetched
 
 
+def from_database(settings, compute, order) -> dict:
+    """The result of a worker that shares nothing."""
+    url, settings.SHARED_MONTHS_URL = settings.SHARED_MONTHS_URL, ""
+    caches_clear()
+    result = tables(compute(order))
+    settings.SHARED_MONTHS_URL = url
+    return result
+
+
+# Over the same cells as BLOCK, with other shares: its months summed are not shared, its place-months are.
+SHIFTED = MultiPolygon(grid.square(0.25, 0.25, 2.5, 2.5), srid=4326)
+
+
 def test_a_worker_that_never_read_the_area_reads_its_months_from_the_node(city, settings, monkeypatch):
+    shifted = from_database(settings, footfall_result, query(SHIFTED))
+    caches_clear()
     first = tables(footfall_result(query()))
-    assert len(entries(settings)) == 9  # a month of each of the area's cells
+    assert len(values(settings)) == 10  # a month of each of the area's 9 cells, and the area's month summed
 
     fetched = reads_counted(monkeypatch)
     caches_clear()  # another worker
     assert tables(footfall_result(query())) == first
+    caches_clear()
+    assert tables(footfall_result(query(SHIFTED))) == shifted  # the same cells: their months are shared
     assert fetched == []
 
     client = redis.Redis.from_url(settings.SHARED_MONTHS_URL)
-    assert all(0 < client.ttl(name) <= settings.SHARED_MONTHS_TTL_SECONDS for name in entries(settings))
+    assert all(0 < client.ttl(name) <= settings.SHARED_MONTHS_TTL_SECONDS for name in values(settings))
 
 
 def test_dwell_bands_and_day_rows_shared_give_the_numbers_of_the_database(dwell, settings, monkeypatch):
     orders = [query(start=DWELL_START, end=DWELL_END), query(start=DWELL_START, end=DWELL_END, granularity="day")]
-    settings.SHARED_MONTHS_URL = ""  # not shared: every month read from the database
-    from_database = [tables(dwell_result(order)) for order in orders]
-    settings.SHARED_MONTHS_URL = settings.REDIS_URL
+    expected = [from_database(settings, dwell_result, order) for order in orders]
     caches_clear()
     [dwell_result(order) for order in orders]
 
     fetched = reads_counted(monkeypatch)
-    caches_clear()
-    assert [tables(dwell_result(order)) for order in orders] == from_database
+    for order, result in zip(orders, expected, strict=True):
+        caches_clear()
+        assert tables(dwell_result(order)) == result
+        monkeypatch.setattr(insights.summed, "kept", lambda key: insights.summed.SUMMED.get(key))  # place-months
+        caches_clear()
+        assert tables(dwell_result(order)) == result
+        monkeypatch.undo()
+        fetched = reads_counted(monkeypatch)
     assert fetched == []
 
 
-def test_a_new_release_of_a_month_shared_is_read_by_a_new_worker(city, tmp_path):
+@pytest.mark.parametrize("area", [BLOCK, SHIFTED], ids=["area-months", "place-months"])
+def test_a_new_release_of_a_month_shared_is_read_by_a_new_worker(city, tmp_path, settings, area):
     later = dt.datetime(2026, 3, 31, 22, tzinfo=UTC)
     before = footfall_result(query(end=later + dt.timedelta(hours=2)))
     assert [row["person_hours"] for row in before["series"]][-2:] == [None, None]
@@ -116,40 +144,44 @@ def test_a_new_release_of_a_month_shared_is_read_by_a_new_worker(city, tmp_path)
         tmp_path / "later.csv", cells=[(1, 1)], start=later, end=later + dt.timedelta(hours=2), visits=lambda *_: 40
     )
     caches_clear()
-    after = footfall_result(query(end=later + dt.timedelta(hours=2)))
+    after = tables(footfall_result(query(area, end=later + dt.timedelta(hours=2))))
 
     assert [row["person_hours"] for row in after["series"]][-2:] == [40, 40]
-    assert list(after["series"])[:-2] == list(before["series"])[:-2]
+    assert after == from_database(settings, footfall_result, query(area, end=later + dt.timedelta(hours=2)))
 
 
-def test_a_new_policy_is_read_by_a_new_worker(city, settings):
+@pytest.mark.parametrize("area", [BLOCK, SHIFTED], ids=["area-months", "place-months"])
+def test_a_new_policy_is_read_by_a_new_worker(city, settings, area):
     first = footfall_result(query())
     settings.PRIVACY_K = 40  # the city's busiest cells only
     releases_build()
     caches_clear()
-    second = tables(footfall_result(query()))
+    second = tables(footfall_result(query(area)))
 
     assert second["privacy"]["cell_hours_released"] < first["privacy"]["cell_hours_released"]
-    settings.SHARED_MONTHS_URL = ""
-    caches_clear()
-    assert tables(footfall_result(query())) == second
+    assert second == from_database(settings, footfall_result, query(area))
 
 
-def test_days_cut_by_retention_are_not_served_to_a_new_worker(db, tmp_path):
+@pytest.mark.parametrize(
+    "area", [grid.square(0, 0, 1, 1), grid.square(0, 0, 1, 0.8)], ids=["area-months", "place-months"]
+)
+def test_days_cut_by_retention_are_not_served_to_a_new_worker(db, tmp_path, area):
     # Berlin's 1 April began at 22:00 UTC on 31 March: its day rollup holds March hours.
     hours = (dt.datetime(2026, 3, 31, 20, tzinfo=UTC), dt.datetime(2026, 4, 1, 4, tzinfo=UTC))
     grid.load_totals(tmp_path / "edge.csv", cells=[(0, 0)], start=hours[0], end=hours[1], visits=lambda *_: 30)
-    area = MultiPolygon(grid.square(0, 0, 1, 1), srid=4326)
+    cell = MultiPolygon(grid.square(0, 0, 1, 1), srid=4326)
     days = {"start": dt.datetime(2026, 3, 31, 22, tzinfo=UTC), "end": dt.datetime(2026, 4, 1, 22, tzinfo=UTC)}
-    assert [row["person_hours"] for row in footfall_result(query(area, granularity="day", **days))["series"]] == [180]
+    assert [row["person_hours"] for row in footfall_result(query(cell, granularity="day", **days))["series"]] == [180]
 
     aggregates_retain(before=dt.datetime(2026, 4, 1, tzinfo=UTC))  # March, and the days that began in it
     caches_clear()
+    area = MultiPolygon(area, srid=4326)
 
     assert [row["person_hours"] for row in footfall_result(query(area, granularity="day", **days))["series"]] == [None]
 
 
-def test_a_month_dropped_by_retention_is_not_served_to_a_new_worker(city, tmp_path):
+@pytest.mark.parametrize("area", [BLOCK, SHIFTED], ids=["area-months", "place-months"])
+def test_a_month_dropped_by_retention_is_not_served_to_a_new_worker(city, tmp_path, area):
     april = dt.datetime(2026, 4, 2, tzinfo=UTC)
     grid.load_totals(
         tmp_path / "april.csv", cells=[(0, 0)], start=april, end=april + dt.timedelta(hours=2), visits=lambda *_: 9
@@ -159,7 +191,7 @@ def test_a_month_dropped_by_retention_is_not_served_to_a_new_worker(city, tmp_pa
     aggregates_retain(before=dt.datetime(2026, 4, 1, tzinfo=UTC))
     caches_clear()
 
-    assert footfall_result(query())["privacy"]["cell_hours_released"] == 0
+    assert footfall_result(query(area))["privacy"]["cell_hours_released"] == 0
 
 
 def test_a_window_writes_its_budget_at_most(city, settings):
@@ -167,15 +199,14 @@ def test_a_window_writes_its_budget_at_most(city, settings):
     client = redis.Redis.from_url(settings.SHARED_MONTHS_URL)
     (counter,) = client.scan_iter(match=f"{settings.SHARED_MONTHS_PREFIX}:written:*")
     assert 0 < client.ttl(counter) <= 2 * settings.SHARED_MONTHS_TTL_SECONDS
-    needed = int(client.get(counter))  # the area's nine place-months
+    needed = int(client.get(counter))  # the area's nine place-months, then its month summed
 
-    for budget, written in ((needed - 1, 0), (needed, 9)):
-        shared.forget_all()
+    for budget, written in ((needed, 10), (needed - 1, 9), (1, 0)):
         settings.SHARED_MONTHS_PREFIX = f"test-shared-months-{uuid.uuid4().hex}"  # a new window's counter
         settings.SHARED_MONTHS_BYTES = budget
         caches_clear()
         footfall_result(query())
-        assert len(entries(settings)) == written
+        assert len(values(settings)) == written
 
 
 def free_port() -> int:
@@ -212,7 +243,7 @@ def private_redis():
 def test_redis_going_down_leaves_reports_as_they_are(city, settings, private_redis, caplog):
     settings.SHARED_MONTHS_URL, stop = private_redis
     first = tables(footfall_result(query()))
-    assert len(entries(settings)) == 9
+    assert len(values(settings)) == 10
 
     stop()
     caches_clear()
