@@ -1,17 +1,20 @@
 """The decoded packed months of small reads, shared by a node's report workers through Redis.
 
-insights/held.py keeps each place's rows of a month in its worker's memory. A worker's first
-report of an area would still read them from PostgreSQL, although another worker read the
-same place-months a moment ago. So they are also kept here, packed again (insights/packing.py:
-a row's bitmap and published values, or a day row's values and hours), one Redis value per
-place-month fetched with one MGET per report: only the service's first read of a place-month
-after a release goes to PostgreSQL.
+insights/held.py keeps each place's rows of a month in its worker's memory, insights/summed.py
+an area's months summed. A worker's first report of an area would still read them from
+PostgreSQL and sum them, although another worker did so a moment ago. So both are also kept
+here: each place-month packed again (insights/packing.py: a row's bitmap and published values,
+or a day row's sums and hours), fetched with one MGET per read, so that only the service's
+first read of a place-month after a release goes to PostgreSQL; and each area-month summed
+(its groups' sums as they are, its places' running sums as their steps), so that a worker's
+first report of an area another worker served neither fetches, decodes nor sums.
 
-A Redis key holds all of held.py's key (table, segment filter, policy, the dataset versions
-read, the kind's retention mark, month, place), the format of the value (FORMAT), and the
-database read: its cluster's system identifier and its OID, since ids start again in another
-database (a test's, one loaded again). So, as in held.py, an entry is never stale: a new
-release for a month, a new policy or retention reads other keys.
+A Redis key holds all of the worker's key (held.py's: table, segment filter, policy, the
+dataset versions read, the kind's retention mark, month, place; summed.py's adds the area's
+places and shares and the grouping), the format of the value (FORMAT), and the database read:
+its cluster's system identifier and its OID, since ids start again in another database (a
+test's, one loaded again). So, as in held.py, an entry is never stale: a new release for a
+month, a new policy or retention reads other keys.
 
 Bounded, and never at the other keys' expense (Redis also holds the Django cache, the rate
 limits and locks, without eviction): every entry expires after SHARED_MONTHS_TTL_SECONDS, and
