@@ -3,9 +3,11 @@ to compute it. bench/timing.py starts it with the report as JSON and talks to it
 at a time: "run" times the report (footfall_result, dwell_result, catchment_result,
 od_matrix_result or compare_result) as a worker that ran it before does (its area, months,
 releases and regions kept in memory, insights/held.py), "cold" times it with those caches
-emptied first, as a worker's first report of an area (weighed in the worker, insights/areas.py),
-"cold-new" the same, a first report of an area the service has never seen: nothing of an area
-is stored, so a new one costs what one seen before does, "sums"
+emptied first, as a worker's first report of an area (weighed in the worker, insights/areas.py;
+nothing of an area is stored, so a new one costs what one seen before does) with the months
+the node's workers share (insights/shared.py) as the runs before left them, "cold-node" as
+"cold" with the node's shared months of this database emptied too, as the service's first
+report of the area after a release (every month read from PostgreSQL), "sums"
 returns the sums of the scans the report runs, to check them against the SQL floor and
 DuckDB; at the end of its input it answers with its peak RSS. Reports read the release of
 each dataset version under the policy the benchmark names (the current one).
@@ -37,6 +39,7 @@ def main() -> None:
     # Imported after setup: the engine needs the app registry.
     from django.contrib.gis.geos import GEOSGeometry
 
+    from insights import shared
     from insights.grid import cell_corner, cell_id
     from insights.kinds import DWELL, HOME, PRESENCE
     from insights.models import ReleasePolicy
@@ -126,7 +129,9 @@ def main() -> None:
     answer({"started_rss_mb": peak_rss_mb()})
     for line in sys.stdin:
         command = line.strip()
-        if command in ("run", "cold", "cold-new"):
+        if command in ("run", "cold", "cold-node"):
+            if command == "cold-node":
+                shared.forget_all()
             if command != "run":
                 caches_clear()
             started = time.perf_counter()

@@ -11,6 +11,7 @@ The dataset versions read are those of the catalogue (insights/catalogue.py) who
 the month, and the statement reads exactly those: a release is never changed, so an entry is
 never stale. A new release for the month is another key, so the next report reads it; the old
 entry is left to be evicted. Retention, the one change to released rows, moves the mark.
+What a worker does not hold, another worker of the node may have read: insights/shared.py.
 """
 
 import datetime as dt
@@ -22,6 +23,7 @@ import numpy as np
 import psycopg
 from django.db import connection
 
+from insights import shared
 from insights.memo import ByteLRU, arrays_size
 from insights.packing import BITMAP_BYTES, HOURLY_VALUE, HOURS_PER_ROW, daily_values
 
@@ -98,11 +100,15 @@ def held_values(
     ]
     missing = [(month, place) for month, row in enumerate(entries) for place, entry in enumerate(row) if entry is None]
     if missing:
-        fetched = _fetch(read, places, months, versions, missing)
-        for month, place in missing:
-            entry = fetched.get((month, place), empty)
+        # Those another worker of the node read (insights/shared.py), the rest from the database.
+        found = shared.get(read.source, [keys[month][place] for month, place in missing])
+        unshared = [at for at, arrays in zip(missing, found, strict=True) if arrays is None]
+        fetched = _fetch(read, places, months, versions, unshared) if unshared else {}
+        for (month, place), arrays in zip(missing, found, strict=True):
+            entry = _Entry(*arrays) if arrays else fetched.get((month, place), empty)
             entries[month][place] = entry
             HELD.put(keys[month][place], entry, entry.size)
+        shared.put(read.source, [(keys[month][place], entries[month][place]) for month, place in unshared])
     return [_month(row) for row in entries]
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from insights import shared
 from insights.held import Month
 from insights.memo import ITEM_OVERHEAD, ByteLRU, arrays_size
 
@@ -86,11 +87,19 @@ def summed_month(month: Month, *, group: np.ndarray, share: np.ndarray, places: 
 
 
 def kept(key: Hashable) -> SummedMonth | None:
-    return SUMMED.get(key)
+    """The area's month summed, from this worker's memory or else the node's (insights/shared.py)."""
+    found = SUMMED.get(key)
+    if found is None:
+        arrays = shared.get_summed(key)
+        if arrays is not None:
+            found = SummedMonth(*arrays)
+            SUMMED.put(key, found, found.size)
+    return found
 
 
 def keep(key: Hashable, summed: SummedMonth) -> None:
     SUMMED.put(key, summed, summed.size)
+    shared.put_summed(key, summed)
 
 
 def by_group(

@@ -412,6 +412,15 @@ CACHES["default"]["OPTIONS"] = {
     "SOCKET_CONNECT_TIMEOUT": env.float("REDIS_TIMEOUT_SECONDS", default=0.5),
     "SOCKET_TIMEOUT": env.float("REDIS_TIMEOUT_SECONDS", default=0.5),
 }
+# The decoded months report workers share through Redis (insights/shared.py): where (empty: not
+# shared), under which prefix, for how long, at most how many bytes written per that long (so
+# at most twice that held), how long a call may wait, and how long after a failure Redis is left alone.
+SHARED_MONTHS_URL = env("SHARED_MONTHS_URL", default=REDIS_URL)
+SHARED_MONTHS_PREFIX = env("SHARED_MONTHS_PREFIX", default=f"{CACHES['default']['KEY_PREFIX']}:months")
+SHARED_MONTHS_TTL_SECONDS = env.int("SHARED_MONTHS_TTL_SECONDS", default=24 * 3600)
+SHARED_MONTHS_BYTES = env.int("SHARED_MONTHS_BYTES", default=256 * 2**20)
+SHARED_MONTHS_TIMEOUT_SECONDS = env.float("SHARED_MONTHS_TIMEOUT_SECONDS", default=0.05)
+SHARED_MONTHS_RETRY_SECONDS = env.float("SHARED_MONTHS_RETRY_SECONDS", default=10.0)
 # Admission: at most this many orders and quotes are checked at once, service-wide, and no
 # order is taken while this many reports wait or run; past either, 503 with Retry-After.
 ORDER_ADMISSION_SLOTS = env.int("ORDER_ADMISSION_SLOTS", default=8)

@@ -1,0 +1,325 @@
+"""The decoded packed months of small reads, shared by a node's report workers through Redis.
+
+insights/held.py keeps each place's rows of a month in its worker's memory, insights/summed.py
+an area's months summed. A worker's first report of an area would still read them from
+PostgreSQL and sum them, although another worker did so a moment ago. So both are also kept
+here: each place-month packed again (insights/packing.py: a row's bitmap and published values,
+or a day row's sums and hours), fetched with one MGET per read, so that only the service's
+first read of a place-month after a release goes to PostgreSQL; and each area-month summed
+(its groups' sums as they are, its places' running sums as their steps), so that a worker's
+first report of an area another worker served neither fetches, decodes nor sums.
+
+A Redis key holds all of the worker's key (held.py's: table, segment filter, policy, the
+dataset versions read, the kind's retention mark, month, place; summed.py's adds the area's
+places and shares and the grouping), the format of the value (FORMAT), and the database read:
+its cluster's system identifier and its OID, since ids start again in another database (a
+test's, one loaded again). So, as in held.py, an entry is never stale: a new release for a
+month, a new policy or retention reads other keys.
+
+Bounded, and never at the other keys' expense (Redis also holds the Django cache, the rate
+limits and locks, without eviction): every entry expires after SHARED_MONTHS_TTL_SECONDS, and
+at most SHARED_MONTHS_BYTES (entries and keys, with Redis's own overhead per key) are written
+per window of that length, counted in Redis, so at most twice that is held at any time.
+
+Redis down or slow: a call gives up after SHARED_MONTHS_TIMEOUT_SECONDS, the report reads
+PostgreSQL as it would without this, and the worker leaves Redis alone for
+SHARED_MONTHS_RETRY_SECONDS (logged once).
+"""
+
+import functools
+import hashlib
+import itertools
+import json
+import logging
+import struct
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import redis
+from django.conf import settings
+from django.db import connection
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from insights.packing import BITMAP_BYTES, HOURLY_VALUE, hourly_rows
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1  # of the values below: another one is another key
+KEY_OVERHEAD = 96  # what Redis spends on a key besides its name and value, counted in the budget
+DAYS = 31
+_COUNT = struct.Struct("<I")  # a value starts with its number of rows
+# The database read: ids are unique within it only.
+_DATABASE_SQL = (
+    "SELECT s.system_identifier, d.oid FROM pg_control_system() s, pg_database d WHERE d.datname = current_database()"
+)
+
+# One round trip: the window's counter (entries written in one window expire before the end of
+# the next, so two windows' worth at most are held), then the entries if it is within the budget.
+# KEYS: the counter, then the entries' names; ARGV: their size, the budget, the TTL, their values.
+_PUT_SCRIPT = """
+local written = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], 2 * ARGV[3])
+if written > tonumber(ARGV[2]) then return 0 end
+for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[3]) end
+return 1
+"""
+
+_client: list = []  # [(url, redis.Redis)], made at first use in the process
+_down_until = 0.0  # time.monotonic() before which Redis is not asked again
+
+
+def get(source: str, keys: Sequence[tuple]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+    """Each held.py key's entry as (segment, values, counts), None where not shared."""
+    client = _redis()
+    if client is None or not keys:
+        return [None] * len(keys)
+    database = _database()
+    try:
+        found = client.mget(_names(database, keys))
+    except (redis.RedisError, OSError) as exc:
+        _failed(exc)
+        return [None] * len(keys)
+    present = [blob for blob in found if blob is not None]
+    decoded = iter(_decoded_hours(present) if source == "hour" else [_decoded_days(blob) for blob in present])
+    return [None if blob is None else next(decoded) for blob in found]
+
+
+def put(source: str, entries: Sequence[tuple[tuple, object]]) -> None:
+    """Share the entries (held.py's key, an entry with segment, values and counts) read from the
+    database, unless this window's budget is spent."""
+    client = _redis()
+    if client is None or not entries:
+        return
+    encode = _encoded_hours if source == "hour" else _encoded_days
+    names = _names(_database(), [key for key, _ in entries])
+    _write(client, [(name, encode(entry)) for name, (_, entry) in zip(names, entries, strict=True)])
+
+
+def get_summed(key: tuple) -> list[np.ndarray | None] | None:
+    """An area's month summed (insights/summed.py, by its key there) as its arrays (groups,
+    value, weight, count, place_value, place_count), None if not shared."""
+    client = _redis()
+    if client is None:
+        return None
+    try:
+        blob = client.get(_summed_name(_database(), key))
+    except (redis.RedisError, OSError) as exc:
+        _failed(exc)
+        return None
+    return None if blob is None else _decoded_summed(blob)
+
+
+def put_summed(key: tuple, summed) -> None:
+    """Share an area's month summed, unless this window's budget is spent."""
+    client = _redis()
+    if client is not None:
+        _write(client, [(_summed_name(_database(), key), _encoded_summed(summed))])
+
+
+def _write(client: redis.Redis, named: list[tuple[str, bytes | None]]) -> None:
+    named = [(name, blob) for name, blob in named if blob is not None]
+    size = sum(len(name) + len(blob) + KEY_OVERHEAD for name, blob in named)
+    ttl = settings.SHARED_MONTHS_TTL_SECONDS
+    counter = f"{settings.SHARED_MONTHS_PREFIX}:written:{int(time.time()) // ttl}"
+    try:
+        client.eval(
+            _PUT_SCRIPT,
+            len(named) + 1,
+            counter,
+            *(name for name, _ in named),
+            size,
+            settings.SHARED_MONTHS_BYTES,
+            ttl,
+            *(blob for _, blob in named),
+        )
+    except (redis.RedisError, OSError) as exc:
+        _failed(exc)
+
+
+def forget_all() -> None:
+    """Delete every entry read from this database: the next read of each goes to PostgreSQL, as
+    the service's first after a release does (the benchmark's cold-node runs, the tests)."""
+    client = _redis()
+    if client is None:
+        return
+    names = list(client.scan_iter(match=f"{settings.SHARED_MONTHS_PREFIX}:{_database()}:*", count=10_000))
+    for start in range(0, len(names), 10_000):
+        client.delete(*names[start : start + 10_000])
+
+
+def _redis() -> redis.Redis | None:
+    url = settings.SHARED_MONTHS_URL
+    if not url or time.monotonic() < _down_until:
+        return None
+    if not _client or _client[0][0] != url:
+        timeout = settings.SHARED_MONTHS_TIMEOUT_SECONDS
+        # No retries: a report waits one timeout at most, then reads PostgreSQL.
+        client = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
+        _client[:] = [(url, client)]
+    return _client[0][1]
+
+
+def _failed(exc: Exception) -> None:
+    global _down_until
+    _down_until = time.monotonic() + settings.SHARED_MONTHS_RETRY_SECONDS
+    logger.warning(
+        "shared months: Redis failed (%s); reading PostgreSQL only for %s s", exc, settings.SHARED_MONTHS_RETRY_SECONDS
+    )
+
+
+def _database() -> str:
+    """The database read, as its cluster's system identifier and OID: read once per connection."""
+    connection.ensure_connection()
+    seen = getattr(connection, "shared_months_database", None)
+    if seen is None or seen[0] is not connection.connection:
+        with connection.cursor() as cursor:
+            cursor.execute(_DATABASE_SQL)
+            seen = (connection.connection, "{}.{}".format(*cursor.fetchone()))
+        connection.shared_months_database = seen
+    return seen[1]
+
+
+def _names(database: str, keys: Sequence[tuple]) -> list[str]:
+    """held.py's keys (table, filter, policy, retention mark, month, versions, place) as Redis
+    keys: what a read's month shares, hashed once, then the place."""
+    months = {}
+    names = []
+    for key in keys:
+        month = months.get(key[:6])
+        if month is None:
+            table, filter_key, policy, retained_from, start, versions = key[:6]
+            read = _read_name(settings.SHARED_MONTHS_PREFIX, database, table, filter_key, policy, retained_from)
+            month = months[key[:6]] = f"{read}:{start.isoformat()}:{'.'.join(map(str, versions))}:"
+        names.append(f"{month}{int(key[6])}")
+    return names
+
+
+@functools.lru_cache(maxsize=256)
+def _read_name(prefix: str, database: str, table: str, filter_key: tuple, policy: int, retained_from) -> str:
+    """The part of a key a read's entries share: the filter's text and parameters hashed."""
+    read = json.dumps([FORMAT, table, filter_key, policy, retained_from], default=_plain, separators=(",", ":"))
+    return f"{prefix}:{database}:{hashlib.blake2b(read.encode(), digest_size=16).hexdigest()}"
+
+
+def _plain(value):
+    """A key part JSON does not know: an instant or a day, a numpy integer."""
+    return value.isoformat() if hasattr(value, "isoformat") else int(value)
+
+
+def _encoded_hours(entry) -> bytes | None:
+    """A place-month of hourly rows packed: rows, segment keys, bitmaps, published values."""
+    if entry.counts.max(initial=0) > 1:  # an hour in two versions: the loader refuses it; never packed wrong
+        return None
+    published = entry.counts.view(bool)
+    return b"".join(
+        (
+            _COUNT.pack(len(entry.segment)),
+            entry.segment.astype("<i8").tobytes(),
+            np.packbits(entry.counts, axis=1).tobytes(),
+            entry.values[published].astype(HOURLY_VALUE).tobytes(),
+        )
+    )
+
+
+def _decoded_hours(blobs: list[bytes]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Place-months of hourly rows, all decoded at once (insights/packing.py)."""
+    rows = [_COUNT.unpack_from(blob)[0] for blob in blobs]
+    segments, bitmaps, numbers = [], [], []
+    for blob, count in zip(blobs, rows, strict=True):
+        bitmaps_at = _COUNT.size + 8 * count
+        numbers_at = bitmaps_at + BITMAP_BYTES * count
+        segments.append(blob[_COUNT.size : bitmaps_at])
+        bitmaps.append(blob[bitmaps_at:numbers_at])
+        numbers.append(blob[numbers_at:])
+    values, counts = hourly_rows(bitmaps, numbers)
+    segment = np.frombuffer(b"".join(segments), "<i8").astype(np.int64)
+    bounds = np.cumsum([0, *rows]).tolist()
+    return [
+        (segment[start:stop].copy(), values[start:stop].copy(), counts[start:stop].copy())
+        for start, stop in itertools.pairwise(bounds)
+    ]
+
+
+def _encoded_days(entry) -> bytes:
+    """A place-month of day rows: rows, segment keys, each day's sum and hours (31 a row)."""
+    return b"".join(
+        (
+            _COUNT.pack(len(entry.segment)),
+            entry.segment.astype("<i8").tobytes(),
+            entry.values.astype("<i8").tobytes(),
+            entry.counts.astype(np.uint8).tobytes(),
+        )
+    )
+
+
+def _decoded_days(blob: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    (count,) = _COUNT.unpack_from(blob)
+    values_at = _COUNT.size + 8 * count
+    counts_at = values_at + 8 * DAYS * count
+    return (
+        np.frombuffer(blob, "<i8", count, _COUNT.size).astype(np.int64),
+        np.frombuffer(blob, "<i8", count * DAYS, values_at).reshape(count, DAYS).astype(np.int64),
+        np.frombuffer(blob, np.uint8, count * DAYS, counts_at).reshape(count, DAYS).copy(),
+    )
+
+
+def _summed_name(database: str, key: tuple) -> str:
+    """insights/summed.py's key (held.py's read and month, the area's places and shares as a
+    digest, the grouping, whether places are summed) as a Redis key."""
+    summed = json.dumps([FORMAT, *key], default=_plain_or_hex, separators=(",", ":"))
+    digest = hashlib.blake2b(summed.encode(), digest_size=16).hexdigest()
+    return f"{settings.SHARED_MONTHS_PREFIX}:{database}:summed:{digest}"
+
+
+def _plain_or_hex(value):
+    return value.hex() if isinstance(value, bytes) else _plain(value)
+
+
+_ARRAY = struct.Struct("<2sBII")  # an array's dtype ('f8', 'u2'...), dimensions, shape (one or two)
+
+
+def _encoded_summed(summed) -> bytes:
+    """An area's month summed: its group arrays as they are, each place's running sums as the
+    steps between them, in the narrowest unsigned type that holds them."""
+    arrays = [summed.groups, summed.value, summed.weight, summed.count]
+    if summed.place_value is not None:
+        arrays += [_steps(summed.place_value), _steps(summed.place_count)]
+    header = [_COUNT.pack(len(arrays))]
+    for array in arrays:
+        shape = (*array.shape, 0)[:2]
+        header.append(_ARRAY.pack(array.dtype.str[1:].encode(), array.ndim, *shape))
+    return b"".join([*header, *(np.ascontiguousarray(array).tobytes() for array in arrays)])
+
+
+def _steps(running: np.ndarray) -> np.ndarray:
+    steps = np.diff(running, axis=1)
+    if steps.min(initial=0) < 0:  # sums of published values never fall; kept whole if they did
+        return steps
+    return steps.astype(np.min_scalar_type(int(steps.max(initial=0))))
+
+
+def _decoded_summed(blob: bytes) -> list[np.ndarray | None]:
+    (count,) = _COUNT.unpack_from(blob)
+    at = _COUNT.size + count * _ARRAY.size
+    arrays = []
+    for index in range(count):
+        kind, ndim, *shape = _ARRAY.unpack_from(blob, _COUNT.size + index * _ARRAY.size)
+        dtype = np.dtype("<" + kind.decode())
+        shape = tuple(shape[:ndim])
+        size = int(np.prod(shape)) * dtype.itemsize
+        arrays.append(np.frombuffer(blob, dtype, size // dtype.itemsize, at).reshape(shape))
+        at += size
+    if count == 4:
+        return [*arrays, None, None]
+    return [*arrays[:4], *(_running(steps) for steps in arrays[4:])]
+
+
+def _running(steps: np.ndarray) -> np.ndarray:
+    """Running sums from the month's start (column 0 is 0) of the steps."""
+    running = np.zeros((steps.shape[0], steps.shape[1] + 1), dtype=np.int64)
+    np.cumsum(steps, axis=1, dtype=np.int64, out=running[:, 1:])
+    return running

@@ -1,0 +1,262 @@
+"""The decoded months a node's report workers share through Redis (insights/shared.py): a worker
+that never read an area reads its months from there with the numbers of one that reads
+PostgreSQL; a new release for a month, a new policy and retention (the ways released rows
+change) are seen by such a worker; the bytes written are bounded; and Redis down or silent
+leaves reports as they are without it."""
+
+import datetime as dt
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+import redis
+from django.contrib.gis.geos import MultiPolygon
+
+import insights.held
+import insights.summed
+from insights import shared
+from insights.models import DatasetVersion
+from insights.releases import releases_build
+from insights.reports import Query, dwell_result, footfall_result
+from insights.selectors import current_release_policy
+from insights.services import aggregates_retain
+from insights.sums import caches_clear
+from tests import grid
+from tests.conftest import CITY_END, CITY_START, DWELL_END, DWELL_START
+
+UTC = dt.UTC
+BLOCK = MultiPolygon(grid.square(0.5, 0.5, 2, 2), srid=4326)  # 9 cells, 5 of them in part
+
+
+@pytest.fixture(autouse=True)
+def own_prefix(settings, monkeypatch):
+    """Each test's entries and budget under a prefix of its own, Redis asked from the start."""
+    prefix = "test-shared-months"
+    settings.SHARED_MONTHS_PREFIX = f"{prefix}-{uuid.uuid4().hex}"
+    monkeypatch.setattr(shared, "_down_until", 0.0)
+    caches_clear()
+    yield
+    caches_clear()
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for name in client.scan_iter(match=f"{prefix}-*"):
+        client.delete(name)
+
+
+def query(geometry=BLOCK, *, start=CITY_START, end=CITY_END, granularity="hour", **more) -> Query:
+    return Query(
+        geometry=geometry,
+        start=start,
+        end=end,
+        granularity=granularity,
+        time_zone="Europe/Berlin",
+        version=DatasetVersion.objects.latest("pk").pk,
+        policy=current_release_policy(),
+        **more,
+    )
+
+
+def tables(result: dict) -> dict:
+    return {name: list(part) if hasattr(part, "table") else part for name, part in result.items()}
+
+
+def values(settings) -> list[bytes]:
+    """The names of the values shared under this test's prefix: place-months and area-months."""
+    client = redis.Redis.from_url(settings.SHARED_MONTHS_URL)
+    return [name for name in client.scan_iter(match=f"{settings.SHARED_MONTHS_PREFIX}:*") if b":written:" not in name]
+
+
+def area_months(settings) -> list[bytes]:
+    return [name for name in values(settings) if b":summed:" in name]
+
+
+def reads_counted(monkeypatch) -> list:
+    """The place-months each read of the database fetches, from here on."""
+    fetched = []
+    fetch = insights.held._fetch
+
+    def counted(read, places, months, versions, missing):
+        fetched.extend(missing)
+        return fetch(read, places, months, versions, missing)
+
+    monkeypatch.setattr(insights.held, "_fetch", counted)
+    return fetched
+
+
+def from_database(settings, compute, order) -> dict:
+    """The result of a worker that shares nothing."""
+    url, settings.SHARED_MONTHS_URL = settings.SHARED_MONTHS_URL, ""
+    caches_clear()
+    result = tables(compute(order))
+    settings.SHARED_MONTHS_URL = url
+    return result
+
+
+# Over the same cells as BLOCK, with other shares: its months summed are not shared, its place-months are.
+SHIFTED = MultiPolygon(grid.square(0.25, 0.25, 2.5, 2.5), srid=4326)
+
+
+def test_a_worker_that_never_read_the_area_reads_its_months_from_the_node(city, settings, monkeypatch):
+    shifted = from_database(settings, footfall_result, query(SHIFTED))
+    caches_clear()
+    first = tables(footfall_result(query()))
+    assert len(values(settings)) == 10  # a month of each of the area's 9 cells, and the area's month summed
+
+    fetched = reads_counted(monkeypatch)
+    caches_clear()  # another worker
+    assert tables(footfall_result(query())) == first
+    caches_clear()
+    assert tables(footfall_result(query(SHIFTED))) == shifted  # the same cells: their months are shared
+    assert fetched == []
+
+    client = redis.Redis.from_url(settings.SHARED_MONTHS_URL)
+    assert all(0 < client.ttl(name) <= settings.SHARED_MONTHS_TTL_SECONDS for name in values(settings))
+
+
+def test_dwell_bands_and_day_rows_shared_give_the_numbers_of_the_database(dwell, settings, monkeypatch):
+    orders = [query(start=DWELL_START, end=DWELL_END), query(start=DWELL_START, end=DWELL_END, granularity="day")]
+    expected = [from_database(settings, dwell_result, order) for order in orders]
+    caches_clear()
+    [dwell_result(order) for order in orders]
+
+    fetched = reads_counted(monkeypatch)
+    for order, result in zip(orders, expected, strict=True):
+        caches_clear()
+        assert tables(dwell_result(order)) == result
+        monkeypatch.setattr(insights.summed, "kept", lambda key: insights.summed.SUMMED.get(key))  # place-months
+        caches_clear()
+        assert tables(dwell_result(order)) == result
+        monkeypatch.undo()
+        fetched = reads_counted(monkeypatch)
+    assert fetched == []
+
+
+@pytest.mark.parametrize("area", [BLOCK, SHIFTED], ids=["area-months", "place-months"])
+def test_a_new_release_of_a_month_shared_is_read_by_a_new_worker(city, tmp_path, settings, area):
+    later = dt.datetime(2026, 3, 31, 22, tzinfo=UTC)
+    before = footfall_result(query(end=later + dt.timedelta(hours=2)))
+    assert [row["person_hours"] for row in before["series"]][-2:] == [None, None]
+
+    # The same month's next hours, in a version of their own
+    grid.load_totals(
+        tmp_path / "later.csv", cells=[(1, 1)], start=later, end=later + dt.timedelta(hours=2), visits=lambda *_: 40
+    )
+    caches_clear()
+    after = tables(footfall_result(query(area, end=later + dt.timedelta(hours=2))))
+
+    assert [row["person_hours"] for row in after["series"]][-2:] == [40, 40]
+    assert after == from_database(settings, footfall_result, query(area, end=later + dt.timedelta(hours=2)))
+
+
+@pytest.mark.parametrize("area", [BLOCK, SHIFTED], ids=["area-months", "place-months"])
+def test_a_new_policy_is_read_by_a_new_worker(city, settings, area):
+    first = footfall_result(query())
+    settings.PRIVACY_K = 40  # the city's busiest cells only
+    releases_build()
+    caches_clear()
+    second = tables(footfall_result(query(area)))
+
+    assert second["privacy"]["cell_hours_released"] < first["privacy"]["cell_hours_released"]
+    assert second == from_database(settings, footfall_result, query(area))
+
+
+@pytest.mark.parametrize(
+    "area", [grid.square(0, 0, 1, 1), grid.square(0, 0, 1, 0.8)], ids=["area-months", "place-months"]
+)
+def test_days_cut_by_retention_are_not_served_to_a_new_worker(db, tmp_path, area):
+    # Berlin's 1 April began at 22:00 UTC on 31 March: its day rollup holds March hours.
+    hours = (dt.datetime(2026, 3, 31, 20, tzinfo=UTC), dt.datetime(2026, 4, 1, 4, tzinfo=UTC))
+    grid.load_totals(tmp_path / "edge.csv", cells=[(0, 0)], start=hours[0], end=hours[1], visits=lambda *_: 30)
+    cell = MultiPolygon(grid.square(0, 0, 1, 1), srid=4326)
+    days = {"start": dt.datetime(2026, 3, 31, 22, tzinfo=UTC), "end": dt.datetime(2026, 4, 1, 22, tzinfo=UTC)}
+    assert [row["person_hours"] for row in footfall_result(query(cell, granularity="day", **days))["series"]] == [180]
+
+    aggregates_retain(before=dt.datetime(2026, 4, 1, tzinfo=UTC))  # March, and the days that began in it
+    caches_clear()
+    area = MultiPolygon(area, srid=4326)
+
+    assert [row["person_hours"] for row in footfall_result(query(area, granularity="day", **days))["series"]] == [None]
+
+
+@pytest.mark.parametrize("area", [BLOCK, SHIFTED], ids=["area-months", "place-months"])
+def test_a_month_dropped_by_retention_is_not_served_to_a_new_worker(city, tmp_path, area):
+    april = dt.datetime(2026, 4, 2, tzinfo=UTC)
+    grid.load_totals(
+        tmp_path / "april.csv", cells=[(0, 0)], start=april, end=april + dt.timedelta(hours=2), visits=lambda *_: 9
+    )
+    assert footfall_result(query())["privacy"]["cell_hours_released"] > 0
+
+    aggregates_retain(before=dt.datetime(2026, 4, 1, tzinfo=UTC))
+    caches_clear()
+
+    assert footfall_result(query(area))["privacy"]["cell_hours_released"] == 0
+
+
+def test_a_window_writes_its_budget_at_most(city, settings):
+    footfall_result(query())
+    client = redis.Redis.from_url(settings.SHARED_MONTHS_URL)
+    (counter,) = client.scan_iter(match=f"{settings.SHARED_MONTHS_PREFIX}:written:*")
+    assert 0 < client.ttl(counter) <= 2 * settings.SHARED_MONTHS_TTL_SECONDS
+    needed = int(client.get(counter))  # the area's nine place-months, then its month summed
+
+    for budget, written in ((needed, 10), (needed - 1, 9), (1, 0)):
+        settings.SHARED_MONTHS_PREFIX = f"test-shared-months-{uuid.uuid4().hex}"  # a new window's counter
+        settings.SHARED_MONTHS_BYTES = budget
+        caches_clear()
+        footfall_result(query())
+        assert len(values(settings)) == written
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def private_redis():
+    """A Redis of this test's own, on a free port: its URL, and a function that stops it."""
+    port = free_port()
+    server = subprocess.Popen(
+        [shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+
+    def stop():
+        server.terminate()
+        server.wait(timeout=10)
+
+    yield f"redis://127.0.0.1:{port}/0", stop
+    if server.poll() is None:
+        stop()
+
+
+def test_redis_going_down_leaves_reports_as_they_are(city, settings, private_redis, caplog):
+    settings.SHARED_MONTHS_URL, stop = private_redis
+    first = tables(footfall_result(query()))
+    assert len(values(settings)) == 10
+
+    stop()
+    caches_clear()
+    assert tables(footfall_result(query())) == first
+    assert "shared months: Redis failed" in caplog.text
+
+
+def test_redis_that_never_answers_leaves_reports_as_they_are(city, settings, caplog):
+    first = tables(footfall_result(query()))
+    with socket.socket() as silent:  # takes connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        settings.SHARED_MONTHS_URL = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        caches_clear()
+        assert tables(footfall_result(query())) == first
+    assert "shared months: Redis failed" in caplog.text
