@@ -23,7 +23,7 @@ import psycopg
 from django.db import connection
 
 from insights.memo import ByteLRU, arrays_size
-from insights.packing import BITMAP_BYTES, HOURLY_VALUE, HOURS_PER_ROW, daily_values
+from insights.packing import DAYS_PER_ROW, HOURS_PER_ROW, daily_rows, hourly_rows
 
 # 48 MB of decoded months per worker process (a month's row of hours takes 3.7 kB, its row of
 # days 0.3 kB, and each place-month 1 kB more): a hundred shopping-centre quarters of footfall,
@@ -32,7 +32,6 @@ from insights.packing import BITMAP_BYTES, HOURLY_VALUE, HOURS_PER_ROW, daily_va
 HELD_BYTES = 48 * 2**20
 HELD = ByteLRU(HELD_BYTES)
 SEGMENT_BITS = 16  # a segment code is a smallint
-DAYS_PER_ROW = 31
 
 
 @dataclass(frozen=True)
@@ -119,19 +118,61 @@ def _empty(source: str) -> _Entry:
     )
 
 
+def read_months(
+    read: Read, *, places: Sequence[int], months: Sequence, versions: Sequence[tuple[int, ...]]
+) -> list[Month]:
+    """The published values of the places in each month, as held_values gives them, read in one
+    statement and not kept place by place: for a read of many place-months, whose entries would
+    take longer to make and keep than the rows take to read."""
+    rows = _rows(read, places, months, versions, wanted_months=range(len(months)), wanted_places=places)
+    if rows is None:
+        return [_month([]) for _ in months]
+    month, place, segment, values, counts = rows
+    bounds = np.searchsorted(month, np.arange(len(months) + 1))  # rows come by month
+    return [
+        Month(place[start:stop], segment[start:stop], values[start:stop], counts[start:stop])
+        for start, stop in itertools.pairwise(bounds.tolist())
+    ]
+
+
 def _fetch(read: Read, places, months, versions, missing: list[tuple[int, int]]) -> dict[tuple[int, int], _Entry]:
-    """The missing places' rows of the missing months, in one statement fetched in binary, as
-    entries by (month, place) position, decoded with numpy. Only a month's own versions are kept."""
-    wanted_months = sorted({month for month, _ in missing})
-    wanted_places = sorted({places[place] for _, place in missing})
+    """The missing places' rows of the missing months, as entries by (month, place) position."""
+    rows = _rows(
+        read,
+        places,
+        months,
+        versions,
+        wanted_months=sorted({month for month, _ in missing}),
+        wanted_places=sorted({places[place] for _, place in missing}),
+    )
+    if rows is None:
+        return {}
+    month, place, segment, values, counts = rows
+    bounds = [*np.flatnonzero(_changes(month, place)).tolist(), len(month)]  # each entry's rows
+    return {
+        (int(month[start]), int(place[start])): _Entry(
+            segment=segment[start:stop].copy(), values=values[start:stop].copy(), counts=counts[start:stop].copy()
+        )
+        for start, stop in itertools.pairwise(bounds)
+    }
+
+
+def _rows(read: Read, places, months, versions, *, wanted_months, wanted_places) -> tuple[np.ndarray, ...] | None:
+    """The wanted places' rows of the wanted months (positions in `months`), in one statement
+    fetched in binary, each month's own versions only: (month position, place position in
+    `places`, segment key, values, counts), by month, place and segment, decoded with numpy.
+    None if there are none."""
+    wanted_months = list(wanted_months)
+    key = " + ".join(f"(t.{name}::int8 << {SEGMENT_BITS * position})" for position, name in enumerate(read.segments))
     packed = "t.published_hours, t.published_values" if read.source == "hour" else "t.days, t.day_sums, t.day_hours"
-    segments = ", ".join(f"t.{name}" for name in read.segments)
+    month_type = "timestamptz" if read.source == "hour" else "date"
+    # No ORDER BY: the server would sort the packed columns too (on disk, for rows of hours); the
+    # rows are put in order here by their keys.
     sql = (
-        f"SELECT t.month, t.{read.place}, t.dataset_version_id, {segments}, {packed} FROM {read.table} t"
-        f" WHERE t.{read.place} = ANY(%(places)s::bigint[])"
-        f" AND t.month = ANY(%(months)s::{'timestamptz' if read.source == 'hour' else 'date'}[])"
+        f"SELECT array_position(%(months)s::{month_type}[], t.month), t.{read.place}, t.dataset_version_id, {key},"
+        f" {packed} FROM {read.table} t"
+        f" WHERE t.{read.place} = ANY(%(places)s::bigint[]) AND t.month = ANY(%(months)s::{month_type}[])"
         f" AND t.policy_id = %(policy)s AND t.dataset_version_id = ANY(%(versions)s::int[]) AND {read.where}"
-        f" ORDER BY t.month, t.{read.place}, {segments}, t.dataset_version_id"
     )
     params = {
         **read.params,
@@ -145,35 +186,37 @@ def _fetch(read: Read, places, months, versions, missing: list[tuple[int, int]])
     # Django's cursors bind on the client, which gives text results only.
     with psycopg.Cursor(connection.connection) as cursor:
         rows = cursor.execute(sql, params, binary=True).fetchall()
-    month_of = {months[month]: month for month in wanted_months}
-    rows = [row for row in rows if row[2] in versions[month_of[row[0]]]]
     if not rows:
-        return {}
+        return None
     columns = list(zip(*rows, strict=True))
-    first = 3 + len(read.segments)  # the packed columns
-    values, counts = _decoded(read.source, columns[first:])
-    month = np.array([month_of[value] for value in columns[0]], dtype=np.int64)
-    place_of = {place: position for position, place in enumerate(places)}
-    place = np.array([place_of[value] for value in columns[1]], dtype=np.int64)
-    segment = np.zeros(len(rows), dtype=np.int64)
-    for position, codes in enumerate(columns[3:first]):
-        segment |= np.array(codes, dtype=np.int64) << (SEGMENT_BITS * position)
-    # Rows come by month, place and segment. A place's segment in several versions of the month
-    # (weekly loads): one row, the versions' values added, as a read adds them. They never share
-    # an hour (the loader refuses a row loaded before); a local day split between two versions
-    # adds its sums and hours.
+    month = np.asarray(wanted_months, dtype=np.int64)[np.fromiter(columns[0], np.int64, len(rows)) - 1]
+    ids = np.asarray(places, dtype=np.int64)
+    by_id = np.argsort(ids, kind="stable")
+    place = by_id[np.searchsorted(ids, np.fromiter(columns[1], np.int64, len(rows)), sorter=by_id)]
+    # Only a month's own versions: another month's version may hold rows of this one's edges.
+    version = np.fromiter(columns[2], np.int64, len(rows))
+    own = np.array([(month_at << 32) | own for month_at in wanted_months for own in versions[month_at]], dtype=np.int64)
+    segment = np.fromiter(columns[3], np.int64, len(rows))
+    chosen = np.flatnonzero(np.isin((month << 32) | version, own))
+    chosen = chosen[np.lexsort((segment[chosen], place[chosen], month[chosen]))]
+    if not len(chosen):
+        return None
+    if len(chosen) < len(rows) or np.any(chosen[1:] < chosen[:-1]):
+        picked = chosen.tolist()
+        columns = [[column[row] for row in picked] for column in columns[4:]]
+        month, place, segment = month[chosen], place[chosen], segment[chosen]
+    else:
+        columns = columns[4:]
+    values, counts = _decoded(read.source, columns)
+    # A place's segment in several versions of the month (weekly loads): one row, the versions'
+    # values added, as a read adds them. They never share an hour (the loader refuses a row loaded
+    # before); a local day split between two versions adds its sums and hours.
     starts = np.flatnonzero(_changes(month, place, segment))
-    if len(starts) < len(rows):
+    if len(starts) < len(month):
         values = np.add.reduceat(values, starts, axis=0, dtype=values.dtype)  # reduceat would widen them
         counts = np.add.reduceat(counts, starts, axis=0, dtype=counts.dtype)
         month, place, segment = month[starts], place[starts], segment[starts]
-    bounds = [*np.flatnonzero(_changes(month, place)).tolist(), len(month)]  # each entry's rows
-    return {
-        (int(month[start]), int(place[start])): _Entry(
-            segment=segment[start:stop].copy(), values=values[start:stop].copy(), counts=counts[start:stop].copy()
-        )
-        for start, stop in itertools.pairwise(bounds)
-    }
+    return month, place, segment, values, counts
 
 
 def _array(items) -> str:
@@ -190,20 +233,11 @@ def _changes(*keys: np.ndarray) -> np.ndarray:
     return changed
 
 
-def _decoded(source: str, packed: list[tuple[bytes, ...]]) -> tuple[np.ndarray, np.ndarray]:
+def _decoded(source: str, packed: Sequence[Sequence[bytes]]) -> tuple[np.ndarray, np.ndarray]:
     """The rows' packed columns as dense rows: each hour's (or day's) value, and the hours it sums."""
     if source == "hour":
-        bitmaps, numbers = packed
-        # A set bit is a published hour, whose value comes next in hour order: the bits as a mask.
-        counts = np.unpackbits(np.frombuffer(b"".join(bitmaps), np.uint8).reshape(len(bitmaps), BITMAP_BYTES), axis=1)
-        values = np.zeros(counts.shape, dtype=np.int32)
-        values[counts.view(bool)] = np.frombuffer(b"".join(numbers), HOURLY_VALUE)
-        return values, counts
-    row, day, value, count = daily_values(*packed)
-    values = np.zeros((len(packed[0]), DAYS_PER_ROW), dtype=np.int64)
-    counts = np.zeros(values.shape, dtype=np.uint8)
-    values[row, day], counts[row, day] = value, count
-    return values, counts
+        return hourly_rows(*packed)
+    return daily_rows(*packed)
 
 
 def _month(entries: list[_Entry]) -> Month:

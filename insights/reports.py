@@ -27,7 +27,16 @@ from insights.models import ReleasePolicy
 from insights.rows import Rows, labelled, numbers, rounded, whole_or_null
 from insights.selectors import dataset_sources, region_names_by_id
 from insights.stamps import Stamps, bucket_stamps
-from insights.sums import Released, Sums, cell_hour_sums, is_small_read, period_starts, trip_sums
+from insights.sums import (
+    Released,
+    Sums,
+    cell_hour_sums,
+    is_small_read,
+    one_read_of_both,
+    period_starts,
+    split_sums,
+    trip_sums,
+)
 
 NOT_RELEASED = "not_released"  # none of the values the number sums was published
 
@@ -86,11 +95,15 @@ class Query:
 
 @_report
 def footfall_result(
-    query: Query, *, with_cells: bool = True, on_progress: Callable[[float], None] | None = None
+    query: Query,
+    *,
+    with_cells: bool = True,
+    on_progress: Callable[[float], None] | None = None,
+    sums: Sums | None = None,
 ) -> dict:
     """People present per local bucket, as person-hours (the sum over the bucket's hours of the
     people present in each) and their average per hour, per segment of the requested
-    breakdowns, and per cell over the whole period."""
+    breakdowns, and per cell over the whole period. sums: the query's, already read."""
     result = _cell_hour_result(
         query,
         kind=PRESENCE,
@@ -99,6 +112,7 @@ def footfall_result(
         breakdowns=query.breakdowns,
         with_cells=with_cells,
         on_progress=on_progress,
+        sums=sums,
     )
     for part in ("series", "segments"):
         if part in result:
@@ -339,9 +353,16 @@ def compare_result(query: Query, *, on_progress: Callable[[float], None] | None 
     # Over one area, both periods read one table of its cells.
     shared_area = report_area(query.geometry) if query.comparison_geometry is None else contextlib.nullcontext()
     with shared_area:
-        ordered = footfall_result(ordered_query, with_cells=False, on_progress=_part_of(on_progress, first=0, of=2))
+        both = (
+            _both_periods(ordered_query, comparison_query, on_progress=on_progress)
+            if query.comparison_geometry is None
+            else (None, None)
+        )
+        ordered = footfall_result(
+            ordered_query, with_cells=False, on_progress=_part_of(on_progress, first=0, of=2), sums=both[0]
+        )
         comparison = footfall_result(
-            comparison_query, with_cells=False, on_progress=_part_of(on_progress, first=1, of=2)
+            comparison_query, with_cells=False, on_progress=_part_of(on_progress, first=1, of=2), sums=both[1]
         )
     series = Rows(_paired(ordered["series"].table, comparison["series"].table))
     privacy = {
@@ -368,6 +389,36 @@ def compare_result(query: Query, *, on_progress: Callable[[float], None] | None 
             "suppressed_values": ordered["privacy"]["suppressed_values"] + comparison["privacy"]["suppressed_values"],
         },
     }
+
+
+def _both_periods(ordered: Query, comparison: Query, *, on_progress) -> tuple[Sums | None, Sums | None]:
+    """Both periods' sums over their one area in one read, when that reads no month neither needs
+    (a month they share read once, one statement); else (None, None): each period read on its own."""
+    first, second = sorted([ordered, comparison], key=lambda part: part.start)
+    if not one_read_of_both(
+        (first.start, first.end),
+        (second.start, second.end),
+        granularity=ordered.granularity,
+        time_zone=ordered.time_zone,
+    ):
+        return None, None
+    with report_area(ordered.geometry) as area:
+        small = [
+            is_small_read(places=len(area.cells), start=part.start, end=part.end, time_zone=part.time_zone)
+            for part in (first, second, replace(first, end=second.end))
+        ]
+    if small[0] and small[1] and not small[2]:
+        # Together they would be streamed, apart their months are kept (insights/summed.py): read
+        # apart, the month they share read once (the second finds it kept), kept for the next report.
+        return None, None
+    sums = cell_hour_sums(
+        **_read(replace(first, end=second.end), PRESENCE),
+        with_everyone=True,
+        gap=(first.end, second.start),
+        on_progress=on_progress,
+    )
+    parts = split_sums(sums, first=len(_stamps(first)), gap=first.end < second.start)
+    return parts if first is ordered else parts[::-1]
 
 
 def _paired(mine: pa.Table, theirs: pa.Table) -> pa.Table:
