@@ -402,15 +402,6 @@ def _both_periods(ordered: Query, comparison: Query, *, on_progress) -> tuple[Su
         time_zone=ordered.time_zone,
     ):
         return None, None
-    with report_area(ordered.geometry) as area:
-        small = [
-            is_small_read(places=len(area.cells), start=part.start, end=part.end, time_zone=part.time_zone)
-            for part in (first, second, replace(first, end=second.end))
-        ]
-    if small[0] and small[1] and not small[2]:
-        # Together they would be streamed, apart their months are kept (insights/summed.py): read
-        # apart, the month they share read once (the second finds it kept), kept for the next report.
-        return None, None
     sums = cell_hour_sums(
         **_read(replace(first, end=second.end), PRESENCE),
         with_everyone=True,

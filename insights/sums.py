@@ -333,7 +333,12 @@ def cell_hour_sums(
         cells = _Totals(buckets=1, groups=len(area.cells))  # everyone's per cell over the period
         table = f"{kind.table}_released{'' if source == 'hour' else '_day'}"
         by_key = {segment_key(codes): index for codes, index in groups.items()}
-        if len(area.ids) * len(groups) * len(period.months(source)) <= ROWS_AT_ONCE:
+        # Two periods read at once are as small as the larger of them: kept as each would be apart.
+        parts = [(start, end)] if gap is None else [(start, gap[0]), (gap[1], end)]
+        months_read = max(
+            len(_Period.of(*part, granularity, period.zone, over_period=True).months(source)) for part in parts
+        )
+        if len(area.ids) * len(groups) * months_read <= ROWS_AT_ONCE:
             # A small read: its months are kept in the worker's memory (insights/held.py), and
             # summed per group for this area (insights/summed.py).
             for month, summed in _summed_months(
