@@ -62,20 +62,22 @@ def statements(monkeypatch) -> list:
 
 
 def test_many_place_months_are_read_at_once_with_the_numbers_of_the_months_kept(city, tmp_path, monkeypatch):
-    # Two hours more of one cell in a version of its own: two rows of its month, added up.
-    later = CITY_END + dt.timedelta(hours=2)
+    # Two hours more of one cell in a version of its own (two rows of its month, added up), and
+    # two in the next month.
+    later, april = CITY_END + dt.timedelta(hours=2), CITY_END + dt.timedelta(hours=4)
     grid.load_totals(tmp_path / "later.csv", cells=[(1, 1)], start=CITY_END, end=later, visits=lambda *_: 40)
-    kept = tables(footfall_result(query(end=later)))
-    assert len(HELD) == 9  # the month of each of the area's cells
+    grid.load_totals(tmp_path / "april.csv", cells=[(1, 1)], start=later, end=april, visits=lambda *_: 30)
+    kept = tables(footfall_result(query(end=april)))
+    assert len(HELD) == 2 * 9  # the two months of each of the area's cells
 
     caches_clear()
     monkeypatch.setattr(insights.sums, "HELD_PLACE_MONTHS", 0)  # every read is of many place-months
-    read = tables(footfall_result(query(end=later)))
+    read = tables(footfall_result(query(end=april)))
 
-    assert (len(HELD), len(SUMMED)) == (0, 1)  # only the month summed for the area is kept
+    assert (len(HELD), len(SUMMED)) == (0, 2)  # only the months summed for the area are kept
     assert read == kept
     [middle] = [row for row in read["cells"] if row["cell"] == grid.code(1, 1)]
-    assert middle["person_hours"] == sum(visits for (cell, _), visits in city.items() if cell == (1, 1)) + 2 * 40
+    assert middle["person_hours"] == sum(visits for (cell, _), visits in city.items() if cell == (1, 1)) + 80 + 60
 
 
 def test_dwell_bands_and_od_matrix_zones_read_at_once_give_the_numbers_of_the_months_kept(dwell, trips, monkeypatch):
