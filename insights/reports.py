@@ -567,30 +567,34 @@ def od_matrix_result(query: Query, *, on_progress: Callable[[float], None] | Non
     metric = TRIPS_METRIC
     stamps = _stamps(query)
     trips = np.rint(sums.value).astype(np.int64)  # each bucket's published trips are whole
-    # Only published flows are listed, by bucket, origin and destination.
-    bucket, pair = np.nonzero(sums.count)
+    # Only published flows are listed, by bucket, origin and destination: sums.groups run by
+    # origin then destination, both in id order; the rows and columns go in the zones' order.
+    flat = np.flatnonzero(sums.count)
+    bucket, pair = np.divmod(flat, len(sums.groups))
     hours = stamps.hours[bucket]
-    position = {zone: index for index, zone in enumerate(zones)}
+    ids = np.fromiter(zones, np.int64, len(zones))
+    by_id = np.argsort(ids)
     codes = [code for code, _ in zones.values()]
-    origin, destination = (np.array([position[ends[end]] for ends in sums.groups], dtype=np.int32) for end in (0, 1))
     flows = pa.table(
         {
             "start": stamps.starts(bucket),
             "end": stamps.ends(bucket),
             "hours": pa.array(hours, pa.int16()),
-            "origin": labelled(origin[pair], codes),
-            "destination": labelled(destination[pair], codes),
-            metric.name: pa.array(trips[bucket, pair], pa.int64()),
-            "released_share": rounded(sums.count[bucket, pair] / hours, 4),
+            "origin": labelled(by_id[pair // len(zones)], codes),
+            "destination": labelled(by_id[pair % len(zones)], codes),
+            metric.name: pa.array(trips.reshape(-1)[flat], pa.int64()),
+            "released_share": rounded(sums.count.reshape(-1)[flat] / hours, 4),
         }
     )
-    pair_trips, pair_counts = trips.sum(axis=0).tolist(), sums.count.sum(axis=0).tolist()
-    published = {
-        pair: total if count else None for pair, total, count in zip(sums.groups, pair_trips, pair_counts, strict=True)
-    }
-    matrix = [[published[(origin, destination)] for destination in zones] for origin in zones]
+    at_id = np.argsort(by_id)  # each zone's position in id order
+    pairs = np.ix_(at_id, at_id)
+    pair_trips, pair_counts = (part.sum(axis=0).reshape(len(zones), len(zones))[pairs] for part in (trips, sums.count))
+    matrix = [
+        [total if count else None for total, count in zip(totals, counts, strict=True)]
+        for totals, counts in zip(pair_trips.tolist(), pair_counts.tolist(), strict=True)
+    ]
     pair_hours = len(zones) ** 2 * query.hours
-    released = int(sum(pair_counts))
+    released = int(pair_counts.sum())
     return {
         **_head(query, product="od-matrix", metric=metric, kind=TRIPS),
         "breakdowns": [],
@@ -602,6 +606,6 @@ def od_matrix_result(query: Query, *, on_progress: Callable[[float], None] | Non
             "zone_pair_hours": pair_hours,
             "zone_pair_hours_released": released,
             "released_share": round(released / pair_hours, 4) if pair_hours else None,
-            "suppressed_values": sum(value is None for row in matrix for value in row),
+            "suppressed_values": int(np.count_nonzero(pair_counts == 0)),
         },
     }
