@@ -27,13 +27,15 @@ from insights.summed import SUMMED, SummedMonth, keep, kept, summed_month
 # Reports read published values only: the release of each dataset version up to the report's,
 # under one policy.
 _RELEASED = "t.policy_id = %(policy)s AND t.dataset_version_id <= %(version)s"
-# A read of at most this many packed rows (about 3 kB each at most) is a small one: its months
-# are kept in the worker's memory (insights/held.py). A larger one is streamed (insights/scans.py).
+# A read of at most this many packed rows of hours (about 3 kB each at most), or four times as
+# many of the day rollup (a tenth of that), is a small one: its months are kept in the worker's
+# memory (insights/summed.py). A larger one is streamed (insights/scans.py).
 ROWS_AT_ONCE = 10_000
+DAY_ROWS_PER_HOUR_ROW = 4
 # A small read of at most this many place-months not summed for the area yet keeps them place by
 # place (insights/held.py), for other areas that share its cells; a larger one reads them and
 # keeps only its months summed (insights/summed.py).
-HELD_PLACE_MONTHS = 500
+HELD_PLACE_MONTHS = 100
 
 
 def presence_source(*, granularity: str, time_zone: str) -> str:
@@ -281,6 +283,11 @@ def is_small_read(*, places: int, start: dt.datetime, end: dt.datetime, time_zon
     return places * groups * len(period.months("hour")) <= ROWS_AT_ONCE
 
 
+def _small(rows: int, source: str) -> bool:
+    """Whether a read of so many packed rows of the source is a small one."""
+    return rows <= ROWS_AT_ONCE * (DAY_ROWS_PER_HOUR_ROW if source == "day" else 1)
+
+
 def cell_hour_sums(
     *,
     kind: AggregateKind,
@@ -338,7 +345,7 @@ def cell_hour_sums(
         months_read = max(
             len(_Period.of(*part, granularity, period.zone, over_period=True).months(source)) for part in parts
         )
-        if len(area.ids) * len(groups) * months_read <= ROWS_AT_ONCE:
+        if _small(len(area.ids) * len(groups) * months_read, source):
             # A small read: its months are kept in the worker's memory (insights/held.py), and
             # summed per group for this area (insights/summed.py).
             for month, summed in _summed_months(
@@ -486,7 +493,7 @@ def trip_sums(
     ordered = np.array(sorted(zones), dtype=np.int64)
     pairs = [(int(origin), int(destination)) for origin in ordered for destination in ordered]
     totals = _Totals(buckets=len(period.starts), groups=len(pairs))
-    if len(zones) ** 2 * len(period.months(source)) <= ROWS_AT_ONCE:
+    if _small(len(zones) ** 2 * len(period.months(source)), source):
         # A small read: its months are kept in the worker's memory (insights/held.py), and
         # summed per zone pair (insights/summed.py).
         where = "t.destination = ANY(%(zones)s::smallint[])"
