@@ -128,7 +128,10 @@ def read_months(
     if rows is None:
         return [_month([]) for _ in months]
     month, place, segment, values, counts = rows
-    bounds = np.searchsorted(month, np.arange(len(months) + 1))  # rows come by month
+    if np.any(month[1:] < month[:-1]):  # by month: each month's rows then a slice
+        order = np.argsort(month, kind="stable")
+        month, place, segment, values, counts = (part[order] for part in (month, place, segment, values, counts))
+    bounds = np.searchsorted(month, np.arange(len(months) + 1))
     return [
         Month(place[start:stop], segment[start:stop], values[start:stop], counts[start:stop])
         for start, stop in itertools.pairwise(bounds.tolist())
@@ -160,7 +163,8 @@ def _fetch(read: Read, places, months, versions, missing: list[tuple[int, int]])
 def _rows(read: Read, places, months, versions, *, wanted_months, wanted_places) -> tuple[np.ndarray, ...] | None:
     """The wanted places' rows of the wanted months (positions in `months`), in one statement
     fetched in binary, each month's own versions only: (month position, place position in
-    `places`, segment key, values, counts), by month, place and segment, decoded with numpy.
+    `places`, segment key, values, counts), by place and month (or month and place) and segment,
+    decoded with numpy.
     None if there are none."""
     wanted_months = list(wanted_months)
     key = " + ".join(f"(t.{name}::int8 << {SEGMENT_BITS * position})" for position, name in enumerate(read.segments))
@@ -192,22 +196,25 @@ def _rows(read: Read, places, months, versions, *, wanted_months, wanted_places)
     month = np.asarray(wanted_months, dtype=np.int64)[np.fromiter(columns[0], np.int64, len(rows)) - 1]
     ids = np.asarray(places, dtype=np.int64)
     by_id = np.argsort(ids, kind="stable")
-    place = by_id[np.searchsorted(ids, np.fromiter(columns[1], np.int64, len(rows)), sorter=by_id)]
+    place_id = np.fromiter(columns[1], np.int64, len(rows))
+    place = by_id[np.searchsorted(ids, place_id, sorter=by_id)]
     # Only a month's own versions: another month's version may hold rows of this one's edges.
     version = np.fromiter(columns[2], np.int64, len(rows))
     own = np.array([(month_at << 32) | own for month_at in wanted_months for own in versions[month_at]], dtype=np.int64)
     segment = np.fromiter(columns[3], np.int64, len(rows))
     chosen = np.flatnonzero(np.isin((month << 32) | version, own))
-    chosen = chosen[np.lexsort((segment[chosen], place[chosen], month[chosen]))]
     if not len(chosen):
         return None
+    # By place then month, the order of the day rollup's key, or by month then place, that of the
+    # months of hours (a partition each): whichever the rows came in, else the latter.
+    for keys in ((segment, month, place_id), (segment, place_id, month)):
+        order = chosen[np.lexsort(tuple(key[chosen] for key in keys))]
+        if np.all(order[1:] > order[:-1]):
+            break
+    chosen = order
+    values, counts = _decoded(read.source, columns[4:])
     if len(chosen) < len(rows) or np.any(chosen[1:] < chosen[:-1]):
-        picked = chosen.tolist()
-        columns = [[column[row] for row in picked] for column in columns[4:]]
-        month, place, segment = month[chosen], place[chosen], segment[chosen]
-    else:
-        columns = columns[4:]
-    values, counts = _decoded(read.source, columns)
+        month, place, segment, values, counts = (part[chosen] for part in (month, place, segment, values, counts))
     # A place's segment in several versions of the month (weekly loads): one row, the versions'
     # values added, as a read adds them. They never share an hour (the loader refuses a row loaded
     # before); a local day split between two versions adds its sums and hours.
