@@ -206,10 +206,11 @@ def _rows(read: Read, places, months, versions, *, wanted_months, wanted_places)
     if not len(chosen):
         return None
     # By place then month, the order of the day rollup's key, or by month then place, that of the
-    # months of hours (a partition each): whichever the rows came in, else the latter.
+    # months of hours (a partition each): whichever the rows came in, else (put in order, a copy)
+    # the latter, which read_months needs.
     for keys in ((segment, month, place_id), (segment, place_id, month)):
         order = chosen[np.lexsort(tuple(key[chosen] for key in keys))]
-        if np.all(order[1:] > order[:-1]):
+        if len(order) == len(rows) and np.all(order[1:] > order[:-1]):
             break
     chosen = order
     values, counts = _decoded(read.source, columns[4:])
