@@ -23,7 +23,7 @@ import psycopg
 from django.db import connection
 
 from insights.memo import ByteLRU, arrays_size
-from insights.packing import DAYS_PER_ROW, HOURS_PER_ROW, daily_rows, hourly_rows
+from insights.packing import DAY_SUM, DAYS_PER_ROW, HOURS_PER_ROW, daily_rows, hourly_rows
 
 # 48 MB of decoded months per worker process (a month's row of hours takes 3.7 kB, its row of
 # days 0.3 kB, and each place-month 1 kB more): a hundred shopping-centre quarters of footfall,
@@ -124,14 +124,11 @@ def read_months(
     """The published values of the places in each month, as held_values gives them, read in one
     statement and not kept place by place: for a read of many place-months, whose entries would
     take longer to make and keep than the rows take to read."""
-    rows = _rows(read, places, months, versions, wanted_months=range(len(months)), wanted_places=places)
+    rows = _rows(read, places, months, versions, wanted_months=range(len(months)), wanted_places=places, by_month=True)
     if rows is None:
         return [_month([]) for _ in months]
     month, place, segment, values, counts = rows
-    if np.any(month[1:] < month[:-1]):  # by month: each month's rows then a slice
-        order = np.argsort(month, kind="stable")
-        month, place, segment, values, counts = (part[order] for part in (month, place, segment, values, counts))
-    bounds = np.searchsorted(month, np.arange(len(months) + 1))
+    bounds = np.searchsorted(month, np.arange(len(months) + 1))  # by month: each month's rows a slice
     return [
         Month(place[start:stop], segment[start:stop], values[start:stop], counts[start:stop])
         for start, stop in itertools.pairwise(bounds.tolist())
@@ -160,11 +157,13 @@ def _fetch(read: Read, places, months, versions, missing: list[tuple[int, int]])
     }
 
 
-def _rows(read: Read, places, months, versions, *, wanted_months, wanted_places) -> tuple[np.ndarray, ...] | None:
+def _rows(
+    read: Read, places, months, versions, *, wanted_months, wanted_places, by_month: bool = False
+) -> tuple[np.ndarray, ...] | None:
     """The wanted places' rows of the wanted months (positions in `months`), in one statement
     fetched in binary, each month's own versions only: (month position, place position in
-    `places`, segment key, values, counts), by place and month (or month and place) and segment,
-    decoded with numpy.
+    `places`, segment key, values, counts), by month (by_month; else by month or by place), place
+    and segment, decoded with numpy.
     None if there are none."""
     wanted_months = list(wanted_months)
     key = " + ".join(f"(t.{name}::int8 << {SEGMENT_BITS * position})" for position, name in enumerate(read.segments))
@@ -205,17 +204,19 @@ def _rows(read: Read, places, months, versions, *, wanted_months, wanted_places)
     chosen = np.flatnonzero(np.isin((month << 32) | version, own))
     if not len(chosen):
         return None
-    # By place then month, the order of the day rollup's key, or by month then place, that of the
-    # months of hours (a partition each): whichever the rows came in, else (put in order, a copy)
-    # the latter, which read_months needs.
-    for keys in ((segment, month, place_id), (segment, place_id, month)):
-        order = chosen[np.lexsort(tuple(key[chosen] for key in keys))]
+    # By month then place (as read_months needs them), or by place then month (the day rollup's
+    # key, as they mostly come) when they came so and either will do.
+    keys = [(segment, place_id, month)] + [(segment, month, place_id)] * (not by_month)
+    for sort_keys in keys:
+        order = chosen[np.lexsort(tuple(key[chosen] for key in sort_keys))]
         if len(order) == len(rows) and np.all(order[1:] > order[:-1]):
             break
-    chosen = order
-    values, counts = _decoded(read.source, columns[4:])
-    if len(chosen) < len(rows) or np.any(chosen[1:] < chosen[:-1]):
-        month, place, segment, values, counts = (part[chosen] for part in (month, place, segment, values, counts))
+    else:
+        order = chosen[np.lexsort(tuple(key[chosen] for key in keys[0]))]
+    in_order = len(order) == len(rows) and np.all(order[1:] > order[:-1])
+    values, counts = _decoded(read.source, columns[4:], None if in_order else order)
+    if not in_order:
+        month, place, segment = month[order], place[order], segment[order]
     # A place's segment in several versions of the month (weekly loads): one row, the versions'
     # values added, as a read adds them. They never share an hour (the loader refuses a row loaded
     # before); a local day split between two versions adds its sums and hours.
@@ -241,11 +242,26 @@ def _changes(*keys: np.ndarray) -> np.ndarray:
     return changed
 
 
-def _decoded(source: str, packed: Sequence[Sequence[bytes]]) -> tuple[np.ndarray, np.ndarray]:
-    """The rows' packed columns as dense rows: each hour's (or day's) value, and the hours it sums."""
+def _decoded(source: str, packed: Sequence[Sequence[bytes]], order: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' packed columns as dense rows: each hour's (or day's) value, and the hours it
+    sums; order: the rows to decode, in the order to give them (None: all, as they are)."""
     if source == "hour":
-        return hourly_rows(*packed)
-    return daily_rows(*packed)
+        values, counts = hourly_rows(*packed)
+        return (values, counts) if order is None else (values[order], counts[order])
+    if order is None:
+        return daily_rows(*packed)
+    # Each day put straight at its row's place in the order: no copy of the rows after.
+    days, sums, hours = packed
+    at = np.full(len(days), -1, dtype=np.int64)
+    at[order] = np.arange(len(order))
+    position = np.repeat(at, np.fromiter(map(len, days), np.int64, len(days)))
+    position = position * DAYS_PER_ROW + np.frombuffer(b"".join(days), np.uint8)
+    kept = position >= 0
+    values = np.zeros((len(order), DAYS_PER_ROW), dtype=np.int64)
+    counts = np.zeros((len(order), DAYS_PER_ROW), dtype=np.uint8)
+    values.reshape(-1)[position[kept]] = np.frombuffer(b"".join(sums), DAY_SUM)[kept]
+    counts.reshape(-1)[position[kept]] = np.frombuffer(b"".join(hours), np.uint8)[kept]
+    return values, counts
 
 
 def _month(entries: list[_Entry]) -> Month:

@@ -61,18 +61,22 @@ def statements(monkeypatch) -> list:
     return read
 
 
-def test_many_place_months_are_read_at_once_with_the_numbers_of_the_months_kept(city, tmp_path, monkeypatch):
+@pytest.mark.parametrize("granularity", ["hour", "day"])
+def test_many_place_months_are_read_at_once_with_the_numbers_of_the_months_kept(
+    city, tmp_path, monkeypatch, granularity
+):
     # Two hours more of one cell in a version of its own (two rows of its month, added up), and
-    # two in the next month.
+    # two in the next month (in the day rollup, the same local day as those two: one row).
     later, april = CITY_END + dt.timedelta(hours=2), CITY_END + dt.timedelta(hours=4)
     grid.load_totals(tmp_path / "later.csv", cells=[(1, 1)], start=CITY_END, end=later, visits=lambda *_: 40)
     grid.load_totals(tmp_path / "april.csv", cells=[(1, 1)], start=later, end=april, visits=lambda *_: 30)
-    kept = tables(footfall_result(query(end=april)))
+    end = april if granularity == "hour" else dt.datetime(2026, 4, 2, tzinfo=BERLIN)
+    kept = tables(footfall_result(query(end=end, granularity=granularity)))
     assert len(HELD) == 2 * 9  # the two months of each of the area's cells
 
     caches_clear()
     monkeypatch.setattr(insights.sums, "HELD_PLACE_MONTHS", 0)  # every read is of many place-months
-    read = tables(footfall_result(query(end=april)))
+    read = tables(footfall_result(query(end=end, granularity=granularity)))
 
     assert (len(HELD), len(SUMMED)) == (0, 2)  # only the months summed for the area are kept
     assert read == kept
