@@ -353,11 +353,7 @@ def compare_result(query: Query, *, on_progress: Callable[[float], None] | None 
     # Over one area, both periods read one table of its cells.
     shared_area = report_area(query.geometry) if query.comparison_geometry is None else contextlib.nullcontext()
     with shared_area:
-        both = (
-            _both_periods(ordered_query, comparison_query, on_progress=on_progress)
-            if query.comparison_geometry is None
-            else (None, None)
-        )
+        both = _both_periods(ordered_query, comparison_query, bool(query.comparison_geometry), on_progress)
         ordered = footfall_result(
             ordered_query, with_cells=False, on_progress=_part_of(on_progress, first=0, of=2), sums=both[0]
         )
@@ -391,23 +387,15 @@ def compare_result(query: Query, *, on_progress: Callable[[float], None] | None 
     }
 
 
-def _both_periods(ordered: Query, comparison: Query, *, on_progress) -> tuple[Sums | None, Sums | None]:
-    """Both periods' sums over their one area in one read, when that reads no month neither needs
-    (a month they share read once, one statement); else (None, None): each period read on its own."""
+def _both_periods(ordered: Query, comparison: Query, apart: bool, on_progress) -> tuple[Sums | None, Sums | None]:
+    """Both periods' sums over their one area (apart: two areas) in one read, when that reads no
+    month neither needs (a month they share read once); else (None, None): each read on its own."""
     first, second = sorted([ordered, comparison], key=lambda part: part.start)
-    if not one_read_of_both(
-        (first.start, first.end),
-        (second.start, second.end),
-        granularity=ordered.granularity,
-        time_zone=ordered.time_zone,
-    ):
+    spans = ((first.start, first.end), (second.start, second.end))
+    if apart or not one_read_of_both(*spans, granularity=first.granularity, time_zone=first.time_zone):
         return None, None
-    sums = cell_hour_sums(
-        **_read(replace(first, end=second.end), PRESENCE),
-        with_everyone=True,
-        gap=(first.end, second.start),
-        on_progress=on_progress,
-    )
+    read = _read(replace(first, end=second.end), PRESENCE)
+    sums = cell_hour_sums(**read, with_everyone=True, gap=(first.end, second.start), on_progress=on_progress)
     parts = split_sums(sums, first=len(_stamps(first)), gap=first.end < second.start)
     return parts if first is ordered else parts[::-1]
 
