@@ -25,7 +25,7 @@ from django.db import connection
 
 from insights import shared
 from insights.memo import ByteLRU, arrays_size
-from insights.packing import BITMAP_BYTES, HOURLY_VALUE, HOURS_PER_ROW, daily_values
+from insights.packing import DAY_SUM, DAYS_PER_ROW, HOURS_PER_ROW, daily_rows, hourly_rows
 
 # 48 MB of decoded months per worker process (a month's row of hours takes 3.7 kB, its row of
 # days 0.3 kB, and each place-month 1 kB more): a hundred shopping-centre quarters of footfall,
@@ -34,7 +34,6 @@ from insights.packing import BITMAP_BYTES, HOURLY_VALUE, HOURS_PER_ROW, daily_va
 HELD_BYTES = 48 * 2**20
 HELD = ByteLRU(HELD_BYTES)
 SEGMENT_BITS = 16  # a segment code is a smallint
-DAYS_PER_ROW = 31
 
 
 @dataclass(frozen=True)
@@ -125,19 +124,64 @@ def _empty(source: str) -> _Entry:
     )
 
 
+def read_months(
+    read: Read, *, places: Sequence[int], months: Sequence, versions: Sequence[tuple[int, ...]]
+) -> list[Month]:
+    """The published values of the places in each month, as held_values gives them, read in one
+    statement and not kept place by place: for a read of many place-months, whose entries would
+    take longer to make and keep than the rows take to read."""
+    rows = _rows(read, places, months, versions, wanted_months=range(len(months)), wanted_places=places, by_month=True)
+    if rows is None:
+        return [_month([]) for _ in months]
+    month, place, segment, values, counts = rows
+    bounds = np.searchsorted(month, np.arange(len(months) + 1))  # by month: each month's rows a slice
+    return [
+        Month(place[start:stop], segment[start:stop], values[start:stop], counts[start:stop])
+        for start, stop in itertools.pairwise(bounds.tolist())
+    ]
+
+
 def _fetch(read: Read, places, months, versions, missing: list[tuple[int, int]]) -> dict[tuple[int, int], _Entry]:
-    """The missing places' rows of the missing months, in one statement fetched in binary, as
-    entries by (month, place) position, decoded with numpy. Only a month's own versions are kept."""
-    wanted_months = sorted({month for month, _ in missing})
-    wanted_places = sorted({places[place] for _, place in missing})
+    """The missing places' rows of the missing months, as entries by (month, place) position."""
+    rows = _rows(
+        read,
+        places,
+        months,
+        versions,
+        wanted_months=sorted({month for month, _ in missing}),
+        wanted_places=sorted({places[place] for _, place in missing}),
+    )
+    if rows is None:
+        return {}
+    month, place, segment, values, counts = rows
+    bounds = [*np.flatnonzero(_changes(month, place)).tolist(), len(month)]  # each entry's rows
+    return {
+        (int(month[start]), int(place[start])): _Entry(
+            segment=segment[start:stop].copy(), values=values[start:stop].copy(), counts=counts[start:stop].copy()
+        )
+        for start, stop in itertools.pairwise(bounds)
+    }
+
+
+def _rows(
+    read: Read, places, months, versions, *, wanted_months, wanted_places, by_month: bool = False
+) -> tuple[np.ndarray, ...] | None:
+    """The wanted places' rows of the wanted months (positions in `months`), in one statement
+    fetched in binary, each month's own versions only: (month position, place position in
+    `places`, segment key, values, counts), by month (by_month; else by month or by place), place
+    and segment, decoded with numpy.
+    None if there are none."""
+    wanted_months = list(wanted_months)
+    key = " + ".join(f"(t.{name}::int8 << {SEGMENT_BITS * position})" for position, name in enumerate(read.segments))
     packed = "t.published_hours, t.published_values" if read.source == "hour" else "t.days, t.day_sums, t.day_hours"
-    segments = ", ".join(f"t.{name}" for name in read.segments)
+    month_type = "timestamptz" if read.source == "hour" else "date"
+    # No ORDER BY: the server would sort the packed columns too (on disk, for rows of hours); the
+    # rows are put in order here by their keys.
     sql = (
-        f"SELECT t.month, t.{read.place}, t.dataset_version_id, {segments}, {packed} FROM {read.table} t"
-        f" WHERE t.{read.place} = ANY(%(places)s::bigint[])"
-        f" AND t.month = ANY(%(months)s::{'timestamptz' if read.source == 'hour' else 'date'}[])"
+        f"SELECT array_position(%(months)s::{month_type}[], t.month), t.{read.place}, t.dataset_version_id, {key},"
+        f" {packed} FROM {read.table} t"
+        f" WHERE t.{read.place} = ANY(%(places)s::bigint[]) AND t.month = ANY(%(months)s::{month_type}[])"
         f" AND t.policy_id = %(policy)s AND t.dataset_version_id = ANY(%(versions)s::int[]) AND {read.where}"
-        f" ORDER BY t.month, t.{read.place}, {segments}, t.dataset_version_id"
     )
     params = {
         **read.params,
@@ -151,35 +195,43 @@ def _fetch(read: Read, places, months, versions, missing: list[tuple[int, int]])
     # Django's cursors bind on the client, which gives text results only.
     with psycopg.Cursor(connection.connection) as cursor:
         rows = cursor.execute(sql, params, binary=True).fetchall()
-    month_of = {months[month]: month for month in wanted_months}
-    rows = [row for row in rows if row[2] in versions[month_of[row[0]]]]
     if not rows:
-        return {}
+        return None
     columns = list(zip(*rows, strict=True))
-    first = 3 + len(read.segments)  # the packed columns
-    values, counts = _decoded(read.source, columns[first:])
-    month = np.array([month_of[value] for value in columns[0]], dtype=np.int64)
-    place_of = {place: position for position, place in enumerate(places)}
-    place = np.array([place_of[value] for value in columns[1]], dtype=np.int64)
-    segment = np.zeros(len(rows), dtype=np.int64)
-    for position, codes in enumerate(columns[3:first]):
-        segment |= np.array(codes, dtype=np.int64) << (SEGMENT_BITS * position)
-    # Rows come by month, place and segment. A place's segment in several versions of the month
-    # (weekly loads): one row, the versions' values added, as a read adds them. They never share
-    # an hour (the loader refuses a row loaded before); a local day split between two versions
-    # adds its sums and hours.
+    month = np.asarray(wanted_months, dtype=np.int64)[np.fromiter(columns[0], np.int64, len(rows)) - 1]
+    ids = np.asarray(places, dtype=np.int64)
+    by_id = np.argsort(ids, kind="stable")
+    place_id = np.fromiter(columns[1], np.int64, len(rows))
+    place = by_id[np.searchsorted(ids, place_id, sorter=by_id)]
+    # Only a month's own versions: another month's version may hold rows of this one's edges.
+    version = np.fromiter(columns[2], np.int64, len(rows))
+    own = np.array([(month_at << 32) | own for month_at in wanted_months for own in versions[month_at]], dtype=np.int64)
+    segment = np.fromiter(columns[3], np.int64, len(rows))
+    chosen = np.flatnonzero(np.isin((month << 32) | version, own))
+    if not len(chosen):
+        return None
+    # By month then place (as read_months needs them), or by place then month (the day rollup's
+    # key, as they mostly come) when they came so and either will do.
+    keys = [(segment, place_id, month)] + [(segment, month, place_id)] * (not by_month)
+    for sort_keys in keys:
+        order = chosen[np.lexsort(tuple(key[chosen] for key in sort_keys))]
+        if len(order) == len(rows) and np.all(order[1:] > order[:-1]):
+            break
+    else:
+        order = chosen[np.lexsort(tuple(key[chosen] for key in keys[0]))]
+    in_order = len(order) == len(rows) and np.all(order[1:] > order[:-1])
+    values, counts = _decoded(read.source, columns[4:], None if in_order else order)
+    if not in_order:
+        month, place, segment = month[order], place[order], segment[order]
+    # A place's segment in several versions of the month (weekly loads): one row, the versions'
+    # values added, as a read adds them. They never share an hour (the loader refuses a row loaded
+    # before); a local day split between two versions adds its sums and hours.
     starts = np.flatnonzero(_changes(month, place, segment))
-    if len(starts) < len(rows):
+    if len(starts) < len(month):
         values = np.add.reduceat(values, starts, axis=0, dtype=values.dtype)  # reduceat would widen them
         counts = np.add.reduceat(counts, starts, axis=0, dtype=counts.dtype)
         month, place, segment = month[starts], place[starts], segment[starts]
-    bounds = [*np.flatnonzero(_changes(month, place)).tolist(), len(month)]  # each entry's rows
-    return {
-        (int(month[start]), int(place[start])): _Entry(
-            segment=segment[start:stop].copy(), values=values[start:stop].copy(), counts=counts[start:stop].copy()
-        )
-        for start, stop in itertools.pairwise(bounds)
-    }
+    return month, place, segment, values, counts
 
 
 def _array(items) -> str:
@@ -196,19 +248,25 @@ def _changes(*keys: np.ndarray) -> np.ndarray:
     return changed
 
 
-def _decoded(source: str, packed: list[tuple[bytes, ...]]) -> tuple[np.ndarray, np.ndarray]:
-    """The rows' packed columns as dense rows: each hour's (or day's) value, and the hours it sums."""
+def _decoded(source: str, packed: Sequence[Sequence[bytes]], order: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' packed columns as dense rows: each hour's (or day's) value, and the hours it
+    sums; order: the rows to decode, in the order to give them (None: all, as they are)."""
     if source == "hour":
-        bitmaps, numbers = packed
-        # A set bit is a published hour, whose value comes next in hour order: the bits as a mask.
-        counts = np.unpackbits(np.frombuffer(b"".join(bitmaps), np.uint8).reshape(len(bitmaps), BITMAP_BYTES), axis=1)
-        values = np.zeros(counts.shape, dtype=np.int32)
-        values[counts.view(bool)] = np.frombuffer(b"".join(numbers), HOURLY_VALUE)
-        return values, counts
-    row, day, value, count = daily_values(*packed)
-    values = np.zeros((len(packed[0]), DAYS_PER_ROW), dtype=np.int64)
-    counts = np.zeros(values.shape, dtype=np.uint8)
-    values[row, day], counts[row, day] = value, count
+        values, counts = hourly_rows(*packed)
+        return (values, counts) if order is None else (values[order], counts[order])
+    if order is None:
+        return daily_rows(*packed)
+    # Each day put straight at its row's place in the order: no copy of the rows after.
+    days, sums, hours = packed
+    at = np.full(len(days), -1, dtype=np.int64)
+    at[order] = np.arange(len(order))
+    position = np.repeat(at, np.fromiter(map(len, days), np.int64, len(days)))
+    position = position * DAYS_PER_ROW + np.frombuffer(b"".join(days), np.uint8)
+    kept = position >= 0
+    values = np.zeros((len(order), DAYS_PER_ROW), dtype=np.int64)
+    counts = np.zeros((len(order), DAYS_PER_ROW), dtype=np.uint8)
+    values.reshape(-1)[position[kept]] = np.frombuffer(b"".join(sums), DAY_SUM)[kept]
+    counts.reshape(-1)[position[kept]] = np.frombuffer(b"".join(hours), np.uint8)[kept]
     return values, counts
 
 

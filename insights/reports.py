@@ -27,7 +27,16 @@ from insights.models import ReleasePolicy
 from insights.rows import Rows, labelled, numbers, rounded, whole_or_null
 from insights.selectors import dataset_sources, region_names_by_id
 from insights.stamps import Stamps, bucket_stamps
-from insights.sums import Released, Sums, cell_hour_sums, is_small_read, period_starts, trip_sums
+from insights.sums import (
+    Released,
+    Sums,
+    cell_hour_sums,
+    is_small_read,
+    one_read_of_both,
+    period_starts,
+    split_sums,
+    trip_sums,
+)
 
 NOT_RELEASED = "not_released"  # none of the values the number sums was published
 
@@ -86,11 +95,15 @@ class Query:
 
 @_report
 def footfall_result(
-    query: Query, *, with_cells: bool = True, on_progress: Callable[[float], None] | None = None
+    query: Query,
+    *,
+    with_cells: bool = True,
+    on_progress: Callable[[float], None] | None = None,
+    sums: Sums | None = None,
 ) -> dict:
     """People present per local bucket, as person-hours (the sum over the bucket's hours of the
     people present in each) and their average per hour, per segment of the requested
-    breakdowns, and per cell over the whole period."""
+    breakdowns, and per cell over the whole period. sums: the query's, already read."""
     result = _cell_hour_result(
         query,
         kind=PRESENCE,
@@ -99,6 +112,7 @@ def footfall_result(
         breakdowns=query.breakdowns,
         with_cells=with_cells,
         on_progress=on_progress,
+        sums=sums,
     )
     for part in ("series", "segments"):
         if part in result:
@@ -339,9 +353,12 @@ def compare_result(query: Query, *, on_progress: Callable[[float], None] | None 
     # Over one area, both periods read one table of its cells.
     shared_area = report_area(query.geometry) if query.comparison_geometry is None else contextlib.nullcontext()
     with shared_area:
-        ordered = footfall_result(ordered_query, with_cells=False, on_progress=_part_of(on_progress, first=0, of=2))
+        both = _both_periods(ordered_query, comparison_query, bool(query.comparison_geometry), on_progress)
+        ordered = footfall_result(
+            ordered_query, with_cells=False, on_progress=_part_of(on_progress, first=0, of=2), sums=both[0]
+        )
         comparison = footfall_result(
-            comparison_query, with_cells=False, on_progress=_part_of(on_progress, first=1, of=2)
+            comparison_query, with_cells=False, on_progress=_part_of(on_progress, first=1, of=2), sums=both[1]
         )
     series = Rows(_paired(ordered["series"].table, comparison["series"].table))
     privacy = {
@@ -368,6 +385,19 @@ def compare_result(query: Query, *, on_progress: Callable[[float], None] | None 
             "suppressed_values": ordered["privacy"]["suppressed_values"] + comparison["privacy"]["suppressed_values"],
         },
     }
+
+
+def _both_periods(ordered: Query, comparison: Query, apart: bool, on_progress) -> tuple[Sums | None, Sums | None]:
+    """Both periods' sums over their one area (apart: two areas) in one read, when that reads no
+    month neither needs (a month they share read once); else (None, None): each read on its own."""
+    first, second = sorted([ordered, comparison], key=lambda part: part.start)
+    spans = ((first.start, first.end), (second.start, second.end))
+    if apart or not one_read_of_both(*spans, granularity=first.granularity, time_zone=first.time_zone):
+        return None, None
+    read = _read(replace(first, end=second.end), PRESENCE)
+    sums = cell_hour_sums(**read, with_everyone=True, gap=(first.end, second.start), on_progress=on_progress)
+    parts = split_sums(sums, first=len(_stamps(first)), gap=first.end < second.start)
+    return parts if first is ordered else parts[::-1]
 
 
 def _paired(mine: pa.Table, theirs: pa.Table) -> pa.Table:
@@ -525,30 +555,34 @@ def od_matrix_result(query: Query, *, on_progress: Callable[[float], None] | Non
     metric = TRIPS_METRIC
     stamps = _stamps(query)
     trips = np.rint(sums.value).astype(np.int64)  # each bucket's published trips are whole
-    # Only published flows are listed, by bucket, origin and destination.
-    bucket, pair = np.nonzero(sums.count)
+    # Only published flows are listed, by bucket, origin and destination: sums.groups run by
+    # origin then destination, both in id order; the rows and columns go in the zones' order.
+    flat = np.flatnonzero(sums.count)
+    bucket, pair = np.divmod(flat, len(sums.groups))
     hours = stamps.hours[bucket]
-    position = {zone: index for index, zone in enumerate(zones)}
+    ids = np.fromiter(zones, np.int64, len(zones))
+    by_id = np.argsort(ids)
     codes = [code for code, _ in zones.values()]
-    origin, destination = (np.array([position[ends[end]] for ends in sums.groups], dtype=np.int32) for end in (0, 1))
     flows = pa.table(
         {
             "start": stamps.starts(bucket),
             "end": stamps.ends(bucket),
             "hours": pa.array(hours, pa.int16()),
-            "origin": labelled(origin[pair], codes),
-            "destination": labelled(destination[pair], codes),
-            metric.name: pa.array(trips[bucket, pair], pa.int64()),
-            "released_share": rounded(sums.count[bucket, pair] / hours, 4),
+            "origin": labelled(by_id[pair // len(zones)], codes),
+            "destination": labelled(by_id[pair % len(zones)], codes),
+            metric.name: pa.array(trips.reshape(-1)[flat], pa.int64()),
+            "released_share": rounded(sums.count.reshape(-1)[flat] / hours, 4),
         }
     )
-    pair_trips, pair_counts = trips.sum(axis=0).tolist(), sums.count.sum(axis=0).tolist()
-    published = {
-        pair: total if count else None for pair, total, count in zip(sums.groups, pair_trips, pair_counts, strict=True)
-    }
-    matrix = [[published[(origin, destination)] for destination in zones] for origin in zones]
+    at_id = np.argsort(by_id)  # each zone's position in id order
+    pairs = np.ix_(at_id, at_id)
+    pair_trips, pair_counts = (part.sum(axis=0).reshape(len(zones), len(zones))[pairs] for part in (trips, sums.count))
+    matrix = [
+        [total if count else None for total, count in zip(totals, counts, strict=True)]
+        for totals, counts in zip(pair_trips.tolist(), pair_counts.tolist(), strict=True)
+    ]
     pair_hours = len(zones) ** 2 * query.hours
-    released = int(sum(pair_counts))
+    released = int(pair_counts.sum())
     return {
         **_head(query, product="od-matrix", metric=metric, kind=TRIPS),
         "breakdowns": [],
@@ -560,6 +594,6 @@ def od_matrix_result(query: Query, *, on_progress: Callable[[float], None] | Non
             "zone_pair_hours": pair_hours,
             "zone_pair_hours_released": released,
             "released_share": round(released / pair_hours, 4) if pair_hours else None,
-            "suppressed_values": sum(value is None for row in matrix for value in row),
+            "suppressed_values": int(np.count_nonzero(pair_counts == 0)),
         },
     }

@@ -16,7 +16,7 @@ from django.contrib.gis.geos import GEOSGeometry
 from insights.areas import AREAS, report_area
 from insights.buckets import buckets, is_boundary, local_midnight
 from insights.catalogue import catalogue, forget
-from insights.held import HELD, Month, Read, held_values, segment_key
+from insights.held import HELD, Month, Read, held_values, read_months, segment_key
 from insights.kinds import PRESENCE, TRIPS, AggregateKind
 from insights.packing import HOURS_PER_ROW
 from insights.partitions import month_start, months, next_month
@@ -27,9 +27,15 @@ from insights.summed import SUMMED, SummedMonth, keep, kept, summed_month
 # Reports read published values only: the release of each dataset version up to the report's,
 # under one policy.
 _RELEASED = "t.policy_id = %(policy)s AND t.dataset_version_id <= %(version)s"
-# A read of at most this many packed rows (about 3 kB each at most) is a small one: its months
-# are kept in the worker's memory (insights/held.py). A larger one is streamed (insights/scans.py).
+# A read of at most this many packed rows of hours (about 3 kB each at most), or four times as
+# many of the day rollup (a tenth of that), is a small one: its months are kept in the worker's
+# memory (insights/summed.py). A larger one is streamed (insights/scans.py).
 ROWS_AT_ONCE = 10_000
+DAY_ROWS_PER_HOUR_ROW = 4
+# A small read of at most this many place-months not summed for the area yet keeps them place by
+# place (insights/held.py), for other areas that share its cells; a larger one reads them and
+# keeps only its months summed (insights/summed.py).
+HELD_PLACE_MONTHS = 100
 
 
 def presence_source(*, granularity: str, time_zone: str) -> str:
@@ -153,8 +159,8 @@ class _Period:
     _lookups: dict = field(default_factory=dict, compare=False)  # buckets_of_month's, by source and month
 
     @classmethod
-    def of(cls, start, end, granularity: str, zone: ZoneInfo, *, over_period: bool) -> "_Period":
-        return _period(start, end, granularity, zone, over_period)
+    def of(cls, start, end, granularity: str, zone: ZoneInfo, *, over_period: bool, gap=None) -> "_Period":
+        return _period(start, end, granularity, zone, over_period, gap)
 
     @functools.cached_property
     def _edges(self) -> np.ndarray:
@@ -213,16 +219,61 @@ class _Period:
 
 
 @functools.lru_cache(maxsize=8)  # a worker's recent periods: a year of hours is some hundred kB
-def _period(start, end, granularity: str, zone: ZoneInfo, over_period: bool) -> _Period:
+def _period(start, end, granularity: str, zone: ZoneInfo, over_period: bool, gap) -> _Period:
     if over_period:
         return _Period(start=start, end=end, starts=(start,), zone=zone)
-    starts = tuple(bucket_start for bucket_start, _ in buckets(start, end, granularity, zone))
-    return _Period(start=start, end=end, starts=starts, zone=zone)
+    if gap is None:
+        starts = tuple(bucket_start for bucket_start, _ in buckets(start, end, granularity, zone))
+        return _Period(start=start, end=end, starts=starts, zone=zone)
+    # Two periods in one read: each bucketed from its own start, the gap between them (if any) a
+    # bucket of its own.
+    first, second = (_period(*part, granularity, zone, False, None).starts for part in ((start, gap[0]), (gap[1], end)))
+    return _Period(start=start, end=end, starts=first + gap[:1] * (gap[0] < gap[1]) + second, zone=zone)
 
 
 def period_starts(start: dt.datetime, end: dt.datetime, granularity: str, zone: ZoneInfo) -> tuple[dt.datetime, ...]:
     """The start of each of the period's buckets, as the sums are keyed."""
-    return _period(start, end, granularity, zone, False).starts
+    return _period(start, end, granularity, zone, False, None).starts
+
+
+def one_read_of_both(
+    first: tuple[dt.datetime, dt.datetime], second: tuple[dt.datetime, dt.datetime], *, granularity: str, time_zone: str
+) -> bool:
+    """Whether two periods, the first ending before the second starts, are read at once
+    (cell_hour_sums' gap): when that reads no packed month neither of them touches."""
+    if first[1] > second[0] or not is_boundary(second[0], granularity, ZoneInfo(time_zone)):
+        return False
+    zone = ZoneInfo(time_zone)
+    source = presence_source(granularity=granularity, time_zone=time_zone)
+    both = _Period.of(first[0], second[1], granularity, zone, over_period=True).months(source)
+    apart = {
+        month
+        for part in (first, second)
+        for month in _Period.of(*part, granularity, zone, over_period=True).months(source)
+    }
+    return set(both) == apart
+
+
+def split_sums(sums: Sums, *, first: int, gap: bool) -> tuple[Sums, Sums]:
+    """Sums read over two periods at once (cell_hour_sums' gap) as each period's: the first
+    `first` buckets, and those after the gap's bucket if there is one."""
+    second = first + gap
+    return (
+        replace(
+            sums,
+            buckets=sums.buckets[:first],
+            value=sums.value[:first],
+            weight=sums.weight[:first],
+            count=sums.count[:first],
+        ),
+        replace(
+            sums,
+            buckets=sums.buckets[second:],
+            value=sums.value[second:],
+            weight=sums.weight[second:],
+            count=sums.count[second:],
+        ),
+    )
 
 
 def is_small_read(*, places: int, start: dt.datetime, end: dt.datetime, time_zone: str, groups: int = 1) -> bool:
@@ -230,6 +281,11 @@ def is_small_read(*, places: int, start: dt.datetime, end: dt.datetime, time_zon
     its months kept in the worker's memory (insights/held.py), rather than streamed."""
     period = _Period.of(start, end, "hour", ZoneInfo(time_zone), over_period=True)
     return places * groups * len(period.months("hour")) <= ROWS_AT_ONCE
+
+
+def _small(rows: int, source: str) -> bool:
+    """Whether a read of so many packed rows of the source is a small one."""
+    return rows <= ROWS_AT_ONCE * (DAY_ROWS_PER_HOUR_ROW if source == "day" else 1)
 
 
 def cell_hour_sums(
@@ -246,6 +302,7 @@ def cell_hour_sums(
     with_everyone: bool = False,
     with_cells: bool = False,
     over_period: bool = False,
+    gap: tuple[dt.datetime, dt.datetime] | None = None,
     source: str | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> Sums:
@@ -277,13 +334,18 @@ def cell_hour_sums(
     segments = " AND ".join(f"t.{name} {'>' if name in breakdowns else '='} 0" for name in kind.segments)
     if breakdowns and with_everyone:
         segments = f"(({everyone_only}) OR ({segments}))"
-    period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=over_period)
+    period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=over_period, gap=gap)
     with report_area(geometry) as area:
         totals = _Totals(buckets=len(period.starts), groups=len(groups))
         cells = _Totals(buckets=1, groups=len(area.cells))  # everyone's per cell over the period
         table = f"{kind.table}_released{'' if source == 'hour' else '_day'}"
         by_key = {segment_key(codes): index for codes, index in groups.items()}
-        if len(area.ids) * len(groups) * len(period.months(source)) <= ROWS_AT_ONCE:
+        # Two periods read at once are as small as the larger of them: kept as each would be apart.
+        parts = [(start, end)] if gap is None else [(start, gap[0]), (gap[1], end)]
+        months_read = max(
+            len(_Period.of(*part, granularity, period.zone, over_period=True).months(source)) for part in parts
+        )
+        if _small(len(area.ids) * len(groups) * months_read, source):
             # A small read: its months are kept in the worker's memory (insights/held.py), and
             # summed per group for this area (insights/summed.py).
             for month, summed in _summed_months(
@@ -395,7 +457,10 @@ def _summed_months(
     found = [kept(key) for key in keys]
     missing = [index for index, summed in enumerate(found) if summed is None]
     if missing:
-        months = held_values(
+        # Many place-months are read at once instead: making and keeping an entry per place-month
+        # (held_values) costs more than reading its row.
+        read_missing = held_values if len(places) * len(missing) <= HELD_PLACE_MONTHS else read_months
+        months = read_missing(
             read,
             places=places,
             months=[months_read[index] for index in missing],
@@ -428,7 +493,7 @@ def trip_sums(
     ordered = np.array(sorted(zones), dtype=np.int64)
     pairs = [(int(origin), int(destination)) for origin in ordered for destination in ordered]
     totals = _Totals(buckets=len(period.starts), groups=len(pairs))
-    if len(zones) ** 2 * len(period.months(source)) <= ROWS_AT_ONCE:
+    if _small(len(zones) ** 2 * len(period.months(source)), source):
         # A small read: its months are kept in the worker's memory (insights/held.py), and
         # summed per zone pair (insights/summed.py).
         where = "t.destination = ANY(%(zones)s::smallint[])"
