@@ -31,8 +31,8 @@ class Outcome:
     places: int  # cells, or zones for od-matrix
     buckets: int
     engine_s: float  # warm: the area's cells and months kept from the run before
-    engine_cold_s: float  # the worker's caches emptied first: a known area, its stored cell weights read
-    engine_cold_new_s: float  # a new area: the caches emptied and the area's stored weights dropped first
+    engine_cold_s: float  # the worker's caches emptied first, the node's shared months as the runs before left them
+    engine_cold_node_s: float  # the node's shared months emptied too: the service's first report after a release
     floor_s: float
     duckdb_s: float
     started_rss_mb: float
@@ -90,7 +90,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
             "middle": local_midnight(size.first_day + dt.timedelta(days=report.days // 2), zone).isoformat(),
         }
     )
-    times = {"engine": [], "engine_cold": [], "engine_cold_new": [], "floor": [], "duckdb": []}
+    times = {"engine": [], "engine_cold": [], "engine_cold_node": [], "floor": [], "duckdb": []}
     with (
         psycopg.connect(conninfo(database)) as floor,
         duckdb.connect(str(store), read_only=True, config=DUCKDB_CONFIG) as duck,
@@ -108,7 +108,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
         duckdb_parameters = {"start": start.isoformat(), "end": end.isoformat()}
         floor_rows = floor.execute(check_sql(report.product, source, report.granularity), floor_parameters).fetchall()
         for run in range(runs + 1):  # the first is a warm-up
-            engine_cold_new_s = engine.time_report(cold=True, new_area=True)
+            engine_cold_node_s = engine.time_report(cold=True, node=True)
             engine_cold_s = engine.time_report(cold=True)
             engine_s = engine.time_report()
             floor_s, _ = timed(
@@ -122,7 +122,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
             if run:
                 times["engine"].append(engine_s)
                 times["engine_cold"].append(engine_cold_s)
-                times["engine_cold_new"].append(engine_cold_new_s)
+                times["engine_cold_node"].append(engine_cold_node_s)
                 times["floor"].append(floor_s)
                 times["duckdb"].append(duckdb_s)
     engine_sums = engine.sums()
@@ -161,7 +161,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
         buckets=len(list(buckets(start, end, report.granularity, zone))),
         engine_s=statistics.median(times["engine"]),
         engine_cold_s=statistics.median(times["engine_cold"]),
-        engine_cold_new_s=statistics.median(times["engine_cold_new"]),
+        engine_cold_node_s=statistics.median(times["engine_cold_node"]),
         floor_s=statistics.median(times["floor"]),
         duckdb_s=statistics.median(times["duckdb"]),
         started_rss_mb=started_rss_mb,
@@ -201,10 +201,10 @@ class EngineProcess:
         )
         self.started_rss_mb = self._answer()["started_rss_mb"]
 
-    def time_report(self, *, cold: bool = False, new_area: bool = False) -> float:
-        """One run's seconds; cold: with the worker's caches emptied first; new_area: and the
-        area's stored cell weights dropped."""
-        return self._ask(("cold-new" if new_area else "cold") if cold else "run")["seconds"]
+    def time_report(self, *, cold: bool = False, node: bool = False) -> float:
+        """One run's seconds; cold: with the worker's caches emptied first; node: and the node's
+        shared months of the database (insights/shared.py)."""
+        return self._ask(("cold-node" if node else "cold") if cold else "run")["seconds"]
 
     def sums(self) -> dict[str, list]:
         """The engine's sums of published values: "series", [bucket epoch, sum], and "cells", [cell id, sum]."""

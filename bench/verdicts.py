@@ -22,8 +22,8 @@ MAX_BYTES_PER_VALUE = 8
 
 def outcome_lines(outcomes: list[Outcome]) -> list[str]:
     header = (
-        f"{'report':<44} {'area':>9} {'places':>6} {'buckets':>7} {'cold, new':>9} {'cold, seen':>10} {'warm':>9}"
-        f" {'SQL floor':>9} {'DuckDB':>9} {'floor: new/seen/warm':>22} {'DuckDB/engine: new/seen/warm':>30}"
+        f"{'report':<44} {'area':>9} {'places':>6} {'buckets':>7} {'cold, node':>10} {'cold, worker':>12} {'warm':>9}"
+        f" {'SQL floor':>9} {'DuckDB':>9} {'floor: node/worker/warm':>25} {'DuckDB/engine: node/worker/warm':>33}"
         f" {'worker RSS':>10}  same numbers"
     )
     lines = [header, "-" * len(header)]
@@ -34,19 +34,20 @@ def outcome_lines(outcomes: list[Outcome]) -> list[str]:
             if outcome.worst_relative_difference <= SAME_NUMBERS_RELATIVE
             else f"NO ({outcome.worst_relative_difference:.1e})"
         )
-        engine = (outcome.engine_cold_new_s, outcome.engine_cold_s, outcome.engine_s)
+        engine = (outcome.engine_cold_node_s, outcome.engine_cold_s, outcome.engine_s)
         near_floor = " / ".join(f"{seconds / outcome.floor_s:.3g}×" for seconds in engine)
         faster = " / ".join(f"{outcome.duckdb_s / seconds:.3g}×" for seconds in engine)
-        new, seen, warm = (milliseconds(seconds) for seconds in engine)
+        node, worker, warm = (milliseconds(seconds) for seconds in engine)
         lines.append(
             f"{f'{report.name}, {report.days} d {ADVERB[report.granularity]}':<44} {outcome.area_km2:>6g} km²"
-            f" {outcome.places:>6,} {outcome.buckets:>7,} {new:>9} {seen:>10} {warm:>9}"
+            f" {outcome.places:>6,} {outcome.buckets:>7,} {node:>10} {worker:>12} {warm:>9}"
             f" {milliseconds(outcome.floor_s):>9} {milliseconds(outcome.duckdb_s):>9}"
-            f" {near_floor:>22} {faster:>30} {outcome.peak_rss_mb:>7.0f} MB  {same}"
+            f" {near_floor:>25} {faster:>33} {outcome.peak_rss_mb:>7.0f} MB  {same}"
         )
     lines.append(
-        "  cold, new: a worker's first report of an area the service has not seen (weighed in PostGIS); cold, seen:"
-        " of an area it has (its stored cell weights read); od-matrix reads zones, no area: both are the same"
+        "  cold, node: the service's first report of the area after a release (every worker's memory and the node's"
+        " shared months emptied: all read from PostgreSQL); cold, worker: a worker's first report of the area (its"
+        " memory emptied, the months the node's workers share kept); an area is weighed in the worker, new or not"
     )
     return lines
 
@@ -74,8 +75,8 @@ def verdict_lines(
     for outcome in outcomes:
         name = outcome.report.name
         for state, engine_s in (
-            ("cold, new area", outcome.engine_cold_new_s),
-            ("cold, area seen before", outcome.engine_cold_s),
+            ("cold, node", outcome.engine_cold_node_s),
+            ("cold, worker", outcome.engine_cold_s),
             ("warm", outcome.engine_s),
         ):
             faster = outcome.duckdb_s / engine_s
@@ -151,7 +152,7 @@ def results_save(outcomes: list[Outcome], *, size: str, seed: int) -> None:
             outcome.report.name: {
                 "engine_s": outcome.engine_s,
                 "engine_cold_s": outcome.engine_cold_s,
-                "engine_cold_new_s": outcome.engine_cold_new_s,
+                "engine_cold_node_s": outcome.engine_cold_node_s,
                 "floor_s": outcome.floor_s,
                 "duckdb_s": outcome.duckdb_s,
                 "peak_rss_mb": outcome.peak_rss_mb,
