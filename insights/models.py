@@ -1,5 +1,4 @@
 from django.contrib.gis.db import models
-from django.contrib.postgres.fields import ArrayField
 
 
 class Cell(models.Model):
@@ -32,26 +31,6 @@ class RegionChanges(models.Model):
     What a worker's copy of the regions' codes and names is keyed by (insights/regions.py)."""
 
     mark = models.BigIntegerField()
-
-
-class AreaWeights(models.Model):
-    """An area's cells and each one's share inside it, as insights/areas.py weighed them in
-    PostGIS: kept so that any worker's first report of an area seen before skips the weighing.
-    Valid while the grid's cells in the span of rows and columns around the area are those it
-    was weighed with (cells are only ever added, by a release build)."""
-
-    key = models.CharField(max_length=64, primary_key=True, help_text="sha256 of the weighing and the area's EWKB")
-    # The grid's rows and columns around the area (insights.grid.cell_id: row × 100000 + column).
-    first_row = models.IntegerField()
-    last_row = models.IntegerField()
-    first_column = models.IntegerField()
-    last_column = models.IntegerField()
-    grid_cells = models.BigIntegerField(help_text="the grid's cells in that span when weighed")
-    grid_cell_ids = models.BigIntegerField(help_text="their ids summed")
-    cell_ids = ArrayField(models.BigIntegerField(), help_text="the covered cells, by code")
-    codes = ArrayField(models.CharField(max_length=40))
-    shares = ArrayField(models.FloatField(), help_text="each cell's share inside the area")
-    weighed_at = models.DateTimeField()
 
 
 class DatasetVersion(models.Model):

@@ -568,7 +568,8 @@ def cell_hour_totals(**query) -> dict[tuple, Released]:
 def caches_clear() -> None:
     """Forget what this process keeps between reports: the weighed areas, the decoded months,
     the catalogue of releases and the regions. The next report reads them all again (a cold
-    report; an area seen before is read from its stored weights, insights/areas.py)."""
+    report: its area weighed again, its months from the node's shared months, insights/shared.py,
+    or PostgreSQL)."""
     AREAS.clear()
     HELD.clear()
     SUMMED.clear()
