@@ -97,25 +97,27 @@ def put(source: str, entries: Sequence[tuple[tuple, object]]) -> None:
     _write(client, [(name, encode(entry)) for name, (_, entry) in zip(names, entries, strict=True)])
 
 
-def get_summed(key: tuple) -> list[np.ndarray | None] | None:
-    """An area's month summed (insights/summed.py, by its key there) as its arrays (groups,
-    value, weight, count, place_value, place_count), None if not shared."""
+def get_summed(keys: Sequence[tuple]) -> list[list[np.ndarray | None] | None]:
+    """An area's months summed (insights/summed.py, by their keys there), in one MGET: each as
+    its arrays (groups, value, weight, count, place_value, place_count), None if not shared."""
     client = _redis()
-    if client is None:
-        return None
+    if client is None or not keys:
+        return [None] * len(keys)
+    database = _database()
     try:
-        blob = client.get(_summed_name(_database(), key))
+        found = client.mget([_summed_name(database, key) for key in keys])
     except (redis.RedisError, OSError) as exc:
         _failed(exc)
-        return None
-    return None if blob is None else _decoded_summed(blob)
+        return [None] * len(keys)
+    return [None if blob is None else _decoded_summed(blob) for blob in found]
 
 
-def put_summed(key: tuple, summed) -> None:
-    """Share an area's month summed, unless this window's budget is spent."""
+def put_summed(summed: Sequence[tuple[tuple, object]]) -> None:
+    """Share an area's months summed (key, month), in one write, unless this window's budget is spent."""
     client = _redis()
-    if client is not None:
-        _write(client, [(_summed_name(_database(), key), _encoded_summed(summed))])
+    if client is not None and summed:
+        database = _database()
+        _write(client, [(_summed_name(database, key), _encoded_summed(month)) for key, month in summed])
 
 
 def _write(client: redis.Redis, named: list[tuple[str, bytes | None]]) -> None:

@@ -86,20 +86,23 @@ def summed_month(month: Month, *, group: np.ndarray, share: np.ndarray, places: 
     )
 
 
-def kept(key: Hashable) -> SummedMonth | None:
-    """The area's month summed, from this worker's memory or else the node's (insights/shared.py)."""
-    found = SUMMED.get(key)
-    if found is None:
-        arrays = shared.get_summed(key)
+def kept(keys: list[Hashable]) -> list[SummedMonth | None]:
+    """The area's months summed, from this worker's memory or else the node's
+    (insights/shared.py: those missing here asked for at once)."""
+    found = [SUMMED.get(key) for key in keys]
+    missing = [index for index, summed in enumerate(found) if summed is None]
+    for index, arrays in zip(missing, shared.get_summed([keys[index] for index in missing]), strict=True):
         if arrays is not None:
-            found = SummedMonth(*arrays)
-            SUMMED.put(key, found, found.size)
+            found[index] = SummedMonth(*arrays)
+            SUMMED.put(keys[index], found[index], found[index].size)
     return found
 
 
-def keep(key: Hashable, summed: SummedMonth) -> None:
-    SUMMED.put(key, summed, summed.size)
-    shared.put_summed(key, summed)
+def keep(summed: list[tuple[Hashable, SummedMonth]]) -> None:
+    """Keep the months summed (key, month) here and share them, in one write."""
+    for key, month in summed:
+        SUMMED.put(key, month, month.size)
+    shared.put_summed(summed)
 
 
 def by_group(

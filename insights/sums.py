@@ -454,7 +454,7 @@ def _summed_months(
         (*area, month, month_versions, grouping[0], with_places)
         for month, month_versions in zip(months_read, versions, strict=True)
     ]
-    found = [kept(key) for key in keys]
+    found = kept(keys)
     missing = [index for index, summed in enumerate(found) if summed is None]
     if missing:
         # Many place-months are read at once instead: making and keeping an entry per place-month
@@ -470,7 +470,7 @@ def _summed_months(
             found[index] = summed_month(
                 month, group=grouping[1](month), share=shares[month.place], places=len(places) if with_places else None
             )
-            keep(keys[index], found[index])
+        keep([(keys[index], found[index]) for index in missing])
     return list(zip(months_read, found, strict=True))
 
 
