@@ -2,10 +2,15 @@
 select_related builds them (each field's converters applied): for the few hot paths where
 building the ORM's joined query costs more than running it."""
 
+import threading
+
 from django.db import connection
 from django.db.models import Model
 
-_converters: dict = {}  # field: (its column, its converters)
+# Per thread, field: (its column, its converters). A geometry's converter holds its thread's GEOS
+# WKB reader, which must not be shared: another thread's reads garble it (a web process serves
+# requests on several threads).
+_converters = threading.local()
 
 
 def columns(model: type[Model], alias: str, deferred: tuple[str, ...] = ()) -> str:
@@ -42,8 +47,9 @@ def _fields(model: type[Model], deferred: tuple[str, ...]) -> list:
 def _field_converters(field) -> tuple:
     """The field's column and its converters, as the ORM's compiler finds them (a geometry's,
     a JSON field's)."""
-    if field not in _converters:
+    found = _converters.__dict__.setdefault("by_field", {})
+    if field not in found:
         expression = field.get_col(field.model._meta.db_table)
         converters = connection.ops.get_db_converters(expression) + expression.get_db_converters(connection)
-        _converters[field] = (expression, converters)
-    return _converters[field]
+        found[field] = (expression, converters)
+    return found[field]
