@@ -135,22 +135,16 @@ def _report_compute(report: Report, *, clock: StageClock, lock: _HeldLock) -> Ru
     clock.lap("claim")
     try:
         result = _report_result(report, version=coverage.latest_version, policy=coverage.policy)
-    except DatabaseError as exc:
-        if database_error_is_transient(exc):
+    except Exception as exc:
+        if isinstance(exc, DatabaseError) and database_error_is_transient(exc):
             raise  # the task tries again
         logger.exception("report %s failed", report_id)
+        # A database error names the driver's error it wraps.
+        cause = (exc.__cause__ or exc) if isinstance(exc, DatabaseError) else exc
         _report_finish(
             report_id,
             status=Report.Status.FAILED,
-            error=f"the report could not be computed ({type(exc.__cause__ or exc).__name__}); our team was notified",
-        )
-        return RunOutcome.FINISHED
-    except Exception as exc:
-        logger.exception("report %s failed", report_id)
-        _report_finish(
-            report_id,
-            status=Report.Status.FAILED,
-            error=f"the report could not be computed ({type(exc).__name__}); our team was notified",
+            error=f"the report could not be computed ({type(cause).__name__}); our team was notified",
         )
         return RunOutcome.FINISHED
     clock.lap("engine")

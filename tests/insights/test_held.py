@@ -19,16 +19,16 @@ from insights.kinds import DWELL_BANDS
 from insights.memo import ByteLRU
 from insights.models import DatasetVersion, Release, RetentionMark
 from insights.releases import releases_build
-from insights.reports import Query, dwell_result, footfall_result, od_matrix_result
+from insights.reports import dwell_result, footfall_result, od_matrix_result
 from insights.selectors import current_release_policy, region_names
 from insights.services import aggregates_retain
 from insights.summed import SUMMED
 from insights.sums import HELD, caches_clear
 from tests import grid
 from tests.conftest import CITY_END, CITY_START, DWELL_END, DWELL_START
+from tests.insights.report_queries import query, tables
 
 UTC = dt.UTC
-BLOCK = MultiPolygon(grid.square(0.5, 0.5, 2, 2), srid=4326)  # 9 cells, 5 of them in part
 
 
 @pytest.fixture(autouse=True)
@@ -37,24 +37,6 @@ def nothing_kept(settings):
     caches_clear()
     yield
     caches_clear()
-
-
-def query(geometry=BLOCK, *, start=CITY_START, end=CITY_END, granularity="hour", **more) -> Query:
-    return Query(
-        geometry=geometry,
-        start=start,
-        end=end,
-        granularity=granularity,
-        time_zone="Europe/Berlin",
-        version=DatasetVersion.objects.latest("pk").pk,
-        policy=current_release_policy(),
-        **more,
-    )
-
-
-def tables(result: dict) -> dict:
-    """The result's row arrays as lists of dicts, and the rest as it is."""
-    return {name: list(part) if hasattr(part, "table") else part for name, part in result.items()}
 
 
 def no_reads(monkeypatch):

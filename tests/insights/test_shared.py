@@ -18,17 +18,15 @@ from django.contrib.gis.geos import MultiPolygon
 import insights.held
 import insights.summed
 from insights import shared
-from insights.models import DatasetVersion
 from insights.releases import releases_build
-from insights.reports import Query, dwell_result, footfall_result
-from insights.selectors import current_release_policy
+from insights.reports import dwell_result, footfall_result
 from insights.services import aggregates_retain
 from insights.sums import caches_clear
 from tests import grid
-from tests.conftest import CITY_END, CITY_START, DWELL_END, DWELL_START
+from tests.conftest import DWELL_END, DWELL_START
+from tests.insights.report_queries import BLOCK, query, tables
 
 UTC = dt.UTC
-BLOCK = MultiPolygon(grid.square(0.5, 0.5, 2, 2), srid=4326)  # 9 cells, 5 of them in part
 
 
 @pytest.fixture(autouse=True)
@@ -43,23 +41,6 @@ def own_prefix(settings, monkeypatch):
     client = redis.Redis.from_url(settings.REDIS_URL)
     for name in client.scan_iter(match=f"{prefix}-*"):
         client.delete(name)
-
-
-def query(geometry=BLOCK, *, start=CITY_START, end=CITY_END, granularity="hour", **more) -> Query:
-    return Query(
-        geometry=geometry,
-        start=start,
-        end=end,
-        granularity=granularity,
-        time_zone="Europe/Berlin",
-        version=DatasetVersion.objects.latest("pk").pk,
-        policy=current_release_policy(),
-        **more,
-    )
-
-
-def tables(result: dict) -> dict:
-    return {name: list(part) if hasattr(part, "table") else part for name, part in result.items()}
 
 
 def values(settings) -> list[bytes]:
