@@ -7,7 +7,9 @@ emptied first, as a worker's first report of an area (weighed in the worker, ins
 nothing of an area is stored, so a new one costs what one seen before does) with the months
 the node's workers share (insights/shared.py) as the runs before left them, "cold-node" as
 "cold" with the node's shared months of this database emptied too, as the service's first
-report of the area after a release (every month read from PostgreSQL), "sums"
+report of the area after a release (every month read from PostgreSQL; what it read is
+written to the shared months after the timing, as a worker writes it once the report is
+final), "sums"
 returns the sums of the scans the report runs, to check them against the SQL floor and
 DuckDB; at the end of its input it answers with its peak RSS. Reports read the release of
 each dataset version under the policy the benchmark names (the current one).
@@ -137,6 +139,7 @@ def main() -> None:
             started = time.perf_counter()
             result(Query(**query))
             answer({"seconds": time.perf_counter() - started})
+            shared.flush()  # as a worker does once the report is final
         elif command == "sums":
             answer(sums())
         else:

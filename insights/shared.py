@@ -21,11 +21,18 @@ limits and locks, without eviction): every entry expires after SHARED_MONTHS_TTL
 at most SHARED_MONTHS_BYTES (entries and keys, with Redis's own overhead per key) are written
 per window of that length, counted in Redis, so at most twice that is held at any time.
 
+Written after the report: a report leaves what it read from PostgreSQL to be written by
+flush(), which the worker calls once the report is final (marketplace/services/runs.py), so a
+buyer does not wait for it (packing and sending a shopping centre's quarter took a third of its
+first report's time). At most PENDING_WRITES writes wait; beyond that a write is
+dropped, as one over the budget is: an entry is only ever a read saved.
+
 Redis down or slow: a call gives up after SHARED_MONTHS_TIMEOUT_SECONDS, the report reads
 PostgreSQL as it would without this, and the worker leaves Redis alone for
 SHARED_MONTHS_RETRY_SECONDS (logged once).
 """
 
+import collections
 import functools
 import hashlib
 import itertools
@@ -66,8 +73,11 @@ for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[3]) end
 return 1
 """
 
+PENDING_WRITES = 16  # writes left for flush() at most (a report leaves one or two a read)
+
 _client: list = []  # [(url, redis.Redis)], made at first use in the process
 _down_until = 0.0  # time.monotonic() before which Redis is not asked again
+_pending: collections.deque = collections.deque()  # the writes left for flush(), in this process
 
 
 def get(source: str, keys: Sequence[tuple]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
@@ -94,7 +104,7 @@ def put(source: str, entries: Sequence[tuple[tuple, object]]) -> None:
         return
     encode = _encoded_hours if source == "hour" else _encoded_days
     names = _names(_database(), [key for key, _ in entries])
-    _write(client, [(name, encode(entry)) for name, (_, entry) in zip(names, entries, strict=True)])
+    _hand_over(client, encode, list(zip(names, (entry for _, entry in entries), strict=True)))
 
 
 def get_summed(keys: Sequence[tuple]) -> list[list[np.ndarray | None] | None]:
@@ -117,24 +127,54 @@ def put_summed(summed: Sequence[tuple[tuple, object]]) -> None:
     client = _redis()
     if client is not None and summed:
         database = _database()
-        _write(client, [(_summed_name(database, key), _encoded_summed(month)) for key, month in summed])
+        _hand_over(client, _encoded_summed, [(_summed_name(database, key), month) for key, month in summed])
 
 
-def _write(client: redis.Redis, named: list[tuple[str, bytes | None]]) -> None:
-    named = [(name, blob) for name, blob in named if blob is not None]
-    size = sum(len(name) + len(blob) + KEY_OVERHEAD for name, blob in named)
-    ttl = settings.SHARED_MONTHS_TTL_SECONDS
-    counter = f"{settings.SHARED_MONTHS_PREFIX}:written:{int(time.time()) // ttl}"
+def flush() -> None:
+    """Write what the reports since the last flush left to share (their settings as they were)."""
+    while True:
+        try:
+            write = _pending.popleft()
+        except IndexError:
+            return
+        try:
+            _write(*write)
+        except Exception:  # a cache's write: never the report's failure, nor the task's
+            logger.exception("shared months: a write failed")
+
+
+def _hand_over(client: redis.Redis, encode, named: list[tuple[str, object]]) -> None:
+    """Leave a write of the entries (name, entry) to flush(), with the settings of now."""
+    if len(_pending) >= PENDING_WRITES:
+        logger.debug("shared months: %s writes waiting; one dropped", PENDING_WRITES)
+        return
+    _pending.append(
+        (
+            client,
+            encode,
+            named,
+            f"{settings.SHARED_MONTHS_PREFIX}:written:",
+            settings.SHARED_MONTHS_TTL_SECONDS,
+            settings.SHARED_MONTHS_BYTES,
+        )
+    )
+
+
+def _write(client: redis.Redis, encode, named: list, counter_prefix: str, ttl: int, budget: int) -> None:
+    blobs = [(name, encode(entry)) for name, entry in named]
+    blobs = [(name, blob) for name, blob in blobs if blob is not None]
+    size = sum(len(name) + len(blob) + KEY_OVERHEAD for name, blob in blobs)
+    counter = f"{counter_prefix}{int(time.time()) // ttl}"
     try:
         client.eval(
             _PUT_SCRIPT,
-            len(named) + 1,
+            len(blobs) + 1,
             counter,
-            *(name for name, _ in named),
+            *(name for name, _ in blobs),
             size,
-            settings.SHARED_MONTHS_BYTES,
+            budget,
             ttl,
-            *(blob for _, blob in named),
+            *(blob for _, blob in blobs),
         )
     except (redis.RedisError, OSError) as exc:
         _failed(exc)
@@ -146,6 +186,7 @@ def forget_all() -> None:
     client = _redis()
     if client is None:
         return
+    flush()
     names = list(client.scan_iter(match=f"{settings.SHARED_MONTHS_PREFIX}:{_database()}:*", count=10_000))
     for start in range(0, len(names), 10_000):
         client.delete(*names[start : start + 10_000])

@@ -13,6 +13,7 @@ import numpy as np
 from django.conf import settings
 from django.contrib.gis.geos import GEOSGeometry
 
+from insights import shared
 from insights.areas import AREAS, report_area
 from insights.buckets import buckets, is_boundary, local_midnight
 from insights.catalogue import catalogue, forget
@@ -569,7 +570,8 @@ def caches_clear() -> None:
     """Forget what this process keeps between reports: the weighed areas, the decoded months,
     the catalogue of releases and the regions. The next report reads them all again (a cold
     report: its area weighed again, its months from the node's shared months, insights/shared.py,
-    or PostgreSQL)."""
+    or PostgreSQL), once this process's writes to the node's shared months are done."""
+    shared.flush()
     AREAS.clear()
     HELD.clear()
     SUMMED.clear()

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from billing import services as billing_services
 from billing.models import Quote
-from insights import catalogue
+from insights import catalogue, shared
 from insights import selectors as insights_selectors
 from insights.models import ReleasePolicy
 from insights.products import PRODUCTS, Regions
@@ -68,6 +68,8 @@ def report_run(*, report_id: str) -> RunOutcome:
     finally:
         if lock.held:
             _report_unlock(report_id)
+        # The months this run read, shared with the node's other workers now that the buyer has the report.
+        shared.flush()
 
 
 @dataclasses.dataclass

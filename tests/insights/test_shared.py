@@ -43,8 +43,11 @@ def own_prefix(settings, monkeypatch):
         client.delete(name)
 
 
-def values(settings) -> list[bytes]:
-    """The names of the values shared under this test's prefix: place-months and area-months."""
+def values(settings, *, flush: bool = True) -> list[bytes]:
+    """The names of the values shared under this test's prefix: place-months and area-months,
+    once the writes handed over so far are done (flush)."""
+    if flush:
+        shared.flush()
     client = redis.Redis.from_url(settings.SHARED_MONTHS_URL)
     return [name for name in client.scan_iter(match=f"{settings.SHARED_MONTHS_PREFIX}:*") if b":written:" not in name]
 
@@ -177,6 +180,7 @@ def test_a_month_dropped_by_retention_is_not_served_to_a_new_worker(city, tmp_pa
 
 def test_a_window_writes_its_budget_at_most(city, settings):
     footfall_result(query())
+    shared.flush()
     client = redis.Redis.from_url(settings.SHARED_MONTHS_URL)
     (counter,) = client.scan_iter(match=f"{settings.SHARED_MONTHS_PREFIX}:written:*")
     assert 0 < client.ttl(counter) <= 2 * settings.SHARED_MONTHS_TTL_SECONDS
@@ -188,6 +192,21 @@ def test_a_window_writes_its_budget_at_most(city, settings):
         caches_clear()
         footfall_result(query())
         assert len(values(settings)) == written
+
+
+def test_a_report_leaves_its_writes_for_later_and_drops_them_beyond_the_room(city, settings):
+    """A buyer does not wait for Redis: the worker writes once the report is final (flush)."""
+    first = tables(footfall_result(query()))
+    assert values(settings, flush=False) == []
+    assert len(values(settings)) == 10  # flushed: the cells' 9 place-months and the area's month summed
+    caches_clear()
+    assert tables(footfall_result(query())) == first
+
+    for _ in range(shared.PENDING_WRITES + 3):  # another area over the same cells: its month summed, each time
+        insights.summed.SUMMED.clear()
+        footfall_result(query(SHIFTED))
+    assert len(shared._pending) == shared.PENDING_WRITES
+    assert len(values(settings)) == 11
 
 
 def free_port() -> int:

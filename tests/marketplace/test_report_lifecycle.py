@@ -11,6 +11,7 @@ from django.contrib.gis.geos import MultiPolygon
 from django.db import OperationalError, connection
 from django.utils import timezone
 
+from insights import shared
 from insights.models import ReleasePolicy
 from insights.products import PRODUCTS
 from insights.releases import releases_build
@@ -47,6 +48,13 @@ def other_connection():
         autocommit=True,
     ) as other:
         yield other
+
+
+def test_a_run_shares_the_months_it_read_once_the_report_is_final(queued_report, monkeypatch):
+    statuses = []
+    monkeypatch.setattr(shared, "flush", lambda: statuses.append(Report.objects.get(pk=queued_report.pk).status))
+    services.report_run(report_id=queued_report.pk)
+    assert statuses == ["succeeded"]
 
 
 def test_running_a_report_computes_it_and_running_it_again_changes_nothing(queued_report):
