@@ -153,18 +153,18 @@ def _hand_over(client: redis.Redis, encode, named: list[tuple[str, object]]) -> 
             client,
             encode,
             named,
-            f"{settings.SHARED_MONTHS_PREFIX}:written:",
+            settings.SHARED_MONTHS_PREFIX,
             settings.SHARED_MONTHS_TTL_SECONDS,
             settings.SHARED_MONTHS_BYTES,
         )
     )
 
 
-def _write(client: redis.Redis, encode, named: list, counter_prefix: str, ttl: int, budget: int) -> None:
+def _write(client: redis.Redis, encode, named: list, prefix: str, ttl: int, budget: int) -> None:
     blobs = [(name, encode(entry)) for name, entry in named]
     blobs = [(name, blob) for name, blob in blobs if blob is not None]
     size = sum(len(name) + len(blob) + KEY_OVERHEAD for name, blob in blobs)
-    counter = f"{counter_prefix}{int(time.time()) // ttl}"
+    counter = _counter(prefix, ttl)
     try:
         client.eval(
             _PUT_SCRIPT,
@@ -181,15 +181,30 @@ def _write(client: redis.Redis, encode, named: list, counter_prefix: str, ttl: i
 
 
 def forget_all() -> None:
-    """Delete every entry read from this database: the next read of each goes to PostgreSQL, as
-    the service's first after a release does (the benchmark's cold-node runs, the tests)."""
+    """Delete every entry read from this database, and take their bytes off this window's count
+    (which then still bounds what is held): the next read of each goes to PostgreSQL, as the
+    service's first after a release does (the benchmark's cold-node runs, the tests)."""
     client = _redis()
     if client is None:
         return
     flush()
     names = list(client.scan_iter(match=f"{settings.SHARED_MONTHS_PREFIX}:{_database()}:*", count=10_000))
     for start in range(0, len(names), 10_000):
-        client.delete(*names[start : start + 10_000])
+        batch = names[start : start + 10_000]
+        with client.pipeline(transaction=False) as pipeline:
+            for name in batch:
+                pipeline.strlen(name)
+            lengths = pipeline.execute()
+        deleted = sum(len(name) + length + KEY_OVERHEAD for name, length in zip(batch, lengths, strict=True) if length)
+        with client.pipeline() as pipeline:
+            pipeline.delete(*batch)
+            pipeline.decrby(_counter(settings.SHARED_MONTHS_PREFIX, settings.SHARED_MONTHS_TTL_SECONDS), deleted)
+            pipeline.execute()
+
+
+def _counter(prefix: str, ttl: int) -> str:
+    """The name of the count of bytes written in this window."""
+    return f"{prefix}:written:{int(time.time()) // ttl}"
 
 
 def _redis() -> redis.Redis | None:

@@ -194,6 +194,20 @@ def test_a_window_writes_its_budget_at_most(city, settings):
         assert len(values(settings)) == written
 
 
+def test_forgetting_the_shared_months_gives_their_bytes_back_to_the_window(city, settings):
+    footfall_result(query())
+    shared.flush()
+    client = redis.Redis.from_url(settings.SHARED_MONTHS_URL)
+    (counter,) = client.scan_iter(match=f"{settings.SHARED_MONTHS_PREFIX}:written:*")
+    settings.SHARED_MONTHS_BYTES = int(client.get(counter))  # this window's budget is spent
+
+    shared.forget_all()
+    assert (values(settings), int(client.get(counter))) == ([], 0)
+    caches_clear()
+    footfall_result(query())
+    assert len(values(settings)) == 10
+
+
 def test_a_report_leaves_its_writes_for_later_and_drops_them_beyond_the_room(city, settings):
     """A buyer does not wait for Redis: the worker writes once the report is final (flush)."""
     first = tables(footfall_result(query()))
