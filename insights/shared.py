@@ -6,8 +6,9 @@ PostgreSQL and sum them, although another worker did so a moment ago. So both ar
 here: each place-month packed again (insights/packing.py: a row's bitmap and published values,
 or a day row's sums and hours), fetched with one MGET per read, so that only the service's
 first read of a place-month after a release goes to PostgreSQL; and each area-month summed
-(its groups' sums as they are, its places' running sums as their steps), so that a worker's
-first report of an area another worker served neither fetches, decodes nor sums.
+(its groups' sums as they are, its places' running sums in the narrowest type that holds
+them), so that a worker's first report of an area another worker served neither fetches,
+decodes nor sums.
 
 A Redis key holds all of the worker's key (held.py's: table, segment filter, policy, the
 dataset versions read, the kind's retention mark, month, place; summed.py's adds the area's
@@ -53,7 +54,7 @@ from insights.packing import BITMAP_BYTES, HOURLY_VALUE, hourly_rows
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1  # of the values below: another one is another key
+FORMAT = 2  # of the values below: another one is another key
 KEY_OVERHEAD = 96  # what Redis spends on a key besides its name and value, counted in the budget
 DAYS = 31
 _COUNT = struct.Struct("<I")  # a value starts with its number of rows
@@ -341,11 +342,11 @@ _ARRAY = struct.Struct("<2sBII")  # an array's dtype ('f8', 'u2'...), dimensions
 
 
 def _encoded_summed(summed) -> bytes:
-    """An area's month summed: its group arrays as they are, each place's running sums as the
-    steps between them, in the narrowest unsigned type that holds them."""
+    """An area's month summed: its group arrays as they are, each place's running sums in the
+    narrowest unsigned type that holds them (read back as they are: no sums to redo)."""
     arrays = [summed.groups, summed.value, summed.weight, summed.count]
     if summed.place_value is not None:
-        arrays += [_steps(summed.place_value), _steps(summed.place_count)]
+        arrays += [_narrowest(summed.place_value), _narrowest(summed.place_count)]
     header = [_COUNT.pack(len(arrays))]
     for array in arrays:
         shape = (*array.shape, 0)[:2]
@@ -353,11 +354,10 @@ def _encoded_summed(summed) -> bytes:
     return b"".join([*header, *(np.ascontiguousarray(array).tobytes() for array in arrays)])
 
 
-def _steps(running: np.ndarray) -> np.ndarray:
-    steps = np.diff(running, axis=1)
-    if steps.min(initial=0) < 0:  # sums of published values never fall; kept whole if they did
-        return steps
-    return steps.astype(np.min_scalar_type(int(steps.max(initial=0))))
+def _narrowest(running: np.ndarray) -> np.ndarray:
+    if running.min(initial=0) < 0:  # sums of published values are never negative; kept whole if they were
+        return running
+    return running.astype(np.min_scalar_type(int(running.max(initial=0))))
 
 
 def _decoded_summed(blob: bytes) -> list[np.ndarray | None]:
@@ -373,11 +373,4 @@ def _decoded_summed(blob: bytes) -> list[np.ndarray | None]:
         at += size
     if count == 4:
         return [*arrays, None, None]
-    return [*arrays[:4], *(_running(steps) for steps in arrays[4:])]
-
-
-def _running(steps: np.ndarray) -> np.ndarray:
-    """Running sums from the month's start (column 0 is 0) of the steps."""
-    running = np.zeros((steps.shape[0], steps.shape[1] + 1), dtype=np.int64)
-    np.cumsum(steps, axis=1, dtype=np.int64, out=running[:, 1:])
-    return running
+    return arrays

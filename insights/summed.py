@@ -44,8 +44,8 @@ class SummedMonth:
     value: np.ndarray  # (groups, width) float
     weight: np.ndarray  # (groups, width) float
     count: np.ndarray  # (groups, width) float
-    place_value: np.ndarray | None  # (places, width + 1) int64
-    place_count: np.ndarray | None  # (places, width + 1) int64
+    place_value: np.ndarray | None  # (places, width + 1) integers (int64, or unsigned as shared)
+    place_count: np.ndarray | None  # (places, width + 1) integers
 
     @property
     def size(self) -> int:
