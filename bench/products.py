@@ -13,7 +13,8 @@ a worker runs them, with the current ReleasePolicy, in a process of its own, the
 the timed runs) three ways: cold for the node (the worker's caches of areas, decoded months,
 releases and regions emptied, and the months the node's workers share in Redis,
 insights/shared.py: the service's first report of the area after a release, every month read
-from PostgreSQL), cold for a worker (the same caches emptied, the shared months as the runs
+from PostgreSQL; what it read is shared after the timing, as a worker shares it once the report
+is final), cold for a worker (the same caches emptied, the shared months as the runs
 before left them: a worker's first report of an area another worker served, as a buyer's
 monthly order of the same shopping centre is; an area is weighed in the worker, so a new area
 costs what a known one does) and warm (a repeated area: its months in memory),
