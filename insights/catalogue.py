@@ -3,10 +3,14 @@ version's kind and period, and the retention marks. Read again only when one che
 says something changed, so a report lists its sources and keys its caches (insights/held.py)
 without ORM queries.
 
-Releases, dataset versions and policies are only ever added (ids from sequences, never reused)
-and never changed; retention moves a kind's mark in the transaction that drops its months. So
-the count, largest id and sum of ids of those tables, with the marks, change whenever anything
-a report reads could have: a release committed late, out of id order, still changes the count.
+Releases, dataset versions and policies are only ever added and never changed; retention
+moves a kind's mark in the transaction that drops its months. So the count, largest id and sum
+of ids of those tables, with the marks, change whenever anything a report reads could have: a
+release committed late, out of id order, still changes the count. Their ids come from
+sequences, which a restore of the database to an earlier point sets back, so an id may be given
+again to another release: a release is known by its id and the time it was built, which the
+state holds too (its latest), and which every cache of released values is keyed by
+(Catalogue.versions): a release built again after a restore is never taken for the one before.
 """
 
 import contextlib
@@ -21,6 +25,7 @@ from django.db import connection
 
 _STATE_COLUMNS = """
     (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_release),
+    (SELECT coalesce(max(built_at)::text, '') FROM insights_release),
     (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_datasetversion),
     (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_releasepolicy),
     (SELECT coalesce(string_agg(kind || '@' || retained_from::text, ',' ORDER BY kind), '')
@@ -35,6 +40,7 @@ _RELEASE_COLUMNS = (
     "v.period_start",
     "v.period_end",
     "v.manifest::text",
+    "r.built_at",
 )
 _RELEASES_AGGREGATED = ", ".join(
     f"array_agg({column} ORDER BY r.dataset_version_id, r.policy_id)" for column in _RELEASE_COLUMNS
@@ -60,6 +66,7 @@ class Published:
     period_start: dt.datetime
     period_end: dt.datetime
     manifest: dict
+    built_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -70,11 +77,12 @@ class Catalogue:
 
     def versions(
         self, *, kind: str, policy: int, version: int, start: dt.datetime, end: dt.datetime
-    ) -> tuple[int, ...]:
+    ) -> tuple[tuple[int, dt.datetime], ...]:
         """The dataset versions up to `version` a read of [start, end) finds under the policy:
-        those whose period, with a day's margin, overlaps it."""
+        those whose period, with a day's margin, overlaps it; each with the time its release
+        was built, which keys what is kept of it (the id alone may be given again, above)."""
         return tuple(
-            release.version
+            (release.version, release.built_at)
             for release in self.releases
             if release.kind == kind
             and release.policy == policy
@@ -151,8 +159,8 @@ def catalogue() -> Catalogue:
     found = Catalogue(
         state=_state(row[:state_columns]),
         releases=tuple(
-            Published(version, policy, kind, period_start, period_end, json.loads(manifest))
-            for version, policy, kind, period_start, period_end, manifest in zip(
+            Published(version, policy, kind, period_start, period_end, json.loads(manifest), built_at)
+            for version, policy, kind, period_start, period_end, manifest, built_at in zip(
                 *(column or () for column in releases), strict=True
             )
         ),

@@ -8,10 +8,11 @@ keyed by what makes them what they are:
     (table, segment filter, policy, the dataset versions read, the kind's retention mark, month, place)
 
 The dataset versions read are those of the catalogue (insights/catalogue.py) whose period meets
-the month, and the statement reads exactly those: a release is never changed, so an entry is
-never stale. A new release for the month is another key, so the next report reads it; the old
-entry is left to be evicted. Retention, the one change to released rows, moves the mark.
-What a worker does not hold, another worker of the node may have read: insights/shared.py.
+the month, each with the time its release was built, and the statement reads exactly those: a
+release is never changed, so an entry is never stale. A new release for the month is another
+key, so the next report reads it; the old entry is left to be evicted. Retention, the one
+change to released rows, moves the mark. What a worker does not hold, another worker of the
+node may have read: insights/shared.py.
 """
 
 import datetime as dt
@@ -83,10 +84,11 @@ def segment_key(codes: Sequence[int]) -> int:
 
 
 def held_values(
-    read: Read, *, places: Sequence[int], months: Sequence, versions: Sequence[tuple[int, ...]]
+    read: Read, *, places: Sequence[int], months: Sequence, versions: Sequence[tuple[tuple[int, dt.datetime], ...]]
 ) -> list[Month]:
     """The published values of the places in each month (versions: each month's dataset versions
-    to read), from the cache where held, the rest read in one statement and kept."""
+    to read, with their releases' build times: Catalogue.versions), from the cache where held,
+    the rest read in one statement and kept."""
     base = (read.table, read.filter_key, read.policy, read.retained_from)
     keys = [
         [(*base, month, month_versions, place) for place in places]
@@ -125,7 +127,7 @@ def _empty(source: str) -> _Entry:
 
 
 def read_months(
-    read: Read, *, places: Sequence[int], months: Sequence, versions: Sequence[tuple[int, ...]]
+    read: Read, *, places: Sequence[int], months: Sequence, versions: Sequence[tuple[tuple[int, dt.datetime], ...]]
 ) -> list[Month]:
     """The published values of the places in each month, as held_values gives them, read in one
     statement and not kept place by place: for a read of many place-months, whose entries would
@@ -189,7 +191,7 @@ def _rows(
         "places": _array(wanted_places),
         "months": _array(months[month].isoformat() for month in wanted_months),
         "policy": read.policy,
-        "versions": _array(sorted({version for month in wanted_months for version in versions[month]})),
+        "versions": _array(sorted({version for month in wanted_months for version, _ in versions[month]})),
     }
     connection.ensure_connection()
     # Django's cursors bind on the client, which gives text results only.
@@ -205,7 +207,9 @@ def _rows(
     place = by_id[np.searchsorted(ids, place_id, sorter=by_id)]
     # Only a month's own versions: another month's version may hold rows of this one's edges.
     version = np.fromiter(columns[2], np.int64, len(rows))
-    own = np.array([(month_at << 32) | own for month_at in wanted_months for own in versions[month_at]], dtype=np.int64)
+    own = np.array(
+        [(month_at << 32) | own for month_at in wanted_months for own, _ in versions[month_at]], dtype=np.int64
+    )
     segment = np.fromiter(columns[3], np.int64, len(rows))
     chosen = np.flatnonzero(np.isin((month << 32) | version, own))
     if not len(chosen):

@@ -11,11 +11,12 @@ them), so that a worker's first report of an area another worker served neither 
 decodes nor sums.
 
 A Redis key holds all of the worker's key (held.py's: table, segment filter, policy, the
-dataset versions read, the kind's retention mark, month, place; summed.py's adds the area's
-places and shares and the grouping), the format of the value (FORMAT), and the database read:
-its cluster's system identifier and its OID, since ids start again in another database (a
-test's, one loaded again). So, as in held.py, an entry is never stale: a new release for a
-month, a new policy or retention reads other keys.
+dataset versions read with their releases' build times, the kind's retention mark, month,
+place; summed.py's adds the area's places and shares and the grouping), the format of the value
+(FORMAT), and the database read: its cluster's system identifier and its OID, since ids start
+again in another database (a test's, one loaded again). So, as in held.py, an entry is never
+stale: a new release for a month, a new policy or retention reads other keys, and so does a
+release built again under an id a restore of the database to an earlier point gave again.
 
 Bounded, and never at the other keys' expense (Redis also holds the Django cache, the rate
 limits and locks, without eviction): every entry expires after SHARED_MONTHS_TTL_SECONDS, and
@@ -243,8 +244,8 @@ def _database() -> str:
 
 
 def _names(database: str, keys: Sequence[tuple]) -> list[str]:
-    """held.py's keys (table, filter, policy, retention mark, month, versions, place) as Redis
-    keys: what a read's month shares, hashed once, then the place."""
+    """held.py's keys (table, filter, policy, retention mark, month, versions with their build
+    times, place) as Redis keys: what a read's month shares, hashed once, then the place."""
     months = {}
     names = []
     for key in keys:
@@ -252,7 +253,8 @@ def _names(database: str, keys: Sequence[tuple]) -> list[str]:
         if month is None:
             table, filter_key, policy, retained_from, start, versions = key[:6]
             read = _read_name(settings.SHARED_MONTHS_PREFIX, database, table, filter_key, policy, retained_from)
-            month = months[key[:6]] = f"{read}:{start.isoformat()}:{'.'.join(map(str, versions))}:"
+            released = ".".join(f"{version}@{built_at.timestamp():.6f}" for version, built_at in versions)
+            month = months[key[:6]] = f"{read}:{start.isoformat()}:{released}:"
         names.append(f"{month}{int(key[6])}")
     return names
 

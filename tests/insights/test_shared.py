@@ -14,10 +14,12 @@ import uuid
 import pytest
 import redis
 from django.contrib.gis.geos import MultiPolygon
+from django.db.models.functions import Now
 
 import insights.held
 import insights.summed
 from insights import shared
+from insights.models import Release
 from insights.releases import releases_build
 from insights.reports import dwell_result, footfall_result
 from insights.services import aggregates_retain
@@ -144,6 +146,24 @@ def test_a_new_policy_is_read_by_a_new_worker(city, settings, area):
 
     assert second["privacy"]["cell_hours_released"] < first["privacy"]["cell_hours_released"]
     assert second == from_database(settings, footfall_result, query(area))
+
+
+@pytest.mark.parametrize("area", [BLOCK, SHIFTED], ids=["area-months", "place-months"])
+def test_a_release_built_again_under_an_id_given_before_is_read_anew(city, settings, monkeypatch, area):
+    """A restore of the database to an earlier point sets its sequences back: a release built
+    after it may get the id of one built before, which workers and Redis may still hold."""
+    footfall_result(query())  # kept in this worker, and shared
+    footfall_result(query(SHIFTED))
+    shared.flush()
+    Release.objects.update(built_at=Now())  # the same ids, built at another time
+    fetched = reads_counted(monkeypatch)
+
+    footfall_result(query(area))  # nothing this worker kept, nor anything shared, is taken for the new release
+    assert fetched
+    fetched.clear()
+    caches_clear()  # another worker: what that read is shared under the new release
+    footfall_result(query(area))
+    assert fetched == []
 
 
 @pytest.mark.parametrize(
