@@ -6,10 +6,11 @@ columns, read on their primary key (insights.selectors.cells_in_span): a report 
 PostGIS in its connection (its first use there costs 30-150 ms), and a new area costs what an
 area seen before does, a statement on the cells' ids and about a millisecond of GEOS per
 thousand cells (PROJ's first transformation costs a worker process about 100 ms, once).
-Nothing is stored: reading stored weights back would cost a statement too.
+Nothing is stored in the database: reading stored weights back would cost a statement too.
 A worker keeps the areas of its recent reports in memory (AREAS), keyed by the geometry and the
 catalogue's state, which a release build changes: a cell the build adds under an area is seen
-by the next report.
+by the next report. The node's workers share them by the same key (insights/shared.py): a
+worker's first report of an area another worker weighed reads its cells and shares from Redis.
 """
 
 import contextlib
@@ -21,7 +22,9 @@ import numpy as np
 from django.contrib.gis.geos import GEOSGeometry
 from django.db import connection
 
+from insights import shared
 from insights.catalogue import catalogue
+from insights.grid import cell_codes
 from insights.memo import ITEM_OVERHEAD, ByteLRU
 from insights.selectors import MIN_SHARE, cells_in_span
 from insights.weighing import cell_shares, in_grid_crs, span
@@ -57,10 +60,16 @@ def report_area(geometry: GEOSGeometry) -> Iterator[ReportArea]:
     if made and made[0] == ewkb:
         yield made[1]
         return
-    held_key = (ewkb, catalogue().state)
+    held_key = (ewkb, catalogue().state, MIN_SHARE)
     area = AREAS.get(held_key)
     if area is None:
-        area = weighed(geometry)
+        found = shared.get_area(held_key)
+        if found is None:
+            area = weighed(geometry)
+            shared.put_area(held_key, np.array(area.ids, dtype=np.int64), area.share_array)
+        else:
+            ids, shares = found
+            area = ReportArea(cells=list(zip(ids.tolist(), cell_codes(ids), shares.tolist(), strict=True)))
         AREAS.put(held_key, area, ITEM_OVERHEAD + len(ewkb) + AREA_CELL_BYTES * len(area.cells))
     connection.report_area = (ewkb, area)
     try:

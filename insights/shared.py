@@ -8,7 +8,9 @@ or a day row's sums and hours), fetched with one MGET per read, so that only the
 first read of a place-month after a release goes to PostgreSQL; and each area-month summed
 (its groups' sums as they are, its places' running sums in the narrowest type that holds
 them), so that a worker's first report of an area another worker served neither fetches,
-decodes nor sums.
+decodes nor sums. The areas weighed (insights/areas.py: a report's cells and their shares,
+keyed by the geometry and the catalogue's state) are shared too, so that such a report does not
+weigh its area again.
 
 A Redis key holds all of the worker's key (held.py's: table, segment filter, policy, the
 dataset versions read with their releases' build times, the kind's retention mark, month,
@@ -130,6 +132,32 @@ def put_summed(summed: Sequence[tuple[tuple, object]]) -> None:
     if client is not None and summed:
         database = _database()
         _hand_over(client, _encoded_summed, [(_summed_name(database, key), month) for key, month in summed])
+
+
+def get_area(area_key: tuple) -> tuple[np.ndarray, np.ndarray] | None:
+    """An area weighed by another worker (insights/areas.py, by its key there): its cells' ids and
+    shares, by code; None if not shared."""
+    client = _redis()
+    if client is None:
+        return None
+    try:
+        blob = client.get(_area_name(_database(), area_key))
+    except (redis.RedisError, OSError) as exc:
+        _failed(exc)
+        return None
+    if blob is None:
+        return None
+    (count,) = _COUNT.unpack_from(blob)
+    ids = np.frombuffer(blob, "<i8", count, _COUNT.size)
+    return ids.astype(np.int64), np.frombuffer(blob, "<f8", count, _COUNT.size + 8 * count).astype(float)
+
+
+def put_area(area_key: tuple, ids: np.ndarray, shares: np.ndarray) -> None:
+    """Share an area weighed here, once the report is final (flush), unless the budget is spent."""
+    client = _redis()
+    if client is not None:
+        blob = b"".join((_COUNT.pack(len(ids)), ids.astype("<i8").tobytes(), shares.astype("<f8").tobytes()))
+        _hand_over(client, bytes, [(_area_name(_database(), area_key), blob)])
 
 
 def flush() -> None:
@@ -334,6 +362,14 @@ def _summed_name(database: str, key: tuple) -> str:
     summed = json.dumps([FORMAT, *key], default=_plain_or_hex, separators=(",", ":"))
     digest = hashlib.blake2b(summed.encode(), digest_size=16).hexdigest()
     return f"{settings.SHARED_MONTHS_PREFIX}:{database}:summed:{digest}"
+
+
+def _area_name(database: str, area_key: tuple) -> str:
+    """insights/areas.py's key (the geometry, the catalogue's state) as a Redis key."""
+    area = json.dumps([FORMAT, *area_key], default=_plain_or_hex, separators=(",", ":"))
+    return (
+        f"{settings.SHARED_MONTHS_PREFIX}:{database}:area:{hashlib.blake2b(area.encode(), digest_size=16).hexdigest()}"
+    )
 
 
 def _plain_or_hex(value):

@@ -16,12 +16,14 @@ import redis
 from django.contrib.gis.geos import MultiPolygon
 from django.db.models.functions import Now
 
+import insights.areas
 import insights.held
 import insights.summed
 from insights import shared
 from insights.models import Release
 from insights.releases import releases_build
 from insights.reports import dwell_result, footfall_result
+from insights.selectors import cells_in_span
 from insights.services import aggregates_retain
 from insights.sums import caches_clear
 from tests import grid
@@ -48,6 +50,15 @@ def own_prefix(settings, monkeypatch):
 def values(settings, *, flush: bool = True) -> list[bytes]:
     """The names of the values shared under this test's prefix: place-months and area-months,
     once the writes handed over so far are done (flush)."""
+    return [name for name in shared_names(settings, flush=flush) if b":area:" not in name]
+
+
+def areas(settings) -> list[bytes]:
+    """The names of the areas weighed shared under this test's prefix."""
+    return [name for name in shared_names(settings) if b":area:" in name]
+
+
+def shared_names(settings, *, flush: bool = True) -> list[bytes]:
     if flush:
         shared.flush()
     client = redis.Redis.from_url(settings.SHARED_MONTHS_URL)
@@ -99,6 +110,29 @@ def test_a_worker_that_never_read_the_area_reads_its_months_from_the_node(city, 
 
     client = redis.Redis.from_url(settings.SHARED_MONTHS_URL)
     assert all(0 < client.ttl(name) <= settings.SHARED_MONTHS_TTL_SECONDS for name in values(settings))
+
+
+def test_a_worker_reads_an_area_another_weighed_from_the_node(city, tmp_path, settings, monkeypatch):
+    first = tables(footfall_result(query()))
+    assert len(areas(settings)) == 1
+    spans = []
+    monkeypatch.setattr(insights.areas, "cells_in_span", lambda *span: spans.append(span) or cells_in_span(*span))
+
+    caches_clear()  # another worker
+    assert tables(footfall_result(query())) == first
+    assert spans == []
+
+    # A release build may add cells under the area: the areas shared are those of the releases' state.
+    grid.load_totals(
+        tmp_path / "new-cell.csv",
+        cells=[(2, 2)],
+        start=dt.datetime(2026, 3, 31, 22, tzinfo=UTC),
+        end=dt.datetime(2026, 4, 1, tzinfo=UTC),
+        visits=lambda *_: 40,
+    )
+    caches_clear()
+    footfall_result(query())
+    assert len(spans) == 1
 
 
 def test_dwell_bands_and_day_rows_shared_give_the_numbers_of_the_database(dwell, settings, monkeypatch):
