@@ -11,13 +11,13 @@ duration_seconds, values released and withheld).
 For each report it prints the engine's time (footfall_result, dwell_result and the others as
 a worker runs them, with the current ReleasePolicy, in a process of its own, the median of
 the timed runs) three ways: cold for the node (the worker's caches of areas, decoded months,
-releases and regions emptied, and the months the node's workers share in Redis,
+releases and regions emptied, and the areas and months the node's workers share in Redis,
 insights/shared.py: the service's first report of the area after a release, every month read
 from PostgreSQL; what it read is shared after the timing, as a worker shares it once the report
-is final), cold for a worker (the same caches emptied, the shared months as the runs
-before left them: a worker's first report of an area another worker served, as a buyer's
-monthly order of the same shopping centre is; an area is weighed in the worker, so a new area
-costs what a known one does) and warm (a repeated area: its months in memory),
+is final), cold for a worker (its areas and months emptied, its releases and regions kept as a
+worker that ran any report holds them, the shared areas and months as the runs before left
+them: a worker's first report of an area another worker served, as a buyer's monthly order of
+the same shopping centre is) and warm (a repeated area: its months in memory),
 the floor over the packed layout (one statement fetching, in binary, the packed rows of the
 area's cells and months the report needs from insights_<kind>_released or its _day rollup,
 and decoding and summing their values with numpy: the least any report over this layout
@@ -127,9 +127,9 @@ def machine_lines(runs: int) -> list[str]:
         f"  load average at the start: {os.getloadavg()[0]:.1f} (other processes' share of the {os.cpu_count()} cores"
         " shows in the figures)",
         f"  times: median of {runs} runs after a warm-up, engine (cold for the node, cold for a worker, then"
-        " warm), floor and DuckDB taking turns; cold: the worker's caches of areas, decoded months, releases and"
-        " regions emptied first, and for the node the node's shared months too (insights/shared.py); warm: the"
-        " same area again",
+        " warm), floor and DuckDB taking turns; cold: the worker's areas and decoded months emptied first, and for"
+        " the node its releases and regions and the node's shared areas and months too (insights/shared.py);"
+        " warm: the same area again",
     ]
 
 

@@ -47,8 +47,8 @@ def outcome_lines(outcomes: list[Outcome]) -> list[str]:
     lines.append(
         "  cold, node: the service's first report of the area after a release (every worker's memory and the node's"
         " shared months emptied: all read from PostgreSQL, and shared after the timing, as a worker does once the"
-        " report is final); cold, worker: a worker's first report of the area (its"
-        " memory emptied, the months the node's workers share kept); an area is weighed in the worker, new or not"
+        " report is final); cold, worker: a worker's first report of the area (its areas and months emptied, its"
+        " releases and regions kept, the areas and months the node's workers share kept)"
     )
     return lines
 

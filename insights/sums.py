@@ -566,17 +566,19 @@ def cell_hour_totals(**query) -> dict[tuple, Released]:
     return cell_hour_sums(**query).by_bucket
 
 
-def caches_clear() -> None:
-    """Forget what this process keeps between reports: the weighed areas, the decoded months,
-    the catalogue of releases and the regions. The next report reads them all again (a cold
-    report: its area weighed again, its months from the node's shared months, insights/shared.py,
-    or PostgreSQL), once this process's writes to the node's shared months are done."""
+def caches_clear(*, releases: bool = True) -> None:
+    """Forget what this process keeps between reports: the weighed areas, the decoded months and,
+    with releases, the catalogue of releases and the regions, as a release's build makes every
+    worker read them again. The next report reads them all again (a cold report: its area and
+    its months from the node's shared months, insights/shared.py, or weighed and read from
+    PostgreSQL), once this process's writes to the node's shared months are done."""
     shared.flush()
     AREAS.clear()
     HELD.clear()
     SUMMED.clear()
-    forget()
-    regions_forget()
+    if releases:
+        forget()
+        regions_forget()
 
 
 presence_totals = functools.partial(cell_hour_totals, kind=PRESENCE)
