@@ -29,7 +29,8 @@ _STATE_COLUMNS = """
     (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_datasetversion),
     (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_releasepolicy),
     (SELECT coalesce(string_agg(kind || '@' || retained_from::text, ',' ORDER BY kind), '')
-     FROM insights_retentionmark)
+     FROM insights_retentionmark),
+    (SELECT mark FROM insights_regionchanges)
 """
 _STATE_SQL = f"SELECT {_STATE_COLUMNS}"
 # Published's fields, a column each, by version then policy.
@@ -74,6 +75,12 @@ class Catalogue:
     state: tuple  # release_state(): equal states, equal catalogues
     releases: tuple[Published, ...]  # by version
     retained_from: dict[str, dt.datetime]  # by kind
+
+    @property
+    def regions_mark(self) -> int | None:
+        """The regions' change mark (insights/regions.py), the state's last part: read with it,
+        so a report's look at the catalogue tells whether the regions changed too."""
+        return self.state[-1]
 
     def versions(
         self, *, kind: str, policy: int, version: int, start: dt.datetime, end: dt.datetime

@@ -8,6 +8,7 @@ import pytest
 from django.db import transaction
 
 import insights.regions
+from insights import catalogue
 from insights.kinds import HOME
 from insights.models import Region
 from insights.selectors import region_names_by_id
@@ -55,3 +56,13 @@ def test_a_rename_rolled_back_is_never_served(regions):
     assert region_names_by_id([east()]) == {east(): ("E", "Region E")}
     Region.objects.filter(code="E").update(name="Osten")
     assert region_names_by_id([east()]) == {east(): ("E", "Osten")}
+
+
+def test_a_report_that_looked_at_the_catalogue_asks_nothing_more_for_the_regions(regions, django_assert_num_queries):
+    region = east()
+    region_names_by_id([region])
+
+    with django_assert_num_queries(1), catalogue.one_look():  # the releases' state, with the regions' mark
+        for _ in range(3):
+            assert region_names_by_id([region]) == {region: ("E", "Region E")}
+            assert HOME.labels()["home_region"][region] == "E"
