@@ -34,6 +34,7 @@ _STATE_COLUMNS = """
     (SELECT mark FROM insights_regionchanges)
 """
 _STATE_SQL = f"SELECT {_STATE_COLUMNS}"
+_STATE_STATEMENT = "footfall_release_state"  # its name, prepared in each session that asks it
 # Published's fields, a column each, by version then policy.
 _RELEASE_COLUMNS = (
     "r.dataset_version_id",
@@ -140,10 +141,15 @@ def release_state() -> tuple:
     """One statement that changes whenever releases, dataset versions, policies or retention
     marks do: what a cache of anything read from them is keyed by."""
     connection.ensure_connection()
-    # Every report asks it: prepared once per connection, through psycopg itself rather than
-    # Django's cursor, whose wrapping and binding on the client cost as much as the statement.
-    with psycopg.Cursor(connection.connection) as cursor:
-        return _state(cursor.execute(_STATE_SQL, prepare=True).fetchone())
+    session = connection.connection
+    with psycopg.Cursor(session) as cursor:
+        # Every report asks it: planning it each time cost as much as running it, and Django's
+        # connections never prepare (prepare_threshold None), so it is prepared once per session
+        # by name (a prepared statement outlives a rolled back transaction).
+        if getattr(connection, "release_state_prepared", None) is not session:
+            cursor.execute(f"PREPARE {_STATE_STATEMENT} AS {_STATE_SQL}")
+            connection.release_state_prepared = session
+        return _state(cursor.execute(f"EXECUTE {_STATE_STATEMENT}").fetchone())
 
 
 def _state(row: tuple) -> tuple:
