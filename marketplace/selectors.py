@@ -361,18 +361,20 @@ def report_result_document(*, report: Report) -> dict:
 
 # The areas a tenant has ordered (both areas of a compare report), with their periods: what
 # the fair-use quota counts. Failed and cancelled orders count for nothing; areas that only
-# touch along an edge share no cells and do not overlap.
+# touch along an edge share no cells and do not overlap. The tenant is a bigint, as the index
+# report_tenant_geometry (btree_gist) compares it: an integer would leave it to a filter, and
+# the index would read every tenant's orders over the area.
 _ORDERED_AREAS = """
     ordered AS (
         SELECT report.id, report.area_name AS name, report.geometry, report.start, report."end"
         FROM marketplace_report report JOIN marketplace_product product ON product.id = report.product_id
-        WHERE report.tenant_id = %(tenant)s AND product.code = ANY(%(products)s)
+        WHERE report.tenant_id = %(tenant)s::bigint AND product.code = ANY(%(products)s)
           AND report.status IN ('queued', 'running', 'succeeded')
         UNION ALL
         SELECT report.id, report.compare_area_name, coalesce(report.compare_geometry, report.geometry),
                coalesce(report.compare_start, report.start), coalesce(report.compare_end, report."end")
         FROM marketplace_report report JOIN marketplace_product product ON product.id = report.product_id
-        WHERE report.tenant_id = %(tenant)s AND product.code = ANY(%(products)s)
+        WHERE report.tenant_id = %(tenant)s::bigint AND product.code = ANY(%(products)s)
           AND report.status IN ('queued', 'running', 'succeeded')
           AND (report.compare_geometry IS NOT NULL OR report.compare_start IS NOT NULL)
     ),
