@@ -25,10 +25,11 @@ QUOTES = "/api/v1/quotes/"
 # Before issue 14's API work: an order 40, a quote 34, a run 21, a status read 6; before its second pass:
 # an order 24, a run 15; before the run's lock was taken in its claim, its usage line written with
 # its sync row, its webhooks read and its lock freed in its finishing update: a run 12; before a
-# status read's result document was read in one query: a status read 4.
+# run's result batches and release record were written by its finishing update, and a status
+# read's result document read in one query: a run 8, a status read 4.
 ORDER_QUERIES = 22  # with the outbox's claim of the compute message after the commit
 QUOTE_QUERIES = 18
-RUN_QUERIES = 8
+RUN_QUERIES = 6
 SUCCEEDED_READ_QUERIES = 3
 
 
