@@ -69,8 +69,8 @@ def test_the_coverage_kept_per_process_follows_the_data_at_once(api, city):
 @pytest.mark.django_db
 def test_the_fair_use_count_reads_only_the_tenant_s_orders_over_the_area(tenant):
     """By the index of tenant and area (report_tenant_geometry), whatever other tenants ordered
-    over the same shopping centre; and the tenant's compare orders by their own index. The tenant
-    is compared as the index's bigint: as an integer, the index read every tenant's orders there."""
+    over the same shopping centre. The tenant is compared as the index's bigint: as an integer,
+    the index read every tenant's orders there."""
     area = MultiPolygon(grid.square(0, 0, 4, 4), srid=4326)
     params = {
         "tenant": tenant.pk,
@@ -85,9 +85,8 @@ def test_the_fair_use_count_reads_only_the_tenant_s_orders_over_the_area(tenant)
         plan = [line for (line,) in cursor.fetchall()]
 
     used = [re.search(r"(?:Scan using|Bitmap Index Scan on) (\w+)", line) for line in plan]
-    indexes = [match.group(1) for match in used if match]
-    assert {"report_tenant_geometry", "report_tenant_compared"} <= set(indexes), plan
-    by_area = next(at for at, match in enumerate(used) if match and match.group(1) == "report_tenant_geometry")
+    by_area = next((at for at, match in enumerate(used) if match and match.group(1) == "report_tenant_geometry"), None)
+    assert by_area is not None, plan
     assert (
         plan[by_area + 1].strip().startswith(f"Index Cond: ((tenant_id = '{tenant.pk}'::bigint) AND (geometry && ")
     ), plan
