@@ -45,7 +45,6 @@ STAGES = (
     "engine",
     "result_storage",
     "ledger",
-    "release_log",
     "commit",
 )
 TASKS = {

@@ -4,6 +4,7 @@ import zoneinfo
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.contrib.gis.db import models
+from django.contrib.postgres.indexes import GistIndex
 from django.core.exceptions import ValidationError
 from django.db.models import F, Q
 
@@ -192,11 +193,15 @@ class Report(models.Model):
     FINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="reports")
-    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="reports")
+    # A report's row is written four times (ordered, sent, claimed, finished): each index is
+    # written again at each change of an indexed column, so it has only those its reads use.
+    # The tenant's and the product's are the first columns of indexes in Meta.
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="reports", db_index=False)
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="reports", db_index=False)
     area = models.ForeignKey(Area, on_delete=models.SET_NULL, null=True, blank=True, related_name="reports")
     area_name = models.CharField(max_length=200)
-    geometry = models.MultiPolygonField(srid=4326)
+    # Searched per tenant only (the fair-use count): indexed with the tenant in Meta.
+    geometry = models.MultiPolygonField(srid=4326, spatial_index=False)
     area_km2 = models.FloatField()
     cell_count = models.PositiveIntegerField()
     start = models.DateTimeField()
@@ -207,7 +212,7 @@ class Report(models.Model):
     compare_start = models.DateTimeField(null=True, blank=True)
     compare_end = models.DateTimeField(null=True, blank=True)
     compare_area_name = models.CharField(max_length=200, blank=True)
-    compare_geometry = models.MultiPolygonField(srid=4326, null=True, blank=True)
+    compare_geometry = models.MultiPolygonField(srid=4326, null=True, blank=True, spatial_index=False)
     compare_area_km2 = models.FloatField(null=True, blank=True)
     compare_cell_count = models.PositiveIntegerField(null=True, blank=True)
     regions = models.JSONField(
@@ -235,7 +240,9 @@ class Report(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField()
     # The outbox: a queued report with no published_at has a compute message still to send
-    # (marketplace/services/outbox.py); it is set when the message is handed to the broker.
+    # (marketplace/services/outbox.py); it is set when the message is handed to the broker. No
+    # index names it, so setting it rewrites no index entry (a HOT update): the relay finds
+    # the unsent among the queued reports by the status index.
     published_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -245,10 +252,13 @@ class Report(models.Model):
         indexes = [
             models.Index(fields=["tenant", "-created_at"]),
             models.Index(fields=["status", "queued_at"]),
+            # The fair-use count: the tenant's orders whose area overlaps the new one (btree_gist),
+            # whatever other tenants ordered over it; and its compare orders, not all its orders.
+            GistIndex(fields=["tenant", "geometry"], name="report_tenant_geometry"),
             models.Index(
-                fields=["queued_at"],
-                condition=Q(status="queued", published_at__isnull=True),
-                name="report_unpublished",
+                fields=["tenant"],
+                condition=Q(compare_geometry__isnull=False) | Q(compare_start__isnull=False),
+                name="report_tenant_compared",
             ),
             # /metrics counts reports by product and status at each scrape: an index-only scan.
             models.Index(fields=["product", "status"], name="report_product_status"),

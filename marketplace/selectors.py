@@ -235,41 +235,61 @@ def report_by_idempotency_key(*, tenant: Tenant, key: str) -> Report | None:
 
 
 # A report its reader may see (a viewer: one shared with it), with its product and quote, its
-# result (read apart, when small enough to inline) deferred: the status read's, in SQL, built as
+# result (read apart, when small enough to inline) and its area (which the answer does not show:
+# read and parsed, it was a tenth of a status read) deferred: the status read's, in SQL, built as
 # select_related builds it (the ORM's joined query cost more to build than to run, twice a read
 # that waits).
-_READ_DEFERRED = {Report: ("result",)}
+_READ_DEFERRED = {Report: ("result", "geometry", "compare_geometry")}
+_READABLE = """
+    WHERE report.id = %(report)s AND report.tenant_id = %(tenant)s
+      AND (NOT %(viewer)s OR EXISTS (SELECT 1 FROM marketplace_share share
+                                     WHERE share.report_id = report.id AND share.viewer_id = %(api_key)s))
+"""
 _READABLE_REPORT = f"""
     SELECT {columns(Report, "report", _READ_DEFERRED[Report])}, {columns(Product, "product")},
            {columns(Quote, "quote")}
     FROM marketplace_report report
     JOIN marketplace_product product ON product.id = report.product_id
     LEFT JOIN billing_quote quote ON quote.report_id = report.id
-    WHERE report.id = %(report)s AND report.tenant_id = %(tenant)s
-      AND (NOT %(viewer)s OR EXISTS (SELECT 1 FROM marketplace_share share
-                                     WHERE share.report_id = report.id AND share.viewer_id = %(api_key)s))
+    {_READABLE}
 """
 
 
 def report_readable(*, tenant: Tenant, role: str, api_key: ApiKey, report_id) -> Report | None:
     """The report, as report_visible_list shows it, with its product and quote; None if the
     caller may not see it, or the id is no report id at all."""
-    try:
-        report_id = uuid.UUID(str(report_id))
-    except ValueError:
-        return None
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _READABLE_REPORT,
-            {"report": report_id, "tenant": tenant.pk, "viewer": role == Role.VIEWER, "api_key": api_key.pk},
-        )
-        row = cursor.fetchone()
+    row = _readable_row(_READABLE_REPORT, tenant=tenant, role=role, api_key=api_key, report_id=report_id)
     if row is None:
         return None
     report, product, quote = instances(row, Report, Product, Quote, deferred=_READ_DEFERRED)
     report.product = product
     Report.quote.related.set_cached_value(report, quote)  # as select_related("quote") leaves it
     return report
+
+
+def report_readable_status(*, tenant: Tenant, role: str, api_key: ApiKey, report_id) -> str | None:
+    """The status of the report, if the caller may see it (as report_readable decides); None if
+    not: all a read that waits needs to know before it waits."""
+    row = _readable_row(
+        "SELECT report.status FROM marketplace_report report" + _READABLE,
+        tenant=tenant,
+        role=role,
+        api_key=api_key,
+        report_id=report_id,
+    )
+    return None if row is None else row[0]
+
+
+def _readable_row(query: str, *, tenant: Tenant, role: str, api_key: ApiKey, report_id) -> tuple | None:
+    try:
+        report_id = uuid.UUID(str(report_id))
+    except ValueError:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            query, {"report": report_id, "tenant": tenant.pk, "viewer": role == Role.VIEWER, "api_key": api_key.pk}
+        )
+        return cursor.fetchone()
 
 
 def report_visible_list(*, tenant: Tenant, role: str, api_key: ApiKey) -> QuerySet[Report]:
@@ -342,37 +362,47 @@ def report_result_head(*, report: Report, keep: tuple[str, ...] = ()) -> tuple[d
     return head, [name for name in LIST_ARRAYS if name in stored and name not in keep]
 
 
+# A result's document and its batches, each array's in order (the two lists in the same order).
+_RESULT_DOCUMENT = """
+    SELECT report.result,
+           ARRAY(SELECT batch.name FROM marketplace_resultbatch batch WHERE batch.report_id = report.id
+                 ORDER BY batch.first_row, batch.name),
+           ARRAY(SELECT batch.data FROM marketplace_resultbatch batch WHERE batch.report_id = report.id
+                 ORDER BY batch.first_row, batch.name)
+    FROM marketplace_report report WHERE report.id = %s
+"""
+
+
 def report_result_document(*, report: Report) -> dict:
     """The whole result document, rows as dicts: for a result small enough to inline, so its
     batches are read in one query (no server-side cursor)."""
-    # In SQL: every status read of a succeeded report asks.
+    # In SQL, in one round trip: every status read of a succeeded report asks.
     with connection.cursor() as cursor:
-        cursor.execute("SELECT result FROM marketplace_report WHERE id = %s", [report.pk])
-        head = json.loads(cursor.fetchone()[0])
-        cursor.execute(
-            "SELECT name, data FROM marketplace_resultbatch WHERE report_id = %s ORDER BY first_row", [report.pk]
-        )
-        batches = cursor.fetchall()
+        cursor.execute(_RESULT_DOCUMENT, [report.pk])
+        result, names, data = cursor.fetchone()
+    head = json.loads(result)
     rows: dict[str, list[dict]] = {}
-    for name, data in batches:
-        rows.setdefault(name, []).extend(from_ipc(data).to_pylist())
+    for name, stream in zip(names, data, strict=True):
+        rows.setdefault(name, []).extend(from_ipc(stream).to_pylist())
     return head | {name: rows[name] for name in LIST_ARRAYS if name in rows}
 
 
 # The areas a tenant has ordered (both areas of a compare report), with their periods: what
 # the fair-use quota counts. Failed and cancelled orders count for nothing; areas that only
-# touch along an edge share no cells and do not overlap.
+# touch along an edge share no cells and do not overlap. The tenant is a bigint, as the index
+# report_tenant_geometry (btree_gist) compares it: an integer would leave it to a filter, and
+# the index would read every tenant's orders over the area.
 _ORDERED_AREAS = """
     ordered AS (
         SELECT report.id, report.area_name AS name, report.geometry, report.start, report."end"
         FROM marketplace_report report JOIN marketplace_product product ON product.id = report.product_id
-        WHERE report.tenant_id = %(tenant)s AND product.code = ANY(%(products)s)
+        WHERE report.tenant_id = %(tenant)s::bigint AND product.code = ANY(%(products)s)
           AND report.status IN ('queued', 'running', 'succeeded')
         UNION ALL
         SELECT report.id, report.compare_area_name, coalesce(report.compare_geometry, report.geometry),
                coalesce(report.compare_start, report.start), coalesce(report.compare_end, report."end")
         FROM marketplace_report report JOIN marketplace_product product ON product.id = report.product_id
-        WHERE report.tenant_id = %(tenant)s AND product.code = ANY(%(products)s)
+        WHERE report.tenant_id = %(tenant)s::bigint AND product.code = ANY(%(products)s)
           AND report.status IN ('queued', 'running', 'succeeded')
           AND (report.compare_geometry IS NOT NULL OR report.compare_start IS NOT NULL)
     ),

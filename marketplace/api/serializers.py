@@ -126,7 +126,24 @@ class AreaOutput(serializers.ModelSerializer):
         fields = ["id", "name", "geometry", "area_km2", "cell_count", "created_at"]
 
 
-class ReportInput(serializers.Serializer):
+class FieldsBuiltOnce:
+    """A serializer whose fields are built once per class (a ModelSerializer's from the model),
+    then copied for each use: DRF builds them again for every instance, half the cost of
+    serializing a report, which every order and status read does.
+
+    A shallow copy is enough: the fields kept are never bound (binding sets attributes on the
+    copy), and what copies share (choices, validators, a list's child) is only read. A deep copy
+    rebuilt every field, a third of an order's serializing."""
+
+    def get_fields(self) -> dict:
+        built = type(self).__dict__.get("_fields_built")
+        if built is None:
+            built = super().get_fields()
+            type(self)._fields_built = built
+        return {name: copy.copy(field) for name, field in built.items()}
+
+
+class ReportInput(FieldsBuiltOnce, serializers.Serializer):
     product = serializers.CharField(max_length=40, help_text="a product code, e.g. footfall")
     area = serializers.UUIDField(required=False, help_text="id of a saved area; or give geometry instead")
     geometry = GeoJSONPolygonField(required=False, help_text="an area drawn for this order only")
@@ -170,19 +187,6 @@ class ReportInput(serializers.Serializer):
         if len(set(value)) != len(value):
             raise serializers.ValidationError("each breakdown may be named once", code="repeated_breakdown")
         return value
-
-
-class FieldsBuiltOnce:
-    """A ModelSerializer whose fields are built from the model once per class, then copied for
-    each use (DRF builds them again for every instance: half the cost of serializing a report,
-    which every order and status read does)."""
-
-    def get_fields(self) -> dict:
-        built = type(self).__dict__.get("_fields_built")
-        if built is None:
-            built = super().get_fields()
-            type(self)._fields_built = built
-        return copy.deepcopy(built)
 
 
 class ReportOutput(FieldsBuiltOnce, serializers.ModelSerializer):

@@ -76,9 +76,8 @@ REPORT_STAGES = (
     "queue_wait",  # from the order (queued_at) to a worker claiming the report
     "claim",  # worker: the report's lock, its claim and what the engine needs read
     "engine",  # worker: computing the result
-    "result_storage",  # worker: storing the result (and queueing the buyer's webhooks)
+    "result_storage",  # worker: the result and its release record (and queueing the buyer's webhooks)
     "ledger",  # worker: the usage line and its Stripe outbox row
-    "release_log",  # worker: the release record (the result's hash)
     "commit",  # worker: the commit, and after it queueing the Stripe sync and sending webhooks
 )
 REPORT_STAGE_DURATION = Histogram(

@@ -73,7 +73,7 @@ def webhook_delivery_totals() -> dict[str, int]:
 
 def report_outbox_lag_seconds() -> float:
     """The age of the oldest queued report whose message is not sent yet (the outbox,
-    marketplace/services/outbox.py); 0 if none. On the partial index report_unpublished."""
+    marketplace/services/outbox.py); 0 if none. Among the queued reports, on the (status, queued_at) index."""
     unsent = Report.objects.filter(status=Report.Status.QUEUED, published_at__isnull=True)
     return _age_seconds(unsent.aggregate(oldest=Min("queued_at"))["oldest"])
 

@@ -58,9 +58,14 @@ def report_publish(report_id: uuid.UUID) -> bool:
 def _report_publish(report_id: uuid.UUID) -> bool:
     if _broker_failed_at is not None and time.monotonic() - _broker_failed_at < settings.BROKER_RETRY_AFTER_SECONDS:
         return False
-    claimed = Report.objects.filter(pk=report_id, status=Report.Status.QUEUED, published_at__isnull=True).update(
-        published_at=timezone.now()
-    )
+    # In SQL: every order claims its message (the ORM's update cost more to build than to run).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE marketplace_report SET published_at = %s"
+            " WHERE id = %s AND status = 'queued' AND published_at IS NULL",
+            [timezone.now(), report_id],
+        )
+        claimed = cursor.rowcount
     if not claimed:
         return False  # cancelled, or sent by the relay already
     return _send([report_id]) == 1

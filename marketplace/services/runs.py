@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import enum
+import json
 import logging
 import time
 import uuid
@@ -25,11 +26,11 @@ from insights.products import PRODUCTS, Regions
 from insights.reports import Query
 from marketplace import selectors
 from marketplace.joined_rows import columns, instances
-from marketplace.models import Product, Release, Report
+from marketplace.models import Product, Report
 from marketplace.observability.metrics import StageClock, report_stage_observe, report_succeeded_observe
 from marketplace.services import outbox
 from marketplace.services.audit import audit
-from marketplace.services.results import result_batches_store, result_split
+from marketplace.services.results import result_batches, result_split
 from marketplace.services.webhooks import webhooks_queue
 
 logger = logging.getLogger(__name__)
@@ -197,9 +198,10 @@ def _report_result(report: Report, *, version: int, policy: ReleasePolicy) -> di
 
 
 def _report_release(report: Report, result: dict, *, version: int, clock: StageClock, lock: _HeldLock) -> None:
-    """Store the result, bill it and log its release, together: a report is released and billed
+    """Store the result, log its release and bill it, together: a report is released and billed
     exactly when it succeeds."""
     head, arrays = result_split(result)
+    stored = result_batches(head=head, arrays=arrays)
     finished = {
         "status": Report.Status.SUCCEEDED,
         "progress": 1.0,
@@ -207,37 +209,34 @@ def _report_release(report: Report, result: dict, *, version: int, clock: StageC
         "result_rows": sum(len(arrays[name]) for name in PRODUCTS[report.product.code].row_arrays if name in arrays),
         "dataset_version": version,
     }
+    parameters = {
+        "granularity": report.granularity,
+        "time_zone": report.time_zone,
+        "breakdowns": report.breakdowns,
+        "regions": report.regions,
+        "compare_start": report.compare_start.isoformat() if report.compare_start else None,
+        "compare_end": report.compare_end.isoformat() if report.compare_end else None,
+        "compare_geometry": report.compare_geometry.geojson if report.compare_geometry else None,
+        "privacy": result["privacy"],
+    }
+    released = {
+        "names": stored.names,
+        "first_rows": stored.first_rows,
+        "rows": stored.rows,
+        "data": stored.data,
+        "product": report.product.code,
+        "version": version,
+        "parameters": json.dumps(parameters),
+        "sha256": stored.sha256,
+        "released_at": timezone.now(),
+    }
     with transaction.atomic():
-        succeeded = _report_finish(report.pk, result=head, report=report, lock=lock, **finished)
-        if succeeded:
-            digest = result_batches_store(report_id=report.pk, head=head, arrays=arrays)
+        succeeded = _report_finish(report.pk, result=head, report=report, lock=lock, released=released, **finished)
         clock.lap("result_storage")
         if succeeded:
             billing_services.usage_record(report=report)
-            clock.lap("ledger")
-            Release.objects.create(
-                report=report,
-                tenant_id=report.tenant_id,
-                ordered_by_key_id=report.ordered_by_key_id,
-                product=report.product.code,
-                geometry=report.geometry,
-                start=report.start,
-                end=report.end,
-                dataset_version=version,
-                parameters={
-                    "granularity": report.granularity,
-                    "time_zone": report.time_zone,
-                    "breakdowns": report.breakdowns,
-                    "regions": report.regions,
-                    "compare_start": report.compare_start.isoformat() if report.compare_start else None,
-                    "compare_end": report.compare_end.isoformat() if report.compare_end else None,
-                    "compare_geometry": report.compare_geometry.geojson if report.compare_geometry else None,
-                    "privacy": result["privacy"],
-                },
-                result_sha256=digest,
-            )
             report_succeeded_observe(report=report)
-            clock.lap("release_log")
+            clock.lap("ledger")
     if succeeded:
         clock.lap("commit")
 
@@ -261,15 +260,23 @@ def _report_progress(report_id: str, fraction: float) -> None:
     Report.objects.filter(pk=report_id, status=Report.Status.RUNNING).update(progress=min(fraction, 0.99))
 
 
-def _report_finish(report_id: str, report: Report | None = None, lock: _HeldLock | None = None, **fields) -> bool:
+def _report_finish(
+    report_id: str,
+    report: Report | None = None,
+    lock: _HeldLock | None = None,
+    released: dict | None = None,
+    **fields,
+) -> bool:
     """Whether the report took the fields: a report cancelled while it ran stays cancelled.
     The buyer's webhooks are queued in the same transaction, and sent after it. Within another
     transaction (a release), no savepoint of its own: a failure undoes the whole. `report`: the
     instance in hand, given the fields too (else the finished row is read for the webhooks).
-    `lock`: the report's lock, freed by the same statement if it finishes the report."""
+    `lock`: the report's lock, freed by the same statement if it finishes the report.
+    `released`: a success's result batches and release record (_RELEASED's parameters), written
+    by the same statement if it finishes the report."""
     fields = {"finished_at": timezone.now(), "progress": 1.0} | fields
     with transaction.atomic(savepoint=False):
-        endpoint_ids = _report_finished(report_id, fields, lock=lock)
+        endpoint_ids = _report_finished(report_id, fields, lock=lock, released=released)
         if endpoint_ids is None:
             return False
         if report is not None:
@@ -282,26 +289,54 @@ def _report_finish(report_id: str, report: Report | None = None, lock: _HeldLock
         return True
 
 
-def _report_finished(report_id: str, fields: dict, *, lock: _HeldLock | None) -> list[int] | None:
+# What a success writes beside the finished report, in the statement that finishes it (nothing if
+# the report was final already): the result's batches, and the release record with the result's
+# hash and the area the report was computed over.
+_RELEASED = """,
+    batches AS (
+        INSERT INTO marketplace_resultbatch (report_id, name, first_row, rows, data)
+        SELECT finished.id, batch.name, batch.first_row, batch.rows, batch.data
+        FROM finished,
+             unnest(%(names)s::text[], %(first_rows)s::int[], %(rows)s::int[], %(data)s::bytea[])
+                 AS batch(name, first_row, rows, data)
+    ),
+    release AS (
+        INSERT INTO marketplace_release (report_id, tenant_id, ordered_by_key_id, product, geometry, start, "end",
+                                         dataset_version, parameters, result_sha256, released_at)
+        SELECT id, tenant_id, ordered_by_key_id, %(product)s, geometry, start, "end",
+               %(version)s, %(parameters)s::jsonb, %(sha256)s, %(released_at)s
+        FROM finished
+    )"""
+
+
+def _report_finished(
+    report_id: str, fields: dict, *, lock: _HeldLock | None, released: dict | None = None
+) -> list[int] | None:
     """Give a report that is not final the fields: the ids of its tenant's active webhook
     endpoints, read in the same statement (most tenants have none: no query then for them),
     or None if it was final. A held `lock` is freed by the statement when it finishes the
     report: another worker's claim then waits for this transaction and finds the report final
-    (or, if it rolls back, claims it), and so does the sweeper."""
-    assignments, values = [], []
+    (or, if it rolls back, claims it), and so does the sweeper. `released`: see _report_finish."""
+    params = {"report": report_id, "final": list(Report.FINAL_STATUSES), "lock": report_lock_key(report_id)}
+    assignments = []
     for name, value in fields.items():
         field = Report._meta.get_field(name)
-        assignments.append(f'"{field.column}" = %s')
-        values.append(field.get_db_prep_save(value, connection))
+        assignments.append(f'"{field.column}" = %(set_{name})s')
+        params[f"set_{name}"] = field.get_db_prep_save(value, connection)
     unlocking = lock is not None and lock.held
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE marketplace_report report SET {', '.join(assignments)}"
-            " WHERE id = %s AND NOT status = ANY(%s)"
-            " RETURNING ARRAY(SELECT id FROM marketplace_webhookendpoint"
-            " WHERE tenant_id = report.tenant_id AND is_active ORDER BY id)"
-            + (", pg_advisory_unlock(%s)" if unlocking else ""),
-            [*values, report_id, list(Report.FINAL_STATUSES)] + ([report_lock_key(report_id)] if unlocking else []),
+            "WITH finished AS ("
+            f" UPDATE marketplace_report report SET {', '.join(assignments)}"
+            " WHERE id = %(report)s AND NOT status = ANY(%(final)s)"
+            ' RETURNING id, tenant_id, ordered_by_key_id, geometry, start, "end",'
+            " ARRAY(SELECT id FROM marketplace_webhookendpoint"
+            " WHERE tenant_id = report.tenant_id AND is_active ORDER BY id) AS endpoint_ids"
+            + (", pg_advisory_unlock(%(lock)s)" if unlocking else "")
+            + ")"
+            + (_RELEASED if released is not None else "")
+            + " SELECT endpoint_ids FROM finished",
+            params | (released or {}),
         )
         row = cursor.fetchone()
     if row is None:

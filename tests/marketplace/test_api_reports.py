@@ -7,6 +7,7 @@ import pytest
 from insights.releases import releases_build
 from insights.selectors import current_release_policy
 from marketplace import tasks
+from marketplace.api.serializers import ReportInput, ReportOutput
 from marketplace.models import Product, Report, Role
 from tests import grid
 from tests.downloads import as_json as json_of
@@ -363,3 +364,15 @@ def test_a_near_identical_redraw_is_ordered_and_both_reports_sum_the_same_releas
         assert report["result"]["privacy"]["cell_hours_released"] == len(published)
     first_series, redrawn_series = (report["result"]["series"] for report in reports)
     assert first_series == redrawn_series
+
+
+def test_each_serializer_of_an_order_or_report_binds_fields_of_its_own():
+    """Their fields are built once per class and copied for each use (FieldsBuiltOnce): the
+    class's stay unbound, so requests on other threads share no bound field."""
+    for make in (lambda: ReportInput(data=five_day_order_body()), lambda: ReportOutput(Report())):
+        first, second = make(), make()
+
+        assert first.fields["start"] is not second.fields["start"]
+        assert (first.fields["start"].parent, second.fields["start"].parent) == (first, second)
+        assert {field.parent for field in type(first)._fields_built.values()} == {None}
+    assert ReportInput(data=five_day_order_body()).is_valid() and not ReportInput(data={}).is_valid()

@@ -12,7 +12,7 @@ from marketplace import report_waits, selectors
 from marketplace.models import Report
 from marketplace.services import outbox, runs
 from tests.errors import assert_error
-from tests.factories import order_body
+from tests.factories import TenantFactory, order_body
 
 REPORTS = "/api/v1/reports/"
 
@@ -95,6 +95,46 @@ def test_a_report_notified_final_a_moment_before_the_wait_is_not_read_again(api,
     waited = selectors.report_wait_final(report_id=report_id, seconds=20)
 
     assert waited < 1
+
+
+def test_a_read_that_waits_reads_its_status_and_then_the_report_once(api, queued, settings):
+    settings.REPORT_WAIT_POLL_SECONDS = 0.01
+
+    with CaptureQueriesContext(connection) as queries:
+        response = api.get(f"{REPORTS}{queued}/", {"wait": "0.05"})
+
+    assert (response.status_code, response.json()["status"]) == (200, "queued")
+    reads = [query["sql"] for query in queries if "FROM marketplace_report report" in query["sql"]]
+    assert reads[0].startswith("SELECT report.status FROM")
+    assert len([read for read in reads if "billing_quote" in read]) == 1  # the report itself, after the wait
+
+
+def test_a_read_that_waits_for_a_report_of_another_organisation_is_a_404(queued, tenant, client_for):
+    other = client_for(TenantFactory())
+
+    assert_error(other.get(f"{REPORTS}{queued}/", {"wait": "20"}), 404, "not_found")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wait_on_the_id_spelled_in_capitals_is_woken_by_the_report_s_end(api, city, settings, monkeypatch):
+    settings.REPORT_WAIT_POLL_SECONDS = 30  # only the notification can end the wait early
+    monkeypatch.setattr(outbox, "_send", lambda report_ids: len(report_ids))  # stays queued
+    report_id = api.post(REPORTS, order_body(), format="json").json()["id"]
+
+    def finish_a_moment_later():
+        time.sleep(0.5)
+        Report.objects.filter(pk=report_id).update(status=Report.Status.FAILED, error="gone")
+        connection.close()
+
+    finisher = threading.Thread(target=finish_a_moment_later)
+    finisher.start()
+    started = time.monotonic()
+    response = api.get(f"{REPORTS}{report_id.upper()}/", {"wait": "20"})
+    waited = time.monotonic() - started
+    finisher.join()
+
+    assert response.json()["status"] == "failed"
+    assert 0.4 < waited < 5
 
 
 def test_wait_ends_with_the_report_still_queued(api, queued, settings):
