@@ -35,14 +35,6 @@ def generate(files: list[Path], *, size: str, seed: int) -> str:
     return f"Generate ({time.perf_counter() - started:.1f} s with start-up):\n  {written}"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as content:
-        for block in iter(lambda: content.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def psql_as_postgres(sql: str) -> str:
     command = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qtA"]
     return subprocess.run([*command, "-c", sql], check=True, capture_output=True, text=True).stdout.strip()

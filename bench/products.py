@@ -48,7 +48,6 @@ from bench.metro_db import (
     bench_database,
     database_prepare,
     duckdb_store,
-    file_sha256,
     generate,
     load,
     psql_as_postgres,
@@ -93,8 +92,10 @@ def main() -> None:
     lines += machine_lines(args.runs) + sizes_lines()
     lines.append(generate([parquet, presence_csv, *places.values()], size=size.name, seed=args.seed))
     loaded = (presence_csv, *(places[name] for name in LOADED_PLACES))
-    database_prepare(database, {file_sha256(path) for path in loaded})
     django.setup()
+    from insights.services import file_sha256  # the app registry first
+
+    database_prepare(database, {file_sha256(path) for path in loaded})
     load_lines, load_rate = load(database, presence_csv, places)
     lines += load_lines
     storage = stored_bytes(database)

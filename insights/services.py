@@ -70,7 +70,7 @@ def aggregates_load(
 
     Loading a file whose content was loaded before is a no-op that returns that version.
     """
-    sha256 = _file_sha256(path)
+    sha256 = file_sha256(path)
     existing = DatasetVersion.objects.filter(kind=kind.name, sha256=sha256).first()
     if existing:
         return _summary(existing, already_loaded=True)
@@ -359,7 +359,8 @@ def _duplicate_lines(kind: AggregateKind, path: Path) -> tuple[list[str], int]:
     return [message for _, message in errors[:MAX_LISTED_ERRORS]], len(errors)
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The file's SHA-256, read a megabyte at a time: what a dataset version is known by."""
     digest = hashlib.sha256()
     with path.open("rb") as content:
         for block in iter(lambda: content.read(1 << 20), b""):
