@@ -8,12 +8,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.contrib.gis.geos import MultiPolygon
 
-from insights.models import DatasetVersion
 from insights.reports import Query, footfall_result
 from insights.segments import AGE_BANDS, GENDERS
 from insights.selectors import current_release_policy
 from insights.services import presence_load
 from tests import grid
+from tests.insights.report_queries import query
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = dt.UTC
@@ -44,14 +44,11 @@ def segmented(db, tmp_path):
 
 def report(breakdowns, granularity="day"):
     return footfall_result(
-        Query(
-            geometry=MultiPolygon(grid.square(0, 0, 2, 2), srid=4326),
+        query(
+            MultiPolygon(grid.square(0, 0, 2, 2), srid=4326),
             start=START,
             end=END,
             granularity=granularity,
-            time_zone="Europe/Berlin",
-            version=DatasetVersion.objects.latest("pk").pk,
-            policy=current_release_policy(),
             breakdowns=breakdowns,
         )
     )
