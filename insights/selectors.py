@@ -14,6 +14,7 @@ from django.db import connection
 from django.db.models import Count, Max
 
 from insights.catalogue import catalogue
+from insights.grid import ROW
 from insights.kinds import PRESENCE, AggregateKind
 from insights.models import DatasetVersion, Region, ReleasePolicy, RetentionMark
 from insights.regions import regions
@@ -130,12 +131,12 @@ def area_cells(*, geometry: GEOSGeometry) -> AreaCells:
 
 
 # The grid's cells in a span of rows and columns, by their ids (insights.grid.cell_id: row ×
-# 100000 + column): the primary key only, no PostGIS (its first use in a connection costs 30-150 ms).
-_CELLS_IN_SPAN_SQL = """
-    SELECT coalesce(array_agg(c.id ORDER BY c.id), '{}')
+# ROW + column): the primary key only, no PostGIS (its first use in a connection costs 30-150 ms).
+_CELLS_IN_SPAN_SQL = f"""
+    SELECT coalesce(array_agg(c.id ORDER BY c.id), '{{}}')
     FROM generate_series(%(first_row)s::bigint, %(last_row)s::bigint) grid_row
     JOIN insights_cell c
-      ON c.id BETWEEN grid_row * 100000 + %(first_column)s::bigint AND grid_row * 100000 + %(last_column)s::bigint
+      ON c.id BETWEEN grid_row * {ROW} + %(first_column)s::bigint AND grid_row * {ROW} + %(last_column)s::bigint
 """
 
 

@@ -44,7 +44,7 @@ import json
 import logging
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import redis
@@ -86,15 +86,7 @@ _pending: collections.deque = collections.deque()  # the writes left for flush()
 
 def get(source: str, keys: Sequence[tuple]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
     """Each held.py key's entry as (segment, values, counts), None where not shared."""
-    client = _redis()
-    if client is None or not keys:
-        return [None] * len(keys)
-    database = _database()
-    try:
-        found = client.mget(_names(database, keys))
-    except (redis.RedisError, OSError) as exc:
-        _failed(exc)
-        return [None] * len(keys)
+    found = _found(lambda database: _names(database, keys), len(keys))
     present = [blob for blob in found if blob is not None]
     decoded = iter(_decoded_hours(present) if source == "hour" else [_decoded_days(blob) for blob in present])
     return [None if blob is None else next(decoded) for blob in found]
@@ -114,15 +106,7 @@ def put(source: str, entries: Sequence[tuple[tuple, object]]) -> None:
 def get_summed(keys: Sequence[tuple]) -> list[list[np.ndarray | None] | None]:
     """An area's months summed (insights/summed.py, by their keys there), in one MGET: each as
     its arrays (groups, value, weight, count, place_value, place_count), None if not shared."""
-    client = _redis()
-    if client is None or not keys:
-        return [None] * len(keys)
-    database = _database()
-    try:
-        found = client.mget([_summed_name(database, key) for key in keys])
-    except (redis.RedisError, OSError) as exc:
-        _failed(exc)
-        return [None] * len(keys)
+    found = _found(lambda database: [_summed_name(database, key) for key in keys], len(keys))
     return [None if blob is None else _decoded_summed(blob) for blob in found]
 
 
@@ -137,14 +121,7 @@ def put_summed(summed: Sequence[tuple[tuple, object]]) -> None:
 def get_area(area_key: tuple) -> tuple[np.ndarray, np.ndarray] | None:
     """An area weighed by another worker (insights/areas.py, by its key there): its cells' ids and
     shares, by code; None if not shared."""
-    client = _redis()
-    if client is None:
-        return None
-    try:
-        blob = client.get(_area_name(_database(), area_key))
-    except (redis.RedisError, OSError) as exc:
-        _failed(exc)
-        return None
+    (blob,) = _found(lambda database: [_area_name(database, area_key)], 1)
     if blob is None:
         return None
     (count,) = _COUNT.unpack_from(blob)
@@ -158,6 +135,19 @@ def put_area(area_key: tuple, ids: np.ndarray, shares: np.ndarray) -> None:
     if client is not None:
         blob = b"".join((_COUNT.pack(len(ids)), ids.astype("<i8").tobytes(), shares.astype("<f8").tobytes()))
         _hand_over(client, bytes, [(_area_name(_database(), area_key), blob)])
+
+
+def _found(names_of: Callable[[str], list[str]], count: int) -> list[bytes | None]:
+    """The values under the names (made from the database read), in one MGET: None for each
+    where nothing is shared, Redis is not asked, or it failed."""
+    client = _redis()
+    if client is None or not count:
+        return [None] * count
+    try:
+        return client.mget(names_of(_database()))
+    except (redis.RedisError, OSError) as exc:
+        _failed(exc)
+        return [None] * count
 
 
 def flush() -> None:

@@ -258,23 +258,11 @@ def one_read_of_both(
 def split_sums(sums: Sums, *, first: int, gap: bool) -> tuple[Sums, Sums]:
     """Sums read over two periods at once (cell_hour_sums' gap) as each period's: the first
     `first` buckets, and those after the gap's bucket if there is one."""
-    second = first + gap
-    return (
-        replace(
-            sums,
-            buckets=sums.buckets[:first],
-            value=sums.value[:first],
-            weight=sums.weight[:first],
-            count=sums.count[:first],
-        ),
-        replace(
-            sums,
-            buckets=sums.buckets[second:],
-            value=sums.value[second:],
-            weight=sums.weight[second:],
-            count=sums.count[second:],
-        ),
+    first_part, second_part = (
+        replace(sums, buckets=sums.buckets[at], value=sums.value[at], weight=sums.weight[at], count=sums.count[at])
+        for at in (slice(None, first), slice(first + gap, None))
     )
+    return first_part, second_part
 
 
 def is_small_read(*, places: int, start: dt.datetime, end: dt.datetime, time_zone: str, groups: int = 1) -> bool:
