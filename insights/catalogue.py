@@ -55,6 +55,7 @@ _CATALOGUE_SQL = f"""
           FROM insights_release r JOIN insights_datasetversion v ON v.id = r.dataset_version_id) releases,
          (SELECT array_agg(kind), array_agg(retained_from) FROM insights_retentionmark) marks
 """
+_CATALOGUE_STATEMENT = "footfall_catalogue"
 # A version's rows lie in its period; a day of margin each side covers a local day rollup's edges.
 MARGIN = dt.timedelta(days=1)
 
@@ -140,16 +141,24 @@ def one_look() -> Iterator[None]:
 def release_state() -> tuple:
     """One statement that changes whenever releases, dataset versions, policies or retention
     marks do: what a cache of anything read from them is keyed by."""
+    return _state(_prepared(_STATE_STATEMENT, _STATE_SQL))
+
+
+def _prepared(name: str, sql: str) -> tuple:
+    """The row of a statement prepared once per session by name. Every report asks the state,
+    and every worker reads the catalogue again after each release: planning them each time cost
+    as much as running them, and Django's connections never prepare (prepare_threshold None).
+    A prepared statement outlives a rolled back transaction."""
     connection.ensure_connection()
     session = connection.connection
+    prepared = getattr(connection, "catalogue_prepared", None)
+    if prepared is None or prepared[0] is not session:
+        prepared = connection.catalogue_prepared = (session, set())
     with psycopg.Cursor(session) as cursor:
-        # Every report asks it: planning it each time cost as much as running it, and Django's
-        # connections never prepare (prepare_threshold None), so it is prepared once per session
-        # by name (a prepared statement outlives a rolled back transaction).
-        if getattr(connection, "release_state_prepared", None) is not session:
-            cursor.execute(f"PREPARE {_STATE_STATEMENT} AS {_STATE_SQL}")
-            connection.release_state_prepared = session
-        return _state(cursor.execute(f"EXECUTE {_STATE_STATEMENT}").fetchone())
+        if name not in prepared[1]:
+            cursor.execute(f"PREPARE {name} AS {sql}")
+            prepared[1].add(name)
+        return cursor.execute(f"EXECUTE {name}").fetchone()
 
 
 def _state(row: tuple) -> tuple:
@@ -167,9 +176,7 @@ def catalogue() -> Catalogue:
         last = _seen[0] if _seen else None
     if last is not None and release_state() == last.state:
         return last
-    with connection.cursor() as cursor:
-        cursor.execute(_CATALOGUE_SQL)
-        row = cursor.fetchone()
+    row = _prepared(_CATALOGUE_STATEMENT, _CATALOGUE_SQL)
     state_columns = len(row) - len(_RELEASE_COLUMNS) - 2
     releases, (mark_kinds, marks) = row[state_columns:-2], row[-2:]
     found = Catalogue(
