@@ -10,8 +10,7 @@ Nothing is stored in the database: reading stored weights back would cost a stat
 A worker keeps the areas of its recent reports in memory (AREAS), keyed by the geometry and the
 catalogue's state, which a release build changes: a cell the build adds under an area is seen
 by the next report. The node's workers share them by the same key (insights/shared.py): a
-worker's first report of an area another worker weighed reads its cells and shares from Redis,
-with the area's months summed that are shared there, in one round trip.
+worker's first report of an area another worker weighed reads its cells and shares from Redis.
 """
 
 import contextlib
@@ -28,7 +27,6 @@ from insights.catalogue import catalogue
 from insights.grid import cell_codes
 from insights.memo import ITEM_OVERHEAD, ByteLRU
 from insights.selectors import MIN_SHARE, cells_in_span
-from insights.summed import AreaMonths, places_digest, taken
 from insights.weighing import cell_shares, in_grid_crs, span
 
 
@@ -52,12 +50,11 @@ AREA_CELL_BYTES = 256  # a cell's tuple, code and share, and its entries in the 
 
 
 @contextlib.contextmanager
-def report_area(geometry: GEOSGeometry, *, months: AreaMonths | None = None) -> Iterator[ReportArea]:
+def report_area(geometry: GEOSGeometry) -> Iterator[ReportArea]:
     """The area's cells (id, code, share), for all the passes of a report: a pass inside
     another's `with` reuses them. Kept in the worker for later reports too, keyed by the
     geometry and the catalogue's state (insights/catalogue.py), which a release's build changes;
-    else weighed. months: the read's months summed, asked for with a shared area (one round
-    trip) and kept where insights.summed finds them."""
+    else weighed."""
     ewkb = bytes(geometry.ewkb)
     made = getattr(connection, "report_area", None)
     if made and made[0] == ewkb:
@@ -66,17 +63,13 @@ def report_area(geometry: GEOSGeometry, *, months: AreaMonths | None = None) -> 
     held_key = (ewkb, catalogue().state, MIN_SHARE)
     area = AREAS.get(held_key)
     if area is None:
-        found, summed = shared.get_area(held_key, months)
+        found = shared.get_area(held_key)
         if found is None:
             area = weighed(geometry)
-            ids, shares = np.array(area.ids, dtype=np.int64), area.share_array
-            shared.put_area(held_key, ids, shares, digest=places_digest(ids, shares))
+            shared.put_area(held_key, np.array(area.ids, dtype=np.int64), area.share_array)
         else:
             ids, shares = found
             area = ReportArea(cells=list(zip(ids.tolist(), cell_codes(ids), shares.tolist(), strict=True)))
-            if months:
-                for key, arrays in zip(months.keys(places_digest(ids, shares)), summed, strict=True):
-                    taken(key, arrays)
         AREAS.put(held_key, area, ITEM_OVERHEAD + len(ewkb) + AREA_CELL_BYTES * len(area.cells))
     connection.report_area = (ewkb, area)
     try:

@@ -350,10 +350,10 @@ def compare_result(query: Query, *, on_progress: Callable[[float], None] | None 
         start=query.comparison_start or query.start,
         end=query.comparison_end or query.end,
     )
-    both = _both_periods(ordered_query, comparison_query, bool(query.comparison_geometry), on_progress)
-    # Over one area read a period at a time, both passes weigh it once.
-    read_apart = both[0] is None and query.comparison_geometry is None
-    with report_area(query.geometry) if read_apart else contextlib.nullcontext():
+    # Over one area, both periods read one table of its cells.
+    shared_area = report_area(query.geometry) if query.comparison_geometry is None else contextlib.nullcontext()
+    with shared_area:
+        both = _both_periods(ordered_query, comparison_query, bool(query.comparison_geometry), on_progress)
         ordered = footfall_result(
             ordered_query, with_cells=False, on_progress=_part_of(on_progress, first=0, of=2), sums=both[0]
         )

@@ -57,7 +57,7 @@ from insights.packing import BITMAP_BYTES, HOURLY_VALUE, hourly_rows
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 3  # of the values below: another one is another key
+FORMAT = 2  # of the values below: another one is another key
 KEY_OVERHEAD = 96  # what Redis spends on a key besides its name and value, counted in the budget
 DAYS = 31
 _COUNT = struct.Struct("<I")  # a value starts with its number of rows
@@ -76,20 +76,6 @@ if written > tonumber(ARGV[2]) then return 0 end
 for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[3]) end
 return 1
 """
-
-# One round trip: an area (KEYS[1]) and, if it is shared, its months summed, whose names are
-# ARGV[1], the area's digest (the first _DIGEST_HEX bytes of its value), then each of ARGV[2...].
-# (Their names are not in KEYS: this Redis is never a cluster.)
-_AREA_SCRIPT = """
-local area = redis.call('GET', KEYS[1])
-local found = {area}
-if area then
-  local digest = string.sub(area, 1, 32)
-  for i = 2, #ARGV do found[i] = redis.call('GET', ARGV[1] .. digest .. ARGV[i]) end
-end
-return found
-"""
-_DIGEST_HEX = 32
 
 PENDING_WRITES = 16  # writes left for flush() at most (a report leaves one or two a read)
 
@@ -132,53 +118,33 @@ def put_summed(summed: Sequence[tuple[tuple, object]]) -> None:
         _hand_over(client, _encoded_summed, [(_summed_name(database, key), month) for key, month in summed])
 
 
-def get_area(area_key: tuple, months=None) -> tuple[tuple[np.ndarray, np.ndarray] | None, list]:
+def get_area(area_key: tuple) -> tuple[np.ndarray, np.ndarray] | None:
     """An area weighed by another worker (insights/areas.py, by its key there): its cells' ids and
-    shares, by code, None if not shared; and with it, in the same round trip, its months summed
-    that are shared (months: insights.summed.AreaMonths, whose keys want the area's digest), as
-    get_summed gives them."""
-    suffixes = [_summed_suffix(key) for key in months.keys(b"")] if months else []
-    found = _asked(
-        lambda client, database: client.eval(
-            _AREA_SCRIPT, 1, _area_name(database, area_key), _summed_prefix(database), *suffixes
-        ),
-        1 + len(suffixes),
-    )
-    blob, summed = found[0], [None if blob is None else _decoded_summed(blob) for blob in found[1:]]
-    summed += [None] * (len(suffixes) - len(summed))  # the area not shared: nor asked for its months
+    shares, by code; None if not shared."""
+    (blob,) = _found(lambda database: [_area_name(database, area_key)], 1)
     if blob is None:
-        return None, summed
-    (count,) = _COUNT.unpack_from(blob, _DIGEST_HEX)
-    at = _DIGEST_HEX + _COUNT.size
-    ids = np.frombuffer(blob, "<i8", count, at).astype(np.int64)
-    return (ids, np.frombuffer(blob, "<f8", count, at + 8 * count).astype(float)), summed
+        return None
+    (count,) = _COUNT.unpack_from(blob)
+    ids = np.frombuffer(blob, "<i8", count, _COUNT.size)
+    return ids.astype(np.int64), np.frombuffer(blob, "<f8", count, _COUNT.size + 8 * count).astype(float)
 
 
-def put_area(area_key: tuple, ids: np.ndarray, shares: np.ndarray, *, digest: bytes) -> None:
-    """Share an area weighed here (digest: its places and shares', insights.summed.places_digest),
-    once the report is final (flush), unless the budget is spent."""
+def put_area(area_key: tuple, ids: np.ndarray, shares: np.ndarray) -> None:
+    """Share an area weighed here, once the report is final (flush), unless the budget is spent."""
     client = _redis()
     if client is not None:
-        blob = b"".join(
-            (digest.hex().encode(), _COUNT.pack(len(ids)), ids.astype("<i8").tobytes(), shares.astype("<f8").tobytes())
-        )
+        blob = b"".join((_COUNT.pack(len(ids)), ids.astype("<i8").tobytes(), shares.astype("<f8").tobytes()))
         _hand_over(client, bytes, [(_area_name(_database(), area_key), blob)])
 
 
 def _found(names_of: Callable[[str], list[str]], count: int) -> list[bytes | None]:
     """The values under the names (made from the database read), in one MGET: None for each
     where nothing is shared, Redis is not asked, or it failed."""
-    return _asked(lambda client, database: client.mget(names_of(database)), count)
-
-
-def _asked(ask: Callable[[redis.Redis, str], list], count: int) -> list[bytes | None]:
-    """What ask(client, database read) answers: count values, None for each where nothing is
-    shared; all None if Redis is not asked or it failed."""
     client = _redis()
     if client is None or not count:
         return [None] * count
     try:
-        return ask(client, _database())
+        return client.mget(names_of(_database()))
     except (redis.RedisError, OSError) as exc:
         _failed(exc)
         return [None] * count
@@ -383,26 +349,16 @@ def _decoded_days(blob: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _summed_name(database: str, key: tuple) -> str:
     """insights/summed.py's key (held.py's read, the area's places and shares as a digest, the
     month and its versions with their build times, the grouping, whether places are summed) as a
-    Redis key: the digest, then what a read's months share hashed once, then the month and its
-    versions (so that get_area's script can put an area's digest into its months' names)."""
-    return f"{_summed_prefix(database)}{key[4].hex()}{_summed_suffix(key)}"
-
-
-def _summed_prefix(database: str) -> str:
-    return f"{settings.SHARED_MONTHS_PREFIX}:{database}:summed:"
-
-
-def _summed_suffix(key: tuple) -> str:
-    """A summed key's name after the area's digest."""
-    read, (month, versions), rest = key[:4], key[5:7], key[7:]
+    Redis key: what a read's months share hashed once, then the month and its versions."""
+    read, (month, versions), rest = key[:5], key[5:7], key[7:]
     released = ".".join(f"{version}@{built_at.timestamp():.6f}" for version, built_at in versions)
-    return f":{_summed_read_hash(read, rest)}:{month.isoformat()}:{released}"
+    return f"{_summed_read_name(settings.SHARED_MONTHS_PREFIX, database, read, rest)}:{month.isoformat()}:{released}"
 
 
 @functools.lru_cache(maxsize=256)
-def _summed_read_hash(read: tuple, rest: tuple) -> str:
+def _summed_read_name(prefix: str, database: str, read: tuple, rest: tuple) -> str:
     summed = json.dumps([FORMAT, *read, *rest], default=_plain_or_hex, separators=(",", ":"))
-    return hashlib.blake2b(summed.encode(), digest_size=16).hexdigest()
+    return f"{prefix}:{database}:summed:{hashlib.blake2b(summed.encode(), digest_size=16).hexdigest()}"
 
 
 def _area_name(database: str, area_key: tuple) -> str:

@@ -13,8 +13,7 @@ A report then only adds each month's span of hours (or days) into its buckets: a
 for buckets of several hours, one reduceat per month.
 """
 
-import hashlib
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,44 +86,16 @@ def summed_month(month: Month, *, group: np.ndarray, share: np.ndarray, places: 
     )
 
 
-@dataclass(frozen=True)
-class AreaMonths:
-    """The keys of an area's months summed but the area's places and shares (places_digest): so
-    that a worker can ask for them with the area itself (insights/shared.py, get_area), before it
-    knows the area's cells. A key is (*read, places digest, month, versions, *rest)."""
-
-    read: tuple  # held.py's read: table, segment filter, policy, retention mark
-    months: tuple  # (month, its dataset versions with their build times) pairs
-    rest: tuple  # the grouping, whether places are summed
-
-    def keys(self, digest: bytes) -> list[tuple]:
-        return [(*self.read, digest, month, versions, *self.rest) for month, versions in self.months]
-
-
-def places_digest(places: Sequence[int], shares: np.ndarray) -> bytes:
-    """An area's places and their shares as a digest: a key of thousands of ids would outweigh its item."""
-    return hashlib.blake2b(
-        np.asarray(places, dtype="<i8").tobytes() + np.asarray(shares, dtype="<f8").tobytes(), digest_size=16
-    ).digest()
-
-
 def kept(keys: list[Hashable]) -> list[SummedMonth | None]:
     """The area's months summed, from this worker's memory or else the node's
     (insights/shared.py: those missing here asked for at once)."""
     found = [SUMMED.get(key) for key in keys]
     missing = [index for index, summed in enumerate(found) if summed is None]
     for index, arrays in zip(missing, shared.get_summed([keys[index] for index in missing]), strict=True):
-        found[index] = taken(keys[index], arrays)
+        if arrays is not None:
+            found[index] = SummedMonth(*arrays)
+            SUMMED.put(keys[index], found[index], found[index].size)
     return found
-
-
-def taken(key: Hashable, arrays: list[np.ndarray | None] | None) -> SummedMonth | None:
-    """A month summed as shared (insights/shared.py), kept in this worker's memory too; None if not shared."""
-    if arrays is None:
-        return None
-    summed = SummedMonth(*arrays)
-    SUMMED.put(key, summed, summed.size)
-    return summed
 
 
 def keep(summed: list[tuple[Hashable, SummedMonth]]) -> None:

@@ -3,8 +3,9 @@ values per local time bucket and segment, decoded and summed with numpy."""
 
 import datetime as dt
 import functools
+import hashlib
 import itertools
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
@@ -22,7 +23,7 @@ from insights.packing import HOURS_PER_ROW
 from insights.partitions import month_start, months, next_month
 from insights.regions import forget as regions_forget
 from insights.scans import Scan, scanned_months
-from insights.summed import SUMMED, AreaMonths, SummedMonth, keep, kept, places_digest, summed_month
+from insights.summed import SUMMED, SummedMonth, keep, kept, summed_month
 
 # Reports read published values only: the release of each dataset version up to the report's,
 # under one policy.
@@ -323,29 +324,11 @@ def cell_hour_sums(
     if breakdowns and with_everyone:
         segments = f"(({everyone_only}) OR ({segments}))"
     period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=over_period, gap=gap)
-    table = f"{kind.table}_released{'' if source == 'hour' else '_day'}"
-    by_key = {segment_key(codes): index for codes, index in groups.items()}
-    # A small read's months summed are asked for with the area, if it is shared.
-    read, area_months = _area_months(
-        Read(
-            table=table,
-            source=source,
-            place="cell_id",
-            segments=tuple(kind.segments),
-            where=segments,
-            params={},
-            filter_key=(segments,),
-            policy=policy,
-            retained_from=None,  # the catalogue's, set by _area_months
-        ),
-        kind=kind,
-        period=period,
-        version=version,
-        rest=(tuple(sorted(by_key.items())), with_cells),
-    )
-    with report_area(geometry, months=area_months) as area:
+    with report_area(geometry) as area:
         totals = _Totals(buckets=len(period.starts), groups=len(groups))
         cells = _Totals(buckets=1, groups=len(area.cells))  # everyone's per cell over the period
+        table = f"{kind.table}_released{'' if source == 'hour' else '_day'}"
+        by_key = {segment_key(codes): index for codes, index in groups.items()}
         # Two periods read at once are as small as the larger of them: kept as each would be apart.
         parts = [(start, end)] if gap is None else [(start, gap[0]), (gap[1], end)]
         months_read = max(
@@ -355,11 +338,23 @@ def cell_hour_sums(
             # A small read: its months are kept in the worker's memory (insights/held.py), and
             # summed per group for this area (insights/summed.py).
             for month, summed in _summed_months(
-                read,
-                area_months,
+                Read(
+                    table=table,
+                    source=source,
+                    place="cell_id",
+                    segments=tuple(kind.segments),
+                    where=segments,
+                    params={},
+                    filter_key=(segments,),
+                    policy=policy,
+                    retained_from=None,  # the catalogue's, set by _summed_months
+                ),
+                kind=kind,
+                period=period,
                 places=area.ids,
                 shares=area.share_array,
-                group_of=lambda held: _groups_of(held.segment, by_key),
+                version=version,
+                grouping=(tuple(sorted(by_key.items())), lambda held: _groups_of(held.segment, by_key)),
                 with_places=with_cells,
             ):
                 totals.add_summed(period.month_span(source, month), summed)
@@ -412,48 +407,42 @@ def _groups_of(segment: np.ndarray, by_key: dict[int, int]) -> np.ndarray:
     return np.where(keys[at] == segment, indexes[at], -1)
 
 
-def _area_months(
-    read: Read, *, kind: AggregateKind, period: _Period, version: int, rest: tuple
-) -> tuple[Read, AreaMonths]:
-    """The read with the kind's retention mark, and the keys of its months summed but the area's
-    places (insights/summed.py): each month reads its dataset versions up to `version` as the
-    catalogue lists them. rest: what says which segments go to which group, whether places are
-    summed."""
-    seen = catalogue()
-    read = replace(read, retained_from=seen.retained_from.get(kind.name))
-    months = tuple(
-        (
-            month,
-            seen.versions(
-                kind=kind.name,
-                policy=read.policy,
-                version=version,
-                start=month_start(month),
-                end=month_start(next_month(month)),
-            ),
-        )
-        for month in period.months(read.source)
-    )
-    return read, AreaMonths(
-        read=(read.table, read.filter_key, read.policy, read.retained_from), months=months, rest=rest
-    )
-
-
 def _summed_months(
     read: Read,
-    area_months: AreaMonths,
     *,
+    kind: AggregateKind,
+    period: _Period,
     places: list[int],
     shares: np.ndarray,
-    group_of: Callable[[Month], np.ndarray],
+    version: int,
+    grouping: tuple[Hashable, Callable[[Month], np.ndarray]],
     with_places: bool,
 ) -> list[tuple[dt.datetime | dt.date, SummedMonth]]:
     """A small read's months summed per group for this area: from the worker's memory
     (insights/summed.py), else from the months kept per place (insights/held.py), else read.
-    group_of: the group of each row of a month (-1: not summed)."""
-    months_read = [month for month, _ in area_months.months]
-    versions = [month_versions for _, month_versions in area_months.months]
-    keys = area_months.keys(places_digest(places, shares))
+    Each month reads its dataset versions up to `version` as the catalogue lists them.
+    grouping: what says which segments go to which group (for the key), and the group of each
+    row of a month (-1: not summed)."""
+    seen = catalogue()
+    read = replace(read, retained_from=seen.retained_from.get(kind.name))
+    months_read = period.months(read.source)
+    versions = [
+        seen.versions(
+            kind=kind.name,
+            policy=read.policy,
+            version=version,
+            start=month_start(month),
+            end=month_start(next_month(month)),
+        )
+        for month in months_read
+    ]
+    # The places and their shares as a digest: a key of thousands of ids would outweigh its item.
+    places_digest = hashlib.blake2b(np.asarray(places, dtype=np.int64).tobytes() + shares.tobytes(), digest_size=16)
+    area = (read.table, read.filter_key, read.policy, read.retained_from, places_digest.digest())
+    keys = [
+        (*area, month, month_versions, grouping[0], with_places)
+        for month, month_versions in zip(months_read, versions, strict=True)
+    ]
     found = kept(keys)
     missing = [index for index, summed in enumerate(found) if summed is None]
     if missing:
@@ -468,7 +457,7 @@ def _summed_months(
         )
         for index, month in zip(missing, months, strict=True):
             found[index] = summed_month(
-                month, group=group_of(month), share=shares[month.place], places=len(places) if with_places else None
+                month, group=grouping[1](month), share=shares[month.place], places=len(places) if with_places else None
             )
         keep([(keys[index], found[index]) for index in missing])
     return list(zip(months_read, found, strict=True))
@@ -497,7 +486,7 @@ def trip_sums(
         # A small read: its months are kept in the worker's memory (insights/held.py), and
         # summed per zone pair (insights/summed.py).
         where = "t.destination = ANY(%(zones)s::smallint[])"
-        read, area_months = _area_months(
+        for month, summed in _summed_months(
             Read(
                 table=f"{TRIPS.table}_released{'' if source == 'hour' else '_day'}",
                 source=source,
@@ -507,20 +496,15 @@ def trip_sums(
                 params={"zones": [int(zone) for zone in ordered]},
                 filter_key=(where, tuple(ordered)),
                 policy=policy,
-                retained_from=None,  # the catalogue's, set by _area_months
+                retained_from=None,  # the catalogue's, set by _summed_months
             ),
             kind=TRIPS,
             period=period,
-            version=version,
-            rest=((), False),
-        )
-        for month, summed in _summed_months(
-            read,
-            area_months,
             places=list(ordered),
             shares=np.ones(len(ordered)),
+            version=version,
             # pairs run by origin then destination, both in id order
-            group_of=lambda held: held.place * len(ordered) + np.searchsorted(ordered, held.segment),
+            grouping=((), lambda held: held.place * len(ordered) + np.searchsorted(ordered, held.segment)),
             with_places=False,
         ):
             totals.add_summed(period.month_span(source, month), summed)

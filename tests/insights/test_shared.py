@@ -22,12 +22,12 @@ import insights.summed
 from insights import shared
 from insights.models import Release
 from insights.releases import releases_build
-from insights.reports import compare_result, dwell_result, footfall_result
+from insights.reports import dwell_result, footfall_result
 from insights.selectors import cells_in_span
 from insights.services import aggregates_retain
 from insights.sums import caches_clear
 from tests import grid
-from tests.conftest import CITY_START, DWELL_END, DWELL_START
+from tests.conftest import DWELL_END, DWELL_START
 from tests.insights.report_queries import BLOCK, query, tables
 
 UTC = dt.UTC
@@ -133,48 +133,6 @@ def test_a_worker_reads_an_area_another_weighed_from_the_node(city, tmp_path, se
     caches_clear()
     footfall_result(query())
     assert len(spans) == 1
-
-
-def redis_asks_counted(monkeypatch) -> list:
-    """How many values each round trip to Redis asks for, from here on (asking for none is no round trip)."""
-    asked = []
-    ask = shared._asked
-
-    def counted(question, count):
-        if count:
-            asked.append(count)
-        return ask(question, count)
-
-    monkeypatch.setattr(shared, "_asked", counted)
-    return asked
-
-
-@pytest.mark.parametrize(
-    "compute, order",
-    [
-        (footfall_result, {}),
-        # both periods read at once: one area, its months summed over both
-        (
-            compare_result,
-            {
-                "end": CITY_START + dt.timedelta(days=2),
-                "comparison_start": CITY_START + dt.timedelta(days=2),
-                "comparison_end": CITY_START + dt.timedelta(days=4),
-            },
-        ),
-    ],
-)
-def test_a_worker_reads_an_area_another_served_and_its_months_in_one_round_trip(
-    city, settings, monkeypatch, compute, order
-):
-    first = tables(compute(query(**order)))
-    fetched = reads_counted(monkeypatch)
-    asked = redis_asks_counted(monkeypatch)
-
-    caches_clear()  # another worker
-    assert tables(compute(query(**order))) == first
-    assert asked == [2]  # the area and its month summed
-    assert fetched == []
 
 
 def test_dwell_bands_and_day_rows_shared_give_the_numbers_of_the_database(dwell, settings, monkeypatch):
