@@ -271,10 +271,14 @@ def _names(database: str, keys: Sequence[tuple]) -> list[str]:
         if month is None:
             table, filter_key, policy, retained_from, start, versions = key[:6]
             read = _read_name(settings.SHARED_MONTHS_PREFIX, database, table, filter_key, policy, retained_from)
-            released = ".".join(f"{version}@{built_at.timestamp():.6f}" for version, built_at in versions)
-            month = months[key[:6]] = f"{read}:{start.isoformat()}:{released}:"
+            month = months[key[:6]] = f"{read}:{start.isoformat()}:{_released(versions)}:"
         names.append(f"{month}{int(key[6])}")
     return names
+
+
+def _released(versions: tuple) -> str:
+    """A month's dataset versions with their releases' build times, as a key's part."""
+    return ".".join(f"{version}@{built_at.timestamp():.6f}" for version, built_at in versions)
 
 
 @functools.lru_cache(maxsize=256)
@@ -351,8 +355,8 @@ def _summed_name(database: str, key: tuple) -> str:
     month and its versions with their build times, the grouping, whether places are summed) as a
     Redis key: what a read's months share hashed once, then the month and its versions."""
     read, (month, versions), rest = key[:5], key[5:7], key[7:]
-    released = ".".join(f"{version}@{built_at.timestamp():.6f}" for version, built_at in versions)
-    return f"{_summed_read_name(settings.SHARED_MONTHS_PREFIX, database, read, rest)}:{month.isoformat()}:{released}"
+    summed = _summed_read_name(settings.SHARED_MONTHS_PREFIX, database, read, rest)
+    return f"{summed}:{month.isoformat()}:{_released(versions)}"
 
 
 @functools.lru_cache(maxsize=256)

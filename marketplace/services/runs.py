@@ -219,15 +219,10 @@ def _report_release(report: Report, result: dict, *, version: int, clock: StageC
         "compare_geometry": report.compare_geometry.geojson if report.compare_geometry else None,
         "privacy": result["privacy"],
     }
-    released = {
-        "names": stored.names,
-        "first_rows": stored.first_rows,
-        "rows": stored.rows,
-        "data": stored.data,
+    released = dataclasses.asdict(stored) | {
         "product": report.product.code,
         "version": version,
         "parameters": json.dumps(parameters),
-        "sha256": stored.sha256,
         "released_at": timezone.now(),
     }
     with transaction.atomic():
