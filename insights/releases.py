@@ -38,6 +38,7 @@ from insights.packing import (
 )
 from insights.partitions import attach, month_start, months, next_month, partition, partitions
 from insights.segments import ALL
+from insights.signals import release_landed
 
 BELOW_K = "below_k"
 COMPLEMENTARY = "complementary"
@@ -119,6 +120,9 @@ def release_build(*, version: DatasetVersion, policy: ReleasePolicy) -> Release:
             duration_seconds=time.monotonic() - started,
             **counts,
         )
+        # After the outermost commit (a load builds its release in its own transaction), once
+        # reports can read it; a receiver that fails is logged and leaves the release as it is.
+        transaction.on_commit(lambda: release_landed.send(sender=Release, release=release), robust=True)
     return release
 
 

@@ -62,3 +62,12 @@ def sweep_webhook_deliveries() -> int:
     from marketplace.services import webhook_deliveries_requeue
 
     return webhook_deliveries_requeue()
+
+
+# Expires: a warm-up that waited an hour behind reports would warm what buyers already ordered.
+@shared_task(expires=3600)
+def warm_ordered_areas(release_id: int) -> int:
+    """After a release: the areas ordered most lately computed into the node's shared months."""
+    from marketplace.services.warmup import ordered_areas_warm
+
+    return ordered_areas_warm(release_id=release_id)

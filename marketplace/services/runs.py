@@ -179,8 +179,14 @@ def report_give_up(*, report_id: str, error: DatabaseError) -> bool:
 
 def _report_result(report: Report, *, version: int, policy: ReleasePolicy) -> dict:
     """The engine's result for the report's product."""
+    query = report_query(report, version=version, policy=policy)
+    return PRODUCTS[report.product.code].compute(query, on_progress=_progress_writer(report.pk))
+
+
+def report_query(report: Report, *, version: int, policy: ReleasePolicy) -> Query:
+    """What the engine is asked for the report, reading the releases up to the version under the policy."""
     product = PRODUCTS[report.product.code]
-    query = Query(
+    return Query(
         geometry=report.geometry,
         start=report.start,
         end=report.end,
@@ -194,7 +200,6 @@ def _report_result(report: Report, *, version: int, policy: ReleasePolicy) -> di
         comparison_end=report.compare_end,
         comparison_geometry=report.compare_geometry,
     )
-    return product.compute(query, on_progress=_progress_writer(report.pk))
 
 
 def _report_release(report: Report, result: dict, *, version: int, clock: StageClock, lock: _HeldLock) -> None:

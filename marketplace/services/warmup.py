@@ -1,0 +1,132 @@
+"""After a release: the areas buyers ordered most lately computed once, unbilled and unseen, so
+that the node's shared months hold them (insights/shared.py) before a buyer orders them again.
+
+A buyer's first report of an area after a release would otherwise read every month of it from
+PostgreSQL (a new release changes the key of each month it covers, and of the area weighed):
+for a shopping centre, as slow as DuckDB over the same hourly values (docs/scaling.md). With
+this, a weekly re-order of the same area (the same length of period, ending at the newest
+data) is a worker's first report of an area another worker served: its area and months summed
+are read from Redis. Only cached values are written; no report, result, usage or audit line is.
+"""
+
+import collections
+import dataclasses
+import datetime as dt
+import logging
+import time
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.utils import timezone
+
+from insights import shared
+from insights.kinds import KINDS
+from insights.models import Release
+from insights.products import PRODUCTS
+from marketplace import selectors
+from marketplace.models import Report
+from marketplace.services.runs import report_query
+
+logger = logging.getLogger(__name__)
+
+WEEK = dt.timedelta(weeks=1)
+
+
+def warm_up_after_release(sender, *, release: Release, **kwargs) -> None:
+    """insights.signals.release_landed's receiver: queue the release's warm-up."""
+    from marketplace.tasks import warm_ordered_areas
+
+    warm_ordered_areas.delay(release.pk)
+
+
+def ordered_areas_warm(*, release_id: int) -> int:
+    """Compute, for the release's kind, the reports ordered most in the last
+    REPORT_WARMUP_DAYS (at most REPORT_WARMUP_AREAS of them, for at most REPORT_WARMUP_SECONDS),
+    each moved on by whole weeks to end at the newest data, and share what they read. Returns
+    how many were computed. Nothing when a later release of the kind has landed (its own warm-up
+    does it), the release is not under the policy reports read, or the months are not shared."""
+    if not settings.SHARED_MONTHS_URL or settings.REPORT_WARMUP_AREAS <= 0:
+        return 0
+    release = Release.objects.select_related("dataset_version").filter(pk=release_id).first()
+    if release is None:
+        return 0
+    kind = KINDS[release.dataset_version.kind]
+    coverage = selectors.coverage(kind=kind)
+    if coverage is None or coverage.policy != release.policy or coverage.latest_version != release.dataset_version_id:
+        return 0
+    deadline = time.monotonic() + settings.REPORT_WARMUP_SECONDS
+    warmed = 0
+    for report in most_ordered(codes=[code for code, product in PRODUCTS.items() if product.kind == kind]):
+        if time.monotonic() > deadline:
+            break
+        try:
+            query = report_query(report, version=coverage.latest_version, policy=coverage.policy)
+            PRODUCTS[report.product.code].compute(moved_on(query, coverage.end), on_progress=None)
+        except Exception:
+            # One area that fails (a region since removed, say) leaves the others to warm.
+            logger.warning("warming report %s's area failed", report.pk, exc_info=True)
+            continue
+        finally:
+            shared.flush()
+        warmed += 1
+    logger.info("release %s: %d ordered areas warmed", release_id, warmed)
+    return warmed
+
+
+def most_ordered(*, codes: list[str]) -> list[Report]:
+    """The latest succeeded report of each distinct order (product, area, period length,
+    granularity, time zone, breakdowns, regions, comparison) of the products in the last
+    REPORT_WARMUP_DAYS, the most ordered first (then the latest), at most REPORT_WARMUP_AREAS."""
+    since = timezone.now() - dt.timedelta(days=settings.REPORT_WARMUP_DAYS)
+    recent = (
+        Report.objects.filter(status=Report.Status.SUCCEEDED, product__code__in=codes, created_at__gte=since)
+        .select_related("product")
+        .order_by("-created_at")[: settings.REPORT_WARMUP_REPORTS_READ]
+    )
+    counts: collections.Counter = collections.Counter()
+    latest: dict[tuple, Report] = {}
+    for report in recent:
+        key = _order_key(report)
+        counts[key] += 1
+        latest.setdefault(key, report)  # newest first
+    ranked = sorted(latest, key=lambda key: (-counts[key], -latest[key].created_at.timestamp()))
+    return [latest[key] for key in ranked[: settings.REPORT_WARMUP_AREAS]]
+
+
+def _order_key(report: Report) -> tuple:
+    """What makes two reports the same order but for when it ends."""
+    compared = report.compare_start and (report.compare_start - report.start, report.compare_end - report.start)
+    return (
+        report.product.code,
+        bytes(report.geometry.ewkb),
+        report.compare_geometry and bytes(report.compare_geometry.ewkb),
+        report.end - report.start,
+        compared,
+        report.granularity,
+        report.time_zone,
+        tuple(report.breakdowns),
+        tuple(report.regions or ()),
+    )
+
+
+def moved_on(query, newest: dt.datetime):
+    """The query's periods moved on by as many whole weeks as fit before `newest` (none if
+    none fit), in the report's local time, so its days and weeks still start at local midnight
+    and on Mondays."""
+    zone = ZoneInfo(query.time_zone)
+
+    def moved(instant: dt.datetime | None, weeks: int) -> dt.datetime | None:
+        # Aware arithmetic in the zone adds wall-clock time: local midnight stays local midnight.
+        return instant and (instant.astimezone(zone) + weeks * WEEK).astimezone(dt.UTC)
+
+    last = max(query.end, query.comparison_end or query.end)
+    weeks = max(0, (newest - last) // WEEK)
+    while weeks and moved(last, weeks) > newest:  # a DST change may move it an hour past
+        weeks -= 1
+    return dataclasses.replace(
+        query,
+        start=moved(query.start, weeks),
+        end=moved(query.end, weeks),
+        comparison_start=moved(query.comparison_start, weeks),
+        comparison_end=moved(query.comparison_end, weeks),
+    )

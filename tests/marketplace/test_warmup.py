@@ -1,0 +1,235 @@
+"""After a release, the areas ordered most lately are computed into the node's shared months
+(marketplace/services/warmup.py): a buyer's re-order of such an area, moved on to the new
+data, reads none of its months from PostgreSQL, even on a worker that never read it; nothing
+is billed or stored for the warm-up; and it warms only the most ordered, within its limits."""
+
+import dataclasses
+import datetime as dt
+import logging
+import uuid
+from zoneinfo import ZoneInfo
+
+import pytest
+import redis
+from django.contrib.gis.geos import MultiPolygon
+
+import insights.held
+from billing.models import UsageLine
+from insights import shared
+from insights.models import Release
+from insights.products import PRODUCTS
+from insights.reports import Query
+from insights.sums import caches_clear
+from marketplace.models import Report
+from marketplace.services import warmup
+from tests import grid
+from tests.conftest import CITY_CELLS, CITY_END, city_visits
+from tests.factories import five_day_order_body
+
+REPORTS = "/api/v1/reports/"
+BERLIN = ZoneInfo("Europe/Berlin")
+UTC = dt.UTC
+NEXT_WEEK_END = CITY_END + dt.timedelta(days=7)
+
+
+@pytest.fixture(autouse=True)
+def own_prefix(settings, monkeypatch):
+    """The test's shared months under a prefix of its own, Redis asked from the start."""
+    prefix = "test-warmup"
+    settings.SHARED_MONTHS_PREFIX = f"{prefix}-{uuid.uuid4().hex}"
+    monkeypatch.setattr(shared, "_down_until", 0.0)
+    caches_clear()
+    yield
+    caches_clear()
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for name in client.scan_iter(match=f"{prefix}-*"):
+        client.delete(name)
+
+
+@pytest.fixture
+def place(api, django_capture_on_commit_callbacks):
+    """POST an order and run it (eagerly): its report as the API shows it."""
+
+    def post(body):
+        with django_capture_on_commit_callbacks(execute=True):
+            response = api.post(REPORTS, body, format="json")
+        assert response.status_code == 201, response.json()
+        return api.get(f"{REPORTS}{response.json()['id']}/").json()
+
+    return post
+
+
+def next_week(tmp_path, django_capture_on_commit_callbacks) -> Release:
+    """The operator's next weekly file, loaded; its release's warm-up run (eagerly) once committed."""
+    with django_capture_on_commit_callbacks(execute=True):
+        grid.load_totals(tmp_path / "next.csv", cells=CITY_CELLS, start=CITY_END, end=NEXT_WEEK_END, visits=city_visits)
+    return Release.objects.latest("pk")
+
+
+def fetched_from_database(monkeypatch) -> list:
+    """The place-months each read of PostgreSQL fetches, from here on."""
+    fetched = []
+    fetch = insights.held._fetch
+
+    def counted(read, places, months, versions, missing):
+        fetched.extend(missing)
+        return fetch(read, places, months, versions, missing)
+
+    monkeypatch.setattr(insights.held, "_fetch", counted)
+    return fetched
+
+
+def spied(monkeypatch, compute) -> None:
+    """The warm-up computes footfall with `compute`."""
+    monkeypatch.setitem(warmup.PRODUCTS, "footfall", dataclasses.replace(PRODUCTS["footfall"], compute=compute))
+
+
+def moved_on_a_week(body: dict) -> dict:
+    return body | {"start": "2026-04-03T00:00:00+02:00", "end": "2026-04-08T00:00:00+02:00"}
+
+
+@pytest.mark.parametrize("areas_warmed", [50, 0])
+def test_a_reorder_after_a_release_reads_no_month_from_the_database(
+    city, place, tmp_path, django_capture_on_commit_callbacks, settings, monkeypatch, areas_warmed
+):
+    settings.REPORT_WARMUP_AREAS = areas_warmed
+    body = five_day_order_body(granularity="hour")
+    assert place(body)["status"] == "succeeded"
+    usage_lines = UsageLine.objects.count()
+
+    next_week(tmp_path, django_capture_on_commit_callbacks)
+    assert (Report.objects.count(), UsageLine.objects.count()) == (1, usage_lines)  # nothing ordered or billed
+
+    fetched = fetched_from_database(monkeypatch)
+    caches_clear()  # another worker, which never read the area
+    again = place(moved_on_a_week(body))
+    assert again["status"] == "succeeded"
+    assert len(again["result"]["series"]) == 5 * 24
+    if areas_warmed:
+        assert fetched == []
+    else:
+        assert fetched  # the months the new release changed are read from PostgreSQL
+
+
+def test_the_warm_up_computes_the_same_numbers_the_reorder_shows(
+    city, place, tmp_path, django_capture_on_commit_callbacks, settings
+):
+    body = five_day_order_body()
+    place(body)
+    next_week(tmp_path, django_capture_on_commit_callbacks)
+    warmed = place(moved_on_a_week(body))["result"]["series"]
+
+    settings.SHARED_MONTHS_URL = ""  # a node that shares nothing
+    caches_clear()
+    unwarmed = place(moved_on_a_week(body))["result"]["series"]
+    assert warmed == unwarmed
+    days = [dt.date(2026, 4, 3) + dt.timedelta(days=day) for day in range(5)]
+    assert [row["person_hours"] for row in warmed] == [
+        sum(
+            city_visits(cell, hour)
+            for cell in CITY_CELLS
+            for hour in grid.hours(CITY_END, NEXT_WEEK_END)
+            if hour.astimezone(BERLIN).date() == day
+        )
+        for day in days
+    ]
+
+
+def test_the_most_ordered_areas_are_warmed_first_and_no_more_than_the_limit(
+    city, place, tmp_path, django_capture_on_commit_callbacks, settings, monkeypatch
+):
+    often = five_day_order_body()
+    once = five_day_order_body(geometry=grid.geojson(grid.square(0, 0, 2, 2)))
+    place(often)
+    place(once)
+    place(often)
+    settings.REPORT_WARMUP_AREAS = 1
+    warmed = []
+    compute = PRODUCTS["footfall"].compute
+    spied(monkeypatch, lambda query, **kwargs: warmed.append(query) or compute(query, **kwargs))
+
+    next_week(tmp_path, django_capture_on_commit_callbacks)
+
+    (query,) = warmed
+    assert query.geometry.equals(MultiPolygon(grid.square(0, 0, 4, 4), srid=4326))
+    # The latest of those orders, moved on a week: the same local days of the week, at local midnight.
+    assert (query.start, query.end) == (
+        dt.datetime(2026, 4, 3, tzinfo=BERLIN).astimezone(UTC),
+        dt.datetime(2026, 4, 8, tzinfo=BERLIN).astimezone(UTC),
+    )
+
+
+def test_an_area_that_fails_leaves_the_others_to_warm(
+    city, place, tmp_path, django_capture_on_commit_callbacks, monkeypatch, caplog
+):
+    small = grid.square(0, 0, 2, 2)
+    place(five_day_order_body(geometry=grid.geojson(small)))  # the latest: warmed first
+    place(five_day_order_body())
+    compute, calls = PRODUCTS["footfall"].compute, []
+
+    def small_fails(query, **kwargs):
+        calls.append(query)
+        if query.geometry.equals(MultiPolygon(small, srid=4326)):
+            raise RuntimeError("a region since removed")
+        return compute(query, **kwargs)
+
+    spied(monkeypatch, small_fails)
+    with caplog.at_level(logging.WARNING, logger="marketplace.services.warmup"):
+        release = next_week(tmp_path, django_capture_on_commit_callbacks)
+    assert len(calls) == 2
+    assert "area failed" in caplog.text
+    assert warmup.ordered_areas_warm(release_id=release.pk) == 1  # the other one warmed
+
+
+def test_an_earlier_release_leaves_the_warm_up_to_the_latest(city, place, tmp_path, django_capture_on_commit_callbacks):
+    place(five_day_order_body())
+    first = Release.objects.earliest("pk")
+    latest = next_week(tmp_path, django_capture_on_commit_callbacks)
+    assert warmup.ordered_areas_warm(release_id=first.pk) == 0
+    assert warmup.ordered_areas_warm(release_id=latest.pk) == 1
+    assert warmup.ordered_areas_warm(release_id=latest.pk + 1000) == 0  # gone
+
+
+def test_the_warm_up_is_queued_only_once_the_load_commits(
+    city, tmp_path, django_capture_on_commit_callbacks, monkeypatch
+):
+    queued = []
+    monkeypatch.setattr("marketplace.tasks.warm_ordered_areas.delay", queued.append)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        grid.load_totals(tmp_path / "next.csv", cells=CITY_CELLS, start=CITY_END, end=NEXT_WEEK_END, visits=city_visits)
+    assert queued == []
+    for callback in callbacks:
+        callback()
+    assert queued == [Release.objects.latest("pk").pk]
+
+
+def test_a_broker_down_leaves_the_load_as_it_is(
+    city, tmp_path, django_capture_on_commit_callbacks, monkeypatch, caplog
+):
+    def down(release_id):
+        raise ConnectionRefusedError("the broker is down")
+
+    monkeypatch.setattr("marketplace.tasks.warm_ordered_areas.delay", down)
+    releases = Release.objects.count()
+    with caplog.at_level(logging.ERROR, logger="django.db.backends.base"):
+        next_week(tmp_path, django_capture_on_commit_callbacks)
+    assert Release.objects.count() == releases + 1
+    assert "the broker is down" in caplog.text
+
+
+def test_moving_on_keeps_local_midnight_across_a_change_of_time():
+    query = Query(  # the week of the spring change: 167 hours
+        start=dt.datetime(2026, 3, 23, tzinfo=BERLIN).astimezone(UTC),
+        end=dt.datetime(2026, 3, 30, tzinfo=BERLIN).astimezone(UTC),
+        granularity="day",
+        time_zone="Europe/Berlin",
+        version=1,
+        policy=None,
+    )
+    newest = dt.datetime(2026, 4, 13, tzinfo=BERLIN).astimezone(UTC)
+    moved = warmup.moved_on(query, newest)
+    assert (moved.start, moved.end) == (
+        dt.datetime(2026, 4, 6, tzinfo=BERLIN).astimezone(UTC),
+        dt.datetime(2026, 4, 13, tzinfo=BERLIN).astimezone(UTC),
+    )
+    assert warmup.moved_on(query, query.end + dt.timedelta(days=6)) == query  # no whole week fits: as ordered
