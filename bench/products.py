@@ -81,6 +81,8 @@ def main() -> None:
     # Everything this runs, the processes it starts too, uses the bench database, never the development one.
     os.environ["DATABASE_URL"] = f"postgis://root@127.0.0.1:5432/{database}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings")
+    # No buyer ever ordered from it: its loads queue no warm-up (marketplace/services/warmup.py).
+    os.environ["REPORT_WARMUP_AREAS"] = "0"
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     size = SIZES[args.size]
     parquet = BENCH_DIR / metro_file_name(size=size.name, seed=args.seed)

@@ -33,10 +33,15 @@ WEEK = dt.timedelta(weeks=1)
 
 
 def warm_up_after_release(sender, *, release: Release, **kwargs) -> None:
-    """insights.signals.release_landed's receiver: queue the release's warm-up."""
+    """insights.signals.release_landed's receiver: queue the release's warm-up, unless it is off."""
     from marketplace.tasks import warm_ordered_areas
 
-    warm_ordered_areas.delay(release.pk)
+    if _warming():
+        warm_ordered_areas.delay(release.pk)
+
+
+def _warming() -> bool:
+    return bool(settings.SHARED_MONTHS_URL) and settings.REPORT_WARMUP_AREAS > 0
 
 
 def ordered_areas_warm(*, release_id: int) -> int:
@@ -45,7 +50,7 @@ def ordered_areas_warm(*, release_id: int) -> int:
     each moved on by whole weeks to end at the newest data, and share what they read. Returns
     how many were computed. Nothing when a later release of the kind has landed (its own warm-up
     does it), the release is not under the policy reports read, or the months are not shared."""
-    if not settings.SHARED_MONTHS_URL or settings.REPORT_WARMUP_AREAS <= 0:
+    if not _warming():
         return 0
     release = Release.objects.select_related("dataset_version").filter(pk=release_id).first()
     if release is None:

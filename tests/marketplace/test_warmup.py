@@ -233,3 +233,15 @@ def test_moving_on_keeps_local_midnight_across_a_change_of_time():
         dt.datetime(2026, 4, 13, tzinfo=BERLIN).astimezone(UTC),
     )
     assert warmup.moved_on(query, query.end + dt.timedelta(days=6)) == query  # no whole week fits: as ordered
+
+
+@pytest.mark.parametrize("off", [{"REPORT_WARMUP_AREAS": 0}, {"SHARED_MONTHS_URL": ""}])
+def test_with_the_warm_up_off_a_load_queues_nothing(
+    city, tmp_path, django_capture_on_commit_callbacks, settings, monkeypatch, off
+):
+    for name, value in off.items():
+        setattr(settings, name, value)
+    queued = []
+    monkeypatch.setattr("marketplace.tasks.warm_ordered_areas.delay", queued.append)
+    next_week(tmp_path, django_capture_on_commit_callbacks)
+    assert queued == []
