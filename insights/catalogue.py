@@ -11,6 +11,14 @@ sequences, which a restore of the database to an earlier point sets back, so an 
 again to another release: a release is known by its id and the time it was built, which the
 state holds too (its latest), and which every cache of released values is keyed by
 (Catalogue.versions): a release built again after a restore is never taken for the one before.
+
+A worker's session also listens for changes (migration 0014's triggers notify CHANNEL at the
+commit of any change to those tables), so a report whose session heard nothing since it last
+found its copy current asks nothing at all: the notices are read off the socket (microseconds,
+against a round trip for the state). PostgreSQL sends a listening session the notice of a
+change committed before a statement ahead of that statement's answer, and a worker claims its
+report (a statement) before it looks: so a report sees every release committed before it was
+claimed, as it would asking the state. Inside a transaction the state is always asked.
 """
 
 import contextlib
@@ -22,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
+from django.conf import settings
 from django.db import connection
 
 _STATE_COLUMNS = """
@@ -56,6 +65,7 @@ _CATALOGUE_SQL = f"""
          (SELECT array_agg(kind), array_agg(retained_from) FROM insights_retentionmark) marks
 """
 _CATALOGUE_STATEMENT = "footfall_catalogue"
+CHANNEL = "footfall_catalogue"  # notified by migration 0014's triggers
 # A version's rows lie in its period; a day of margin each side covers a local day rollup's edges.
 MARGIN = dt.timedelta(days=1)
 
@@ -166,16 +176,65 @@ def _state(row: tuple) -> tuple:
 
 
 def catalogue() -> Catalogue:
-    """The releases as they are now: one statement, and the releases read again if it says
-    something changed since this process last read them (a process that read none reads them
-    at once, with their state)."""
+    """The releases as they are now. A session that listens for changes (_listening) and heard
+    none since it last found this process's copy current takes it as it is, without a round
+    trip; else one statement, and the releases read again if it says something changed since
+    this process last read them (a process that read none reads them at once, with their state)."""
     seen = getattr(connection, "catalogue_seen", None)
     if seen is not None:
         return seen
     with _lock:
         last = _seen[0] if _seen else None
-    if last is not None and release_state() == last.state:
+    if last is not None and _heard_unchanged(last):
         return last
+    listening = _listening()
+    if last is not None and release_state() == last.state:
+        _current(last if listening else None)
+        return last
+    found = _read()
+    _current(found if listening else None)
+    return found
+
+
+def _listening() -> bool:
+    """Whether this session listens on CHANNEL, which migration 0014's triggers notify at the
+    commit of any change to what the state is read from: LISTEN once a session, outside a
+    transaction only. Inside one, its own changes would be notified only at its commit (a
+    test's, a load's), so there the state is always asked; and always with CATALOGUE_LISTEN off
+    (behind a pooler in transaction mode, whose sessions change under the connection)."""
+    connection.ensure_connection()
+    if not settings.CATALOGUE_LISTEN or connection.in_atomic_block or not connection.get_autocommit():
+        return False
+    session = connection.connection
+    if getattr(connection, "catalogue_listening", None) is not session:
+        session.execute(f"LISTEN {CHANNEL}")
+        connection.catalogue_listening = session
+        connection.catalogue_current = None
+    return True
+
+
+def _heard_unchanged(last: Catalogue) -> bool:
+    """Whether this session listens, found `last` current since it began to, and has heard of
+    no change since: the notices that came are read off the socket, without a round trip."""
+    current = getattr(connection, "catalogue_current", None)
+    session = connection.connection
+    if session is None or current is not last or getattr(connection, "catalogue_listening", None) is not session:
+        return False
+    if connection.in_atomic_block or not connection.get_autocommit():
+        return False
+    if any([notice.channel == CHANNEL for notice in session.notifies(timeout=0)]):  # every one read
+        connection.catalogue_current = None
+        return False
+    return True
+
+
+def _current(found: Catalogue | None) -> None:
+    """Remember the catalogue this listening session found current (None: none)."""
+    connection.catalogue_current = found
+
+
+def _read() -> Catalogue:
+    """The releases, the retention marks and their state, in one statement."""
     row = _prepared(_CATALOGUE_STATEMENT, _CATALOGUE_SQL)
     state_columns = len(row) - len(_RELEASE_COLUMNS) - 2
     releases, (mark_kinds, marks) = row[state_columns:-2], row[-2:]

@@ -421,6 +421,9 @@ SHARED_MONTHS_TTL_SECONDS = env.int("SHARED_MONTHS_TTL_SECONDS", default=24 * 36
 SHARED_MONTHS_BYTES = env.int("SHARED_MONTHS_BYTES", default=256 * 2**20)
 SHARED_MONTHS_TIMEOUT_SECONDS = env.float("SHARED_MONTHS_TIMEOUT_SECONDS", default=0.05)
 SHARED_MONTHS_RETRY_SECONDS = env.float("SHARED_MONTHS_RETRY_SECONDS", default=10.0)
+# Report workers listen for changes to the releases (insights/catalogue.py) instead of asking
+# their state each report: off behind a pooler in transaction mode (PgBouncer), where LISTEN cannot work.
+CATALOGUE_LISTEN = env.bool("CATALOGUE_LISTEN", default=True)
 # After a release, the areas ordered most in the last REPORT_WARMUP_DAYS (at most
 # REPORT_WARMUP_AREAS, for at most REPORT_WARMUP_SECONDS of a worker's time, from the latest
 # REPORT_WARMUP_REPORTS_READ reports) are computed once into the shared months

@@ -1,9 +1,13 @@
-"""The releases' state, which every report asks, and the catalogue, which every worker reads again
-after each release (insights/catalogue.py): prepared once a session, and still prepared after a
-transaction that is rolled back."""
+"""The releases' state and the catalogue, which every worker reads again after each release
+(insights/catalogue.py): prepared once a session, and still prepared after a transaction that
+is rolled back; a worker that listens for changes asks nothing until one is committed, and then
+reads it; inside a transaction, the state is asked at every look."""
 
+import psycopg
+import pytest
 from django.db import connection, transaction
 
+import insights.catalogue
 from insights.catalogue import catalogue, forget, release_state
 
 
@@ -26,3 +30,79 @@ def test_the_releases_state_and_catalogue_are_prepared_once_a_session_and_outliv
     assert catalogue() == seen
     assert prepared() == ["footfall_catalogue", "footfall_release_state"]
     assert catalogue().state == first  # the full read's state is the same, so the catalogue is kept
+
+
+def statements_asked(monkeypatch) -> list[str]:
+    """The names of the catalogue's statements run from here on."""
+    asked = []
+    run = insights.catalogue._prepared
+
+    def counted(name, sql):
+        asked.append(name)
+        return run(name, sql)
+
+    monkeypatch.setattr(insights.catalogue, "_prepared", counted)
+    return asked
+
+
+def committed_elsewhere(sql: str) -> None:
+    """A change another process commits (a release build, a regions load); then a statement of
+    this session's, as a worker claims a report before it looks at the catalogue: PostgreSQL
+    sends the notice of a change committed before a statement ahead of its answer."""
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+        other.execute(sql)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+REGIONS_MOVED = (
+    "INSERT INTO insights_regionchanges (id, mark) VALUES (1, 42) ON CONFLICT (id) DO UPDATE SET mark = excluded.mark"
+)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_listening_worker_asks_nothing_until_a_change_is_committed_and_then_reads_it(monkeypatch):
+    forget()
+    first = catalogue()
+    asked = statements_asked(monkeypatch)
+    assert [catalogue() for _ in range(3)] == [first] * 3
+    assert asked == []
+
+    committed_elsewhere(REGIONS_MOVED)
+    assert catalogue().regions_mark == 42
+    assert asked == ["footfall_release_state", "footfall_catalogue"]
+    assert catalogue().regions_mark == 42
+    assert len(asked) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_session_listens_again(monkeypatch):
+    forget()
+    first = catalogue()
+    connection.close()
+    asked = statements_asked(monkeypatch)
+    assert catalogue() == first
+    assert asked == ["footfall_release_state"]  # not yet listening: the state is asked once
+    committed_elsewhere(REGIONS_MOVED)
+    assert catalogue().regions_mark == 42
+
+
+def test_inside_a_transaction_every_look_asks_the_state(db, monkeypatch):
+    forget()
+    catalogue()
+    asked = statements_asked(monkeypatch)
+    catalogue()
+    with connection.cursor() as cursor:  # this transaction's own change, notified only at its commit
+        cursor.execute(REGIONS_MOVED)
+    assert catalogue().regions_mark == 42
+    assert asked == ["footfall_release_state", "footfall_release_state", "footfall_catalogue"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_listening_off_every_look_asks_the_state(settings, monkeypatch):
+    settings.CATALOGUE_LISTEN = False
+    forget()
+    first = catalogue()
+    asked = statements_asked(monkeypatch)
+    assert [catalogue() for _ in range(2)] == [first] * 2
+    assert asked == ["footfall_release_state"] * 2
