@@ -1,18 +1,18 @@
-"""One report in a process of its own, so that the process's peak RSS is what a worker needs
-to compute it. bench/timing.py starts it with the report as JSON and talks to it one line
-at a time: "run" times the report (footfall_result, dwell_result, catchment_result,
-od_matrix_result or compare_result) as a worker that ran it before does (its area, months,
-releases and regions kept in memory, insights/held.py); "cold" times it with the area and
-months emptied first, as a worker's first report of an area another worker served (the
-catalogue of releases and the regions kept, as a worker that ran any report holds them, checked
-by a statement each report; the area and months the node's workers share, insights/shared.py,
-as the runs before left them); "cold-node" as "cold" with the catalogue and regions emptied
-too and the node's shared areas and months of this database, as the service's first report of
-the area after a release (every month read from PostgreSQL; what it read is written to the
-shared months after the timing, as a worker writes it once the report is final); "sums"
-returns the sums of the scans the report runs, to check them against the SQL floor and
-DuckDB; at the end of its input it answers with its peak RSS. Reports read the release of
-each dataset version under the policy the benchmark names (the current one).
+"""One report in a process of its own, so that the process's peak RSS is what a worker needs to
+compute it. bench/timing.py starts it with the report as JSON and talks to it one line at a
+time: "run" times the report (footfall_result, dwell_result, catchment_result, od_matrix_result
+or compare_result) as a worker that ran it before does (its area, months, releases and regions
+kept in memory, insights/held.py); "cold" times it with the area and months emptied first, as a
+worker's first report of an area another worker served (the catalogue of releases and the
+regions kept, as a worker that ran any report holds them, checked by the notices its session
+listens for, insights/catalogue.py; the area and months the node's workers share,
+insights/shared.py, as the runs before left them); "cold-node" as "cold" with the catalogue and
+regions emptied too and the node's shared areas and months of this database, as the service's
+first report of the area after a release (every month read from PostgreSQL; what it read is
+written to the shared months after the timing, as a worker writes it once the report is final);
+"sums" returns the sums of the scans the report runs, to check them against the SQL floor and
+DuckDB; at the end of its input it answers with its peak RSS. Reports read the release of each
+dataset version under the policy the benchmark names (the current one).
 """
 
 import datetime as dt
@@ -135,8 +135,8 @@ def main() -> None:
             if command == "cold-node":
                 shared.forget_all()
             if command != "run":
-                # A worker that ran reports before holds the catalogue and the regions (checked by a
-                # statement each report); after a release it reads them again, as the node does.
+                # A worker that ran reports before holds the catalogue and the regions (its session
+                # listens for changes); after a release it reads them again, as the node does.
                 caches_clear(releases=command == "cold-node")
             started = time.perf_counter()
             result(Query(**query))

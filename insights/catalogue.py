@@ -15,23 +15,29 @@ state holds too (its latest), and which every cache of released values is keyed 
 A worker's session also listens for changes (migration 0014's triggers notify CHANNEL at the
 commit of any change to those tables), so a report whose session heard nothing since it last
 found its copy current asks nothing at all: the notices are read off the socket (microseconds,
-against a round trip for the state). PostgreSQL sends a listening session the notice of a
-change committed before a statement ahead of that statement's answer, and a worker claims its
-report (a statement) before it looks: so a report sees every release committed before it was
-claimed, as it would asking the state. Inside a transaction the state is always asked.
+against a round trip for the state). A listening session gets the notice of a change whose
+commit was acknowledged before the session sent a statement by the end of that statement's
+answer (PostgreSQL sends pending notices before it reads the next statement), and a worker
+claims its report (a statement) before it looks: so a report sees every release committed
+before it was claimed, as it would asking the state. Inside a transaction the state is always
+asked, and silence is trusted for TRUSTED_SECONDS at most.
 """
 
 import contextlib
 import copy
 import datetime as dt
 import json
+import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
 from django.conf import settings
 from django.db import connection
+
+logger = logging.getLogger(__name__)
 
 _STATE_COLUMNS = """
     (SELECT ARRAY[count(*), coalesce(max(id), 0), coalesce(sum(id), 0)] FROM insights_release),
@@ -65,7 +71,24 @@ _CATALOGUE_SQL = f"""
          (SELECT array_agg(kind), array_agg(retained_from) FROM insights_retentionmark) marks
 """
 _CATALOGUE_STATEMENT = "footfall_catalogue"
-CHANNEL = "footfall_catalogue"  # notified by migration 0014's triggers
+CHANNEL = "footfall_releases_changed"  # notified by migration 0014's triggers
+_NOTIFYING_TABLES = (
+    "insights_release",
+    "insights_datasetversion",
+    "insights_releasepolicy",
+    "insights_retentionmark",
+    "insights_regionchanges",
+)
+# Those of the tables whose trigger is there and enabled (migration 0014 enables them always:
+# also under session_replication_role = replica).
+_TRIGGERS_SQL = f"""
+    SELECT count(*) FROM pg_trigger
+    WHERE tgname = 'insights_catalogue_changed' AND tgenabled <> 'D'
+      AND tgrelid = ANY(ARRAY[{", ".join(f"'{table}'::regclass" for table in _NOTIFYING_TABLES)}])
+"""
+# Silence is taken for "unchanged" this long at most, then the state is asked again: a bound on
+# what a failure no one foresaw could cost.
+TRUSTED_SECONDS = 60.0
 # A version's rows lie in its period; a day of margin each side covers a local day rollup's edges.
 MARGIN = dt.timedelta(days=1)
 
@@ -155,10 +178,10 @@ def release_state() -> tuple:
 
 
 def _prepared(name: str, sql: str) -> tuple:
-    """The row of a statement prepared once per session by name. Every report asks the state,
-    and every worker reads the catalogue again after each release: planning them each time cost
-    as much as running them, and Django's connections never prepare (prepare_threshold None).
-    A prepared statement outlives a rolled back transaction."""
+    """The row of a statement prepared once per session by name. A report asks the state unless
+    its session listens (above), and every worker reads the catalogue again after each release:
+    planning them each time cost as much as running them, and Django's connections never
+    prepare (prepare_threshold None). A prepared statement outlives a rolled back transaction."""
     connection.ensure_connection()
     session = connection.connection
     prepared = getattr(connection, "catalogue_prepared", None)
@@ -188,49 +211,64 @@ def catalogue() -> Catalogue:
     if last is not None and _heard_unchanged(last):
         return last
     listening = _listening()
-    if last is not None and release_state() == last.state:
-        _current(last if listening else None)
-        return last
-    found = _read()
-    _current(found if listening else None)
+    found = last if last is not None and release_state() == last.state else _read()
+    connection.catalogue_current = (found, time.monotonic()) if listening else None
     return found
 
 
 def _listening() -> bool:
     """Whether this session listens on CHANNEL, which migration 0014's triggers notify at the
-    commit of any change to what the state is read from: LISTEN once a session, outside a
-    transaction only. Inside one, its own changes would be notified only at its commit (a
-    test's, a load's), so there the state is always asked; and always with CATALOGUE_LISTEN off
-    (behind a pooler in transaction mode, whose sessions change under the connection)."""
+    commit of any change to what the state is read from: LISTEN once a session (if the triggers
+    are there and enabled), outside a transaction only, and the notices heard so far read off,
+    since the read that follows covers them. Inside a transaction its own changes would be
+    notified only at its commit (a test's, a load's), so there the state is always asked; and
+    always with CATALOGUE_LISTEN off."""
     connection.ensure_connection()
     if not settings.CATALOGUE_LISTEN or connection.in_atomic_block or not connection.get_autocommit():
         return False
     session = connection.connection
-    if getattr(connection, "catalogue_listening", None) is not session:
-        session.execute(f"LISTEN {CHANNEL}")
-        connection.catalogue_listening = session
-        connection.catalogue_current = None
+    with connection.wrap_database_errors:
+        listens = getattr(connection, "catalogue_listens", None)
+        if listens is None or listens[0] is not session:
+            connection.catalogue_current = None
+            listens = connection.catalogue_listens = (session, _listen(session))
+        if listens[1]:
+            list(session.notifies(timeout=0))
+    return listens[1]
+
+
+def _listen(session: psycopg.Connection) -> bool:
+    """LISTEN on CHANNEL if every table's trigger is there and enabled; else say why not, once a session."""
+    triggers = session.execute(_TRIGGERS_SQL).fetchone()[0]
+    if triggers < len(_NOTIFYING_TABLES):
+        logger.warning("releases: %d of %d change triggers enabled: asking the state", triggers, len(_NOTIFYING_TABLES))
+        return False
+    session.execute(f"LISTEN {CHANNEL}")
     return True
 
 
 def _heard_unchanged(last: Catalogue) -> bool:
-    """Whether this session listens, found `last` current since it began to, and has heard of
-    no change since: the notices that came are read off the socket, without a round trip."""
+    """Whether this session listens, found `last` current less than TRUSTED_SECONDS ago, and has
+    heard of no change since: the notices that came are read off the socket, no round trip."""
     current = getattr(connection, "catalogue_current", None)
     session = connection.connection
-    if session is None or current is not last or getattr(connection, "catalogue_listening", None) is not session:
+    if (
+        session is None
+        or current is None
+        or current[0] is not last
+        or time.monotonic() - current[1] > TRUSTED_SECONDS
+        or getattr(connection, "catalogue_listens", None) != (session, True)
+        or not settings.CATALOGUE_LISTEN
+        or connection.in_atomic_block
+        or not connection.get_autocommit()
+    ):
         return False
-    if connection.in_atomic_block or not connection.get_autocommit():
-        return False
-    if any([notice.channel == CHANNEL for notice in session.notifies(timeout=0)]):  # every one read
+    with connection.wrap_database_errors:
+        heard = [notice.channel == CHANNEL for notice in session.notifies(timeout=0)]  # every one read
+    if any(heard):
         connection.catalogue_current = None
         return False
     return True
-
-
-def _current(found: Catalogue | None) -> None:
-    """Remember the catalogue this listening session found current (None: none)."""
-    connection.catalogue_current = found
 
 
 def _read() -> Catalogue:

@@ -20,6 +20,7 @@ any set of reports shows is a function of the published values (docs/privacy.md)
 """
 
 import datetime as dt
+import functools
 import hashlib
 import time
 from collections import Counter
@@ -82,6 +83,7 @@ def releases_build(*, policy: ReleasePolicy | None = None, on_release=None) -> l
             on_release(release)
     for name in {release.dataset_version.kind for release in built}:
         release_analyze(kind=KINDS[name])
+    releases_landed(built)
     return built
 
 
@@ -120,10 +122,15 @@ def release_build(*, version: DatasetVersion, policy: ReleasePolicy) -> Release:
             duration_seconds=time.monotonic() - started,
             **counts,
         )
-        # After the outermost commit (a load builds its release in its own transaction), once
-        # reports can read it; a receiver that fails is logged and leaves the release as it is.
-        transaction.on_commit(lambda: release_landed.send(sender=Release, release=release), robust=True)
     return release
+
+
+def releases_landed(releases: list[Release]) -> None:
+    """Tell the rest of the service of releases built and analysed (insights.signals.release_landed),
+    once committed: at once outside a transaction. A receiver that fails is logged and leaves
+    the releases as they are."""
+    for release in releases:
+        transaction.on_commit(functools.partial(release_landed.send, sender=Release, release=release), robust=True)
 
 
 def release_analyze(*, kind: AggregateKind) -> None:

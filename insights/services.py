@@ -27,7 +27,13 @@ from insights.kinds import DWELL, HOME, KINDS, PRESENCE, TRIPS, AggregateKind
 from insights.loaded import in_key_order, key_columns, packed_binary, whole_days
 from insights.models import DatasetVersion, Region, Release, RetentionMark
 from insights.partitions import attach_days, month_start, next_month, partition, partitions
-from insights.releases import release_analyze, release_build, release_policy_of_settings, released_table
+from insights.releases import (
+    release_analyze,
+    release_build,
+    release_policy_of_settings,
+    released_table,
+    releases_landed,
+)
 from insights.repeats import RepeatCheck
 from insights.selectors import current_release_policy
 
@@ -86,9 +92,10 @@ def aggregates_load(
             version.save(update_fields=["duration_seconds", "manifest"])
             # Loaded and released together: no report can see a version without its release.
             release = release_build(version=version, policy=release_policy_of_settings())
+            built = [release]
             if in_force and in_force != release.policy:
                 # The settings' policy waits for build_releases; reports read this one till then.
-                release_build(version=version, policy=in_force)
+                built.append(release_build(version=version, policy=in_force))
     except RepeatedRows:
         errors, total = _duplicate_lines(kind, path)
         raise LoadRejected(errors, total) from None
@@ -96,6 +103,7 @@ def aggregates_load(
         for table in [*new_partitions, kind.raw_table]:
             cursor.execute(f"ANALYZE {table}")
     release_analyze(kind=kind)
+    releases_landed(built)
     return _summary(version, already_loaded=False, release=release)
 
 

@@ -227,6 +227,11 @@ def _counter(prefix: str, ttl: int) -> str:
     return f"{prefix}:written:{int(time.time()) // ttl}"
 
 
+def available() -> bool:
+    """Whether months are shared, and Redis was not found down in the last SHARED_MONTHS_RETRY_SECONDS."""
+    return _redis() is not None
+
+
 def _redis() -> redis.Redis | None:
     url = settings.SHARED_MONTHS_URL
     if not url or time.monotonic() < _down_until:

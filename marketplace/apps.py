@@ -11,9 +11,15 @@ class MarketplaceConfig(AppConfig):
         from insights.signals import release_landed
 
         from . import schema  # noqa: F401  registers the Api-Key auth scheme and the geometry schema
-        from .services.warmup import warm_up_after_release
         from .staff import ensure_account_managers_group
 
         # After the whole migrate, when every app's permissions exist.
         post_migrate.connect(ensure_account_managers_group, sender=self, dispatch_uid="account-managers")
-        release_landed.connect(warm_up_after_release, dispatch_uid="warm-ordered-areas")
+        release_landed.connect(_release_landed, dispatch_uid="warm-ordered-areas")
+
+
+def _release_landed(sender, *, release, **kwargs) -> None:
+    # Imported here: the services and the engine behind them are not loaded in every process.
+    from .services import release_warm_up_queue
+
+    release_warm_up_queue(release=release)

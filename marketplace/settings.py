@@ -422,15 +422,15 @@ SHARED_MONTHS_BYTES = env.int("SHARED_MONTHS_BYTES", default=256 * 2**20)
 SHARED_MONTHS_TIMEOUT_SECONDS = env.float("SHARED_MONTHS_TIMEOUT_SECONDS", default=0.05)
 SHARED_MONTHS_RETRY_SECONDS = env.float("SHARED_MONTHS_RETRY_SECONDS", default=10.0)
 # Report workers listen for changes to the releases (insights/catalogue.py) instead of asking
-# their state each report: off behind a pooler in transaction mode (PgBouncer), where LISTEN cannot work.
+# their state each report; off: they ask every report.
 CATALOGUE_LISTEN = env.bool("CATALOGUE_LISTEN", default=True)
-# After a release, the areas ordered most in the last REPORT_WARMUP_DAYS (at most
-# REPORT_WARMUP_AREAS, for at most REPORT_WARMUP_SECONDS of a worker's time, from the latest
+# After a release, the rolling orders of the last REPORT_WARMUP_DAYS ordered most (at most
+# REPORT_WARMUP_AREAS, for about REPORT_WARMUP_SECONDS of one worker's time, from the latest
 # REPORT_WARMUP_REPORTS_READ reports) are computed once into the shared months
 # (marketplace/services/warmup.py); 0 areas turns it off.
 REPORT_WARMUP_AREAS = env.int("REPORT_WARMUP_AREAS", default=50)
 REPORT_WARMUP_DAYS = env.int("REPORT_WARMUP_DAYS", default=28)
-REPORT_WARMUP_SECONDS = env.float("REPORT_WARMUP_SECONDS", default=60.0)
+REPORT_WARMUP_SECONDS = env.float("REPORT_WARMUP_SECONDS", default=20.0)
 REPORT_WARMUP_REPORTS_READ = env.int("REPORT_WARMUP_REPORTS_READ", default=5000)
 # Admission: at most this many orders and quotes are checked at once, service-wide, and no
 # order is taken while this many reports wait or run; past either, 503 with Retry-After.

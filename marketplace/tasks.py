@@ -65,9 +65,10 @@ def sweep_webhook_deliveries() -> int:
 
 
 # Expires: a warm-up that waited an hour behind reports would warm what buyers already ordered.
-@shared_task(expires=3600)
+# The soft limit stops an area that overruns REPORT_WARMUP_SECONDS (checked between areas).
+@shared_task(expires=3600, soft_time_limit=settings.REPORT_WARMUP_SECONDS + 30)
 def warm_ordered_areas(release_id: int) -> int:
-    """After a release: the areas ordered most lately computed into the node's shared months."""
-    from marketplace.services.warmup import ordered_areas_warm
+    """After a release: the areas buyers re-order computed into the node's shared months."""
+    from marketplace.services import ordered_areas_warm
 
     return ordered_areas_warm(release_id=release_id)

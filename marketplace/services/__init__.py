@@ -7,6 +7,7 @@
 - runs: computing, storing, billing and logging a report (called by the worker)
 - webhooks: buyer webhooks and their delivery (webhook_destinations: where one may be sent, and how)
 - audit: the append-only audit log
+- warmup: after a release, the areas buyers re-order computed once into the shared months
 
 Callers import from here; the modules import each other directly."""
 
@@ -47,6 +48,7 @@ from marketplace.services.runs import (
     report_run,
     reports_requeue_stuck,
 )
+from marketplace.services.warmup import ordered_areas_warm, release_warm_up_queue
 from marketplace.services.webhooks import (
     webhook_deliver,
     webhook_deliveries_requeue,
@@ -73,6 +75,7 @@ __all__ = [
     "database_error_is_transient",
     "licensed_region_create",
     "licensed_region_update",
+    "ordered_areas_warm",
     "member_add",
     "member_change_role",
     "member_remove",
@@ -81,6 +84,7 @@ __all__ = [
     "product_revoke",
     "region_license",
     "region_unlicense",
+    "release_warm_up_queue",
     "report_cancel",
     "report_create",
     "report_give_up",

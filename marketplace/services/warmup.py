@@ -1,12 +1,18 @@
-"""After a release: the areas buyers ordered most lately computed once, unbilled and unseen, so
-that the node's shared months hold them (insights/shared.py) before a buyer orders them again.
+"""After a release: the areas buyers re-order, computed once, unbilled and unseen, so that the
+node's shared months hold them (insights/shared.py) before a buyer orders them again.
 
 A buyer's first report of an area after a release would otherwise read every month of it from
 PostgreSQL (a new release changes the key of each month it covers, and of the area weighed):
 for a shopping centre, as slow as DuckDB over the same hourly values (docs/scaling.md). With
 this, a weekly re-order of the same area (the same length of period, ending at the newest
 data) is a worker's first report of an area another worker served: its area and months summed
-are read from Redis. Only cached values are written; no report, result, usage or audit line is.
+are read from Redis, as long as they are kept there (SHARED_MONTHS_TTL_SECONDS, a day by
+default). Only cached values are written; no report, result, usage or audit line is.
+
+Warmed: rolling orders only (their period ended within ROLLING_WITHIN of when they were placed:
+"the last 90 days"; an order of a past period gains nothing from a new release), of areas whose
+read the engine shares (at most SHARED_CELLS cells: larger reads are streamed and not kept,
+insights/scans.py), the most ordered in the last REPORT_WARMUP_DAYS first.
 """
 
 import collections
@@ -16,7 +22,9 @@ import logging
 import time
 from zoneinfo import ZoneInfo
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import models
 from django.utils import timezone
 
 from insights import shared
@@ -25,19 +33,52 @@ from insights.models import Release
 from insights.products import PRODUCTS
 from marketplace import selectors
 from marketplace.models import Report
+from marketplace.services import outbox
 from marketplace.services.runs import report_query
 
 logger = logging.getLogger(__name__)
 
 WEEK = dt.timedelta(weeks=1)
+ROLLING_WITHIN = dt.timedelta(days=14)  # an order's end this close to when it was placed: a rolling one
+# insights/sums.py keeps a read of up to ROWS_AT_ONCE (10,000) packed rows of hours: a quarter
+# (4 UTC months) of 2,500 cells.
+SHARED_CELLS = 2_500
+# What a warm-up reads of each report (not its result, which may be megabytes).
+_ORDER_FIELDS = (
+    "id",
+    "product__code",
+    "geometry",
+    "start",
+    "end",
+    "granularity",
+    "time_zone",
+    "breakdowns",
+    "regions",
+    "compare_start",
+    "compare_end",
+    "compare_geometry",
+    "created_at",
+)
 
 
-def warm_up_after_release(sender, *, release: Release, **kwargs) -> None:
-    """insights.signals.release_landed's receiver: queue the release's warm-up, unless it is off."""
+def release_warm_up_queue(*, release: Release) -> None:
+    """Queue the release's warm-up, unless it is off. Sent as the outbox sends (no retry loop, the
+    broker's confirmation awaited BROKER_CONFIRM_TIMEOUT_SECONDS): a load never waits on a hung
+    broker for it; a warm-up not sent is logged and left to the next release."""
     from marketplace.tasks import warm_ordered_areas
 
-    if _warming():
-        warm_ordered_areas.delay(release.pk)
+    if not _warming():
+        return
+    try:
+        with outbox.producers().acquire(block=True, timeout=settings.BROKER_CONFIRM_TIMEOUT_SECONDS) as producer:
+            warm_ordered_areas.apply_async(
+                (release.pk,),
+                producer=producer,
+                retry=False,
+                confirm_timeout=settings.BROKER_CONFIRM_TIMEOUT_SECONDS,
+            )
+    except Exception:
+        logger.warning("could not queue the warm-up of release %s", release.pk, exc_info=True)
 
 
 def _warming() -> bool:
@@ -62,13 +103,15 @@ def ordered_areas_warm(*, release_id: int) -> int:
     deadline = time.monotonic() + settings.REPORT_WARMUP_SECONDS
     warmed = 0
     for report in most_ordered(codes=[code for code, product in PRODUCTS.items() if product.kind == kind]):
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or not shared.available():  # Redis down: nothing would be kept
             break
         try:
             query = report_query(report, version=coverage.latest_version, policy=coverage.policy)
             PRODUCTS[report.product.code].compute(moved_on(query, coverage.end), on_progress=None)
+        except SoftTimeLimitExceeded:
+            break
         except Exception:
-            # One area that fails (a region since removed, say) leaves the others to warm.
+            # One area that fails (one the engine refuses now, say) leaves the others to warm.
             logger.warning("warming report %s's area failed", report.pk, exc_info=True)
             continue
         finally:
@@ -79,13 +122,21 @@ def ordered_areas_warm(*, release_id: int) -> int:
 
 
 def most_ordered(*, codes: list[str]) -> list[Report]:
-    """The latest succeeded report of each distinct order (product, area, period length,
+    """The latest succeeded report of each distinct rolling order (product, area, period length,
     granularity, time zone, breakdowns, regions, comparison) of the products in the last
-    REPORT_WARMUP_DAYS, the most ordered first (then the latest), at most REPORT_WARMUP_AREAS."""
+    REPORT_WARMUP_DAYS over at most SHARED_CELLS cells, the most ordered first (then the
+    latest), at most REPORT_WARMUP_AREAS."""
     since = timezone.now() - dt.timedelta(days=settings.REPORT_WARMUP_DAYS)
     recent = (
-        Report.objects.filter(status=Report.Status.SUCCEEDED, product__code__in=codes, created_at__gte=since)
+        Report.objects.filter(
+            status=Report.Status.SUCCEEDED,
+            product__code__in=codes,
+            created_at__gte=since,
+            cell_count__lte=SHARED_CELLS,
+            end__gte=models.F("created_at") - ROLLING_WITHIN,
+        )
         .select_related("product")
+        .only(*_ORDER_FIELDS)
         .order_by("-created_at")[: settings.REPORT_WARMUP_REPORTS_READ]
     )
     counts: collections.Counter = collections.Counter()

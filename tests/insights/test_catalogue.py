@@ -3,12 +3,17 @@
 is rolled back; a worker that listens for changes asks nothing until one is committed, and then
 reads it; inside a transaction, the state is asked at every look."""
 
+import importlib
+import re
+
 import psycopg
 import pytest
 from django.db import connection, transaction
 
 import insights.catalogue
 from insights.catalogue import catalogue, forget, release_state
+
+notified = importlib.import_module("insights.migrations.0014_catalogue_changes_notified")
 
 
 def prepared() -> list[str]:
@@ -106,3 +111,40 @@ def test_with_listening_off_every_look_asks_the_state(settings, monkeypatch):
     asked = statements_asked(monkeypatch)
     assert [catalogue() for _ in range(2)] == [first] * 2
     assert asked == ["footfall_release_state"] * 2
+
+
+def test_every_table_the_state_is_read_from_notifies_a_change(db):
+    read_from = set(re.findall(r"FROM (insights_\w+)", insights.catalogue._STATE_COLUMNS))
+    assert read_from == set(insights.catalogue._NOTIFYING_TABLES) == set(notified.TABLES)
+    assert f"pg_notify('{insights.catalogue.CHANNEL}'" in notified.NOTIFY_SQL
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tgrelid::regclass::text, tgenabled FROM pg_trigger WHERE tgname = 'insights_catalogue_changed'"
+        )
+        assert sorted(cursor.fetchall()) == sorted((table, "A") for table in read_from)  # also for replicas
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_a_trigger_disabled_every_look_asks_the_state(monkeypatch):
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE insights_release DISABLE TRIGGER insights_catalogue_changed")
+    try:
+        connection.close()
+        forget()
+        first = catalogue()
+        asked = statements_asked(monkeypatch)
+        assert [catalogue() for _ in range(2)] == [first] * 2
+        assert asked == ["footfall_release_state"] * 2
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE insights_release ENABLE ALWAYS TRIGGER insights_catalogue_changed")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_silence_is_trusted_for_a_while_only(monkeypatch):
+    forget()
+    first = catalogue()
+    monkeypatch.setattr(insights.catalogue, "TRUSTED_SECONDS", 0.0)
+    asked = statements_asked(monkeypatch)
+    assert catalogue() == first
+    assert asked == ["footfall_release_state"]

@@ -1,12 +1,14 @@
-"""After a release, the areas ordered most lately are computed into the node's shared months
+"""After a release, the areas buyers re-order are computed into the node's shared months
 (marketplace/services/warmup.py): a buyer's re-order of such an area, moved on to the new
 data, reads none of its months from PostgreSQL, even on a worker that never read it; nothing
-is billed or stored for the warm-up; and it warms only the most ordered, within its limits."""
+is billed or stored for the warm-up; it warms only rolling orders, the most ordered first,
+within its limits; and a broker or Redis that is down leaves the load and the reports as they are."""
 
 import dataclasses
 import datetime as dt
 import logging
 import uuid
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -21,15 +23,23 @@ from insights.products import PRODUCTS
 from insights.reports import Query
 from insights.sums import caches_clear
 from marketplace.models import Report
-from marketplace.services import warmup
+from marketplace.services import product_grant, warmup
 from tests import grid
 from tests.conftest import CITY_CELLS, CITY_END, city_visits
-from tests.factories import five_day_order_body
+from tests.factories import compare_product, five_day_order_body
 
 REPORTS = "/api/v1/reports/"
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = dt.UTC
 NEXT_WEEK_END = CITY_END + dt.timedelta(days=7)
+# The morning after the test city's week: orders of its last days are rolling ones. The
+# warm-up runs a week later (the city's data is of spring 2026).
+ORDERED = dt.datetime(2026, 4, 1, 7, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def a_week_after_the_orders(monkeypatch):
+    monkeypatch.setattr(warmup, "timezone", SimpleNamespace(now=lambda: ORDERED + dt.timedelta(days=7)))
 
 
 @pytest.fixture(autouse=True)
@@ -50,10 +60,11 @@ def own_prefix(settings, monkeypatch):
 def place(api, django_capture_on_commit_callbacks):
     """POST an order and run it (eagerly): its report as the API shows it."""
 
-    def post(body):
+    def post(body, *, ordered=ORDERED):
         with django_capture_on_commit_callbacks(execute=True):
             response = api.post(REPORTS, body, format="json")
         assert response.status_code == 201, response.json()
+        Report.objects.filter(pk=response.json()["id"]).update(created_at=ordered)
         return api.get(f"{REPORTS}{response.json()['id']}/").json()
 
     return post
@@ -140,9 +151,9 @@ def test_the_most_ordered_areas_are_warmed_first_and_no_more_than_the_limit(
 ):
     often = five_day_order_body()
     once = five_day_order_body(geometry=grid.geojson(grid.square(0, 0, 2, 2)))
-    place(often)
-    place(once)
-    place(often)
+    place(often, ordered=ORDERED)
+    place(often, ordered=ORDERED + dt.timedelta(hours=1))
+    place(once, ordered=ORDERED + dt.timedelta(hours=2))  # the latest, but ordered once
     settings.REPORT_WARMUP_AREAS = 1
     warmed = []
     compute = PRODUCTS["footfall"].compute
@@ -162,23 +173,77 @@ def test_the_most_ordered_areas_are_warmed_first_and_no_more_than_the_limit(
 def test_an_area_that_fails_leaves_the_others_to_warm(
     city, place, tmp_path, django_capture_on_commit_callbacks, monkeypatch, caplog
 ):
-    small = grid.square(0, 0, 2, 2)
-    place(five_day_order_body(geometry=grid.geojson(small)))  # the latest: warmed first
+    small = MultiPolygon(grid.square(0, 0, 2, 2), srid=4326)
     place(five_day_order_body())
+    place(five_day_order_body(geometry=grid.geojson(small[0])), ordered=ORDERED + dt.timedelta(hours=1))  # first
     compute, calls = PRODUCTS["footfall"].compute, []
 
     def small_fails(query, **kwargs):
-        calls.append(query)
-        if query.geometry.equals(MultiPolygon(small, srid=4326)):
-            raise RuntimeError("a region since removed")
+        calls.append(query.geometry)
+        if query.geometry.equals(small):
+            raise RuntimeError("an area the engine refuses now")
         return compute(query, **kwargs)
 
     spied(monkeypatch, small_fails)
     with caplog.at_level(logging.WARNING, logger="marketplace.services.warmup"):
         release = next_week(tmp_path, django_capture_on_commit_callbacks)
-    assert len(calls) == 2
+    assert [geometry.equals(small) for geometry in calls] == [True, False]  # the other one after it
     assert "area failed" in caplog.text
-    assert warmup.ordered_areas_warm(release_id=release.pk) == 1  # the other one warmed
+    assert warmup.ordered_areas_warm(release_id=release.pk) == 1
+
+
+def test_only_rolling_orders_are_warmed(city, place, tmp_path, django_capture_on_commit_callbacks, monkeypatch):
+    place(five_day_order_body(), ordered=ORDERED + dt.timedelta(days=15))  # a past period, ordered later
+    warmed = []
+    spied(monkeypatch, lambda query, **kwargs: warmed.append(query))
+    next_week(tmp_path, django_capture_on_commit_callbacks)
+    assert warmed == []
+
+
+def test_with_redis_down_the_warm_up_stops(
+    city, place, tmp_path, django_capture_on_commit_callbacks, settings, monkeypatch
+):
+    place(five_day_order_body())
+    place(five_day_order_body(geometry=grid.geojson(grid.square(0, 0, 2, 2))))
+    settings.SHARED_MONTHS_URL = "redis://127.0.0.1:9/0"  # nothing listens there
+    compute, warmed = PRODUCTS["footfall"].compute, []
+    spied(monkeypatch, lambda query, **kwargs: warmed.append(query) or compute(query, **kwargs))
+    next_week(tmp_path, django_capture_on_commit_callbacks)
+    assert len(warmed) == 1  # the first finds Redis down; the rest are not computed for nothing
+
+
+def test_a_compare_order_is_warmed_with_both_periods_moved_on(
+    city, tenant, place, tmp_path, django_capture_on_commit_callbacks, monkeypatch
+):
+    product_grant(tenant=tenant, product=compare_product())
+    place(
+        five_day_order_body(
+            product="compare",
+            start="2026-03-30T00:00:00+02:00",
+            compare_start="2026-03-27T00:00:00+01:00",
+            compare_end="2026-03-29T00:00:00+01:00",
+        )
+    )
+    warmed = []
+    compute = PRODUCTS["compare"].compute
+    monkeypatch.setitem(
+        warmup.PRODUCTS,
+        "compare",
+        dataclasses.replace(
+            PRODUCTS["compare"], compute=lambda query, **kw: warmed.append(query) or compute(query, **kw)
+        ),
+    )
+    next_week(tmp_path, django_capture_on_commit_callbacks)
+    (query,) = warmed
+    local = [
+        moment.astimezone(BERLIN) for moment in (query.start, query.end, query.comparison_start, query.comparison_end)
+    ]
+    assert local == [
+        dt.datetime(2026, 4, 6, tzinfo=BERLIN),
+        dt.datetime(2026, 4, 8, tzinfo=BERLIN),
+        dt.datetime(2026, 4, 3, tzinfo=BERLIN),
+        dt.datetime(2026, 4, 5, tzinfo=BERLIN),
+    ]
 
 
 def test_an_earlier_release_leaves_the_warm_up_to_the_latest(city, place, tmp_path, django_capture_on_commit_callbacks):
@@ -194,7 +259,7 @@ def test_the_warm_up_is_queued_only_once_the_load_commits(
     city, tmp_path, django_capture_on_commit_callbacks, monkeypatch
 ):
     queued = []
-    monkeypatch.setattr("marketplace.tasks.warm_ordered_areas.delay", queued.append)
+    monkeypatch.setattr("marketplace.tasks.warm_ordered_areas.apply_async", lambda args, **kwargs: queued.extend(args))
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         grid.load_totals(tmp_path / "next.csv", cells=CITY_CELLS, start=CITY_END, end=NEXT_WEEK_END, visits=city_visits)
     assert queued == []
@@ -206,15 +271,15 @@ def test_the_warm_up_is_queued_only_once_the_load_commits(
 def test_a_broker_down_leaves_the_load_as_it_is(
     city, tmp_path, django_capture_on_commit_callbacks, monkeypatch, caplog
 ):
-    def down(release_id):
+    def down(*args, **kwargs):
         raise ConnectionRefusedError("the broker is down")
 
-    monkeypatch.setattr("marketplace.tasks.warm_ordered_areas.delay", down)
+    monkeypatch.setattr("marketplace.tasks.warm_ordered_areas.apply_async", down)
     releases = Release.objects.count()
-    with caplog.at_level(logging.ERROR, logger="django.db.backends.base"):
+    with caplog.at_level(logging.WARNING, logger="marketplace.services.warmup"):
         next_week(tmp_path, django_capture_on_commit_callbacks)
     assert Release.objects.count() == releases + 1
-    assert "the broker is down" in caplog.text
+    assert "could not queue the warm-up" in caplog.text
 
 
 def test_moving_on_keeps_local_midnight_across_a_change_of_time():
@@ -242,6 +307,6 @@ def test_with_the_warm_up_off_a_load_queues_nothing(
     for name, value in off.items():
         setattr(settings, name, value)
     queued = []
-    monkeypatch.setattr("marketplace.tasks.warm_ordered_areas.delay", queued.append)
+    monkeypatch.setattr("marketplace.tasks.warm_ordered_areas.apply_async", lambda args, **kwargs: queued.extend(args))
     next_week(tmp_path, django_capture_on_commit_callbacks)
     assert queued == []
