@@ -150,13 +150,20 @@ def most_ordered(*, codes: list[str]) -> list[Report]:
 
 
 def _order_key(report: Report) -> tuple:
-    """What makes two reports the same order but for when it ends."""
-    compared = report.compare_start and (report.compare_start - report.start, report.compare_end - report.start)
+    """What makes two reports the same order but for when it ends: its spans in local time (a
+    week across a change of time is the week of any other order)."""
+    zone = ZoneInfo(report.time_zone)
+
+    def since_start(instant: dt.datetime) -> dt.timedelta:
+        # Aware datetimes of one tzinfo subtract as wall-clock times.
+        return instant.astimezone(zone) - report.start.astimezone(zone)
+
+    compared = report.compare_start and (since_start(report.compare_start), since_start(report.compare_end))
     return (
         report.product.code,
         bytes(report.geometry.ewkb),
         report.compare_geometry and bytes(report.compare_geometry.ewkb),
-        report.end - report.start,
+        since_start(report.end),
         compared,
         report.granularity,
         report.time_zone,

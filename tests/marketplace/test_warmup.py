@@ -26,7 +26,7 @@ from marketplace.models import Report
 from marketplace.services import product_grant, warmup
 from tests import grid
 from tests.conftest import CITY_CELLS, CITY_END, city_visits
-from tests.factories import compare_product, five_day_order_body
+from tests.factories import compare_product, five_day_order_body, footfall_product
 
 REPORTS = "/api/v1/reports/"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -310,3 +310,19 @@ def test_with_the_warm_up_off_a_load_queues_nothing(
     monkeypatch.setattr("marketplace.tasks.warm_ordered_areas.apply_async", lambda args, **kwargs: queued.extend(args))
     next_week(tmp_path, django_capture_on_commit_callbacks)
     assert queued == []
+
+
+def test_a_week_across_a_change_of_time_is_the_same_order_as_any_other_week(db):
+    def week(monday: dt.date) -> Report:
+        start = dt.datetime.combine(monday, dt.time(), tzinfo=BERLIN)
+        return Report(
+            product=footfall_product(),
+            geometry=MultiPolygon(grid.square(0, 0, 4, 4), srid=4326),
+            start=start.astimezone(UTC),
+            end=(start + dt.timedelta(days=7)).astimezone(UTC),  # wall-clock: the next Monday's midnight
+            granularity="day",
+            time_zone="Europe/Berlin",
+            breakdowns=[],
+        )
+
+    assert warmup._order_key(week(dt.date(2026, 3, 23))) == warmup._order_key(week(dt.date(2026, 3, 16)))
