@@ -224,7 +224,7 @@ def _listening() -> bool:
     notified only at its commit (a test's, a load's), so there the state is always asked; and
     always with CATALOGUE_LISTEN off."""
     connection.ensure_connection()
-    if not settings.CATALOGUE_LISTEN or connection.in_atomic_block or not connection.get_autocommit():
+    if not _may_listen():
         return False
     session = connection.connection
     with connection.wrap_database_errors:
@@ -235,6 +235,11 @@ def _listening() -> bool:
         if listens[1]:
             list(session.notifies(timeout=0))
     return listens[1]
+
+
+def _may_listen() -> bool:
+    """Listening is on, and the connection is outside a transaction."""
+    return settings.CATALOGUE_LISTEN and not connection.in_atomic_block and connection.get_autocommit()
 
 
 def _listen(session: psycopg.Connection) -> bool:
@@ -258,9 +263,7 @@ def _heard_unchanged(last: Catalogue) -> bool:
         or current[0] is not last
         or time.monotonic() - current[1] > TRUSTED_SECONDS
         or getattr(connection, "catalogue_listens", None) != (session, True)
-        or not settings.CATALOGUE_LISTEN
-        or connection.in_atomic_block
-        or not connection.get_autocommit()
+        or not _may_listen()
     ):
         return False
     with connection.wrap_database_errors:

@@ -145,7 +145,7 @@ def most_ordered(*, codes: list[str]) -> list[Report]:
         key = _order_key(report)
         counts[key] += 1
         latest.setdefault(key, report)  # newest first
-    ranked = sorted(latest, key=lambda key: (-counts[key], -latest[key].created_at.timestamp()))
+    ranked = sorted(latest, key=lambda key: -counts[key])  # a stable sort: the latest first among equals
     return [latest[key] for key in ranked[: settings.REPORT_WARMUP_AREAS]]
 
 

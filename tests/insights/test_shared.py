@@ -29,22 +29,9 @@ from insights.sums import caches_clear
 from tests import grid
 from tests.conftest import DWELL_END, DWELL_START
 from tests.insights.report_queries import BLOCK, query, tables
+from tests.shared_months import own_prefix, reads_counted  # noqa: F401 (own_prefix: an autouse fixture)
 
 UTC = dt.UTC
-
-
-@pytest.fixture(autouse=True)
-def own_prefix(settings, monkeypatch):
-    """Each test's entries and budget under a prefix of its own, Redis asked from the start."""
-    prefix = "test-shared-months"
-    settings.SHARED_MONTHS_PREFIX = f"{prefix}-{uuid.uuid4().hex}"
-    monkeypatch.setattr(shared, "_down_until", 0.0)
-    caches_clear()
-    yield
-    caches_clear()
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    for name in client.scan_iter(match=f"{prefix}-*"):
-        client.delete(name)
 
 
 def values(settings, *, flush: bool = True) -> list[bytes]:
@@ -67,19 +54,6 @@ def shared_names(settings, *, flush: bool = True) -> list[bytes]:
 
 def area_months(settings) -> list[bytes]:
     return [name for name in values(settings) if b":summed:" in name]
-
-
-def reads_counted(monkeypatch) -> list:
-    """The place-months each read of the database fetches, from here on."""
-    fetched = []
-    fetch = insights.held._fetch
-
-    def counted(read, places, months, versions, missing):
-        fetched.extend(missing)
-        return fetch(read, places, months, versions, missing)
-
-    monkeypatch.setattr(insights.held, "_fetch", counted)
-    return fetched
 
 
 def from_database(settings, compute, order) -> dict:

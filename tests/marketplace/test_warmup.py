@@ -7,17 +7,13 @@ within its limits; and a broker or Redis that is down leaves the load and the re
 import dataclasses
 import datetime as dt
 import logging
-import uuid
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
-import redis
 from django.contrib.gis.geos import MultiPolygon
 
-import insights.held
 from billing.models import UsageLine
-from insights import shared
 from insights.models import Release
 from insights.products import PRODUCTS
 from insights.reports import Query
@@ -27,6 +23,7 @@ from marketplace.services import product_grant, warmup
 from tests import grid
 from tests.conftest import CITY_CELLS, CITY_END, city_visits
 from tests.factories import compare_product, five_day_order_body, footfall_product
+from tests.shared_months import own_prefix, reads_counted  # noqa: F401 (own_prefix: an autouse fixture)
 
 REPORTS = "/api/v1/reports/"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -40,20 +37,6 @@ ORDERED = dt.datetime(2026, 4, 1, 7, tzinfo=UTC)
 @pytest.fixture(autouse=True)
 def a_week_after_the_orders(monkeypatch):
     monkeypatch.setattr(warmup, "timezone", SimpleNamespace(now=lambda: ORDERED + dt.timedelta(days=7)))
-
-
-@pytest.fixture(autouse=True)
-def own_prefix(settings, monkeypatch):
-    """The test's shared months under a prefix of its own, Redis asked from the start."""
-    prefix = "test-warmup"
-    settings.SHARED_MONTHS_PREFIX = f"{prefix}-{uuid.uuid4().hex}"
-    monkeypatch.setattr(shared, "_down_until", 0.0)
-    caches_clear()
-    yield
-    caches_clear()
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    for name in client.scan_iter(match=f"{prefix}-*"):
-        client.delete(name)
 
 
 @pytest.fixture
@@ -77,22 +60,9 @@ def next_week(tmp_path, django_capture_on_commit_callbacks) -> Release:
     return Release.objects.latest("pk")
 
 
-def fetched_from_database(monkeypatch) -> list:
-    """The place-months each read of PostgreSQL fetches, from here on."""
-    fetched = []
-    fetch = insights.held._fetch
-
-    def counted(read, places, months, versions, missing):
-        fetched.extend(missing)
-        return fetch(read, places, months, versions, missing)
-
-    monkeypatch.setattr(insights.held, "_fetch", counted)
-    return fetched
-
-
-def spied(monkeypatch, compute) -> None:
-    """The warm-up computes footfall with `compute`."""
-    monkeypatch.setitem(warmup.PRODUCTS, "footfall", dataclasses.replace(PRODUCTS["footfall"], compute=compute))
+def spied(monkeypatch, compute, product: str = "footfall") -> None:
+    """The warm-up computes the product with `compute`."""
+    monkeypatch.setitem(warmup.PRODUCTS, product, dataclasses.replace(PRODUCTS[product], compute=compute))
 
 
 def moved_on_a_week(body: dict) -> dict:
@@ -111,7 +81,7 @@ def test_a_reorder_after_a_release_reads_no_month_from_the_database(
     next_week(tmp_path, django_capture_on_commit_callbacks)
     assert (Report.objects.count(), UsageLine.objects.count()) == (1, usage_lines)  # nothing ordered or billed
 
-    fetched = fetched_from_database(monkeypatch)
+    fetched = reads_counted(monkeypatch)
     caches_clear()  # another worker, which never read the area
     again = place(moved_on_a_week(body))
     assert again["status"] == "succeeded"
@@ -226,13 +196,7 @@ def test_a_compare_order_is_warmed_with_both_periods_moved_on(
     )
     warmed = []
     compute = PRODUCTS["compare"].compute
-    monkeypatch.setitem(
-        warmup.PRODUCTS,
-        "compare",
-        dataclasses.replace(
-            PRODUCTS["compare"], compute=lambda query, **kw: warmed.append(query) or compute(query, **kw)
-        ),
-    )
+    spied(monkeypatch, lambda query, **kwargs: warmed.append(query) or compute(query, **kwargs), product="compare")
     next_week(tmp_path, django_capture_on_commit_callbacks)
     (query,) = warmed
     local = [
