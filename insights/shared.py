@@ -23,7 +23,10 @@ release built again under an id a restore of the database to an earlier point ga
 Bounded, and never at the other keys' expense (Redis also holds the Django cache, the rate
 limits and locks, without eviction): every entry expires after SHARED_MONTHS_TTL_SECONDS, and
 at most SHARED_MONTHS_BYTES (entries and keys, with Redis's own overhead per key) are written
-per window of that length, counted in Redis, so at most twice that is held at any time.
+per window of that length, counted in Redis, so at most twice that is held at any time. The
+warm-up after a release (kept_longer) writes with a TTL and a budget of its own,
+REPORT_WARMUP_TTL_SECONDS and REPORT_WARMUP_BYTES, and keeps as long the entries it finds
+already shared, counting them in its own window: at most twice its budget more.
 
 Written after the report: a report leaves what it read from PostgreSQL to be written by
 flush(), which the worker calls once the report is final (marketplace/services/runs.py), so a
@@ -37,6 +40,7 @@ SHARED_MONTHS_RETRY_SECONDS (logged once).
 """
 
 import collections
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -44,7 +48,7 @@ import json
 import logging
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import redis
@@ -77,11 +81,43 @@ for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[3]) end
 return 1
 """
 
+# The same for the entries a warm-up found shared: each one's TTL raised to the warm-up's (never
+# lowered), its size counted in the warm-up's window. KEYS: the counter, then the names; ARGV:
+# the budget, the TTL, KEY_OVERHEAD.
+_KEEP_SCRIPT = """
+local size = 0
+for i = 2, #KEYS do
+  local length = redis.call('STRLEN', KEYS[i])
+  if length > 0 then size = size + length + string.len(KEYS[i]) + ARGV[3] end
+end
+local written = redis.call('INCRBY', KEYS[1], size)
+redis.call('EXPIRE', KEYS[1], 2 * ARGV[2])
+if written > tonumber(ARGV[1]) then return 0 end
+for i = 2, #KEYS do
+  if redis.call('TTL', KEYS[i]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+end
+return 1
+"""
+
 PENDING_WRITES = 16  # writes left for flush() at most (a report leaves one or two a read)
 
 _client: list = []  # [(url, redis.Redis)], made at first use in the process
 _down_until = 0.0  # time.monotonic() before which Redis is not asked again
 _pending: collections.deque = collections.deque()  # the writes left for flush(), in this process
+_kept_longer: list = []  # [(ttl, budget)] inside kept_longer()
+
+
+@contextlib.contextmanager
+def kept_longer(*, ttl: int, budget: int) -> Iterator[None]:
+    """Inside: what reads write, and the entries they find shared, live `ttl` seconds, with at
+    most `budget` bytes written or kept per window of that length, counted apart from the other
+    entries' (so at most twice that is held for it). For the warm-up after a release
+    (marketplace/services/warmup.py), whose entries are meant for re-orders until the next one."""
+    _kept_longer.append((ttl, budget))
+    try:
+        yield
+    finally:
+        _kept_longer.pop()
 
 
 def get(source: str, keys: Sequence[tuple]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
@@ -143,11 +179,15 @@ def _found(names_of: Callable[[str], list[str]], count: int) -> list[bytes | Non
     client = _redis()
     if client is None or not count:
         return [None] * count
+    names = names_of(_database())
     try:
-        return client.mget(names_of(_database()))
+        found = client.mget(names)
     except (redis.RedisError, OSError) as exc:
         _failed(exc)
         return [None] * count
+    if _kept_longer:
+        _hand_over(client, None, [name for name, blob in zip(names, found, strict=True) if blob is not None])
+    return found
 
 
 def flush() -> None:
@@ -163,29 +203,29 @@ def flush() -> None:
             logger.exception("shared months: a write failed")
 
 
-def _hand_over(client: redis.Redis, encode, named: list[tuple[str, object]]) -> None:
-    """Leave a write of the entries (name, entry) to flush(), with the settings of now."""
+def _hand_over(client: redis.Redis, encode, named: list) -> None:
+    """Leave a write of the entries (name, entry) to flush(), with the settings of now; encode
+    None: keeping the entries named as long as kept_longer() says."""
+    if not named:
+        return
     if len(_pending) >= PENDING_WRITES:
         logger.debug("shared months: %s writes waiting; one dropped", PENDING_WRITES)
         return
-    _pending.append(
-        (
-            client,
-            encode,
-            named,
-            settings.SHARED_MONTHS_PREFIX,
-            settings.SHARED_MONTHS_TTL_SECONDS,
-            settings.SHARED_MONTHS_BYTES,
-        )
+    ttl, budget = (
+        _kept_longer[-1] if _kept_longer else (settings.SHARED_MONTHS_TTL_SECONDS, settings.SHARED_MONTHS_BYTES)
     )
+    counter = _counter(settings.SHARED_MONTHS_PREFIX, ttl, longer=bool(_kept_longer))
+    _pending.append((client, encode, named, counter, ttl, budget))
 
 
-def _write(client: redis.Redis, encode, named: list, prefix: str, ttl: int, budget: int) -> None:
-    blobs = [(name, encode(entry)) for name, entry in named]
-    blobs = [(name, blob) for name, blob in blobs if blob is not None]
-    size = sum(len(name) + len(blob) + KEY_OVERHEAD for name, blob in blobs)
-    counter = _counter(prefix, ttl)
+def _write(client: redis.Redis, encode, named: list, counter: str, ttl: int, budget: int) -> None:
     try:
+        if encode is None:
+            client.eval(_KEEP_SCRIPT, len(named) + 1, counter, *named, budget, ttl, KEY_OVERHEAD)
+            return
+        blobs = [(name, encode(entry)) for name, entry in named]
+        blobs = [(name, blob) for name, blob in blobs if blob is not None]
+        size = sum(len(name) + len(blob) + KEY_OVERHEAD for name, blob in blobs)
         client.eval(
             _PUT_SCRIPT,
             len(blobs) + 1,
@@ -222,9 +262,9 @@ def forget_all() -> None:
             pipeline.execute()
 
 
-def _counter(prefix: str, ttl: int) -> str:
-    """The name of the count of bytes written in this window."""
-    return f"{prefix}:written:{int(time.time()) // ttl}"
+def _counter(prefix: str, ttl: int, *, longer: bool = False) -> str:
+    """The name of the count of bytes written in this window (of kept_longer()'s, apart)."""
+    return f"{prefix}:written{':longer' if longer else ''}:{int(time.time()) // ttl}"
 
 
 def available() -> bool:

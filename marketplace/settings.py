@@ -432,6 +432,10 @@ REPORT_WARMUP_AREAS = env.int("REPORT_WARMUP_AREAS", default=50)
 REPORT_WARMUP_DAYS = env.int("REPORT_WARMUP_DAYS", default=28)
 REPORT_WARMUP_SECONDS = env.float("REPORT_WARMUP_SECONDS", default=20.0)
 REPORT_WARMUP_REPORTS_READ = env.int("REPORT_WARMUP_REPORTS_READ", default=5000)
+# What the warm-up writes to the shared months, and the entries there it reads, live until about
+# the next weekly release (8 days), with at most REPORT_WARMUP_BYTES written or kept a window.
+REPORT_WARMUP_TTL_SECONDS = env.int("REPORT_WARMUP_TTL_SECONDS", default=8 * 24 * 3600)
+REPORT_WARMUP_BYTES = env.int("REPORT_WARMUP_BYTES", default=64 * 2**20)
 # Admission: at most this many orders and quotes are checked at once, service-wide, and no
 # order is taken while this many reports wait or run; past either, 503 with Retry-After.
 ORDER_ADMISSION_SLOTS = env.int("ORDER_ADMISSION_SLOTS", default=8)

@@ -6,8 +6,10 @@ PostgreSQL (a new release changes the key of each month it covers, and of the ar
 for a shopping centre, as slow as DuckDB over the same hourly values (docs/scaling.md). With
 this, a weekly re-order of the same area (the same length of period, ending at the newest
 data) is a worker's first report of an area another worker served: its area and months summed
-are read from Redis, as long as they are kept there (SHARED_MONTHS_TTL_SECONDS, a day by
-default). Only cached values are written; no report, result, usage or audit line is.
+are read from Redis. What the warm-up writes there, and what it finds there already, is kept
+until about the next weekly release (REPORT_WARMUP_TTL_SECONDS, 8 days; at most
+REPORT_WARMUP_BYTES a window), not a day as other entries are, so a re-order later in the week
+finds it too. Only cached values are written; no report, result, usage or audit line is.
 
 Warmed: rolling orders only (their period ended within ROLLING_WITHIN of when they were placed:
 "the last 90 days"; an order of a past period gains nothing from a new release), of areas whose
@@ -107,7 +109,8 @@ def ordered_areas_warm(*, release_id: int) -> int:
             break
         try:
             query = report_query(report, version=coverage.latest_version, policy=coverage.policy)
-            PRODUCTS[report.product.code].compute(moved_on(query, coverage.end), on_progress=None)
+            with shared.kept_longer(ttl=settings.REPORT_WARMUP_TTL_SECONDS, budget=settings.REPORT_WARMUP_BYTES):
+                PRODUCTS[report.product.code].compute(moved_on(query, coverage.end), on_progress=None)
         except SoftTimeLimitExceeded:
             break
         except Exception:

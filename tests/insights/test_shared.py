@@ -251,6 +251,55 @@ def test_a_report_leaves_its_writes_for_later_and_drops_them_beyond_the_room(cit
     assert len(values(settings)) == 11
 
 
+LONGER = 8 * 24 * 3600  # the warm-up's TTL (marketplace/services/warmup.py)
+
+
+def ttls(settings) -> dict[bytes, int]:
+    client = redis.Redis.from_url(settings.SHARED_MONTHS_URL)
+    return {name: client.ttl(name) for name in shared_names(settings)}
+
+
+def counted(settings, window: str) -> int:
+    """The bytes counted in this test's windows: "written:[0-9]*", the entries', or
+    "written:longer:*", those kept longer."""
+    client = redis.Redis.from_url(settings.SHARED_MONTHS_URL)
+    return sum(int(client.get(name)) for name in client.scan_iter(match=f"{settings.SHARED_MONTHS_PREFIX}:{window}"))
+
+
+def test_entries_kept_longer_live_as_long_and_count_in_a_window_of_their_own(city, settings):
+    first = tables(footfall_result(query()))  # a worker's report: its entries live a day
+    day = settings.SHARED_MONTHS_TTL_SECONDS
+    before = ttls(settings)
+    assert len(before) == 11 and all(0 < ttl <= day for ttl in before.values())  # 9 place-months, summed, area
+    written = counted(settings, "written:[0-9]*")
+
+    caches_clear()
+    with shared.kept_longer(ttl=LONGER, budget=2**20):  # the same area: its area and month summed are found
+        assert tables(footfall_result(query())) == first
+    found = ttls(settings)
+    kept = {name for name, ttl in found.items() if ttl > day}
+    assert len(kept) == 2 and all(b":summed:" in name or b":area:" in name for name in kept)
+    assert all(found[name] <= LONGER for name in kept)
+
+    caches_clear()
+    with shared.kept_longer(ttl=LONGER, budget=2**20):  # its place-months found, its own area and month written
+        footfall_result(query(SHIFTED))
+    assert len(ttls(settings)) == 13 and all(day < ttl <= LONGER for ttl in ttls(settings).values())
+    assert counted(settings, "written:[0-9]*") == written  # the other entries' window is left as it was
+    assert counted(settings, "written:longer:*") > 0
+
+
+def test_entries_kept_longer_stay_within_their_own_budget(city, settings):
+    footfall_result(query())
+    before = ttls(settings)
+
+    caches_clear()
+    with shared.kept_longer(ttl=LONGER, budget=1):
+        footfall_result(query(SHIFTED))
+    assert ttls(settings).keys() == before.keys()  # nothing written
+    assert all(ttl <= settings.SHARED_MONTHS_TTL_SECONDS for ttl in ttls(settings).values())  # nor kept longer
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -7,6 +7,7 @@ within its limits; and a broker or Redis that is down leaves the load and the re
 import dataclasses
 import datetime as dt
 import logging
+import time
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
@@ -90,6 +91,25 @@ def test_a_reorder_after_a_release_reads_no_month_from_the_database(
         assert fetched == []
     else:
         assert fetched  # the months the new release changed are read from PostgreSQL
+
+
+@pytest.mark.parametrize("kept_seconds", [3600, 1])
+def test_what_the_warm_up_shares_outlives_a_workers_entries(
+    city, place, tmp_path, django_capture_on_commit_callbacks, settings, monkeypatch, kept_seconds
+):
+    """A re-order days after the release, when a worker's entries (a day) are gone, still reads
+    nothing from the database: the warm-up's live until about the next release."""
+    settings.SHARED_MONTHS_TTL_SECONDS = 1  # a worker's entries: gone before the re-order
+    settings.REPORT_WARMUP_TTL_SECONDS = kept_seconds
+    body = five_day_order_body(granularity="hour")
+    place(body)
+    next_week(tmp_path, django_capture_on_commit_callbacks)
+    time.sleep(2.1)
+
+    fetched = reads_counted(monkeypatch)
+    caches_clear()  # another worker
+    assert place(moved_on_a_week(body))["status"] == "succeeded"
+    assert (fetched == []) == (kept_seconds > 2)
 
 
 def test_the_warm_up_computes_the_same_numbers_the_reorder_shows(
