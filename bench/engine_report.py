@@ -44,7 +44,8 @@ def main() -> None:
     from insights import shared
     from insights.grid import cell_corner, cell_id
     from insights.kinds import DWELL, HOME, PRESENCE
-    from insights.models import ReleasePolicy
+    from insights.models import DatasetVersion, ReleasePolicy
+    from insights.products import PRODUCTS
     from insights.reports import (
         Query,
         catchment_result,
@@ -53,10 +54,12 @@ def main() -> None:
         footfall_result,
         od_matrix_result,
     )
-    from insights.selectors import region_names_by_id, regions_in_area
+    from insights.selectors import current_release_policy, region_names_by_id, regions_in_area
     from insights.sums import caches_clear, cell_hour_sums, cell_hour_totals, trip_sums
 
     product = report.pop("product")
+    if report["version"] is None:  # the latest of the product's kind, in the database this process reads
+        report["version"] = DatasetVersion.objects.filter(kind=PRODUCTS[product].kind.name).latest("pk").pk
     middle = dt.datetime.fromisoformat(report.pop("middle"))
     query = {
         "geometry": GEOSGeometry(report["geometry_hexewkb"]),
@@ -65,7 +68,7 @@ def main() -> None:
         "granularity": report["granularity"],
         "time_zone": report["time_zone"],
         "version": report["version"],
-        "policy": ReleasePolicy.objects.get(pk=report["policy"]),
+        "policy": ReleasePolicy.objects.get(pk=report["policy"]) if report["policy"] else current_release_policy(),
     }
     halves = [(query["start"], middle), (middle, query["end"])]
     if product == "compare":

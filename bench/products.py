@@ -42,6 +42,7 @@ import sys
 import django
 import duckdb
 
+from bench.growth import loaded_smaller_sizes, measure_growth
 from bench.metro_db import (
     BENCH_DIR,
     LOADED_PLACES,
@@ -56,7 +57,7 @@ from bench.metro_db import (
 )
 from bench.shapes import REPORTS, SIZE_ORDER
 from bench.timing import measure
-from bench.verdicts import SAME_NUMBERS_RELATIVE, outcome_lines, results_save, verdict_lines
+from bench.verdicts import SAME_NUMBERS_RELATIVE, outcome_lines, verdict_lines
 from insights.synthetic.metro import (
     SIZES,
     metro_file_name,
@@ -109,14 +110,19 @@ def main() -> None:
         for report in REPORTS
         if report.fits(size) and (not args.only or any(text in report.name for text in args.only))
     ]
+    smaller_sizes, missing_sizes = loaded_smaller_sizes(size.name, args.seed)
+    growths = [
+        measure_growth(outcome.report, smaller=smaller, size=size.name, runs=args.runs)
+        for smaller in smaller_sizes
+        for outcome in outcomes
+        if outcome.report.bounds_km is not None and outcome.report.fits(SIZES[smaller])
+    ]
     lines += [
         "",
         *outcome_lines(outcomes),
         "",
-        *verdict_lines(outcomes, size=size.name, seed=args.seed, load_rate=load_rate, storage=storage),
+        *verdict_lines(outcomes, growths, missing_sizes, size=size.name, load_rate=load_rate, storage=storage),
     ]
-    if not args.only:  # the growth check reads a whole run's results
-        results_save(outcomes, size=size.name, seed=args.seed)
     print("\n".join(lines))
     if any(outcome.worst_relative_difference > SAME_NUMBERS_RELATIVE for outcome in outcomes):
         sys.exit("the engine, the SQL floor and DuckDB disagree: see 'same numbers' above")

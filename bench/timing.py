@@ -4,6 +4,7 @@ the SQL floor and DuckDB taking turns, and the three's sums compared."""
 import dataclasses
 import datetime as dt
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -42,25 +43,17 @@ class Outcome:
 
 def measure(report: Report, *, size: Size, database: str, store: Path, runs: int) -> Outcome:
     # The engine's modules need Django set up first.
-    from insights.buckets import buckets, local_midnight
+    from insights.buckets import buckets
     from insights.models import DatasetVersion
     from insights.products import PRODUCTS
     from insights.selectors import MIN_SHARE, current_release_policy, regions_in_area
     from insights.sums import presence_source
 
     print(f"  timing the {report.name} report", file=sys.stderr)
-    west, south, east, north = report.bounds(size)
-    box = Polygon.from_bbox(
-        (ORIGIN_EAST + west * 1000, ORIGIN_NORTH + south * 1000, ORIGIN_EAST + east * 1000, ORIGIN_NORTH + north * 1000)
-    )
-    box.srid = 3035
-    box.transform(4326)  # customers draw in longitude/latitude
-    geometry = MultiPolygon(box, srid=4326)
+    geometry = report_geometry(report, size)
     zone = ZoneInfo(TIME_ZONE)
     start = size.start()
-    end = dt.datetime.combine(size.first_day + dt.timedelta(days=report.days), dt.time(), tzinfo=zone).astimezone(
-        dt.UTC
-    )
+    end = report_end(report, size)
     version = DatasetVersion.objects.filter(kind=PRODUCTS[report.product].kind.name).latest("pk").pk
     policy = current_release_policy().pk
     source = presence_source(granularity=report.granularity, time_zone=TIME_ZONE)
@@ -77,19 +70,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
         "policy": policy,
         "zones": list(zones),
     }
-    engine = EngineProcess(
-        {
-            "product": report.product,
-            "geometry_hexewkb": geometry.hexewkb.decode(),
-            "start": start.isoformat(),
-            "end": end.isoformat(),
-            "granularity": report.granularity,
-            "time_zone": TIME_ZONE,
-            "version": version,
-            "policy": policy,
-            "middle": local_midnight(size.first_day + dt.timedelta(days=report.days // 2), zone).isoformat(),
-        }
-    )
+    engine = EngineProcess(engine_request(report, size, version=version, policy=policy))
     times = {"engine": [], "engine_cold": [], "engine_cold_node": [], "floor": [], "duckdb": []}
     with (
         psycopg.connect(conninfo(database)) as floor,
@@ -174,6 +155,43 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
     )
 
 
+def report_geometry(report: Report, size: Size) -> MultiPolygon:
+    """The report's area as a buyer draws it, in longitude/latitude."""
+    west, south, east, north = report.bounds(size)
+    box = Polygon.from_bbox(
+        (ORIGIN_EAST + west * 1000, ORIGIN_NORTH + south * 1000, ORIGIN_EAST + east * 1000, ORIGIN_NORTH + north * 1000)
+    )
+    box.srid = 3035
+    box.transform(4326)  # customers draw in longitude/latitude
+    return MultiPolygon(box, srid=4326)
+
+
+def report_end(report: Report, size: Size) -> dt.datetime:
+    zone = ZoneInfo(TIME_ZONE)
+    end_day = size.first_day + dt.timedelta(days=report.days)
+    return dt.datetime.combine(end_day, dt.time(), tzinfo=zone).astimezone(dt.UTC)
+
+
+def engine_request(report: Report, size: Size, *, version: int | None, policy: int | None) -> dict:
+    """What bench/engine_report.py computes: the report over the size's metro; version and
+    policy None: the latest dataset version of the product's kind and the current policy of the
+    database the engine process reads."""
+    from insights.buckets import local_midnight
+
+    zone = ZoneInfo(TIME_ZONE)
+    return {
+        "product": report.product,
+        "geometry_hexewkb": report_geometry(report, size).hexewkb.decode(),
+        "start": size.start().isoformat(),
+        "end": report_end(report, size).isoformat(),
+        "granularity": report.granularity,
+        "time_zone": TIME_ZONE,
+        "version": version,
+        "policy": policy,
+        "middle": local_midnight(size.first_day + dt.timedelta(days=report.days // 2), zone).isoformat(),
+    }
+
+
 def packed_months(source: str, start: dt.datetime, end: dt.datetime, zone: ZoneInfo) -> dict:
     """The packed months a report reads: UTC months of the hourly table, local ones of the day rollup."""
     if source == "hour":
@@ -191,10 +209,13 @@ def region_codes_by_id() -> dict[int, str]:
 class EngineProcess:
     """bench/engine_report.py running one report in a fresh process."""
 
-    def __init__(self, report: dict):
+    def __init__(self, report: dict, *, database: str | None = None):
+        """database: another than the benchmark's own (DATABASE_URL)."""
+        environment = os.environ | ({"DATABASE_URL": f"postgis://root@127.0.0.1:5432/{database}"} if database else {})
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.engine_report", json.dumps(report)],
             cwd=ROOT,
+            env=environment,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

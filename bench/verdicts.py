@@ -1,12 +1,8 @@
-"""The benchmark's table of outcomes and its targets, met or missed, with the growth against the
-smaller sizes' saved results."""
+"""The benchmark's table of outcomes and its targets, met or missed, with the growth from the
+smaller sizes."""
 
-import datetime as dt
-import json
-from pathlib import Path
-
-from bench.metro_db import BENCH_DIR
-from bench.shapes import ADVERB, SIZE_ORDER
+from bench.growth import Growth
+from bench.shapes import ADVERB
 from bench.timing import Outcome
 
 SAME_NUMBERS_RELATIVE = 1e-6
@@ -58,7 +54,13 @@ def milliseconds(seconds: float) -> str:
 
 
 def verdict_lines(
-    outcomes: list[Outcome], *, size: str, seed: int, load_rate: float, storage: dict[str, dict]
+    outcomes: list[Outcome],
+    growths: list[Growth],
+    missing_sizes: list[str],
+    *,
+    size: str,
+    load_rate: float,
+    storage: dict[str, dict],
 ) -> list[str]:
     def verdict(met: bool, text: str) -> str:
         return f"  [{'met' if met else 'MISSED'}] {text}"
@@ -110,55 +112,23 @@ def verdict_lines(
             f"load ≥ {MIN_LOAD_ROWS_PER_S // 1000}k rows/s from CSV (presence): {load_rate / 1000:,.0f}k rows/s",
         )
     )
-    lines += growth_lines(outcomes, size=size, seed=seed, verdict=verdict)
+    lines += growth_lines(growths, missing_sizes, size=size, verdict=verdict)
     return lines
 
 
-def growth_lines(outcomes: list[Outcome], *, size: str, seed: int, verdict) -> list[str]:
-    """Time growth of each fixed-size report against the smaller sizes that held it (from their
-    saved results). The whole-metro report grows with the size's window: it is not compared."""
-    lines = []
-    for smaller in SIZE_ORDER[: SIZE_ORDER.index(size)]:
-        path = results_path(size=smaller, seed=seed)
-        if not path.exists():
+def growth_lines(growths: list[Growth], missing: list[str], *, size: str, verdict) -> list[str]:
+    """Time growth of each fixed-size report from the smaller sizes, both timed in this run
+    (bench/growth.py). The whole-metro report grows with the size's window: it is not compared."""
+    lines = list(missing)
+    for growth in growths:
+        for state, (smaller_s, size_s) in growth.seconds.items():
             lines.append(
-                f"  [—] growth {smaller}→{size}: no saved results of size {smaller} (bench/run --size {smaller})"
-            )
-            continue
-        earlier = json.loads(path.read_text())
-        for outcome in outcomes:
-            before = earlier["reports"].get(outcome.report.name)
-            if before and outcome.report.bounds_km is not None:
-                growth = outcome.engine_s / before["engine_s"]
-                lines.append(
-                    verdict(
-                        growth <= MAX_GROWTH,
-                        f"{outcome.report.name}: time growth {smaller}→{size} ≤ {MAX_GROWTH:g}×: {growth:.2f}×"
-                        f" ({milliseconds(before['engine_s'])} at {smaller}, run {earlier['when']})",
-                    )
+                verdict(
+                    size_s / smaller_s <= MAX_GROWTH,
+                    f"{growth.report.name}, {state}: time growth {growth.smaller}→{growth.size} ≤ {MAX_GROWTH:g}×:"
+                    f" {size_s / smaller_s:.2f}× ({milliseconds(smaller_s)} → {milliseconds(size_s)}, timed in turns)",
                 )
+            )
     if size != "L":
         lines.append("  [—] growth S→L: needs a run at size L")
     return lines
-
-
-def results_path(*, size: str, seed: int) -> Path:
-    return BENCH_DIR / f"results-{size}-seed{seed}.json"
-
-
-def results_save(outcomes: list[Outcome], *, size: str, seed: int) -> None:
-    results = {
-        "when": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-        "reports": {
-            outcome.report.name: {
-                "engine_s": outcome.engine_s,
-                "engine_cold_s": outcome.engine_cold_s,
-                "engine_cold_node_s": outcome.engine_cold_node_s,
-                "floor_s": outcome.floor_s,
-                "duckdb_s": outcome.duckdb_s,
-                "peak_rss_mb": outcome.peak_rss_mb,
-            }
-            for outcome in outcomes
-        },
-    }
-    results_path(size=size, seed=seed).write_text(json.dumps(results, indent=2) + "\n")
