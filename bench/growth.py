@@ -21,6 +21,9 @@ from bench.timing import EngineProcess, engine_request
 from insights.synthetic.metro import SIZES, metro_file_name, metro_places_names
 
 STATES = ("cold, node", "cold, worker", "warm")
+# At least so many timed runs per size and state: a warm shopping centre takes under a
+# millisecond, and a median of 3 moved by 0.4 ms from one run of the benchmark to the next.
+MIN_RUNS = 15
 
 
 @dataclasses.dataclass
@@ -58,7 +61,8 @@ def loaded_smaller_sizes(size: str, seed: int) -> tuple[list[str], list[str]]:
 
 def measure_growth(report: Report, *, smaller: str, size: str, runs: int) -> Growth:
     """The report's engine times at both sizes, cold for the node, cold for a worker and warm,
-    taking turns: the median of each over the timed runs, after one warm-up."""
+    taking turns: the median of each over the timed runs (MIN_RUNS at least), after one warm-up."""
+    runs = max(runs, MIN_RUNS)
     print(f"  timing the growth of the {report.name} report, {smaller}→{size}", file=sys.stderr)
     engines = {
         name: EngineProcess(
