@@ -4,6 +4,7 @@ to Parquet for DuckDB."""
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -44,6 +45,19 @@ def bench_database(size: str) -> str:
     return f"footfall_bench_{size.lower()}"
 
 
+def database_url(database: str) -> str:
+    return f"postgis://root@127.0.0.1:5432/{database}"
+
+
+def migrate(database: str) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        check=True,
+        env=os.environ | {"DATABASE_URL": database_url(database)},
+    )
+
+
 def conninfo(database: str) -> str:
     # As the engine's connections are (marketplace/settings.py): JIT only slowed these queries.
     return f"host=127.0.0.1 port=5432 user=root dbname={database} options='-c jit=off'"
@@ -51,14 +65,14 @@ def conninfo(database: str) -> str:
 
 def database_create(database: str) -> None:
     psql_as_postgres(f"CREATE DATABASE {database} TEMPLATE footfall_template OWNER root")
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True)
+    migrate(database)
 
 
 def database_prepare(database: str, file_sha256s: set[str]) -> None:
     """The size's database exists, is migrated and holds no data but these files': one seed at a time."""
     if not psql_as_postgres(f"SELECT 1 FROM pg_database WHERE datname = '{database}'"):
         database_create(database)
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True)
+    migrate(database)
     with psycopg.connect(conninfo(database)) as connection:
         loaded = {sha for (sha,) in connection.execute("SELECT sha256 FROM insights_datasetversion")}
     if loaded - file_sha256s:

@@ -17,7 +17,7 @@ import psycopg
 import pyarrow as pa
 from django.contrib.gis.geos import MultiPolygon, Polygon
 
-from bench.metro_db import ROOT, conninfo
+from bench.metro_db import ROOT, conninfo, database_url
 from bench.queries import DUCKDB_CONFIG, SHARES, check_sql, duckdb_sql, packed_floor, packed_floor_sql
 from bench.shapes import Report
 from insights.synthetic.metro import ORIGIN_EAST, ORIGIN_NORTH, Size
@@ -211,7 +211,7 @@ class EngineProcess:
 
     def __init__(self, report: dict, *, database: str | None = None):
         """database: another than the benchmark's own (DATABASE_URL)."""
-        environment = os.environ | ({"DATABASE_URL": f"postgis://root@127.0.0.1:5432/{database}"} if database else {})
+        environment = os.environ | ({"DATABASE_URL": database_url(database)} if database else {})
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.engine_report", json.dumps(report)],
             cwd=ROOT,

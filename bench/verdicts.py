@@ -124,9 +124,10 @@ def growth_lines(growths: list[Growth], missing: list[str], *, size: str, verdic
         for state, (smaller_s, size_s) in growth.seconds.items():
             lines.append(
                 verdict(
-                    size_s / smaller_s <= MAX_GROWTH,
+                    growth.ratio[state] <= MAX_GROWTH,
                     f"{growth.report.name}, {state}: time growth {growth.smaller}→{growth.size} ≤ {MAX_GROWTH:g}×:"
-                    f" {size_s / smaller_s:.2f}× ({milliseconds(smaller_s)} → {milliseconds(size_s)}, timed in turns)",
+                    f" {growth.ratio[state]:.2f}× (medians {milliseconds(smaller_s)} → {milliseconds(size_s)},"
+                    " timed in turns)",
                 )
             )
     if size != "L":

@@ -26,7 +26,10 @@ at most SHARED_MONTHS_BYTES (entries and keys, with Redis's own overhead per key
 per window of that length, counted in Redis, so at most twice that is held at any time. The
 warm-up after a release (kept_longer) writes with a TTL and a budget of its own,
 REPORT_WARMUP_TTL_SECONDS and REPORT_WARMUP_BYTES, and keeps as long the entries it finds
-already shared, counting them in its own window: at most twice its budget more.
+shared with a worker's lifetime, counting them in its own window: at most twice its budget
+more. Its reads look past the worker's memory, so that it keeps what that memory holds too;
+past its budget, what it writes lives a worker's day. A worker never shortens an entry's life:
+one it writes again (a key names its value) that is there for longer is left as it is.
 
 Written after the report: a report leaves what it read from PostgreSQL to be written by
 flush(), which the worker calls once the report is final (marketplace/services/runs.py), so a
@@ -41,6 +44,7 @@ SHARED_MONTHS_RETRY_SECONDS (logged once).
 
 import collections
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -73,29 +77,37 @@ _DATABASE_SQL = (
 # One round trip: the window's counter (entries written in one window expire before the end of
 # the next, so two windows' worth at most are held), then the entries if it is within the budget.
 # KEYS: the counter, then the entries' names; ARGV: their size, the budget, the TTL, their values.
+# An entry already there for longer (a warm-up's: the same value, as a key names its value) is
+# left as it is.
 _PUT_SCRIPT = """
 local written = redis.call('INCRBY', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], 2 * ARGV[3])
 if written > tonumber(ARGV[2]) then return 0 end
-for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[3]) end
+for i = 2, #KEYS do
+  if redis.call('TTL', KEYS[i]) < tonumber(ARGV[3]) then redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[3]) end
+end
 return 1
 """
 
-# The same for the entries a warm-up found shared: each one's TTL raised to the warm-up's (never
-# lowered), its size counted in the warm-up's window. KEYS: the counter, then the names; ARGV:
-# the budget, the TTL, KEY_OVERHEAD.
+# The entries a warm-up found shared with a worker's lifetime (a TTL of at most ARGV[4]): their
+# TTL raised to the warm-up's, their size counted in its window, if within its budget. Those it
+# already keeps longer are left as they are, and not counted again. KEYS: the counter, then the
+# names; ARGV: the budget, the TTL, KEY_OVERHEAD, a worker's TTL.
 _KEEP_SCRIPT = """
 local size = 0
+local found = {}
 for i = 2, #KEYS do
-  local length = redis.call('STRLEN', KEYS[i])
-  if length > 0 then size = size + length + string.len(KEYS[i]) + ARGV[3] end
+  local ttl = redis.call('TTL', KEYS[i])
+  if ttl >= 0 and ttl <= tonumber(ARGV[4]) then
+    size = size + redis.call('STRLEN', KEYS[i]) + string.len(KEYS[i]) + ARGV[3]
+    found[#found + 1] = KEYS[i]
+  end
 end
+if #found == 0 then return 1 end
 local written = redis.call('INCRBY', KEYS[1], size)
 redis.call('EXPIRE', KEYS[1], 2 * ARGV[2])
 if written > tonumber(ARGV[1]) then return 0 end
-for i = 2, #KEYS do
-  if redis.call('TTL', KEYS[i]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[i], ARGV[2]) end
-end
+for _, name in ipairs(found) do redis.call('EXPIRE', name, ARGV[2]) end
 return 1
 """
 
@@ -104,20 +116,46 @@ PENDING_WRITES = 16  # writes left for flush() at most (a report leaves one or t
 _client: list = []  # [(url, redis.Redis)], made at first use in the process
 _down_until = 0.0  # time.monotonic() before which Redis is not asked again
 _pending: collections.deque = collections.deque()  # the writes left for flush(), in this process
-_kept_longer: list = []  # [(ttl, budget)] inside kept_longer()
+_kept_longer: list = []  # [_Lifetime] inside kept_longer()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Lifetime:
+    """How long written entries live, and how many bytes a window of that length may write,
+    counted under a name of its own."""
+
+    ttl: int
+    budget: int
+    counted_as: str
+
+    def counter(self, prefix: str) -> str:
+        """The name of the count of bytes written in this window."""
+        return f"{prefix}:{self.counted_as}:{int(time.time()) // self.ttl}"
+
+
+def _a_workers() -> _Lifetime:
+    return _Lifetime(settings.SHARED_MONTHS_TTL_SECONDS, settings.SHARED_MONTHS_BYTES, "written")
 
 
 @contextlib.contextmanager
 def kept_longer(*, ttl: int, budget: int) -> Iterator[None]:
     """Inside: what reads write, and the entries they find shared, live `ttl` seconds, with at
     most `budget` bytes written or kept per window of that length, counted apart from the other
-    entries' (so at most twice that is held for it). For the warm-up after a release
-    (marketplace/services/warmup.py), whose entries are meant for re-orders until the next one."""
-    _kept_longer.append((ttl, budget))
+    entries' (so at most twice that is held for it); once that budget is spent, what they write
+    lives a worker's day. Reads look past this worker's memory, so that what they find is kept
+    too. For the warm-up after a release (marketplace/services/warmup.py), whose entries are
+    meant for re-orders until the next one."""
+    _kept_longer.append(_Lifetime(ttl, budget, "written:longer"))
     try:
         yield
     finally:
         _kept_longer.pop()
+
+
+def keeping() -> bool:
+    """Whether reads now keep what they find (kept_longer): they then look past the worker's
+    memory (insights/held.py, summed.py, areas.py) to the node's."""
+    return bool(_kept_longer)
 
 
 def get(source: str, keys: Sequence[tuple]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
@@ -186,7 +224,7 @@ def _found(names_of: Callable[[str], list[str]], count: int) -> list[bytes | Non
         _failed(exc)
         return [None] * count
     if _kept_longer:
-        _hand_over(client, None, [name for name, blob in zip(names, found, strict=True) if blob is not None])
+        _hand_over_keep(client, [name for name, blob in zip(names, found, strict=True) if blob is not None])
     return found
 
 
@@ -198,73 +236,82 @@ def flush() -> None:
         except IndexError:
             return
         try:
-            _write(*write)
+            write[0](*write[1:])
         except Exception:  # a cache's write: never the report's failure, nor the task's
             logger.exception("shared months: a write failed")
 
 
-def _hand_over(client: redis.Redis, encode, named: list) -> None:
-    """Leave a write of the entries (name, entry) to flush(), with the settings of now; encode
-    None: keeping the entries named as long as kept_longer() says."""
-    if not named:
-        return
+def _hand_over(client: redis.Redis, encode, named: list[tuple[str, object]]) -> None:
+    """Leave a write of the entries (name, entry) to flush(), with the settings of now: inside
+    kept_longer() its lifetime, then a worker's if its budget is spent."""
+    _leave((_put, client, encode, named, settings.SHARED_MONTHS_PREFIX, [*_kept_longer[-1:], _a_workers()]))
+
+
+def _hand_over_keep(client: redis.Redis, names: list[str]) -> None:
+    """Leave to flush() keeping the entries named as long as kept_longer() says."""
+    if names:
+        _leave((_keep, client, names, settings.SHARED_MONTHS_PREFIX, _kept_longer[-1], _a_workers().ttl))
+
+
+def _leave(write: tuple) -> None:
     if len(_pending) >= PENDING_WRITES:
         logger.debug("shared months: %s writes waiting; one dropped", PENDING_WRITES)
         return
-    ttl, budget = (
-        _kept_longer[-1] if _kept_longer else (settings.SHARED_MONTHS_TTL_SECONDS, settings.SHARED_MONTHS_BYTES)
-    )
-    counter = _counter(settings.SHARED_MONTHS_PREFIX, ttl, longer=bool(_kept_longer))
-    _pending.append((client, encode, named, counter, ttl, budget))
+    _pending.append(write)
 
 
-def _write(client: redis.Redis, encode, named: list, counter: str, ttl: int, budget: int) -> None:
+def _put(client: redis.Redis, encode, named: list, prefix: str, lifetimes: list[_Lifetime]) -> None:
+    blobs = [(name, encode(entry)) for name, entry in named]
+    blobs = [(name, blob) for name, blob in blobs if blob is not None]
+    size = sum(len(name) + len(blob) + KEY_OVERHEAD for name, blob in blobs)
     try:
-        if encode is None:
-            client.eval(_KEEP_SCRIPT, len(named) + 1, counter, *named, budget, ttl, KEY_OVERHEAD)
-            return
-        blobs = [(name, encode(entry)) for name, entry in named]
-        blobs = [(name, blob) for name, blob in blobs if blob is not None]
-        size = sum(len(name) + len(blob) + KEY_OVERHEAD for name, blob in blobs)
-        client.eval(
-            _PUT_SCRIPT,
-            len(blobs) + 1,
-            counter,
-            *(name for name, _ in blobs),
-            size,
-            budget,
-            ttl,
-            *(blob for _, blob in blobs),
-        )
+        for lifetime in lifetimes:
+            names = (name for name, _ in blobs)
+            values = (blob for _, blob in blobs)
+            arguments = (size, lifetime.budget, lifetime.ttl, *values)
+            if client.eval(_PUT_SCRIPT, len(blobs) + 1, lifetime.counter(prefix), *names, *arguments):
+                return
+    except (redis.RedisError, OSError) as exc:
+        _failed(exc)
+
+
+def _keep(client: redis.Redis, names: list[str], prefix: str, lifetime: _Lifetime, workers_ttl: int) -> None:
+    try:
+        arguments = (lifetime.budget, lifetime.ttl, KEY_OVERHEAD, workers_ttl)
+        client.eval(_KEEP_SCRIPT, len(names) + 1, lifetime.counter(prefix), *names, *arguments)
     except (redis.RedisError, OSError) as exc:
         _failed(exc)
 
 
 def forget_all() -> None:
-    """Delete every entry read from this database, and take their bytes off this window's count
-    (which then still bounds what is held): the next read of each goes to PostgreSQL, as the
-    service's first after a release does (the benchmark's cold-node runs, the tests)."""
+    """Delete every entry read from this database, and take the bytes of those with a worker's
+    lifetime off this window's count (which then still bounds what is held; those a warm-up kept
+    longer stay counted in its window, which only counts too much): the next read of each goes
+    to PostgreSQL, as the service's first after a release does (the benchmark's cold-node runs,
+    the tests)."""
     client = _redis()
     if client is None:
         return
     flush()
+    workers = _a_workers()
     names = list(client.scan_iter(match=f"{settings.SHARED_MONTHS_PREFIX}:{_database()}:*", count=10_000))
     for start in range(0, len(names), 10_000):
         batch = names[start : start + 10_000]
         with client.pipeline(transaction=False) as pipeline:
             for name in batch:
                 pipeline.strlen(name)
-            lengths = pipeline.execute()
-        deleted = sum(len(name) + length + KEY_OVERHEAD for name, length in zip(batch, lengths, strict=True) if length)
+                pipeline.ttl(name)
+            found = pipeline.execute()
+        lengths, ttls = found[::2], found[1::2]
+        deleted = sum(
+            len(name) + length + KEY_OVERHEAD
+            for name, length, ttl in zip(batch, lengths, ttls, strict=True)
+            if length and ttl <= workers.ttl
+        )
         with client.pipeline() as pipeline:
             pipeline.delete(*batch)
-            pipeline.decrby(_counter(settings.SHARED_MONTHS_PREFIX, settings.SHARED_MONTHS_TTL_SECONDS), deleted)
+            pipeline.decrby(workers.counter(settings.SHARED_MONTHS_PREFIX), deleted)
             pipeline.execute()
-
-
-def _counter(prefix: str, ttl: int, *, longer: bool = False) -> str:
-    """The name of the count of bytes written in this window (of kept_longer()'s, apart)."""
-    return f"{prefix}:written{':longer' if longer else ''}:{int(time.time()) // ttl}"
 
 
 def available() -> bool:

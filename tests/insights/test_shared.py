@@ -289,15 +289,45 @@ def test_entries_kept_longer_live_as_long_and_count_in_a_window_of_their_own(cit
     assert counted(settings, "written:longer:*") > 0
 
 
+def test_a_warm_up_keeps_what_its_worker_holds_in_memory_too(city, settings):
+    footfall_result(query())  # this worker holds the area and its month summed, and the node a day
+    shared.flush()  # as the worker does once the report is final
+    with shared.kept_longer(ttl=LONGER, budget=2**20):
+        footfall_result(query())
+    kept = [name for name, ttl in ttls(settings).items() if ttl > settings.SHARED_MONTHS_TTL_SECONDS]
+    assert len(kept) == 2 and all(b":summed:" in name or b":area:" in name for name in kept)
+
+
+def test_nothing_kept_longer_is_given_a_shorter_life(city, settings, monkeypatch):
+    with shared.kept_longer(ttl=LONGER, budget=2**20):
+        footfall_result(query())
+    with shared.kept_longer(ttl=LONGER // 2, budget=2**20):  # another warm-up finds them
+        caches_clear()
+        footfall_result(query())
+    # A worker that asked before the warm-up wrote, and writes the same entries after it.
+    monkeypatch.setattr(shared, "_found", lambda names_of, count: [None] * count)
+    caches_clear()
+    footfall_result(query())
+    assert len(ttls(settings)) == 11 and all(ttl > LONGER // 2 for ttl in ttls(settings).values())
+
+
 def test_entries_kept_longer_stay_within_their_own_budget(city, settings):
     footfall_result(query())
     before = ttls(settings)
+    written = counted(settings, "written:[0-9]*")
 
     caches_clear()
-    with shared.kept_longer(ttl=LONGER, budget=1):
+    with shared.kept_longer(ttl=LONGER, budget=1):  # what it finds: not kept longer
+        footfall_result(query())
+    assert ttls(settings).keys() == before.keys()
+    assert all(ttl <= settings.SHARED_MONTHS_TTL_SECONDS for ttl in ttls(settings).values())
+
+    caches_clear()
+    with shared.kept_longer(ttl=LONGER, budget=1):  # what it writes: for a worker's day, in a worker's window
         footfall_result(query(SHIFTED))
-    assert ttls(settings).keys() == before.keys()  # nothing written
-    assert all(ttl <= settings.SHARED_MONTHS_TTL_SECONDS for ttl in ttls(settings).values())  # nor kept longer
+    assert len(ttls(settings)) == 13
+    assert all(ttl <= settings.SHARED_MONTHS_TTL_SECONDS for ttl in ttls(settings).values())
+    assert counted(settings, "written:[0-9]*") > written
 
 
 def free_port() -> int:

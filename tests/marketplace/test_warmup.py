@@ -7,14 +7,15 @@ within its limits; and a broker or Redis that is down leaves the load and the re
 import dataclasses
 import datetime as dt
 import logging
-import time
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
+import redis
 from django.contrib.gis.geos import MultiPolygon
 
 from billing.models import UsageLine
+from insights import shared
 from insights.models import Release
 from insights.products import PRODUCTS
 from insights.reports import Query
@@ -93,23 +94,49 @@ def test_a_reorder_after_a_release_reads_no_month_from_the_database(
         assert fetched  # the months the new release changed are read from PostgreSQL
 
 
-@pytest.mark.parametrize("kept_seconds", [3600, 1])
-def test_what_the_warm_up_shares_outlives_a_workers_entries(
-    city, place, tmp_path, django_capture_on_commit_callbacks, settings, monkeypatch, kept_seconds
+def a_day_passes(settings) -> None:
+    """What a worker shared (a day's life, SHARED_MONTHS_TTL_SECONDS) expires; what the warm-up
+    kept longer is left."""
+    shared.flush()
+    client = redis.Redis.from_url(settings.SHARED_MONTHS_URL)
+    for name in client.scan_iter(match=f"{settings.SHARED_MONTHS_PREFIX}:*"):
+        if b":written" not in name and client.ttl(name) <= settings.SHARED_MONTHS_TTL_SECONDS:
+            client.delete(name)
+
+
+@pytest.mark.parametrize(("kept_seconds", "reads_the_database"), [(8 * 24 * 3600, False), (3600, True)])
+@pytest.mark.parametrize("first", ["the warm-up", "a buyer"])
+def test_a_reorder_later_in_the_week_still_reads_nothing_from_the_database(
+    city,
+    place,
+    tmp_path,
+    django_capture_on_commit_callbacks,
+    settings,
+    monkeypatch,
+    kept_seconds,
+    reads_the_database,
+    first,
 ):
-    """A re-order days after the release, when a worker's entries (a day) are gone, still reads
-    nothing from the database: the warm-up's live until about the next release."""
-    settings.SHARED_MONTHS_TTL_SECONDS = 1  # a worker's entries: gone before the re-order
+    """What the warm-up writes, and what it finds shared (a buyer's re-order came first, on the
+    worker that then warms), outlives a worker's entries: a re-order later in the week, on
+    another worker, reads nothing from the database."""
     settings.REPORT_WARMUP_TTL_SECONDS = kept_seconds
     body = five_day_order_body(granularity="hour")
     place(body)
-    next_week(tmp_path, django_capture_on_commit_callbacks)
-    time.sleep(2.1)
+    if first == "a buyer":
+        settings.REPORT_WARMUP_AREAS = 0
+    release = next_week(tmp_path, django_capture_on_commit_callbacks)
+    if first == "a buyer":
+        place(moved_on_a_week(body))  # this worker now holds the area and its months, the node for a day
+        shared.flush()
+        settings.REPORT_WARMUP_AREAS = 50
+        assert warmup.ordered_areas_warm(release_id=release.pk) == 1
+    a_day_passes(settings)
 
     fetched = reads_counted(monkeypatch)
     caches_clear()  # another worker
     assert place(moved_on_a_week(body))["status"] == "succeeded"
-    assert (fetched == []) == (kept_seconds > 2)
+    assert bool(fetched) == reads_the_database
 
 
 def test_the_warm_up_computes_the_same_numbers_the_reorder_shows(
