@@ -15,6 +15,7 @@ from django.contrib.gis.geos import GEOSException, GEOSGeometry, MultiPolygon
 from django.db import connection, transaction
 from django.utils import timezone
 
+from insights import shared
 from insights.ingest import (
     MAX_LISTED_ERRORS,
     CellHourReader,
@@ -299,8 +300,14 @@ def retention_cutoff() -> dt.datetime:
 
 def aggregates_retain(*, before: dt.datetime) -> dict[str, RetentionSummary]:
     """Drop every whole UTC month that ends on or before `before`, of every kind, with the
-    rollup days that started before the first hour kept."""
-    return {name: _retain(kind, before=before) for name, kind in KINDS.items()}
+    rollup days that started before the first hour kept, and the node's shared copies of them
+    (insights/shared.py)."""
+    summaries = {name: _retain(kind, before=before) for name, kind in KINDS.items()}
+    cuts = [summary.retained_from for summary in summaries.values() if summary.dropped_months]
+    if cuts:
+        # The node's shared copies of what was dropped go too (a warm-up's live for days).
+        shared.forget_months_before(max(cuts).date())
+    return summaries
 
 
 def _retain(kind: AggregateKind, *, before: dt.datetime) -> RetentionSummary:

@@ -30,6 +30,7 @@ shared with a worker's lifetime, counting them in its own window: at most twice 
 more. Its reads look past the worker's memory, so that it keeps what that memory holds too;
 past its budget, what it writes lives a worker's day. A worker never shortens an entry's life:
 one it writes again (a key names its value) that is there for longer is left as it is.
+Retention deletes the entries of the months it drops (forget_months_before), whatever their TTL.
 
 Written after the report: a report leaves what it read from PostgreSQL to be written by
 flush(), which the worker calls once the report is final (marketplace/services/runs.py), so a
@@ -45,11 +46,13 @@ SHARED_MONTHS_RETRY_SECONDS (logged once).
 import collections
 import contextlib
 import dataclasses
+import datetime as dt
 import functools
 import hashlib
 import itertools
 import json
 import logging
+import re
 import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -312,6 +315,35 @@ def forget_all() -> None:
             pipeline.delete(*batch)
             pipeline.decrby(workers.counter(settings.SHARED_MONTHS_PREFIX), deleted)
             pipeline.execute()
+
+
+# A key's month, as _names and _summed_name write it: a UTC month of hours, or a local month of days.
+_MONTH_IN_NAME = re.compile(rb":(\d{4}-\d{2}-\d{2})(?:T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2})?:")
+
+
+def forget_months_before(cut: dt.date) -> int:
+    """Delete every entry read from this database of a month that starts on or before `cut`
+    (retention's: those of the months it dropped, and of the day rollup's month it trimmed), so
+    that no value retention removed outlives it here, whatever its TTL (a warm-up's lives days).
+    Their bytes stay counted in their windows, which only counts too much. Returns how many."""
+    client = _redis()
+    if client is None:
+        return 0
+    flush()
+    cut_text = cut.isoformat().encode()
+    forgotten, batch = 0, []
+    try:
+        for name in client.scan_iter(match=f"{settings.SHARED_MONTHS_PREFIX}:{_database()}:*", count=10_000):
+            month = _MONTH_IN_NAME.search(name)
+            if month and month.group(1) <= cut_text:
+                batch.append(name)
+            if len(batch) >= 10_000:
+                forgotten, batch = forgotten + client.delete(*batch), []
+        return forgotten + (client.delete(*batch) if batch else 0)
+    except (redis.RedisError, OSError) as exc:
+        # Retention's own work is done; these entries then live out their TTL.
+        logger.warning("shared months: the months before %s could not be forgotten (%s)", cut, exc)
+        return forgotten
 
 
 def available() -> bool:

@@ -206,6 +206,19 @@ def test_a_month_dropped_by_retention_is_not_served_to_a_new_worker(city, tmp_pa
     assert footfall_result(query(area))["privacy"]["cell_hours_released"] == 0
 
 
+def test_retention_deletes_the_shared_copies_of_what_it_dropped_whatever_their_ttl(city, settings):
+    with shared.kept_longer(ttl=LONGER, budget=2**20):  # a warm-up's, meant to live for days
+        footfall_result(query())  # March: the area and its month summed, its place-months
+        footfall_result(query(granularity="day"))  # the day rollup's March and April (Berlin's 1 April)
+    march = [name for name in shared_names(settings) if b":2026-03-01" in name]
+    assert len(march) >= 10 and areas(settings)
+
+    aggregates_retain(before=dt.datetime(2026, 4, 1, tzinfo=UTC))  # March, and the days that began in it
+
+    assert [name for name in shared_names(settings) if b":2026-03-01" in name] == []
+    assert areas(settings)  # no values: left to their TTL
+
+
 def test_a_window_writes_its_budget_at_most(city, settings):
     footfall_result(query())
     shared.flush()
