@@ -16,10 +16,10 @@ import sys
 
 import psycopg
 
-from bench.metro_db import BENCH_DIR, LOADED_PLACES, bench_database, conninfo, migrate, psql_as_postgres
+from bench.metro_db import bench_database, conninfo, database_exists, loaded_files, migrate
 from bench.shapes import SIZE_ORDER, Report
 from bench.timing import EngineProcess, engine_request
-from insights.synthetic.metro import SIZES, metro_file_name, metro_places_names
+from insights.synthetic.metro import SIZES
 
 # As the benchmark's table names them; each with (cold, node) for EngineProcess.time_report.
 STATES = {"cold, node": (True, True), "cold, worker": (True, False), "warm": (False, False)}
@@ -61,11 +61,8 @@ def loaded_smaller_sizes(size: str, seed: int) -> tuple[list[str], list[str]]:
     found, missing = [], []
     for smaller in SIZE_ORDER[: SIZE_ORDER.index(size)]:
         database = bench_database(smaller)
-        files = [BENCH_DIR / metro_file_name(size=smaller, seed=seed, suffix=".csv")]
-        files += [BENCH_DIR / metro_places_names(size=smaller, seed=seed)[name] for name in LOADED_PLACES]
-        if not all(path.exists() for path in files) or not psql_as_postgres(
-            f"SELECT 1 FROM pg_database WHERE datname = '{database}'"
-        ):
+        files = loaded_files(size=smaller, seed=seed)
+        if not all(path.exists() for path in files) or not database_exists(database):
             missing.append(
                 f"  [—] growth {smaller}→{size}: no database or files of size {smaller} (bench/run --size {smaller})"
             )

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from bench.queries import DUCKDB_CONFIG, released
 from insights.kinds import KINDS, PRESENCE
+from insights.synthetic.metro import metro_file_name, metro_places_names
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "var" / "bench"
@@ -63,6 +64,17 @@ def conninfo(database: str) -> str:
     return f"host=127.0.0.1 port=5432 user=root dbname={database} options='-c jit=off'"
 
 
+def database_exists(database: str) -> bool:
+    return bool(psql_as_postgres(f"SELECT 1 FROM pg_database WHERE datname = '{database}'"))
+
+
+def loaded_files(*, size: str, seed: int) -> list[Path]:
+    """The files a size's database is loaded from: the presence CSV, then the other kinds' Parquet."""
+    presence = BENCH_DIR / metro_file_name(size=size, seed=seed, suffix=".csv")
+    places = metro_places_names(size=size, seed=seed)
+    return [presence, *(BENCH_DIR / places[name] for name in LOADED_PLACES)]
+
+
 def database_create(database: str) -> None:
     psql_as_postgres(f"CREATE DATABASE {database} TEMPLATE footfall_template OWNER root")
     migrate(database)
@@ -70,7 +82,7 @@ def database_create(database: str) -> None:
 
 def database_prepare(database: str, file_sha256s: set[str]) -> None:
     """The size's database exists, is migrated and holds no data but these files': one seed at a time."""
-    if not psql_as_postgres(f"SELECT 1 FROM pg_database WHERE datname = '{database}'"):
+    if not database_exists(database):
         database_create(database)
     migrate(database)
     with psycopg.connect(conninfo(database)) as connection:

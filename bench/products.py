@@ -45,13 +45,13 @@ import duckdb
 from bench.growth import loaded_smaller_sizes, measure_growth
 from bench.metro_db import (
     BENCH_DIR,
-    LOADED_PLACES,
     bench_database,
     database_prepare,
     database_url,
     duckdb_store,
     generate,
     load,
+    loaded_files,
     psql_as_postgres,
     storage_lines,
     stored_bytes,
@@ -95,7 +95,7 @@ def main() -> None:
     lines = [f"Report benchmark, size {size.name}, seed {args.seed}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"]
     lines += machine_lines(args.runs) + sizes_lines()
     lines.append(generate([parquet, presence_csv, *places.values()], size=size.name, seed=args.seed))
-    loaded = (presence_csv, *(places[name] for name in LOADED_PLACES))
+    loaded = loaded_files(size=size.name, seed=args.seed)
     django.setup()
     from insights.services import file_sha256  # the app registry first
 

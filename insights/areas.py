@@ -61,7 +61,7 @@ def report_area(geometry: GEOSGeometry) -> Iterator[ReportArea]:
         yield made[1]
         return
     held_key = (ewkb, catalogue().state, MIN_SHARE)
-    area = None if shared.keeping() else AREAS.get(held_key)  # a warm-up looks past memory
+    area = shared.remembered(AREAS, held_key)
     if area is None:
         found = shared.get_area(held_key)
         if found is None:

@@ -95,9 +95,8 @@ def held_values(
         for month, month_versions in zip(months, versions, strict=True)
     ]
     empty = _empty(read.source)
-    remembered = not shared.keeping()  # a warm-up looks past this worker's memory, to keep what the node holds
     entries = [
-        [(HELD.get(key) if remembered else None) if month_versions else empty for key in row]
+        [shared.remembered(HELD, key) if month_versions else empty for key in row]
         for row, month_versions in zip(keys, versions, strict=True)
     ]
     missing = [(month, place) for month, row in enumerate(entries) for place, entry in enumerate(row) if entry is None]

@@ -155,10 +155,10 @@ def kept_longer(*, ttl: int, budget: int) -> Iterator[None]:
         _kept_longer.pop()
 
 
-def keeping() -> bool:
-    """Whether reads now keep what they find (kept_longer): they then look past the worker's
-    memory (insights/held.py, summed.py, areas.py) to the node's."""
-    return bool(_kept_longer)
+def remembered(memory, key):
+    """The worker's own copy under the key (insights/held.py, summed.py, areas.py), or None:
+    inside kept_longer() reads look past it to the node's, so that what they find is kept too."""
+    return None if _kept_longer else memory.get(key)
 
 
 def get(source: str, keys: Sequence[tuple]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
@@ -239,7 +239,7 @@ def flush() -> None:
         except IndexError:
             return
         try:
-            write[0](*write[1:])
+            write()
         except Exception:  # a cache's write: never the report's failure, nor the task's
             logger.exception("shared months: a write failed")
 
@@ -247,16 +247,18 @@ def flush() -> None:
 def _hand_over(client: redis.Redis, encode, named: list[tuple[str, object]]) -> None:
     """Leave a write of the entries (name, entry) to flush(), with the settings of now: inside
     kept_longer() its lifetime, then a worker's if its budget is spent."""
-    _leave((_put, client, encode, named, settings.SHARED_MONTHS_PREFIX, [*_kept_longer[-1:], _a_workers()]))
+    lifetimes = [*_kept_longer[-1:], _a_workers()]
+    _leave(functools.partial(_put, client, encode, named, settings.SHARED_MONTHS_PREFIX, lifetimes))
 
 
 def _hand_over_keep(client: redis.Redis, names: list[str]) -> None:
     """Leave to flush() keeping the entries named as long as kept_longer() says."""
     if names:
-        _leave((_keep, client, names, settings.SHARED_MONTHS_PREFIX, _kept_longer[-1], _a_workers().ttl))
+        prefix, workers_ttl = settings.SHARED_MONTHS_PREFIX, _a_workers().ttl
+        _leave(functools.partial(_keep, client, names, prefix, _kept_longer[-1], workers_ttl))
 
 
-def _leave(write: tuple) -> None:
+def _leave(write: Callable[[], None]) -> None:
     if len(_pending) >= PENDING_WRITES:
         logger.debug("shared months: %s writes waiting; one dropped", PENDING_WRITES)
         return
@@ -297,9 +299,7 @@ def forget_all() -> None:
         return
     flush()
     workers = _a_workers()
-    names = list(client.scan_iter(match=f"{settings.SHARED_MONTHS_PREFIX}:{_database()}:*", count=10_000))
-    for start in range(0, len(names), 10_000):
-        batch = names[start : start + 10_000]
+    for batch in _batches_of_this_database(client):
         with client.pipeline(transaction=False) as pipeline:
             for name in batch:
                 pipeline.strlen(name)
@@ -317,6 +317,18 @@ def forget_all() -> None:
             pipeline.execute()
 
 
+def _batches_of_this_database(client: redis.Redis, size: int = 10_000) -> Iterator[list[bytes]]:
+    """The names of every entry read from this database, a batch at a time."""
+    batch = []
+    for name in client.scan_iter(match=f"{settings.SHARED_MONTHS_PREFIX}:{_database()}:*", count=size):
+        batch.append(name)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 # A key's month, as _names and _summed_name write it: a UTC month of hours, or a local month of days.
 _MONTH_IN_NAME = re.compile(rb":(\d{4}-\d{2}-\d{2})(?:T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2})?:")
 
@@ -331,15 +343,12 @@ def forget_months_before(cut: dt.date) -> int:
         return 0
     flush()
     cut_text = cut.isoformat().encode()
-    forgotten, batch = 0, []
+    forgotten = 0
     try:
-        for name in client.scan_iter(match=f"{settings.SHARED_MONTHS_PREFIX}:{_database()}:*", count=10_000):
-            month = _MONTH_IN_NAME.search(name)
-            if month and month.group(1) <= cut_text:
-                batch.append(name)
-            if len(batch) >= 10_000:
-                forgotten, batch = forgotten + client.delete(*batch), []
-        return forgotten + (client.delete(*batch) if batch else 0)
+        for batch in _batches_of_this_database(client):
+            old = [name for name in batch if (month := _MONTH_IN_NAME.search(name)) and month.group(1) <= cut_text]
+            forgotten += client.delete(*old) if old else 0
+        return forgotten
     except (redis.RedisError, OSError) as exc:
         # Retention's own work is done; these entries then live out their TTL.
         logger.warning("shared months: the months before %s could not be forgotten (%s)", cut, exc)

@@ -89,7 +89,7 @@ def summed_month(month: Month, *, group: np.ndarray, share: np.ndarray, places: 
 def kept(keys: list[Hashable]) -> list[SummedMonth | None]:
     """The area's months summed, from this worker's memory or else the node's
     (insights/shared.py: those missing here asked for at once)."""
-    found = [None if shared.keeping() else SUMMED.get(key) for key in keys]  # a warm-up looks past memory
+    found = [shared.remembered(SUMMED, key) for key in keys]
     missing = [index for index, summed in enumerate(found) if summed is None]
     for index, arrays in zip(missing, shared.get_summed([keys[index] for index in missing]), strict=True):
         if arrays is not None:
