@@ -15,7 +15,7 @@ from django.contrib.gis.geos import GEOSException, GEOSGeometry, MultiPolygon
 from django.db import connection, transaction
 from django.utils import timezone
 
-from insights import shared
+from insights import local_months, shared
 from insights.ingest import (
     MAX_LISTED_ERRORS,
     CellHourReader,
@@ -300,13 +300,15 @@ def retention_cutoff() -> dt.datetime:
 
 def aggregates_retain(*, before: dt.datetime) -> dict[str, RetentionSummary]:
     """Drop every whole UTC month that ends on or before `before`, of every kind, with the
-    rollup days that started before the first hour kept, and the node's shared copies of them
-    (insights/shared.py)."""
+    rollup days that started before the first hour kept, and the node's copies of them
+    (insights/shared.py, insights/local_months.py)."""
     summaries = {name: _retain(kind, before=before) for name, kind in KINDS.items()}
     cuts = [summary.retained_from for summary in summaries.values() if summary.dropped_months]
     if cuts:
-        # The node's shared copies of what was dropped go too (a warm-up's live for days).
+        # The node's copies of what was dropped go too: its shared months (a warm-up's live for
+        # days) and its copy of the recent months (keyed by the old mark, so never read again).
         shared.forget_months_before(max(cuts).date())
+        local_months.forget_months_before(max(cuts).date())
     return summaries
 
 

@@ -17,7 +17,7 @@ from insights import shared
 from insights.areas import AREAS, report_area
 from insights.buckets import buckets, is_boundary, local_midnight
 from insights.catalogue import catalogue, forget
-from insights.held import HELD, Month, Read, held_values, read_months, segment_key
+from insights.held import HELD, SEGMENT_BITS, Month, Read, held_values, read_months, segment_key
 from insights.kinds import PRESENCE, TRIPS, AggregateKind
 from insights.packing import HOURS_PER_ROW
 from insights.partitions import month_start, months, next_month
@@ -323,6 +323,9 @@ def cell_hour_sums(
     segments = " AND ".join(f"t.{name} {'>' if name in breakdowns else '='} 0" for name in kind.segments)
     if breakdowns and with_everyone:
         segments = f"(({everyone_only}) OR ({segments}))"
+    keeps = functools.partial(
+        _segments_kept, broken_down=tuple(name in breakdowns for name in kind.segments), everyone=with_everyone
+    )
     period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=over_period, gap=gap)
     with report_area(geometry) as area:
         totals = _Totals(buckets=len(period.starts), groups=len(groups))
@@ -348,6 +351,7 @@ def cell_hour_sums(
                     filter_key=(segments,),
                     policy=policy,
                     retained_from=None,  # the catalogue's, set by _summed_months
+                    keeps=keeps,
                 ),
                 kind=kind,
                 period=period,
@@ -395,6 +399,16 @@ def cell_hour_sums(
         cell_value=cells.value if with_cells else None,
         cell_count=cells.count if with_cells else None,
     )
+
+
+def _segments_kept(segment: np.ndarray, *, broken_down: tuple[bool, ...], everyone: bool) -> np.ndarray:
+    """Which rows' segment keys (insights.held.segment_key) cell_hour_sums' condition on the
+    segment columns keeps: each column broken down > 0, the others 0; with everyone's rows too."""
+    kept = np.ones(len(segment), dtype=bool)
+    for position, broken in enumerate(broken_down):
+        code = (segment >> (SEGMENT_BITS * position)) & (2**SEGMENT_BITS - 1)
+        kept &= code > 0 if broken else code == 0
+    return kept | (segment == 0) if everyone and any(broken_down) else kept
 
 
 def _groups_of(segment: np.ndarray, by_key: dict[int, int]) -> np.ndarray:
@@ -497,6 +511,7 @@ def trip_sums(
                 filter_key=(where, tuple(ordered)),
                 policy=policy,
                 retained_from=None,  # the catalogue's, set by _summed_months
+                keeps=functools.partial(np.isin, test_elements=ordered),
             ),
             kind=TRIPS,
             period=period,

@@ -65,10 +65,14 @@ def sweep_webhook_deliveries() -> int:
 
 
 # Expires: a warm-up that waited an hour behind reports would warm what buyers already ordered.
-# The soft limit stops an area that overruns REPORT_WARMUP_SECONDS (checked between areas).
-@shared_task(expires=3600, soft_time_limit=settings.REPORT_WARMUP_SECONDS + 30)
+# The soft limit stops a copy that overruns LOCAL_MONTHS_SECONDS (its part-written month is
+# deleted) or an area that overruns REPORT_WARMUP_SECONDS (checked between areas).
+@shared_task(expires=3600, soft_time_limit=settings.REPORT_WARMUP_SECONDS + settings.LOCAL_MONTHS_SECONDS + 30)
 def warm_ordered_areas(release_id: int) -> int:
-    """After a release: the areas buyers re-order computed into the node's shared months."""
+    """After a release: the node's copy of the recent months brought up to date, then the areas
+    buyers re-order computed into the node's shared months (which then read that copy)."""
+    from insights import local_months
     from marketplace.services import ordered_areas_warm
 
+    local_months.write()
     return ordered_areas_warm(release_id=release_id)

@@ -45,6 +45,13 @@ def unthrottled(settings):
 
 
 @pytest.fixture(autouse=True)
+def no_local_months(settings):
+    """Releases land without writing the node's copy of the recent months (a few statements a
+    month): the tests of that copy turn it on (tests/insights/test_local_months.py)."""
+    settings.LOCAL_MONTHS_DIR = ""
+
+
+@pytest.fixture(autouse=True)
 def eager_celery():
     """Unit tests run tasks in-process; tests/e2e starts a real worker instead."""
     celery_app.conf.task_always_eager = True

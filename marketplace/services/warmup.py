@@ -29,7 +29,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from insights import shared
+from insights import local_months, shared
 from insights.kinds import KINDS
 from insights.models import Release
 from insights.products import PRODUCTS
@@ -69,7 +69,7 @@ def release_warm_up_queue(*, release: Release) -> None:
     broker for it; a warm-up not sent is logged and left to the next release."""
     from marketplace.tasks import warm_ordered_areas
 
-    if not _warming():
+    if not _warming() and not local_months.enabled():
         return
     try:
         with outbox.producers().acquire(block=True, timeout=settings.BROKER_CONFIRM_TIMEOUT_SECONDS) as producer:

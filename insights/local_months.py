@@ -1,0 +1,283 @@
+"""The node's own copy of the release's recent months, as dense arrays in files its workers map.
+
+A service's first report of a new area after a release finds nothing in any worker's memory
+(insights/held.py) or in the node's shared months (insights/shared.py): it would read every
+month from PostgreSQL, a round trip and the packed rows decoded, as slow as DuckDB over the same
+hourly values (docs/scaling.md, section 6). So after each release the node writes the recent
+months of every kind, under the current policy, as the reports read them: per (table, month),
+each row's place, segment key, values per hour (or day) and hours counted, rows by place, then
+segment, then dataset version, in .npy files a worker maps read-only (np.load, mmap_mode). A
+place's rows of a month are then a slice of the page cache: no round trip, no decoding.
+
+A month's copy is keyed as held.py keys what it keeps: the table, the policy, the kind's
+retention mark, the month and its dataset versions with their releases' build times
+(Catalogue.versions). A new release for the month, a policy change or retention is another key,
+so a copy is never stale: a read whose key has no copy reads the shared months or PostgreSQL, as
+before. A copy is written whole into a directory of its own and renamed into place, so a worker
+never maps a part-written one. Older copies of a month, and months no longer recent, are deleted
+by the next write; retention deletes the copies of what it drops (forget_months_before).
+
+The files live in LOCAL_MONTHS_DIR (empty: no copy), a directory per database; on a node of its
+own each node writes its copy (docs/operations.md).
+"""
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from django.conf import settings
+from django.db import connection, transaction
+
+from insights.catalogue import catalogue
+from insights.kinds import KINDS, AggregateKind
+from insights.packing import DAYS_PER_ROW, HOURS_PER_ROW, daily_rows, hourly_rows
+from insights.partitions import month_start, next_month
+
+logger = logging.getLogger(__name__)
+
+SEGMENT_BITS = 16  # as insights.held keys a row's segments
+_FILES = ("place", "bounds", "segment", "values", "counts")
+_BATCH_ROWS = 2_000  # rows decoded at a time while writing: a few MB
+_OPENED = 64  # copies a worker keeps mapped
+
+
+class MonthChanged(Exception):
+    """The month's rows changed while they were copied."""
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One month of a table: the places (ascending), where each one's rows start and end
+    (bounds[i]:bounds[i + 1]), and each row's segment key, values and hours counted."""
+
+    place: np.ndarray
+    bounds: np.ndarray
+    segment: np.ndarray
+    values: np.ndarray
+    counts: np.ndarray
+
+    def spans(self, place_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each place's rows start and stop (equal: none)."""
+        if not len(self.place):
+            return np.zeros(len(place_ids), dtype=np.int64), np.zeros(len(place_ids), dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.place, place_ids), len(self.place) - 1)
+        starts, stops = self.bounds[at], self.bounds[at + 1]
+        absent = self.place[at] != place_ids
+        return np.where(absent, 0, starts), np.where(absent, 0, stops)
+
+
+def enabled() -> bool:
+    return bool(settings.LOCAL_MONTHS_DIR)
+
+
+def _database_dir() -> Path:
+    return Path(settings.LOCAL_MONTHS_DIR) / settings.DATABASES["default"]["NAME"]
+
+
+def _month_name(month: dt.datetime | dt.date) -> str:
+    return f"{month:%Y-%m}"
+
+
+def _path(table: str, policy: int, retained_from: dt.datetime | None, month, versions: Sequence) -> Path:
+    """Where a month's copy is, named by everything that makes it what it is."""
+    key = repr(
+        (
+            table,
+            policy,
+            retained_from.isoformat() if retained_from else None,
+            month.isoformat(),
+            tuple((version, built_at.isoformat()) for version, built_at in versions),
+        )
+    )
+    name = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+    return _database_dir() / table / _month_name(month) / name
+
+
+def opened(table: str, policy: int, retained_from, month, versions) -> Copy | None:
+    """The month's copy, mapped (kept mapped in this process), or None if the node has none."""
+    if not enabled() or not versions:
+        return None
+    return _mapped(_path(table, policy, retained_from, month, tuple(versions)))
+
+
+def _mapped(path: Path) -> Copy | None:
+    """Kept mapped once found (a copy never changes: a new one has another name); a miss is
+    looked for again next time, as the next write may make it."""
+    found = _MAPPED.get(path)
+    if found is None:
+        try:
+            # As plain arrays over the mapping: numpy's memmap class costs microseconds an index.
+            found = Copy(*(np.asarray(np.load(path / f"{name}.npy", mmap_mode="r")) for name in _FILES))
+        except FileNotFoundError:
+            return None
+        if len(_MAPPED) >= _OPENED:
+            _MAPPED.pop(next(iter(_MAPPED)))
+        _MAPPED[path] = found
+    return found
+
+
+_MAPPED: dict[Path, Copy] = {}
+
+
+def write() -> list[str]:
+    """Bring the node's copy up to date with the releases: each kind's recent months
+    (LOCAL_MONTHS of them, to the newest data) of the hourly table and of the day rollup, under
+    the policy reports read, written where there is no copy under their key yet; then every other
+    copy deleted. Returns a line per month written. Run after each release (insights/tasks.py)."""
+    if not enabled():
+        return []
+    from insights.selectors import current_release_policy
+
+    policy = current_release_policy()
+    if policy is None:
+        return []
+    seen = catalogue()
+    written, current = [], set()
+    for kind in KINDS.values():
+        releases = [release for release in seen.releases if release.kind == kind.name and release.policy == policy.pk]
+        if not releases:
+            continue
+        newest = max(release.period_end for release in releases) - dt.timedelta(microseconds=1)
+        retained_from = seen.retained_from.get(kind.name)
+        latest = max(release.version for release in releases)
+        for source in ("hour", "day"):
+            table = f"{kind.table}_released{'' if source == 'hour' else '_day'}"
+            for month in _recent(source, newest):
+                if retained_from and month_start(next_month(month)) <= retained_from:
+                    continue  # dropped by retention
+                versions = seen.versions(
+                    kind=kind.name,
+                    policy=policy.pk,
+                    version=latest,
+                    start=month_start(month),
+                    end=month_start(next_month(month)),
+                )
+                if not versions:
+                    continue
+                path = _path(table, policy.pk, retained_from, month, versions)
+                current.add(path)
+                if not path.exists():
+                    started = time.perf_counter()
+                    try:
+                        rows = _write(path, kind=kind, source=source, month=month, policy=policy.pk, versions=versions)
+                    except MonthChanged as changed:
+                        logger.warning("local copy of the recent months: not written, %s", changed)
+                        continue
+                    seconds = time.perf_counter() - started
+                    written.append(f"{table} {_month_name(month)}: {rows:,} rows in {seconds:.1f} s")
+                    logger.info("local copy of the recent months: %s", written[-1])
+    _delete(lambda copy: copy not in current)
+    return written
+
+
+def _recent(source: str, newest: dt.datetime) -> list[dt.datetime | dt.date]:
+    """The LOCAL_MONTHS months to the one holding `newest`, as the source stores them: UTC
+    months' first instants, or the first days of ROLLUP_TIME_ZONE's local months."""
+    if source == "hour":
+        last = newest.astimezone(dt.UTC).date().replace(day=1)
+    else:
+        from zoneinfo import ZoneInfo
+
+        last = newest.astimezone(ZoneInfo(settings.ROLLUP_TIME_ZONE)).date().replace(day=1)
+    found = [last]
+    while len(found) < settings.LOCAL_MONTHS:
+        found.append((found[-1] - dt.timedelta(days=1)).replace(day=1))
+    return [month_start(month) if source == "hour" else month for month in reversed(found)]
+
+
+def _write(path: Path, *, kind: AggregateKind, source: str, month, policy: int, versions) -> int:
+    """Write a month's copy: its rows by place, segment and dataset version, decoded a batch at a
+    time into the files, in a directory of its own renamed into place once whole."""
+    segments = list(kind.segments)
+    table = path.parent.parent.name
+    key = " + ".join(f"(t.{name}::int8 << {SEGMENT_BITS * position})" for position, name in enumerate(segments))
+    packed = "t.published_hours, t.published_values" if source == "hour" else "t.days, t.day_sums, t.day_hours"
+    month_type = "timestamptz" if source == "hour" else "date"
+    where = (
+        f"t.month = %(month)s::{month_type} AND t.policy_id = %(policy)s"
+        " AND t.dataset_version_id = ANY(%(versions)s::int[])"
+    )
+    params = {"month": month.isoformat(), "policy": policy, "versions": [version for version, _ in versions]}
+    width, value_type = (HOURS_PER_ROW, np.int32) if source == "hour" else (DAYS_PER_ROW, np.int64)
+    building = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    try:
+        with transaction.atomic(), psycopg.Cursor(connection.connection) as counter:
+            (rows,) = counter.execute(f"SELECT count(*) FROM {table} t WHERE {where}", params).fetchone()
+            place = np.empty(rows, dtype=np.int64)
+            segment = np.empty(rows, dtype=np.int64)
+            values, counts = (
+                np.lib.format.open_memmap(building / f"{name}.npy", mode="w+", dtype=dtype, shape=(rows, width))
+                for name, dtype in (("values", value_type), ("counts", np.uint8))
+            )
+            at = 0
+            with psycopg.ServerCursor(connection.connection, "footfall_local_month") as cursor:
+                cursor.execute(
+                    f"SELECT t.{kind.place_key}, {key}, {packed} FROM {table} t WHERE {where}"
+                    f" ORDER BY t.{kind.place_key}, {key}, t.dataset_version_id",
+                    params,
+                    binary=True,
+                )
+                while batch := cursor.fetchmany(_BATCH_ROWS):
+                    columns = list(zip(*batch, strict=True))
+                    stop = at + len(batch)
+                    place[at:stop] = columns[0]
+                    segment[at:stop] = columns[1]
+                    decoded = hourly_rows(*columns[2:]) if source == "hour" else daily_rows(*columns[2:])
+                    values[at:stop], counts[at:stop] = decoded
+                    at = stop
+        if at != rows:  # a release's rows never change: retention dropped the month meanwhile
+            raise MonthChanged(f"{table} {_month_name(month)}: {at:,} rows read of {rows:,} counted")
+        values.flush()
+        counts.flush()
+        del values, counts
+        places, firsts = np.unique(place, return_index=True)
+        np.save(building / "place.npy", places)
+        np.save(building / "bounds.npy", np.append(firsts, rows).astype(np.int64))
+        np.save(building / "segment.npy", segment)
+        try:
+            building.rename(path)
+        except OSError:  # another writer's copy of the same key is there: the same rows
+            shutil.rmtree(building, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return rows
+
+
+def _delete(unwanted) -> int:
+    """Delete the copies of this database that unwanted(path) says to, and the parts left by a
+    writer that stopped more than an hour ago. Returns how many copies."""
+    root = _database_dir()
+    deleted = 0
+    if not root.exists():
+        return 0
+    for table in root.iterdir():
+        for month in table.iterdir():
+            for copy in month.iterdir():
+                if copy.name.startswith("."):
+                    if time.time() - copy.stat().st_mtime > 3600:
+                        shutil.rmtree(copy, ignore_errors=True)
+                elif unwanted(copy):
+                    shutil.rmtree(copy, ignore_errors=True)
+                    deleted += 1
+            if not any(month.iterdir()):
+                month.rmdir()
+    return deleted
+
+
+def forget_months_before(cut: dt.date) -> int:
+    """Delete the copies of every month that starts on or before `cut` (retention's: the months
+    it dropped, and the day rollup's month it trimmed), whatever their key. Returns how many."""
+    if not enabled():
+        return 0
+    return _delete(lambda copy: copy.parent.name <= _month_name(cut))
