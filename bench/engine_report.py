@@ -8,8 +8,9 @@ regions kept, as a worker that ran any report holds them, checked by the notices
 listens for, insights/catalogue.py; the area and months the node's workers share,
 insights/shared.py, as the runs before left them); "cold-node" as "cold" with the catalogue and
 regions emptied too and the node's shared areas and months of this database, as the service's
-first report of the area after a release (every month read from PostgreSQL; what it read is
-written to the shared months after the timing, as a worker writes it once the report is final);
+first report of the area after a release (every month read from the node's copy of the recent
+months, insights/local_months.py, or else from PostgreSQL; what it read is written to the shared
+months after the timing, as a worker writes it once the report is final);
 "sums" returns the sums of the scans the report runs, to check them against the SQL floor and
 DuckDB; at the end of its input it answers with its peak RSS. Reports read the release of each
 dataset version under the policy the benchmark names (the current one).

@@ -1,33 +1,36 @@
 """The report benchmark (bench/run --size S|M|L): builds the synthetic metro at a size and
 times the footfall, dwell, catchment, od-matrix and compare reports of three shapes (a
 shopping centre, a district, the whole metro) in the engine, against the bare SQL floor and
-DuckDB.
+DuckDB. A shopping centre's report covers the last 90 days of the size's span (compare: 70,
+moved back a week at a time until its halves hold as many hours), as a rolling order reads the
+newest data; a district's and the whole metro's the whole span.
 
 Reports read published values only: the release of each dataset version under the current
 release policy (insights.releases). The loaders build a version's release in the load's own
 transaction; the benchmark prints the load and the release build apart (the release's
 duration_seconds, values released and withheld).
 
-For each report it prints the engine's time (footfall_result, dwell_result and the others as
-a worker runs them, with the current ReleasePolicy, in a process of its own, the median of
-the timed runs) three ways: cold for the node (the worker's caches of areas, decoded months,
+For each report it prints the engine's time (footfall_result, dwell_result and the others as a
+worker runs them, with the current ReleasePolicy, in a process of its own, the median of the
+timed runs) three ways: cold for the node (the worker's caches of areas, decoded months,
 releases and regions emptied, and the areas and months the node's workers share in Redis,
 insights/shared.py: the service's first report of the area after a release, every month read
-from PostgreSQL; what it read is shared after the timing, as a worker shares it once the report
-is final), cold for a worker (its areas and months emptied, its releases and regions kept as a
-worker that ran any report holds them, the shared areas and months as the runs before left
-them: a worker's first report of an area another worker served, as a buyer's monthly order of
-the same shopping centre is) and warm (a repeated area: its months in memory),
-the floor over the packed layout (one statement fetching, in binary, the packed rows of the
-area's cells and months the report needs from insights_<kind>_released or its _day rollup,
-and decoding and summing their values with numpy: the least any report over this layout
-does), DuckDB over the same released hourly values (exported from PostgreSQL to Parquet once
-per release, cell shares computed once in PostGIS, buckets in Europe/Berlin with DuckDB's
-built-in ICU), the engine process's peak RSS, and whether all three return the same numbers:
-the sums per bucket and per cell, per bucket and dwell band, per home region, per bucket and
-zone pair (the SQL side of that check is one statement over the views that unpack the packed
-rows, untimed). It also reports the load rates, the bytes stored per published value and
-checks the targets.
+from the node's copy of the recent months, insights/local_months.py, which the benchmark writes
+after its load as a release's warm-up does, or else from PostgreSQL; what it read is shared
+after the timing, as a worker shares it once the report is final), cold for a worker (its areas
+and months emptied, its releases and regions kept as a worker that ran any report holds them,
+the shared areas and months as the runs before left them: a worker's first report of an area
+another worker served, as a buyer's monthly order of the same shopping centre is) and warm (a
+repeated area: its months in memory), the floor over the packed layout (one statement fetching,
+in binary, the packed rows of the area's cells and months the report needs from
+insights_<kind>_released or its _day rollup, and decoding and summing their values with numpy:
+the least any report over this layout does), DuckDB over the same released hourly values
+(exported from PostgreSQL to Parquet once per release, cell shares computed once in PostGIS,
+buckets in Europe/Berlin with DuckDB's built-in ICU), the engine process's peak RSS, and whether
+all three return the same numbers: the sums per bucket and per cell, per bucket and dwell band,
+per home region, per bucket and zone pair (the SQL side of that check is one statement over the
+views that unpack the packed rows, untimed). It also reports the load rates, the bytes stored
+per published value and checks the targets.
 
 It uses a database of its own per size (footfall_bench_s, _m, _l), which holds one seed at a
 time, and keeps its files in var/bench/.
@@ -38,6 +41,7 @@ import datetime as dt
 import os
 import platform
 import sys
+import time
 
 import django
 import duckdb
@@ -105,7 +109,7 @@ def main() -> None:
     storage = stored_bytes(database)
     lines += storage_lines(storage)
     store, duckdb_lines = duckdb_store(database, size=size.name, seed=args.seed)
-    lines += duckdb_lines
+    lines += duckdb_lines + local_months_lines()
     outcomes = [
         measure(report, size=size, database=database, store=store, runs=args.runs)
         for report in REPORTS
@@ -124,6 +128,24 @@ def main() -> None:
     print("\n".join(["", *targets]))
     if any(outcome.worst_relative_difference > SAME_NUMBERS_RELATIVE for outcome in outcomes):
         sys.exit("the engine, the SQL floor and DuckDB disagree: see 'same numbers' above")
+
+
+def local_months_lines() -> list[str]:
+    """Write the node's copy of the recent months, as the release's warm-up task does
+    (insights/local_months.py); what it wrote and what it holds."""
+    from django.conf import settings
+
+    from insights import local_months
+
+    started = time.perf_counter()
+    written = local_months.write()
+    seconds = time.perf_counter() - started
+    held = sum(path.stat().st_size for path in local_months.database_dir().rglob("*.npy"))
+    again = "" if written else " (all there from an earlier run)"
+    return [
+        f"The node's copy of the recent months ({settings.LOCAL_MONTHS} a kind, {held / 1e9:.2f} GB on disk):"
+        f" {len(written)} month-tables written in {seconds:.1f} s{again}"
+    ]
 
 
 def machine_lines(runs: int) -> list[str]:

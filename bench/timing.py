@@ -52,8 +52,7 @@ def measure(report: Report, *, size: Size, database: str, store: Path, runs: int
     print(f"  timing the {report.name} report", file=sys.stderr)
     geometry = report_geometry(report, size)
     zone = ZoneInfo(TIME_ZONE)
-    start = size.start()
-    end = report_end(report, size)
+    start, _, end = report_period(report, size)
     version = DatasetVersion.objects.filter(kind=PRODUCTS[report.product].kind.name).latest("pk").pk
     policy = current_release_policy().pk
     source = presence_source(granularity=report.granularity, time_zone=TIME_ZONE)
@@ -166,29 +165,43 @@ def report_geometry(report: Report, size: Size) -> MultiPolygon:
     return MultiPolygon(box, srid=4326)
 
 
-def report_end(report: Report, size: Size) -> dt.datetime:
+def report_period(report: Report, size: Size) -> tuple[dt.datetime, dt.datetime, dt.datetime]:
+    """The report's start, middle (compare's halves meet there) and end: its last `days` local
+    days of the size's span, as a rolling order ("the last 90 days") reads the newest data. An
+    hourly compare's are moved back a week at a time until its halves hold as many hours (a
+    clock change in one half only would make them differ, which an order may not)."""
     zone = ZoneInfo(TIME_ZONE)
-    end_day = size.first_day + dt.timedelta(days=report.days)
-    return dt.datetime.combine(end_day, dt.time(), tzinfo=zone).astimezone(dt.UTC)
+
+    def midnight(day: dt.date) -> dt.datetime:
+        return dt.datetime.combine(day, dt.time(), tzinfo=zone).astimezone(dt.UTC)
+
+    end_day = size.first_day + dt.timedelta(days=size.days)
+    while True:
+        first_day = end_day - dt.timedelta(days=report.days)
+        start, middle, end = (
+            midnight(first_day + dt.timedelta(days=days)) for days in (0, report.days // 2, report.days)
+        )
+        same_hours = middle - start == end - middle
+        if report.product != "compare" or report.granularity != "hour" or same_hours or first_day <= size.first_day:
+            return start, middle, end
+        end_day -= dt.timedelta(weeks=1)
 
 
 def engine_request(report: Report, size: Size, *, version: int | None, policy: int | None) -> dict:
     """What bench/engine_report.py computes: the report over the size's metro; version and
     policy None: the latest dataset version of the product's kind and the current policy of the
     database the engine process reads."""
-    from insights.buckets import local_midnight
-
-    zone = ZoneInfo(TIME_ZONE)
+    start, middle, end = report_period(report, size)
     return {
         "product": report.product,
         "geometry_hexewkb": report_geometry(report, size).hexewkb.decode(),
-        "start": size.start().isoformat(),
-        "end": report_end(report, size).isoformat(),
+        "start": start.isoformat(),
+        "end": end.isoformat(),
         "granularity": report.granularity,
         "time_zone": TIME_ZONE,
         "version": version,
         "policy": policy,
-        "middle": local_midnight(size.first_day + dt.timedelta(days=report.days // 2), zone).isoformat(),
+        "middle": middle.isoformat(),
     }
 
 

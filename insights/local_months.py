@@ -78,7 +78,8 @@ def enabled() -> bool:
     return bool(settings.LOCAL_MONTHS_DIR)
 
 
-def _database_dir() -> Path:
+def database_dir() -> Path:
+    """Where this database's copies are."""
     return Path(settings.LOCAL_MONTHS_DIR) / settings.DATABASES["default"]["NAME"]
 
 
@@ -98,7 +99,7 @@ def _path(table: str, policy: int, retained_from: dt.datetime | None, month, ver
         )
     )
     name = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
-    return _database_dir() / table / _month_name(month) / name
+    return database_dir() / table / _month_name(month) / name
 
 
 def opened(table: str, policy: int, retained_from, month, versions) -> Copy | None:
@@ -257,7 +258,7 @@ def _write(path: Path, *, kind: AggregateKind, source: str, month, policy: int, 
 def _delete(unwanted) -> int:
     """Delete the copies of this database that unwanted(path) says to, and the parts left by a
     writer that stopped more than an hour ago. Returns how many copies."""
-    root = _database_dir()
+    root = database_dir()
     deleted = 0
     if not root.exists():
         return 0
