@@ -22,7 +22,7 @@ import numpy as np
 from django.contrib.gis.geos import GEOSGeometry
 from django.db import connection
 
-from insights import shared
+from insights import local_months, shared
 from insights.catalogue import catalogue
 from insights.grid import cell_codes
 from insights.memo import ITEM_OVERHEAD, ByteLRU
@@ -60,12 +60,13 @@ def report_area(geometry: GEOSGeometry) -> Iterator[ReportArea]:
     if made and made[0] == ewkb:
         yield made[1]
         return
-    held_key = (ewkb, catalogue().state, MIN_SHARE)
+    state = catalogue().state
+    held_key = (ewkb, state, MIN_SHARE)
     area = shared.remembered(AREAS, held_key)
     if area is None:
         found = shared.get_area(held_key)
         if found is None:
-            area = weighed(geometry)
+            area = weighed(geometry, state)
             shared.put_area(held_key, np.array(area.ids, dtype=np.int64), area.share_array)
         else:
             ids, shares = found
@@ -78,8 +79,14 @@ def report_area(geometry: GEOSGeometry) -> Iterator[ReportArea]:
         connection.report_area = None
 
 
-def weighed(geometry: GEOSGeometry) -> ReportArea:
-    """The area's cells with at least MIN_SHARE inside it, by code, weighed in the worker."""
+def weighed(geometry: GEOSGeometry, state: tuple) -> ReportArea:
+    """The area's cells with at least MIN_SHARE inside it, by code, weighed in the worker; the
+    grid's cells in its span from the node's copy of the grid under the catalogue's state
+    (insights/local_months.py), else from the database."""
     area = in_grid_crs(geometry)
-    ids, codes, shares = cell_shares(area, cells_in_span(*span(area)), min_share=MIN_SHARE)
+    area_span = span(area)
+    cells = local_months.cells_in_span(state, area_span)
+    if cells is None:
+        cells = cells_in_span(*area_span)
+    ids, codes, shares = cell_shares(area, cells, min_share=MIN_SHARE)
     return ReportArea(cells=list(zip(ids, codes, shares, strict=True)))

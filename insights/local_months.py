@@ -22,6 +22,7 @@ own each node writes its copy (docs/operations.md).
 """
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 import os
@@ -36,7 +37,8 @@ import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 
-from insights.catalogue import catalogue
+from insights.catalogue import catalogue, release_state
+from insights.grid import ROW
 from insights.kinds import KINDS, AggregateKind
 from insights.packing import DAYS_PER_ROW, HOURS_PER_ROW, daily_rows, hourly_rows
 from insights.partitions import month_start, next_month
@@ -89,6 +91,11 @@ def _month_name(month: dt.datetime | dt.date) -> str:
 
 def _path(table: str, policy: int, retained_from: dt.datetime | None, month, versions: Sequence) -> Path:
     """Where a month's copy is, named by everything that makes it what it is."""
+    return database_dir() / table / _month_name(month) / _name(table, policy, retained_from, month, tuple(versions))
+
+
+@functools.lru_cache(maxsize=1024)  # a report asks for each of its months
+def _name(table: str, policy: int, retained_from: dt.datetime | None, month, versions: tuple) -> str:
     key = repr(
         (
             table,
@@ -98,8 +105,7 @@ def _path(table: str, policy: int, retained_from: dt.datetime | None, month, ver
             tuple((version, built_at.isoformat()) for version, built_at in versions),
         )
     )
-    name = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
-    return database_dir() / table / _month_name(month) / name
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
 
 
 def opened(table: str, policy: int, retained_from, month, versions) -> Copy | None:
@@ -141,6 +147,7 @@ def write() -> list[str]:
     if policy is None:
         return []
     seen = catalogue()
+    _write_cells(seen.state)
     written, current = [], set()
     for kind in KINDS.values():
         releases = [release for release in seen.releases if release.kind == kind.name and release.policy == policy.pk]
@@ -263,6 +270,8 @@ def _delete(unwanted) -> int:
     if not root.exists():
         return 0
     for table in root.iterdir():
+        if table.name == _CELLS:
+            continue
         for month in table.iterdir():
             for copy in month.iterdir():
                 if copy.name.startswith("."):
@@ -282,3 +291,56 @@ def forget_months_before(cut: dt.date) -> int:
     if not enabled():
         return 0
     return _delete(lambda copy: copy.parent.name <= _month_name(cut))
+
+
+def cells_in_span(state: tuple, span: tuple[int, int, int, int]) -> np.ndarray | None:
+    """The ids of the grid's cells in the span (first and last row, first and last column),
+    ascending, as insights.selectors.cells_in_span reads them, from the node's copy of the grid
+    under the catalogue's state (cells are added by release builds only, which change it); None
+    if the node has no copy under it."""
+    if not enabled():
+        return None
+    path = database_dir() / _CELLS / f"{_state_name(state)}.npy"
+    cells = _CELL_COPIES.get(path)
+    if cells is None:
+        try:
+            cells = np.asarray(np.load(path, mmap_mode="r"))
+        except FileNotFoundError:
+            return None
+        _CELL_COPIES.clear()  # one state at a time
+        _CELL_COPIES[path] = cells
+    first_row, last_row, first_column, last_column = span
+    rows = np.arange(first_row, last_row + 1, dtype=np.int64) * ROW
+    starts = np.searchsorted(cells, rows + first_column)
+    stops = np.searchsorted(cells, rows + last_column, side="right")
+    return np.concatenate([cells[start:stop] for start, stop in zip(starts.tolist(), stops.tolist(), strict=True)])
+
+
+_CELLS = "cells"
+_CELL_COPIES: dict[Path, np.ndarray] = {}
+
+
+def _state_name(state: tuple) -> str:
+    return hashlib.blake2b(repr(state).encode(), digest_size=16).hexdigest()
+
+
+def _write_cells(state: tuple) -> None:
+    """Write the grid's cell ids under the catalogue's state, if they were read under it (the
+    state asked again after them), and delete the copies under other states."""
+    directory = database_dir() / _CELLS
+    path = directory / f"{_state_name(state)}.npy"
+    if not path.exists():
+        with psycopg.Cursor(connection.connection) as cursor:
+            (ids,) = cursor.execute(
+                "SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM insights_cell", binary=True
+            ).fetchone()
+        if release_state() != state:
+            return  # a release landed meanwhile: its own write makes its copy
+        directory.mkdir(parents=True, exist_ok=True)
+        building = directory / f".{path.name}.{os.getpid()}.partial"
+        with building.open("wb") as out:
+            np.save(out, np.array(ids, dtype=np.int64))
+        building.rename(path)
+    for other in directory.iterdir():
+        if other != path and time.time() - other.stat().st_mtime > (3600 if other.name.startswith(".") else 0):
+            other.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from django.contrib.gis.geos import MultiPolygon
 
+import insights.areas
 import insights.held
 import insights.sums
 from insights import local_months
@@ -229,3 +230,44 @@ def test_a_release_queues_the_copy_and_its_warm_up_writes_it(city, settings, tmp
 
     warm_ordered_areas(release.pk)
     assert {path.parent.name for path in copies(settings)} == {"2026-03"}
+
+
+@pytest.fixture
+def cell_statements(monkeypatch) -> list:
+    """The spans whose grid cells a report reads from PostgreSQL, from here on."""
+    sent = []
+    read = insights.areas.cells_in_span
+
+    def counted(*span):
+        sent.append(span)
+        return read(*span)
+
+    monkeypatch.setattr(insights.areas, "cells_in_span", counted)
+    return sent
+
+
+def test_a_new_area_is_weighed_over_the_node_copy_of_the_grid(city, settings, tmp_path, cell_statements):
+    expected = from_database(settings, footfall_result, query())
+    cell_statements.clear()
+    copied(settings, tmp_path)
+
+    assert tables(footfall_result(query())) == expected
+    assert cell_statements == []
+
+
+def test_cells_a_release_adds_are_under_a_new_area_before_the_copy_is_written(
+    city, settings, tmp_path, cell_statements
+):
+    copied(settings, tmp_path)
+    # A cell just outside the city's 4 x 4 block, under an area over both.
+    grid.load_totals(
+        tmp_path / "more.csv", cells=[(4, 4)], start=CITY_START, end=CITY_START + DAY, visits=lambda *_: 50
+    )
+    block = MultiPolygon(grid.square(0, 0, 5, 5), srid=4326)
+    caches_clear()
+    cell_statements.clear()
+
+    cells = {cell["cell"] for cell in tables(footfall_result(query(block)))["cells"]}
+
+    assert grid.code(4, 4) in cells
+    assert cell_statements  # the copy of the grid is of the release before

@@ -7,6 +7,7 @@ from django.contrib.gis.geos import MultiPolygon, Polygon
 from django.db import connection
 
 from insights.areas import weighed
+from insights.catalogue import catalogue
 from insights.grid import cell_id
 from insights.selectors import CELL_SHARES_SQL, MIN_SHARE
 from tests import grid
@@ -61,6 +62,9 @@ AREAS = {
         (0.5, 6.5),
         holes=[[(2.2, 2.3), (4.1, 2.3), (4.1, 3.9), (2.2, 3.9)], [(5, 4.5), (5.8, 5.3), (5, 6.1), (4.2, 5.3)]],
     ),
+    "whole cells inside, in a hole and inside again along a row": polygon(
+        (0.5, 0.5), (8.5, 0.5), (8.5, 7.5), (0.5, 7.5), holes=[[(2.5, 1.5), (5.5, 1.5), (5.5, 6.5), (2.5, 6.5)]]
+    ),
     "along the cell edges, concave": polygon((1, 1), (6, 1), (6, 3), (3, 3), (3, 6), (1, 6)),
     "along the cell edges, over the gap": box(3, 3, 4, 3),
     "a sliver below MIN_SHARE and one above": MultiPolygon(
@@ -96,7 +100,7 @@ def test_an_area_weighed_in_the_worker_has_postgis_cells_and_shares(cells, name)
     geometry = AREAS.get(name) or far_square()
     expected = in_postgis(geometry)
 
-    found = weighed(geometry).cells
+    found = weighed(geometry, catalogue().state).cells
 
     assert [(cell, code) for cell, code, _ in found] == [(cell, code) for cell, code, _ in expected]
     assert [share for _, _, share in found] == pytest.approx([share for _, _, share in expected], rel=1e-9, abs=1e-12)
@@ -113,3 +117,7 @@ def test_the_awkward_areas_are_awkward(cells):
     assert shares["a cell's own square"] == [1.0]
     assert shares["diagonals through the cells' corners"].count(0.5) == 6
     assert len(in_postgis(far_square())) == 4
+    # The area with a hole, along row 2: whole cells inside (1, 6, 7), none in the hole (3, 4) or past it (9).
+    holed = AREAS["whole cells inside, in a hole and inside again along a row"]
+    row = {code: share for _, code, share in in_postgis(holed)}
+    assert [row.get(grid.code(col, 2)) for col in (1, 3, 4, 6, 7, 9)] == [1.0, None, None, 1.0, 1.0, None]
