@@ -6,14 +6,15 @@ kept in memory, insights/held.py); "cold" times it with the area and months empt
 worker's first report of an area another worker served (the catalogue of releases and the
 regions kept, as a worker that ran any report holds them, checked by the notices its session
 listens for, insights/catalogue.py; the area and months the node's workers share,
-insights/shared.py, as the runs before left them); "cold-node" as "cold" with the catalogue and
-regions emptied too and the node's shared areas and months of this database, as the service's
-first report of the area after a release (every month read from the node's copy of the recent
-months, insights/local_months.py, or else from PostgreSQL; what it read is written to the shared
-months after the timing, as a worker writes it once the report is final);
-"sums" returns the sums of the scans the report runs, to check them against the SQL floor and
-DuckDB; at the end of its input it answers with its peak RSS. Reports read the release of each
-dataset version under the policy the benchmark names (the current one).
+insights/shared.py, as the runs before left them); "cold-node" as "cold" with the catalogue of
+releases emptied too (the regions kept: a release does not change them) and the node's shared
+areas and months of this database, as the service's first report of the area after a release
+(every month read from the node's copy of the recent months, insights/local_months.py, or else
+from PostgreSQL; what it read is written to the shared months after the timing, as a worker
+writes it once the report is final); "sums" returns the sums of the scans the report runs, to
+check them against the SQL floor and DuckDB; at the end of its input it answers with its peak
+RSS. Reports read the release of each dataset version under the policy the benchmark names (the
+current one).
 """
 
 import datetime as dt
@@ -43,6 +44,7 @@ def main() -> None:
     from django.contrib.gis.geos import GEOSGeometry
 
     from insights import shared
+    from insights.catalogue import forget as catalogue_forget
     from insights.grid import cell_corner, cell_id
     from insights.kinds import DWELL, HOME, PRESENCE
     from insights.models import DatasetVersion, ReleasePolicy
@@ -140,8 +142,11 @@ def main() -> None:
                 shared.forget_all()
             if command != "run":
                 # A worker that ran reports before holds the catalogue and the regions (its session
-                # listens for changes); after a release it reads them again, as the node does.
-                caches_clear(releases=command == "cold-node")
+                # listens for changes). After a release it reads the catalogue again; the regions
+                # it keeps (keyed by their own change mark, which a release does not move).
+                caches_clear(releases=False)
+                if command == "cold-node":
+                    catalogue_forget()
             started = time.perf_counter()
             result(Query(**query))
             answer({"seconds": time.perf_counter() - started})

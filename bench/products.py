@@ -12,25 +12,25 @@ duration_seconds, values released and withheld).
 
 For each report it prints the engine's time (footfall_result, dwell_result and the others as a
 worker runs them, with the current ReleasePolicy, in a process of its own, the median of the
-timed runs) three ways: cold for the node (the worker's caches of areas, decoded months,
-releases and regions emptied, and the areas and months the node's workers share in Redis,
-insights/shared.py: the service's first report of the area after a release, every month read
-from the node's copy of the recent months, insights/local_months.py, which the benchmark writes
-after its load as a release's warm-up does, or else from PostgreSQL; what it read is shared
-after the timing, as a worker shares it once the report is final), cold for a worker (its areas
-and months emptied, its releases and regions kept as a worker that ran any report holds them,
-the shared areas and months as the runs before left them: a worker's first report of an area
-another worker served, as a buyer's monthly order of the same shopping centre is) and warm (a
-repeated area: its months in memory), the floor over the packed layout (one statement fetching,
-in binary, the packed rows of the area's cells and months the report needs from
-insights_<kind>_released or its _day rollup, and decoding and summing their values with numpy:
-the least any report over this layout does), DuckDB over the same released hourly values
-(exported from PostgreSQL to Parquet once per release, cell shares computed once in PostGIS,
-buckets in Europe/Berlin with DuckDB's built-in ICU), the engine process's peak RSS, and whether
-all three return the same numbers: the sums per bucket and per cell, per bucket and dwell band,
-per home region, per bucket and zone pair (the SQL side of that check is one statement over the
-views that unpack the packed rows, untimed). It also reports the load rates, the bytes stored
-per published value and checks the targets.
+timed runs) three ways: cold for the node (the worker's caches of areas, decoded months and
+releases emptied (its regions kept: a release does not change them), and the areas and months
+the node's workers share in Redis, insights/shared.py: the service's first report of the area
+after a release, every month read from the node's copy of the recent months,
+insights/local_months.py, which the benchmark writes after its load as a release's warm-up does,
+or else from PostgreSQL; what it read is shared after the timing, as a worker shares it once the
+report is final), cold for a worker (its areas and months emptied, its releases and regions kept
+as a worker that ran any report holds them, the shared areas and months as the runs before left
+them: a worker's first report of an area another worker served, as a buyer's monthly order of
+the same shopping centre is) and warm (a repeated area: its months in memory), the floor over
+the packed layout (one statement fetching, in binary, the packed rows of the area's cells and
+months the report needs from insights_<kind>_released or its _day rollup, and decoding and
+summing their values with numpy: the least any report over this layout does), DuckDB over the
+same released hourly values (exported from PostgreSQL to Parquet once per release, cell shares
+computed once in PostGIS, buckets in Europe/Berlin with DuckDB's built-in ICU), the engine
+process's peak RSS, and whether all three return the same numbers: the sums per bucket and per
+cell, per bucket and dwell band, per home region, per bucket and zone pair (the SQL side of that
+check is one statement over the views that unpack the packed rows, untimed). It also reports the
+load rates, the bytes stored per published value and checks the targets.
 
 It uses a database of its own per size (footfall_bench_s, _m, _l), which holds one seed at a
 time, and keeps its files in var/bench/.
