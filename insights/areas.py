@@ -16,7 +16,7 @@ worker's first report of an area another worker weighed reads its cells and shar
 import contextlib
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from django.contrib.gis.geos import GEOSGeometry
@@ -33,6 +33,9 @@ from insights.weighing import cell_shares, in_grid_crs, span
 @dataclass(frozen=True)
 class ReportArea:
     cells: list[tuple[int, str, float]]  # (cell id, code, share inside the area), by code
+    # Weighed for this report: no worker of the node had shared it, so none had shared its
+    # months summed either (they are shared after it), and the node is not asked for them.
+    weighed_here: bool = field(default=False, compare=False)
 
     @functools.cached_property
     def ids(self) -> list[int]:
@@ -72,6 +75,8 @@ def report_area(geometry: GEOSGeometry) -> Iterator[ReportArea]:
             ids, shares = found
             area = ReportArea(cells=list(zip(ids.tolist(), cell_codes(ids), shares.tolist(), strict=True)))
         AREAS.put(held_key, area, ITEM_OVERHEAD + len(ewkb) + AREA_CELL_BYTES * len(area.cells))
+        if found is None:
+            area = replace(area, weighed_here=True)
     connection.report_area = (ewkb, area)
     try:
         yield area

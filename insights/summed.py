@@ -86,11 +86,11 @@ def summed_month(month: Month, *, group: np.ndarray, share: np.ndarray, places: 
     )
 
 
-def kept(keys: list[Hashable]) -> list[SummedMonth | None]:
-    """The area's months summed, from this worker's memory or else the node's
+def kept(keys: list[Hashable], *, ask_node: bool = True) -> list[SummedMonth | None]:
+    """The area's months summed, from this worker's memory or else, ask_node, the node's
     (insights/shared.py: those missing here asked for at once)."""
     found = [shared.remembered(SUMMED, key) for key in keys]
-    missing = [index for index, summed in enumerate(found) if summed is None]
+    missing = [index for index, summed in enumerate(found) if summed is None] if ask_node else []
     for index, arrays in zip(missing, shared.get_summed([keys[index] for index in missing]), strict=True):
         if arrays is not None:
             found[index] = SummedMonth(*arrays)

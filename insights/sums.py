@@ -360,6 +360,7 @@ def cell_hour_sums(
                 version=version,
                 grouping=(tuple(sorted(by_key.items())), lambda held: _groups_of(held.segment, by_key)),
                 with_places=with_cells,
+                ask_node=not area.weighed_here,
             ):
                 totals.add_summed(period.month_span(source, month), summed)
                 if with_cells:
@@ -431,12 +432,14 @@ def _summed_months(
     version: int,
     grouping: tuple[Hashable, Callable[[Month], np.ndarray]],
     with_places: bool,
+    ask_node: bool = True,
 ) -> list[tuple[dt.datetime | dt.date, SummedMonth]]:
     """A small read's months summed per group for this area: from the worker's memory
     (insights/summed.py), else from the months kept per place (insights/held.py), else read.
     Each month reads its dataset versions up to `version` as the catalogue lists them.
     grouping: what says which segments go to which group (for the key), and the group of each
-    row of a month (-1: not summed)."""
+    row of a month (-1: not summed). ask_node: look for the months summed in the node's shared
+    months too (not for an area weighed for this report: insights.areas.ReportArea)."""
     seen = catalogue()
     read = replace(read, retained_from=seen.retained_from.get(kind.name))
     months_read = period.months(read.source)
@@ -457,7 +460,7 @@ def _summed_months(
         (*area, month, month_versions, grouping[0], with_places)
         for month, month_versions in zip(months_read, versions, strict=True)
     ]
-    found = kept(keys)
+    found = kept(keys, ask_node=ask_node)
     missing = [index for index, summed in enumerate(found) if summed is None]
     if missing:
         # Many place-months are read at once instead: making and keeping an entry per place-month

@@ -36,6 +36,8 @@ class Workers:
             "REPORT_LOCK_RETRY_SECONDS": "1",
             # The tests check the numbers against exact sums (as tests/conftest.py does in-process).
             "PRIVACY_ROUND_TO": str(django_settings.PRIVACY_ROUND_TO),
+            # As in-process: no copy of the recent months after the fixtures' releases.
+            "LOCAL_MONTHS_DIR": django_settings.LOCAL_MONTHS_DIR,
         }
 
     def start(

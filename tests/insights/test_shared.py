@@ -394,3 +394,15 @@ def test_redis_that_never_answers_leaves_reports_as_they_are(city, settings, cap
         caches_clear()
         assert tables(footfall_result(query())) == first
     assert "shared months: Redis failed" in caplog.text
+
+
+def test_a_new_area_does_not_ask_the_node_for_its_months_summed(city, settings, monkeypatch):
+    asked = []
+    get_summed = shared.get_summed
+    monkeypatch.setattr(shared, "get_summed", lambda keys: asked.extend(keys) or get_summed(keys))
+    first = tables(footfall_result(query()))  # weighed here: nobody shared it, nor its months summed
+    assert asked == []
+
+    caches_clear()  # another worker: the area is shared, so may its months summed be
+    assert tables(footfall_result(query())) == first
+    assert asked
