@@ -112,26 +112,28 @@ def opened(table: str, policy: int, retained_from, month, versions) -> Copy | No
     """The month's copy, mapped (kept mapped in this process), or None if the node has none."""
     if not enabled() or not versions:
         return None
-    return _mapped(_path(table, policy, retained_from, month, tuple(versions)))
-
-
-def _mapped(path: Path) -> Copy | None:
-    """Kept mapped once found (a copy never changes: a new one has another name); a miss is
-    looked for again next time, as the next write may make it."""
-    found = _MAPPED.get(path)
+    key = (settings.LOCAL_MONTHS_DIR, settings.DATABASES["default"]["NAME"], table, policy, retained_from, month)
+    found = _MAPPED.get((*key, versions))
     if found is None:
-        try:
-            # As plain arrays over the mapping: numpy's memmap class costs microseconds an index.
-            found = Copy(*(np.asarray(np.load(path / f"{name}.npy", mmap_mode="r")) for name in _FILES))
-        except FileNotFoundError:
-            return None
-        if len(_MAPPED) >= _OPENED:
-            _MAPPED.pop(next(iter(_MAPPED)))
-        _MAPPED[path] = found
+        found = _mapped(_path(table, policy, retained_from, month, tuple(versions)))
+        if found is not None:
+            if len(_MAPPED) >= _OPENED:
+                _MAPPED.pop(next(iter(_MAPPED)))
+            _MAPPED[(*key, versions)] = found
     return found
 
 
-_MAPPED: dict[Path, Copy] = {}
+def _mapped(path: Path) -> Copy | None:
+    """The copy in `path`, mapped; None if there is none (yet: the next write may make it)."""
+    try:
+        # As plain arrays over the mapping: numpy's memmap class costs microseconds an index.
+        return Copy(*(np.asarray(np.load(path / f"{name}.npy", mmap_mode="r")) for name in _FILES))
+    except FileNotFoundError:
+        return None
+
+
+# The copies mapped lately, by key (a copy never changes: a new one has another key).
+_MAPPED: dict[tuple, Copy] = {}
 
 
 def write() -> list[str]:
@@ -300,15 +302,15 @@ def cells_in_span(state: tuple, span: tuple[int, int, int, int]) -> np.ndarray |
     if the node has no copy under it."""
     if not enabled():
         return None
-    path = database_dir() / _CELLS / f"{_state_name(state)}.npy"
-    cells = _CELL_COPIES.get(path)
+    key = (settings.LOCAL_MONTHS_DIR, settings.DATABASES["default"]["NAME"], state)
+    cells = _CELL_COPIES.get(key)
     if cells is None:
         try:
-            cells = np.asarray(np.load(path, mmap_mode="r"))
+            cells = np.asarray(np.load(database_dir() / _CELLS / f"{_state_name(state)}.npy", mmap_mode="r"))
         except FileNotFoundError:
             return None
         _CELL_COPIES.clear()  # one state at a time
-        _CELL_COPIES[path] = cells
+        _CELL_COPIES[key] = cells
     first_row, last_row, first_column, last_column = span
     rows = np.arange(first_row, last_row + 1, dtype=np.int64) * ROW
     starts = np.searchsorted(cells, rows + first_column)
@@ -317,7 +319,7 @@ def cells_in_span(state: tuple, span: tuple[int, int, int, int]) -> np.ndarray |
 
 
 _CELLS = "cells"
-_CELL_COPIES: dict[Path, np.ndarray] = {}
+_CELL_COPIES: dict[tuple, np.ndarray] = {}
 
 
 def _state_name(state: tuple) -> str:
