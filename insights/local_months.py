@@ -4,10 +4,11 @@ A service's first report of a new area after a release finds nothing in any work
 (insights/held.py) or in the node's shared months (insights/shared.py): it would read every
 month from PostgreSQL, a round trip and the packed rows decoded, as slow as DuckDB over the same
 hourly values (docs/scaling.md, section 6). So after each release the node writes the recent
-months of every kind, under the current policy, as the reports read them: per (table, month),
-each row's place, segment key, values per hour (or day) and hours counted, rows by place, then
-segment, then dataset version, in .npy files a worker maps read-only (np.load, mmap_mode). A
-place's rows of a month are then a slice of the page cache: no round trip, no decoding.
+months of every kind (four months of hours, thirteen of days: a day row is a tenth of an hour
+row), under the current policy, as the reports read them: per (table, month), each row's place,
+segment key, values per hour (or day) and hours counted, rows by place, then segment, then
+dataset version, in .npy files a worker maps read-only (np.load, mmap_mode). A place's rows of a
+month are then a slice of the page cache: no round trip, no decoding.
 
 A month's copy is keyed as held.py keys what it keeps: the table, the policy, the kind's
 retention mark, the month and its dataset versions with their releases' build times
@@ -48,7 +49,7 @@ logger = logging.getLogger(__name__)
 SEGMENT_BITS = 16  # as insights.held keys a row's segments
 _FILES = ("place", "bounds", "segment", "values", "counts")
 _BATCH_ROWS = 2_000  # rows decoded at a time while writing: a few MB
-_OPENED = 64  # copies a worker keeps mapped
+_OPENED = 128  # copies a worker keeps mapped: a year of days and a few months of hours of each kind
 
 
 class MonthChanged(Exception):
@@ -137,8 +138,8 @@ _MAPPED: dict[tuple, Copy] = {}
 
 
 def write() -> list[str]:
-    """Bring the node's copy up to date with the releases: each kind's recent months
-    (LOCAL_MONTHS of them, to the newest data) of the hourly table and of the day rollup, under
+    """Bring the node's copy up to date with the releases: each kind's recent months, to the
+    newest data, of the hourly table (LOCAL_MONTHS) and of the day rollup (LOCAL_DAY_MONTHS), under
     the policy reports read, written where there is no copy under their key yet; then every other
     copy deleted. Returns a line per month written. Run after each release (insights/tasks.py)."""
     if not enabled():
@@ -189,8 +190,9 @@ def write() -> list[str]:
 
 
 def _recent(source: str, newest: dt.datetime) -> list[dt.datetime | dt.date]:
-    """The LOCAL_MONTHS months to the one holding `newest`, as the source stores them: UTC
-    months' first instants, or the first days of ROLLUP_TIME_ZONE's local months."""
+    """The LOCAL_MONTHS months of hours (LOCAL_DAY_MONTHS of the day rollup) to the one holding
+    `newest`, as the source stores them: UTC months' first instants, or the first days of
+    ROLLUP_TIME_ZONE's local months."""
     if source == "hour":
         last = newest.astimezone(dt.UTC).date().replace(day=1)
     else:
@@ -198,7 +200,7 @@ def _recent(source: str, newest: dt.datetime) -> list[dt.datetime | dt.date]:
 
         last = newest.astimezone(ZoneInfo(settings.ROLLUP_TIME_ZONE)).date().replace(day=1)
     found = [last]
-    while len(found) < settings.LOCAL_MONTHS:
+    while len(found) < (settings.LOCAL_MONTHS if source == "hour" else settings.LOCAL_DAY_MONTHS):
         found.append((found[-1] - dt.timedelta(days=1)).replace(day=1))
     return [month_start(month) if source == "hour" else month for month in reversed(found)]
 

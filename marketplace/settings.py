@@ -421,11 +421,13 @@ SHARED_MONTHS_TTL_SECONDS = env.int("SHARED_MONTHS_TTL_SECONDS", default=24 * 36
 SHARED_MONTHS_BYTES = env.int("SHARED_MONTHS_BYTES", default=256 * 2**20)
 SHARED_MONTHS_TIMEOUT_SECONDS = env.float("SHARED_MONTHS_TIMEOUT_SECONDS", default=0.05)
 SHARED_MONTHS_RETRY_SECONDS = env.float("SHARED_MONTHS_RETRY_SECONDS", default=10.0)
-# The node's own copy of each kind's LOCAL_MONTHS most recent months, as files its report workers
-# map (insights/local_months.py): where (empty: no copy), and how long writing it after a release
-# may take. About 5 B per cell-hour value of the copied months, on the node's local disk.
+# The node's own copy of each kind's most recent months, LOCAL_MONTHS of hours and
+# LOCAL_DAY_MONTHS of the day rollup, as files its report workers map (insights/local_months.py):
+# where (empty: no copy), and how long writing it after a release may take. About 5 B per
+# cell-hour of the copied months of hours and 9 B per cell-day of days, on the node's local disk.
 LOCAL_MONTHS_DIR = env("LOCAL_MONTHS_DIR", default=str(BASE_DIR / "var" / "local-months"))
 LOCAL_MONTHS = env.int("LOCAL_MONTHS", default=4)
+LOCAL_DAY_MONTHS = env.int("LOCAL_DAY_MONTHS", default=13)
 LOCAL_MONTHS_SECONDS = env.int("LOCAL_MONTHS_SECONDS", default=600)
 # Report workers listen for changes to the releases (insights/catalogue.py) instead of asking
 # their state each report; off: they ask every report.

@@ -209,12 +209,13 @@ def test_the_copy_holds_the_recent_months_only(city, settings, tmp_path):
     grid.load_totals(
         tmp_path / "may.csv", cells=[(0, 0)], start=may, end=may + dt.timedelta(hours=2), visits=lambda *_: 9
     )
-    settings.LOCAL_MONTHS = 2
+    settings.LOCAL_MONTHS, settings.LOCAL_DAY_MONTHS = 2, 3
 
     copied(settings, tmp_path)
 
-    # Each kind's two months to its newest data: the presence's April (nothing in it) and May.
-    assert {path.parent.name for path in copies(settings)} == {"2026-04", "2026-05"}
+    # The presence's two months of hours to its newest data (April: nothing in it), three of days.
+    months = sorted(path.parent.name for path in copies(settings))
+    assert months == ["2026-03", "2026-04", "2026-04", "2026-05", "2026-05"]
 
 
 def test_a_release_queues_the_copy_and_its_warm_up_writes_it(city, settings, tmp_path, monkeypatch):
