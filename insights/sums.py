@@ -412,6 +412,15 @@ def _segments_kept(segment: np.ndarray, *, broken_down: tuple[bool, ...], everyo
     return kept | (segment == 0) if everyone and any(broken_down) else kept
 
 
+def _among(ordered: np.ndarray, segment: np.ndarray) -> np.ndarray:
+    """Which segment keys are among the ordered (ascending) ones: two binary searches, where
+    np.isin sorts both each time."""
+    if not len(ordered):
+        return np.zeros(len(segment), dtype=bool)
+    at = np.minimum(np.searchsorted(ordered, segment), len(ordered) - 1)
+    return ordered[at] == segment
+
+
 def _groups_of(segment: np.ndarray, by_key: dict[int, int]) -> np.ndarray:
     """The group of each row's segment key (-1: not summed)."""
     keys = np.fromiter(by_key, dtype=np.int64, count=len(by_key))
@@ -514,7 +523,7 @@ def trip_sums(
                 filter_key=(where, tuple(ordered)),
                 policy=policy,
                 retained_from=None,  # the catalogue's, set by _summed_months
-                keeps=functools.partial(np.isin, test_elements=ordered),
+                keeps=functools.partial(_among, ordered),
             ),
             kind=TRIPS,
             period=period,
