@@ -143,7 +143,8 @@ def local_months_lines() -> list[str]:
     held = sum(path.stat().st_size for path in local_months.database_dir().rglob("*.npy"))
     again = "" if written else " (all there from an earlier run)"
     return [
-        f"The node's copy of the recent months ({settings.LOCAL_MONTHS} a kind, {held / 1e9:.2f} GB on disk):"
+        f"The node's copy of the recent months ({settings.LOCAL_MONTHS} months of hours and"
+        f" {settings.LOCAL_DAY_MONTHS} of days a kind, {held / 1e9:.2f} GB on disk):"
         f" {len(written)} month-tables written in {seconds:.1f} s{again}"
     ]
 
