@@ -150,7 +150,10 @@ def write() -> list[str]:
     if policy is None:
         return []
     seen = catalogue()
-    _write_cells(seen.state)
+    try:
+        _write_cells(seen.state)
+    except OSError as failed:  # the disk full: areas are weighed over the database's cells
+        logger.warning("local copy of the recent months: the grid's cells not written: %s", failed)
     written, current = [], set()
     for kind in KINDS.values():
         releases = [release for release in seen.releases if release.kind == kind.name and release.policy == policy.pk]
@@ -179,8 +182,9 @@ def write() -> list[str]:
                     started = time.perf_counter()
                     try:
                         rows = _write(path, kind=kind, source=source, month=month, policy=policy.pk, versions=versions)
-                    except MonthChanged as changed:
-                        logger.warning("local copy of the recent months: not written, %s", changed)
+                    except (MonthChanged, OSError) as failed:
+                        # Retention meanwhile, or the disk full: reports read Redis or PostgreSQL.
+                        logger.warning("local copy of the recent months: %s %s not written: %s", table, month, failed)
                         continue
                     seconds = time.perf_counter() - started
                     written.append(f"{table} {_month_name(month)}: {rows:,} rows in {seconds:.1f} s")

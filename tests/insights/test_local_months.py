@@ -7,6 +7,7 @@ holds the recent months only, and is deleted with what retention drops."""
 import datetime as dt
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.contrib.gis.geos import MultiPolygon
 
@@ -272,3 +273,18 @@ def test_cells_a_release_adds_are_under_a_new_area_before_the_copy_is_written(
 
     assert grid.code(4, 4) in cells
     assert cell_statements  # the copy of the grid is of the release before
+
+
+def test_a_copy_that_cannot_be_written_leaves_reports_to_the_database(city, settings, tmp_path, monkeypatch, caplog):
+    expected = from_database(settings, footfall_result, query())
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", full)
+    monkeypatch.setattr(np, "save", full)
+
+    assert copied(settings, tmp_path) == []
+    assert copies(settings) == []
+    assert "No space left on device" in caplog.text
+    assert tables(footfall_result(query())) == expected
