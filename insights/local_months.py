@@ -22,6 +22,7 @@ The files live in LOCAL_MONTHS_DIR (empty: no copy), a directory per database; o
 own each node writes its copy (docs/operations.md).
 """
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -29,7 +30,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 SEGMENT_BITS = 16  # as insights.held keys a row's segments
 _FILES = ("place", "bounds", "segment", "values", "counts")
 _BATCH_ROWS = 2_000  # rows decoded at a time while writing: a few MB
+_WRITER_LOCK = 0x6C6F63616C6D6F6E  # the advisory lock of the copy's writers ("localmon")
 _OPENED = 128  # copies a worker keeps mapped: a year of days and a few months of hours of each kind
 
 
@@ -149,6 +151,26 @@ def write() -> list[str]:
     policy = current_release_policy()
     if policy is None:
         return []
+    with _one_writer():
+        return _write_current(policy)
+
+
+@contextlib.contextmanager
+def _one_writer() -> Iterator[None]:
+    """One writer at a time: the releases of one load land together and each queues its warm-up;
+    the next writer, once the first is done, finds its months written and writes only what a
+    later release changed. A session lock: PostgreSQL frees it if the writer dies."""
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [_WRITER_LOCK])
+        try:
+            yield
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [_WRITER_LOCK])
+
+
+def _write_current(policy) -> list[str]:
+    """write(), under the lock."""
     seen = catalogue()
     try:
         _write_cells(seen.state)
