@@ -27,7 +27,15 @@ from django.db import connection
 
 from insights import local_months, shared
 from insights.memo import ByteLRU, arrays_size
-from insights.packing import DAY_SUM, DAYS_PER_ROW, HOURS_PER_ROW, daily_rows, hourly_rows
+from insights.packing import (
+    DAY_SUM,
+    DAYS_PER_ROW,
+    HOURS_PER_ROW,
+    SEGMENT_BITS,
+    daily_rows,
+    hourly_rows,
+    segment_key_sql,
+)
 
 # 48 MB of decoded months per worker process (a month's row of hours takes 3.7 kB, its row of
 # days 0.3 kB, and each place-month 1 kB more): a hundred shopping-centre quarters of footfall,
@@ -35,7 +43,6 @@ from insights.packing import DAY_SUM, DAYS_PER_ROW, HOURS_PER_ROW, daily_rows, h
 # it and insights.areas.AREAS (8 MB) it stays under its 300 MB.
 HELD_BYTES = 48 * 2**20
 HELD = ByteLRU(HELD_BYTES)
-SEGMENT_BITS = 16  # a segment code is a smallint
 
 
 @dataclass(frozen=True)
@@ -141,11 +148,7 @@ def _copied(read: Read, places, months, versions) -> dict[int, Month]:
         segment = copy.segment[index]
         kept = np.flatnonzero(read.keeps(segment))
         place, segment, values, counts = place[kept], segment[kept], copy.values[index[kept]], copy.counts[index[kept]]
-        firsts = np.flatnonzero(_changes(place, segment)) if len(place) else place
-        if len(firsts) < len(place):
-            values = np.add.reduceat(values, firsts, axis=0, dtype=values.dtype)
-            counts = np.add.reduceat(counts, firsts, axis=0, dtype=counts.dtype)
-            place, segment = place[firsts], segment[firsts]
+        (place, segment), values, counts = _versions_added((place, segment), values, counts)
         found[at] = Month(place=place, segment=segment, values=values, counts=counts)
     return found
 
@@ -213,7 +216,7 @@ def _rows(
     and segment, decoded with numpy.
     None if there are none."""
     wanted_months = list(wanted_months)
-    key = " + ".join(f"(t.{name}::int8 << {SEGMENT_BITS * position})" for position, name in enumerate(read.segments))
+    key = segment_key_sql(read.segments)
     packed = "t.published_hours, t.published_values" if read.source == "hour" else "t.days, t.day_sums, t.day_hours"
     month_type = "timestamptz" if read.source == "hour" else "date"
     # No ORDER BY: the server would sort the packed columns too (on disk, for rows of hours); the
@@ -269,12 +272,21 @@ def _rows(
     # A place's segment in several versions of the month (weekly loads): one row, the versions'
     # values added, as a read adds them. They never share an hour (the loader refuses a row loaded
     # before); a local day split between two versions adds its sums and hours.
-    starts = np.flatnonzero(_changes(month, place, segment))
-    if len(starts) < len(month):
-        values = np.add.reduceat(values, starts, axis=0, dtype=values.dtype)  # reduceat would widen them
-        counts = np.add.reduceat(counts, starts, axis=0, dtype=counts.dtype)
-        month, place, segment = month[starts], place[starts], segment[starts]
+    (month, place, segment), values, counts = _versions_added((month, place, segment), values, counts)
     return month, place, segment, values, counts
+
+
+def _versions_added(keys: tuple[np.ndarray, ...], values: np.ndarray, counts: np.ndarray) -> tuple:
+    """Rows sorted by their keys with a row per key: consecutive rows of the same keys (a place's
+    segment in several dataset versions) added into one. Returns (keys, values, counts)."""
+    if not len(keys[0]):
+        return keys, values, counts
+    starts = np.flatnonzero(_changes(*keys))
+    if len(starts) == len(keys[0]):
+        return keys, values, counts
+    values = np.add.reduceat(values, starts, axis=0, dtype=values.dtype)  # reduceat would widen them
+    counts = np.add.reduceat(counts, starts, axis=0, dtype=counts.dtype)
+    return tuple(key[starts] for key in keys), values, counts
 
 
 def _array(items) -> str:

@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import psycopg
@@ -42,12 +43,11 @@ from django.db import connection, transaction
 from insights.catalogue import catalogue, release_state
 from insights.grid import ROW
 from insights.kinds import KINDS, AggregateKind
-from insights.packing import DAYS_PER_ROW, HOURS_PER_ROW, daily_rows, hourly_rows
+from insights.packing import DAYS_PER_ROW, HOURS_PER_ROW, daily_rows, hourly_rows, segment_key_sql
 from insights.partitions import month_start, next_month
 
 logger = logging.getLogger(__name__)
 
-SEGMENT_BITS = 16  # as insights.held keys a row's segments
 _FILES = ("place", "bounds", "segment", "values", "counts")
 _BATCH_ROWS = 2_000  # rows decoded at a time while writing: a few MB
 _WRITER_LOCK = 0x6C6F63616C6D6F6E  # the advisory lock of the copy's writers ("localmon")
@@ -143,7 +143,7 @@ def write() -> list[str]:
     """Bring the node's copy up to date with the releases: each kind's recent months, to the
     newest data, of the hourly table (LOCAL_MONTHS) and of the day rollup (LOCAL_DAY_MONTHS), under
     the policy reports read, written where there is no copy under their key yet; then every other
-    copy deleted. Returns a line per month written. Run after each release (insights/tasks.py)."""
+    copy deleted. Returns a line per month written. Run after each release (marketplace/tasks.py)."""
     if not enabled():
         return []
     from insights.selectors import current_release_policy
@@ -203,7 +203,15 @@ def _write_current(policy) -> list[str]:
                 if not path.exists():
                     started = time.perf_counter()
                     try:
-                        rows = _write(path, kind=kind, source=source, month=month, policy=policy.pk, versions=versions)
+                        rows = _write(
+                            path,
+                            table=table,
+                            kind=kind,
+                            source=source,
+                            month=month,
+                            policy=policy.pk,
+                            versions=versions,
+                        )
                     except (MonthChanged, OSError) as failed:
                         # Retention meanwhile, or the disk full: reports read Redis or PostgreSQL.
                         logger.warning("local copy of the recent months: %s %s not written: %s", table, month, failed)
@@ -222,8 +230,6 @@ def _recent(source: str, newest: dt.datetime) -> list[dt.datetime | dt.date]:
     if source == "hour":
         last = newest.astimezone(dt.UTC).date().replace(day=1)
     else:
-        from zoneinfo import ZoneInfo
-
         last = newest.astimezone(ZoneInfo(settings.ROLLUP_TIME_ZONE)).date().replace(day=1)
     found = [last]
     while len(found) < (settings.LOCAL_MONTHS if source == "hour" else settings.LOCAL_DAY_MONTHS):
@@ -231,12 +237,10 @@ def _recent(source: str, newest: dt.datetime) -> list[dt.datetime | dt.date]:
     return [month_start(month) if source == "hour" else month for month in reversed(found)]
 
 
-def _write(path: Path, *, kind: AggregateKind, source: str, month, policy: int, versions) -> int:
+def _write(path: Path, *, table: str, kind: AggregateKind, source: str, month, policy: int, versions) -> int:
     """Write a month's copy: its rows by place, segment and dataset version, decoded a batch at a
     time into the files, in a directory of its own renamed into place once whole."""
-    segments = list(kind.segments)
-    table = path.parent.parent.name
-    key = " + ".join(f"(t.{name}::int8 << {SEGMENT_BITS * position})" for position, name in enumerate(segments))
+    key = segment_key_sql(kind.segments)
     packed = "t.published_hours, t.published_values" if source == "hour" else "t.days, t.day_sums, t.day_hours"
     month_type = "timestamptz" if source == "hour" else "date"
     where = (

@@ -38,6 +38,14 @@ PACKED_DAYS_SQL = "string_agg(set_byte('\\x00'::bytea, 0, extract(day FROM day):
 PACKED_SUMS_SQL = "string_agg(int8send(value::int8), ''::bytea ORDER BY day)"
 PACKED_DAY_HOURS_SQL = "string_agg(set_byte('\\x00'::bytea, 0, hours::int), ''::bytea ORDER BY day)"
 
+SEGMENT_BITS = 16  # a segment code is a smallint
+
+
+def segment_key_sql(columns) -> str:
+    """SQL of a packed row's segment columns (over t.) as one int8, as insights.held.segment_key
+    makes it from their codes."""
+    return " + ".join(f"(t.{name}::int8 << {SEGMENT_BITS * position})" for position, name in enumerate(columns))
+
 
 def hourly_values(bitmaps: list[bytes], values: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every published value of the rows: (row index, hour of the month, value), in row and hour

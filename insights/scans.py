@@ -18,8 +18,8 @@ import numpy as np
 import psycopg
 from django.db import connection
 
-from insights.held import SEGMENT_BITS, Month
-from insights.packing import DAYS_PER_ROW, HOURS_PER_ROW, daily_rows, hourly_rows
+from insights.held import Month
+from insights.packing import DAYS_PER_ROW, HOURS_PER_ROW, daily_rows, hourly_rows, segment_key_sql
 
 # Hours or days of the packed rows decoded at once (336 rows of hours, 8,064 of days): a batch
 # takes some MB whatever the area. Twice as many gave the same times at L, and 23 MB more peak RSS.
@@ -92,7 +92,7 @@ def _progress(on_progress: Callable[[float], None] | None, fraction: float, repo
 def _statement(scan: Scan) -> str:
     """A row: its month's position in %(months)s (from 1), its place, its segment key, its packed
     columns. The places are an array literal: psycopg would check and dump each of thousands of ids."""
-    key = " + ".join(f"(t.{name}::int8 << {SEGMENT_BITS * position})" for position, name in enumerate(scan.segments))
+    key = segment_key_sql(scan.segments)
     packed = "t.published_hours, t.published_values" if scan.source == "hour" else "t.days, t.day_sums, t.day_hours"
     return (
         f"SELECT array_position(%(months)s, t.month), t.{scan.place}, {key}, {packed} FROM {scan.table} t"
