@@ -6,7 +6,7 @@ PostgreSQL and sum them, although another worker did so a moment ago. So both ar
 here: each place-month packed again (insights/packing.py: a row's bitmap and published values,
 or a day row's sums and hours), fetched with one MGET per read, so that only the service's
 first read of a place-month after a release goes to PostgreSQL; and each area-month summed
-(its groups' sums as they are, its places' running sums in the narrowest type that holds
+(its groups' sums as they are, its places' values in the narrowest type that holds
 them), so that a worker's first report of an area another worker served neither fetches,
 decodes nor sums. The areas weighed (insights/areas.py: a report's cells and their shares,
 keyed by the geometry and the catalogue's state) are shared too, so that such a report does not
@@ -68,7 +68,7 @@ from insights.packing import BITMAP_BYTES, HOURLY_VALUE, hourly_rows
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 2  # of the values below: another one is another key
+FORMAT = 3  # of the values below: another one is another key
 KEY_OVERHEAD = 96  # what Redis spends on a key besides its name and value, counted in the budget
 DAYS = 31
 _COUNT = struct.Struct("<I")  # a value starts with its number of rows
@@ -514,8 +514,8 @@ _ARRAY = struct.Struct("<2sBII")  # an array's dtype ('f8', 'u2'...), dimensions
 
 
 def _encoded_summed(summed) -> bytes:
-    """An area's month summed: its group arrays as they are, each place's running sums in the
-    narrowest unsigned type that holds them (read back as they are: no sums to redo)."""
+    """An area's month summed: its group arrays as they are, each place's values in the
+    narrowest unsigned type that holds them (read back as they are)."""
     arrays = [summed.groups, summed.value, summed.weight, summed.count]
     if summed.place_value is not None:
         arrays += [_narrowest(summed.place_value), _narrowest(summed.place_count)]
@@ -526,10 +526,10 @@ def _encoded_summed(summed) -> bytes:
     return b"".join([*header, *(np.ascontiguousarray(array).tobytes() for array in arrays)])
 
 
-def _narrowest(running: np.ndarray) -> np.ndarray:
-    if running.min(initial=0) < 0:  # sums of published values are never negative; kept whole if they were
-        return running
-    return running.astype(np.min_scalar_type(int(running.max(initial=0))))
+def _narrowest(values: np.ndarray) -> np.ndarray:
+    if values.min(initial=0) < 0:  # published values are never negative; kept whole if they were
+        return values
+    return values.astype(np.min_scalar_type(int(values.max(initial=0))))
 
 
 def _decoded_summed(blob: bytes) -> list[np.ndarray | None]:

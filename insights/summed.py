@@ -4,7 +4,7 @@ A small read's months are decoded and kept per place (insights/held.py), so that
 share cells share them. A repeated area (a shopping centre ordered again, over another period
 or granularity) would still weigh and sum each month's rows anew: per month, its rows summed
 per group (weighted by each cell's share) hour by hour (or day by day), and each place's
-everyone's values as running sums, are kept here, keyed by what makes them what they are:
+everyone's values, are kept here, keyed by what makes them what they are:
 
     (the read's key and month as held.py keys them, the places and their shares, which
      segments go to which group, whether places are summed)
@@ -23,7 +23,7 @@ from insights.held import Month
 from insights.memo import ITEM_OVERHEAD, ByteLRU, arrays_size
 
 # 16 MB per worker process: a footfall month of a 25-cell area is about 0.3 MB with its places'
-# running sums, so some fifty area-months (a dozen shopping-centre quarters). With insights.held's
+# values, so some fifty area-months (a dozen shopping-centre quarters). With insights.held's
 # 48 MB and the areas' 8 MB, a worker stays under its 300 MB (bench/run prints its peak RSS).
 SUMMED_BYTES = 16 * 2**20
 SUMMED = ByteLRU(SUMMED_BYTES)
@@ -37,15 +37,16 @@ PRODUCT_CELLS = 2**20
 class SummedMonth:
     """One month of an area: per group found (increasing), per hour (or day) of the month, the
     values and hours counted weighted by their places' shares, and the hours counted; per place,
-    everyone's values and hours counted as running sums from the month's start (column 0 is 0),
-    or None when places are not summed."""
+    everyone's values and hours counted per hour (or day), or None when places are not summed.
+    (Not running sums: the sum of a span is as fast, and a running sum of every place-month cost
+    a new area's first report a fifth of its time.)"""
 
     groups: np.ndarray
     value: np.ndarray  # (groups, width) float
     weight: np.ndarray  # (groups, width) float
     count: np.ndarray  # (groups, width) float
-    place_value: np.ndarray | None  # (places, width + 1) integers (int64, or unsigned as shared)
-    place_count: np.ndarray | None  # (places, width + 1) integers
+    place_value: np.ndarray | None  # (places, width) integers (as read, or unsigned as shared)
+    place_count: np.ndarray | None  # (places, width) integers
 
     @property
     def size(self) -> int:
@@ -57,7 +58,7 @@ class SummedMonth:
 def summed_month(month: Month, *, group: np.ndarray, share: np.ndarray, places: int | None) -> SummedMonth:
     """A month's rows (insights/held.py) summed per group: each row with its group (-1: not
     summed) and its place's share. places: how many places the area has, to keep each one's
-    everyone's running sums (segment key 0), or None."""
+    everyone's values (segment key 0), or None."""
     rows = np.flatnonzero(group >= 0)
     groups, position = np.unique(group[rows], return_inverse=True)
     value, weight, count = by_group(
@@ -69,13 +70,12 @@ def summed_month(month: Month, *, group: np.ndarray, share: np.ndarray, places: 
     )
     place_value = place_count = None
     if places is not None:
-        width = month.values.shape[1]
         everyone = np.flatnonzero(month.segment == 0)
-        place_value = np.zeros((places, width + 1), dtype=np.int64)
-        place_count = np.zeros((places, width + 1), dtype=np.int64)
+        place_value = np.zeros((places, month.values.shape[1]), dtype=month.values.dtype)
+        place_count = np.zeros((places, month.counts.shape[1]), dtype=month.counts.dtype)
         # A place has at most one everyone's row a month (insights.held adds a month's versions).
-        place_value[month.place[everyone], 1:] = np.cumsum(month.values[everyone], axis=1, dtype=np.int64)
-        place_count[month.place[everyone], 1:] = np.cumsum(month.counts[everyone], axis=1, dtype=np.int64)
+        place_value[month.place[everyone]] = month.values[everyone]
+        place_count[month.place[everyone]] = month.counts[everyone]
     return SummedMonth(
         groups=groups,
         value=value,

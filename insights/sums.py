@@ -117,9 +117,8 @@ class _Totals:
         group per place), weighted by the places' shares."""
         if span is None:
             return
-        first, last = span.columns.start, span.columns.stop
-        value = (summed.place_value[:, last] - summed.place_value[:, first]).astype(float)
-        count = (summed.place_count[:, last] - summed.place_count[:, first]).astype(float)
+        value = summed.place_value[:, span.columns].sum(axis=1, dtype=np.int64).astype(float)
+        count = summed.place_count[:, span.columns].sum(axis=1, dtype=np.int64).astype(float)
         self.value += value * share
         self.weight += count * share
         self.count += count

@@ -70,6 +70,23 @@ SHARES = {
 }
 
 
+def test_each_cell_sums_only_the_hours_of_the_period_from_the_month_kept(city, monkeypatch):
+    def cells(start_hour: int, end_hour: int) -> dict[str, int]:
+        start, end = (CITY_START + dt.timedelta(hours=hour) for hour in (start_hour, end_hour))
+        return {row["cell"]: row["person_hours"] for row in footfall_result(query(start=start, end=end))["cells"]}
+
+    def expected(start_hour: int, end_hour: int) -> dict[str, float]:
+        hours = grid.hours(CITY_START + dt.timedelta(hours=start_hour), CITY_START + dt.timedelta(hours=end_hour))
+        return {grid.code(*cell): share * sum(city[(cell, hour)] for hour in hours) for cell, share in SHARES.items()}
+
+    def near(found: dict[str, int], wanted: dict[str, float]) -> bool:  # a share of a quarter may round either way
+        return found.keys() == wanted.keys() and all(abs(found[code] - wanted[code]) <= 0.5 for code in found)
+
+    assert near(cells(5, 9), expected(5, 9))  # part of March, read
+    no_reads(monkeypatch)
+    assert near(cells(30, 31), expected(30, 31))  # another part of it, from the month kept summed for the area
+
+
 def test_the_months_kept_give_the_numbers_of_a_read_month_by_month(city, monkeypatch):
     kept = footfall_result(query(granularity="day"))
     monkeypatch.setattr(insights.sums, "ROWS_AT_ONCE", 0)  # the large reads' path: nothing kept
