@@ -24,7 +24,7 @@ from insights.buckets import HOUR, bucket_next
 from insights.catalogue import one_look
 from insights.kinds import DWELL, HOME, PRESENCE, TRIPS, AggregateKind, Metric
 from insights.models import ReleasePolicy
-from insights.rows import Rows, labelled, numbers, rounded, whole_or_null
+from insights.rows import Rows, labelled, rounded, whole_or_null
 from insights.selectors import dataset_sources, region_names_by_id
 from insights.stamps import Stamps, bucket_stamps
 from insights.sums import (
@@ -104,7 +104,7 @@ def footfall_result(
     """People present per local bucket, as person-hours (the sum over the bucket's hours of the
     people present in each) and their average per hour, per segment of the requested
     breakdowns, and per cell over the whole period. sums: the query's, already read."""
-    result = _cell_hour_result(
+    return _cell_hour_result(
         query,
         kind=PRESENCE,
         product="footfall",
@@ -113,17 +113,8 @@ def footfall_result(
         with_cells=with_cells,
         on_progress=on_progress,
         sums=sums,
+        average_present=True,
     )
-    for part in ("series", "segments"):
-        if part in result:
-            result[part] = Rows(_with_average_present(result[part].table))
-    return result
-
-
-def _with_average_present(table: pa.Table) -> pa.Table:
-    """Person-hours per hour of the bucket: the people present on average, to a tenth."""
-    person_hours, present = numbers(table.column("person_hours"))
-    return table.append_column("average_present", rounded(person_hours / table.column("hours").to_numpy(), 1, present))
 
 
 @_report
@@ -150,7 +141,9 @@ def _cell_hour_result(
     with_cells: bool,
     on_progress: Callable[[float], None] | None,
     sums: Sums | None = None,
+    average_present: bool = False,
 ) -> dict:
+    """average_present: the rows give each bucket's people present on average too."""
     # Everyone's sums and the breakdowns' in one scan.
     if sums is None:
         sums = cell_hour_sums(
@@ -164,7 +157,9 @@ def _cell_hour_result(
     labels = kind.labels()
     coverage = sum(share for _, share in sums.cells)  # the area in cells: what a bucket's hours are weighed by
     everyone = (0,) * len(kind.segments)
-    rows = functools.partial(_rows, kind, labels, sums, stamps, metric=metric, coverage=coverage)
+    rows = functools.partial(
+        _rows, kind, labels, sums, stamps, metric=metric, coverage=coverage, average_present=average_present
+    )
     result = {
         **_head(query, product=product, metric=metric, kind=kind),
         "breakdowns": list(breakdowns),
@@ -289,10 +284,12 @@ def _rows(
     metric: Metric,
     coverage: float,
     segments: list[tuple],
+    average_present: bool = False,
 ) -> Rows:
     """One row per bucket and segment (a tuple of segment codes), bucket by bucket: the
-    published values' sum, and the share of the bucket's cell-hours that were published.
-    Built column by column from the sums' arrays."""
+    published values' sum, and the share of the bucket's cell-hours that were published;
+    average_present: the sum per hour of the bucket too (person-hours per hour: the people
+    present on average, to a tenth). Built column by column from the sums' arrays."""
     columns = [sums.column(codes) for codes in segments]
     value, weight, count = (np.stack([column[part] for column in columns], axis=1).reshape(-1) for part in range(3))
     bucket = np.repeat(np.arange(len(stamps)), len(segments))
@@ -315,6 +312,8 @@ def _rows(
         "suppressed": pa.array(~published),
         "suppressed_reason": _reason(published),
     }
+    if average_present:  # of the whole number shown
+        table["average_present"] = rounded(np.rint(value) / hours, 1, published)
     return Rows(pa.table(table))
 
 
@@ -354,37 +353,82 @@ def compare_result(query: Query, *, on_progress: Callable[[float], None] | None 
     shared_area = report_area(query.geometry) if query.comparison_geometry is None else contextlib.nullcontext()
     with shared_area:
         both = _both_periods(ordered_query, comparison_query, bool(query.comparison_geometry), on_progress)
-        ordered = footfall_result(
-            ordered_query, with_cells=False, on_progress=_part_of(on_progress, first=0, of=2), sums=both[0]
+        ordered_sums, comparison_sums = (
+            sums
+            or cell_hour_sums(
+                **_read(part, PRESENCE), with_everyone=True, on_progress=_part_of(on_progress, first=at, of=2)
+            )
+            for at, (part, sums) in enumerate(zip((ordered_query, comparison_query), both, strict=True))
         )
-        comparison = footfall_result(
-            comparison_query, with_cells=False, on_progress=_part_of(on_progress, first=1, of=2), sums=both[1]
-        )
-    series = Rows(_paired(ordered["series"].table, comparison["series"].table))
-    privacy = {
-        name: ordered["privacy"][name] + comparison["privacy"][name]
-        for name in ("cell_hours", "cell_hours_released", "breakdown_values", "breakdown_values_released")
-    }
-    released = [part["privacy"]["released_share"] for part in (ordered, comparison)]
+        ordered = footfall_result(ordered_query, with_cells=False, sums=ordered_sums)
+    # The comparison as columns beside the ordered period's rows: no document of its own.
+    mine, theirs = _Everyone(ordered_query, ordered_sums), _Everyone(comparison_query, comparison_sums)
+    change = mine.whole - theirs.whole
+    both_published = mine.published & theirs.published
+    percent = np.divide(100 * change, theirs.whole, out=np.zeros(len(change)), where=theirs.whole != 0)
+    compared = whole_or_null(theirs.value, theirs.published)
+    series = ordered["series"].table
+    series = pa.table(
+        {
+            **dict(zip(series.column_names, series.columns, strict=True)),
+            "comparison_start": theirs.stamps.starts(theirs.buckets),
+            "comparison_end": theirs.stamps.ends(theirs.buckets),
+            "comparison_person_hours": compared,
+            "comparison_visits": compared,
+            "comparison_released_share": theirs.released_share,
+            "comparison_suppressed": pa.array(~theirs.published),
+            "comparison_suppressed_reason": _reason(theirs.published),
+            "change": pa.array(change, pa.int64(), mask=~both_published),
+            "change_pct": rounded(percent, 1, both_published & (theirs.whole != 0)),
+        }
+    )
+    theirs_sources = dataset_sources(
+        kind=PRESENCE,
+        start=comparison_query.start,
+        end=comparison_query.end,
+        version=comparison_query.version,
+        policy=comparison_query.policy,
+    )
+    zone = ZoneInfo(query.time_zone)
+    shares = (ordered["privacy"]["released_share"], theirs.released_share_overall)
     return {
         **{key: ordered[key] for key in ("metric", "granularity", "time_zone", "start", "end", "dataset_version")},
-        "sources": ordered["sources"]
-        + [source for source in comparison["sources"] if source not in ordered["sources"]],
+        "sources": ordered["sources"] + [source for source in theirs_sources if source not in ordered["sources"]],
         "product": "compare",
         "breakdowns": [],
         "comparison": {
-            "start": comparison["start"],
-            "end": comparison["end"],
+            "start": comparison_query.start.astimezone(zone).isoformat(),
+            "end": comparison_query.end.astimezone(zone).isoformat(),
             "other_area": bool(query.comparison_geometry),
         },
-        "series": series,
+        "series": Rows(series),
         "privacy": {
             **ordered["privacy"],
-            **privacy,
-            "released_share": min((share for share in released if share is not None), default=None),
-            "suppressed_values": ordered["privacy"]["suppressed_values"] + comparison["privacy"]["suppressed_values"],
+            "cell_hours": ordered["privacy"]["cell_hours"] + theirs.counted.cell_hours,
+            "cell_hours_released": ordered["privacy"]["cell_hours_released"] + theirs.counted.cell_hours_released,
+            "released_share": min((share for share in shares if share is not None), default=None),
+            "suppressed_values": ordered["privacy"]["suppressed_values"] + int((~theirs.published).sum()),
         },
     }
+
+
+class _Everyone:
+    """One period's everyone's footfall per bucket as arrays: what a compare order sets beside the other's."""
+
+    def __init__(self, query: Query, sums: Sums):
+        everyone = (0,) * len(PRESENCE.segments)
+        self.stamps = _stamps(query)
+        self.buckets = np.arange(len(self.stamps))
+        self.value, weight, count = sums.column(everyone)
+        self.published = count > 0
+        self.whole = np.where(self.published, np.rint(self.value), 0).astype(np.int64)  # as the rows show it
+        coverage = sum(share for _, share in sums.cells)
+        covered = coverage * self.stamps.hours
+        self.released_share = rounded(np.divide(weight, covered, out=np.zeros_like(weight), where=covered > 0), 4)
+        self.counted = Counted(cell_hours=len(sums.cells) * query.hours, coverage=coverage * query.hours)
+        self.counted.add_everyone(sums, everyone)
+        covered_hours = self.counted.coverage
+        self.released_share_overall = round(self.counted.released_weight / covered_hours, 4) if covered_hours else None
 
 
 def _both_periods(ordered: Query, comparison: Query, apart: bool, on_progress) -> tuple[Sums | None, Sums | None]:
@@ -398,29 +442,6 @@ def _both_periods(ordered: Query, comparison: Query, apart: bool, on_progress) -
     sums = cell_hour_sums(**read, with_everyone=True, gap=(first.end, second.start), on_progress=on_progress)
     parts = split_sums(sums, first=len(_stamps(first)), gap=first.end < second.start)
     return parts if first is ordered else parts[::-1]
-
-
-def _paired(mine: pa.Table, theirs: pa.Table) -> pa.Table:
-    """The ordered period's rows beside the comparison's, bucket by bucket, and the change from it."""
-    ordered, ordered_present = numbers(mine.column("person_hours"))
-    compared, compared_present = numbers(theirs.column("person_hours"))
-    both = ordered_present & compared_present
-    change = ordered - compared
-    percent = np.divide(100 * change, compared, out=np.zeros(len(change)), where=compared != 0)
-    paired = {
-        "comparison_start": theirs.column("start"),
-        "comparison_end": theirs.column("end"),
-        "comparison_person_hours": theirs.column("person_hours"),
-        "comparison_visits": theirs.column("person_hours"),
-        "comparison_released_share": theirs.column("released_share"),
-        "comparison_suppressed": theirs.column("suppressed"),
-        "comparison_suppressed_reason": theirs.column("suppressed_reason"),
-        "change": pa.array(change, pa.int64(), mask=~both),
-        "change_pct": rounded(percent, 1, both & (compared != 0)),
-    }
-    for name, column in paired.items():
-        mine = mine.append_column(name, column)
-    return mine
 
 
 @_report

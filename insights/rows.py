@@ -80,8 +80,3 @@ def batches(table: pa.Table) -> Iterator[tuple[int, pa.Table]]:
         return
     for first in range(0, table.num_rows, ROWS_PER_BATCH):
         yield first, table.slice(first, ROWS_PER_BATCH)
-
-
-def numbers(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """A column of numbers as an array (0 where null) and where it is not null."""
-    return column.fill_null(0).to_numpy(), column.is_valid().to_numpy(zero_copy_only=False)
