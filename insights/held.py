@@ -34,7 +34,9 @@ from insights.packing import (
     SEGMENT_BITS,
     daily_rows,
     hourly_rows,
+    key_changes,
     segment_key_sql,
+    versions_added,
 )
 
 # 48 MB of decoded months per worker process (a month's row of hours takes 3.7 kB, its row of
@@ -130,8 +132,8 @@ def held_values(
 
 def _copied(read: Read, places, months, versions) -> dict[int, Month]:
     """The months (by position) the node has a copy of, read from it: the copy's rows of the
-    places (by segment, then dataset version) that the read's condition keeps, a segment's
-    versions added as _rows adds them."""
+    places (a row per place and segment, its dataset versions added when written, as _rows adds
+    them) that the read's condition keeps."""
     if read.keeps is None:
         return {}
     found = {}
@@ -147,9 +149,9 @@ def _copied(read: Read, places, months, versions) -> dict[int, Month]:
         index = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(len(place))
         segment = copy.segment[index]
         kept = np.flatnonzero(read.keeps(segment))
-        place, segment, values, counts = place[kept], segment[kept], copy.values[index[kept]], copy.counts[index[kept]]
-        (place, segment), values, counts = _versions_added((place, segment), values, counts)
-        found[at] = Month(place=place, segment=segment, values=values, counts=counts)
+        found[at] = Month(
+            place=place[kept], segment=segment[kept], values=copy.values[index[kept]], counts=copy.counts[index[kept]]
+        )
     return found
 
 
@@ -198,7 +200,7 @@ def _fetch(read: Read, places, months, versions, missing: list[tuple[int, int]])
     if rows is None:
         return {}
     month, place, segment, values, counts = rows
-    bounds = [*np.flatnonzero(_changes(month, place)).tolist(), len(month)]  # each entry's rows
+    bounds = [*np.flatnonzero(key_changes(month, place)).tolist(), len(month)]  # each entry's rows
     return {
         (int(month[start]), int(place[start])): _Entry(
             segment=segment[start:stop].copy(), values=values[start:stop].copy(), counts=counts[start:stop].copy()
@@ -272,35 +274,13 @@ def _rows(
     # A place's segment in several versions of the month (weekly loads): one row, the versions'
     # values added, as a read adds them. They never share an hour (the loader refuses a row loaded
     # before); a local day split between two versions adds its sums and hours.
-    (month, place, segment), values, counts = _versions_added((month, place, segment), values, counts)
+    (month, place, segment), values, counts = versions_added((month, place, segment), values, counts)
     return month, place, segment, values, counts
-
-
-def _versions_added(keys: tuple[np.ndarray, ...], values: np.ndarray, counts: np.ndarray) -> tuple:
-    """Rows sorted by their keys with a row per key: consecutive rows of the same keys (a place's
-    segment in several dataset versions) added into one. Returns (keys, values, counts)."""
-    if not len(keys[0]):
-        return keys, values, counts
-    starts = np.flatnonzero(_changes(*keys))
-    if len(starts) == len(keys[0]):
-        return keys, values, counts
-    values = np.add.reduceat(values, starts, axis=0, dtype=values.dtype)  # reduceat would widen them
-    counts = np.add.reduceat(counts, starts, axis=0, dtype=counts.dtype)
-    return tuple(key[starts] for key in keys), values, counts
 
 
 def _array(items) -> str:
     """A PostgreSQL array literal of the items (numbers, ISO dates and times: nothing to quote)."""
     return "{" + ",".join(map(str, items)) + "}"
-
-
-def _changes(*keys: np.ndarray) -> np.ndarray:
-    """Where sorted rows' keys change: True at each row whose key differs from the one before."""
-    changed = np.zeros(len(keys[0]), dtype=bool)
-    changed[0] = True
-    for key in keys:
-        changed[1:] |= key[1:] != key[:-1]
-    return changed
 
 
 def _decoded(source: str, packed: Sequence[Sequence[bytes]], order: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -6,9 +6,10 @@ month from PostgreSQL, a round trip and the packed rows decoded, as slow as Duck
 hourly values (docs/scaling.md, section 6). So after each release the node writes the recent
 months of every kind (four months of hours, thirteen of days: a day row is a tenth of an hour
 row), under the current policy, as the reports read them: per (table, month), each row's place,
-segment key, values per hour (or day) and hours counted, rows by place, then segment, then
-dataset version, in .npy files a worker maps read-only (np.load, mmap_mode). A place's rows of a
-month are then a slice of the page cache: no round trip, no decoding.
+segment key, values per hour (or day) and hours counted, a row per place and segment (its
+dataset versions added, as a read adds them: a month of weekly loads is one row, not five), by
+place, then segment, in .npy files a worker maps read-only (np.load, mmap_mode). A place's rows
+of a month are then a slice of the page cache: no round trip, no decoding.
 
 A month's copy is keyed as held.py keys what it keeps: the table, the policy, the kind's
 retention mark, the month and its dataset versions with their releases' build times
@@ -43,7 +44,7 @@ from django.db import connection, transaction
 from insights.catalogue import catalogue, release_state
 from insights.grid import ROW
 from insights.kinds import KINDS, AggregateKind
-from insights.packing import DAYS_PER_ROW, HOURS_PER_ROW, daily_rows, hourly_rows, segment_key_sql
+from insights.packing import DAYS_PER_ROW, HOURS_PER_ROW, daily_rows, hourly_rows, segment_key_sql, versions_added
 from insights.partitions import month_start, next_month
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ logger = logging.getLogger(__name__)
 _FILES = ("place", "bounds", "segment", "values", "counts")
 _BATCH_ROWS = 2_000  # rows decoded at a time while writing: a few MB
 _WRITER_LOCK = 0x6C6F63616C6D6F6E  # the advisory lock of the copy's writers ("localmon")
+_FORMAT = 2  # of the files: a copy of another is another key (1: a row per dataset version too)
 _OPENED = 128  # copies a worker keeps mapped: a year of days and a few months of hours of each kind
 
 
@@ -101,6 +103,7 @@ def _path(table: str, policy: int, retained_from: dt.datetime | None, month, ver
 def _name(table: str, policy: int, retained_from: dt.datetime | None, month, versions: tuple) -> str:
     key = repr(
         (
+            _FORMAT,
             table,
             policy,
             retained_from.isoformat() if retained_from else None,
@@ -238,8 +241,9 @@ def _recent(source: str, newest: dt.datetime) -> list[dt.datetime | dt.date]:
 
 
 def _write(path: Path, *, table: str, kind: AggregateKind, source: str, month, policy: int, versions) -> int:
-    """Write a month's copy: its rows by place, segment and dataset version, decoded a batch at a
-    time into the files, in a directory of its own renamed into place once whole."""
+    """Write a month's copy: a row per place and segment (its dataset versions added), by place
+    and segment, decoded a batch at a time into the files, in a directory of its own renamed into
+    place once whole. Returns the rows read."""
     key = segment_key_sql(kind.segments)
     packed = "t.published_hours, t.published_values" if source == "hour" else "t.days, t.day_sums, t.day_hours"
     month_type = "timestamptz" if source == "hour" else "date"
@@ -261,7 +265,7 @@ def _write(path: Path, *, table: str, kind: AggregateKind, source: str, month, p
                 np.lib.format.open_memmap(building / f"{name}.npy", mode="w+", dtype=dtype, shape=(rows, width))
                 for name, dtype in (("values", value_type), ("counts", np.uint8))
             )
-            at = 0
+            read = at = 0  # rows read, rows written
             with psycopg.ServerCursor(connection.connection, "footfall_local_month") as cursor:
                 cursor.execute(
                     f"SELECT t.{kind.place_key}, {key}, {packed} FROM {table} t WHERE {where}"
@@ -271,21 +275,33 @@ def _write(path: Path, *, table: str, kind: AggregateKind, source: str, month, p
                 )
                 while batch := cursor.fetchmany(_BATCH_ROWS):
                     columns = list(zip(*batch, strict=True))
-                    stop = at + len(batch)
-                    place[at:stop] = columns[0]
-                    segment[at:stop] = columns[1]
+                    read += len(batch)
+                    keys = tuple(np.fromiter(column, np.int64, len(batch)) for column in columns[:2])
                     decoded = hourly_rows(*columns[2:]) if source == "hour" else daily_rows(*columns[2:])
-                    values[at:stop], counts[at:stop] = decoded
+                    # A place's segment once: its dataset versions (weekly loads) added, as a read adds them.
+                    (batch_place, batch_segment), batch_values, batch_counts = versions_added(keys, *decoded)
+                    if at and (batch_place[0], batch_segment[0]) == (place[at - 1], segment[at - 1]):
+                        values[at - 1] += batch_values[0]  # its versions began in the batch before
+                        counts[at - 1] += batch_counts[0]
+                        batch_place, batch_segment = batch_place[1:], batch_segment[1:]
+                        batch_values, batch_counts = batch_values[1:], batch_counts[1:]
+                    stop = at + len(batch_place)
+                    place[at:stop], segment[at:stop] = batch_place, batch_segment
+                    values[at:stop], counts[at:stop] = batch_values, batch_counts
                     at = stop
-        if at != rows:  # a release's rows never change: retention dropped the month meanwhile
-            raise MonthChanged(f"{table} {_month_name(month)}: {at:,} rows read of {rows:,} counted")
+        if read != rows:  # a release's rows never change: retention dropped the month meanwhile
+            raise MonthChanged(f"{table} {_month_name(month)}: {read:,} rows read of {rows:,} counted")
         values.flush()
         counts.flush()
+        if at < rows:  # versions added: the files hold the rows written only
+            for name, array in (("values", values), ("counts", counts)):
+                np.save(building / f"{name}.whole.npy", array[:at])
+                (building / f"{name}.whole.npy").replace(building / f"{name}.npy")
         del values, counts
-        places, firsts = np.unique(place, return_index=True)
+        places, firsts = np.unique(place[:at], return_index=True)
         np.save(building / "place.npy", places)
-        np.save(building / "bounds.npy", np.append(firsts, rows).astype(np.int64))
-        np.save(building / "segment.npy", segment)
+        np.save(building / "bounds.npy", np.append(firsts, at).astype(np.int64))
+        np.save(building / "segment.npy", segment[:at])
         try:
             building.rename(path)
         except OSError:  # another writer's copy of the same key is there: the same rows
@@ -293,7 +309,7 @@ def _write(path: Path, *, table: str, kind: AggregateKind, source: str, month, p
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
-    return rows
+    return read
 
 
 def _delete(unwanted) -> int:

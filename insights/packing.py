@@ -101,3 +101,25 @@ def daily_rows(days: list[bytes], sums: list[bytes], hours: list[bytes]) -> tupl
     published = np.zeros((len(days), DAYS_PER_ROW), dtype=np.uint8)
     matrix.reshape(-1)[at], published.reshape(-1)[at] = totals, counts  # views: faster than .flat
     return matrix, published
+
+
+def versions_added(keys: tuple[np.ndarray, ...], values: np.ndarray, counts: np.ndarray) -> tuple:
+    """Rows sorted by their keys with a row per key: consecutive rows of the same keys (a place's
+    segment in several dataset versions) added into one. Returns (keys, values, counts)."""
+    if not len(keys[0]):
+        return keys, values, counts
+    starts = np.flatnonzero(key_changes(*keys))
+    if len(starts) == len(keys[0]):
+        return keys, values, counts
+    values = np.add.reduceat(values, starts, axis=0, dtype=values.dtype)  # reduceat would widen them
+    counts = np.add.reduceat(counts, starts, axis=0, dtype=counts.dtype)
+    return tuple(key[starts] for key in keys), values, counts
+
+
+def key_changes(*keys: np.ndarray) -> np.ndarray:
+    """Where sorted rows' keys change: True at each row whose key differs from the one before."""
+    changed = np.zeros(len(keys[0]), dtype=bool)
+    changed[0] = True
+    for key in keys:
+        changed[1:] |= key[1:] != key[:-1]
+    return changed

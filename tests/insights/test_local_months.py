@@ -31,6 +31,7 @@ from tests.insights.test_breakdowns import segmented  # noqa: F401 (a fixture)
 
 UTC = dt.UTC
 DAY = dt.timedelta(days=1)
+HOUR = dt.timedelta(hours=1)
 
 
 @pytest.fixture
@@ -164,6 +165,28 @@ def test_a_new_release_of_a_copied_month_is_read_from_the_database_until_copied(
     assert set(before).isdisjoint(after)  # the old copies deleted
     assert sorted(path.parent.name for path in after) == ["2026-03", "2026-03", "2026-04"]  # day rows of 1 April
     expected = from_database(settings, footfall_result, order)
+    database_reads.clear()
+    assert tables(footfall_result(order)) == expected
+    assert database_reads == []
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2_000])  # 1: each place's versions met across batches
+def test_a_month_of_several_versions_is_copied_a_row_per_place_and_segment(
+    city, settings, tmp_path, monkeypatch, database_reads, batch_rows
+):
+    later = dt.datetime(2026, 3, 31, 22, tzinfo=UTC)  # a second version of March for two cells
+    grid.load_totals(
+        tmp_path / "later.csv", cells=[(1, 1), (2, 2)], start=later, end=later + 2 * HOUR, visits=lambda *_: 40
+    )
+    order = query(end=later + 2 * HOUR)
+    expected = from_database(settings, footfall_result, order)
+    monkeypatch.setattr(local_months, "_BATCH_ROWS", batch_rows)
+
+    assert copied(settings, tmp_path)
+    for path in copies(settings):
+        copy = local_months._mapped(path)
+        rows = list(zip(np.repeat(copy.place, np.diff(copy.bounds)).tolist(), copy.segment.tolist(), strict=True))
+        assert len(rows) == len(set(rows)) == len(copy.values) == len(copy.counts)  # the versions added
     database_reads.clear()
     assert tables(footfall_result(order)) == expected
     assert database_reads == []
