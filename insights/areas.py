@@ -15,7 +15,8 @@ worker's first report of an area another worker weighed reads its cells and shar
 
 import contextlib
 import functools
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -27,15 +28,18 @@ from insights.catalogue import catalogue
 from insights.grid import cell_codes
 from insights.memo import ITEM_OVERHEAD, ByteLRU
 from insights.selectors import MIN_SHARE, cells_in_span
+from insights.summed import SummedMonth
 from insights.weighing import cell_shares, in_grid_crs, span
 
 
 @dataclass(frozen=True)
 class ReportArea:
     cells: list[tuple[int, str, float]]  # (cell id, code, share inside the area), by code
-    # Weighed for this report: no worker of the node had shared it, so none had shared its
-    # months summed either (they are shared after it), and the node is not asked for them.
-    weighed_here: bool = field(default=False, compare=False)
+    digest: bytes = b""  # of its key (geometry, the catalogue's state, MIN_SHARE): what its months summed are keyed by
+    # Its months summed the node had, by key, when they were asked with the area (the node is
+    # not asked again), or none when it was weighed for this report (no worker had shared it, so
+    # none had shared its months summed: they follow it); None: not asked yet.
+    summed_asked: dict | None = field(default=None, compare=False)
 
     @functools.cached_property
     def ids(self) -> list[int]:
@@ -53,11 +57,14 @@ AREA_CELL_BYTES = 256  # a cell's tuple, code and share, and its entries in the 
 
 
 @contextlib.contextmanager
-def report_area(geometry: GEOSGeometry) -> Iterator[ReportArea]:
+def report_area(
+    geometry: GEOSGeometry, *, summed_keys: Callable[[bytes], list[tuple]] | None = None
+) -> Iterator[ReportArea]:
     """The area's cells (id, code, share), for all the passes of a report: a pass inside
     another's `with` reuses them. Kept in the worker for later reports too, keyed by the
     geometry and the catalogue's state (insights/catalogue.py), which a release's build changes;
-    else weighed."""
+    else shared by another worker (asked with its months summed, summed_keys(its digest): one
+    round trip for both), else weighed."""
     ewkb = bytes(geometry.ewkb)
     made = getattr(connection, "report_area", None)
     if made and made[0] == ewkb:
@@ -67,16 +74,21 @@ def report_area(geometry: GEOSGeometry) -> Iterator[ReportArea]:
     held_key = (ewkb, state, MIN_SHARE)
     area = shared.remembered(AREAS, held_key)
     if area is None:
-        found = shared.get_area(held_key)
+        digest = hashlib.blake2b(repr(held_key).encode(), digest_size=16).digest()
+        asked = summed_keys(digest) if summed_keys else []
+        found, months = shared.get_area(held_key, summed=asked)
         if found is None:
-            area = weighed(geometry, state)
+            area = weighed(geometry, state, digest)
             shared.put_area(held_key, np.array(area.ids, dtype=np.int64), area.share_array)
         else:
             ids, shares = found
-            area = ReportArea(cells=list(zip(ids.tolist(), cell_codes(ids), shares.tolist(), strict=True)))
+            area = ReportArea(
+                cells=list(zip(ids.tolist(), cell_codes(ids), shares.tolist(), strict=True)), digest=digest
+            )
         AREAS.put(held_key, area, ITEM_OVERHEAD + len(ewkb) + AREA_CELL_BYTES * len(area.cells))
-        if found is None:
-            area = replace(area, weighed_here=True)
+        if found is None or asked:
+            months = {key: SummedMonth(*arrays) for key, arrays in zip(asked, months, strict=True) if arrays}
+            area = replace(area, summed_asked=months)
     connection.report_area = (ewkb, area)
     try:
         yield area
@@ -84,7 +96,7 @@ def report_area(geometry: GEOSGeometry) -> Iterator[ReportArea]:
         connection.report_area = None
 
 
-def weighed(geometry: GEOSGeometry, state: tuple) -> ReportArea:
+def weighed(geometry: GEOSGeometry, state: tuple, digest: bytes) -> ReportArea:
     """The area's cells with at least MIN_SHARE inside it, by code, weighed in the worker; the
     grid's cells in its span from the node's copy of the grid under the catalogue's state
     (insights/local_months.py), else from the database."""
@@ -94,4 +106,4 @@ def weighed(geometry: GEOSGeometry, state: tuple) -> ReportArea:
     if cells is None:
         cells = cells_in_span(*area_span)
     ids, codes, shares = cell_shares(area, cells, min_share=MIN_SHARE)
-    return ReportArea(cells=list(zip(ids, codes, shares, strict=True)))
+    return ReportArea(cells=list(zip(ids, codes, shares, strict=True)), digest=digest)

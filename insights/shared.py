@@ -195,15 +195,22 @@ def put_summed(summed: Sequence[tuple[tuple, object]]) -> None:
         _hand_over(client, _encoded_summed, [(_summed_name(database, key), month) for key, month in summed])
 
 
-def get_area(area_key: tuple) -> tuple[np.ndarray, np.ndarray] | None:
+def get_area(
+    area_key: tuple, *, summed: Sequence[tuple] = ()
+) -> tuple[tuple[np.ndarray, np.ndarray] | None, list[list[np.ndarray | None] | None]]:
     """An area weighed by another worker (insights/areas.py, by its key there): its cells' ids and
-    shares, by code; None if not shared."""
-    (blob,) = _found(lambda database: [_area_name(database, area_key)], 1)
+    shares, by code (None if not shared); and, in the same MGET, its months summed under the keys
+    (insights/summed.py's), as get_summed gives them."""
+    blob, *months = _found(
+        lambda database: [_area_name(database, area_key), *(_summed_name(database, key) for key in summed)],
+        1 + len(summed),
+    )
+    months = [None if month is None else _decoded_summed(month) for month in months]
     if blob is None:
-        return None
+        return None, months
     (count,) = _COUNT.unpack_from(blob)
     ids = np.frombuffer(blob, "<i8", count, _COUNT.size)
-    return ids.astype(np.int64), np.frombuffer(blob, "<f8", count, _COUNT.size + 8 * count).astype(float)
+    return (ids.astype(np.int64), np.frombuffer(blob, "<f8", count, _COUNT.size + 8 * count).astype(float)), months
 
 
 def put_area(area_key: tuple, ids: np.ndarray, shares: np.ndarray) -> None:

@@ -86,14 +86,18 @@ def summed_month(month: Month, *, group: np.ndarray, share: np.ndarray, places: 
     )
 
 
-def kept(keys: list[Hashable], *, ask_node: bool = True) -> list[SummedMonth | None]:
-    """The area's months summed, from this worker's memory or else, ask_node, the node's
-    (insights/shared.py: those missing here asked for at once)."""
+def kept(keys: list[Hashable], *, asked: dict[Hashable, SummedMonth] | None = None) -> list[SummedMonth | None]:
+    """The area's months summed, from this worker's memory, else those the node had when they
+    were asked with the area (asked, by key: insights.areas.report_area), else, asked None, the
+    node's (insights/shared.py: those missing here asked for at once)."""
     found = [shared.remembered(SUMMED, key) for key in keys]
-    missing = [index for index, summed in enumerate(found) if summed is None] if ask_node else []
-    for index, arrays in zip(missing, shared.get_summed([keys[index] for index in missing]), strict=True):
-        if arrays is not None:
-            found[index] = SummedMonth(*arrays)
+    missing = [index for index, summed in enumerate(found) if summed is None]
+    if asked is None:
+        arrays = shared.get_summed([keys[index] for index in missing])
+        asked = {keys[index]: SummedMonth(*month) for index, month in zip(missing, arrays, strict=True) if month}
+    for index in missing:
+        if keys[index] in asked:
+            found[index] = asked[keys[index]]
             SUMMED.put(keys[index], found[index], found[index].size)
     return found
 

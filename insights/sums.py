@@ -3,7 +3,6 @@ values per local time bucket and segment, decoded and summed with numpy."""
 
 import datetime as dt
 import functools
-import hashlib
 import itertools
 from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass, field, replace
@@ -326,11 +325,29 @@ def cell_hour_sums(
         _segments_kept, broken_down=tuple(name in breakdowns for name in kind.segments), everyone=with_everyone
     )
     period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=over_period, gap=gap)
-    with report_area(geometry) as area:
+    table = f"{kind.table}_released{'' if source == 'hour' else '_day'}"
+    by_key = {segment_key(codes): index for codes, index in groups.items()}
+    read = Read(
+        table=table,
+        source=source,
+        place="cell_id",
+        segments=tuple(kind.segments),
+        where=segments,
+        params={},
+        filter_key=(segments,),
+        policy=policy,
+        retained_from=None,  # the catalogue's, set by _summed_keys
+        keeps=keeps,
+    )
+    grouping = (tuple(sorted(by_key.items())), lambda held: _groups_of(held.segment, by_key))
+
+    def summed_keys(area_digest: bytes) -> list[tuple]:
+        """The area's months summed as a small read keys them: asked of the node with the area."""
+        return _summed_keys(read, kind, period, version, grouping[0], with_cells, area_digest)[2]
+
+    with report_area(geometry, summed_keys=summed_keys) as area:
         totals = _Totals(buckets=len(period.starts), groups=len(groups))
         cells = _Totals(buckets=1, groups=len(area.cells))  # everyone's per cell over the period
-        table = f"{kind.table}_released{'' if source == 'hour' else '_day'}"
-        by_key = {segment_key(codes): index for codes, index in groups.items()}
         # Two periods read at once are as small as the larger of them: kept as each would be apart.
         parts = [(start, end)] if gap is None else [(start, gap[0]), (gap[1], end)]
         months_read = max(
@@ -340,26 +357,16 @@ def cell_hour_sums(
             # A small read: its months are kept in the worker's memory (insights/held.py), and
             # summed per group for this area (insights/summed.py).
             for month, summed in _summed_months(
-                Read(
-                    table=table,
-                    source=source,
-                    place="cell_id",
-                    segments=tuple(kind.segments),
-                    where=segments,
-                    params={},
-                    filter_key=(segments,),
-                    policy=policy,
-                    retained_from=None,  # the catalogue's, set by _summed_months
-                    keeps=keeps,
-                ),
+                read,
                 kind=kind,
                 period=period,
                 places=area.ids,
                 shares=area.share_array,
+                owner=area.digest,
                 version=version,
-                grouping=(tuple(sorted(by_key.items())), lambda held: _groups_of(held.segment, by_key)),
+                grouping=grouping,
                 with_places=with_cells,
-                ask_node=not area.weighed_here,
+                asked=area.summed_asked,
             ):
                 totals.add_summed(period.month_span(source, month), summed)
                 if with_cells:
@@ -430,24 +437,12 @@ def _groups_of(segment: np.ndarray, by_key: dict[int, int]) -> np.ndarray:
     return np.where(keys[at] == segment, indexes[at], -1)
 
 
-def _summed_months(
-    read: Read,
-    *,
-    kind: AggregateKind,
-    period: _Period,
-    places: list[int],
-    shares: np.ndarray,
-    version: int,
-    grouping: tuple[Hashable, Callable[[Month], np.ndarray]],
-    with_places: bool,
-    ask_node: bool = True,
-) -> list[tuple[dt.datetime | dt.date, SummedMonth]]:
-    """A small read's months summed per group for this area: from the worker's memory
-    (insights/summed.py), else from the months kept per place (insights/held.py), else read.
-    Each month reads its dataset versions up to `version` as the catalogue lists them.
-    grouping: what says which segments go to which group (for the key), and the group of each
-    row of a month (-1: not summed). ask_node: look for the months summed in the node's shared
-    months too (not for an area weighed for this report: insights.areas.ReportArea)."""
+def _summed_keys(
+    read: Read, kind: AggregateKind, period: _Period, version: int, grouping: Hashable, with_places: bool, owner: bytes
+) -> tuple[Read, list, list[tuple]]:
+    """What a small read's months summed for an area (owner: a digest of what it is) are keyed
+    by: the read with the kind's retention mark, each month's dataset versions up to `version`
+    as the catalogue lists them, and the keys (insights/summed.py)."""
     seen = catalogue()
     read = replace(read, retained_from=seen.retained_from.get(kind.name))
     months_read = period.months(read.source)
@@ -461,14 +456,36 @@ def _summed_months(
         )
         for month in months_read
     ]
-    # The places and their shares as a digest: a key of thousands of ids would outweigh its item.
-    places_digest = hashlib.blake2b(np.asarray(places, dtype=np.int64).tobytes() + shares.tobytes(), digest_size=16)
-    area = (read.table, read.filter_key, read.policy, read.retained_from, places_digest.digest())
+    area = (read.table, read.filter_key, read.policy, read.retained_from, owner)
     keys = [
-        (*area, month, month_versions, grouping[0], with_places)
+        (*area, month, month_versions, grouping, with_places)
         for month, month_versions in zip(months_read, versions, strict=True)
     ]
-    found = kept(keys, ask_node=ask_node)
+    return read, versions, keys
+
+
+def _summed_months(
+    read: Read,
+    *,
+    kind: AggregateKind,
+    period: _Period,
+    places: list[int],
+    shares: np.ndarray,
+    owner: bytes,
+    version: int,
+    grouping: tuple[Hashable, Callable[[Month], np.ndarray]],
+    with_places: bool,
+    asked: dict | None = None,
+) -> list[tuple[dt.datetime | dt.date, SummedMonth]]:
+    """A small read's months summed per group for this area: from the worker's memory
+    (insights/summed.py), else from the months kept per place (insights/held.py), else read.
+    owner: a digest of the area (of its key, insights.areas.ReportArea.digest; of its places and
+    shares for zones). grouping: what says which segments go to which group (for the key), and
+    the group of each row of a month (-1: not summed). asked: the months summed the node had when
+    asked with the area (insights.areas.ReportArea.summed_asked); None: ask the node now."""
+    read, versions, keys = _summed_keys(read, kind, period, version, grouping[0], with_places, owner)
+    months_read = period.months(read.source)
+    found = kept(keys, asked=asked)
     missing = [index for index, summed in enumerate(found) if summed is None]
     if missing:
         # Many place-months are read at once instead: making and keeping an entry per place-month
@@ -528,6 +545,7 @@ def trip_sums(
             period=period,
             places=list(ordered),
             shares=np.ones(len(ordered)),
+            owner=ordered.tobytes(),
             version=version,
             # pairs run by origin then destination, both in id order
             grouping=((), lambda held: held.place * len(ordered) + np.searchsorted(ordered, held.segment)),

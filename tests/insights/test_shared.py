@@ -396,13 +396,19 @@ def test_redis_that_never_answers_leaves_reports_as_they_are(city, settings, cap
     assert "shared months: Redis failed" in caplog.text
 
 
-def test_a_new_area_does_not_ask_the_node_for_its_months_summed(city, settings, monkeypatch):
-    asked = []
-    get_summed = shared.get_summed
-    monkeypatch.setattr(shared, "get_summed", lambda keys: asked.extend(keys) or get_summed(keys))
-    first = tables(footfall_result(query()))  # weighed here: nobody shared it, nor its months summed
-    assert asked == []
+def test_an_area_and_its_months_summed_are_asked_of_the_node_in_one_round_trip(city, settings, monkeypatch):
+    asks = []
+    mget = redis.Redis.mget
+    monkeypatch.setattr(redis.Redis, "mget", lambda client, names: asks.append(list(names)) or mget(client, names))
+    first = tables(footfall_result(query()))  # weighed here: nobody had shared it, nor its months summed
+    assert [kinds(names) for names in asks] == [{"area", "summed"}, {"month"}]  # the place-months: none shared
 
-    caches_clear()  # another worker: the area is shared, so may its months summed be
+    asks.clear()
+    caches_clear()  # another worker: the area is shared, and its month summed
     assert tables(footfall_result(query())) == first
-    assert asked
+    assert [kinds(names) for names in asks] == [{"area", "summed"}]
+
+
+def kinds(names: list[str]) -> set[str]:
+    """What the names asked for are: an area, an area's month summed, or a place-month."""
+    return {"area" if ":area:" in name else "summed" if ":summed:" in name else "month" for name in names}

@@ -100,7 +100,7 @@ def test_an_area_weighed_in_the_worker_has_postgis_cells_and_shares(cells, name)
     geometry = AREAS.get(name) or far_square()
     expected = in_postgis(geometry)
 
-    found = weighed(geometry, catalogue().state).cells
+    found = weighed(geometry, catalogue().state, b"").cells
 
     assert [(cell, code) for cell, code, _ in found] == [(cell, code) for cell, code, _ in expected]
     assert [share for _, _, share in found] == pytest.approx([share for _, _, share in expected], rel=1e-9, abs=1e-12)
