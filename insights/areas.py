@@ -10,7 +10,8 @@ Nothing is stored in the database: reading stored weights back would cost a stat
 A worker keeps the areas of its recent reports in memory (AREAS), keyed by the geometry and the
 catalogue's state, which a release build changes: a cell the build adds under an area is seen
 by the next report. The node's workers share them by the same key (insights/shared.py): a
-worker's first report of an area another worker weighed reads its cells and shares from Redis.
+worker's first report of an area another worker weighed reads its cells and shares from Redis,
+with the area's months summed (keyed by a digest of the area's key) in the same round trip.
 """
 
 import contextlib

@@ -14,7 +14,7 @@ weigh its area again.
 
 A Redis key holds all of the worker's key (held.py's: table, segment filter, policy, the
 dataset versions read with their releases' build times, the kind's retention mark, month,
-place; summed.py's adds the area's places and shares and the grouping), the format of the value
+place; summed.py's adds a digest of the area's key and the grouping), the format of the value
 (FORMAT), and the database read: its cluster's system identifier and its OID, since ids start
 again in another database (a test's, one loaded again). So, as in held.py, an entry is never
 stale: a new release for a month, a new policy or retention reads other keys, and so does a
@@ -491,7 +491,7 @@ def _decoded_days(blob: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _summed_name(database: str, key: tuple) -> str:
-    """insights/summed.py's key (held.py's read, the area's places and shares as a digest, the
+    """insights/summed.py's key (held.py's read, a digest of the area's key or the zones, the
     month and its versions with their build times, the grouping, whether places are summed) as a
     Redis key: what a read's months share hashed once, then the month and its versions."""
     read, (month, versions), rest = key[:5], key[5:7], key[7:]

@@ -6,8 +6,12 @@ or granularity) would still weigh and sum each month's rows anew: per month, its
 per group (weighted by each cell's share) hour by hour (or day by day), and each place's
 everyone's values, are kept here, keyed by what makes them what they are:
 
-    (the read's key and month as held.py keys them, the places and their shares, which
-     segments go to which group, whether places are summed)
+    (the read's key and month as held.py keys them, a digest of the area's key (its geometry,
+     the catalogue's state and the minimum share: insights/areas.py) or, for zones, of their
+     ids, which segments go to which group, whether places are summed)
+
+An area's key is known before its cells are, so a worker's first report of an area another
+worker served asks the node for the area and its months summed in one round trip.
 
 A report then only adds each month's span of hours (or days) into its buckets: a slice and,
 for buckets of several hours, one reduceat per month.
