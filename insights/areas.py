@@ -36,10 +36,10 @@ from insights.weighing import cell_shares, in_grid_crs, span
 @dataclass(frozen=True)
 class ReportArea:
     cells: list[tuple[int, str, float]]  # (cell id, code, share inside the area), by code
-    digest: bytes = b""  # of its key (geometry, the catalogue's state, MIN_SHARE): what its months summed are keyed by
-    # Its months summed the node had, by key, when they were asked with the area (the node is
-    # not asked again), or none when it was weighed for this report (no worker had shared it, so
-    # none had shared its months summed: they follow it); None: not asked yet.
+    digest: bytes  # of its key (geometry, the catalogue's state, MIN_SHARE): the node's months summed are keyed by it
+    # The months summed the node had, by key, when they were asked with the area (the node is
+    # not asked again); none when it was weighed for this report (no worker had shared it, so
+    # none had shared its months summed under it); None: not asked yet.
     summed_asked: dict | None = field(default=None, compare=False)
 
     @functools.cached_property
@@ -87,7 +87,9 @@ def report_area(
                 cells=list(zip(ids.tolist(), cell_codes(ids), shares.tolist(), strict=True)), digest=digest
             )
         AREAS.put(held_key, area, ITEM_OVERHEAD + len(ewkb) + AREA_CELL_BYTES * len(area.cells))
-        if found is None or asked:
+        if found is None:
+            area = replace(area, summed_asked={})
+        elif asked:
             months = {key: SummedMonth(*arrays) for key, arrays in zip(asked, months, strict=True) if arrays}
             area = replace(area, summed_asked=months)
     connection.report_area = (ewkb, area)

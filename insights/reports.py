@@ -6,6 +6,7 @@ them, weighted by the share of each cell inside the area, and what follows from 
 tells more than the release it was computed from.
 """
 
+import contextlib
 import datetime as dt
 import functools
 import gc
@@ -348,17 +349,18 @@ def compare_result(query: Query, *, on_progress: Callable[[float], None] | None 
         start=query.comparison_start or query.start,
         end=query.comparison_end or query.end,
     )
-    # Over one area, both periods are read at once when they can be (the area's months summed
-    # asked of the node with it); else each pass finds the area the first weighed or fetched in
-    # the worker's memory, under the report's one look at the releases.
+    # Over one area, both periods are read at once when they can be (the area asked of the node
+    # with its months summed); else each in a pass of its own, over one area for both.
     both = _both_periods(ordered_query, comparison_query, bool(query.comparison_geometry), on_progress)
-    ordered_sums, comparison_sums = (
-        sums
-        or cell_hour_sums(
-            **_read(part, PRESENCE), with_everyone=True, on_progress=_part_of(on_progress, first=at, of=2)
+    one_area = both[0] is None and query.comparison_geometry is None
+    with report_area(query.geometry) if one_area else contextlib.nullcontext():
+        ordered_sums, comparison_sums = (
+            sums
+            or cell_hour_sums(
+                **_read(part, PRESENCE), with_everyone=True, on_progress=_part_of(on_progress, first=at, of=2)
+            )
+            for at, (part, sums) in enumerate(zip((ordered_query, comparison_query), both, strict=True))
         )
-        for at, (part, sums) in enumerate(zip((ordered_query, comparison_query), both, strict=True))
-    )
     ordered = footfall_result(ordered_query, with_cells=False, sums=ordered_sums)
     # The comparison as columns beside the ordered period's rows: no document of its own.
     mine, theirs = _Everyone(ordered_query, ordered_sums), _Everyone(comparison_query, comparison_sums)

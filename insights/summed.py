@@ -6,12 +6,14 @@ or granularity) would still weigh and sum each month's rows anew: per month, its
 per group (weighted by each cell's share) hour by hour (or day by day), and each place's
 everyone's values, are kept here, keyed by what makes them what they are:
 
-    (the read's key and month as held.py keys them, a digest of the area's key (its geometry,
-     the catalogue's state and the minimum share: insights/areas.py) or, for zones, of their
-     ids, which segments go to which group, whether places are summed)
+    (the read's key and month as held.py keys them, a digest of the places and their shares,
+     which segments go to which group, whether places are summed)
 
-An area's key is known before its cells are, so a worker's first report of an area another
-worker served asks the node for the area and its months summed in one round trip.
+so a release that adds no cell under the area leaves them as they are. The node's copies
+(insights/shared.py) are keyed with a digest of the area's key instead (its geometry, the
+catalogue's state and the minimum share: insights/areas.py), known before its cells are, so a
+worker's first report of an area another worker served asks the node for the area and its
+months summed in one round trip.
 
 A report then only adds each month's span of hours (or days) into its buckets: a slice and,
 for buckets of several hours, one reduceat per month.
@@ -26,8 +28,8 @@ from insights import shared
 from insights.held import Month
 from insights.memo import ITEM_OVERHEAD, ByteLRU, arrays_size
 
-# 16 MB per worker process: a footfall month of a 25-cell area is about 0.3 MB with its places'
-# values, so some fifty area-months (a dozen shopping-centre quarters). With insights.held's
+# 16 MB per worker process: a footfall month of a 25-cell area is about 0.1 MB with its places'
+# values, so some 150 area-months (three dozen shopping-centre quarters). With insights.held's
 # 48 MB and the areas' 8 MB, a worker stays under its 300 MB (bench/run prints its peak RSS).
 SUMMED_BYTES = 16 * 2**20
 SUMMED = ByteLRU(SUMMED_BYTES)
@@ -90,27 +92,29 @@ def summed_month(month: Month, *, group: np.ndarray, share: np.ndarray, places: 
     )
 
 
-def kept(keys: list[Hashable], *, asked: dict[Hashable, SummedMonth] | None = None) -> list[SummedMonth | None]:
-    """The area's months summed, from this worker's memory, else those the node had when they
-    were asked with the area (asked, by key: insights.areas.report_area), else, asked None, the
-    node's (insights/shared.py: those missing here asked for at once)."""
+def kept(
+    keys: list[Hashable], shared_keys: list[Hashable], *, asked: dict[Hashable, SummedMonth] | None = None
+) -> list[SummedMonth | None]:
+    """The area's months summed, from this worker's memory (by keys), else the node's (by
+    shared_keys): those it had when they were asked with the area (asked, by shared key:
+    insights.areas.report_area), or, asked None, asked now (those missing here at once)."""
     found = [shared.remembered(SUMMED, key) for key in keys]
     missing = [index for index, summed in enumerate(found) if summed is None]
     if asked is None:
-        arrays = shared.get_summed([keys[index] for index in missing])
-        asked = {keys[index]: SummedMonth(*month) for index, month in zip(missing, arrays, strict=True) if month}
+        arrays = shared.get_summed([shared_keys[index] for index in missing])
+        asked = {shared_keys[index]: SummedMonth(*month) for index, month in zip(missing, arrays, strict=True) if month}
     for index in missing:
-        if keys[index] in asked:
-            found[index] = asked[keys[index]]
+        if shared_keys[index] in asked:
+            found[index] = asked[shared_keys[index]]
             SUMMED.put(keys[index], found[index], found[index].size)
     return found
 
 
-def keep(summed: list[tuple[Hashable, SummedMonth]]) -> None:
-    """Keep the months summed (key, month) here and share them, in one write."""
-    for key, month in summed:
+def keep(summed: list[tuple[Hashable, Hashable, SummedMonth]]) -> None:
+    """Keep the months summed (key, shared key, month) here and share them, in one write."""
+    for key, _, month in summed:
         SUMMED.put(key, month, month.size)
-    shared.put_summed(summed)
+    shared.put_summed([(shared_key, month) for _, shared_key, month in summed])
 
 
 def by_group(

@@ -3,6 +3,7 @@ values per local time bucket and segment, decoded and summed with numpy."""
 
 import datetime as dt
 import functools
+import hashlib
 import itertools
 from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass, field, replace
@@ -342,7 +343,8 @@ def cell_hour_sums(
     grouping = (tuple(sorted(by_key.items())), lambda held: _groups_of(held.segment, by_key))
 
     def summed_keys(area_digest: bytes) -> list[tuple]:
-        """The area's months summed as a small read keys them: asked of the node with the area."""
+        """The area's months summed as a small read keys them at the node: asked with the area
+        (a read that turns out large finds none, in the same round trip)."""
         return _summed_keys(read, kind, period, version, grouping[0], with_cells, area_digest)[2]
 
     with report_area(geometry, summed_keys=summed_keys) as area:
@@ -362,7 +364,7 @@ def cell_hour_sums(
                 period=period,
                 places=area.ids,
                 shares=area.share_array,
-                owner=area.digest,
+                shared_owner=area.digest,
                 version=version,
                 grouping=grouping,
                 with_places=with_cells,
@@ -464,6 +466,11 @@ def _summed_keys(
     return read, versions, keys
 
 
+def _owned(key: tuple, owner: bytes) -> tuple:
+    """A key of _summed_keys with another owner."""
+    return (*key[:4], owner, *key[5:])
+
+
 def _summed_months(
     read: Read,
     *,
@@ -471,21 +478,25 @@ def _summed_months(
     period: _Period,
     places: list[int],
     shares: np.ndarray,
-    owner: bytes,
     version: int,
     grouping: tuple[Hashable, Callable[[Month], np.ndarray]],
     with_places: bool,
+    shared_owner: bytes | None = None,
     asked: dict | None = None,
 ) -> list[tuple[dt.datetime | dt.date, SummedMonth]]:
     """A small read's months summed per group for this area: from the worker's memory
     (insights/summed.py), else from the months kept per place (insights/held.py), else read.
-    owner: a digest of the area (of its key, insights.areas.ReportArea.digest; of its places and
-    shares for zones). grouping: what says which segments go to which group (for the key), and
-    the group of each row of a month (-1: not summed). asked: the months summed the node had when
-    asked with the area (insights.areas.ReportArea.summed_asked); None: ask the node now."""
-    read, versions, keys = _summed_keys(read, kind, period, version, grouping[0], with_places, owner)
+    grouping: what says which segments go to which group (for the key), and the group of each row
+    of a month (-1: not summed). This worker keeps them keyed by a digest of the places and their
+    shares, which a release that adds no cell under the area leaves as they are; the node by
+    shared_owner if given (a digest of the area's key, insights.areas.ReportArea.digest: known
+    before its cells, so they are asked with the area), else as this worker. asked: the months
+    summed the node had when asked with the area (ReportArea.summed_asked); None: ask it now."""
+    places_digest = hashlib.blake2b(np.asarray(places, dtype=np.int64).tobytes() + shares.tobytes(), digest_size=16)
+    read, versions, keys = _summed_keys(read, kind, period, version, grouping[0], with_places, places_digest.digest())
+    shared_keys = keys if shared_owner is None else [_owned(key, shared_owner) for key in keys]
     months_read = period.months(read.source)
-    found = kept(keys, asked=asked)
+    found = kept(keys, shared_keys, asked=asked)
     missing = [index for index, summed in enumerate(found) if summed is None]
     if missing:
         # Many place-months are read at once instead: making and keeping an entry per place-month
@@ -501,7 +512,7 @@ def _summed_months(
             found[index] = summed_month(
                 month, group=grouping[1](month), share=shares[month.place], places=len(places) if with_places else None
             )
-        keep([(keys[index], found[index]) for index in missing])
+        keep([(keys[index], shared_keys[index], found[index]) for index in missing])
     return list(zip(months_read, found, strict=True))
 
 
@@ -538,14 +549,13 @@ def trip_sums(
                 params={"zones": [int(zone) for zone in ordered]},
                 filter_key=(where, tuple(ordered)),
                 policy=policy,
-                retained_from=None,  # the catalogue's, set by _summed_months
+                retained_from=None,  # the catalogue's, set by _summed_keys
                 keeps=functools.partial(_among, ordered),
             ),
             kind=TRIPS,
             period=period,
             places=list(ordered),
             shares=np.ones(len(ordered)),
-            owner=ordered.tobytes(),
             version=version,
             # pairs run by origin then destination, both in id order
             grouping=((), lambda held: held.place * len(ordered) + np.searchsorted(ordered, held.segment)),

@@ -87,6 +87,20 @@ def test_each_cell_sums_only_the_hours_of_the_period_from_the_month_kept(city, m
     assert near(cells(30, 31), expected(30, 31))  # another part of it, from the month kept summed for the area
 
 
+def test_a_release_of_another_kind_leaves_an_area_s_months_summed_as_they_are(city, request, monkeypatch):
+    order = query()
+    first = tables(footfall_result(order))
+    summed = []
+    summed_month = insights.sums.summed_month
+    monkeypatch.setattr(
+        insights.sums, "summed_month", lambda *args, **kw: summed.append(1) or summed_month(*args, **kw)
+    )
+    request.getfixturevalue("trips")  # a release of trips: the catalogue's state moves, the area is weighed again
+
+    assert tables(footfall_result(order)) == first
+    assert summed == []  # its months summed kept under its cells and shares, which did not change
+
+
 def test_the_months_kept_give_the_numbers_of_a_read_month_by_month(city, monkeypatch):
     kept = footfall_result(query(granularity="day"))
     monkeypatch.setattr(insights.sums, "ROWS_AT_ONCE", 0)  # the large reads' path: nothing kept
