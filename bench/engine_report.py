@@ -45,6 +45,7 @@ def main() -> None:
 
     from insights import shared
     from insights.catalogue import forget as catalogue_forget
+    from insights.compare import compare_result
     from insights.grid import cell_corner, cell_id
     from insights.kinds import DWELL, HOME, PRESENCE
     from insights.models import DatasetVersion, ReleasePolicy
@@ -52,7 +53,6 @@ def main() -> None:
     from insights.reports import (
         Query,
         catchment_result,
-        compare_result,
         dwell_result,
         footfall_result,
         od_matrix_result,

@@ -9,6 +9,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from insights.compare import compare_result
 from insights.kinds import DWELL, HOME, PRESENCE, TRIPS, AggregateKind, Metric
 from insights.reports import (
     CATCHMENT_METRIC,
@@ -16,7 +17,6 @@ from insights.reports import (
     FOOTFALL_METRIC,
     TRIPS_METRIC,
     catchment_result,
-    compare_result,
     dwell_result,
     footfall_result,
     od_matrix_result,

@@ -6,7 +6,6 @@ them, weighted by the share of each cell inside the area, and what follows from 
 tells more than the release it was computed from.
 """
 
-import contextlib
 import datetime as dt
 import functools
 import gc
@@ -24,6 +23,7 @@ from insights.buckets import HOUR, bucket_next
 from insights.catalogue import one_look
 from insights.kinds import DWELL, HOME, PRESENCE, TRIPS, AggregateKind, Metric
 from insights.models import ReleasePolicy
+from insights.periods import period_starts
 from insights.rows import Rows, labelled, rounded, whole_or_null
 from insights.selectors import dataset_sources, region_names_by_id
 from insights.stamps import Stamps, bucket_stamps
@@ -32,9 +32,6 @@ from insights.sums import (
     Sums,
     cell_hour_sums,
     is_small_read,
-    one_read_of_both,
-    period_starts,
-    split_sums,
     trip_sums,
 )
 
@@ -48,7 +45,7 @@ CATCHMENT_METRIC = Metric("person_hours", deprecated="visitors")
 TRIPS_METRIC = Metric("trips")
 
 
-def _report(compute: Callable[..., dict]) -> Callable[..., dict]:
+def one_report(compute: Callable[..., dict]) -> Callable[..., dict]:
     """Compute a report with one look at the releases (insights/catalogue.py: every pass reads
     one state of them) and the cyclic garbage collector paused. A result is tens of thousands
     of small rows that all live until it is stored; the collector would walk them again and
@@ -93,7 +90,7 @@ class Query:
         return _elapsed_hours(self.start, self.end)
 
 
-@_report
+@one_report
 def footfall_result(
     query: Query,
     *,
@@ -117,7 +114,7 @@ def footfall_result(
     )
 
 
-@_report
+@one_report
 def dwell_result(query: Query, *, on_progress: Callable[[float], None] | None = None) -> dict:
     """Visits (arrivals) per local bucket, in all and per dwell band (how long they stayed)."""
     return _cell_hour_result(
@@ -147,13 +144,13 @@ def _cell_hour_result(
     # Everyone's sums and the breakdowns' in one scan.
     if sums is None:
         sums = cell_hour_sums(
-            **_read(query, kind),
+            **read_of(query, kind),
             breakdowns=breakdowns,
             with_everyone=True,
             with_cells=with_cells,
             on_progress=on_progress,
         )
-    stamps = _stamps(query)
+    stamps = query_stamps(query)
     labels = kind.labels()
     coverage = sum(share for _, share in sums.cells)  # the area in cells: what a bucket's hours are weighed by
     everyone = (0,) * len(kind.segments)
@@ -178,7 +175,7 @@ def _cell_hour_result(
     return result
 
 
-def _read(query: Query, kind: AggregateKind) -> dict:
+def read_of(query: Query, kind: AggregateKind) -> dict:
     return {
         "kind": kind,
         "geometry": query.geometry,
@@ -256,15 +253,15 @@ def _elapsed_hours(start: dt.datetime, end: dt.datetime) -> int:
     return int((end.astimezone(dt.UTC) - start.astimezone(dt.UTC)) / HOUR)
 
 
-def _part_of(on_progress, *, first: int, of: int) -> Callable[[float], None] | None:
+def part_of(on_progress, *, first: int, of: int) -> Callable[[float], None] | None:
     """Report pass number `first` (from 0) of `of` passes as its share of the whole."""
     if on_progress is None:
         return None
     return lambda done: on_progress((first + done) / of)
 
 
-def _stamps(query: Query) -> Stamps:
-    """The buckets the sums were read in (insights.sums.period_starts), as the rows show them."""
+def query_stamps(query: Query) -> Stamps:
+    """The buckets the sums were read in (insights.periods.period_starts), as the rows show them."""
     return _period_stamps(query.start, query.end, query.granularity, query.time_zone)
 
 
@@ -310,14 +307,14 @@ def _rows(
         **({metric.deprecated: number} if metric.deprecated else {}),
         "released_share": rounded(np.divide(weight, covered, out=np.zeros_like(weight), where=covered > 0), 4),
         "suppressed": pa.array(~published),
-        "suppressed_reason": _reason(published),
+        "suppressed_reason": withheld_reasons(published),
     }
     if average_present:  # of the whole number shown
         table["average_present"] = rounded(np.rint(value) / hours, 1, published)
     return Rows(pa.table(table))
 
 
-def _reason(published: np.ndarray) -> pa.Array:
+def withheld_reasons(published: np.ndarray) -> pa.Array:
     """NOT_RELEASED where nothing was published, else null."""
     return pa.DictionaryArray.from_arrays(
         pa.array(np.zeros(len(published), dtype=np.int32), mask=published), pa.array([NOT_RELEASED])
@@ -337,115 +334,7 @@ def _cell_table(sums: Sums, metric: Metric) -> pa.Table:
     )
 
 
-@_report
-def compare_result(query: Query, *, on_progress: Callable[[float], None] | None = None) -> dict:
-    """Footfall of the ordered period and area beside a comparison period or area, bucket by
-    bucket, with the change from the comparison (which is the reference, e.g. last year)."""
-    # Compare takes no breakdowns: its two passes are everyone's footfall.
-    ordered_query = replace(query, breakdowns=(), comparison_start=None, comparison_end=None, comparison_geometry=None)
-    comparison_query = replace(
-        ordered_query,
-        geometry=query.comparison_geometry or query.geometry,
-        start=query.comparison_start or query.start,
-        end=query.comparison_end or query.end,
-    )
-    # Over one area, both periods are read at once when they can be (the area asked of the node
-    # with its months summed); else each in a pass of its own, over one area for both.
-    both = _both_periods(ordered_query, comparison_query, bool(query.comparison_geometry), on_progress)
-    one_area = both[0] is None and query.comparison_geometry is None
-    with report_area(query.geometry) if one_area else contextlib.nullcontext():
-        ordered_sums, comparison_sums = (
-            sums
-            or cell_hour_sums(
-                **_read(part, PRESENCE), with_everyone=True, on_progress=_part_of(on_progress, first=at, of=2)
-            )
-            for at, (part, sums) in enumerate(zip((ordered_query, comparison_query), both, strict=True))
-        )
-    ordered = footfall_result(ordered_query, with_cells=False, sums=ordered_sums)
-    # The comparison as columns beside the ordered period's rows: no document of its own.
-    mine, theirs = _Everyone(ordered_query, ordered_sums), _Everyone(comparison_query, comparison_sums)
-    change = mine.whole - theirs.whole
-    both_published = mine.published & theirs.published
-    percent = np.divide(100 * change, theirs.whole, out=np.zeros(len(change)), where=theirs.whole != 0)
-    compared = whole_or_null(theirs.value, theirs.published)
-    series = ordered["series"].table
-    series = pa.table(
-        {
-            **dict(zip(series.column_names, series.columns, strict=True)),
-            "comparison_start": theirs.stamps.starts(theirs.buckets),
-            "comparison_end": theirs.stamps.ends(theirs.buckets),
-            "comparison_person_hours": compared,
-            "comparison_visits": compared,
-            "comparison_released_share": theirs.released_share,
-            "comparison_suppressed": pa.array(~theirs.published),
-            "comparison_suppressed_reason": _reason(theirs.published),
-            "change": pa.array(change, pa.int64(), mask=~both_published),
-            "change_pct": rounded(percent, 1, both_published & (theirs.whole != 0)),
-        }
-    )
-    theirs_sources = dataset_sources(
-        kind=PRESENCE,
-        start=comparison_query.start,
-        end=comparison_query.end,
-        version=comparison_query.version,
-        policy=comparison_query.policy,
-    )
-    zone = ZoneInfo(query.time_zone)
-    shares = (ordered["privacy"]["released_share"], theirs.released_share_overall)
-    return {
-        **{key: ordered[key] for key in ("metric", "granularity", "time_zone", "start", "end", "dataset_version")},
-        "sources": ordered["sources"] + [source for source in theirs_sources if source not in ordered["sources"]],
-        "product": "compare",
-        "breakdowns": [],
-        "comparison": {
-            "start": comparison_query.start.astimezone(zone).isoformat(),
-            "end": comparison_query.end.astimezone(zone).isoformat(),
-            "other_area": bool(query.comparison_geometry),
-        },
-        "series": Rows(series),
-        "privacy": {
-            **ordered["privacy"],
-            "cell_hours": ordered["privacy"]["cell_hours"] + theirs.counted.cell_hours,
-            "cell_hours_released": ordered["privacy"]["cell_hours_released"] + theirs.counted.cell_hours_released,
-            "released_share": min((share for share in shares if share is not None), default=None),
-            "suppressed_values": ordered["privacy"]["suppressed_values"] + int((~theirs.published).sum()),
-        },
-    }
-
-
-class _Everyone:
-    """One period's everyone's footfall per bucket as arrays: what a compare order sets beside the other's."""
-
-    def __init__(self, query: Query, sums: Sums):
-        everyone = (0,) * len(PRESENCE.segments)
-        self.stamps = _stamps(query)
-        self.buckets = np.arange(len(self.stamps))
-        self.value, weight, count = sums.column(everyone)
-        self.published = count > 0
-        self.whole = np.where(self.published, np.rint(self.value), 0).astype(np.int64)  # as the rows show it
-        coverage = sum(share for _, share in sums.cells)
-        covered = coverage * self.stamps.hours
-        self.released_share = rounded(np.divide(weight, covered, out=np.zeros_like(weight), where=covered > 0), 4)
-        self.counted = Counted(cell_hours=len(sums.cells) * query.hours, coverage=coverage * query.hours)
-        self.counted.add_everyone(sums, everyone)
-        covered_hours = self.counted.coverage
-        self.released_share_overall = round(self.counted.released_weight / covered_hours, 4) if covered_hours else None
-
-
-def _both_periods(ordered: Query, comparison: Query, apart: bool, on_progress) -> tuple[Sums | None, Sums | None]:
-    """Both periods' sums over their one area (apart: two areas) in one read, when that reads no
-    month neither needs (a month they share read once); else (None, None): each read on its own."""
-    first, second = sorted([ordered, comparison], key=lambda part: part.start)
-    spans = ((first.start, first.end), (second.start, second.end))
-    if apart or not one_read_of_both(*spans, granularity=first.granularity, time_zone=first.time_zone):
-        return None, None
-    read = _read(replace(first, end=second.end), PRESENCE)
-    sums = cell_hour_sums(**read, with_everyone=True, gap=(first.end, second.start), on_progress=on_progress)
-    parts = split_sums(sums, first=len(_stamps(first)), gap=first.end < second.start)
-    return parts if first is ordered else parts[::-1]
-
-
-@_report
+@one_report
 def catchment_result(query: Query, *, on_progress: Callable[[float], None] | None = None) -> dict:
     """Where the people present in the area live: per home region over the whole period, its
     person-hours and their share of everyone's; and everyone's per local bucket and per cell.
@@ -481,16 +370,16 @@ def _catchment_in_two_passes(query: Query, *, on_progress) -> tuple[dict, dict[i
         metric=CATCHMENT_METRIC,
         breakdowns=(),
         with_cells=True,
-        on_progress=_part_of(on_progress, first=0, of=2),
+        on_progress=part_of(on_progress, first=0, of=2),
     )
     by_region = {
         region: published
         for (_, region), published in cell_hour_sums(
-            **_read(query, HOME),
+            **read_of(query, HOME),
             breakdowns=("home_region",),
             with_everyone=True,
             over_period=True,
-            on_progress=_part_of(on_progress, first=1, of=2),
+            on_progress=part_of(on_progress, first=1, of=2),
         ).by_bucket.items()
     }
     return result, by_region
@@ -500,7 +389,11 @@ def _catchment_in_one_read(query: Query, *, on_progress) -> tuple[dict, dict[int
     """A large area: its rows read once, everyone's per bucket and per cell and each home
     region's per bucket, the regions' then summed over the period."""
     sums = cell_hour_sums(
-        **_read(query, HOME), breakdowns=("home_region",), with_everyone=True, with_cells=True, on_progress=on_progress
+        **read_of(query, HOME),
+        breakdowns=("home_region",),
+        with_everyone=True,
+        with_cells=True,
+        on_progress=on_progress,
     )
     everyone = replace(
         sums, groups=sums.groups[:1], value=sums.value[:, :1], weight=sums.weight[:, :1], count=sums.count[:, :1]
@@ -549,12 +442,12 @@ def _region_table(
             **({metric.deprecated: number} if metric.deprecated else {}),
             "share": share,
             "suppressed": pa.array(~published),
-            "suppressed_reason": _reason(published),
+            "suppressed_reason": withheld_reasons(published),
         }
     )
 
 
-@_report
+@one_report
 def od_matrix_result(query: Query, *, on_progress: Callable[[float], None] | None = None) -> dict:
     """Published trips between the zones: a flow list per local bucket and origin-destination
     pair (the pairs with published trips), and an origin x destination matrix over the period.
@@ -575,7 +468,7 @@ def od_matrix_result(query: Query, *, on_progress: Callable[[float], None] | Non
         on_progress=on_progress,
     )
     metric = TRIPS_METRIC
-    stamps = _stamps(query)
+    stamps = query_stamps(query)
     trips = np.rint(sums.value).astype(np.int64)  # each bucket's published trips are whole
     # Only published flows are listed, by bucket, origin and destination: sums.groups run by
     # origin then destination, both in id order; the rows and columns go in the zones' order.

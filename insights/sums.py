@@ -6,7 +6,7 @@ import functools
 import hashlib
 import itertools
 from collections.abc import Callable, Collection, Hashable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -15,12 +15,12 @@ from django.contrib.gis.geos import GEOSGeometry
 
 from insights import shared
 from insights.areas import AREAS, report_area
-from insights.buckets import buckets, is_boundary, local_midnight
+from insights.buckets import is_boundary
 from insights.catalogue import catalogue, forget
 from insights.held import HELD, SEGMENT_BITS, Month, Read, held_values, read_months, segment_key
 from insights.kinds import PRESENCE, TRIPS, AggregateKind
-from insights.packing import HOURS_PER_ROW
-from insights.partitions import month_start, months, next_month
+from insights.partitions import month_start, next_month
+from insights.periods import MonthSpan, Period
 from insights.regions import forget as regions_forget
 from insights.scans import Scan, scanned_months
 from insights.summed import SUMMED, SummedMonth, keep, kept, summed_month
@@ -100,7 +100,7 @@ class _Totals:
         self.buckets, self.groups = buckets, groups
         self.value, self.weight, self.count = (np.zeros(buckets * groups) for _ in range(3))
 
-    def add_summed(self, span: "MonthSpan | None", summed: SummedMonth) -> None:
+    def add_summed(self, span: MonthSpan | None, summed: SummedMonth) -> None:
         """A month summed per group (insights/summed.py), its span of hours (or days) added into
         the buckets they fall in."""
         if span is None or not len(summed.groups):
@@ -112,7 +112,7 @@ class _Totals:
         for total, part in zip((self.value, self.weight, self.count), parts, strict=True):
             total.reshape(self.buckets, self.groups)[at] += part.T
 
-    def add_places(self, span: "MonthSpan | None", summed: SummedMonth, *, share: np.ndarray) -> None:
+    def add_places(self, span: MonthSpan | None, summed: SummedMonth, *, share: np.ndarray) -> None:
         """Everyone's values of each place over a month's span, as one bucket per place (a
         group per place), weighted by the places' shares."""
         if span is None:
@@ -137,105 +137,6 @@ def _block(rows: np.ndarray, columns: np.ndarray) -> tuple:
     return np.ix_(rows, columns)
 
 
-@dataclass(frozen=True)
-class MonthSpan:
-    """The hours (or days) of a packed month a period covers: one span of its columns, the
-    bucket of each run of columns in one bucket, and where those runs start (None: a bucket
-    per column)."""
-
-    columns: slice
-    buckets: np.ndarray
-    runs: np.ndarray | None
-
-
-@dataclass(frozen=True)
-class _Period:
-    """A report's period and buckets: which bucket each stored hour or local day falls in."""
-
-    start: dt.datetime
-    end: dt.datetime
-    starts: tuple[dt.datetime, ...]  # each bucket's start
-    zone: ZoneInfo
-    _lookups: dict = field(default_factory=dict, compare=False)  # buckets_of_month's, by source and month
-
-    @classmethod
-    def of(cls, start, end, granularity: str, zone: ZoneInfo, *, over_period: bool, gap=None) -> "_Period":
-        return _period(start, end, granularity, zone, over_period, gap)
-
-    @functools.cached_property
-    def _edges(self) -> np.ndarray:
-        return np.array([bucket_start.timestamp() for bucket_start in self.starts])
-
-    def bucket_of(self, instants: np.ndarray) -> np.ndarray:
-        """The bucket of each instant (epoch seconds); -1 outside [start, end)."""
-        found = np.searchsorted(self._edges, instants, side="right") - 1
-        found[(instants < self.start.timestamp()) | (instants >= self.end.timestamp())] = -1
-        return found
-
-    def buckets_of_month(self, source: str, month: dt.datetime | dt.date) -> np.ndarray:
-        """The bucket of each hour of a packed UTC month (its first instant), or of each day of a
-        packed local month (its first day), by the day's local midnight. Not to be changed: kept."""
-        found = self._lookups.get((source, month))
-        if found is None:
-            if source == "hour":
-                found = self.bucket_of(month.timestamp() + 3600.0 * np.arange(HOURS_PER_ROW))
-            else:
-                days = [month + dt.timedelta(days=offset) for offset in range(31)]
-                found = self.bucket_of(np.array([local_midnight(day, self.zone).timestamp() for day in days]))
-            found.flags.writeable = False
-            self._lookups[(source, month)] = found
-        return found
-
-    def month_span(self, source: str, month: dt.datetime | dt.date) -> "MonthSpan | None":
-        """Which of a packed month's hours (or days) the period covers, and their buckets; None
-        if none. Not to be changed: kept."""
-        found = self._lookups.get((source, month, "span"), False)
-        if found is False:
-            lookup = self.buckets_of_month(source, month)
-            inside = np.flatnonzero(lookup >= 0)
-            found = None
-            if len(inside):
-                bucket = lookup[inside[0] : inside[-1] + 1]
-                runs = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
-                found = MonthSpan(
-                    columns=slice(int(inside[0]), int(inside[-1]) + 1),
-                    buckets=bucket[runs],
-                    runs=runs if len(runs) < len(bucket) else None,
-                )
-            self._lookups[(source, month, "span")] = found
-        return found
-
-    def months(self, source: str) -> list[dt.datetime | dt.date]:
-        """The packed months the period touches, as stored: UTC months' first instants, or the
-        first days of local months for the day rollup."""
-        if source == "hour":
-            return [month_start(month) for month in months(self.start, self.end)]
-        first = self.start.astimezone(self.zone).date().replace(day=1)
-        last = (self.end - dt.timedelta(microseconds=1)).astimezone(self.zone).date().replace(day=1)
-        found = [first]
-        while found[-1] < last:
-            found.append(next_month(found[-1]))
-        return found
-
-
-@functools.lru_cache(maxsize=8)  # a worker's recent periods: a year of hours is some hundred kB
-def _period(start, end, granularity: str, zone: ZoneInfo, over_period: bool, gap) -> _Period:
-    if over_period:
-        return _Period(start=start, end=end, starts=(start,), zone=zone)
-    if gap is None:
-        starts = tuple(bucket_start for bucket_start, _ in buckets(start, end, granularity, zone))
-        return _Period(start=start, end=end, starts=starts, zone=zone)
-    # Two periods in one read: each bucketed from its own start, the gap between them (if any) a
-    # bucket of its own.
-    first, second = (_period(*part, granularity, zone, False, None).starts for part in ((start, gap[0]), (gap[1], end)))
-    return _Period(start=start, end=end, starts=first + gap[:1] * (gap[0] < gap[1]) + second, zone=zone)
-
-
-def period_starts(start: dt.datetime, end: dt.datetime, granularity: str, zone: ZoneInfo) -> tuple[dt.datetime, ...]:
-    """The start of each of the period's buckets, as the sums are keyed."""
-    return _period(start, end, granularity, zone, False, None).starts
-
-
 def one_read_of_both(
     first: tuple[dt.datetime, dt.datetime], second: tuple[dt.datetime, dt.datetime], *, granularity: str, time_zone: str
 ) -> bool:
@@ -245,11 +146,11 @@ def one_read_of_both(
         return False
     zone = ZoneInfo(time_zone)
     source = presence_source(granularity=granularity, time_zone=time_zone)
-    both = _Period.of(first[0], second[1], granularity, zone, over_period=True).months(source)
+    both = Period.of(first[0], second[1], granularity, zone, over_period=True).months(source)
     apart = {
         month
         for part in (first, second)
-        for month in _Period.of(*part, granularity, zone, over_period=True).months(source)
+        for month in Period.of(*part, granularity, zone, over_period=True).months(source)
     }
     return set(both) == apart
 
@@ -267,7 +168,7 @@ def split_sums(sums: Sums, *, first: int, gap: bool) -> tuple[Sums, Sums]:
 def is_small_read(*, places: int, start: dt.datetime, end: dt.datetime, time_zone: str, groups: int = 1) -> bool:
     """Whether a read of the places' hourly rows over the period, of so many groups, is small:
     its months kept in the worker's memory (insights/held.py), rather than streamed."""
-    period = _Period.of(start, end, "hour", ZoneInfo(time_zone), over_period=True)
+    period = Period.of(start, end, "hour", ZoneInfo(time_zone), over_period=True)
     return places * groups * len(period.months("hour")) <= ROWS_AT_ONCE
 
 
@@ -325,7 +226,7 @@ def cell_hour_sums(
     keeps = functools.partial(
         _segments_kept, broken_down=tuple(name in breakdowns for name in kind.segments), everyone=with_everyone
     )
-    period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=over_period, gap=gap)
+    period = Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=over_period, gap=gap)
     table = f"{kind.table}_released{'' if source == 'hour' else '_day'}"
     by_key = {segment_key(codes): index for codes, index in groups.items()}
     read = Read(
@@ -353,7 +254,7 @@ def cell_hour_sums(
         # Two periods read at once are as small as the larger of them: kept as each would be apart.
         parts = [(start, end)] if gap is None else [(start, gap[0]), (gap[1], end)]
         months_read = max(
-            len(_Period.of(*part, granularity, period.zone, over_period=True).months(source)) for part in parts
+            len(Period.of(*part, granularity, period.zone, over_period=True).months(source)) for part in parts
         )
         if _small(len(area.ids) * len(groups) * months_read, source):
             # A small read: its months are kept in the worker's memory (insights/held.py), and
@@ -440,7 +341,7 @@ def _groups_of(segment: np.ndarray, by_key: dict[int, int]) -> np.ndarray:
 
 
 def _summed_keys(
-    read: Read, kind: AggregateKind, period: _Period, version: int, grouping: Hashable, with_places: bool, owner: bytes
+    read: Read, kind: AggregateKind, period: Period, version: int, grouping: Hashable, with_places: bool, owner: bytes
 ) -> tuple[Read, list, list[tuple]]:
     """What a small read's months summed for an area (owner: a digest of what it is) are keyed
     by: the read with the kind's retention mark, each month's dataset versions up to `version`
@@ -475,7 +376,7 @@ def _summed_months(
     read: Read,
     *,
     kind: AggregateKind,
-    period: _Period,
+    period: Period,
     places: list[int],
     shares: np.ndarray,
     version: int,
@@ -531,7 +432,7 @@ def trip_sums(
     (groups: (origin, destination), by origin then destination): the trips, and how many
     zone-pair-hours were published (weight and count)."""
     source = presence_source(granularity=granularity, time_zone=time_zone)
-    period = _Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=False)
+    period = Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=False)
     ordered = np.array(sorted(zones), dtype=np.int64)
     pairs = [(int(origin), int(destination)) for origin in ordered for destination in ordered]
     totals = _Totals(buckets=len(period.starts), groups=len(pairs))

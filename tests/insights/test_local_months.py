@@ -15,8 +15,9 @@ import insights.areas
 import insights.held
 import insights.sums
 from insights import local_months
+from insights.compare import compare_result
 from insights.releases import releases_build
-from insights.reports import catchment_result, compare_result, dwell_result, footfall_result, od_matrix_result
+from insights.reports import catchment_result, dwell_result, footfall_result, od_matrix_result
 from insights.selectors import region_names
 from insights.services import aggregates_retain
 from insights.sums import caches_clear

@@ -7,10 +7,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+import insights.compare
 import insights.held
-import insights.reports
 import insights.sums
-from insights.reports import compare_result, dwell_result, footfall_result, od_matrix_result
+from insights.compare import compare_result
+from insights.reports import dwell_result, footfall_result, od_matrix_result
 from insights.selectors import region_names
 from insights.summed import SUMMED
 from insights.sums import HELD, caches_clear
@@ -108,7 +109,7 @@ def test_a_comparison_over_one_area_reads_both_periods_in_one_statement(
     assert len(read) == 1
 
     caches_clear()
-    monkeypatch.setattr(insights.reports, "one_read_of_both", lambda *args, **kwargs: False)
+    monkeypatch.setattr(insights.compare, "one_read_of_both", lambda *args, **kwargs: False)
     apart = tables(compare_result(order))
 
     assert len(read) == 2

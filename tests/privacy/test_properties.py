@@ -24,9 +24,10 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from insights.compare import compare_result
 from insights.kinds import KINDS
 from insights.releases import release_policy_of_settings
-from insights.reports import Query, catchment_result, compare_result, dwell_result, footfall_result, od_matrix_result
+from insights.reports import Query, catchment_result, dwell_result, footfall_result, od_matrix_result
 from insights.selectors import region_names
 from marketplace.services import product_grant
 from tests import grid
