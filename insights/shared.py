@@ -14,7 +14,7 @@ weigh its area again.
 
 A Redis key holds all of the worker's key (held.py's: table, segment filter, policy, the
 dataset versions read with their releases' build times, the kind's retention mark, month,
-place; summed.py's adds a digest of the area's key and the grouping), the format of the value
+place; summed.py's adds a digest of the area's key, or of the zones, and the grouping), the format of the value
 (FORMAT), and the database read: its cluster's system identifier and its OID, since ids start
 again in another database (a test's, one loaded again). So, as in held.py, an entry is never
 stale: a new release for a month, a new policy or retention reads other keys, and so does a
@@ -200,14 +200,14 @@ def get_area(
 ) -> tuple[tuple[np.ndarray, np.ndarray] | None, list[list[np.ndarray | None] | None]]:
     """An area weighed by another worker (insights/areas.py, by its key there): its cells' ids and
     shares, by code (None if not shared); and, in the same MGET, its months summed under the keys
-    (insights/summed.py's), as get_summed gives them."""
+    (insights/summed.py's), as get_summed gives them (none without the area)."""
     blob, *months = _found(
         lambda database: [_area_name(database, area_key), *(_summed_name(database, key) for key in summed)],
         1 + len(summed),
     )
+    if blob is None:  # weighed again here: months summed with no area are not used (insights.areas)
+        return None, [None] * len(months)
     months = [None if month is None else _decoded_summed(month) for month in months]
-    if blob is None:
-        return None, months
     (count,) = _COUNT.unpack_from(blob)
     ids = np.frombuffer(blob, "<i8", count, _COUNT.size)
     return (ids.astype(np.int64), np.frombuffer(blob, "<f8", count, _COUNT.size + 8 * count).astype(float)), months

@@ -183,11 +183,14 @@ def test_a_month_of_several_versions_is_copied_a_row_per_place_and_segment(
     expected = from_database(settings, footfall_result, order)
     monkeypatch.setattr(local_months, "_BATCH_ROWS", batch_rows)
 
-    assert copied(settings, tmp_path)
+    written = copied(settings, tmp_path)
+    assert any(line.startswith("insights_presence_released 2026-03: 18 rows") for line in written)  # 16 + 2 read
     for path in copies(settings):
         copy = local_months._mapped(path)
         rows = list(zip(np.repeat(copy.place, np.diff(copy.bounds)).tolist(), copy.segment.tolist(), strict=True))
         assert len(rows) == len(set(rows)) == len(copy.values) == len(copy.counts)  # the versions added
+        if path.parent.name == "2026-03" and path.parent.parent.name == "insights_presence_released":
+            assert len(rows) == 16  # a row per cell
     database_reads.clear()
     assert tables(footfall_result(order)) == expected
     assert database_reads == []
