@@ -7,8 +7,10 @@ worker's first report of an area another worker served (the catalogue of release
 regions kept, as a worker that ran any report holds them, checked by the notices its session
 listens for, insights/catalogue.py; the area and months the node's workers share,
 insights/shared.py, as the runs before left them); "cold-node" as "cold" with the catalogue of
-releases emptied too (the regions kept: a release does not change them) and the node's shared
-areas and months of this database, as the service's first report of the area after a release
+releases emptied too and read again by the process's listener on a release's notice (as a
+worker process's listener reads it when a release is committed; the regions kept: a release
+does not change them), and the node's shared areas and months of this database emptied, as the
+service's first report of the area after a release
 (every month read from the node's copy of the recent months, insights/local_months.py, or else
 from PostgreSQL; what it read is written to the shared months after the timing, as a worker
 writes it once the report is final); "sums" returns the sums of the scans the report runs, to
@@ -19,10 +21,12 @@ current one).
 
 import datetime as dt
 import json
+import os
 import sys
 import time
 
 import django
+import psycopg
 
 
 def peak_rss_mb() -> float:
@@ -42,8 +46,10 @@ def main() -> None:
     django.setup()
     # Imported after setup: the engine needs the app registry.
     from django.contrib.gis.geos import GEOSGeometry
+    from django.db import connection
 
     from insights import shared
+    from insights.catalogue import CHANNEL, listen_in_background, read_after
     from insights.catalogue import forget as catalogue_forget
     from insights.compare import compare_result
     from insights.grid import cell_corner, cell_id
@@ -134,6 +140,20 @@ def main() -> None:
         "od-matrix": od_matrix_result,
         "compare": compare_result,
     }[product]
+
+    def release_heard(name: str) -> None:
+        """The catalogue emptied, a release's notice sent as its commit sends one, and the
+        listener's read of the catalogue after it awaited."""
+        catalogue_forget()
+        with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+            other.execute("SELECT pg_notify(%s, %s)", (CHANNEL, name))
+        waited = time.monotonic()
+        while not read_after(name):
+            if time.monotonic() - waited > 10:
+                raise SystemExit("the catalogue's listener did not read the catalogue after a notice")
+            time.sleep(0.001)
+
+    listen_in_background()  # as a report worker process does when it starts
     answer({"started_rss_mb": peak_rss_mb()})
     for line in sys.stdin:
         command = line.strip()
@@ -146,7 +166,7 @@ def main() -> None:
                 # it keeps (keyed by their own change mark, which a release does not move).
                 caches_clear(releases=False)
                 if command == "cold-node":
-                    catalogue_forget()
+                    release_heard(f"bench-{os.getpid()}-{time.monotonic_ns()}")
             started = time.perf_counter()
             result(Query(**query))
             answer({"seconds": time.perf_counter() - started})

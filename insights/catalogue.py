@@ -21,6 +21,15 @@ answer (PostgreSQL sends pending notices before it reads the next statement), an
 claims its report (a statement) before it looks: so a report sees every release committed
 before it was claimed, as it would asking the state. Inside a transaction the state is always
 asked, and silence is trusted for TRUSTED_SECONDS at most.
+
+A report worker process also reads the catalogue when a change is committed, not when its next
+report looks: its listener (listen_in_background, started with the process) is a thread with a
+session of its own, listening on CHANNEL, that reads the catalogue as soon as it hears a notice.
+Each notice names the transaction that sent it (migration 0015), and the listener keeps the
+names it heard before each read (_covered): a report whose session heard only notices the
+listener read after takes the process's catalogue as current, so a worker's first report after
+a release reads no catalogue. A notice it did not read after yet (the listener busy, down or
+not started) is asked about as before.
 """
 
 import contextlib
@@ -28,10 +37,11 @@ import copy
 import datetime as dt
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 from django.conf import settings
@@ -89,6 +99,11 @@ _TRIGGERS_SQL = f"""
 # Silence is taken for "unchanged" this long at most, then the state is asked again: a bound on
 # what a failure no one foresaw could cost.
 TRUSTED_SECONDS = 60.0
+# The listener waits this long before a new session after losing one; the names of this many
+# notices it heard are kept (a report that heard an older one asks the state).
+LISTENER_RETRY_SECONDS = 5.0
+LISTENER_NAME = "footfall catalogue listener"  # its session's application_name, in pg_stat_activity
+_COVERED_MAX = 4096
 # A version's rows lie in its period; a day of margin each side covers a local day rollup's edges.
 MARGIN = dt.timedelta(days=1)
 
@@ -111,6 +126,9 @@ class Catalogue:
     state: tuple  # release_state(): equal states, equal catalogues
     releases: tuple[Published, ...]  # by version
     retained_from: dict[str, dt.datetime]  # by kind
+    # time.monotonic() when its statement was sent, so after every commit heard before: of two
+    # reads, the one sent later is kept.
+    read_at: float = field(default=0.0, compare=False)
 
     @property
     def regions_mark(self) -> int | None:
@@ -153,8 +171,10 @@ class Catalogue:
         ]
 
 
-_seen: list[Catalogue] = []  # the last one read, in this process
+_seen: list[Catalogue] = []  # the latest read, in this process
+_covered: dict[str, None] = {}  # the notices heard before a read of the catalogue, oldest first
 _lock = threading.Lock()
+_listener: "_Listener | None" = None
 
 
 @contextlib.contextmanager
@@ -207,13 +227,14 @@ def catalogue() -> Catalogue:
     seen = getattr(connection, "catalogue_seen", None)
     if seen is not None:
         return seen
+    kept = _kept_current()
+    if kept is not None:
+        return kept
     with _lock:
         last = _seen[0] if _seen else None
-    if last is not None and _heard_unchanged(last):
-        return last
     listening = _listening()
     found = last if last is not None and release_state() == last.state else _read()
-    connection.catalogue_current = (found, time.monotonic()) if listening else None
+    connection.catalogue_current_at = time.monotonic() if listening else None
     return found
 
 
@@ -231,7 +252,7 @@ def _listening() -> bool:
     with connection.wrap_database_errors:
         listens = getattr(connection, "catalogue_listens", None)
         if listens is None or listens[0] is not session:
-            connection.catalogue_current = None
+            connection.catalogue_current_at = None
             listens = connection.catalogue_listens = (session, _listen(session))
         if listens[1]:
             list(session.notifies(timeout=0))
@@ -253,31 +274,41 @@ def _listen(session: psycopg.Connection) -> bool:
     return True
 
 
-def _heard_unchanged(last: Catalogue) -> bool:
-    """Whether this session listens, found `last` current less than TRUSTED_SECONDS ago, and has
-    heard of no change since: the notices that came are read off the socket, no round trip."""
-    current = getattr(connection, "catalogue_current", None)
+def _kept_current() -> Catalogue | None:
+    """The process's latest catalogue, if this session may take it as current without a round
+    trip: it listens, found a catalogue current less than TRUSTED_SECONDS ago, and each notice it
+    heard since was heard by the process's listener before a read (the latest is that read or a
+    newer one). The notices that came are read off the socket."""
+    current_at = getattr(connection, "catalogue_current_at", None)
     session = connection.connection
     if (
         session is None
-        or current is None
-        or current[0] is not last
-        or time.monotonic() - current[1] > TRUSTED_SECONDS
+        or current_at is None
+        or time.monotonic() - current_at > TRUSTED_SECONDS
         or getattr(connection, "catalogue_listens", None) != (session, True)
         or not _may_listen()
     ):
-        return False
+        return None
     with connection.wrap_database_errors:
-        heard = [notice.channel == CHANNEL for notice in session.notifies(timeout=0)]  # every one read
-    if any(heard):
-        connection.catalogue_current = None
-        return False
-    return True
+        # Every one that came is read.
+        heard = [notice.payload for notice in session.notifies(timeout=0) if notice.channel == CHANNEL]
+    with _lock:
+        latest = _seen[0] if _seen else None
+        if latest is not None and all(name in _covered for name in heard):  # an unnamed notice never is
+            return latest
+    connection.catalogue_current_at = None
+    return None
 
 
 def _read() -> Catalogue:
-    """The releases, the retention marks and their state, in one statement."""
-    row = _prepared(_CATALOGUE_STATEMENT, _CATALOGUE_SQL)
+    """The releases, the retention marks and their state, in one statement, kept as the process's."""
+    read_at = time.monotonic()
+    found = _catalogue_of(_prepared(_CATALOGUE_STATEMENT, _CATALOGUE_SQL), read_at)
+    _keep(found, heard=())
+    return found
+
+
+def _catalogue_of(row: tuple, read_at: float) -> Catalogue:
     state_columns = len(row) - len(_RELEASE_COLUMNS) - 2
     releases, (mark_kinds, marks) = row[state_columns:-2], row[-2:]
     found = Catalogue(
@@ -289,13 +320,87 @@ def _read() -> Catalogue:
             )
         ),
         retained_from=dict(zip(mark_kinds or (), marks or (), strict=True)),
+        read_at=read_at,
     )
-    with _lock:
-        _seen[:] = [found]
     return found
+
+
+def _keep(found: Catalogue, heard: list[str] | tuple) -> None:
+    """Keep `found` as the process's catalogue unless a read sent later is kept already; the
+    notices `heard` before it was sent are covered by it."""
+    with _lock:
+        if not _seen or _seen[0].read_at <= found.read_at:
+            _seen[:] = [found]
+        for name in heard:
+            if name:
+                _covered[name] = None
+        while len(_covered) > _COVERED_MAX:
+            del _covered[next(iter(_covered))]
 
 
 def forget() -> None:
     """Read the releases again at the next look (tests, and the benchmark's cold runs)."""
     with _lock:
         _seen.clear()
+        _covered.clear()
+
+
+def read_after(notice: str) -> bool:
+    """Whether this process's listener heard the notice named `notice` and read the catalogue after."""
+    with _lock:
+        return notice in _covered and bool(_seen)
+
+
+def listen_in_background() -> None:
+    """Start this process's listener (a report worker process does as it starts): a thread with a
+    session of its own that listens on CHANNEL and reads the catalogue at once, and again as soon
+    as it hears a change. Once a process; nothing with CATALOGUE_LISTEN off."""
+    global _listener
+    if not settings.CATALOGUE_LISTEN:
+        return
+    with _lock:
+        if _listener is not None and _listener.pid == os.getpid() and _listener.is_alive():
+            return
+        _listener = _Listener(connection.get_connection_params())
+    _listener.start()
+
+
+def stop_listening() -> None:
+    """Stop this process's listener and close its session (tests, before the database goes)."""
+    global _listener
+    with _lock:
+        listener, _listener = _listener, None
+    if listener is not None:
+        listener.stopped.set()
+        listener.join()
+
+
+class _Listener(threading.Thread):
+    def __init__(self, connection_params: dict) -> None:
+        super().__init__(name="catalogue-listener", daemon=True)
+        self.connection_params = connection_params | {"application_name": LISTENER_NAME}
+        self.pid = os.getpid()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                with psycopg.connect(**self.connection_params, autocommit=True) as session:
+                    session.execute(f"LISTEN {CHANNEL}")
+                    heard: list[str] = []
+                    while not self.stopped.is_set():
+                        read_at = time.monotonic()
+                        with psycopg.Cursor(session) as cursor:  # Django's parameters name a client-side one
+                            row = cursor.execute(_CATALOGUE_SQL, binary=True).fetchone()
+                        _keep(_catalogue_of(row, read_at), heard)
+                        heard = self._heard(session)
+            except Exception:  # noqa: BLE001 - reports ask the state meanwhile; the listener must go on
+                logger.exception("releases: the catalogue's listener stopped; again in %.0f s", LISTENER_RETRY_SECONDS)
+                self.stopped.wait(LISTENER_RETRY_SECONDS)
+
+    def _heard(self, session: psycopg.Connection) -> list[str]:
+        """The names of the notices that came, once one has (or the listener is stopped)."""
+        heard: list[str] = []
+        while not heard and not self.stopped.is_set():
+            heard = [notice.payload for notice in session.notifies(timeout=0.5, stop_after=1)]
+        return heard + [notice.payload for notice in session.notifies(timeout=0)]

@@ -26,10 +26,13 @@ def close_old_database_connections(sender=None, **kwargs) -> None:
 @signals.worker_process_init.connect
 def prepare_report_process(**kwargs) -> None:
     """Each worker process reads PROJ's database for its area weighing once, when it starts
-    (about 100 ms), rather than in its first report's time."""
+    (about 100 ms), rather than in its first report's time; and starts its listener, which reads
+    the catalogue of releases when one is committed rather than in the next report's time."""
+    from insights.catalogue import listen_in_background
     from insights.weighing import prepare
 
     prepare()
+    listen_in_background()
 
 
 # The log context of tasks and JSON/text logs in the worker (docs/operations.md).

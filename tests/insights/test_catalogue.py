@@ -5,13 +5,14 @@ reads it; inside a transaction, the state is asked at every look."""
 
 import importlib
 import re
+import time
 
 import psycopg
 import pytest
 from django.db import connection, transaction
 
 import insights.catalogue
-from insights.catalogue import catalogue, forget, release_state
+from insights.catalogue import Catalogue, catalogue, forget, listen_in_background, release_state, stop_listening
 
 notified = importlib.import_module("insights.migrations.0014_catalogue_changes_notified")
 
@@ -148,3 +149,104 @@ def test_silence_is_trusted_for_a_while_only(monkeypatch):
     asked = statements_asked(monkeypatch)
     assert catalogue() == first
     assert asked == ["footfall_release_state"]
+
+
+def notices_heard() -> list[str]:
+    """The names of the notices this session heard, after a statement of its own."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return [notice.payload for notice in connection.connection.notifies(timeout=0)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_commit_notifies_once_under_a_name_of_its_own():
+    catalogue()  # the session listens
+    notices_heard()
+    committed_elsewhere(REGIONS_MOVED)
+    committed_elsewhere(REGIONS_MOVED)
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+        with other.transaction():  # two tables changed in one transaction: one notice
+            other.execute(REGIONS_MOVED)
+            other.execute("UPDATE insights_release SET built_at = built_at WHERE false")
+    heard = notices_heard()
+    assert len(heard) == 3 == len(set(heard))
+    assert all(re.fullmatch(r"\d+@[\d.]+", name) for name in heard)
+
+
+def awaited(condition, seconds: float = 10.0) -> None:
+    waited = time.monotonic()
+    while not condition():
+        assert time.monotonic() - waited < seconds, "not within 10 s"
+        time.sleep(0.005)
+
+
+def regions_mark_read(mark: int) -> bool:
+    with insights.catalogue._lock:
+        return bool(insights.catalogue._seen) and insights.catalogue._seen[0].regions_mark == mark
+
+
+@pytest.fixture
+def listener():
+    """This process's listener, as a report worker process starts it; its session closed after."""
+    forget()
+    listen_in_background()
+    awaited(lambda: bool(insights.catalogue._seen))  # its first read
+    yield
+    stop_listening()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_listener_reads_a_committed_change_so_the_next_report_reads_nothing(listener, monkeypatch):
+    first = catalogue()  # this session listens and found the catalogue current
+    asked = statements_asked(monkeypatch)
+    committed_elsewhere(REGIONS_MOVED)
+    awaited(lambda: regions_mark_read(42))
+    assert catalogue().regions_mark == 42
+    assert asked == []
+    assert catalogue() == insights.catalogue._seen[0] != first
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_change_the_listener_has_not_read_after_is_asked_about(listener, monkeypatch):
+    catalogue()
+    stop_listening()
+    asked = statements_asked(monkeypatch)
+    committed_elsewhere(REGIONS_MOVED)
+    assert catalogue().regions_mark == 42
+    assert asked == ["footfall_release_state", "footfall_catalogue"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_listener_listens_again_after_losing_its_session(listener, monkeypatch):
+    monkeypatch.setattr(insights.catalogue, "LISTENER_RETRY_SECONDS", 0.05)
+    catalogue()
+    lost = listener_sessions()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", lost)
+        assert cursor.fetchone() == (True,)
+    awaited(lambda: listener_sessions() not in ([], lost))
+    asked = statements_asked(monkeypatch)
+    committed_elsewhere(REGIONS_MOVED)
+    awaited(lambda: regions_mark_read(42))
+    assert catalogue().regions_mark == 42
+    assert asked == []
+
+
+def listener_sessions() -> list[int]:
+    """The listener's sessions' process ids."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [insights.catalogue.LISTENER_NAME]
+        )
+        return [pid for (pid,) in cursor.fetchall()]
+
+
+def test_of_two_reads_the_one_sent_later_is_kept_and_each_covers_what_was_heard_before_it():
+    forget()
+    later = Catalogue(state=("later",), releases=(), retained_from={}, read_at=2.0)
+    earlier = Catalogue(state=("earlier",), releases=(), retained_from={}, read_at=1.0)
+    insights.catalogue._keep(later, heard=["2@1.5"])
+    insights.catalogue._keep(earlier, heard=["1@0.5", ""])
+    assert insights.catalogue._seen == [later]
+    assert list(insights.catalogue._covered) == ["2@1.5", "1@0.5"]  # an unnamed notice is never covered
+    forget()
