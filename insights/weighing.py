@@ -10,23 +10,43 @@ PostGIS's to the bit.
 """
 
 import functools
+from ctypes import POINTER, c_double, c_int, c_void_p
 
 import numpy as np
 import shapely
 from django.conf import settings
-from django.contrib.gis.gdal import CoordTransform, SpatialReference
+from django.contrib.gis.gdal import CoordTransform, GDALException, SpatialReference
+from django.contrib.gis.gdal.libgdal import lgdal
 from django.contrib.gis.geos import GEOSGeometry
 
 from insights.grid import ROW, cell_codes, cell_corners
 
 GRID_SRID = 3035
 
+# GDAL's transformation of points, which GEOSGeometry.transform (OGR_G_Transform) applies to each
+# of a geometry's points: given all of them at once it skips the geometry's round trip through
+# OGR, a tenth of a millisecond of a new area's first report, and gives the same bits.
+_transform_points = lgdal.OCTTransform
+_transform_points.restype = c_int
+_transform_points.argtypes = [c_void_p, c_int, POINTER(c_double), POINTER(c_double), POINTER(c_double)]
+
 
 def in_grid_crs(geometry: GEOSGeometry) -> shapely.Geometry:
     """The geometry in the grid's CRS (EPSG:3035), as ST_Transform gives it, as shapely's."""
-    if geometry.srid != GRID_SRID:
-        geometry = geometry.transform(_to_grid(geometry.srid), clone=True)
-    return shapely.from_wkb(bytes(geometry.wkb))
+    if geometry.srid == GRID_SRID or geometry.hasz:
+        if geometry.srid != GRID_SRID:
+            geometry = geometry.transform(_to_grid(geometry.srid), clone=True)
+        return shapely.from_wkb(bytes(geometry.wkb))
+    area = shapely.from_wkb(bytes(geometry.wkb))
+    points = shapely.get_coordinates(area)
+    east, north = np.ascontiguousarray(points[:, 0]), np.ascontiguousarray(points[:, 1])
+    to_double = POINTER(c_double)
+    moved = _transform_points(
+        _to_grid(geometry.srid).ptr, len(points), east.ctypes.data_as(to_double), north.ctypes.data_as(to_double), None
+    )
+    if not moved:
+        raise GDALException("the area could not be moved to the grid's CRS")
+    return shapely.set_coordinates(area, np.column_stack((east, north)))
 
 
 def prepare() -> None:

@@ -2,14 +2,16 @@
 shares PostGIS gives (insights.selectors.CELL_SHARES_SQL), in the same order, on awkward areas."""
 
 import pytest
+import shapely
 from django.conf import settings
-from django.contrib.gis.geos import MultiPolygon, Polygon
+from django.contrib.gis.geos import GEOSGeometry, MultiPolygon, Polygon
 from django.db import connection
 
 from insights.areas import weighed
 from insights.catalogue import catalogue
 from insights.grid import cell_id
 from insights.selectors import CELL_SHARES_SQL, MIN_SHARE
+from insights.weighing import in_grid_crs
 from tests import grid
 
 # The grid's cells: a block of 10 × 8 with a gap (cells never published), and four cells where
@@ -121,3 +123,18 @@ def test_the_awkward_areas_are_awkward(cells):
     holed = AREAS["whole cells inside, in a hole and inside again along a row"]
     row = {code: share for _, code, share in in_postgis(holed)}
     assert [row.get(grid.code(col, 2)) for col in (1, 3, 4, 6, 7, 9)] == [1.0, None, None, 1.0, 1.0, None]
+
+
+WITH_HEIGHTS = "SRID=4326;POLYGON Z ((13.4 52.5 30, 13.41 52.5 31, 13.41 52.51 32, 13.4 52.5 30))"
+
+
+@pytest.mark.parametrize("name", [*AREAS, "with heights"])
+def test_an_area_is_moved_to_the_grids_crs_as_postgis_moves_it_to_the_bit(db, name):
+    geometry = AREAS.get(name) or GEOSGeometry(WITH_HEIGHTS)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT ST_AsBinary(ST_Transform(%s::geometry, 3035))", [bytes(geometry.ewkb)])
+        (moved,) = cursor.fetchone()
+
+    assert shapely.get_coordinates(in_grid_crs(geometry), include_z=geometry.hasz).tobytes() == (
+        shapely.get_coordinates(shapely.from_wkb(bytes(moved)), include_z=geometry.hasz).tobytes()
+    )
