@@ -77,10 +77,10 @@ def report_area(
     if area is None:
         digest = hashlib.blake2b(repr(held_key).encode(), digest_size=16).digest()
         asked = summed_keys(digest) if summed_keys else []
-        found, months = shared.get_area(held_key, summed=asked)
+        found, months = shared.get_area(digest, summed=asked)
         if found is None:
             area = weighed(geometry, state, digest)
-            shared.put_area(held_key, np.array(area.ids, dtype=np.int64), area.share_array)
+            shared.put_area(digest, np.array(area.ids, dtype=np.int64), area.share_array)
         else:
             ids, shares = found
             area = ReportArea(

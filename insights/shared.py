@@ -196,13 +196,13 @@ def put_summed(summed: Sequence[tuple[tuple, object]]) -> None:
 
 
 def get_area(
-    area_key: tuple, *, summed: Sequence[tuple] = ()
+    area_digest: bytes, *, summed: Sequence[tuple] = ()
 ) -> tuple[tuple[np.ndarray, np.ndarray] | None, list[list[np.ndarray | None] | None]]:
-    """An area weighed by another worker (insights/areas.py, by its key there): its cells' ids and
+    """An area weighed by another worker (insights/areas.py, by its key's digest): its cells' ids and
     shares, by code (None if not shared); and, in the same MGET, its months summed under the keys
     (insights/summed.py's), as get_summed gives them (none without the area)."""
     blob, *months = _found(
-        lambda database: [_area_name(database, area_key), *(_summed_name(database, key) for key in summed)],
+        lambda database: [_area_name(database, area_digest), *(_summed_name(database, key) for key in summed)],
         1 + len(summed),
     )
     if blob is None:  # weighed again here: months summed with no area are not used (insights.areas)
@@ -213,12 +213,12 @@ def get_area(
     return (ids.astype(np.int64), np.frombuffer(blob, "<f8", count, _COUNT.size + 8 * count).astype(float)), months
 
 
-def put_area(area_key: tuple, ids: np.ndarray, shares: np.ndarray) -> None:
+def put_area(area_digest: bytes, ids: np.ndarray, shares: np.ndarray) -> None:
     """Share an area weighed here, once the report is final (flush), unless the budget is spent."""
     client = _redis()
     if client is not None:
         blob = b"".join((_COUNT.pack(len(ids)), ids.astype("<i8").tobytes(), shares.astype("<f8").tobytes()))
-        _hand_over(client, bytes, [(_area_name(_database(), area_key), blob)])
+        _hand_over(client, bytes, [(_area_name(_database(), area_digest), blob)])
 
 
 def _found(names_of: Callable[[str], list[str]], count: int) -> list[bytes | None]:
@@ -505,12 +505,10 @@ def _summed_read_name(prefix: str, database: str, read: tuple, rest: tuple) -> s
     return f"{prefix}:{database}:summed:{hashlib.blake2b(summed.encode(), digest_size=16).hexdigest()}"
 
 
-def _area_name(database: str, area_key: tuple) -> str:
-    """insights/areas.py's key (the geometry, the catalogue's state) as a Redis key."""
-    area = json.dumps([FORMAT, *area_key], default=_plain_or_hex, separators=(",", ":"))
-    return (
-        f"{settings.SHARED_MONTHS_PREFIX}:{database}:area:{hashlib.blake2b(area.encode(), digest_size=16).hexdigest()}"
-    )
+def _area_name(database: str, area_digest: bytes) -> str:
+    """insights/areas.py's key (the geometry, the catalogue's state, the minimum share), by its
+    digest there, as a Redis key."""
+    return f"{settings.SHARED_MONTHS_PREFIX}:{database}:area:{FORMAT}:{area_digest.hex()}"
 
 
 def _plain_or_hex(value):
