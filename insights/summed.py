@@ -65,15 +65,16 @@ def summed_month(month: Month, *, group: np.ndarray, share: np.ndarray, places: 
     """A month's rows (insights/held.py) summed per group: each row with its group (-1: not
     summed) and its place's share. places: how many places the area has, to keep each one's
     everyone's values (segment key 0), or None."""
-    rows = np.flatnonzero(group >= 0)
-    groups, position = np.unique(group[rows], return_inverse=True)
-    value, weight, count = by_group(
-        position.reshape(-1),
-        share[rows],
-        len(groups),
-        month.values[rows].astype(float),
-        month.counts[rows].astype(float),
-    )
+    values, counts = month.values, month.counts
+    summed = group >= 0
+    if not summed.all():  # else no copy of the rows is picked: a month's rows mostly all are
+        rows = np.flatnonzero(summed)
+        group, values, counts, share = group[rows], values[rows], counts[rows], share[rows]
+    # The groups found and each row's place among them (np.unique's, for small whole numbers).
+    found = np.bincount(group, minlength=1) > 0
+    groups = np.flatnonzero(found)
+    position = (np.cumsum(found) - 1)[group]
+    value, weight, count = by_group(position, share, len(groups), values.astype(float), counts.astype(float))
     place_value = place_count = None
     if places is not None:
         everyone = np.flatnonzero(month.segment == 0)
