@@ -394,9 +394,15 @@ class _Listener(threading.Thread):
                             row = cursor.execute(_CATALOGUE_SQL, binary=True).fetchone()
                         _keep(_catalogue_of(row, read_at), heard)
                         heard = self._heard(session)
+            except psycopg.OperationalError as error:  # the database restarted, or went away
+                logger.warning(
+                    "releases: the catalogue's listener lost its session (%s); again in %.0f s",
+                    error,
+                    LISTENER_RETRY_SECONDS,
+                )
             except Exception:  # noqa: BLE001 - reports ask the state meanwhile; the listener must go on
-                logger.exception("releases: the catalogue's listener stopped; again in %.0f s", LISTENER_RETRY_SECONDS)
-                self.stopped.wait(LISTENER_RETRY_SECONDS)
+                logger.exception("releases: the catalogue's listener failed; again in %.0f s", LISTENER_RETRY_SECONDS)
+            self.stopped.wait(LISTENER_RETRY_SECONDS)
 
     def _heard(self, session: psycopg.Connection) -> list[str]:
         """The names of the notices that came, once one has (or the listener is stopped)."""
