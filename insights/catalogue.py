@@ -28,8 +28,10 @@ session of its own, listening on CHANNEL, that reads the catalogue as soon as it
 Each notice names the transaction that sent it (migration 0015), and the listener keeps the
 names it heard before each read (_covered): a report whose session heard only notices the
 listener read after takes the process's catalogue as current, so a worker's first report after
-a release reads no catalogue. A notice it did not read after yet (the listener busy, down or
-not started) is asked about as before.
+a release reads no catalogue, provided that read was sent after the session last knew its own
+catalogue current (two sessions' statements may run in another order than they were sent). A
+notice it did not read after yet (the listener busy, down or not started) is asked about as
+before.
 """
 
 import contextlib
@@ -102,6 +104,9 @@ TRUSTED_SECONDS = 60.0
 # The listener waits this long before a new session after losing one; the names of this many
 # notices it heard are kept (a report that heard an older one asks the state).
 LISTENER_RETRY_SECONDS = 5.0
+# Its session's TCP keepalives: a connection a failover left half open is found dead in about a
+# minute, not the system's two hours (reports ask the state meanwhile, as without it).
+_LISTENER_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 LISTENER_NAME = "footfall catalogue listener"  # its session's application_name, in pg_stat_activity
 _COVERED_MAX = 4096
 # A version's rows lie in its period; a day of margin each side covers a local day rollup's edges.
@@ -126,8 +131,9 @@ class Catalogue:
     state: tuple  # release_state(): equal states, equal catalogues
     releases: tuple[Published, ...]  # by version
     retained_from: dict[str, dt.datetime]  # by kind
-    # time.monotonic() when its statement was sent, so after every commit heard before: of two
-    # reads, the one sent later is kept.
+    # time.monotonic() before its statement was sent: it holds every commit made before then. Of
+    # two reads the one sent later is kept (its snapshot may still be the older one: a session
+    # takes it as current only if it was sent after what the session knew, _kept_current).
     read_at: float = field(default=0.0, compare=False)
 
     @property
@@ -234,7 +240,10 @@ def catalogue() -> Catalogue:
         last = _seen[0] if _seen else None
     listening = _listening()
     found = last if last is not None and release_state() == last.state else _read()
-    connection.catalogue_current_at = time.monotonic() if listening else None
+    # What this session found current, and when it knew so (after the answer): a read sent after
+    # that holds all `found` holds; one merely sent after `found` was may not (its snapshot is
+    # another session's, taken when the server ran it).
+    connection.catalogue_current = (found, time.monotonic()) if listening else None
     return found
 
 
@@ -252,7 +261,7 @@ def _listening() -> bool:
     with connection.wrap_database_errors:
         listens = getattr(connection, "catalogue_listens", None)
         if listens is None or listens[0] is not session:
-            connection.catalogue_current_at = None
+            connection.catalogue_current = None
             listens = connection.catalogue_listens = (session, _listen(session))
         if listens[1]:
             list(session.notifies(timeout=0))
@@ -276,15 +285,17 @@ def _listen(session: psycopg.Connection) -> bool:
 
 def _kept_current() -> Catalogue | None:
     """The process's latest catalogue, if this session may take it as current without a round
-    trip: it listens, found a catalogue current less than TRUSTED_SECONDS ago, and each notice it
-    heard since was heard by the process's listener before a read (the latest is that read or a
-    newer one). The notices that came are read off the socket."""
-    current_at = getattr(connection, "catalogue_current_at", None)
+    trip: it listens, found a catalogue current less than TRUSTED_SECONDS ago, the latest is that
+    one or was sent after the session knew it current, and each notice the session heard since
+    was heard by the process's listener before it sent a read (the latest is that read or one
+    sent later). A statement's snapshot is taken after it is sent, so such a read holds every
+    commit the session must see. The notices that came are read off the socket."""
+    current = getattr(connection, "catalogue_current", None)
     session = connection.connection
     if (
         session is None
-        or current_at is None
-        or time.monotonic() - current_at > TRUSTED_SECONDS
+        or current is None
+        or time.monotonic() - current[1] > TRUSTED_SECONDS
         or getattr(connection, "catalogue_listens", None) != (session, True)
         or not _may_listen()
     ):
@@ -294,9 +305,13 @@ def _kept_current() -> Catalogue | None:
         heard = [notice.payload for notice in session.notifies(timeout=0) if notice.channel == CHANNEL]
     with _lock:
         latest = _seen[0] if _seen else None
-        if latest is not None and all(name in _covered for name in heard):  # an unnamed notice never is
+        if (
+            latest is not None
+            and (latest is current[0] or latest.read_at >= current[1])
+            and all(name in _covered for name in heard)  # an unnamed notice never is
+        ):
             return latest
-    connection.catalogue_current_at = None
+    connection.catalogue_current = None
     return None
 
 
@@ -361,8 +376,9 @@ def listen_in_background() -> None:
     with _lock:
         if _listener is not None and _listener.pid == os.getpid() and _listener.is_alive():
             return
-        _listener = _Listener(connection.get_connection_params())
-    _listener.start()
+        # In Django's time zone, as its sessions read: the state's text and keys made of build times depend on it.
+        _listener = _Listener(connection.get_connection_params(), time_zone=connection.timezone_name)
+        _listener.start()
 
 
 def stop_listening() -> None:
@@ -376,17 +392,23 @@ def stop_listening() -> None:
 
 
 class _Listener(threading.Thread):
-    def __init__(self, connection_params: dict) -> None:
+    def __init__(self, connection_params: dict, *, time_zone: str) -> None:
         super().__init__(name="catalogue-listener", daemon=True)
-        self.connection_params = connection_params | {"application_name": LISTENER_NAME}
+        self.connection_params = connection_params | _LISTENER_KEEPALIVES | {"application_name": LISTENER_NAME}
+        self.time_zone = time_zone
         self.pid = os.getpid()
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        failing = False  # logged once an outage, not every retry
         while not self.stopped.is_set():
             try:
                 with psycopg.connect(**self.connection_params, autocommit=True) as session:
+                    session.execute("SELECT set_config('TimeZone', %s, false)", [self.time_zone])
                     session.execute(f"LISTEN {CHANNEL}")
+                    if failing:
+                        logger.info("releases: the catalogue's listener has its session again")
+                        failing = False
                     heard: list[str] = []
                     while not self.stopped.is_set():
                         read_at = time.monotonic()
@@ -395,11 +417,12 @@ class _Listener(threading.Thread):
                         _keep(_catalogue_of(row, read_at), heard)
                         heard = self._heard(session)
             except psycopg.OperationalError as error:  # the database restarted, or went away
-                logger.warning(
-                    "releases: the catalogue's listener lost its session (%s); again in %.0f s",
-                    error,
+                (logger.debug if failing else logger.warning)(
+                    "releases: the catalogue's listener lost its session (%s); trying again every %.0f s",
+                    " ".join(str(error).split()),  # on one line
                     LISTENER_RETRY_SECONDS,
                 )
+                failing = True
             except Exception:  # noqa: BLE001 - reports ask the state meanwhile; the listener must go on
                 logger.exception("releases: the catalogue's listener failed; again in %.0f s", LISTENER_RETRY_SECONDS)
             self.stopped.wait(LISTENER_RETRY_SECONDS)

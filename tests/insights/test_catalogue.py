@@ -3,6 +3,7 @@
 is rolled back; a worker that listens for changes asks nothing until one is committed, and then
 reads it; inside a transaction, the state is asked at every look."""
 
+import datetime as dt
 import importlib
 import re
 import time
@@ -189,10 +190,12 @@ def regions_mark_read(mark: int) -> bool:
 def listener():
     """This process's listener, as a report worker process starts it; its session closed after."""
     forget()
-    listen_in_background()
-    awaited(lambda: bool(insights.catalogue._seen))  # its first read
-    yield
-    stop_listening()
+    try:
+        listen_in_background()
+        awaited(lambda: bool(insights.catalogue._seen))  # its first read
+        yield
+    finally:
+        stop_listening()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -220,11 +223,13 @@ def test_a_change_the_listener_has_not_read_after_is_asked_about(listener, monke
 def test_the_listener_listens_again_after_losing_its_session(listener, monkeypatch):
     monkeypatch.setattr(insights.catalogue, "LISTENER_RETRY_SECONDS", 0.05)
     catalogue()
+    before = insights.catalogue._seen[0]
     lost = listener_sessions()
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(%s)", lost)
         assert cursor.fetchone() == (True,)
-    awaited(lambda: listener_sessions() not in ([], lost))
+    awaited(lambda: insights.catalogue._seen[0] is not before)  # read again, so listening again
+    assert listener_sessions() not in ([], lost)
     asked = statements_asked(monkeypatch)
     committed_elsewhere(REGIONS_MOVED)
     awaited(lambda: regions_mark_read(42))
@@ -233,12 +238,53 @@ def test_the_listener_listens_again_after_losing_its_session(listener, monkeypat
 
 
 def listener_sessions() -> list[int]:
-    """The listener's sessions' process ids."""
+    """The process ids of the listener's sessions on this database."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [insights.catalogue.LISTENER_NAME]
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()",
+            [insights.catalogue.LISTENER_NAME],
         )
         return [pid for (pid,) in cursor.fetchall()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_read_sent_before_the_session_knew_its_catalogue_current_is_not_taken_for_current(monkeypatch):
+    """Of two sessions' reads, the one sent later may hold the older snapshot (the server ran it
+    first): a session takes the process's catalogue without asking only if it is the one it found
+    current, or was sent after it knew that one current."""
+    forget()
+    found = catalogue()  # this session listens and found it current
+    _, known_at = connection.catalogue_current
+    older = Catalogue(state=("an older snapshot",), releases=(), retained_from={}, read_at=known_at - 1e-6)
+    insights.catalogue._keep(older, heard=[])
+    assert insights.catalogue._seen == [older]  # sent after the read the session found, so kept
+    asked = statements_asked(monkeypatch)
+    assert catalogue() == found
+    assert asked == ["footfall_release_state", "footfall_catalogue"]
+    assert catalogue() == found and len(asked) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_listener_reads_in_djangos_time_zone_whatever_the_databases(city):
+    """The state's text and the keys made of build times are Django's sessions' (UTC) in the
+    listener's session too, whatever time zone the database gives a new session."""
+    database = connection.settings_dict["NAME"]
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER DATABASE \"{database}\" SET TimeZone TO 'Asia/Tokyo'")
+    try:
+        forget()
+        listen_in_background()
+        awaited(lambda: bool(insights.catalogue._seen))
+        assert insights.catalogue._seen[0].state == release_state()
+        assert (
+            [release.built_at.utcoffset() for release in insights.catalogue._seen[0].releases]
+            == [dt.timedelta(0)] * len(insights.catalogue._seen[0].releases)
+            != []
+        )
+    finally:
+        stop_listening()
+        with connection.cursor() as cursor:
+            cursor.execute(f'ALTER DATABASE "{database}" RESET TimeZone')
 
 
 def test_of_two_reads_the_one_sent_later_is_kept_and_each_covers_what_was_heard_before_it():
