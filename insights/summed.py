@@ -111,11 +111,12 @@ def kept(
     return found
 
 
-def keep(summed: list[tuple[Hashable, Hashable, SummedMonth]]) -> None:
-    """Keep the months summed (key, shared key, month) here and share them, in one write."""
+def keep(summed: list[tuple[Hashable, Hashable, SummedMonth]], *, share: bool = True) -> None:
+    """Keep the months summed (key, shared key, month) here and, with share, share them, in one write."""
     for key, _, month in summed:
         SUMMED.put(key, month, month.size)
-    shared.put_summed([(shared_key, month) for _, shared_key, month in summed])
+    if share:
+        shared.put_summed([(shared_key, month) for _, shared_key, month in summed])
 
 
 def by_group(

@@ -13,7 +13,7 @@ import numpy as np
 from django.conf import settings
 from django.contrib.gis.geos import GEOSGeometry
 
-from insights import shared
+from insights import local_months, shared
 from insights.areas import AREAS, report_area
 from insights.buckets import is_boundary
 from insights.catalogue import catalogue, forget
@@ -37,6 +37,11 @@ DAY_ROWS_PER_HOUR_ROW = 4
 # place (insights/held.py), for other areas that share its cells; a larger one reads them and
 # keeps only its months summed (insights/summed.py).
 HELD_PLACE_MONTHS = 100
+# An od-matrix of at most this many zone-months is summed from the node's copy rather than asked
+# of Redis: at L a worker's first report of 1 zone over 4 months took 0.19 ms less that way, of
+# 4 zones over 13 months 0.13 ms more (the service's first, which finds nothing in Redis, less
+# either way).
+COPY_FIRST_PLACE_MONTHS = 24
 
 
 def presence_source(*, granularity: str, time_zone: str) -> str:
@@ -384,6 +389,7 @@ def _summed_months(
     with_places: bool,
     shared_owner: bytes | None = None,
     asked: dict | None = None,
+    copy_first: bool = False,
 ) -> list[tuple[dt.datetime | dt.date, SummedMonth]]:
     """A small read's months summed per group for this area: from the worker's memory
     (insights/summed.py), else from the months kept per place (insights/held.py), else read.
@@ -392,12 +398,18 @@ def _summed_months(
     shares, which a release that adds no cell under the area leaves as they are; the node by
     shared_owner if given (a digest of the area's key, insights.areas.ReportArea.digest: known
     before its cells, so they are asked with the area), else as this worker. asked: the months
-    summed the node had when asked with the area (ReportArea.summed_asked); None: ask it now."""
+    summed the node had when asked with the area (ReportArea.summed_asked); None: ask it now.
+    copy_first: when the node's copy holds every month (insights/local_months.py), sum them here
+    rather than ask the node, nor share them: for few places, cheaper than the round trip."""
     places_digest = hashlib.blake2b(np.asarray(places, dtype=np.int64).tobytes() + shares.tobytes(), digest_size=16)
     read, versions, keys = _summed_keys(read, kind, period, version, grouping[0], with_places, places_digest.digest())
     shared_keys = keys if shared_owner is None else [_owned(key, shared_owner) for key in keys]
     months_read = period.months(read.source)
-    found = kept(keys, shared_keys, asked=asked)
+    copied = copy_first and all(
+        not month_versions or local_months.opened(read.table, read.policy, read.retained_from, month, month_versions)
+        for month, month_versions in zip(months_read, versions, strict=True)
+    )
+    found = kept(keys, shared_keys, asked={} if copied else asked)
     missing = [index for index, summed in enumerate(found) if summed is None]
     if missing:
         # Many place-months are read at once instead: making and keeping an entry per place-month
@@ -413,7 +425,7 @@ def _summed_months(
             found[index] = summed_month(
                 month, group=grouping[1](month), share=shares[month.place], places=len(places) if with_places else None
             )
-        keep([(keys[index], shared_keys[index], found[index]) for index in missing])
+        keep([(keys[index], shared_keys[index], found[index]) for index in missing], share=not copied)
     return list(zip(months_read, found, strict=True))
 
 
@@ -461,6 +473,7 @@ def trip_sums(
             # pairs run by origin then destination, both in id order
             grouping=((), lambda held: held.place * len(ordered) + np.searchsorted(ordered, held.segment)),
             with_places=False,
+            copy_first=len(ordered) * len(period.months(source)) <= COPY_FIRST_PLACE_MONTHS,
         ):
             totals.add_summed(period.month_span(source, month), summed)
         if on_progress:

@@ -19,11 +19,12 @@ from django.db.models.functions import Now
 import insights.areas
 import insights.held
 import insights.summed
-from insights import shared
+import insights.sums
+from insights import local_months, shared
 from insights.models import Release
 from insights.releases import releases_build
-from insights.reports import dwell_result, footfall_result
-from insights.selectors import cells_in_span
+from insights.reports import dwell_result, footfall_result, od_matrix_result
+from insights.selectors import cells_in_span, region_names
 from insights.services import aggregates_retain
 from insights.sums import caches_clear
 from tests import grid
@@ -412,3 +413,26 @@ def test_an_area_and_its_months_summed_are_asked_of_the_node_in_one_round_trip(c
 def kinds(names: list[str]) -> set[str]:
     """What the names asked for are: an area, an area's month summed, or a place-month."""
     return {"area" if ":area:" in name else "summed" if ":summed:" in name else "month" for name in names}
+
+
+def test_an_od_matrix_of_few_zone_months_is_summed_from_the_node_copy_and_not_asked_of_the_node(
+    trips, settings, tmp_path, monkeypatch
+):
+    """Cheaper than the round trip to Redis, which the service's first report would make for
+    nothing; more zone-months than COPY_FIRST_PLACE_MONTHS are asked of the node, as before."""
+    order = query(geometry=None, start=DWELL_START, end=DWELL_END, regions=region_names(["W", "E", "N"]))
+    expected = from_database(settings, od_matrix_result, order)
+    settings.LOCAL_MONTHS_DIR = str(tmp_path / "local-months")
+    assert local_months.write()
+    caches_clear()
+    asked = []
+    get_summed = shared.get_summed
+    monkeypatch.setattr(shared, "get_summed", lambda keys: asked.append(keys) or get_summed(keys))
+
+    assert tables(od_matrix_result(order)) == expected
+    assert asked == [] and values(settings) == []  # neither asked nor shared
+
+    monkeypatch.setattr(insights.sums, "COPY_FIRST_PLACE_MONTHS", 0)
+    caches_clear()
+    assert tables(od_matrix_result(order)) == expected
+    assert len(asked) == 1 and area_months(settings) != []
