@@ -42,7 +42,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import psycopg
@@ -317,16 +317,22 @@ def _kept_current() -> Catalogue | None:
 
 def _read() -> Catalogue:
     """The releases, the retention marks and their state, in one statement, kept as the process's."""
+    return _read_kept(lambda: _prepared(_CATALOGUE_STATEMENT, _CATALOGUE_SQL), heard=())
+
+
+def _read_kept(fetch: Callable[[], tuple], *, heard: list[str] | tuple) -> Catalogue:
+    """The catalogue in the row `fetch` reads, stamped with the time before it was sent (what
+    _kept_current relies on) and kept as the process's, covering the notices `heard` before."""
     read_at = time.monotonic()
-    found = _catalogue_of(_prepared(_CATALOGUE_STATEMENT, _CATALOGUE_SQL), read_at)
-    _keep(found, heard=())
+    found = _catalogue_of(fetch(), read_at)
+    _keep(found, heard)
     return found
 
 
 def _catalogue_of(row: tuple, read_at: float) -> Catalogue:
     state_columns = len(row) - len(_RELEASE_COLUMNS) - 2
     releases, (mark_kinds, marks) = row[state_columns:-2], row[-2:]
-    found = Catalogue(
+    return Catalogue(
         state=_state(row[:state_columns]),
         releases=tuple(
             Published(version, policy, kind, period_start, period_end, json.loads(manifest), built_at)
@@ -337,7 +343,6 @@ def _catalogue_of(row: tuple, read_at: float) -> Catalogue:
         retained_from=dict(zip(mark_kinds or (), marks or (), strict=True)),
         read_at=read_at,
     )
-    return found
 
 
 def _keep(found: Catalogue, heard: list[str] | tuple) -> None:
@@ -410,12 +415,11 @@ class _Listener(threading.Thread):
                         logger.info("releases: the catalogue's listener has its session again")
                         failing = False
                     heard: list[str] = []
-                    while not self.stopped.is_set():
-                        read_at = time.monotonic()
-                        with psycopg.Cursor(session) as cursor:  # Django's parameters name a client-side one
-                            row = cursor.execute(_CATALOGUE_SQL, binary=True).fetchone()
-                        _keep(_catalogue_of(row, read_at), heard)
-                        heard = self._heard(session)
+                    # A plain cursor: Django's parameters name a client-side one.
+                    with psycopg.Cursor(session) as cursor:
+                        while not self.stopped.is_set():
+                            _read_kept(lambda: cursor.execute(_CATALOGUE_SQL, binary=True).fetchone(), heard=heard)
+                            heard = self._heard(session)
             except psycopg.OperationalError as error:  # the database restarted, or went away
                 (logger.debug if failing else logger.warning)(
                     "releases: the catalogue's listener lost its session (%s); trying again every %.0f s",

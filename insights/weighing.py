@@ -33,11 +33,11 @@ _transform_points.argtypes = [c_void_p, c_int, POINTER(c_double), POINTER(c_doub
 
 def in_grid_crs(geometry: GEOSGeometry) -> shapely.Geometry:
     """The geometry in the grid's CRS (EPSG:3035), as ST_Transform gives it, as shapely's."""
-    if geometry.srid == GRID_SRID or geometry.hasz:
-        if geometry.srid != GRID_SRID:
-            geometry = geometry.transform(_to_grid(geometry.srid), clone=True)
-        return shapely.from_wkb(bytes(geometry.wkb))
+    if geometry.srid != GRID_SRID and geometry.hasz:  # heights too: GDAL's geometry transform keeps them
+        geometry = geometry.transform(_to_grid(geometry.srid), clone=True)
     area = shapely.from_wkb(bytes(geometry.wkb))
+    if geometry.srid == GRID_SRID:
+        return area
     points = shapely.get_coordinates(area)
     east, north = np.ascontiguousarray(points[:, 0]), np.ascontiguousarray(points[:, 1])
     to_double = POINTER(c_double)
