@@ -90,6 +90,13 @@ class Month:
     segment: np.ndarray
     values: np.ndarray
     counts: np.ndarray
+    # Where each row's values and counts are in them (the node's copy of the month, read where it
+    # lies: insights/local_months.py); None: its rows are values' and counts' own, in order.
+    rows: np.ndarray | None = None
+
+    def positions(self) -> np.ndarray:
+        """Each row's position in values and counts."""
+        return np.arange(len(self.place)) if self.rows is None else self.rows
 
 
 def segment_key(codes: Sequence[int]) -> int:
@@ -150,7 +157,7 @@ def _copied(read: Read, places, months, versions) -> dict[int, Month]:
         segment = copy.segment[index]
         kept = np.flatnonzero(read.keeps(segment))
         found[at] = Month(
-            place=place[kept], segment=segment[kept], values=copy.values[index[kept]], counts=copy.counts[index[kept]]
+            place=place[kept], segment=segment[kept], values=copy.values, counts=copy.counts, rows=index[kept]
         )
     return found
 

@@ -23,6 +23,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
+from footfall_kernels import weighted_sums
 
 from insights import shared
 from insights.held import Month
@@ -33,10 +34,6 @@ from insights.memo import ITEM_OVERHEAD, ByteLRU, arrays_size
 # 48 MB and the areas' 8 MB, a worker stays under its 300 MB (bench/run prints its peak RSS).
 SUMMED_BYTES = 16 * 2**20
 SUMMED = ByteLRU(SUMMED_BYTES)
-
-# Rows of a month summed per group with a matrix product when its matrix (groups x rows) is at
-# most this big: 8 MB. Else sorted by group and summed with reduceat.
-PRODUCT_CELLS = 2**20
 
 
 @dataclass(frozen=True)
@@ -65,24 +62,34 @@ def summed_month(month: Month, *, group: np.ndarray, share: np.ndarray, places: 
     """A month's rows (insights/held.py) summed per group: each row with its group (-1: not
     summed) and its place's share. places: how many places the area has, to keep each one's
     everyone's values (segment key 0), or None."""
-    values, counts = month.values, month.counts
+    rows = month.positions()
     summed = group >= 0
-    if not summed.all():  # else no copy of the rows is picked: a month's rows mostly all are
-        rows = np.flatnonzero(summed)
-        group, values, counts, share = group[rows], values[rows], counts[rows], share[rows]
+    if not summed.all():  # a month's rows mostly all are
+        kept = np.flatnonzero(summed)
+        rows, group, share = rows[kept], group[kept], share[kept]
     # The groups found and each row's place among them (np.unique's, for small whole numbers).
     found = np.bincount(group, minlength=1) > 0
     groups = np.flatnonzero(found)
     position = (np.cumsum(found) - 1)[group]
-    value, weight, count = by_group(position, share, len(groups), values.astype(float), counts.astype(float))
+    width = month.values.shape[1]
+    value, weight, count = (
+        np.zeros((len(groups), width)),
+        np.zeros((len(groups), width)),
+        np.zeros((len(groups), width)),
+    )
+    # One pass over the rows where they lie, in C (kernels/): numpy would gather them, widen them
+    # to floats and multiply matrices, four times the time of a new area's months.
+    weighted_sums(
+        month.values, month.counts, rows, position, np.ascontiguousarray(share, dtype=float), value, weight, count
+    )
     place_value = place_count = None
     if places is not None:
         everyone = np.flatnonzero(month.segment == 0)
-        place_value = np.zeros((places, month.values.shape[1]), dtype=month.values.dtype)
-        place_count = np.zeros((places, month.counts.shape[1]), dtype=month.counts.dtype)
+        place_value = np.zeros((places, width), dtype=month.values.dtype)
+        place_count = np.zeros((places, width), dtype=month.counts.dtype)
         # A place has at most one everyone's row a month (insights.held adds a month's versions).
-        place_value[month.place[everyone]] = month.values[everyone]
-        place_count[month.place[everyone]] = month.counts[everyone]
+        place_value[month.place[everyone]] = month.values[month.positions()[everyone]]
+        place_count[month.place[everyone]] = month.counts[month.positions()[everyone]]
     return SummedMonth(
         groups=groups,
         value=value,
@@ -117,25 +124,3 @@ def keep(summed: list[tuple[Hashable, Hashable, SummedMonth]], *, share: bool = 
         SUMMED.put(key, month, month.size)
     if share:
         shared.put_summed([(shared_key, month) for _, shared_key, month in summed])
-
-
-def by_group(
-    position: np.ndarray, share: np.ndarray, groups: int, values: np.ndarray, counts: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows (values and counts per column) summed per group (position: each row's group, from
-    0): the values and counts weighted by the rows' shares, and the counts."""
-    if groups == len(position):  # a row per group
-        order = np.argsort(position)
-        return values[order] * share[order, np.newaxis], counts[order] * share[order, np.newaxis], counts[order]
-    if groups * len(position) <= PRODUCT_CELLS:
-        shares, members = np.zeros((groups, len(position))), np.zeros((groups, len(position)))
-        shares[position, np.arange(len(position))] = share
-        members[position, np.arange(len(position))] = 1.0
-        return shares @ values, shares @ counts, members @ counts
-    order = np.argsort(position, kind="stable")
-    firsts = np.flatnonzero(np.r_[True, np.diff(position[order]) != 0])
-    weighted = share[order, np.newaxis]
-    return tuple(
-        np.add.reduceat(part, firsts, axis=0)
-        for part in (values[order] * weighted, counts[order] * weighted, counts[order])
-    )

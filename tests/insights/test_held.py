@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 from django.contrib.gis.geos import MultiPolygon
+from footfall_kernels import weighted_sums
 
 import insights.areas
 import insights.held
@@ -15,6 +16,7 @@ import insights.summed
 import insights.sums
 from insights.areas import AREAS
 from insights.catalogue import catalogue
+from insights.held import Month
 from insights.kinds import DWELL_BANDS
 from insights.memo import ByteLRU
 from insights.models import DatasetVersion, Release, RetentionMark
@@ -22,7 +24,7 @@ from insights.releases import releases_build
 from insights.reports import dwell_result, footfall_result, od_matrix_result
 from insights.selectors import current_release_policy, region_names
 from insights.services import aggregates_retain
-from insights.summed import SUMMED
+from insights.summed import SUMMED, summed_month
 from insights.sums import HELD, caches_clear
 from tests import grid
 from tests.conftest import CITY_END, CITY_START, DWELL_END, DWELL_START
@@ -254,17 +256,48 @@ def test_each_month_kept_states_at_least_the_memory_it_takes(dwell):
         assert taken + 200 <= stated  # and the ordered dict's node
 
 
-@pytest.mark.parametrize("product_cells", [0, 2**20])  # rows sorted and reduced, or a matrix product
-def test_rows_are_summed_per_group_by_either_way(monkeypatch, product_cells):
-    monkeypatch.setattr(insights.summed, "PRODUCT_CELLS", product_cells)
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])  # hours' values, days' sums
+@pytest.mark.parametrize("where", ["own rows", "rows of a copy"])
+def test_rows_are_summed_per_group_weighted_by_their_shares(dtype, where):
     rng = np.random.default_rng(7)
-    position = np.array([2, 0, 1, 2, 0, 2])
-    share, values, counts = rng.random(6), rng.integers(2, 90, (6, 5)).astype(float), rng.integers(0, 2, (6, 5)) * 1.0
+    group = np.array([5, 0, -1, 5, 0, 2, 5])  # -1: not summed
+    share = rng.random(7)
+    values, counts = rng.integers(2, 90, (7, 5)).astype(dtype), rng.integers(0, 2, (7, 5)).astype(np.uint8)
+    segment = np.array([0, 3, 0, 1, 0, 2, 4])
+    month = Month(place=np.arange(7), segment=segment, values=values, counts=counts)
+    if where == "rows of a copy":  # the month's rows scattered among others, read where they lie
+        at = np.array([9, 1, 4, 0, 7, 3, 8])
+        spread_values, spread_counts = np.zeros((10, 5), dtype=dtype), np.zeros((10, 5), dtype=np.uint8)
+        spread_values[at], spread_counts[at] = values, counts
+        month = Month(place=month.place, segment=segment, values=spread_values, counts=spread_counts, rows=at)
 
-    summed = insights.summed.by_group(position, share, 3, values, counts)
+    summed = summed_month(month, group=group, share=share, places=7)
 
-    for group in range(3):
-        rows = position == group
-        assert summed[0][group] == pytest.approx((values[rows] * share[rows, None]).sum(axis=0))
-        assert summed[1][group] == pytest.approx((counts[rows] * share[rows, None]).sum(axis=0))
-        assert summed[2][group] == pytest.approx(counts[rows].sum(axis=0))
+    assert summed.groups.tolist() == [0, 2, 5]
+    for position, found in enumerate(summed.groups):
+        rows = group == found
+        assert summed.value[position] == pytest.approx((values[rows] * share[rows, None]).sum(axis=0), rel=1e-15)
+        assert summed.weight[position] == pytest.approx((counts[rows] * share[rows, None]).sum(axis=0), rel=1e-15)
+        assert summed.count[position].tolist() == counts[rows].sum(axis=0).tolist()
+    everyone = segment == 0  # each place's everyone's values, whatever its group
+    assert summed.place_value[everyone].tolist() == values[everyone].tolist()
+    assert summed.place_count[everyone].tolist() == counts[everyone].tolist()
+    assert not summed.place_value[~everyone].any()
+
+
+def test_rows_that_do_not_match_their_sums_are_refused():
+    values, counts = np.zeros((3, 4), dtype=np.int32), np.zeros((3, 4), dtype=np.uint8)
+    out = [np.zeros((2, 4)) for _ in range(3)]
+    rows, groups, shares = np.array([0, 2]), np.array([1, 0]), np.ones(2)
+
+    with pytest.raises(IndexError):  # a row past the month's
+        weighted_sums(values, counts, np.array([0, 3]), groups, shares, *out)
+    with pytest.raises(IndexError):  # a group past the sums'
+        weighted_sums(values, counts, rows, np.array([1, 2]), shares, *out)
+    with pytest.raises(ValueError):  # counts of another width
+        weighted_sums(values, np.zeros((3, 5), dtype=np.uint8), rows, groups, shares, *out)
+    with pytest.raises(ValueError):  # values as floats
+        weighted_sums(values.astype(float), counts, rows, groups, shares, *out)
+    with pytest.raises(ValueError):  # sums that cannot be written
+        weighted_sums(values, counts, rows, groups, shares, out[0], out[1], np.zeros((2, 4))[:, ::2])
+    assert not any(part.any() for part in out)
