@@ -11,21 +11,21 @@ The dataset versions read are those of the catalogue (insights/catalogue.py) who
 the month, each with the time its release was built, and the statement reads exactly those: a
 release is never changed, so an entry is never stale. A new release for the month is another
 key, so the next report reads it; the old entry is left to be evicted. Retention, the one
-change to released rows, moves the mark. What a worker does not hold, the node's own copy of the
-recent months may have (insights/local_months.py), or another worker of the node may have read
-(insights/shared.py).
+change to released rows, moves the mark. What a worker does not hold, another worker of the node
+may have read (insights/shared.py). The months of the node's own copy (insights/local_months.py)
+are not read here: insights/summed.py sums them where they lie.
 """
 
 import datetime as dt
 import itertools
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import psycopg
 from django.db import connection
 
-from insights import local_months, shared
+from insights import shared
 from insights.memo import ByteLRU, arrays_size
 from insights.packing import (
     DAY_SUM,
@@ -60,10 +60,6 @@ class Read:
     filter_key: tuple  # what the condition depends on, for the key: its text and parameters
     policy: int
     retained_from: dt.datetime | None  # the kind's retention mark
-    # The condition on the segment columns as a test of rows' segment keys (a mask), for the
-    # node's copy of the months (insights/local_months.py), which holds every segment; None: the
-    # copy is not read.
-    keeps: Callable[[np.ndarray], np.ndarray] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -90,13 +86,6 @@ class Month:
     segment: np.ndarray
     values: np.ndarray
     counts: np.ndarray
-    # Where each row's values and counts are in them (the node's copy of the month, read where it
-    # lies: insights/local_months.py); None: its rows are values' and counts' own, in order.
-    rows: np.ndarray | None = None
-
-    def positions(self) -> np.ndarray:
-        """Each row's position in values and counts."""
-        return np.arange(len(self.place)) if self.rows is None else self.rows
 
 
 def segment_key(codes: Sequence[int]) -> int:
@@ -110,9 +99,6 @@ def held_values(
     """The published values of the places in each month (versions: each month's dataset versions
     to read, with their releases' build times: Catalogue.versions), from the cache where held,
     the rest read in one statement and kept."""
-    # The months the node has a copy of (insights/local_months.py) are read from it whole: as
-    # cheap as the worker's memory, so they are not kept place by place.
-    copied = _copied(read, places, months, versions)
     base = (read.table, read.filter_key, read.policy, read.retained_from)
     keys = [
         [(*base, month, month_versions, place) for place in places]
@@ -120,8 +106,8 @@ def held_values(
     ]
     empty = _empty(read.source)
     entries = [
-        [] if at in copied else [shared.remembered(HELD, key) if month_versions else empty for key in row]
-        for at, (row, month_versions) in enumerate(zip(keys, versions, strict=True))
+        [shared.remembered(HELD, key) if month_versions else empty for key in row]
+        for row, month_versions in zip(keys, versions, strict=True)
     ]
     missing = [(month, place) for month, row in enumerate(entries) for place, entry in enumerate(row) if entry is None]
     if missing:
@@ -134,32 +120,7 @@ def held_values(
             entries[month][place] = entry
             HELD.put(keys[month][place], entry, entry.size)
         shared.put(read.source, [(keys[month][place], entries[month][place]) for month, place in unshared])
-    return [copied[at] if at in copied else _month(row) for at, row in enumerate(entries)]
-
-
-def _copied(read: Read, places, months, versions) -> dict[int, Month]:
-    """The months (by position) the node has a copy of, read from it: the copy's rows of the
-    places (a row per place and segment, its dataset versions added when written, as _rows adds
-    them) that the read's condition keeps."""
-    if read.keeps is None:
-        return {}
-    found = {}
-    ids = np.asarray(places, dtype=np.int64)
-    for at, (month, month_versions) in enumerate(zip(months, versions, strict=True)):
-        copy = local_months.opened(read.table, read.policy, read.retained_from, month, month_versions)
-        if copy is None:
-            continue
-        starts, stops = copy.spans(ids)
-        lengths = stops - starts
-        # Every place's rows at once: their positions in the copy, and whose they are.
-        place = np.repeat(np.arange(len(ids)), lengths)
-        index = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(len(place))
-        segment = copy.segment[index]
-        kept = np.flatnonzero(read.keeps(segment))
-        found[at] = Month(
-            place=place[kept], segment=segment[kept], values=copy.values, counts=copy.counts, rows=index[kept]
-        )
-    return found
+    return [_month(row) for row in entries]
 
 
 def _width(source: str) -> int:
@@ -181,16 +142,16 @@ def read_months(
     """The published values of the places in each month, as held_values gives them, read in one
     statement and not kept place by place: for a read of many place-months, whose entries would
     take longer to make and keep than the rows take to read."""
-    copied = _copied(read, places, months, versions)
-    wanted = [at for at in range(len(months)) if at not in copied]
-    rows = wanted and _rows(read, places, months, versions, wanted_months=wanted, wanted_places=places, by_month=True)
+    rows = _rows(
+        read, places, months, versions, wanted_months=list(range(len(months))), wanted_places=places, by_month=True
+    )
     if not rows:
-        return [copied.get(at) or _month([_empty(read.source)]) for at in range(len(months))]
+        return [_month([_empty(read.source)]) for _ in months]
     month, place, segment, values, counts = rows
     bounds = np.searchsorted(month, np.arange(len(months) + 1))  # by month: each month's rows a slice
     return [
-        copied.get(at) or Month(place[start:stop], segment[start:stop], values[start:stop], counts[start:stop])
-        for at, (start, stop) in enumerate(itertools.pairwise(bounds.tolist()))
+        Month(place[start:stop], segment[start:stop], values[start:stop], counts[start:stop])
+        for start, stop in itertools.pairwise(bounds.tolist())
     ]
 
 

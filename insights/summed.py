@@ -15,6 +15,9 @@ catalogue's state and the minimum share: insights/areas.py), known before its ce
 worker's first report of an area another worker served asks the node for the area and its
 months summed in one round trip.
 
+A month the node has a copy of (insights/local_months.py) is summed where its rows lie, in one
+call of the engine's kernels (kernels/); others from the rows read.
+
 A report then only adds each month's span of hours (or days) into its buckets: a slice and,
 for buckets of several hours, one reduceat per month.
 """
@@ -23,10 +26,11 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
-from footfall_kernels import weighted_sums
+from footfall_kernels import copied_sums, weighted_sums
 
 from insights import shared
 from insights.held import Month
+from insights.local_months import Copy
 from insights.memo import ITEM_OVERHEAD, ByteLRU, arrays_size
 
 # 16 MB per worker process: a footfall month of a 25-cell area is about 0.1 MB with its places'
@@ -34,6 +38,30 @@ from insights.memo import ITEM_OVERHEAD, ByteLRU, arrays_size
 # 48 MB and the areas' 8 MB, a worker stays under its 300 MB (bench/run prints its peak RSS).
 SUMMED_BYTES = 16 * 2**20
 SUMMED = ByteLRU(SUMMED_BYTES)
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Which group a month's row is summed in: its place's position times stride, plus its
+    segment key's group; a row whose key has none is not summed (nor read, in the node's copy)."""
+
+    keys: np.ndarray  # the segment keys summed, ascending (int64)
+    groups: np.ndarray  # each one's group (int64)
+    stride: int = 0  # groups per place: 0, a row's group is its key's
+
+    @classmethod
+    def of(cls, by_key: dict[int, int], *, stride: int = 0) -> "Grouping":
+        keys = np.fromiter(by_key, dtype=np.int64, count=len(by_key))
+        order = np.argsort(keys)
+        groups = np.fromiter(by_key.values(), dtype=np.int64, count=len(by_key))[order]
+        return cls(keys=keys[order], groups=groups, stride=stride)
+
+    def of_rows(self, month: Month) -> np.ndarray:
+        """Each row's group (-1: not summed)."""
+        if not len(self.keys):
+            return np.full(len(month.segment), -1)
+        at = np.minimum(np.searchsorted(self.keys, month.segment), len(self.keys) - 1)
+        return np.where(self.keys[at] == month.segment, month.place * self.stride + self.groups[at], -1)
 
 
 @dataclass(frozen=True)
@@ -62,7 +90,7 @@ def summed_month(month: Month, *, group: np.ndarray, share: np.ndarray, places: 
     """A month's rows (insights/held.py) summed per group: each row with its group (-1: not
     summed) and its place's share. places: how many places the area has, to keep each one's
     everyone's values (segment key 0), or None."""
-    rows = month.positions()
+    rows = np.arange(len(group))
     summed = group >= 0
     if not summed.all():  # a month's rows mostly all are
         kept = np.flatnonzero(summed)
@@ -84,12 +112,12 @@ def summed_month(month: Month, *, group: np.ndarray, share: np.ndarray, places: 
     )
     place_value = place_count = None
     if places is not None:
-        everyone = np.flatnonzero(month.segment == 0)
+        everyone = month.segment == 0
         place_value = np.zeros((places, width), dtype=month.values.dtype)
         place_count = np.zeros((places, width), dtype=month.counts.dtype)
         # A place has at most one everyone's row a month (insights.held adds a month's versions).
-        place_value[month.place[everyone]] = month.values[month.positions()[everyone]]
-        place_count[month.place[everyone]] = month.counts[month.positions()[everyone]]
+        place_value[month.place[everyone]] = month.values[everyone]
+        place_count[month.place[everyone]] = month.counts[everyone]
     return SummedMonth(
         groups=groups,
         value=value,
@@ -97,6 +125,29 @@ def summed_month(month: Month, *, group: np.ndarray, share: np.ndarray, places: 
         count=count,
         place_value=place_value,
         place_count=place_count,
+    )
+
+
+def summed_copy(
+    copy: Copy, *, places: np.ndarray, shares: np.ndarray, grouping: Grouping, with_places: bool
+) -> SummedMonth:
+    """A month of the node's copy summed for the places (ids, in the area's order) as
+    summed_month sums its rows, read where they lie, in one call (kernels/)."""
+    width = copy.values.shape[1]
+    most = grouping.stride * len(places) if grouping.stride else int(grouping.groups.max(initial=-1)) + 1
+    value, weight, count = np.zeros((most, width)), np.zeros((most, width)), np.zeros((most, width))
+    found = np.zeros(most, dtype=np.uint8)
+    place_value = np.zeros((len(places), width), dtype=copy.values.dtype) if with_places else None
+    place_count = np.zeros((len(places), width), dtype=copy.counts.dtype) if with_places else None
+    copied_sums(
+        copy.place, copy.bounds, copy.segment, copy.values, copy.counts, places, shares,
+        grouping.keys, grouping.groups, grouping.stride, value, weight, count, found, place_value, place_count,
+    )  # fmt: skip
+    groups = np.flatnonzero(found)
+    if len(groups) < most:
+        value, weight, count = value[groups], weight[groups], count[groups]
+    return SummedMonth(
+        groups=groups, value=value, weight=weight, count=count, place_value=place_value, place_count=place_count
     )
 
 

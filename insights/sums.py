@@ -17,13 +17,13 @@ from insights import local_months, shared
 from insights.areas import AREAS, report_area
 from insights.buckets import is_boundary
 from insights.catalogue import catalogue, forget
-from insights.held import HELD, SEGMENT_BITS, Month, Read, held_values, read_months, segment_key
+from insights.held import HELD, Month, Read, held_values, read_months, segment_key
 from insights.kinds import PRESENCE, TRIPS, AggregateKind
 from insights.partitions import month_start, next_month
 from insights.periods import MonthSpan, Period
 from insights.regions import forget as regions_forget
 from insights.scans import Scan, scanned_months
-from insights.summed import SUMMED, SummedMonth, keep, kept, summed_month
+from insights.summed import SUMMED, Grouping, SummedMonth, keep, kept, summed_copy, summed_month
 
 # Reports read published values only: the release of each dataset version up to the report's,
 # under one policy.
@@ -228,9 +228,6 @@ def cell_hour_sums(
     segments = " AND ".join(f"t.{name} {'>' if name in breakdowns else '='} 0" for name in kind.segments)
     if breakdowns and with_everyone:
         segments = f"(({everyone_only}) OR ({segments}))"
-    keeps = functools.partial(
-        _segments_kept, broken_down=tuple(name in breakdowns for name in kind.segments), everyone=with_everyone
-    )
     period = Period.of(start, end, granularity, ZoneInfo(time_zone), over_period=over_period, gap=gap)
     table = f"{kind.table}_released{'' if source == 'hour' else '_day'}"
     by_key = {segment_key(codes): index for codes, index in groups.items()}
@@ -244,9 +241,8 @@ def cell_hour_sums(
         filter_key=(segments,),
         policy=policy,
         retained_from=None,  # the catalogue's, set by _summed_keys
-        keeps=keeps,
     )
-    grouping = (tuple(sorted(by_key.items())), lambda held: _groups_of(held.segment, by_key))
+    grouping = (tuple(sorted(by_key.items())), Grouping.of(by_key))
 
     def summed_keys(area_digest: bytes) -> list[tuple]:
         """The area's months summed as a small read keys them at the node: asked with the area
@@ -299,7 +295,7 @@ def cell_hour_sums(
             ):
                 share = area.share_array[rows.place]
                 span = period.month_span(source, month)
-                summed = summed_month(rows, group=_groups_of(rows.segment, by_key), share=share, places=None)
+                summed = summed_month(rows, group=grouping[1].of_rows(rows), share=share, places=None)
                 totals.add_summed(span, summed)
                 if with_cells:
                     _add_places(cells, span, rows, share=share)
@@ -314,35 +310,6 @@ def cell_hour_sums(
         cell_value=cells.value if with_cells else None,
         cell_count=cells.count if with_cells else None,
     )
-
-
-def _segments_kept(segment: np.ndarray, *, broken_down: tuple[bool, ...], everyone: bool) -> np.ndarray:
-    """Which rows' segment keys (insights.held.segment_key) cell_hour_sums' condition on the
-    segment columns keeps: each column broken down > 0, the others 0; with everyone's rows too."""
-    kept = np.ones(len(segment), dtype=bool)
-    for position, broken in enumerate(broken_down):
-        code = (segment >> (SEGMENT_BITS * position)) & (2**SEGMENT_BITS - 1)
-        kept &= code > 0 if broken else code == 0
-    return kept | (segment == 0) if everyone and any(broken_down) else kept
-
-
-def _among(ordered: np.ndarray, segment: np.ndarray) -> np.ndarray:
-    """Which segment keys are among the ordered (ascending) ones: two binary searches, where
-    np.isin sorts both each time."""
-    if not len(ordered):
-        return np.zeros(len(segment), dtype=bool)
-    at = np.minimum(np.searchsorted(ordered, segment), len(ordered) - 1)
-    return ordered[at] == segment
-
-
-def _groups_of(segment: np.ndarray, by_key: dict[int, int]) -> np.ndarray:
-    """The group of each row's segment key (-1: not summed)."""
-    keys = np.fromiter(by_key, dtype=np.int64, count=len(by_key))
-    indexes = np.fromiter(by_key.values(), dtype=np.int64, count=len(by_key))
-    order = np.argsort(keys)
-    keys, indexes = keys[order], indexes[order]
-    at = np.minimum(np.searchsorted(keys, segment), len(keys) - 1)
-    return np.where(keys[at] == segment, indexes[at], -1)
 
 
 def _summed_keys(
@@ -385,45 +352,62 @@ def _summed_months(
     places: list[int],
     shares: np.ndarray,
     version: int,
-    grouping: tuple[Hashable, Callable[[Month], np.ndarray]],
+    grouping: tuple[Hashable, Grouping],
     with_places: bool,
     shared_owner: bytes | None = None,
     asked: dict | None = None,
     copy_first: bool = False,
 ) -> list[tuple[dt.datetime | dt.date, SummedMonth]]:
     """A small read's months summed per group for this area: from the worker's memory
-    (insights/summed.py), else from the months kept per place (insights/held.py), else read.
-    grouping: what says which segments go to which group (for the key), and the group of each row
-    of a month (-1: not summed). This worker keeps them keyed by a digest of the places and their
-    shares, which a release that adds no cell under the area leaves as they are; the node by
-    shared_owner if given (a digest of the area's key, insights.areas.ReportArea.digest: known
-    before its cells, so they are asked with the area), else as this worker. asked: the months
-    summed the node had when asked with the area (ReportArea.summed_asked); None: ask it now.
-    copy_first: when the node's copy holds every month (insights/local_months.py), sum them here
-    rather than ask the node, nor share them: for few places, cheaper than the round trip."""
+    (insights/summed.py), else summed where they lie in the node's copy (insights/local_months.py),
+    else from the months kept per place (insights/held.py), else read. grouping: what says which
+    segments go to which group (for the key), and the grouping itself. This worker keeps them
+    keyed by a digest of the places and their shares, which a release that adds no cell under the
+    area leaves as they are; the node by shared_owner if given (a digest of the area's key,
+    insights.areas.ReportArea.digest: known before its cells, so they are asked with the area),
+    else as this worker. asked: the months summed the node had when asked with the area
+    (ReportArea.summed_asked); None: ask it now. copy_first: when the node's copy holds every
+    month, sum them here rather than ask the node, nor share them: for few places, cheaper than
+    the round trip."""
     places_digest = hashlib.blake2b(np.asarray(places, dtype=np.int64).tobytes() + shares.tobytes(), digest_size=16)
     read, versions, keys = _summed_keys(read, kind, period, version, grouping[0], with_places, places_digest.digest())
     shared_keys = keys if shared_owner is None else [_owned(key, shared_owner) for key in keys]
     months_read = period.months(read.source)
-    copied = copy_first and all(
-        not month_versions or local_months.opened(read.table, read.policy, read.retained_from, month, month_versions)
-        for month, month_versions in zip(months_read, versions, strict=True)
-    )
+
+    def copy_of(index: int) -> local_months.Copy | None:
+        return local_months.opened(read.table, read.policy, read.retained_from, months_read[index], versions[index])
+
+    copied = copy_first and all(not versions[index] or copy_of(index) for index in range(len(months_read)))
     found = kept(keys, shared_keys, asked={} if copied else asked)
     missing = [index for index, summed in enumerate(found) if summed is None]
     if missing:
+        # The months the node has a copy of are summed where they lie (insights/summed.py).
+        copies = {index: copy for index in missing if (copy := copy_of(index)) is not None}
+        place_ids = np.asarray(places, dtype=np.int64)
+        for index, copy in copies.items():
+            found[index] = summed_copy(
+                copy, places=place_ids, shares=shares, grouping=grouping[1], with_places=with_places
+            )
+        unread = [index for index in missing if index not in copies]
         # Many place-months are read at once instead: making and keeping an entry per place-month
         # (held_values) costs more than reading its row.
-        read_missing = held_values if len(places) * len(missing) <= HELD_PLACE_MONTHS else read_months
-        months = read_missing(
-            read,
-            places=places,
-            months=[months_read[index] for index in missing],
-            versions=[versions[index] for index in missing],
+        read_missing = held_values if len(places) * len(unread) <= HELD_PLACE_MONTHS else read_months
+        months = (
+            read_missing(
+                read,
+                places=places,
+                months=[months_read[index] for index in unread],
+                versions=[versions[index] for index in unread],
+            )
+            if unread
+            else []
         )
-        for index, month in zip(missing, months, strict=True):
+        for index, month in zip(unread, months, strict=True):
             found[index] = summed_month(
-                month, group=grouping[1](month), share=shares[month.place], places=len(places) if with_places else None
+                month,
+                group=grouping[1].of_rows(month),
+                share=shares[month.place],
+                places=len(places) if with_places else None,
             )
         keep([(keys[index], shared_keys[index], found[index]) for index in missing], share=not copied)
     return list(zip(months_read, found, strict=True))
@@ -463,7 +447,6 @@ def trip_sums(
                 filter_key=(where, tuple(ordered)),
                 policy=policy,
                 retained_from=None,  # the catalogue's, set by _summed_keys
-                keeps=functools.partial(_among, ordered),
             ),
             kind=TRIPS,
             period=period,
@@ -471,7 +454,7 @@ def trip_sums(
             shares=np.ones(len(ordered)),
             version=version,
             # pairs run by origin then destination, both in id order
-            grouping=((), lambda held: held.place * len(ordered) + np.searchsorted(ordered, held.segment)),
+            grouping=((), Grouping.of({int(zone): at for at, zone in enumerate(ordered)}, stride=len(ordered))),
             with_places=False,
             copy_first=len(ordered) * len(period.months(source)) <= COPY_FIRST_PLACE_MONTHS,
         ):

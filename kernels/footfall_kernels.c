@@ -1,7 +1,8 @@
-/* The engine's inner loop in C: a month's rows summed per group, weighted by their places'
- * shares (insights/summed.py). numpy would gather the rows, widen them to floats and multiply
- * matrices, four passes over memory and a matrix per month; this is one pass over the rows,
- * read where they lie (the node's mapped copy, insights/local_months.py). */
+/* The engine's inner loops in C: a month's rows summed per group, weighted by their places'
+ * shares (insights/summed.py), as read from PostgreSQL or where they lie in the node's mapped
+ * copy (insights/local_months.py). numpy would gather the rows, widen them to floats and
+ * multiply matrices: four passes over memory, a matrix and a dozen calls a month, each of which
+ * costs a new area's first report, its caches cold, several times what it costs hot. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
@@ -113,8 +114,142 @@ done:
     return result;
 }
 
+/* The position of key among the n ascending keys, or -1. */
+static Py_ssize_t find(const int64_t *keys, Py_ssize_t n, int64_t key) {
+    Py_ssize_t low = 0, high = n;
+    while (low < high) {
+        Py_ssize_t middle = low + (high - low) / 2;
+        if (keys[middle] < key) low = middle + 1;
+        else high = middle;
+    }
+    return low < n && keys[low] == key ? low : -1;
+}
+
+#define ACCUMULATE_COPY(TYPE)                                                                     \
+    for (Py_ssize_t i = 0; i < places; i++) {                                                     \
+        const Py_ssize_t at = find(copy_place, copy_places, place_ids[i]);                        \
+        if (at < 0) continue;                                                                     \
+        const double s = shares[i];                                                               \
+        for (int64_t row = copy_bounds[at]; row < copy_bounds[at + 1]; row++) {                  \
+            const Py_ssize_t key_at = find(keys, key_count, copy_segment[row]);                   \
+            if (key_at < 0) continue;                                                             \
+            const TYPE *v = (const TYPE *)values.buf + row * width;                               \
+            const uint8_t *c = (const uint8_t *)counts.buf + row * width;                         \
+            if (with_places && copy_segment[row] == 0) {                                          \
+                memcpy((TYPE *)place_value.buf + i * width, v, width * sizeof(TYPE));             \
+                memcpy((uint8_t *)place_count.buf + i * width, c, width);                         \
+            }                                                                                     \
+            const int64_t group = i * stride + key_groups[key_at];                                \
+            found_out[group] = 1;                                                                 \
+            double *vo = value_out + group * width, *wo = weight_out + group * width,             \
+                   *co = count_out + group * width;                                               \
+            for (Py_ssize_t h = 0; h < width; h++) {                                              \
+                const double counted = (double)c[h];                                              \
+                vo[h] += s * (double)v[h];                                                        \
+                wo[h] += s * counted;                                                             \
+                co[h] += counted;                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+    }
+
+PyDoc_STRVAR(copied_sums_doc,
+"copied_sums(copy_place, copy_bounds, copy_segment, values, counts, place_ids, shares, keys,\n"
+"            key_groups, stride, value, weight, count, found, place_value, place_count)\n--\n\n"
+"A month of the node's copy (insights/local_months.py: its places ascending, each one's rows\n"
+"bounds[i]:bounds[i + 1], each row's segment key, values and counts) summed for an area's\n"
+"places (place_ids, with their shares), read where the rows lie. A row whose segment key is\n"
+"among keys (ascending) is added into group i * stride + key_groups[its key] (i: its place's\n"
+"position) of value, weight and count (float64 (groups, width)), and marks it in found (uint8);\n"
+"other rows are not read. place_value and place_count ((places, width), the values' and the\n"
+"counts' types, or None): each place's row of segment key 0 there, if summed.");
+
+static PyObject *copied_sums(PyObject *self, PyObject *args) {
+    PyObject *objects[16];
+    if (!PyArg_UnpackTuple(args, "copied_sums", 16, 16, &objects[0], &objects[1], &objects[2], &objects[3],
+                           &objects[4], &objects[5], &objects[6], &objects[7], &objects[8], &objects[9],
+                           &objects[10], &objects[11], &objects[12], &objects[13], &objects[14], &objects[15]))
+        return NULL;
+    const Py_ssize_t stride = PyLong_AsSsize_t(objects[9]);
+    if (stride == -1 && PyErr_Occurred()) return NULL;
+    const int with_places = objects[14] != Py_None;
+    if (with_places != (objects[15] != Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "copied_sums: place_value and place_count go together");
+        return NULL;
+    }
+    /* objects[9] (stride) is not a buffer: its slot is skipped. */
+    const Spec specs[16] = {
+        {"copy_place", 'i', 8, 1, 0}, {"copy_bounds", 'i', 8, 1, 0}, {"copy_segment", 'i', 8, 1, 0},
+        {"values", 'i', 0, 2, 0},     {"counts", 'u', 1, 2, 0},      {"place_ids", 'i', 8, 1, 0},
+        {"shares", 'f', 8, 1, 0},     {"keys", 'i', 8, 1, 0},        {"key_groups", 'i', 8, 1, 0},
+        {NULL, 0, 0, 0, 0},           {"value", 'f', 8, 2, 1},       {"weight", 'f', 8, 2, 1},
+        {"count", 'f', 8, 2, 1},      {"found", 'u', 1, 1, 1},       {"place_value", 'i', 0, 2, 1},
+        {"place_count", 'u', 1, 2, 1},
+    };
+    Py_buffer views[16];
+    int held[16] = {0};
+    PyObject *result = NULL;
+    for (int i = 0; i < 16; i++) {
+        if (specs[i].name == NULL || (i >= 14 && !with_places)) continue;
+        if (get(objects[i], &views[i], &specs[i]) < 0) goto done;
+        held[i] = 1;
+    }
+    Py_buffer values = views[3], counts = views[4];
+    const Py_ssize_t copy_places = views[0].shape[0], rows = values.shape[0], width = values.shape[1];
+    const Py_ssize_t places = views[5].shape[0], key_count = views[7].shape[0], groups = views[10].shape[0];
+    Py_buffer place_value = views[14], place_count = views[15];
+    if ((values.itemsize != 4 && values.itemsize != 8) || counts.shape[0] != rows || counts.shape[1] != width ||
+        views[1].shape[0] != copy_places + 1 || views[2].shape[0] != rows || views[6].shape[0] != places ||
+        views[8].shape[0] != key_count || views[13].shape[0] != groups || stride < 0) {
+        PyErr_SetString(PyExc_ValueError, "copied_sums: the copy's, the places' or the keys' arrays do not match");
+        goto done;
+    }
+    for (int out = 10; out < 13; out++) {
+        if (views[out].shape[0] != groups || views[out].shape[1] != width) {
+            PyErr_SetString(PyExc_ValueError, "copied_sums: value, weight and count must be (groups, width)");
+            goto done;
+        }
+    }
+    if (with_places && (place_value.shape[0] != places || place_value.shape[1] != width ||
+                        place_value.itemsize != values.itemsize || place_count.shape[0] != places ||
+                        place_count.shape[1] != width)) {
+        PyErr_SetString(PyExc_ValueError, "copied_sums: place_value and place_count must be (places, width)");
+        goto done;
+    }
+    const int64_t *copy_place = views[0].buf, *copy_bounds = views[1].buf, *copy_segment = views[2].buf;
+    const int64_t *place_ids = views[5].buf, *keys = views[7].buf, *key_groups = views[8].buf;
+    const double *shares = views[6].buf;
+    double *value_out = views[10].buf, *weight_out = views[11].buf, *count_out = views[12].buf;
+    uint8_t *found_out = views[13].buf;
+    /* Every row and group the sums could reach is checked first: nothing is written out of bounds. */
+    for (Py_ssize_t i = 0; i < copy_places; i++) {
+        if (copy_bounds[i] < 0 || copy_bounds[i] > copy_bounds[i + 1] || copy_bounds[i + 1] > rows ||
+            (i && copy_place[i - 1] >= copy_place[i])) {
+            PyErr_SetString(PyExc_ValueError, "copied_sums: the copy's places or bounds are out of order");
+            goto done;
+        }
+    }
+    for (Py_ssize_t k = 0; k < key_count; k++) {
+        if ((k && keys[k - 1] >= keys[k]) || key_groups[k] < 0 ||
+            (places && (places - 1) * stride + key_groups[k] >= groups)) {
+            PyErr_SetString(PyExc_IndexError, "copied_sums: keys out of order, or a group out of range");
+            goto done;
+        }
+    }
+    if (values.itemsize == 4) {
+        ACCUMULATE_COPY(int32_t)
+    } else {
+        ACCUMULATE_COPY(int64_t)
+    }
+    result = Py_NewRef(Py_None);
+done:
+    for (int i = 0; i < 16; i++)
+        if (held[i]) PyBuffer_Release(&views[i]);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"weighted_sums", weighted_sums, METH_VARARGS, weighted_sums_doc},
+    {"copied_sums", copied_sums, METH_VARARGS, copied_sums_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -4,11 +4,12 @@ new release, a new policy, the grid gaining cells or retention is seen by the ne
 
 import datetime as dt
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from django.contrib.gis.geos import MultiPolygon
-from footfall_kernels import weighted_sums
+from footfall_kernels import copied_sums, weighted_sums
 
 import insights.areas
 import insights.held
@@ -18,13 +19,14 @@ from insights.areas import AREAS
 from insights.catalogue import catalogue
 from insights.held import Month
 from insights.kinds import DWELL_BANDS
+from insights.local_months import Copy
 from insights.memo import ByteLRU
 from insights.models import DatasetVersion, Release, RetentionMark
 from insights.releases import releases_build
 from insights.reports import dwell_result, footfall_result, od_matrix_result
 from insights.selectors import current_release_policy, region_names
 from insights.services import aggregates_retain
-from insights.summed import SUMMED, summed_month
+from insights.summed import SUMMED, Grouping, summed_copy, summed_month
 from insights.sums import HELD, caches_clear
 from tests import grid
 from tests.conftest import CITY_END, CITY_START, DWELL_END, DWELL_START
@@ -256,33 +258,93 @@ def test_each_month_kept_states_at_least_the_memory_it_takes(dwell):
         assert taken + 200 <= stated  # and the ordered dict's node
 
 
+def expected_sums(group, share, values, counts) -> dict[int, tuple]:
+    """Each group's weighted values, weighted counts and counts, summed row by row in numpy."""
+    return {
+        int(found): (
+            (values[group == found] * share[group == found, None]).sum(axis=0),
+            (counts[group == found] * share[group == found, None]).sum(axis=0),
+            counts[group == found].sum(axis=0),
+        )
+        for found in np.unique(group[group >= 0])
+    }
+
+
+def assert_summed(summed, expected: dict, *, places_everyone: tuple | None) -> None:
+    assert summed.groups.tolist() == sorted(expected)
+    for position, group in enumerate(summed.groups):
+        value, weight, count = expected[int(group)]
+        assert summed.value[position] == pytest.approx(value, rel=1e-15)
+        assert summed.weight[position] == pytest.approx(weight, rel=1e-15)
+        assert summed.count[position].tolist() == count.tolist()
+    if places_everyone is not None:
+        place_value, place_count = places_everyone
+        assert summed.place_value.tolist() == place_value.tolist()
+        assert summed.place_count.tolist() == place_count.tolist()
+
+
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])  # hours' values, days' sums
-@pytest.mark.parametrize("where", ["own rows", "rows of a copy"])
-def test_rows_are_summed_per_group_weighted_by_their_shares(dtype, where):
+def test_rows_read_are_summed_per_group_weighted_by_their_shares(dtype):
     rng = np.random.default_rng(7)
     group = np.array([5, 0, -1, 5, 0, 2, 5])  # -1: not summed
     share = rng.random(7)
     values, counts = rng.integers(2, 90, (7, 5)).astype(dtype), rng.integers(0, 2, (7, 5)).astype(np.uint8)
     segment = np.array([0, 3, 0, 1, 0, 2, 4])
-    month = Month(place=np.arange(7), segment=segment, values=values, counts=counts)
-    if where == "rows of a copy":  # the month's rows scattered among others, read where they lie
-        at = np.array([9, 1, 4, 0, 7, 3, 8])
-        spread_values, spread_counts = np.zeros((10, 5), dtype=dtype), np.zeros((10, 5), dtype=np.uint8)
-        spread_values[at], spread_counts[at] = values, counts
-        month = Month(place=month.place, segment=segment, values=spread_values, counts=spread_counts, rows=at)
+    place = np.array([0, 0, 1, 1, 2, 2, 3])
+    month = Month(place=place, segment=segment, values=values, counts=counts)
 
-    summed = summed_month(month, group=group, share=share, places=7)
+    summed = summed_month(month, group=group, share=share, places=4)
 
-    assert summed.groups.tolist() == [0, 2, 5]
-    for position, found in enumerate(summed.groups):
-        rows = group == found
-        assert summed.value[position] == pytest.approx((values[rows] * share[rows, None]).sum(axis=0), rel=1e-15)
-        assert summed.weight[position] == pytest.approx((counts[rows] * share[rows, None]).sum(axis=0), rel=1e-15)
-        assert summed.count[position].tolist() == counts[rows].sum(axis=0).tolist()
-    everyone = segment == 0  # each place's everyone's values, whatever its group
-    assert summed.place_value[everyone].tolist() == values[everyone].tolist()
-    assert summed.place_count[everyone].tolist() == counts[everyone].tolist()
-    assert not summed.place_value[~everyone].any()
+    everyone_value, everyone_count = np.zeros((4, 5), dtype=dtype), np.zeros((4, 5), dtype=np.uint8)
+    everyone_value[place[segment == 0]], everyone_count[place[segment == 0]] = (
+        values[segment == 0],
+        counts[segment == 0],
+    )
+    assert_summed(summed, expected_sums(group, share, values, counts), places_everyone=(everyone_value, everyone_count))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("stride", [0, 3])  # a group per segment, or per place and segment (zone pairs)
+def test_a_month_of_the_node_copy_is_summed_where_its_rows_lie(dtype, stride):
+    rng = np.random.default_rng(11)
+    # The copy: places 10, 20, 30, 40 (ascending), their rows by segment key.
+    copy_place = np.array([10, 20, 30, 40])
+    bounds = np.array([0, 3, 4, 7, 9])
+    segment = np.array([0, 1, 2, 0, 0, 2, 7, 1, 2])  # key 7: a segment the read does not take
+    values = rng.integers(1, 500, (9, 6)).astype(dtype)
+    counts = rng.integers(0, 2, (9, 6)).astype(np.uint8)
+    copy = Copy(place=copy_place, bounds=bounds, segment=segment, values=values, counts=counts)
+    places = np.array([40, 25, 10, 30])  # the area's order; 25 has no rows this month
+    shares = rng.random(4)
+    grouping = Grouping.of({0: 0, 2: 1, 1: 2}, stride=stride)
+
+    summed = summed_copy(copy, places=places, shares=shares, grouping=grouping, with_places=True)
+
+    # The same rows gathered, as a read from PostgreSQL holds them, summed row by row.
+    position = {10: 0, 20: 1, 30: 2, 40: 3}
+    rows = [
+        (at, row)
+        for at, place in enumerate(places)
+        if place in position
+        for row in range(bounds[position[place]], bounds[position[place] + 1])
+    ]
+    row_place = np.array([at for at, _ in rows])
+    picked = np.array([row for _, row in rows])
+    month = Month(place=row_place, segment=segment[picked], values=values[picked], counts=counts[picked])
+    group = grouping.of_rows(month)
+    assert (group >= 0).sum() == 7  # of the 8 rows of the area's places, all but the one of key 7
+    everyone_value, everyone_count = np.zeros((4, 6), dtype=dtype), np.zeros((4, 6), dtype=np.uint8)
+    everyone = month.segment == 0
+    everyone_value[row_place[everyone]], everyone_count[row_place[everyone]] = (
+        month.values[everyone],
+        month.counts[everyone],
+    )
+    expected = expected_sums(group, shares[row_place], month.values, month.counts)
+    assert_summed(summed, expected, places_everyone=(everyone_value, everyone_count))
+    # As the rows read are summed, to the bit.
+    read = summed_month(month, group=group, share=shares[row_place], places=4)
+    for part in ("groups", "value", "weight", "count", "place_value", "place_count"):
+        assert getattr(summed, part).tolist() == getattr(read, part).tolist()
 
 
 def test_rows_that_do_not_match_their_sums_are_refused():
@@ -300,4 +362,31 @@ def test_rows_that_do_not_match_their_sums_are_refused():
         weighted_sums(values.astype(float), counts, rows, groups, shares, *out)
     with pytest.raises(ValueError):  # sums that cannot be written
         weighted_sums(values, counts, rows, groups, shares, out[0], out[1], np.zeros((2, 4))[:, ::2])
+    assert not any(part.any() for part in out)
+
+
+def test_a_copy_or_grouping_that_would_sum_out_of_bounds_is_refused():
+    copy = Copy(
+        place=np.array([1, 2]),
+        bounds=np.array([0, 1, 2]),
+        segment=np.array([0, 0]),
+        values=np.ones((2, 4), dtype=np.int32),
+        counts=np.ones((2, 4), dtype=np.uint8),
+    )
+    out = [np.zeros((2, 4)) for _ in range(3)] + [np.zeros(2, dtype=np.uint8)]
+
+    def summed(copy=copy, key_group=0, stride=0):
+        copied_sums(
+            copy.place, copy.bounds, copy.segment, copy.values, copy.counts, np.array([1, 2]), np.ones(2),
+            np.array([0]), np.array([key_group]), stride, *out, None, None,
+        )  # fmt: skip
+
+    with pytest.raises(IndexError):  # a group past the sums'
+        summed(key_group=2)
+    with pytest.raises(IndexError):  # the second place's groups past the sums'
+        summed(stride=2)
+    with pytest.raises(ValueError):  # bounds past the copy's rows
+        summed(copy=replace(copy, bounds=np.array([0, 1, 3])))
+    with pytest.raises(ValueError):  # places out of order: the search would miss them
+        summed(copy=replace(copy, place=np.array([2, 1])))
     assert not any(part.any() for part in out)
