@@ -1,23 +1,24 @@
-"""An area weighed against the grid in the worker, with GEOS: its cells and the share of each inside it.
+"""An area weighed against the grid in the worker: its cells and the share of each inside it.
 
 The same cells and shares as PostGIS gives (insights/selectors.py: CELL_SHARES_SQL; a test compares
 them), without PostGIS: the grid is regular, so the cells an area can touch are those in its
-bounding box, and only those its boundary passes through are clipped. A cell whose box the
-boundary does not pass through lies wholly inside the area (share 1, as ST_Within gives) or
-wholly outside, which its centre tells (one centre for a run of them along a row). The area is
-moved to the grid's CRS by GDAL with the PROJ that PostGIS uses, so its coordinates are
-PostGIS's to the bit.
+bounding box, and the area of it inside each is summed edge by edge over its rings (Green's
+theorem, kernels/: exact, in one call, where clipping each cell the boundary passes through with
+GEOS took a few dozen calls). A cell no edge passes through lies wholly inside the area (share 1,
+as ST_Within gives) or wholly outside. The area is moved to the grid's CRS by GDAL with the PROJ
+that PostGIS uses, so its coordinates are PostGIS's to the bit.
 """
 
 import functools
 from ctypes import POINTER, c_double, c_int, c_void_p
+from dataclasses import dataclass
 
 import numpy as np
-import shapely
 from django.conf import settings
 from django.contrib.gis.gdal import CoordTransform, GDALException, SpatialReference
 from django.contrib.gis.gdal.libgdal import lgdal
 from django.contrib.gis.geos import GEOSGeometry
+from footfall_kernels import area_rings, covered
 
 from insights.grid import ROW, cell_codes, cell_corners
 
@@ -31,22 +32,37 @@ _transform_points.restype = c_int
 _transform_points.argtypes = [c_void_p, c_int, POINTER(c_double), POINTER(c_double), POINTER(c_double)]
 
 
-def in_grid_crs(geometry: GEOSGeometry) -> shapely.Geometry:
-    """The geometry in the grid's CRS (EPSG:3035), as ST_Transform gives it, as shapely's."""
+@dataclass(frozen=True)
+class Rings:
+    """An area's rings in the grid's CRS: every point's east and north, where each ring ends, and
+    whether it is an exterior (kernels/: area_rings)."""
+
+    east: np.ndarray
+    north: np.ndarray
+    ends: np.ndarray
+    exterior: np.ndarray
+
+
+def in_grid_crs(geometry: GEOSGeometry) -> Rings:
+    """The geometry's rings in the grid's CRS (EPSG:3035), as ST_Transform moves them."""
     if geometry.srid != GRID_SRID and geometry.hasz:  # heights too: GDAL's geometry transform keeps them
         geometry = geometry.transform(_to_grid(geometry.srid), clone=True)
-    area = shapely.from_wkb(bytes(geometry.wkb))
-    if geometry.srid == GRID_SRID:
-        return area
-    points = shapely.get_coordinates(area)
-    east, north = np.ascontiguousarray(points[:, 0]), np.ascontiguousarray(points[:, 1])
-    to_double = POINTER(c_double)
-    moved = _transform_points(
-        _to_grid(geometry.srid).ptr, len(points), east.ctypes.data_as(to_double), north.ctypes.data_as(to_double), None
+    east, north, ends, exterior = area_rings(geometry.wkb)
+    rings = Rings(
+        np.frombuffer(east), np.frombuffer(north), np.frombuffer(ends, np.int64), np.frombuffer(exterior, np.uint8)
     )
-    if not moved:
-        raise GDALException("the area could not be moved to the grid's CRS")
-    return shapely.set_coordinates(area, np.column_stack((east, north)))
+    if geometry.srid != GRID_SRID:
+        to_double = POINTER(c_double)
+        moved = _transform_points(
+            _to_grid(geometry.srid).ptr,
+            len(rings.east),
+            rings.east.ctypes.data_as(to_double),
+            rings.north.ctypes.data_as(to_double),
+            None,
+        )
+        if not moved:
+            raise GDALException("the area could not be moved to the grid's CRS")
+    return rings
 
 
 def prepare() -> None:
@@ -61,74 +77,30 @@ def _to_grid(srid: int) -> CoordTransform:
     return CoordTransform(SpatialReference(srid), SpatialReference(GRID_SRID))
 
 
-def span(area: shapely.Geometry) -> tuple[int, int, int, int]:
+def span(area: Rings) -> tuple[int, int, int, int]:
     """First and last row, first and last column of the cells the area (in the grid's CRS) can touch."""
     resolution = settings.GRID_RESOLUTION_M
-    west, south, east, north = shapely.bounds(area).tolist()
-    return (int(south // resolution), int(north // resolution), int(west // resolution), int(east // resolution))
+    return (
+        int(area.north.min() // resolution),
+        int(area.north.max() // resolution),
+        int(area.east.min() // resolution),
+        int(area.east.max() // resolution),
+    )
 
 
-def cell_shares(
-    area: shapely.Geometry, cells: np.ndarray, *, min_share: float
-) -> tuple[list[int], list[str], list[float]]:
+def cell_shares(area: Rings, cells: np.ndarray, *, min_share: float) -> tuple[list[int], list[str], list[float]]:
     """Of the cells (ids, those of the area's span), those with at least min_share inside the area
     (in the grid's CRS): their ids, codes and shares, by code."""
     resolution = settings.GRID_RESOLUTION_M
-    shapely.prepare(area)
-    area_span = span(area)
-    first_row, _, first_column, _ = area_span
+    first_row, last_row, first_column, last_column = span(area)
+    inside = np.zeros((last_row - first_row + 1, last_column - first_column + 1))
+    covered(area.east, area.north, area.ends, area.exterior, float(resolution), first_row, first_column, inside)
     rows, columns = np.divmod(cells, ROW)
-    rows, columns = rows - first_row, columns - first_column  # in the span's grid
-    edge = _boundary_cells(area, resolution, area_span)
-    share = _inside(area, edge, resolution, area_span)[rows, columns].astype(np.float64)
-    clipped = edge[rows, columns]
-    east = ((columns[clipped] + first_column) * resolution).astype(np.float64)
-    north = ((rows[clipped] + first_row) * resolution).astype(np.float64)
-    # GEOS's rectangle clipping: a third of a general intersection's time, the same area to float
-    # noise. shapely.clip_by_rect takes one rectangle; its ufunc, shapely.lib's, takes arrays.
-    pieces = shapely.lib.clip_by_rect(area, east, north, east + resolution, north + resolution)
-    share[clipped] = shapely.area(pieces) / resolution**2
+    share = inside[rows - first_row, columns - first_column]
     kept = share >= min_share
     ids, shares = cells[kept], share[kept]
     order = _by_code(ids)
     return ids[order].tolist(), cell_codes(ids[order]), shares[order].tolist()
-
-
-def _boundary_cells(polygon: shapely.Geometry, resolution: int, polygon_span: tuple[int, int, int, int]) -> np.ndarray:
-    """The cells of the polygon's span (rows by columns) its boundary passes through, and a few
-    more: the cells under its segments' bounding boxes, the boundary cut into segments no longer
-    than a cell (each one's bounding box then spans at most three rows and three columns; the
-    segment that joins a ring's last point to the next ring's first marks the cells at a corner
-    of its box, clipped for nothing). A boundary that only runs along a cell's edge leaves it
-    wholly inside or outside: its centre tells which. Float noise may miss a cell the boundary
-    enters by a few nanometres: its share is off by as much as PostGIS's own noise."""
-    first_row, last_row, first_column, last_column = polygon_span
-    points = shapely.get_coordinates(shapely.segmentize(polygon, resolution))
-    at = np.floor(points / resolution).astype(np.int64) - (first_column, first_row)  # each point's cell
-    low, high = np.minimum(at[:-1], at[1:]), np.maximum(at[:-1], at[1:])  # each segment's box
-    # Each box's first three columns and rows, held at its last: all its cells.
-    spread = np.minimum(low[:, np.newaxis, :] + np.arange(3)[:, np.newaxis], high[:, np.newaxis, :])
-    found = np.zeros((last_row - first_row + 1, last_column - first_column + 1), dtype=bool)
-    found[spread[:, :, np.newaxis, 1], spread[:, np.newaxis, :, 0]] = True
-    return found
-
-
-def _inside(
-    polygon: shapely.Geometry, edge: np.ndarray, resolution: int, polygon_span: tuple[int, int, int, int]
-) -> np.ndarray:
-    """Of the cells of the polygon's span (rows by columns) its boundary does not pass through
-    (not edge), those inside it. In a row, a run of such cells lies all inside or all outside (to
-    part two neighbours the boundary would pass through one), which its first cell's centre tells."""
-    first_row, _, first_column, _ = polygon_span
-    starts = ~edge
-    starts[:, 1:] &= edge[:, :-1]
-    rows, columns = np.nonzero(starts)
-    east = (first_column + columns) * resolution + resolution / 2
-    north = (first_row + rows) * resolution + resolution / 2
-    # Each cell's run, counted from 1 through the rows (0: the edge cells before the first).
-    run = np.cumsum(starts).reshape(edge.shape)
-    inside = np.concatenate([[False], shapely.contains_xy(polygon, east, north)])[run]
-    return inside & ~edge
 
 
 def _by_code(ids: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <math.h>
 #include <string.h>
 
 typedef struct {
@@ -247,9 +248,244 @@ done:
     return result;
 }
 
+typedef struct {
+    const uint8_t *at, *end;
+    double *east, *north;
+    int64_t *ring_ends;
+    uint8_t *exterior;
+    Py_ssize_t points, rings;
+} Walk;
+
+static int read_u32(Walk *walk, int little, uint32_t *value) {
+    if (walk->end - walk->at < 4) return -1;
+    const uint8_t *b = walk->at;
+    *value = little ? (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24
+                    : (uint32_t)b[3] | (uint32_t)b[2] << 8 | (uint32_t)b[1] << 16 | (uint32_t)b[0] << 24;
+    walk->at += 4;
+    return 0;
+}
+
+static double read_f64(const uint8_t *b, int little) {
+    uint8_t ordered[8];
+    for (int i = 0; i < 8; i++) ordered[i] = little ? b[i] : b[7 - i];
+    double value;
+    memcpy(&value, ordered, 8); /* x86-64 and arm64 are little-endian */
+    return value;
+}
+
+/* A WKB polygon (or multipolygon: depth 0) walked: its rings' points counted, or copied when
+ * the walk has arrays. ISO and extended (PostGIS, GEOS) flags for heights and measures alike. */
+static int walk_geometry(Walk *walk, int depth) {
+    if (walk->at >= walk->end) return -1;
+    const int little = *walk->at++ == 1;
+    uint32_t type;
+    if (read_u32(walk, little, &type) < 0) return -1;
+    int dimensions = 2 + ((type & 0x80000000u) != 0) + ((type & 0x40000000u) != 0);
+    if (type & 0x20000000u) { /* an SRID */
+        if (walk->end - walk->at < 4) return -1;
+        walk->at += 4;
+    }
+    uint32_t base = type & 0x0FFFFFFFu;
+    if (base >= 1000 && base < 4000) {
+        dimensions = base / 1000 == 3 ? 4 : 3;
+        base %= 1000;
+    }
+    uint32_t count;
+    if (read_u32(walk, little, &count) < 0) return -1;
+    if (base == 6 && depth == 0) {
+        for (uint32_t part = 0; part < count; part++)
+            if (walk_geometry(walk, 1) < 0) return -1;
+        return 0;
+    }
+    if (base != 3) return -2;
+    for (uint32_t ring = 0; ring < count; ring++) {
+        uint32_t points;
+        if (read_u32(walk, little, &points) < 0) return -1;
+        const Py_ssize_t size = (Py_ssize_t)dimensions * 8;
+        if ((walk->end - walk->at) / size < (Py_ssize_t)points) return -1;
+        if (walk->east != NULL) {
+            for (uint32_t i = 0; i < points; i++) {
+                walk->east[walk->points + i] = read_f64(walk->at + i * size, little);
+                walk->north[walk->points + i] = read_f64(walk->at + i * size + 8, little);
+            }
+            walk->ring_ends[walk->rings] = walk->points + points;
+            walk->exterior[walk->rings] = ring == 0;
+        }
+        walk->at += points * size;
+        walk->points += points;
+        walk->rings++;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(area_rings_doc,
+"area_rings(wkb)\n--\n\n"
+"A polygon's or multipolygon's rings from its WKB: bytearrays of every point's east and north\n"
+"(float64, heights and measures dropped), bytes of where each ring ends (int64) and whether it\n"
+"is an exterior (uint8).");
+
+static PyObject *area_rings(PyObject *self, PyObject *arg) {
+    Py_buffer wkb;
+    if (PyObject_GetBuffer(arg, &wkb, PyBUF_SIMPLE) < 0) return NULL;
+    Walk walk = {wkb.buf, (const uint8_t *)wkb.buf + wkb.len, NULL, NULL, NULL, NULL, 0, 0};
+    PyObject *east = NULL, *north = NULL, *ends = NULL, *exterior = NULL, *result = NULL;
+    int walked = walk_geometry(&walk, 0);
+    if (walked == 0 && walk.at != walk.end) walked = -1;
+    if (walked < 0) {
+        PyErr_SetString(PyExc_ValueError, walked == -2 ? "area_rings: not a polygon or a multipolygon"
+                                                       : "area_rings: the WKB is cut short or too long");
+        goto done;
+    }
+    east = PyByteArray_FromStringAndSize(NULL, walk.points * 8);
+    north = PyByteArray_FromStringAndSize(NULL, walk.points * 8);
+    ends = PyBytes_FromStringAndSize(NULL, walk.rings * 8);
+    exterior = PyBytes_FromStringAndSize(NULL, walk.rings);
+    if (!east || !north || !ends || !exterior) goto done;
+    Walk fill = {wkb.buf, (const uint8_t *)wkb.buf + wkb.len, (double *)PyByteArray_AS_STRING(east),
+                 (double *)PyByteArray_AS_STRING(north), (int64_t *)PyBytes_AS_STRING(ends),
+                 (uint8_t *)PyBytes_AS_STRING(exterior), 0, 0};
+    walk_geometry(&fill, 0);
+    result = PyTuple_Pack(4, east, north, ends, exterior);
+done:
+    Py_XDECREF(east);
+    Py_XDECREF(north);
+    Py_XDECREF(ends);
+    Py_XDECREF(exterior);
+    PyBuffer_Release(&wkb);
+    return result;
+}
+
+/* One straight piece of a ring's edge within row `row` of the span (metres from the span's
+ * corner), split at the columns' lines: each part's area to its right within its cell, and a
+ * whole cell's width of it for every cell further right (summed along the row afterwards). */
+static void add_piece(double *area, uint8_t *edge, Py_ssize_t columns, Py_ssize_t row, double resolution,
+                      double x_low, double x_high, double dy) {
+    double left = x_low < x_high ? x_low : x_high, right = x_low < x_high ? x_high : x_low;
+    Py_ssize_t first = (Py_ssize_t)floor(left / resolution), last = (Py_ssize_t)floor(right / resolution);
+    if (first < 0) first = 0;
+    if (last > columns - 1) last = columns - 1;
+    if (first > last) first = last;
+    double *row_area = area + row * (columns + 1);
+    for (Py_ssize_t column = first; column <= last; column++) {
+        edge[row * columns + column] = 1;
+        const double start = column == first ? left : column * resolution;
+        const double stop = column == last ? right : (column + 1) * resolution;
+        const double part = right > left ? dy * (stop - start) / (right - left) : dy;
+        const double within = (start + stop) / 2 - column * resolution; /* its mean distance into the cell */
+        row_area[column] += part * (resolution - within);
+        row_area[column + 1] += part * within;
+    }
+}
+
+PyDoc_STRVAR(covered_doc,
+"covered(east, north, ring_ends, exterior, resolution, first_row, first_column, shares)\n--\n\n"
+"The share of each cell of a span of the grid inside an area, given as area_rings gives its\n"
+"rings (east and north as float64 arrays, in the grid's CRS; each ring closed, either way round):\n"
+"shares (float64 (rows, columns), zeros) the span's cells from first_row and first_column. A\n"
+"cell no edge passes through is wholly inside (1) or outside (0), as ST_Within says; the others'\n"
+"area inside is exact, summed edge by edge (Green's theorem). Every point must lie in the span.");
+
+static PyObject *covered(PyObject *self, PyObject *args) {
+    PyObject *objects[5];
+    double resolution;
+    long long first_row, first_column;
+    if (!PyArg_ParseTuple(args, "OOOOdLLO", &objects[0], &objects[1], &objects[2], &objects[3], &resolution,
+                          &first_row, &first_column, &objects[4]))
+        return NULL;
+    const Spec specs[5] = {
+        {"east", 'f', 8, 1, 0}, {"north", 'f', 8, 1, 0}, {"ring_ends", 'i', 8, 1, 0}, {"exterior", 'u', 1, 1, 0},
+        {"shares", 'f', 8, 2, 1},
+    };
+    Py_buffer views[5];
+    int got = 0;
+    PyObject *result = NULL;
+    double *area = NULL;
+    uint8_t *edge = NULL;
+    for (; got < 5; got++)
+        if (get(objects[got], &views[got], &specs[got]) < 0) goto done;
+    const Py_ssize_t count = views[0].shape[0], rings = views[2].shape[0];
+    const Py_ssize_t rows = views[4].shape[0], columns = views[4].shape[1];
+    const double *east = views[0].buf, *north = views[1].buf;
+    const int64_t *ring_ends = views[2].buf;
+    const uint8_t *exterior = views[3].buf;
+    double *out = views[4].buf;
+    if (views[1].shape[0] != count || views[3].shape[0] != rings || resolution <= 0 || rows == 0 || columns == 0) {
+        PyErr_SetString(PyExc_ValueError, "covered: east, north, ring ends and exteriors do not match, or no span");
+        goto done;
+    }
+    for (Py_ssize_t ring = 0; ring < rings; ring++) {
+        if (ring_ends[ring] < (ring ? ring_ends[ring - 1] : 0) || ring_ends[ring] > count) {
+            PyErr_SetString(PyExc_ValueError, "covered: ring ends out of order or past the points");
+            goto done;
+        }
+    }
+    area = PyMem_Calloc(rows * (columns + 1), sizeof(double));
+    edge = PyMem_Calloc(rows * columns, 1);
+    if (area == NULL || edge == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* In metres from the span's corner: exact, the corner's coordinates being whole metres. */
+    const double east0 = (double)first_column * resolution, north0 = (double)first_row * resolution;
+    const double top = rows * resolution, right = columns * resolution;
+    Py_ssize_t start = 0;
+    for (Py_ssize_t ring = 0; ring < rings; start = ring_ends[ring], ring++) {
+        /* Exteriors walked anticlockwise and holes clockwise, whichever way round they come. */
+        double twice_area = 0.0;
+        for (Py_ssize_t i = start; i + 1 < ring_ends[ring]; i++)
+            twice_area += (east[i] - east0) * (north[i + 1] - north0) - (east[i + 1] - east0) * (north[i] - north0);
+        const double turn = (twice_area > 0) == (exterior[ring] != 0) ? 1.0 : -1.0;
+        for (Py_ssize_t i = start; i + 1 < ring_ends[ring]; i++) {
+            double xa = east[i] - east0, ya = north[i] - north0, xb = east[i + 1] - east0, yb = north[i + 1] - north0;
+            if (ya < 0 || yb < 0 || ya > top || yb > top || xa < 0 || xb < 0 || xa > right || xb > right) {
+                PyErr_SetString(PyExc_ValueError, "covered: a point outside the span");
+                goto done;
+            }
+            if (ya == yb) { /* no area, but the cells it runs through are cut */
+                Py_ssize_t row = (Py_ssize_t)floor(ya / resolution);
+                if (row < rows && ya > row * resolution) add_piece(area, edge, columns, row, resolution, xa, xb, 0.0);
+                continue;
+            }
+            /* Walked upwards; a downward edge counts negatively. */
+            double sign = turn;
+            if (ya > yb) {
+                double swap = xa; xa = xb; xb = swap;
+                swap = ya; ya = yb; yb = swap;
+                sign = -turn;
+            }
+            const double slope = (xb - xa) / (yb - ya);
+            for (Py_ssize_t row = (Py_ssize_t)floor(ya / resolution); row < rows && row * resolution < yb; row++) {
+                const double low = row * resolution > ya ? row * resolution : ya;
+                const double high = (row + 1) * resolution < yb ? (row + 1) * resolution : yb;
+                const double x_low = low == ya ? xa : xa + (low - ya) * slope;
+                const double x_high = high == yb ? xb : xa + (high - ya) * slope;
+                add_piece(area, edge, columns, row, resolution, x_low, x_high, sign * (high - low));
+            }
+        }
+    }
+    const double cell = resolution * resolution;
+    for (Py_ssize_t row = 0; row < rows; row++) {
+        double inside = 0.0; /* anticlockwise exteriors sum negative: the area to their left */
+        for (Py_ssize_t column = 0; column < columns; column++) {
+            inside -= area[row * (columns + 1) + column];
+            double share = inside / cell;
+            if (!edge[row * columns + column]) share = share > 0.5 ? 1.0 : 0.0;
+            out[row * columns + column] = share < 0 ? 0.0 : (share > 1 ? 1.0 : share);
+        }
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(area);
+    PyMem_Free(edge);
+    for (int i = 0; i < got; i++) PyBuffer_Release(&views[i]);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"weighted_sums", weighted_sums, METH_VARARGS, weighted_sums_doc},
     {"copied_sums", copied_sums, METH_VARARGS, copied_sums_doc},
+    {"area_rings", area_rings, METH_O, area_rings_doc},
+    {"covered", covered, METH_VARARGS, covered_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,11 +1,13 @@
 """An area weighed in the worker (insights/weighing.py, insights.areas.weighed) gives the cells and
 shares PostGIS gives (insights.selectors.CELL_SHARES_SQL), in the same order, on awkward areas."""
 
+import numpy as np
 import pytest
 import shapely
 from django.conf import settings
 from django.contrib.gis.geos import GEOSGeometry, MultiPolygon, Polygon
 from django.db import connection
+from footfall_kernels import area_rings, covered
 
 from insights.areas import weighed
 from insights.catalogue import catalogue
@@ -132,9 +134,105 @@ WITH_HEIGHTS = "SRID=4326;POLYGON Z ((13.4 52.5 30, 13.41 52.5 31, 13.41 52.51 3
 def test_an_area_is_moved_to_the_grids_crs_as_postgis_moves_it_to_the_bit(db, name):
     geometry = AREAS.get(name) or GEOSGeometry(WITH_HEIGHTS)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT ST_AsBinary(ST_Transform(%s::geometry, 3035))", [bytes(geometry.ewkb)])
+        cursor.execute("SELECT ST_AsBinary(ST_Force2D(ST_Transform(%s::geometry, 3035)))", [bytes(geometry.ewkb)])
         (moved,) = cursor.fetchone()
 
-    assert shapely.get_coordinates(in_grid_crs(geometry), include_z=geometry.hasz).tobytes() == (
-        shapely.get_coordinates(shapely.from_wkb(bytes(moved)), include_z=geometry.hasz).tobytes()
+    rings = in_grid_crs(geometry)
+
+    assert np.column_stack((rings.east, rings.north)).tobytes() == (
+        shapely.get_coordinates(shapely.from_wkb(bytes(moved))).tobytes()
     )
+    parts = shapely.get_parts(shapely.from_wkb(bytes(moved)))
+    exteriors = [[True] + [False] * shapely.get_num_interior_rings(part) for part in parts]
+    assert rings.exterior.tolist() == [ring for part in exteriors for ring in part]
+    assert rings.ends.tolist() == np.cumsum(shapely.get_num_coordinates(shapely.get_rings(parts))).tolist()
+
+
+def clipped_shares(area: shapely.Geometry, span: tuple[int, int, int, int], resolution: float) -> np.ndarray:
+    """Each cell of the span's share inside the area, clipped by GEOS cell by cell."""
+    first_row, last_row, first_column, last_column = span
+    rows, columns = np.mgrid[first_row : last_row + 1, first_column : last_column + 1]
+    east, north = columns.ravel() * resolution, rows.ravel() * resolution
+    pieces = shapely.lib.clip_by_rect(area, east, north, east + resolution, north + resolution)
+    return (shapely.area(pieces) / resolution**2).reshape(rows.shape)
+
+
+def star(centre: tuple[float, float], points: int, seed: int) -> list[tuple[float, float]]:
+    rng = np.random.default_rng(seed)
+    angles = np.sort(rng.uniform(0, 2 * np.pi, points))
+    radii = rng.uniform(200, 1_500, points)
+    return list(zip(centre[0] + radii * np.cos(angles), centre[1] + radii * np.sin(angles), strict=True))
+
+
+RESOLUTION = 250.0
+ORIGIN = (4_321_000.0, 3_210_000.0)  # a cell's corner in the grid's CRS
+SHAPES = {
+    "a star of 80 points": shapely.Polygon(star(ORIGIN, 80, 1)),
+    "a star with a hole, clockwise": shapely.Polygon(
+        star(ORIGIN, 40, 2)[::-1],
+        [shapely.box(ORIGIN[0] - 90, ORIGIN[1] - 60, ORIGIN[0] + 130, ORIGIN[1] + 140).exterior.coords],
+    ),
+    "two parts, one along the lines, edges along rows inside them": shapely.MultiPolygon(
+        [
+            shapely.box(ORIGIN[0] - 1_000, ORIGIN[1] - 500, ORIGIN[0] - 250, ORIGIN[1] + 750),
+            shapely.Polygon(
+                [(ORIGIN[0], ORIGIN[1]), (ORIGIN[0] + 900, ORIGIN[1] + 60), (ORIGIN[0] + 900, ORIGIN[1] + 310.5),
+                 (ORIGIN[0] + 400, ORIGIN[1] + 310.5), (ORIGIN[0] + 120, ORIGIN[1] + 700)]
+            ),
+        ]
+    ),
+    "through the cells' corners": shapely.Polygon(
+        [(ORIGIN[0], ORIGIN[1]), (ORIGIN[0] + 1_500, ORIGIN[1]), (ORIGIN[0], ORIGIN[1] + 1_500)]
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SHAPES)
+def test_the_area_in_each_cell_is_the_area_geos_clips(name):
+    area = SHAPES[name]
+    first_row, last_row, first_column, last_column = span = (
+        int(area.bounds[1] // RESOLUTION),
+        int(area.bounds[3] // RESOLUTION),
+        int(area.bounds[0] // RESOLUTION),
+        int(area.bounds[2] // RESOLUTION),
+    )
+    east, north, ends, exterior = area_rings(shapely.to_wkb(area))
+    shares = np.zeros((last_row - first_row + 1, last_column - first_column + 1))
+
+    covered(
+        np.frombuffer(east),
+        np.frombuffer(north),
+        np.frombuffer(ends, np.int64),
+        np.frombuffer(exterior, np.uint8),
+        RESOLUTION,
+        first_row,
+        first_column,
+        shares,
+    )
+
+    expected = clipped_shares(area, span, RESOLUTION)
+    assert shares == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert 0 < shares.sum() * RESOLUTION**2 == pytest.approx(area.area, rel=1e-12)
+    whole = (expected == 1.0) | (expected == 0.0)
+    assert ((shares[whole] == 1.0) | (shares[whole] == 0.0)).mean() > 0.9  # whole cells exactly 1 or 0
+
+
+def test_points_outside_the_span_are_refused():
+    shares = np.zeros((2, 2))
+    east, north = np.array([0.0, 600.0, 0.0, 0.0]), np.array([0.0, 0.0, 400.0, 0.0])
+    ring = np.array([4]), np.array([1], dtype=np.uint8)
+
+    with pytest.raises(ValueError):  # a row of 2 cells of 250 m ends at 500 m; 600 m is past it
+        covered(east, north, *ring, RESOLUTION, 0, 0, shares)
+    with pytest.raises(ValueError):  # and a column
+        covered(north, east, *ring, RESOLUTION, 0, 0, shares)
+    with pytest.raises(ValueError):  # ring ends past the points
+        covered(east / 2, north / 2, np.array([5]), ring[1], RESOLUTION, 0, 0, shares)
+    assert not shares.any()
+
+
+def test_what_is_not_a_polygon_is_refused():
+    with pytest.raises(ValueError, match="not a polygon"):
+        area_rings(shapely.to_wkb(shapely.LineString([(0, 0), (1, 1)])))
+    with pytest.raises(ValueError, match="cut short"):
+        area_rings(shapely.to_wkb(shapely.box(0, 0, 1, 1))[:-3])
