@@ -244,10 +244,14 @@ def cell_hour_sums(
     )
     grouping = (tuple(sorted(by_key.items())), Grouping.of(by_key))
 
+    @functools.cache  # once a report: for the node's keys, asked with the area, and the worker's
+    def keyed() -> _Keyed:
+        return _summed_keys(read, kind, period, version, grouping[0], with_cells)
+
     def summed_keys(area_digest: bytes) -> list[tuple]:
         """The area's months summed as a small read keys them at the node: asked with the area
         (a read that turns out large finds none, in the same round trip)."""
-        return _summed_keys(read, kind, period, version, grouping[0], with_cells, area_digest)[2]
+        return keyed().keys(area_digest)
 
     with report_area(geometry, summed_keys=summed_keys) as area:
         totals = _Totals(buckets=len(period.starts), groups=len(groups))
@@ -271,6 +275,7 @@ def cell_hour_sums(
                 grouping=grouping,
                 with_places=with_cells,
                 asked=area.summed_asked,
+                keyed=keyed(),
             ):
                 totals.add_summed(period.month_span(source, month), summed)
                 if with_cells:
@@ -312,12 +317,28 @@ def cell_hour_sums(
     )
 
 
+@dataclass(frozen=True)
+class _Keyed:
+    """What a small read's months summed for an area are keyed by (insights/summed.py): the read
+    with the kind's retention mark, its months, each one's dataset versions up to the report's as
+    the catalogue lists them, and the grouping's key and whether places are summed."""
+
+    read: Read
+    months: list
+    versions: list
+    rest: tuple
+
+    def keys(self, owner: bytes) -> list[tuple]:
+        """The months' keys for an area (owner: a digest of what it is)."""
+        area = (self.read.table, self.read.filter_key, self.read.policy, self.read.retained_from, owner)
+        return [
+            (*area, month, versions, *self.rest) for month, versions in zip(self.months, self.versions, strict=True)
+        ]
+
+
 def _summed_keys(
-    read: Read, kind: AggregateKind, period: Period, version: int, grouping: Hashable, with_places: bool, owner: bytes
-) -> tuple[Read, list, list[tuple]]:
-    """What a small read's months summed for an area (owner: a digest of what it is) are keyed
-    by: the read with the kind's retention mark, each month's dataset versions up to `version`
-    as the catalogue lists them, and the keys (insights/summed.py)."""
+    read: Read, kind: AggregateKind, period: Period, version: int, grouping: Hashable, with_places: bool
+) -> _Keyed:
     seen = catalogue()
     read = replace(read, retained_from=seen.retained_from.get(kind.name))
     months_read = period.months(read.source)
@@ -331,17 +352,7 @@ def _summed_keys(
         )
         for month in months_read
     ]
-    area = (read.table, read.filter_key, read.policy, read.retained_from, owner)
-    keys = [
-        (*area, month, month_versions, grouping, with_places)
-        for month, month_versions in zip(months_read, versions, strict=True)
-    ]
-    return read, versions, keys
-
-
-def _owned(key: tuple, owner: bytes) -> tuple:
-    """A key of _summed_keys with another owner."""
-    return (*key[:4], owner, *key[5:])
+    return _Keyed(read=read, months=months_read, versions=versions, rest=(grouping, with_places))
 
 
 def _summed_months(
@@ -357,6 +368,7 @@ def _summed_months(
     shared_owner: bytes | None = None,
     asked: dict | None = None,
     copy_first: bool = False,
+    keyed: _Keyed | None = None,
 ) -> list[tuple[dt.datetime | dt.date, SummedMonth]]:
     """A small read's months summed per group for this area: from the worker's memory
     (insights/summed.py), else summed where they lie in the node's copy (insights/local_months.py),
@@ -368,11 +380,12 @@ def _summed_months(
     else as this worker. asked: the months summed the node had when asked with the area
     (ReportArea.summed_asked); None: ask it now. copy_first: when the node's copy holds every
     month, sum them here rather than ask the node, nor share them: for few places, cheaper than
-    the round trip."""
+    the round trip. keyed: the read's keys, if made already (_summed_keys)."""
+    keyed = keyed or _summed_keys(read, kind, period, version, grouping[0], with_places)
+    read, months_read, versions = keyed.read, keyed.months, keyed.versions
     places_digest = hashlib.blake2b(np.asarray(places, dtype=np.int64).tobytes() + shares.tobytes(), digest_size=16)
-    read, versions, keys = _summed_keys(read, kind, period, version, grouping[0], with_places, places_digest.digest())
-    shared_keys = keys if shared_owner is None else [_owned(key, shared_owner) for key in keys]
-    months_read = period.months(read.source)
+    keys = keyed.keys(places_digest.digest())
+    shared_keys = keys if shared_owner is None else keyed.keys(shared_owner)
 
     def copy_of(index: int) -> local_months.Copy | None:
         return local_months.opened(read.table, read.policy, read.retained_from, months_read[index], versions[index])
