@@ -170,7 +170,7 @@ static PyObject *copied_sums(PyObject *self, PyObject *args) {
                            &objects[4], &objects[5], &objects[6], &objects[7], &objects[8], &objects[9],
                            &objects[10], &objects[11], &objects[12], &objects[13], &objects[14], &objects[15]))
         return NULL;
-    const Py_ssize_t stride = PyLong_AsSsize_t(objects[9]);
+    const Py_ssize_t stride = PyNumber_AsSsize_t(objects[9], PyExc_OverflowError);
     if (stride == -1 && PyErr_Occurred()) return NULL;
     const int with_places = objects[14] != Py_None;
     if (with_places != (objects[15] != Py_None)) {
@@ -230,8 +230,10 @@ static PyObject *copied_sums(PyObject *self, PyObject *args) {
         }
     }
     for (Py_ssize_t k = 0; k < key_count; k++) {
-        if ((k && keys[k - 1] >= keys[k]) || key_groups[k] < 0 ||
-            (places && (places - 1) * stride + key_groups[k] >= groups)) {
+        /* The last place's group of the key, (places - 1) * stride + key_groups[k], below groups:
+         * compared without the product, which could overflow. */
+        if ((k && keys[k - 1] >= keys[k]) || key_groups[k] < 0 || key_groups[k] >= groups ||
+            (places > 1 && stride > 0 && places - 1 > (groups - 1 - key_groups[k]) / stride)) {
             PyErr_SetString(PyExc_IndexError, "copied_sums: keys out of order, or a group out of range");
             goto done;
         }
@@ -293,8 +295,10 @@ static int walk_geometry(Walk *walk, int depth) {
     uint32_t count;
     if (read_u32(walk, little, &count) < 0) return -1;
     if (base == 6 && depth == 0) {
-        for (uint32_t part = 0; part < count; part++)
-            if (walk_geometry(walk, 1) < 0) return -1;
+        for (uint32_t part = 0; part < count; part++) {
+            const int walked = walk_geometry(walk, 1);
+            if (walked < 0) return walked;
+        }
         return 0;
     }
     if (base != 3) return -2;
@@ -409,7 +413,8 @@ static PyObject *covered(PyObject *self, PyObject *args) {
     const int64_t *ring_ends = views[2].buf;
     const uint8_t *exterior = views[3].buf;
     double *out = views[4].buf;
-    if (views[1].shape[0] != count || views[3].shape[0] != rings || resolution <= 0 || rows == 0 || columns == 0) {
+    if (views[1].shape[0] != count || views[3].shape[0] != rings || !(isfinite(resolution) && resolution > 0) ||
+        rows == 0 || columns == 0) {
         PyErr_SetString(PyExc_ValueError, "covered: east, north, ring ends and exteriors do not match, or no span");
         goto done;
     }
@@ -437,7 +442,8 @@ static PyObject *covered(PyObject *self, PyObject *args) {
         const double turn = (twice_area > 0) == (exterior[ring] != 0) ? 1.0 : -1.0;
         for (Py_ssize_t i = start; i + 1 < ring_ends[ring]; i++) {
             double xa = east[i] - east0, ya = north[i] - north0, xb = east[i + 1] - east0, yb = north[i + 1] - north0;
-            if (ya < 0 || yb < 0 || ya > top || yb > top || xa < 0 || xb < 0 || xa > right || xb > right) {
+            /* Written so that a NaN fails too. */
+            if (!(ya >= 0 && yb >= 0 && ya <= top && yb <= top && xa >= 0 && xb >= 0 && xa <= right && xb <= right)) {
                 PyErr_SetString(PyExc_ValueError, "covered: a point outside the span");
                 goto done;
             }

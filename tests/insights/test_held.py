@@ -385,6 +385,10 @@ def test_a_copy_or_grouping_that_would_sum_out_of_bounds_is_refused():
         summed(key_group=2)
     with pytest.raises(IndexError):  # the second place's groups past the sums'
         summed(stride=2)
+    with pytest.raises(IndexError):  # a stride whose product would overflow (a helper's review)
+        summed(stride=2**62)
+    with pytest.raises(IndexError):
+        summed(key_group=2**63 - 1)
     with pytest.raises(ValueError):  # bounds past the copy's rows
         summed(copy=replace(copy, bounds=np.array([0, 1, 3])))
     with pytest.raises(ValueError):  # places out of order: the search would miss them
