@@ -63,22 +63,14 @@ class MonthChanged(Exception):
 @dataclass(frozen=True)
 class Copy:
     """One month of a table: the places (ascending), where each one's rows start and end
-    (bounds[i]:bounds[i + 1]), and each row's segment key, values and hours counted."""
+    (bounds[i]:bounds[i + 1]), and each row's segment key, values and hours counted; summed for
+    an area where they lie (insights.summed.summed_copy)."""
 
     place: np.ndarray
     bounds: np.ndarray
     segment: np.ndarray
     values: np.ndarray
     counts: np.ndarray
-
-    def spans(self, place_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Where each place's rows start and stop (equal: none)."""
-        if not len(self.place):
-            return np.zeros(len(place_ids), dtype=np.int64), np.zeros(len(place_ids), dtype=np.int64)
-        at = np.minimum(np.searchsorted(self.place, place_ids), len(self.place) - 1)
-        starts, stops = self.bounds[at], self.bounds[at + 1]
-        absent = self.place[at] != place_ids
-        return np.where(absent, 0, starts), np.where(absent, 0, stops)
 
 
 def enabled() -> bool:
