@@ -46,19 +46,24 @@ static int get(PyObject *object, Py_buffer *view, const Spec *spec) {
     return 0;
 }
 
+/* One row of values and counts added into its group's sums, times its share. */
+#define ADD_ROW(v, c, s, group)                                                              \
+    do {                                                                                     \
+        double *vo = value_out + (group) * width, *wo = weight_out + (group) * width,        \
+               *co = count_out + (group) * width;                                            \
+        for (Py_ssize_t h = 0; h < width; h++) {                                             \
+            const double counted = (double)(c)[h];                                           \
+            vo[h] += (s) * (double)(v)[h];                                                   \
+            wo[h] += (s) * counted;                                                          \
+            co[h] += counted;                                                                \
+        }                                                                                    \
+    } while (0)
+
 #define ACCUMULATE(TYPE)                                                                     \
     for (Py_ssize_t i = 0; i < n; i++) {                                                     \
         const TYPE *v = (const TYPE *)values.buf + rows_at[i] * width;                       \
         const uint8_t *c = (const uint8_t *)counts.buf + rows_at[i] * width;                 \
-        const double s = shares[i];                                                          \
-        double *vo = value_out + groups_at[i] * width, *wo = weight_out + groups_at[i] * width, \
-               *co = count_out + groups_at[i] * width;                                       \
-        for (Py_ssize_t h = 0; h < width; h++) {                                             \
-            const double counted = (double)c[h];                                             \
-            vo[h] += s * (double)v[h];                                                       \
-            wo[h] += s * counted;                                                            \
-            co[h] += counted;                                                                \
-        }                                                                                    \
+        ADD_ROW(v, c, shares[i], groups_at[i]);                                              \
     }
 
 PyDoc_STRVAR(weighted_sums_doc,
@@ -142,14 +147,7 @@ static Py_ssize_t find(const int64_t *keys, Py_ssize_t n, int64_t key) {
             }                                                                                     \
             const int64_t group = i * stride + key_groups[key_at];                                \
             found_out[group] = 1;                                                                 \
-            double *vo = value_out + group * width, *wo = weight_out + group * width,             \
-                   *co = count_out + group * width;                                               \
-            for (Py_ssize_t h = 0; h < width; h++) {                                              \
-                const double counted = (double)c[h];                                              \
-                vo[h] += s * (double)v[h];                                                        \
-                wo[h] += s * counted;                                                             \
-                co[h] += counted;                                                                 \
-            }                                                                                     \
+            ADD_ROW(v, c, s, group);                                                              \
         }                                                                                         \
     }
 
