@@ -11,7 +11,8 @@ A worker keeps the areas of its recent reports in memory (AREAS), keyed by the g
 catalogue's state, which a release build changes: a cell the build adds under an area is seen
 by the next report. The node's workers share them by the same key (insights/shared.py): a
 worker's first report of an area another worker weighed reads its cells and shares from Redis,
-with the area's months summed (keyed by a digest of the area's key) in the same round trip.
+with the area's months summed (keyed by a digest of the area's key) in the same round trip; an
+area the node's record says no worker shared (insights/local_months.py) is not asked for.
 """
 
 import contextlib
@@ -76,11 +77,15 @@ def report_area(
     area = shared.remembered(AREAS, held_key)
     if area is None:
         digest = hashlib.blake2b(repr(held_key).encode(), digest_size=16).digest()
-        asked = summed_keys(digest) if summed_keys else []
-        found, months = shared.get_area(digest, summed=asked)
+        asked, found, months = [], None, []
+        # The node's record says whether any worker shared it: a new area asks Redis for nothing.
+        if local_months.area_may_be_shared(state, digest):
+            asked = summed_keys(digest) if summed_keys else []
+            found, months = shared.get_area(digest, summed=asked)
         if found is None:
             area = weighed(geometry, state, digest)
-            shared.put_area(digest, np.array(area.ids, dtype=np.int64), area.share_array)
+            written = functools.partial(local_months.mark_area_shared, state, digest)
+            shared.put_area(digest, np.array(area.ids, dtype=np.int64), area.share_array, written=written)
         else:
             ids, shares = found
             area = ReportArea(

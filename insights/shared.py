@@ -64,6 +64,7 @@ from django.db import connection
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from insights import local_months
 from insights.packing import BITMAP_BYTES, HOURLY_VALUE, hourly_rows
 
 logger = logging.getLogger(__name__)
@@ -213,12 +214,13 @@ def get_area(
     return (ids.astype(np.int64), np.frombuffer(blob, "<f8", count, _COUNT.size + 8 * count).astype(float)), months
 
 
-def put_area(area_digest: bytes, ids: np.ndarray, shares: np.ndarray) -> None:
-    """Share an area weighed here, once the report is final (flush), unless the budget is spent."""
+def put_area(area_digest: bytes, ids: np.ndarray, shares: np.ndarray, *, written: Callable[[], None]) -> None:
+    """Share an area weighed here, once the report is final (flush), unless the budget is spent;
+    then call written() (the node's record of the areas shared: insights/local_months.py)."""
     client = _redis()
     if client is not None:
         blob = b"".join((_COUNT.pack(len(ids)), ids.astype("<i8").tobytes(), shares.astype("<f8").tobytes()))
-        _hand_over(client, bytes, [(_area_name(_database(), area_digest), blob)])
+        _hand_over(client, bytes, [(_area_name(_database(), area_digest), blob)], written=written)
 
 
 def _found(names_of: Callable[[str], list[str]], count: int) -> list[bytes | None]:
@@ -251,11 +253,12 @@ def flush() -> None:
             logger.exception("shared months: a write failed")
 
 
-def _hand_over(client: redis.Redis, encode, named: list[tuple[str, object]]) -> None:
+def _hand_over(client: redis.Redis, encode, named: list[tuple[str, object]], written=None) -> None:
     """Leave a write of the entries (name, entry) to flush(), with the settings of now: inside
-    kept_longer() its lifetime, then a worker's if its budget is spent."""
+    kept_longer() its lifetime, then a worker's if its budget is spent; written(): called once
+    they are."""
     lifetimes = [*_kept_longer[-1:], _a_workers()]
-    _leave(functools.partial(_put, client, encode, named, settings.SHARED_MONTHS_PREFIX, lifetimes))
+    _leave(functools.partial(_put, client, encode, named, settings.SHARED_MONTHS_PREFIX, lifetimes, written))
 
 
 def _hand_over_keep(client: redis.Redis, names: list[str]) -> None:
@@ -272,7 +275,7 @@ def _leave(write: Callable[[], None]) -> None:
     _pending.append(write)
 
 
-def _put(client: redis.Redis, encode, named: list, prefix: str, lifetimes: list[_Lifetime]) -> None:
+def _put(client: redis.Redis, encode, named: list, prefix: str, lifetimes: list[_Lifetime], written) -> None:
     blobs = [(name, encode(entry)) for name, entry in named]
     blobs = [(name, blob) for name, blob in blobs if blob is not None]
     size = sum(len(name) + len(blob) + KEY_OVERHEAD for name, blob in blobs)
@@ -282,9 +285,14 @@ def _put(client: redis.Redis, encode, named: list, prefix: str, lifetimes: list[
             values = (blob for _, blob in blobs)
             arguments = (size, lifetime.budget, lifetime.ttl, *values)
             if client.eval(_PUT_SCRIPT, len(blobs) + 1, lifetime.counter(prefix), *names, *arguments):
-                return
+                break
+        else:
+            return
     except (redis.RedisError, OSError) as exc:
         _failed(exc)
+        return
+    if written is not None:
+        written()
 
 
 def _keep(client: redis.Redis, names: list[str], prefix: str, lifetime: _Lifetime, workers_ttl: int) -> None:
@@ -301,10 +309,11 @@ def forget_all() -> None:
     longer stay counted in its window, which only counts too much): the next read of each goes
     to PostgreSQL, as the service's first after a release does (the benchmark's cold-node runs,
     the tests)."""
+    flush()
+    local_months.forget_area_marks()
     client = _redis()
     if client is None:
         return
-    flush()
     workers = _a_workers()
     for batch in _batches_of_this_database(client):
         with client.pipeline(transaction=False) as pipeline:

@@ -410,6 +410,79 @@ def test_an_area_and_its_months_summed_are_asked_of_the_node_in_one_round_trip(c
     assert [kinds(names) for names in asks] == [{"area", "summed"}]
 
 
+def test_a_new_area_is_asked_of_the_node_only_once_its_record_marks_it_shared(
+    city, settings, tmp_path, monkeypatch
+):
+    """The node's record of the areas its workers shared (insights/local_months.py): a new area's
+    first report makes no round trip for it; a mark is written once its entry is, is only a
+    hint, and goes with the entries it records."""
+    settings.LOCAL_MONTHS_DIR = str(tmp_path / "local-months")
+    asks = []
+    mget = redis.Redis.mget
+    monkeypatch.setattr(redis.Redis, "mget", lambda client, names: asks.append(list(names)) or mget(client, names))
+    marks = tmp_path / "local-months"
+
+    first = tables(footfall_result(query()))
+    assert [kinds(names) for names in asks] == [{"month"}]  # the area: not asked
+    assert list(marks.rglob("areas/*/*")) == []  # left to flush(), with its entry
+    shared.flush()
+    assert len(list(marks.rglob("areas/*/*"))) == 1 and len(areas(settings)) == 1
+
+    asks.clear()
+    caches_clear()  # another worker
+    assert tables(footfall_result(query())) == first
+    assert [kinds(names) for names in asks] == [{"area", "summed"}]
+
+    # A mark whose entry is gone costs the round trip: the area is weighed again, as a new one.
+    redis.Redis.from_url(settings.SHARED_MONTHS_URL).delete(*areas(settings))
+    asks.clear()
+    caches_clear()
+    assert tables(footfall_result(query())) == first
+    assert [kinds(names) for names in asks] == [{"area", "summed"}, {"month"}]
+
+    shared.forget_all()  # the entries and their record
+    assert list(marks.rglob("areas/*/*")) == []
+    asks.clear()
+    caches_clear()
+    assert tables(footfall_result(query())) == first
+    assert [kinds(names) for names in asks] == [{"month"}]
+
+
+def test_an_area_not_written_for_the_budget_is_not_marked_shared(city, settings, tmp_path):
+    settings.LOCAL_MONTHS_DIR = str(tmp_path / "local-months")
+    settings.SHARED_MONTHS_BYTES = 1
+    footfall_result(query())
+    shared.flush()
+    assert areas(settings) == [] and list(tmp_path.rglob("areas/*/*")) == []
+
+
+def test_a_new_state_of_the_releases_starts_an_empty_record_and_the_copy_deletes_the_old(
+    city, settings, tmp_path, monkeypatch
+):
+    settings.LOCAL_MONTHS_DIR = str(tmp_path / "local-months")
+    footfall_result(query())
+    shared.flush()
+    (old,) = tmp_path.rglob("areas/*")
+    grid.load_totals(
+        tmp_path / "new-cell.csv",
+        cells=[(2, 2)],
+        start=dt.datetime(2026, 3, 31, 22, tzinfo=UTC),
+        end=dt.datetime(2026, 4, 1, tzinfo=UTC),
+        visits=lambda *_: 40,
+    )
+    asks = []
+    mget = redis.Redis.mget
+    monkeypatch.setattr(redis.Redis, "mget", lambda client, names: asks.append(list(names)) or mget(client, names))
+    caches_clear()
+    footfall_result(query())  # weighed again under the new state, without asking
+    assert all("area" not in kinds(names) for names in asks)
+    shared.flush()
+    assert len(list(tmp_path.rglob("areas/*"))) == 2
+    local_months.write()  # after a release: the grid's copy under the new state
+    assert [directory.name for directory in tmp_path.rglob("areas/*")] != [old.name]
+    assert not old.exists()
+
+
 def kinds(names: list[str]) -> set[str]:
     """What the names asked for are: an area, an area's month summed, or a place-month."""
     return {"area" if ":area:" in name else "summed" if ":summed:" in name else "month" for name in names}
