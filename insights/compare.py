@@ -5,6 +5,7 @@ period's rows as columns, straight from its sums (insights/reports.py builds the
 period's footfall document)."""
 
 import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import replace
 from zoneinfo import ZoneInfo
@@ -24,7 +25,7 @@ from insights.reports import (
     read_of,
     withheld_reasons,
 )
-from insights.rows import Rows, rounded, whole_or_null
+from insights.rows import rounded, whole_or_null
 from insights.selectors import dataset_sources
 from insights.sums import Sums, cell_hour_sums, one_read_of_both, split_sums
 
@@ -53,28 +54,25 @@ def compare_result(query: Query, *, on_progress: Callable[[float], None] | None 
             )
             for at, (part, sums) in enumerate(zip((ordered_query, comparison_query), both, strict=True))
         )
-    ordered = footfall_result(ordered_query, with_cells=False, sums=ordered_sums)
     # The comparison as columns beside the ordered period's rows: no document of its own.
     mine, theirs = _Everyone(ordered_query, ordered_sums), _Everyone(comparison_query, comparison_sums)
     change = mine.whole - theirs.whole
     both_published = mine.published & theirs.published
     percent = np.divide(100 * change, theirs.whole, out=np.zeros(len(change)), where=theirs.whole != 0)
     compared = whole_or_null(theirs.value, theirs.published)
-    series = ordered["series"].table
-    series = pa.table(
-        {
-            **dict(zip(series.column_names, series.columns, strict=True)),
-            "comparison_start": theirs.stamps.starts(theirs.buckets),
-            "comparison_end": theirs.stamps.ends(theirs.buckets),
-            "comparison_person_hours": compared,
-            "comparison_visits": compared,
-            "comparison_released_share": theirs.released_share,
-            "comparison_suppressed": pa.array(~theirs.published),
-            "comparison_suppressed_reason": withheld_reasons(theirs.published),
-            "change": pa.array(change, pa.int64(), mask=~both_published),
-            "change_pct": rounded(percent, 1, both_published & (theirs.whole != 0)),
-        }
-    )
+    buckets = np.arange(len(theirs.stamps))
+    comparison = {
+        "comparison_start": theirs.stamps.starts(buckets),
+        "comparison_end": theirs.stamps.ends(buckets),
+        "comparison_person_hours": compared,
+        "comparison_visits": compared,
+        "comparison_released_share": theirs.released_share,
+        "comparison_suppressed": pa.array(~theirs.published),
+        "comparison_suppressed_reason": withheld_reasons(theirs.published),
+        "change": pa.array(change, pa.int64(), mask=~both_published),
+        "change_pct": rounded(percent, 1, both_published & (theirs.whole != 0)),
+    }
+    ordered = footfall_result(ordered_query, with_cells=False, sums=ordered_sums, beside=comparison)
     theirs_sources = dataset_sources(
         kind=PRESENCE,
         start=comparison_query.start,
@@ -94,7 +92,7 @@ def compare_result(query: Query, *, on_progress: Callable[[float], None] | None 
             "end": comparison_query.end.astimezone(zone).isoformat(),
             "other_area": bool(query.comparison_geometry),
         },
-        "series": Rows(series),
+        "series": ordered["series"],
         "privacy": {
             **ordered["privacy"],
             "cell_hours": ordered["privacy"]["cell_hours"] + theirs.counted.cell_hours,
@@ -106,22 +104,39 @@ def compare_result(query: Query, *, on_progress: Callable[[float], None] | None 
 
 
 class _Everyone:
-    """One period's everyone's footfall per bucket as arrays: what a compare order sets beside the other's."""
+    """One period's everyone's footfall per bucket as arrays: what a compare order sets beside
+    the other's (the comparison's shares and counts made only when asked)."""
 
     def __init__(self, query: Query, sums: Sums):
-        everyone = (0,) * len(PRESENCE.segments)
+        self.query, self.sums = query, sums
         self.stamps = query_stamps(query)
-        self.buckets = np.arange(len(self.stamps))
-        self.value, weight, count = sums.column(everyone)
+        self.value, self.weight, count = sums.column(_EVERYONE)
         self.published = count > 0
         self.whole = np.where(self.published, np.rint(self.value), 0).astype(np.int64)  # as the rows show it
-        coverage = sum(share for _, share in sums.cells)
-        covered = coverage * self.stamps.hours
-        self.released_share = rounded(np.divide(weight, covered, out=np.zeros_like(weight), where=covered > 0), 4)
-        self.counted = Counted(cell_hours=len(sums.cells) * query.hours, coverage=coverage * query.hours)
-        self.counted.add_everyone(sums, everyone)
+
+    @functools.cached_property
+    def coverage(self) -> float:
+        return sum(share for _, share in self.sums.cells)
+
+    @functools.cached_property
+    def released_share(self) -> pa.Array:
+        covered = self.coverage * self.stamps.hours
+        weight = self.weight
+        return rounded(np.divide(weight, covered, out=np.zeros_like(weight), where=covered > 0), 4)
+
+    @functools.cached_property
+    def counted(self) -> Counted:
+        counted = Counted(cell_hours=len(self.sums.cells) * self.query.hours, coverage=self.coverage * self.query.hours)
+        counted.add_everyone(self.sums, _EVERYONE)
+        return counted
+
+    @property
+    def released_share_overall(self) -> float | None:
         covered_hours = self.counted.coverage
-        self.released_share_overall = round(self.counted.released_weight / covered_hours, 4) if covered_hours else None
+        return round(self.counted.released_weight / covered_hours, 4) if covered_hours else None
+
+
+_EVERYONE = (0,) * len(PRESENCE.segments)
 
 
 def _both_periods(ordered: Query, comparison: Query, apart: bool, on_progress) -> tuple[Sums | None, Sums | None]:

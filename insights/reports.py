@@ -97,10 +97,12 @@ def footfall_result(
     with_cells: bool = True,
     on_progress: Callable[[float], None] | None = None,
     sums: Sums | None = None,
+    beside: Mapping[str, pa.Array] | None = None,
 ) -> dict:
     """People present per local bucket, as person-hours (the sum over the bucket's hours of the
     people present in each) and their average per hour, per segment of the requested
-    breakdowns, and per cell over the whole period. sums: the query's, already read."""
+    breakdowns, and per cell over the whole period. sums: the query's, already read; beside:
+    columns set beside the series' own, row for row (a compare's comparison)."""
     return _cell_hour_result(
         query,
         kind=PRESENCE,
@@ -111,6 +113,7 @@ def footfall_result(
         on_progress=on_progress,
         sums=sums,
         average_present=True,
+        beside=beside,
     )
 
 
@@ -139,8 +142,10 @@ def _cell_hour_result(
     on_progress: Callable[[float], None] | None,
     sums: Sums | None = None,
     average_present: bool = False,
+    beside: Mapping[str, pa.Array] | None = None,
 ) -> dict:
-    """average_present: the rows give each bucket's people present on average too."""
+    """average_present: the rows give each bucket's people present on average too; beside:
+    columns set beside the series' own."""
     # Everyone's sums and the breakdowns' in one scan.
     if sums is None:
         sums = cell_hour_sums(
@@ -160,7 +165,7 @@ def _cell_hour_result(
     result = {
         **_head(query, product=product, metric=metric, kind=kind),
         "breakdowns": list(breakdowns),
-        "series": rows(segments=[everyone]),
+        "series": rows(segments=[everyone], beside=beside),
     }
     counted = Counted(cell_hours=len(sums.cells) * query.hours, coverage=coverage * query.hours)
     counted.add_everyone(sums, everyone)
@@ -282,6 +287,7 @@ def _rows(
     coverage: float,
     segments: list[tuple],
     average_present: bool = False,
+    beside: Mapping[str, pa.Array] | None = None,
 ) -> Rows:
     """One row per bucket and segment (a tuple of segment codes), bucket by bucket: the
     published values' sum, and the share of the bucket's cell-hours that were published;
@@ -311,7 +317,7 @@ def _rows(
     }
     if average_present:  # of the whole number shown
         table["average_present"] = rounded(np.rint(value) / hours, 1, published)
-    return Rows(pa.table(table))
+    return Rows(pa.table(table | (beside or {})))
 
 
 def withheld_reasons(published: np.ndarray) -> pa.Array:
