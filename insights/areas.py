@@ -83,7 +83,7 @@ def report_area(
             asked = summed_keys(digest) if summed_keys else []
             found, months = shared.get_area(digest, summed=asked)
         if found is None:
-            area = weighed(geometry, state, digest)
+            area = weighed(ewkb, state, digest)
             written = functools.partial(local_months.mark_area_shared, state, digest)
             shared.put_area(digest, np.array(area.ids, dtype=np.int64), area.share_array, written=written)
         else:
@@ -104,11 +104,11 @@ def report_area(
         connection.report_area = None
 
 
-def weighed(geometry: GEOSGeometry, state: tuple, digest: bytes) -> ReportArea:
-    """The area's cells with at least MIN_SHARE inside it, by code, weighed in the worker; the
-    grid's cells in its span from the node's copy of the grid under the catalogue's state
-    (insights/local_months.py), else from the database."""
-    area = in_grid_crs(geometry)
+def weighed(ewkb: bytes, state: tuple, digest: bytes) -> ReportArea:
+    """The area's (its EWKB's) cells with at least MIN_SHARE inside it, by code, weighed in the
+    worker; the grid's cells in its span from the node's copy of the grid under the catalogue's
+    state (insights/local_months.py), else from the database."""
+    area = in_grid_crs(ewkb)
     area_span = span(area)
     cells = local_months.cells_in_span(state, area_span)
     if cells is None:

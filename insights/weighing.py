@@ -10,6 +10,7 @@ that PostGIS uses, so its coordinates are PostGIS's to the bit.
 """
 
 import functools
+import struct
 from ctypes import POINTER, c_double, c_int, c_void_p
 from dataclasses import dataclass
 
@@ -43,18 +44,22 @@ class Rings:
     exterior: np.ndarray
 
 
-def in_grid_crs(geometry: GEOSGeometry) -> Rings:
-    """The geometry's rings in the grid's CRS (EPSG:3035), as ST_Transform moves them."""
-    if geometry.srid != GRID_SRID and geometry.hasz:  # heights too: GDAL's geometry transform keeps them
-        geometry = geometry.transform(_to_grid(geometry.srid), clone=True)
-    east, north, ends, exterior = area_rings(geometry.wkb)
+def in_grid_crs(ewkb: bytes) -> Rings:
+    """The area (its EWKB, as GEOSGeometry.ewkb writes it) as rings in the grid's CRS (EPSG:3035),
+    as ST_Transform moves them. Read from the EWKB, not asked of GEOS: a new area's first report
+    runs with the CPU's caches cold, when each GEOS call costs tens of microseconds."""
+    srid, heights = _srid_and_heights(ewkb)
+    if srid != GRID_SRID and heights:  # heights too: GDAL's geometry transform keeps them
+        ewkb = GEOSGeometry(memoryview(ewkb)).transform(_to_grid(srid), clone=True).wkb
+        srid = GRID_SRID
+    east, north, ends, exterior = area_rings(ewkb)
     rings = Rings(
         np.frombuffer(east), np.frombuffer(north), np.frombuffer(ends, np.int64), np.frombuffer(exterior, np.uint8)
     )
-    if geometry.srid != GRID_SRID:
+    if srid != GRID_SRID:
         to_double = POINTER(c_double)
         moved = _transform_points(
-            _to_grid(geometry.srid).ptr,
+            _to_grid(srid).ptr,
             len(rings.east),
             rings.east.ctypes.data_as(to_double),
             rings.north.ctypes.data_as(to_double),
@@ -63,6 +68,21 @@ def in_grid_crs(geometry: GEOSGeometry) -> Rings:
         if not moved:
             raise GDALException("the area could not be moved to the grid's CRS")
     return rings
+
+
+_WKB_TYPE = {0: struct.Struct(">I"), 1: struct.Struct("<I")}  # by the byte order's byte
+_EWKB_HEIGHTS, _EWKB_SRID = 0x80000000, 0x20000000
+
+
+def _srid_and_heights(ewkb: bytes) -> tuple[int, bool]:
+    """The area's SRID (EWKB's) and whether its points have heights (EWKB's flag, or an ISO type
+    of the 1000s or 3000s); area_rings checks the rest."""
+    order = _WKB_TYPE.get(ewkb[0]) if len(ewkb) >= 9 else None
+    kind = order.unpack_from(ewkb, 1)[0] if order else 0
+    if not kind & _EWKB_SRID:
+        raise ValueError("the area's EWKB has no SRID")
+    heights = bool(kind & _EWKB_HEIGHTS) or (kind & 0x0FFFFFFF) // 1000 in (1, 3)
+    return order.unpack_from(ewkb, 5)[0], heights
 
 
 def prepare() -> None:

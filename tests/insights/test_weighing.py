@@ -104,7 +104,7 @@ def test_an_area_weighed_in_the_worker_has_postgis_cells_and_shares(cells, name)
     geometry = AREAS.get(name) or far_square()
     expected = in_postgis(geometry)
 
-    found = weighed(geometry, catalogue().state, b"").cells
+    found = weighed(bytes(geometry.ewkb), catalogue().state, b"").cells
 
     assert [(cell, code) for cell, code, _ in found] == [(cell, code) for cell, code, _ in expected]
     assert [share for _, _, share in found] == pytest.approx([share for _, _, share in expected], rel=1e-9, abs=1e-12)
@@ -137,7 +137,7 @@ def test_an_area_is_moved_to_the_grids_crs_as_postgis_moves_it_to_the_bit(db, na
         cursor.execute("SELECT ST_AsBinary(ST_Force2D(ST_Transform(%s::geometry, 3035)))", [bytes(geometry.ewkb)])
         (moved,) = cursor.fetchone()
 
-    rings = in_grid_crs(geometry)
+    rings = in_grid_crs(bytes(geometry.ewkb))
 
     assert np.column_stack((rings.east, rings.north)).tobytes() == (
         shapely.get_coordinates(shapely.from_wkb(bytes(moved))).tobytes()
@@ -250,3 +250,18 @@ def test_what_is_not_a_polygon_is_refused():
         area_rings(shapely.to_wkb(shapely.GeometryCollection([shapely.Point(0, 0)])))
     with pytest.raises(ValueError, match="cut short"):
         area_rings(shapely.to_wkb(shapely.box(0, 0, 1, 1))[:-3])
+
+
+def test_an_area_without_its_srid_in_its_ewkb_is_refused():
+    for ewkb in (shapely.to_wkb(shapely.box(13.4, 52.5, 13.41, 52.51)), b"\x01", b""):
+        with pytest.raises(ValueError, match="no SRID"):
+            in_grid_crs(ewkb)
+
+
+def test_an_area_in_the_grids_crs_or_big_endian_is_read_as_it_is():
+    square = GEOSGeometry("SRID=3035;POLYGON ((4321000 3210000, 4321250 3210000, 4321250 3210250, 4321000 3210000))")
+    rings = in_grid_crs(bytes(square.ewkb))
+    assert rings.east.tolist() == [4321000, 4321250, 4321250, 4321000]
+    big_endian = shapely.to_wkb(shapely.from_wkb(bytes(square.ewkb)), byte_order=0, include_srid=True)
+    assert big_endian[0] == 0
+    assert in_grid_crs(big_endian).north.tolist() == rings.north.tolist()
