@@ -60,10 +60,9 @@ def compare_result(query: Query, *, on_progress: Callable[[float], None] | None 
     both_published = mine.published & theirs.published
     percent = np.divide(100 * change, theirs.whole, out=np.zeros(len(change)), where=theirs.whole != 0)
     compared = whole_or_null(theirs.value, theirs.published)
-    buckets = np.arange(len(theirs.stamps))
     comparison = {
-        "comparison_start": theirs.stamps.starts(buckets),
-        "comparison_end": theirs.stamps.ends(buckets),
+        "comparison_start": theirs.stamps.all_starts,
+        "comparison_end": theirs.stamps.all_ends,
         "comparison_person_hours": compared,
         "comparison_visits": compared,
         "comparison_released_share": theirs.released_share,

@@ -24,7 +24,7 @@ from insights.catalogue import one_look
 from insights.kinds import DWELL, HOME, PRESENCE, TRIPS, AggregateKind, Metric
 from insights.models import ReleasePolicy
 from insights.periods import period_starts
-from insights.rows import Rows, labelled, rounded, whole_or_null
+from insights.rows import Rows, label_array, labelled, rounded, whole_or_null
 from insights.selectors import dataset_sources, region_names_by_id
 from insights.stamps import Stamps, bucket_stamps
 from insights.sums import (
@@ -294,16 +294,21 @@ def _rows(
     average_present: the sum per hour of the bucket too (person-hours per hour: the people
     present on average, to a tenth). Built column by column from the sums' arrays."""
     columns = [sums.column(codes) for codes in segments]
-    value, weight, count = (np.stack([column[part] for column in columns], axis=1).reshape(-1) for part in range(3))
-    bucket = np.repeat(np.arange(len(stamps)), len(segments))
-    group = np.tile(np.arange(len(segments)), len(stamps))
-    hours = stamps.hours[bucket]
+    if len(segments) == 1:  # a row per bucket: the group's columns as they are
+        ((value, weight, count),) = columns
+        group = np.zeros(len(stamps), dtype=np.intp)
+        hours, starts, ends = stamps.hours, stamps.all_starts, stamps.all_ends
+    else:
+        value, weight, count = (np.stack([column[part] for column in columns], axis=1).reshape(-1) for part in range(3))
+        bucket = np.repeat(np.arange(len(stamps)), len(segments))
+        group = np.tile(np.arange(len(segments)), len(stamps))
+        hours, starts, ends = stamps.hours[bucket], stamps.starts(bucket), stamps.ends(bucket)
     covered = coverage * hours
     published = count > 0
     number = whole_or_null(value, published)
     table = {
-        "start": stamps.starts(bucket),
-        "end": stamps.ends(bucket),
+        "start": starts,
+        "end": ends,
         "hours": pa.array(hours, pa.int16()),
         **{
             name: labelled(np.array([codes[position] for codes in segments])[group], labels_by_code[name])
@@ -323,7 +328,7 @@ def _rows(
 def withheld_reasons(published: np.ndarray) -> pa.Array:
     """NOT_RELEASED where nothing was published, else null."""
     return pa.DictionaryArray.from_arrays(
-        pa.array(np.zeros(len(published), dtype=np.int32), mask=published), pa.array([NOT_RELEASED])
+        pa.array(np.zeros(len(published), dtype=np.int32), mask=published), label_array((NOT_RELEASED,))
     )
 
 

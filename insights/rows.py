@@ -3,6 +3,7 @@ that is stored as Arrow IPC batches (marketplace.ResultBatch) and from which the
 written batch by batch. No dict per row is made on that path; a reader that wants rows as dicts
 (a chart, the inline result of a small report) gets them a batch at a time."""
 
+import functools
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -47,8 +48,15 @@ class Rows:
 
 def labelled(codes: np.ndarray, labels: Sequence[str | None] | pa.Array) -> pa.DictionaryArray:
     """Labels picked by code (None: null), stored once each: bucket stamps, segments, zones."""
-    dictionary = labels if isinstance(labels, pa.Array) else pa.array(labels, pa.string())
+    dictionary = labels if isinstance(labels, pa.Array) else label_array(tuple(labels))
     return pa.DictionaryArray.from_arrays(pa.array(np.asarray(codes, dtype=np.int32)), dictionary)
+
+
+@functools.lru_cache(maxsize=64)
+def label_array(labels: tuple[str | None, ...]) -> pa.Array:
+    """The labels as an Arrow array, made once per worker: a segment's, the zones' of a report
+    (from a list, Arrow infers and converts each item)."""
+    return pa.array(labels, pa.string())
 
 
 def whole_or_null(values: np.ndarray, present: np.ndarray) -> pa.Array:

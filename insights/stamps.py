@@ -5,6 +5,7 @@ Formatted as arrays: a zone changes its offset at most once a day, so the offset
 twice a UTC day rather than once a bucket, and the text is made by numpy."""
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -30,6 +31,15 @@ class Stamps:
 
     def ends(self, bucket: np.ndarray) -> pa.DictionaryArray:
         return labelled(bucket, self.text[1:])
+
+    @functools.cached_property
+    def all_starts(self) -> pa.DictionaryArray:
+        """Every bucket's start, in order: made once for the period's reports (kept with it)."""
+        return self.starts(np.arange(len(self)))
+
+    @functools.cached_property
+    def all_ends(self) -> pa.DictionaryArray:
+        return self.ends(np.arange(len(self)))
 
 
 def bucket_stamps(starts: list[dt.datetime], end: dt.datetime, zone: ZoneInfo) -> Stamps:
