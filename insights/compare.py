@@ -25,7 +25,7 @@ from insights.reports import (
     read_of,
     withheld_reasons,
 )
-from insights.rows import rounded, whole_or_null
+from insights.rows import rounded
 from insights.selectors import dataset_sources
 from insights.sums import Sums, cell_hour_sums, one_read_of_both, split_sums
 
@@ -58,18 +58,19 @@ def compare_result(query: Query, *, on_progress: Callable[[float], None] | None 
     mine, theirs = _Everyone(ordered_query, ordered_sums), _Everyone(comparison_query, comparison_sums)
     change = mine.whole - theirs.whole
     both_published = mine.published & theirs.published
-    percent = np.divide(100 * change, theirs.whole, out=np.zeros(len(change)), where=theirs.whole != 0)
-    compared = whole_or_null(theirs.value, theirs.published)
+    withheld, against = ~theirs.published, theirs.whole != 0
+    percent = np.divide(100 * change, theirs.whole, out=np.zeros(len(change)), where=against)
+    compared = pa.array(theirs.whole, pa.int64(), mask=withheld)
     comparison = {
         "comparison_start": theirs.stamps.all_starts,
         "comparison_end": theirs.stamps.all_ends,
         "comparison_person_hours": compared,
         "comparison_visits": compared,
         "comparison_released_share": theirs.released_share,
-        "comparison_suppressed": pa.array(~theirs.published),
+        "comparison_suppressed": pa.array(withheld),
         "comparison_suppressed_reason": withheld_reasons(theirs.published),
         "change": pa.array(change, pa.int64(), mask=~both_published),
-        "change_pct": rounded(percent, 1, both_published & (theirs.whole != 0)),
+        "change_pct": rounded(percent, 1, both_published & against),
     }
     ordered = footfall_result(ordered_query, with_cells=False, sums=ordered_sums, beside=comparison)
     theirs_sources = dataset_sources(
@@ -97,7 +98,7 @@ def compare_result(query: Query, *, on_progress: Callable[[float], None] | None 
             "cell_hours": ordered["privacy"]["cell_hours"] + theirs.counted.cell_hours,
             "cell_hours_released": ordered["privacy"]["cell_hours_released"] + theirs.counted.cell_hours_released,
             "released_share": min((share for share in shares if share is not None), default=None),
-            "suppressed_values": ordered["privacy"]["suppressed_values"] + int((~theirs.published).sum()),
+            "suppressed_values": ordered["privacy"]["suppressed_values"] + int(withheld.sum()),
         },
     }
 

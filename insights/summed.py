@@ -22,6 +22,7 @@ A report then only adds each month's span of hours (or days) into its buckets: a
 for buckets of several hours, one reduceat per month.
 """
 
+import functools
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -55,6 +56,11 @@ class Grouping:
         order = np.argsort(keys)
         groups = np.fromiter(by_key.values(), dtype=np.int64, count=len(by_key))[order]
         return cls(keys=keys[order], groups=groups, stride=stride)
+
+    @functools.cached_property
+    def group_count(self) -> int:
+        """How many groups its keys go to, places aside: the highest and one."""
+        return int(self.groups.max(initial=-1)) + 1
 
     def of_rows(self, month: Month) -> np.ndarray:
         """Each row's group (-1: not summed)."""
@@ -134,8 +140,9 @@ def summed_copy(
     """A month of the node's copy summed for the places (ids, in the area's order) as
     summed_month sums its rows, read where they lie, in one call (kernels/)."""
     width = copy.values.shape[1]
-    most = grouping.stride * len(places) if grouping.stride else int(grouping.groups.max(initial=-1)) + 1
-    value, weight, count = np.zeros((most, width)), np.zeros((most, width)), np.zeros((most, width))
+    most = grouping.stride * len(places) if grouping.stride else grouping.group_count
+    summed = np.zeros((3, most, width))  # value, weight, count: one allocation
+    value, weight, count = summed
     found = np.zeros(most, dtype=np.uint8)
     place_value = np.zeros((len(places), width), dtype=copy.values.dtype) if with_places else None
     place_count = np.zeros((len(places), width), dtype=copy.counts.dtype) if with_places else None
@@ -145,7 +152,7 @@ def summed_copy(
     )  # fmt: skip
     groups = np.flatnonzero(found)
     if len(groups) < most:
-        value, weight, count = value[groups], weight[groups], count[groups]
+        value, weight, count = summed[:, groups]
     return SummedMonth(
         groups=groups, value=value, weight=weight, count=count, place_value=place_value, place_count=place_count
     )
