@@ -79,12 +79,13 @@ def report_area(
         digest = hashlib.blake2b(repr(held_key).encode(), digest_size=16).digest()
         asked, found, months = [], None, []
         # The node's record says whether any worker shared it: a new area asks Redis for nothing.
-        if local_months.area_may_be_shared(state, digest):
+        mark = local_months.area_mark(state, digest)
+        if local_months.area_may_be_shared(mark):
             asked = summed_keys(digest) if summed_keys else []
             found, months = shared.get_area(digest, summed=asked)
         if found is None:
             area = weighed(ewkb, state, digest)
-            written = functools.partial(local_months.mark_area_shared, state, digest)
+            written = functools.partial(local_months.mark_area_shared, mark)
             shared.put_area(digest, np.array(area.ids, dtype=np.int64), area.share_array, written=written)
         else:
             ids, shares = found

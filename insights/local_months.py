@@ -395,33 +395,52 @@ def _write_cells(state: tuple) -> None:
     for other in directory.iterdir():
         if other != path and time.time() - other.stat().st_mtime > (3600 if other.name.startswith(".") else 0):
             other.unlink(missing_ok=True)
-    marks = database_dir() / _AREAS
-    for other in marks.iterdir() if marks.exists() else ():
-        if other.name != _state_name(state):
-            shutil.rmtree(other, ignore_errors=True)
+    _forget_other_states(state)
 
 
 _AREAS = "areas"
 
 
-def _area_mark(state: tuple, digest: bytes) -> str:
+def area_mark(state: tuple, digest: bytes) -> str | None:
+    """Where the node records that its workers shared the area (insights/areas.py, by its key's
+    digest) under the catalogue's state; None if the node keeps no copy (nor record)."""
+    if not enabled():
+        return None
     return os.path.join(
         settings.LOCAL_MONTHS_DIR, settings.DATABASES["default"]["NAME"], _AREAS, _state_name(state), digest.hex()
     )
 
 
-def area_may_be_shared(state: tuple, digest: bytes) -> bool:
-    """Whether the node's workers may have shared the area (insights/areas.py, by its key's
-    digest) under the catalogue's state: False only if the node keeps a copy and no mark."""
-    return not enabled() or os.path.exists(_area_mark(state, digest))
+def area_may_be_shared(mark: str | None) -> bool:
+    """Whether the node's workers may have shared the area: False only if the node keeps a
+    record and it holds no mark for it."""
+    return mark is None or os.path.exists(mark)
 
 
-def mark_area_shared(state: tuple, digest: bytes) -> None:
-    """Record that the area was shared under the state (once its entry is written)."""
-    if enabled():
-        mark = Path(_area_mark(state, digest))
-        mark.parent.mkdir(parents=True, exist_ok=True)
-        mark.touch()
+def mark_area_shared(mark: str | None) -> None:
+    """Record that the area was shared (once its entry is written). A mark that cannot be
+    written leaves the area to be weighed again by a worker that does not hold it: logged once."""
+    if mark is None:
+        return
+    try:
+        os.makedirs(os.path.dirname(mark), exist_ok=True)
+        Path(mark).touch()
+    except OSError as exc:
+        global _warned_unmarked
+        if not _warned_unmarked:
+            logger.warning("the record of the areas shared could not be written (%s): areas are weighed again", exc)
+            _warned_unmarked = True
+
+
+_warned_unmarked = False  # a mark could not be written: logged once a process
+
+
+def _forget_other_states(state: tuple) -> None:
+    """Delete the record of the areas shared under other states than the catalogue's."""
+    with contextlib.suppress(FileNotFoundError):
+        for other in (database_dir() / _AREAS).iterdir():
+            if other.name != _state_name(state):
+                shutil.rmtree(other, ignore_errors=True)
 
 
 def forget_area_marks() -> None:

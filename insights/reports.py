@@ -322,7 +322,7 @@ def _rows(
     }
     if average_present:  # of the whole number shown
         table["average_present"] = rounded(np.rint(value) / hours, 1, published)
-    return Rows(pa.table(table | (beside or {})))
+    return Rows(pa.table({**table, **(beside or {})}))
 
 
 def withheld_reasons(published: np.ndarray) -> pa.Array:
@@ -488,7 +488,7 @@ def od_matrix_result(query: Query, *, on_progress: Callable[[float], None] | Non
     hours = stamps.hours[bucket]
     ids = np.fromiter(zones, np.int64, len(zones))
     by_id = np.argsort(ids)
-    codes = [code for code, _ in zones.values()]
+    codes = pa.array([code for code, _ in zones.values()], pa.string())  # this order's: not kept
     flows = pa.table(
         {
             "start": stamps.starts(bucket),

@@ -304,7 +304,8 @@ def _keep(client: redis.Redis, names: list[str], prefix: str, lifetime: _Lifetim
 
 
 def forget_all() -> None:
-    """Delete every entry read from this database, and take the bytes of those with a worker's
+    """Delete every entry read from this database (and the node's record of the areas shared:
+    insights/local_months.py), and take the bytes of those with a worker's
     lifetime off this window's count (which then still bounds what is held; those a warm-up kept
     longer stay counted in its window, which only counts too much): the next read of each goes
     to PostgreSQL, as the service's first after a release does (the benchmark's cold-node runs,

@@ -201,7 +201,12 @@ def test_a_month_of_several_versions_is_copied_a_row_per_place_and_segment(
 
 
 def copies(settings) -> list[Path]:
-    return [path for path in Path(settings.LOCAL_MONTHS_DIR).glob("*/*/*/*") if not path.name.startswith(".")]
+    """The months' copies (database/table/month/key): not the grid's cells nor the areas' record beside them."""
+    return [
+        path
+        for path in Path(settings.LOCAL_MONTHS_DIR).glob("*/*/*/*")
+        if not path.name.startswith(".") and path.parent.parent.name not in ("cells", "areas")
+    ]
 
 
 def test_a_new_policy_is_not_read_from_the_old_policy_copy(city, settings, tmp_path, database_reads):

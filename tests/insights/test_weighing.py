@@ -1,6 +1,8 @@
 """An area weighed in the worker (insights/weighing.py, insights.areas.weighed) gives the cells and
 shares PostGIS gives (insights.selectors.CELL_SHARES_SQL), in the same order, on awkward areas."""
 
+import struct
+
 import numpy as np
 import pytest
 import shapely
@@ -13,7 +15,7 @@ from insights.areas import weighed
 from insights.catalogue import catalogue
 from insights.grid import cell_id
 from insights.selectors import CELL_SHARES_SQL, MIN_SHARE
-from insights.weighing import in_grid_crs
+from insights.weighing import _srid_and_heights, in_grid_crs
 from tests import grid
 
 # The grid's cells: a block of 10 × 8 with a gap (cells never published), and four cells where
@@ -250,6 +252,28 @@ def test_what_is_not_a_polygon_is_refused():
         area_rings(shapely.to_wkb(shapely.GeometryCollection([shapely.Point(0, 0)])))
     with pytest.raises(ValueError, match="cut short"):
         area_rings(shapely.to_wkb(shapely.box(0, 0, 1, 1))[:-3])
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_an_ewkb_head_gives_the_srid_and_whether_points_have_heights(order):
+    def head(kind: int, srid: int | None = 4326) -> bytes:
+        return bytes([order == "<"]) + struct.pack(f"{order}I", kind) + struct.pack(f"{order}I", srid or 0)
+
+    srid_flag = 0x20000000
+    assert _srid_and_heights(head(3 | srid_flag)) == (4326, False)
+    assert _srid_and_heights(head(6 | srid_flag, 3035)) == (3035, False)
+    assert _srid_and_heights(head(3 | srid_flag | 0x80000000)) == (4326, True)  # EWKB Z
+    assert _srid_and_heights(head(3 | srid_flag | 0x40000000)) == (4326, False)  # M: no heights
+    assert _srid_and_heights(head(3 | srid_flag | 0xC0000000)) == (4326, True)  # ZM
+    for iso, heights in ((1003, True), (2003, False), (3003, True), (1006, True)):
+        assert _srid_and_heights(head(iso | srid_flag)) == (4326, heights)
+    for short in range(9):
+        with pytest.raises(ValueError, match="no SRID"):
+            _srid_and_heights(head(3 | srid_flag)[:short])
+    with pytest.raises(ValueError, match="no SRID"):
+        _srid_and_heights(head(3))
+    with pytest.raises(ValueError, match="no SRID"):  # not a byte order
+        _srid_and_heights(b"\x07" + head(3 | srid_flag)[1:])
 
 
 def test_an_area_without_its_srid_in_its_ewkb_is_refused():
