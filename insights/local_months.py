@@ -136,6 +136,9 @@ def _mapped(path: Path) -> Copy | None:
         return Copy(*(np.asarray(np.load(path / f"{name}.npy", mmap_mode="r")) for name in _FILES))
     except FileNotFoundError:
         return None
+    except OSError as exc:  # a cache: a report that cannot read it reads the database
+        logger.warning("local copy of the recent months: %s could not be read (%s)", path, exc)
+        return None
 
 
 # The copies mapped lately, by key (a copy never changes: a new one has another key).
@@ -356,6 +359,9 @@ def cells_in_span(state: tuple, span: tuple[int, int, int, int]) -> np.ndarray |
         try:
             cells = np.asarray(np.load(database_dir() / _CELLS / f"{_state_name(state)}.npy", mmap_mode="r"))
         except FileNotFoundError:
+            return None
+        except OSError as exc:  # a cache: a report that cannot read it reads the database
+            logger.warning("local copy of the grid's cells could not be read (%s)", exc)
             return None
         _CELL_COPIES.clear()  # one state at a time
         _CELL_COPIES[key] = cells

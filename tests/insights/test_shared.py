@@ -468,6 +468,24 @@ def test_a_mark_that_cannot_be_written_leaves_reports_as_they_are(city, settings
     assert caplog.text.count("the record of the areas shared could not be written") == 1
 
 
+def test_a_node_copy_that_cannot_be_read_leaves_reports_as_they_are(city, settings, tmp_path, caplog):
+    expected = tables(footfall_result(query()))
+    settings.LOCAL_MONTHS_DIR = str(tmp_path / "local-months")
+    assert local_months.write()
+    for copy in (tmp_path / "local-months").glob("*/*/*/*"):
+        if copy.is_dir():  # a month's copy or the record: made unreadable as a whole
+            shutil.rmtree(copy)
+            copy.write_text("not a directory")
+        else:  # the grid's cells
+            copy.unlink()
+            copy.mkdir()
+    local_months._MAPPED.clear()
+    local_months._CELL_COPIES.clear()
+    caches_clear()
+    assert tables(footfall_result(query())) == expected
+    assert "could not be read" in caplog.text
+
+
 def test_a_new_state_of_the_releases_starts_an_empty_record_and_the_copy_deletes_the_old(
     city, settings, tmp_path, monkeypatch
 ):
