@@ -387,6 +387,7 @@ def _summed_months(
     keys = keyed.keys(places_digest.digest())
     shared_keys = keys if shared_owner is None else keyed.keys(shared_owner)
 
+    @functools.cache  # asked whether every month has one, then for those missing here
     def copy_of(index: int) -> local_months.Copy | None:
         return local_months.opened(read.table, read.policy, read.retained_from, months_read[index], versions[index])
 
