@@ -121,8 +121,7 @@ class _Everyone:
     @functools.cached_property
     def released_share(self) -> pa.Array:
         covered = self.coverage * self.stamps.hours
-        weight = self.weight
-        return rounded(np.divide(weight, covered, out=np.zeros_like(weight), where=covered > 0), 4)
+        return rounded(np.divide(self.weight, covered, out=np.zeros_like(self.weight), where=covered > 0), 4)
 
     @functools.cached_property
     def counted(self) -> Counted:

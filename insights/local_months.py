@@ -407,30 +407,26 @@ def _write_cells(state: tuple) -> None:
 _AREAS = "areas"
 
 
-def area_mark(state: tuple, digest: bytes) -> str | None:
+def area_mark(state: tuple, digest: bytes) -> Path | None:
     """Where the node records that its workers shared the area (insights/areas.py, by its key's
     digest) under the catalogue's state; None if the node keeps no copy (nor record)."""
-    if not enabled():
-        return None
-    return os.path.join(
-        settings.LOCAL_MONTHS_DIR, settings.DATABASES["default"]["NAME"], _AREAS, _state_name(state), digest.hex()
-    )
+    return database_dir() / _AREAS / _state_name(state) / digest.hex() if enabled() else None
 
 
-def area_may_be_shared(mark: str | None) -> bool:
+def area_may_be_shared(mark: Path | None) -> bool:
     """Whether the node's workers may have shared the area: False only if the node keeps a
     record and it holds no mark for it."""
-    return mark is None or os.path.exists(mark)
+    return mark is None or mark.exists()
 
 
-def mark_area_shared(mark: str | None) -> None:
+def mark_area_shared(mark: Path | None) -> None:
     """Record that the area was shared (once its entry is written). A mark that cannot be
     written leaves the area to be weighed again by a worker that does not hold it: logged once."""
     if mark is None:
         return
     try:
-        os.makedirs(os.path.dirname(mark), exist_ok=True)
-        Path(mark).touch()
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.touch()
     except OSError as exc:
         global _warned_unmarked
         if not _warned_unmarked:

@@ -253,7 +253,9 @@ def flush() -> None:
             logger.exception("shared months: a write failed")
 
 
-def _hand_over(client: redis.Redis, encode, named: list[tuple[str, object]], written=None) -> None:
+def _hand_over(
+    client: redis.Redis, encode, named: list[tuple[str, object]], written: Callable[[], None] | None = None
+) -> None:
     """Leave a write of the entries (name, entry) to flush(), with the settings of now: inside
     kept_longer() its lifetime, then a worker's if its budget is spent; written(): called once
     they are."""

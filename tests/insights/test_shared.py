@@ -87,6 +87,17 @@ def test_a_worker_that_never_read_the_area_reads_its_months_from_the_node(city, 
     assert all(0 < client.ttl(name) <= settings.SHARED_MONTHS_TTL_SECONDS for name in values(settings))
 
 
+def a_release_adds_a_cell_under_the_area(tmp_path) -> None:
+    """A load whose release build adds a cell under BLOCK: a new state of the releases."""
+    grid.load_totals(
+        tmp_path / "new-cell.csv",
+        cells=[(2, 2)],
+        start=dt.datetime(2026, 3, 31, 22, tzinfo=UTC),
+        end=dt.datetime(2026, 4, 1, tzinfo=UTC),
+        visits=lambda *_: 40,
+    )
+
+
 def test_a_worker_reads_an_area_another_weighed_from_the_node(city, tmp_path, settings, monkeypatch):
     first = tables(footfall_result(query()))
     assert len(areas(settings)) == 1
@@ -98,13 +109,7 @@ def test_a_worker_reads_an_area_another_weighed_from_the_node(city, tmp_path, se
     assert spans == []
 
     # A release build may add cells under the area: the areas shared are those of the releases' state.
-    grid.load_totals(
-        tmp_path / "new-cell.csv",
-        cells=[(2, 2)],
-        start=dt.datetime(2026, 3, 31, 22, tzinfo=UTC),
-        end=dt.datetime(2026, 4, 1, tzinfo=UTC),
-        visits=lambda *_: 40,
-    )
+    a_release_adds_a_cell_under_the_area(tmp_path)
     caches_clear()
     footfall_result(query())
     assert len(spans) == 1
@@ -493,13 +498,7 @@ def test_a_new_state_of_the_releases_starts_an_empty_record_and_the_copy_deletes
     footfall_result(query())
     shared.flush()
     (old,) = tmp_path.rglob("areas/*")
-    grid.load_totals(
-        tmp_path / "new-cell.csv",
-        cells=[(2, 2)],
-        start=dt.datetime(2026, 3, 31, 22, tzinfo=UTC),
-        end=dt.datetime(2026, 4, 1, tzinfo=UTC),
-        visits=lambda *_: 40,
-    )
+    a_release_adds_a_cell_under_the_area(tmp_path)
     asks = []
     mget = redis.Redis.mget
     monkeypatch.setattr(redis.Redis, "mget", lambda client, names: asks.append(list(names)) or mget(client, names))
